@@ -1,0 +1,193 @@
+"""The WebSocket wire schema: client commands parsed from JSON text frames.
+
+Every command is a JSON object with ``op`` and an optional integer ``ref`` that the reply echoes.
+:func:`parse_command` returns a command value or raises :class:`CommandError`, which carries the
+``ref`` (when one could be read) so the error reply can name the command it answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tidings.core.channels import validate_channel
+from tidings.core.position import EPOCH_ALPHABET, Position
+from tidings.exceptions import BadRequest, TidingsError
+
+__all__ = [
+    "Command",
+    "CommandError",
+    "Connect",
+    "HistoryCmd",
+    "Ping",
+    "PresenceCmd",
+    "PublishCmd",
+    "Subscribe",
+    "Unsubscribe",
+    "parse_command",
+    "parse_position",
+]
+
+MAX_REF = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    ref: int | None
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    ref: int | None
+    channel: str
+    since: Position | None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    ref: int | None
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishCmd:
+    ref: int | None
+    channel: str
+    data: Any
+    event: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceCmd:
+    ref: int | None
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCmd:
+    ref: int | None
+    channel: str
+    since: Position | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: int | None
+
+
+Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | HistoryCmd | Ping
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; ``error`` says why, ``ref`` which command it was."""
+
+    def __init__(self, error: TidingsError, ref: int | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.ref = ref
+
+
+def _ref(obj: dict[str, Any]) -> int | None:
+    ref = obj.get("ref")
+    if ref is None:
+        return None
+    if isinstance(ref, bool) or not isinstance(ref, int) or not 0 <= ref < MAX_REF:
+        raise BadRequest("ref must be a non-negative integer")
+    return ref
+
+
+def _str(obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"missing field {key!r}")
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise BadRequest(f"field {key!r} must be a string of at most {max_len} characters")
+    return value
+
+
+def validate_event_name(event: object) -> str:
+    """Event names are 1-64 printable ASCII characters without whitespace or ``:`` (SSE-safe)."""
+    if (
+        not isinstance(event, str)
+        or not 1 <= len(event) <= 64
+        or not all(33 <= ord(c) <= 126 and c != ":" for c in event)
+    ):
+        raise BadRequest("event must be 1-64 printable ASCII characters without spaces or ':'")
+    return event
+
+
+def parse_position(value: object) -> Position | None:
+    """A ``since`` object ``{"epoch": str, "offset": int}``; None passes through."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest("since must be an object with epoch and offset")
+    epoch, offset = value.get("epoch"), value.get("offset")
+    if not isinstance(epoch, str) or not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
+        raise BadRequest("since.epoch must be an epoch string")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < MAX_REF:
+        raise BadRequest("since.offset must be a non-negative integer")
+    return Position(epoch, offset)
+
+
+def _limit(obj: dict[str, Any], default: int, maximum: int) -> int:
+    limit = obj.get("limit", default)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}")
+    return limit
+
+
+def _channel(obj: dict[str, Any]) -> str:
+    if "channel" not in obj:
+        raise BadRequest("missing field 'channel'")
+    return validate_channel(obj["channel"])
+
+
+def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
+    """Parse one client frame; raise :class:`CommandError` (with the ref, if any) when invalid.
+
+    The caller has already checked the frame's size and that it is text.
+    """
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise CommandError(BadRequest("frame is not valid JSON"), None) from None
+    if not isinstance(obj, dict):
+        raise CommandError(BadRequest("a command must be a JSON object"), None)
+    ref: int | None = None
+    try:
+        ref = _ref(obj)
+        op = obj.get("op")
+        if op == "subscribe":
+            return Subscribe(ref, _channel(obj), parse_position(obj.get("since")),
+                             _str(obj, "token", max_len=8192))
+        if op == "publish":
+            if "data" not in obj:
+                raise BadRequest("missing field 'data'")
+            event = validate_event_name(obj.get("event", "message"))
+            return PublishCmd(ref, _channel(obj), obj["data"], event,
+                              _str(obj, "idempotency_key", max_len=200))
+        if op == "unsubscribe":
+            return Unsubscribe(ref, _channel(obj))
+        if op == "ping":
+            return Ping(ref)
+        if op == "presence":
+            return PresenceCmd(ref, _channel(obj))
+        if op == "history":
+            return HistoryCmd(ref, _channel(obj), parse_position(obj.get("since")),
+                              _limit(obj, 100, history_limit))
+        if op == "connect":
+            return Connect(ref, _str(obj, "token", max_len=8192))
+        if op is None:
+            raise BadRequest("missing field 'op'")
+        raise BadRequest(f"unknown op {str(op)[:40]!r}")
+    except TidingsError as exc:
+        raise CommandError(exc, ref) from None

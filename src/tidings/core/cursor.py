@@ -1,0 +1,70 @@
+"""Cursors: the opaque, URL-safe text form of a set of ``(channel, epoch, offset)`` positions.
+
+Encoding (documented in docs/reference/protocol.md): a cursor is one or more *tokens* joined by
+``.``; a token is the unpadded base64url encoding of the UTF-8 text ``{offset}:{epoch}:{channel}``.
+A token depends only on one channel's position, so it is computed once per publication and shared
+by every subscriber; a multi-channel stream's cursor is the join of its channels' tokens. Decoding
+merges repeated channels by keeping the later position in the same epoch (and the last one given
+when epochs differ), so cursors from several transports can be passed together.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+
+from tidings.core.channels import validate_channel
+from tidings.core.position import EPOCH_ALPHABET, Position
+from tidings.exceptions import BadRequest, InvalidCursor
+
+__all__ = ["MAX_CURSOR_LENGTH", "decode_cursor", "decode_cursors", "encode_cursor", "encode_token"]
+
+MAX_CURSOR_LENGTH = 64 * 1024
+
+
+def encode_token(channel: str, position: Position) -> str:
+    """The cursor token of one channel at ``position``."""
+    raw = f"{position.offset}:{position.epoch}:{channel}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def encode_cursor(positions: Mapping[str, Position]) -> str:
+    """The cursor of several channels' positions (channels in sorted order, for stable ETags)."""
+    return ".".join(encode_token(ch, positions[ch]) for ch in sorted(positions))
+
+
+def _decode_token(token: str) -> tuple[str, Position]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        offset_text, epoch, channel = raw.decode("utf-8").split(":", 2)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("invalid cursor: not a tidings cursor") from None
+    if not offset_text.isdigit() or len(offset_text) > 18:
+        raise InvalidCursor("invalid cursor: bad offset")
+    if not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
+        raise InvalidCursor("invalid cursor: bad epoch")
+    try:
+        validate_channel(channel)
+    except BadRequest:
+        raise InvalidCursor("invalid cursor: bad channel") from None
+    return channel, Position(epoch, int(offset_text))
+
+
+def decode_cursor(cursor: str) -> dict[str, Position]:
+    """Positions by channel from one cursor; raises :class:`InvalidCursor` if it is malformed."""
+    return decode_cursors([cursor])
+
+
+def decode_cursors(cursors: Iterable[str]) -> dict[str, Position]:
+    """Merge several cursors into positions by channel (see the module docstring for the rule)."""
+    merged: dict[str, Position] = {}
+    for cursor in cursors:
+        if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+            raise InvalidCursor("invalid cursor: empty or too long")
+        for token in cursor.split("."):
+            channel, position = _decode_token(token)
+            known = merged.get(channel)
+            if known is None or known.epoch != position.epoch or position.offset > known.offset:
+                merged[channel] = position
+    return merged

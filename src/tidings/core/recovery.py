@@ -1,0 +1,72 @@
+"""Resume = history + live, merged in order with no duplicates and no silent hole.
+
+While a subscription's history is being read (an await at the edge), live publications for the
+channel keep arriving. :class:`Recovery` buffers them and :meth:`Recovery.finish` merges: the
+history part first, then buffered live publications that come after it, each offset once. A live
+publication that skips ahead of what was read is kept (history was read before it was appended);
+one from another epoch than the answer's is dropped, since it can only be older.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tidings.core.events import Gap, Page, Publication
+from tidings.core.position import Position
+
+__all__ = ["Recovery", "Recovered"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What to tell and send a subscriber once its history has been read.
+
+    ``recovered`` is true when every publication after the requested position is in
+    ``publications`` (always true without a ``since``); ``gap`` is set when it is not;
+    ``position`` is the channel's position after the last publication sent.
+    """
+
+    recovered: bool
+    publications: list[Publication]
+    position: Position
+    gap: Gap | None = None
+
+
+@dataclass(slots=True)
+class Recovery:
+    """The merge of one subscription's history read with the live publications it overlaps."""
+
+    channel: str
+    since: Position | None
+    buffered: list[Publication] = field(default_factory=list)
+
+    def buffer(self, publication: Publication) -> None:
+        """Keep a live publication that arrived while history was being read."""
+        self.buffered.append(publication)
+
+    def finish(self, answer: Page | Gap | Position) -> Recovered:
+        """Merge ``answer`` (a Page or Gap for a ``since``, else the current position)."""
+        if isinstance(answer, Position):
+            gap: Gap | None = None
+            history: list[Publication] = []
+            position = answer
+        elif isinstance(answer, Gap):
+            gap, history, position = answer, answer.publications, answer.position
+        else:
+            gap, history, position = None, answer.publications, answer.position
+        if history:
+            last = history[-1].position
+            if last.epoch == position.epoch and last.offset > position.offset:
+                position = last
+        merged = list(history)
+        for pub in self.buffered:
+            if pub.epoch != position.epoch:
+                continue
+            top = merged[-1].offset if merged else position.offset
+            if pub.offset <= top:
+                continue
+            merged.append(pub)
+        if merged and merged[-1].epoch == position.epoch and merged[-1].offset > position.offset:
+            position = merged[-1].position
+        self.buffered = []
+        return Recovered(gap is None, merged, position, gap)

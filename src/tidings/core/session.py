@@ -1,0 +1,171 @@
+"""One client connection's state, as a table-driven state machine (sans-I/O).
+
+Theory. A connection is ``NEW`` until it is authenticated, either by a token presented with the
+upgrade or by a first ``connect`` command; a ``NEW`` connection that sends another command first
+is connected anonymously. ``CONNECTED`` connections may subscribe, publish and so on; a further
+``connect`` refreshes the token (same user only). ``CLOSED`` is final. Each subscription is
+``RECOVERING`` from the moment it is accepted until its history read has been merged (live
+publications are buffered meanwhile, see :mod:`tidings.core.recovery`), then ``LIVE``.
+
+:meth:`Session.receive` is the one decision point: it checks the state table, the limits and the
+permission rule, updates the state, and returns the command the edge must now carry out, or
+raises :class:`~tidings.core.commands.CommandError` (the edge answers an ``error`` frame and keeps
+the connection). The edge reports the outcome of I/O back with :meth:`Session.subscribed` and
+:meth:`Session.unsubscribe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from tidings.core.commands import (
+    Command,
+    CommandError,
+    Connect,
+    HistoryCmd,
+    Ping,
+    PresenceCmd,
+    PublishCmd,
+    Subscribe,
+    Unsubscribe,
+)
+from tidings.core.permissions import ANONYMOUS, Capability, Credentials, Namespaces, allowed
+from tidings.core.recovery import Recovery
+from tidings.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TidingsError,
+    TokenExpired,
+    TooLarge,
+    Unauthorized,
+)
+
+__all__ = ["Session", "SessionState", "SubState"]
+
+
+class SessionState(Enum):
+    NEW = "new"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class SubState(Enum):
+    RECOVERING = "recovering"
+    LIVE = "live"
+
+
+# (state, command type) -> state after the command is accepted; absent pairs are refused.
+_TRANSITIONS: dict[tuple[SessionState, type], SessionState] = {
+    (SessionState.NEW, Connect): SessionState.CONNECTED,
+    (SessionState.CONNECTED, Connect): SessionState.CONNECTED,
+    **{
+        (state, cmd): SessionState.CONNECTED
+        for state in (SessionState.NEW, SessionState.CONNECTED)
+        for cmd in (Subscribe, Unsubscribe, PublishCmd, PresenceCmd, HistoryCmd, Ping)
+    },
+}
+
+_CAPABILITY: dict[type, Capability] = {
+    Subscribe: Capability.SUBSCRIBE,
+    PublishCmd: Capability.PUBLISH,
+    PresenceCmd: Capability.PRESENCE,
+    HistoryCmd: Capability.HISTORY,
+}
+
+
+@dataclass(slots=True)
+class Subscription:
+    state: SubState
+    recovery: Recovery | None
+
+
+class Session:
+    """The rules of one connection; see the module docstring for the theory."""
+
+    __slots__ = ("credentials", "max_subscriptions", "namespaces", "state", "subscriptions")
+
+    def __init__(self, namespaces: Namespaces, max_subscriptions: int = 128,
+                 credentials: Credentials | None = None) -> None:
+        self.namespaces = namespaces
+        self.max_subscriptions = max_subscriptions
+        self.credentials = credentials or ANONYMOUS
+        self.state = SessionState.CONNECTED if credentials is not None else SessionState.NEW
+        self.subscriptions: dict[str, Subscription] = {}
+
+    def receive(self, command: Command, now: float, message_bytes: int = 0) -> Command:
+        """Accept ``command`` (returning it) or raise :class:`CommandError` with the reason.
+
+        ``now`` is Unix time in seconds (token expiry); ``message_bytes`` the size of a publish's
+        frame, checked against the namespace's ``max_message_bytes``.
+        """
+        try:
+            return self._receive(command, now, message_bytes)
+        except TidingsError as exc:
+            raise CommandError(exc, command.ref) from None
+
+    def _receive(self, command: Command, now: float, message_bytes: int) -> Command:
+        after = _TRANSITIONS.get((self.state, type(command)))
+        if after is None:
+            raise BadRequest(f"{type(command).__name__.lower()} is not allowed now")
+        if isinstance(command, Connect):
+            return command
+        if self.expired(now):
+            raise TokenExpired("token expired: send connect with a new token")
+        self.state = after
+        if isinstance(command, Unsubscribe):
+            if self.subscriptions.pop(command.channel, None) is None:
+                raise NotFound(f"not subscribed to {command.channel}")
+            return command
+        if isinstance(command, Ping):
+            return command
+        channel = command.channel
+        options = self.namespaces.for_channel(channel)
+        capability = _CAPABILITY[type(command)]
+        if not allowed(capability, channel, options, self.credentials):
+            raise Forbidden(f"{capability.value} is not allowed on {channel}")
+        if isinstance(command, Subscribe):
+            if channel in self.subscriptions:
+                raise Conflict(f"already subscribed to {channel}")
+            if len(self.subscriptions) >= self.max_subscriptions:
+                raise BadRequest(f"at most {self.max_subscriptions} subscriptions per connection")
+            self.subscriptions[channel] = Subscription(
+                SubState.RECOVERING, Recovery(channel, command.since)
+            )
+        elif isinstance(command, PublishCmd) and message_bytes > options.max_message_bytes:
+            raise TooLarge(f"message over {options.max_message_bytes} bytes for {channel}")
+        return command
+
+    def connect(self, credentials: Credentials, now: float) -> None:
+        """Adopt (or refresh) credentials after the edge verified a token."""
+        if credentials.expires_at is not None and credentials.expires_at <= now:
+            raise TokenExpired("token expired")
+        if self.state is SessionState.CONNECTED and self.credentials.user != credentials.user:
+            raise Unauthorized("a refreshed token must be for the same user")
+        self.credentials = credentials
+        self.state = SessionState.CONNECTED
+
+    def expired(self, now: float) -> bool:
+        expires = self.credentials.expires_at
+        return expires is not None and expires <= now
+
+    def recovery(self, channel: str) -> Recovery | None:
+        """The channel's pending recovery, while it is RECOVERING (else None)."""
+        sub = self.subscriptions.get(channel)
+        return sub.recovery if sub is not None else None
+
+    def subscribed(self, channel: str) -> None:
+        """The history merge is done: the subscription is LIVE."""
+        sub = self.subscriptions.get(channel)
+        if sub is not None:
+            sub.state, sub.recovery = SubState.LIVE, None
+
+    def unsubscribe(self, channel: str) -> None:
+        """Forget ``channel`` (a failed subscribe, or a server-side unsubscribe)."""
+        self.subscriptions.pop(channel, None)
+
+    def close(self) -> None:
+        self.state = SessionState.CLOSED
+        self.subscriptions.clear()

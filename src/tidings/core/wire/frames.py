@@ -1,0 +1,75 @@
+"""Encoded publications and WebSocket reply frames.
+
+A publication is serialised to JSON once per publish (``body``), and its cursor token once.
+Each transport's bytes are derived from those on first use and cached on the
+:class:`EncodedPublication`, which the hub hands to every subscriber: a thousand WebSocket
+subscribers share one frame, a thousand single-channel SSE streams share one event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tidings.core.cursor import encode_token
+from tidings.core.events import Publication
+from tidings.core.wire.ndjson import ndjson_line
+from tidings.core.wire.sse import sse_event
+
+__all__ = ["EncodedPublication", "encode_json", "reply"]
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON bytes (UTF-8, compact; non-string dict keys are refused)."""
+    return orjson.dumps(value)
+
+
+def reply(op: str, ref: int | None, **fields: Any) -> str:
+    """A server → client frame as text: ``{"op": op, "ref": ref, ...fields}``."""
+    obj: dict[str, Any] = {"op": op}
+    if ref is not None:
+        obj["ref"] = ref
+    obj.update(fields)
+    return orjson.dumps(obj).decode()
+
+
+class EncodedPublication:
+    """A publication with its bytes for every transport, each computed at most once."""
+
+    __slots__ = ("_ndjson", "_sse", "_ws", "body", "publication", "token")
+
+    def __init__(self, publication: Publication) -> None:
+        self.publication = publication
+        self.body = orjson.dumps(publication.to_dict())
+        self.token = encode_token(publication.channel, publication.position)
+        self._ws: str | None = None
+        self._sse: bytes | None = None
+        self._ndjson: bytes | None = None
+
+    def with_cursor(self, cursor: str) -> bytes:
+        """The publication JSON with a ``cursor`` field (for streams over several channels)."""
+        return b"".join((self.body[:-1], b',"cursor":"', cursor.encode("ascii"), b'"}'))
+
+    @property
+    def ws_text(self) -> str:
+        """The WebSocket ``message`` frame, with the cursor of this publication's channel."""
+        if self._ws is None:
+            self._ws = b"".join(
+                (b'{"op":"message",', self.body[1:-1], b',"cursor":"', self.token.encode(), b'"}')
+            ).decode()
+        return self._ws
+
+    @property
+    def sse(self) -> bytes:
+        """The SSE event for a stream of this publication's channel alone."""
+        if self._sse is None:
+            self._sse = sse_event(self.publication.event, self.with_cursor(self.token), self.token)
+        return self._sse
+
+    @property
+    def ndjson(self) -> bytes:
+        """The NDJSON line for a stream of this publication's channel alone."""
+        if self._ndjson is None:
+            self._ndjson = ndjson_line(self.with_cursor(self.token))
+        return self._ndjson

@@ -1,0 +1,248 @@
+"""Settings: a TOML file plus ``TIDINGS_*`` environment variables, validated at start.
+
+Nested keys are joined by ``__`` in the environment (``TIDINGS_LIMITS__IDLE_TIMEOUT=30``).
+Precedence: explicit arguments (the CLI's ``--host`` …) > environment > TOML file > defaults.
+Every problem is reported with the key it concerns (:func:`load_settings` raises
+:class:`SettingsError` listing them all at once).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tidings.core.channels import DEFAULT_NAMESPACE
+from tidings.core.permissions import NamespaceOptions, Namespaces
+
+__all__ = [
+    "ApiKey",
+    "Limits",
+    "NamespaceSettings",
+    "ReceiverSettings",
+    "SSESettings",
+    "Settings",
+    "SettingsError",
+    "WebhookSettings",
+    "is_loopback",
+    "load_settings",
+]
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("tidings_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Section):
+    publish_rate: float = Field(50.0, gt=0, description="Publishes per second per connection.")
+    publish_burst: int = Field(100, ge=1, description="Burst of the per-connection publish rate.")
+    max_message_bytes: int = Field(65536, ge=64, description="Default message size limit.")
+    max_frame_bytes: int = Field(1048576, ge=1024, description="Largest WebSocket frame accepted.")
+    max_request_bytes: int = Field(1048576, ge=1024, description="Largest server API body.")
+    max_connections_per_ip: int = Field(1000, ge=1, description="Concurrent connections per IP.")
+    max_connections_per_user: int = Field(100, ge=1, description="Concurrent connections per user.")
+    max_subscriptions_per_connection: int = Field(128, ge=1, description="Channels per connection.")
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds to complete a request.")
+    idle_timeout: float = Field(60.0, gt=0, description="Seconds without traffic or pong.")
+    ping_interval: float = Field(25.0, gt=0, description="Seconds between server pings.")
+    outbox_bytes: int = Field(1048576, ge=1024, description="Queued bytes before 4008.")
+    outbox_messages: int = Field(10000, ge=10, description="Queued messages before 4008.")
+    max_poll_timeout: float = Field(60.0, ge=0, description="Cap of a long poll's timeout.")
+    history_limit: int = Field(1000, ge=1, description="Most publications one history read returns.")
+
+
+class NamespaceSettings(_Section):
+    public: bool = Field(True, description="Anonymous clients may subscribe.")
+    private: bool = Field(False, description="Only token grants allow anything.")
+    client_publish: bool = Field(True, description="Clients may publish over WebSocket.")
+    presence: bool = Field(True, description="Presence is kept and may be read.")
+    join_leave: bool = Field(True, description="Subscribers get join/leave messages.")
+    history_size: int = Field(100, ge=0, le=1_000_000, description="Publications kept.")
+    history_ttl: float = Field(3600.0, ge=0, description="Seconds a publication is kept (0: no TTL).")
+    max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
+
+
+class ApiKey(_Section):
+    key: str = Field(min_length=16)
+    scopes: list[Literal["publish", "read", "admin"]] = ["publish", "read", "admin"]
+    name: str = ""
+
+
+class SSESettings(_Section):
+    retry_ms: int = Field(2000, ge=0, description="retry: sent first on every SSE stream.")
+    heartbeat: float = Field(15.0, gt=0, description="Seconds between heartbeat comments/lines.")
+
+
+class WebhookSettings(_Section):
+    allow_private: list[str] = Field(default_factory=list, description="SSRF allow list (CIDRs).")
+    retry_schedule: list[float] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Delay before retry n, in seconds; the first attempt is immediate.",
+    )
+    timeout: float = Field(15.0, gt=0, description="Seconds for one delivery attempt.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Relative jitter of retry delays.")
+    concurrency_per_endpoint: int = Field(4, ge=1)
+    disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
+    rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
+    store: str = Field("", description="SQLite file of the delivery queue ('' = next to the broker or tidings-webhooks.db).")
+
+    @field_validator("allow_private")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+
+class ReceiverSettings(_Section):
+    provider: Literal["github", "stripe", "standard", "hmac"]
+    secret: str | list[str] = Field(description="Secret, or several during a rotation.")
+    channel: str = Field(description="Target channel template, e.g. github:{event}.")
+    tolerance: float = Field(300.0, gt=0, description="Timestamp tolerance in seconds.")
+    header: str = Field("X-Signature", description="hmac provider: the signature header.")
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    event_header: str | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting of a node (see docs/reference/settings.md)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8600, ge=0, le=65535, description="Port to bind (0: any free port).")
+    broker: str = Field("memory", description="memory, sqlite:///path.db, redis://…, redis-cluster://…")
+    api_key: str | None = Field(None, min_length=16, description="Server API key with every scope.")
+    api_keys: list[ApiKey] = Field(default_factory=list, description="Further keys with scopes.")
+    token_secret: str | None = Field(None, min_length=16, description="HS256 token secret.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed.")
+    insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    demo: bool = Field(True, description="Serve the demo pages at /.")
+    websocket: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
+    drain_timeout: float = Field(10.0, ge=0, description="Seconds to drain on SIGTERM.")
+    limits: Limits = Field(default_factory=Limits)
+    sse: SSESettings = Field(default_factory=SSESettings)
+    namespaces: dict[str, NamespaceSettings] = Field(default_factory=dict)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    receivers: dict[str, ReceiverSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(
+            ("sqlite:///", "redis://", "rediss://", "redis-cluster://")
+        ):
+            raise ValueError("use memory, sqlite:///path.db, redis://host:port/db or redis-cluster://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> Settings:
+        if not is_loopback(self.host) and not self.insecure and not (
+            self.token_secret and (self.api_key or self.api_keys)
+        ):
+            raise ValueError(
+                f"host {self.host!r} is not loopback: set token_secret and api_key, "
+                "or pass --insecure to serve without them"
+            )
+        return self
+
+    def namespace_rules(self) -> Namespaces:
+        """The core's view of the namespaces (message limits resolved)."""
+        def convert(ns: NamespaceSettings) -> NamespaceOptions:
+            return NamespaceOptions(
+                public=ns.public, private=ns.private, client_publish=ns.client_publish,
+                presence=ns.presence, join_leave=ns.join_leave, history_size=ns.history_size,
+                history_ttl=ns.history_ttl,
+                max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
+            )
+        options = {name: convert(ns) for name, ns in self.namespaces.items()}
+        default = options.get(DEFAULT_NAMESPACE) or convert(NamespaceSettings())
+        return Namespaces(options, default)
+
+    def api_key_scopes(self) -> dict[str, frozenset[str]]:
+        """Every configured API key with its scopes."""
+        keys = {k.key: frozenset(k.scopes) for k in self.api_keys}
+        if self.api_key:
+            keys[self.api_key] = frozenset({"publish", "read", "admin"})
+        return keys
+
+
+class SettingsError(Exception):
+    """Invalid settings; ``problems`` lists ``(key, message)`` pairs, all of them."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {key}: {message}" for key, message in problems)
+        super().__init__(f"invalid settings ({len(problems)} problems):\n{lines}")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _config_file(path: Path | None) -> Iterator[None]:
+    token = _CONFIG_FILE.set(path)
+    try:
+        yield
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config`` (TOML), the environment and ``overrides`` (None values ignored).
+
+    Raises :class:`SettingsError` naming every bad key.
+    """
+    path = Path(config) if config is not None else None
+    if path is not None and not path.is_file():
+        raise SettingsError([("--config", f"no such file: {path}")])
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        with _config_file(path):
+            return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(settings)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append((key, message))
+        raise SettingsError(problems) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise SettingsError([(str(path), f"not valid TOML: {exc}")]) from None
