@@ -87,10 +87,11 @@ Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | History
 class CommandError(Exception):
     """A command that cannot be carried out; ``error`` says why, ``ref`` which command it was."""
 
-    def __init__(self, error: TidingsError, ref: int | None) -> None:
+    def __init__(self, error: TidingsError, ref: int | None, *, invalid_json: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.ref = ref
+        self.invalid_json = invalid_json
 
 
 def _ref(obj: dict[str, Any]) -> int | None:
@@ -159,7 +160,7 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise CommandError(BadRequest("frame is not valid JSON"), None) from None
+        raise CommandError(BadRequest("frame is not valid JSON"), None, invalid_json=True) from None
     if not isinstance(obj, dict):
         raise CommandError(BadRequest("a command must be a JSON object"), None)
     ref: int | None = None

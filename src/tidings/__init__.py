@@ -1,0 +1,20 @@
+"""tidings: a realtime event hub. Publish once; every subscriber gets it, over the push
+technique that suits it (WebSocket, SSE, HTTP streaming, long and short polling, webhooks)."""
+
+from tidings._version import __version__
+from tidings.core.events import Gap, Publication
+from tidings.core.position import Position
+from tidings.node import Node
+from tidings.server.app import create_app
+from tidings.settings import Settings, load_settings
+
+__all__ = [
+    "Gap",
+    "Node",
+    "Position",
+    "Publication",
+    "Settings",
+    "__version__",
+    "create_app",
+    "load_settings",
+]

@@ -1,0 +1,1 @@
+"""The ASGI application: transports, the server API, static files and pages."""

@@ -1,0 +1,137 @@
+"""``create_app(settings)``: the whole of tidings as one ASGI application.
+
+Standalone, ``tidings serve`` runs it under uvicorn. Mounted in another ASGI app, the host's
+lifespan must start and stop the node::
+
+    realtime = tidings.create_app(settings)
+    app = FastAPI(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from tidings.node import Node
+from tidings.server.api import create_api
+from tidings.server.errors import error_body, install_error_handlers
+from tidings.settings import Settings
+from tidings.transports.websocket import WebSocketEndpoint
+
+__all__ = ["TidingsApp", "create_app"]
+
+Scope = dict[str, Any]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 (by Content-Length, or as they stream)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(send)
+                return
+        seen = 0
+        refused = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = error_body("too_large", f"request body over {self.limit} bytes")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class TidingsApp(Starlette):
+    """The ASGI app of one node; ``node`` is its :class:`~tidings.node.Node`."""
+
+    node: Node
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Start the node, and stop it on the way out (usable as a host app's lifespan)."""
+        async with self.node:
+            yield
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    node: Node = request.app.state.node
+    problem = None
+    if node.draining:
+        problem = "draining"
+    else:
+        try:
+            await node.broker.ping()
+        except Exception as exc:
+            problem = f"broker unavailable: {exc}"
+    if problem:
+        return Response(error_body("unavailable", problem), 503, media_type="application/json")
+    return JSONResponse({"status": "ready"})
+
+
+def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
+    """The ASGI app serving every transport, the server API and the static files."""
+    node = node if node is not None else Node(settings)
+    settings = node.settings
+    api = BodyLimit(create_api(node), settings.limits.max_request_bytes)
+    routes: list[Any] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/api", app=api),
+        Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
+    ]
+    if settings.websocket:
+        routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
+    app = TidingsApp(routes=routes)
+    app.node = node
+    app.state.node = node
+    app.router.lifespan_context = app.lifespan
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,73 @@
+"""The one place errors become HTTP answers: ``{"error": {"code", "message"}}`` with a status.
+
+Foreign exceptions (validation, routing, anything unexpected) are translated here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidings.exceptions import TidingsError
+
+__all__ = ["error_body", "error_response", "install_error_handlers"]
+
+log = logging.getLogger("tidings.server")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "bad_request", 409: "conflict", 413: "too_large", 422: "bad_request",
+               429: "rate_limited", 503: "unavailable"}
+
+
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(code, message), status, headers=headers,
+                    media_type="application/json")
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _tidings_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TidingsError)
+    headers = {"Retry-After": "1"} if exc.temporary else None
+    return error_response(exc.http_status, exc.code, exc.message, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, "bad_request", _describe_validation(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error")
+
+
+def install_error_handlers(app: Any) -> None:
+    """Register the translations on a Starlette or FastAPI app."""
+    app.add_exception_handler(TidingsError, _tidings_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

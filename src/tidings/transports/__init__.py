@@ -1,0 +1,1 @@
+"""Transports: thin adapters between the wire (ASGI messages) and sessions, the hub and the node."""
