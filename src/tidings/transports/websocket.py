@@ -113,6 +113,8 @@ class WebSocketConnection:
                 if not batch:
                     break
                 for frame in batch:
+                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
+                        break
                     await send({"type": "websocket.send", "text": frame})
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
