@@ -43,9 +43,14 @@ PRESENCE_TTL = 60.0
 class Connection(Protocol):
     """A live client connection, as the node sees it (any transport)."""
 
-    client_id: str
-    transport: str
-    user: str
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
 
     def disconnect(self, reason: Disconnect) -> None:
         """Close the connection with ``reason`` (synchronous; the transport does the I/O)."""

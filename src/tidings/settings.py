@@ -89,7 +89,7 @@ class SSESettings(_Section):
 class WebhookSettings(_Section):
     allow_private: list[str] = Field(default_factory=list, description="SSRF allow list (CIDRs).")
     retry_schedule: list[float] = Field(
-        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000],
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
         description="Delay before retry n, in seconds; the first attempt is immediate.",
     )
     timeout: float = Field(15.0, gt=0, description="Seconds for one delivery attempt.")
@@ -97,7 +97,7 @@ class WebhookSettings(_Section):
     concurrency_per_endpoint: int = Field(4, ge=1)
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
-    store: str = Field("", description="SQLite file of the delivery queue ('' = next to the broker or tidings-webhooks.db).")
+    store: str = Field("", description="SQLite file of the delivery queue ('': tidings-webhooks.db).")
 
     @field_validator("allow_private")
     @classmethod
@@ -192,7 +192,7 @@ class Settings(BaseSettings):
 
     def api_key_scopes(self) -> dict[str, frozenset[str]]:
         """Every configured API key with its scopes."""
-        keys = {k.key: frozenset(k.scopes) for k in self.api_keys}
+        keys: dict[str, frozenset[str]] = {k.key: frozenset(k.scopes) for k in self.api_keys}
         if self.api_key:
             keys[self.api_key] = frozenset({"publish", "read", "admin"})
         return keys

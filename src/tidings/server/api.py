@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidings._version import __version__
 from tidings.core.channels import validate_channel
-from tidings.core.disconnect import disconnect
-from tidings.core.disconnect import CloseCode
+from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 from tidings.node import Node

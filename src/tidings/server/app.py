@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tidings.node import Node
 from tidings.server.api import create_api
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Mount("/api", app=api),
+        Mount("/api", app=cast(ASGIApp, api)),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
     ]
     if settings.websocket:
