@@ -35,6 +35,14 @@ class RunningServer:
         return self.server.config.app.node
 
 
+def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def serve(settings: Settings | None = None, **overrides: Any) -> Iterator[RunningServer]:
     """Run a node until the block ends; ``overrides`` are settings (port defaults to 0)."""
@@ -45,11 +53,7 @@ def serve(settings: Settings | None = None, **overrides: Any) -> Iterator[Runnin
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
+    wait_started(server, thread)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield RunningServer(settings, server, port)

@@ -75,10 +75,15 @@ class NamespaceSettings(_Section):
     max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
 
 
+Scope = Literal["publish", "read", "admin"]
+ALL_SCOPES: list[Scope] = ["publish", "read", "admin"]
+
+
 class ApiKey(_Section):
-    key: str = Field(min_length=16)
-    scopes: list[Literal["publish", "read", "admin"]] = ["publish", "read", "admin"]
-    name: str = ""
+    key: str = Field(min_length=16, description="The key (at least 16 characters).")
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES),
+                                description="What the key may do.")
+    name: str = Field("", description="A label for people.")
 
 
 class SSESettings(_Section):
@@ -94,7 +99,7 @@ class WebhookSettings(_Section):
     )
     timeout: float = Field(15.0, gt=0, description="Seconds for one delivery attempt.")
     jitter: float = Field(0.2, ge=0, le=1, description="Relative jitter of retry delays.")
-    concurrency_per_endpoint: int = Field(4, ge=1)
+    concurrency_per_endpoint: int = Field(4, ge=1, description="Attempts in flight per endpoint.")
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
     store: str = Field("", description="SQLite file of the delivery queue ('': tidings-webhooks.db).")
@@ -113,8 +118,8 @@ class ReceiverSettings(_Section):
     channel: str = Field(description="Target channel template, e.g. github:{event}.")
     tolerance: float = Field(300.0, gt=0, description="Timestamp tolerance in seconds.")
     header: str = Field("X-Signature", description="hmac provider: the signature header.")
-    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
-    event_header: str | None = None
+    algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="hmac provider: digest.")
+    event_header: str | None = Field(None, description="hmac provider: header naming the event type.")
 
 
 class Settings(BaseSettings):
@@ -132,16 +137,19 @@ class Settings(BaseSettings):
     token_secret: str | None = Field(None, min_length=16, description="HS256 token secret.")
     allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed.")
     insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines: text or json.")
     demo: bool = Field(True, description="Serve the demo pages at /.")
     websocket: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds to drain on SIGTERM.")
-    limits: Limits = Field(default_factory=Limits)
-    sse: SSESettings = Field(default_factory=SSESettings)
-    namespaces: dict[str, NamespaceSettings] = Field(default_factory=dict)
-    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    receivers: dict[str, ReceiverSettings] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits, description="Limits against abuse and overload.")
+    sse: SSESettings = Field(default_factory=SSESettings, description="Server-Sent Events.")
+    namespaces: dict[str, NamespaceSettings] = Field(
+        default_factory=dict, description="Options by namespace (see [namespaces.NAME]).")
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings,
+                                      description="Outbound webhook delivery.")
+    receivers: dict[str, ReceiverSettings] = Field(
+        default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME]).")
 
     @classmethod
     def settings_customise_sources(

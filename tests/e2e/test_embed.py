@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
 import tidings
+from tests.serving import wait_started
 from tests.wsclient import WS
 
 
@@ -27,9 +27,7 @@ async def test_mounted_app_round_trips_websocket_and_api_through_the_mount():
                                            ws="websockets-sansio"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await asyncio.to_thread(wait_started, server, thread)
     port = server.servers[0].sockets[0].getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     try:
