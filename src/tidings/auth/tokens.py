@@ -250,7 +250,7 @@ class JWKSCache:
 
     Time is an argument (``now``, any monotonic seconds). :meth:`keys_nowait` answers from the
     cache; :meth:`refresh` fetches when the cache is stale (older than ``max_age``) or when
-    ``force`` asks (an unknown ``kid``) and the last fetch is at least ``min_interval`` old.
+    ``force`` asks (an unknown ``kid``) and the last attempt is at least ``min_interval`` old.
     Concurrent refreshes share one fetch. A failed fetch keeps the old keys (and counts for the
     rate limit, so an unreachable provider is not hammered either).
     """
@@ -272,7 +272,7 @@ class JWKSCache:
         self._keys: tuple[VerificationKey, ...] = ()
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[bool] | None = None
         self.fetches = 0
         self.last_error: str | None = None
 
@@ -290,27 +290,37 @@ class JWKSCache:
     async def refresh(self, now: float, *, force: bool = False) -> bool:
         """Fetch if stale (or ``force``) and the rate limit allows; return whether keys were loaded.
 
-        Never raises for a failed fetch (see :attr:`last_error`).
+        A caller arriving while a fetch runs waits for that fetch and shares its result. Never
+        raises for a failed fetch (see :attr:`last_error`); cancelling a caller does not cancel
+        the fetch the others wait for.
         """
+        if self._inflight is not None:
+            return await asyncio.shield(self._inflight)
         if not (force or self.stale(now)) or not self.may_refresh(now):
             return False
-        attempted = self._attempted_at
-        async with self._lock:
-            if self._attempted_at != attempted:  # another task fetched while we waited
-                return True
-            self._attempted_at = now
-            self.fetches += 1
-            try:
-                body = await self._fetch(self.url, self.timeout)
-                keys = load_jwks(body, source=self.url)
-            except Exception as exc:  # any failure: keep the old keys, say why
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("JWKS fetch from %s failed: %s", self.url, self.last_error)
-                return False
-            self.last_error = None
-            self._fetched_at = now
-            self._keys = tuple(keys)
-            return True
+        self._attempted_at = now
+        self.fetches += 1
+        task = asyncio.ensure_future(self._load(now))
+        self._inflight = task
+        task.add_done_callback(self._fetch_done)
+        return await asyncio.shield(task)
+
+    def _fetch_done(self, task: asyncio.Future[bool]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    async def _load(self, now: float) -> bool:
+        try:
+            body = await self._fetch(self.url, self.timeout)
+            keys = load_jwks(body, source=self.url)
+        except Exception as exc:  # any failure: keep the old keys, say why
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("JWKS fetch from %s failed: %s", self.url, self.last_error)
+            return False
+        self.last_error = None
+        self._fetched_at = now
+        self._keys = tuple(keys)
+        return True
 
 
 # -------------------------------------------------------------------------------------- claims

@@ -1,0 +1,1 @@
+"""tidings: worktree stand-in (untracked; main owns the real package __init__)."""
