@@ -1,1 +1,0 @@
-"""tidings: worktree stand-in (untracked; main owns the real package __init__)."""
