@@ -53,4 +53,4 @@ def _no_tidings_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("TIDINGS_"):
             monkeypatch.delenv(name)
-    yield
+    return

@@ -19,7 +19,7 @@ from tidings.settings import load_settings
 
 
 class JWKSServer:
-    """Serves ``document`` at ``/jwks.json``; counts requests; ``status`` != 200 simulates trouble."""
+    """Serves ``document`` at ``/jwks.json`` and counts requests; ``status`` simulates trouble."""
 
     def __init__(self) -> None:
         self.document: dict[str, Any] = {"keys": []}
@@ -105,7 +105,8 @@ async def test_unknown_kid_refreshes_once_then_is_rate_limited(
     clock.now += 31
     server.document = {"keys": [jwk_of(keys.rsa, "k1"), jwk_of(keys.rsa2, "k2")]}
     creds = await verifier.verify_connection(sign(claims(), keys.rsa2, "RS256", "k2"), now=NOW)
-    assert creds.user == "42" and server.requests == 2
+    assert creds.user == "42"
+    assert server.requests == 2
 
     # random kids within the refresh interval cost no fetch
     for kid in ("x1", "x2", "x3"):
@@ -151,7 +152,8 @@ async def test_an_unreachable_jwks_with_nothing_cached_is_unavailable_not_unauth
     with pytest.raises(Unavailable, match="retry") as info:
         await verifier.verify_connection(sign(claims(), keys.rsa, "RS256", "k1"), now=NOW)
     assert info.value.temporary
-    assert verifier.jwks is not None and "500" in (verifier.jwks.last_error or "")
+    assert verifier.jwks is not None
+    assert "500" in (verifier.jwks.last_error or "")
 
 
 async def test_a_failed_refresh_keeps_the_cached_keys(server: JWKSServer, keys: Keys) -> None:

@@ -72,7 +72,9 @@ def test_credentials_from_a_token_feed_the_allowed_rule() -> None:
 def test_token_without_channels_claim_has_no_grants_and_may_have_empty_sub() -> None:
     token = sign(claims(sub="", channels=None, info=None), SECRET)
     creds = hs_verifier().verify_connection_nowait(token, now=NOW)
-    assert creds.anonymous and creds.grants == {} and creds.info is None
+    assert creds.anonymous
+    assert creds.grants == {}
+    assert creds.info is None
 
 
 def test_rs256_token_verifies_with_a_public_key_file(keys: Keys, rsa_pem_file: Path) -> None:
@@ -108,7 +110,9 @@ def test_public_key_file_may_be_a_certificate(keys: Keys, tmp_path: Path) -> Non
     assert verifier.verify_connection_nowait(sign(claims(), keys.rsa, "RS256"), now=NOW)
 
 
-@pytest.mark.parametrize(("alg", "key_name"), [("PS256", "rsa"), ("ES384", "ec384"), ("EdDSA", "ed")])
+@pytest.mark.parametrize(
+    ("alg", "key_name"), [("PS256", "rsa"), ("ES384", "ec384"), ("EdDSA", "ed")]
+)
 def test_other_algorithms_verify_once_listed(keys: Keys, alg: str, key_name: str) -> None:
     private = getattr(keys, key_name)
     key = VerificationKey.from_public_key(private.public_key())
@@ -132,8 +136,11 @@ def test_audience_and_issuer_are_accepted_when_they_match() -> None:
 def test_kid_selects_the_key_among_several_jwks_keys(keys: Keys) -> None:
     jwks = {"keys": [jwk_of(keys.rsa, "one"), jwk_of(keys.rsa2, "two"), jwk_of(keys.ec, "three")]}
     verifier = TokenVerifier(keys=load_jwks(json.dumps(jwks)))
-    for private, kid, alg in [(keys.rsa, "one", "RS256"), (keys.rsa2, "two", "RS256"),
-                              (keys.ec, "three", "ES256")]:
+    for private, kid, alg in [
+        (keys.rsa, "one", "RS256"),
+        (keys.rsa2, "two", "RS256"),
+        (keys.ec, "three", "ES256"),
+    ]:
         assert verifier.verify_connection_nowait(sign(claims(), private, alg, kid), now=NOW)
     refuse(verifier, sign(claims(), keys.rsa, "RS256", "two"), "signature does not verify")
 
@@ -151,7 +158,10 @@ def test_verifier_from_settings_uses_secret_and_auth_section(
         auth={"public_key_file": str(rsa_pem_file), "audience": "tidings", "leeway": 2},
     )
     verifier = TokenVerifier.from_settings(settings)
-    for token in (sign(claims(aud="tidings"), SECRET), sign(claims(aud="tidings"), keys.rsa, "RS256")):
+    for token in (
+        sign(claims(aud="tidings"), SECRET),
+        sign(claims(aud="tidings"), keys.rsa, "RS256"),
+    ):
         assert verifier.verify_connection_nowait(token, now=NOW).user == "42"
     refuse(verifier, sign(claims(), SECRET), '"aud" is required')
 
@@ -183,6 +193,7 @@ def _tampered_signature(token: str) -> str:
 
 def rejection_cases(keys: Keys) -> list[tuple[str, str, str]]:
     """(case, token, expected message fragment) against a verifier with SECRET and the RSA key."""
+
     def c(**overrides: Any) -> dict[str, Any]:
         return claims(**{"aud": "tidings", "iss": "https://idp.test", **overrides})
 
@@ -203,24 +214,38 @@ def rejection_cases(keys: Keys) -> list[tuple[str, str, str]]:
         ("alg none", _unsigned("none"), r"alg none"),
         ("alg None", _unsigned("None"), r"alg none"),
         ("alg NONE", _unsigned("NONE"), r"alg none"),
-        ("hs256 with the rsa public key", _forged_hs256_with_public_key(keys),
-         "signature does not verify"),
+        (
+            "hs256 with the rsa public key",
+            _forged_hs256_with_public_key(keys),
+            "signature does not verify",
+        ),
         ("algorithm not listed", sign(c(), keys.rsa, "RS384"), "RS384 is not allowed"),
-        ("signed by another rsa key", sign(c(), keys.rsa2, "RS256"),
-         "signature does not verify"),
+        ("signed by another rsa key", sign(c(), keys.rsa2, "RS256"), "signature does not verify"),
         ("garbage", "not-a-token", "malformed"),
         ("two segments", "eyJhbGciOiJIUzI1NiJ9.e30", "malformed"),
         ("empty", "", "missing token"),
         ("too long", "a" * 9000, "longer than"),
-        ("bad grant capability", sign(c(channels={"chat:*": ["own"]}), SECRET),
-         "unknown capability"),
-        ("bad grant pattern", sign(c(channels={"chat lobby": ["subscribe"]}), SECRET),
-         "invalid pattern"),
+        (
+            "bad grant capability",
+            sign(c(channels={"chat:*": ["own"]}), SECRET),
+            "unknown capability",
+        ),
+        (
+            "bad grant pattern",
+            sign(c(channels={"chat lobby": ["subscribe"]}), SECRET),
+            "invalid pattern",
+        ),
         ("grants not an object", sign(c(channels=["chat:*"]), SECRET), "must be an object"),
-        ("grant caps not a list", sign(c(channels={"chat:*": "subscribe"}), SECRET),
-         "must be a list"),
-        ("subscription token used to connect", sign(c(channels=None, channel="chat:1"),
-                                                    SECRET), "subscription token"),
+        (
+            "grant caps not a list",
+            sign(c(channels={"chat:*": "subscribe"}), SECRET),
+            "must be a list",
+        ),
+        (
+            "subscription token used to connect",
+            sign(c(channels=None, channel="chat:1"), SECRET),
+            "subscription token",
+        ),
         ("payload not an object", _signed_raw(b"[1,2]"), "not a JSON object"),
         ("payload not json", _signed_raw(b"\xff{"), "malformed|not JSON"),
     ]
@@ -329,14 +354,20 @@ def test_jwks_skips_symmetric_keys_so_they_cannot_sign_tokens() -> None:
 
 
 def test_jwks_skips_encryption_and_broken_keys_and_keeps_the_rest(keys: Keys) -> None:
-    doc = {"keys": [jwk_of(keys.rsa, "enc", use="enc"), {"kty": "RSA", "kid": "broken"},
-                    "nonsense", jwk_of(keys.ec, "good")]}
+    doc = {
+        "keys": [
+            jwk_of(keys.rsa, "enc", use="enc"),
+            {"kty": "RSA", "kid": "broken"},
+            "nonsense",
+            jwk_of(keys.ec, "good"),
+        ]
+    }
     assert [k.kid for k in load_jwks(doc)] == ["good"]
 
 
 @pytest.mark.parametrize("document", ["{", "[]", '{"keys": {}}'])
 def test_a_document_that_is_not_a_jwks_is_an_error(document: str) -> None:
-    with pytest.raises(ValueError, match="JSON|JWKS"):
+    with pytest.raises(ValueError, match=r"JSON|JWKS"):
         load_jwks(document)
 
 
@@ -398,7 +429,9 @@ def sub_claims(**overrides: Any) -> dict[str, Any]:
 
 
 def test_subscription_token_grants_reading_its_one_channel(keys: Keys) -> None:
-    verifier = TokenVerifier(secret=SECRET, keys=[VerificationKey.from_public_key(keys.ec.public_key())])
+    verifier = TokenVerifier(
+        secret=SECRET, keys=[VerificationKey.from_public_key(keys.ec.public_key())]
+    )
     for token in (sign(sub_claims(), SECRET), sign(sub_claims(), keys.ec, "ES256")):
         grant = verifier.verify_subscription_nowait(token, channel="room:7", user="42", now=NOW)
         assert grant == SubscriptionGrant("42", "room:7", NOW + 60, "Ann")
@@ -459,7 +492,9 @@ async def test_async_verification_without_jwks_url_matches_nowait() -> None:
     assert grant.channel == "room:7"
 
 
-def test_short_secret_is_accepted_without_a_warning_per_token(caplog: pytest.LogCaptureFixture) -> None:
+def test_short_secret_is_accepted_without_a_warning_per_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # settings allow 16-character secrets; PyJWT would warn on every verification (an error
     # under filterwarnings=error); the verifier logs once instead.
     short = "0123456789abcdef"

@@ -73,7 +73,7 @@ def _load_secret(config: Path | None) -> tuple[str, Any]:
             "  Set one in the environment:\n"
             "    export TIDINGS_TOKEN_SECRET=$(python -c "
             "'import secrets; print(secrets.token_urlsafe(32))')\n"
-            "  or put token_secret = \"…\" in the file you pass with --config,\n"
+            '  or put token_secret = "…" in the file you pass with --config,\n'
             "  and start `tidings serve` with the same secret.\n"
             "  (RS256/ES256 tokens are minted by your identity provider, not by this command.)"
         )
@@ -96,7 +96,7 @@ def token_command(
     ] = 3600,
     info: Annotated[
         str | None,
-        typer.Option("--info", help="JSON shown in presence, e.g. '{\"name\":\"Ann\"}'."),
+        typer.Option("--info", help='JSON shown in presence, e.g. \'{"name":"Ann"}\'.'),
     ] = None,
     subscription: Annotated[
         str | None,

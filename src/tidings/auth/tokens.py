@@ -375,7 +375,7 @@ class TokenVerifier:
         exp = self._check_standard(claims, now)
         if "channel" in claims:
             raise Unauthorized(
-                "invalid token: this is a subscription token (it has a \"channel\" claim); "
+                'invalid token: this is a subscription token (it has a "channel" claim); '
                 "send it with the subscribe request, not to connect"
             )
         return Credentials(
