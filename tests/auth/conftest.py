@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from tests.auth.helpers import pem_public
 
 
 @dataclass(frozen=True)
 class Keys:
-    rsa: rsa.RSAPrivateKey
-    rsa2: rsa.RSAPrivateKey
-    ec: ec.EllipticCurvePrivateKey
-    ec384: ec.EllipticCurvePrivateKey
-    ed: ed25519.Ed25519PrivateKey
+    rsa: RSAPrivateKey
+    rsa2: RSAPrivateKey
+    ec: EllipticCurvePrivateKey
+    ec384: EllipticCurvePrivateKey
+    ed: Ed25519PrivateKey
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +50,8 @@ def ec_pem_file(keys: Keys, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_tidings_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_tidings_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings read TIDINGS_* variables: keep the caller's environment out of these tests."""
     for name in list(os.environ):
         if name.startswith("TIDINGS_"):
             monkeypatch.delenv(name)
-    return
