@@ -265,7 +265,7 @@ class TokenVerifier:
             raise Unauthorized("invalid token: unsigned tokens (alg none) are not accepted")
         if alg not in self.algorithms:
             raise Unauthorized(
-                f"invalid token: algorithm {alg} is not allowed "
+                f"invalid token: algorithm {alg[:20]} is not allowed "
                 f"(allowed: {', '.join(self.algorithms)})"
             )
         kid = header.get("kid")
@@ -296,7 +296,8 @@ class TokenVerifier:
         return not any(k.kid == kid for k in self.jwks.keys_nowait())
 
     async def _refresh_for(self, alg: str, kid: str | None) -> None:
-        assert self.jwks is not None
+        if self.jwks is None:
+            return
         now = self._monotonic()
         had_keys = bool(self.jwks.keys_nowait())
         await self.jwks.refresh(now, force=True)
@@ -309,7 +310,7 @@ class TokenVerifier:
         candidates = self._candidates(alg, kid)
         if not candidates:
             if kid is not None:
-                raise Unauthorized(f"invalid token: no key with kid {kid!r} for {alg}")
+                raise Unauthorized(f"invalid token: no key with kid {kid[:60]!r} for {alg}")
             raise Unauthorized(f"invalid token: no key configured for {alg}")
         payload: bytes | None = None
         for key in candidates:
