@@ -16,7 +16,8 @@ the connection). The edge reports the outcome of I/O back with :meth:`Session.su
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from tidings.core.commands import (
@@ -146,6 +147,13 @@ class Session:
             raise Unauthorized("a refreshed token must be for the same user")
         self.credentials = credentials
         self.state = SessionState.CONNECTED
+
+    def grant(self, grants: Mapping[str, frozenset[Capability]]) -> None:
+        """Add grants (from a verified subscription token) to this connection's credentials."""
+        merged = dict(self.credentials.grants)
+        for pattern, caps in grants.items():
+            merged[pattern] = merged.get(pattern, frozenset()) | caps
+        self.credentials = replace(self.credentials, grants=merged)
 
     def expired(self, now: float) -> bool:
         expires = self.credentials.expires_at
