@@ -8,6 +8,7 @@ from pathlib import Path
 import uvicorn
 
 from tidings.server.app import create_app
+from tidings.server.protocols import protocol_path
 from tidings.settings import Settings
 
 __all__ = ["run", "uvicorn_config"]
@@ -21,7 +22,7 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_path(),
         ws="websockets-sansio",
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,
