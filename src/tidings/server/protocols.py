@@ -10,6 +10,7 @@ request's first byte, else the connection is closed. ``tidings serve`` sets that
 from __future__ import annotations
 
 import asyncio
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["GuardedHttpToolsProtocol"]
