@@ -140,7 +140,8 @@ def parse_position(value: object) -> Position | None:
 
 
 def _limit(obj: dict[str, Any], default: int, maximum: int) -> int:
-    limit = obj.get("limit", default)
+    # A history_limit below the default must not refuse a command that gives no limit.
+    limit = obj.get("limit", min(default, maximum))
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}")
     return limit
