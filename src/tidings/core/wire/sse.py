@@ -14,6 +14,7 @@ from dataclasses import dataclass
 __all__ = ["SSEMessage", "SSEParser", "sse_comment", "sse_event", "sse_retry"]
 
 _LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
 
 
 def _field_safe(value: bytes, what: str) -> bytes:
@@ -65,8 +66,12 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         self._buffer += chunk
-        if self._first and len(self._buffer) >= 3:
-            if self._buffer.startswith(b"\xef\xbb\xbf"):
+        if self._first:
+            # A BOM is skipped only at the very start: wait while the bytes could still be one,
+            # and read no line before deciding (a later BOM belongs to a field name).
+            if len(self._buffer) < 3 and _BOM.startswith(self._buffer):
+                return []
+            if self._buffer.startswith(_BOM):
                 self._buffer = self._buffer[3:]
             self._first = False
         out: list[SSEMessage] = []
