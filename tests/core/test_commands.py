@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -174,10 +175,8 @@ def test_validate_event_name_refuses_the_rest(event: object):
 @settings(max_examples=300)
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_parse_command_on_arbitrary_text_raises_only_command_error(text: str | bytes):
-    try:
+    with contextlib.suppress(CommandError):
         parse_command(text)
-    except CommandError:
-        pass
 
 
 OPS = st.sampled_from(["subscribe", "publish", "unsubscribe", "ping", "presence", "history",
@@ -194,16 +193,28 @@ FIELD_VALUES = json_values | st.fixed_dictionaries(
 def test_parse_command_on_arbitrary_json_raises_only_command_error(
     op: object, fields: dict[str, Any]
 ):
+    error: CommandError | None = None
     try:
         command = parse_command(orjson.dumps({"op": op, **fields}))
     except CommandError as exc:
-        assert isinstance(exc.error, BadRequest)
-        assert exc.ref is None or exc.ref == fields.get("ref")
-    else:
+        error = exc
+    if error is None:
         assert command.ref == fields.get("ref")
+    else:
+        assert isinstance(error.error, BadRequest)
+        assert error.ref is None or error.ref == fields.get("ref")
 
 
 def test_parse_command_refuses_lone_surrogates_and_deep_nesting():
     for text in ("\ud800", "[" * 5000 + "]" * 5000, '{"a": 1e999}'):
         with pytest.raises(CommandError):
             parse_command(text)
+
+
+def test_a_required_string_field_that_is_missing_is_refused():
+    # No command requires a string field yet; the helper's rule is pinned for the ones to come.
+    from tidings.core.commands import _str
+
+    with pytest.raises(BadRequest, match="missing field 'token'"):
+        _str({}, "token", required=True)
+    assert _str({"token": "t"}, "token", required=True) == "t"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 from hypothesis import given
@@ -55,7 +56,8 @@ def test_decode_cursors_keeps_the_last_position_given_when_epochs_differ():
 
 
 def test_decode_cursors_merges_different_channels():
-    merged = decode_cursors([encode_token("a", Position("e", 1)), encode_token("b", Position("f", 2))])
+    a, b = encode_token("a", Position("e", 1)), encode_token("b", Position("f", 2))
+    merged = decode_cursors([a, b])
     assert merged == {"a": Position("e", 1), "b": Position("f", 2)}
 
 
@@ -69,8 +71,7 @@ def test_decode_cursors_of_nothing_is_empty():
         ("", "empty or too long"),
         ("A" * (MAX_CURSOR_LENGTH + 1), "empty or too long"),
         ("A", "not a tidings cursor"),  # bad padding
-        (raw_token("\udcff") if False else base64.urlsafe_b64encode(b"\xff\xfe").decode(),
-         "not a tidings cursor"),  # not UTF-8
+        (base64.urlsafe_b64encode(b"\xff\xfe").decode(), "not a tidings cursor"),  # not UTF-8
         (raw_token("42-x7Kq-chat"), "not a tidings cursor"),  # no separators
         (raw_token("x:x7Kq:chat"), "bad offset"),
         (raw_token("-1:x7Kq:chat"), "bad offset"),
@@ -122,10 +123,8 @@ def test_decoding_arbitrary_text_raises_only_invalid_cursor(text: str):
 @given(st.lists(st.binary(max_size=80), min_size=1, max_size=4))
 def test_decoding_tokens_of_arbitrary_bytes_raises_only_invalid_cursor(raws: list[bytes]):
     cursor = ".".join(base64.urlsafe_b64encode(raw).decode().rstrip("=") for raw in raws)
-    try:
+    with contextlib.suppress(InvalidCursor):
         decode_cursor(cursor)
-    except InvalidCursor:
-        pass
 
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["e", "f"]),

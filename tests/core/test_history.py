@@ -227,7 +227,9 @@ def test_since_agrees_with_a_list_model(size: int, ttl: float,
             model.all.append(p)
             continue
         _, advance, back, other_epoch, limit = step
-        assert isinstance(advance, int) and isinstance(back, int) and isinstance(limit, int)
+        assert isinstance(advance, int)
+        assert isinstance(back, int)
+        assert isinstance(limit, int)
         model.now += advance
         latest = len(model.all)
         offset = max(0, latest - back)

@@ -16,7 +16,8 @@ def test_new_epoch_is_eight_url_safe_characters_without_separators():
         epoch = new_epoch()
         assert len(epoch) == 8
         assert set(epoch) <= EPOCH_ALPHABET
-        assert ":" not in epoch and "." not in epoch
+        assert ":" not in epoch
+        assert "." not in epoch
 
 
 def test_new_epoch_differs_between_calls():

@@ -37,7 +37,8 @@ def test_finish_merges_history_then_live_publications_dropping_duplicates():
         recovery.buffer(pub(n))
     result = recovery.finish(Page([pub(2), pub(3), pub(4)], Position(EPOCH, 4)))
     assert offsets(result) == [2, 3, 4, 5]
-    assert result.recovered is True and result.gap is None
+    assert result.recovered is True
+    assert result.gap is None
     assert result.position == Position(EPOCH, 5)
 
 

@@ -110,7 +110,8 @@ def test_connect_accepts_credentials_without_expiry():
 def test_commands_after_the_token_expired_are_refused_with_token_expired():
     s = session(ALICE)
     assert isinstance(refusal(s, Ping(3), now=NOW + 60), TokenExpired)
-    assert s.expired(NOW + 60) and not s.expired(NOW + 59)
+    assert s.expired(NOW + 60)
+    assert not s.expired(NOW + 59)
 
 
 def test_a_connect_is_still_accepted_after_the_token_expired():
@@ -140,7 +141,9 @@ def test_subscribe_starts_recovering_with_the_since_position():
     sub = s.subscriptions["chat:lobby"]
     assert sub.state is SubState.RECOVERING
     recovery = s.recovery("chat:lobby")
-    assert recovery is not None and recovery.since == since and recovery.channel == "chat:lobby"
+    assert recovery is not None
+    assert recovery.since == since
+    assert recovery.channel == "chat:lobby"
 
 
 def test_subscribed_makes_the_subscription_live_and_drops_the_recovery():
@@ -174,7 +177,8 @@ def test_subscriptions_are_limited_per_connection():
     s.receive(Subscribe(1, "chat:a", None), NOW)
     s.receive(Subscribe(2, "chat:b", None), NOW)
     error = refusal(s, Subscribe(3, "chat:c", None))
-    assert isinstance(error, BadRequest) and "at most 2" in str(error)
+    assert isinstance(error, BadRequest)
+    assert "at most 2" in str(error)
 
 
 def test_unsubscribe_forgets_the_subscription():
@@ -198,7 +202,8 @@ def test_the_edge_can_unsubscribe_after_a_failed_subscribe():
 
 def test_subscribe_to_a_private_namespace_without_a_grant_is_forbidden():
     error = refusal(session(ALICE), Subscribe(1, "secret:x", None))
-    assert isinstance(error, Forbidden) and "subscribe is not allowed on secret:x" in str(error)
+    assert isinstance(error, Forbidden)
+    assert "subscribe is not allowed on secret:x" in str(error)
 
 
 def test_subscribe_to_a_private_namespace_with_a_grant_is_accepted():

@@ -103,7 +103,9 @@ def _ref(obj: dict[str, Any]) -> int | None:
     return ref
 
 
-def _str(obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> str | None:
+def _str(
+    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200
+) -> str | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -132,7 +134,12 @@ def parse_position(value: object) -> Position | None:
     if not isinstance(value, dict):
         raise BadRequest("since must be an object with epoch and offset")
     epoch, offset = value.get("epoch"), value.get("offset")
-    if not isinstance(epoch, str) or not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
+    if (
+        not isinstance(epoch, str)
+        or not epoch
+        or len(epoch) > 64
+        or not set(epoch) <= EPOCH_ALPHABET
+    ):
         raise BadRequest("since.epoch must be an epoch string")
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < MAX_REF:
         raise BadRequest("since.offset must be a non-negative integer")

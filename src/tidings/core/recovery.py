@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.position import Position
 
-__all__ = ["Recovery", "Recovered"]
+__all__ = ["Recovered", "Recovery"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,9 @@ def test_ndjson_line_refuses_raw_line_ends(bad: bytes):
 @given(json_values)
 def test_ndjson_lines_round_trip_any_json_value_on_one_line(value: object):
     line = ndjson_line(orjson.dumps(value))
-    assert line.endswith(b"\n") and line.count(b"\n") == 1 and b"\r" not in line
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert b"\r" not in line
     assert orjson.loads(line) == value
 
 
