@@ -64,9 +64,15 @@ def test_parser_accepts_crlf_cr_and_lf_line_ends():
     assert [m.data for m in messages] == ["a", "b", "c"]
 
 
-def test_parser_waits_for_the_lf_after_a_cr_at_a_chunk_end():
-    messages, _ = parse_all(b"data: a\r", b"\n", b"\r\n")
+def test_parser_treats_an_lf_after_a_cr_at_a_chunk_end_as_one_line_end():
+    messages, _ = parse_all(b"data: a\r", b"\n", b"\r", b"", b"\n")
     assert [m.data for m in messages] == ["a"]
+
+
+def test_parser_dispatches_an_event_ended_by_a_cr_at_the_end_of_a_chunk():
+    parser = SSEParser()
+    assert parser.feed(b"data: a\r\r") == [SSEMessage("message", "a", "")]
+    assert parser.feed(b"\ndata: b\r\n\r\n") == [SSEMessage("message", "b", "")]
 
 
 def test_parser_ignores_comments_unknown_fields_and_events_without_data():
@@ -156,3 +162,33 @@ def test_sse_framing_round_trips_through_the_parser_at_any_chunk_boundaries(
         expected.append(SSEMessage(event or "message", normalised, last_id))
     assert messages == expected
     assert parser.retry == retry
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.lists(field_text, min_size=1, max_size=3), max_size=4),
+    ends=st.lists(st.sampled_from([b"\n", b"\r", b"\r\n"]), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_parser_reads_any_mix_of_line_ends_at_any_chunk_boundaries(
+    events: list[list[str]], ends: list[bytes], cuts: list[int]
+):
+    lines: list[bytes] = []
+    for data_lines in events:
+        lines.extend(b"data:" + line.encode() for line in data_lines)
+        lines.append(b"")
+    stream, previous = b"", b""
+    for i, line in enumerate(lines):
+        end = ends[i % len(ends)]
+        if previous == b"\r" and line == b"" and end == b"\n":
+            end = b"\r"  # CR, then LF alone, would be one CRLF line end: not what we mean
+        stream += line + end
+        previous = end
+    messages, _ = parse_all(*chunked(stream, cuts))
+    assert messages == [SSEMessage("message", "\n".join(d), "") for d in events]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_parser_accepts_arbitrary_bytes(chunks: list[bytes]):
+    parse_all(*chunks)

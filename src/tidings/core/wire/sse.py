@@ -59,6 +59,7 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._first = True
+        self._skip_lf = False
         self._data: list[str] = []
         self._event = ""
         self.last_event_id = ""
@@ -74,12 +75,19 @@ class SSEParser:
             if self._buffer.startswith(_BOM):
                 self._buffer = self._buffer[3:]
             self._first = False
+        if self._skip_lf and self._buffer:
+            if self._buffer.startswith(b"\n"):
+                self._buffer = self._buffer[1:]
+            self._skip_lf = False
         out: list[SSEMessage] = []
         while True:
             match = _LINE_SPLIT.search(self._buffer)
-            # A lone CR at the end may be the first half of CRLF: wait for more bytes.
-            if match is None or (match.group() == b"\r" and match.end() == len(self._buffer)):
+            if match is None:
                 return out
+            # A CR at the end ends its line now (waiting could hold an event back forever);
+            # an LF that follows in the next chunk is the rest of that CRLF and is skipped.
+            if match.group() == b"\r" and match.end() == len(self._buffer):
+                self._skip_lf = True
             line = self._buffer[: match.start()].decode("utf-8", "replace")
             self._buffer = self._buffer[match.end():]
             message = self._line(line)
