@@ -120,6 +120,7 @@ def test_a_subscriber_that_unsubscribes_during_delivery_does_not_break_the_fan_o
     hub.fan_out(pub(1))
     assert len(quitter.delivered) == 1
     assert len(stayer.delivered) == 1
+    assert hub.deliveries == 2  # both were delivered to, though one left meanwhile
     hub.fan_out(pub(2))
     assert len(quitter.delivered) == 1
     assert len(stayer.delivered) == 2
