@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidings.core.commands import (
     CommandError,
@@ -27,6 +31,7 @@ from tidings.exceptions import (
     Conflict,
     Forbidden,
     NotFound,
+    TidingsError,
     TokenExpired,
     TooLarge,
     Unauthorized,
@@ -249,3 +254,60 @@ def test_connect_cannot_reopen_a_closed_session():
     with pytest.raises(BadRequest, match="not allowed now"):
         s.connect(ALICE, NOW)
     assert s.state is SessionState.CLOSED
+
+
+COMMANDS = st.one_of(
+    st.builds(Connect, st.none(), st.none()),
+    st.builds(Ping, st.integers(0, 5)),
+    st.builds(Subscribe, st.integers(0, 5), st.sampled_from(["chat:a", "chat:b", "secret:x",
+                                                            "news:c"]), st.none()),
+    st.builds(Unsubscribe, st.integers(0, 5), st.sampled_from(["chat:a", "chat:b", "news:c"])),
+    st.builds(PublishCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(),
+              st.just("message")),
+    st.builds(PresenceCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"])),
+    st.builds(HistoryCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(),
+              st.just(10)),
+    st.just("close"),
+    st.just("connect-alice"),
+    st.just("connect-bob"),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(COMMANDS, st.integers(0, 120)), max_size=25))
+def test_the_state_machine_keeps_its_invariants_for_any_command_sequence(
+    steps: list[tuple[object, int]]
+):
+    s = session(max_subscriptions=2)
+    seen_states = [s.state]
+    for command, dt in steps:
+        now = NOW + dt
+        before = s.state
+        if command == "close":
+            s.close()
+        elif isinstance(command, str):
+            user = command.removeprefix("connect-")
+            with contextlib.suppress(TidingsError):
+                s.connect(Credentials(user=user, expires_at=NOW + 60), now)
+        else:
+            error: CommandError | None = None
+            try:
+                accepted = s.receive(command, now)  # type: ignore[arg-type]
+            except CommandError as exc:
+                error = exc
+            if error is None:
+                assert accepted is command
+            else:
+                assert isinstance(error.error, TidingsError)
+                assert error.ref == command.ref  # type: ignore[attr-defined]
+            if before is SessionState.CLOSED:
+                assert s.state is SessionState.CLOSED
+        assert len(s.subscriptions) <= 2
+        assert "secret:x" not in s.subscriptions  # private, and nobody holds a grant
+        if s.state is SessionState.CLOSED:
+            assert s.subscriptions == {}
+        seen_states.append(s.state)
+    # NEW only at the start, CLOSED only at the end
+    order = [SessionState.NEW, SessionState.CONNECTED, SessionState.CLOSED]
+    ranks = [order.index(state) for state in seen_states]
+    assert ranks == sorted(ranks)
