@@ -71,9 +71,10 @@ class Hub:
             return None
         encoded = EncodedPublication(publication)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
-        for subscriber in tuple(live):
+        targets = tuple(live)
+        for subscriber in targets:
             subscriber.deliver(encoded)
-        self.deliveries += len(live)
+        self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
         return encoded
 
     def control(self, channel: str, message: dict[str, Any]) -> None:

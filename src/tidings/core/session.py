@@ -141,6 +141,8 @@ class Session:
 
     def connect(self, credentials: Credentials, now: float) -> None:
         """Adopt (or refresh) credentials after the edge verified a token."""
+        if self.state is SessionState.CLOSED:  # CLOSED is final
+            raise BadRequest("connect is not allowed now")
         if credentials.expires_at is not None and credentials.expires_at <= now:
             raise TokenExpired("token expired")
         if self.state is SessionState.CONNECTED and self.credentials.user != credentials.user:
