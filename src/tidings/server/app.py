@@ -11,7 +11,7 @@ lifespan must start and stop the node::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any, cast
 
@@ -23,7 +23,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from tidings.node import Node
+from tidings.server.admin import Admin
 from tidings.server.api import create_api
+from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
 from tidings.transports.websocket import WebSocketEndpoint
@@ -90,11 +92,15 @@ class TidingsApp(Starlette):
     """The ASGI app of one node; ``node`` is its :class:`~tidings.node.Node`."""
 
     node: Node
+    # Entered after the node starts, left before it stops (e.g. the demo generators).
+    services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Start the node, and stop it on the way out (usable as a host app's lifespan)."""
-        async with self.node:
+        async with self.node, contextlib.AsyncExitStack() as stack:
+            for service in self.services:
+                await stack.enter_async_context(service())
             yield
 
 
@@ -119,6 +125,8 @@ async def readyz(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
     """The ASGI app serving every transport, the server API and the static files."""
+    if node is None and (settings is None or settings.demo):
+        settings = demo_settings(settings or Settings())  # the demos' namespace and receiver
     node = node if node is not None else Node(settings)
     settings = node.settings
     api = BodyLimit(create_api(node), settings.limits.max_request_bytes)
@@ -130,7 +138,15 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     ]
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
+    # The console and the demo pages (server/pages/, see server/demo.py and server/admin.py).
+    routes[:0] = [*Admin(node).routes(), *page_routes(("admin",)), static_pages()]
+    services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]] = []
+    if settings.demo:
+        demo = Demo(node)
+        routes[:0] = demo.routes()
+        services.append(demo.running)
     app = TidingsApp(routes=routes)
+    app.services = services
     app.node = node
     app.state.node = node
     app.router.lifespan_context = app.lifespan

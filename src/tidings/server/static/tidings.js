@@ -344,10 +344,11 @@ async function httpHeaders(client) {
 /** fetch() a streaming response and hand its lines to `onLine`; counts requests and bytes. */
 async function readLines(conn, path, accept, type, onLine) {
   const client = conn.client;
+  const headers = { Accept: accept, ...(await httpHeaders(client)) };
+  // The query is built after an await: subscribe() calls made in the same task are all in it.
   client.stats.requests += 1;
   const response = await fetch(`${client.url}${path}?${httpQuery(client)}`, {
-    headers: { Accept: accept, ...(await httpHeaders(client)) },
-    signal: conn.abort.signal, cache: "no-store",
+    headers, signal: conn.abort.signal, cache: "no-store",
   });
   if (!response.ok || !(response.headers.get("content-type") || "").startsWith(type)) {
     throw new Error(`${path} refused: ${response.status}`);
@@ -386,13 +387,14 @@ class StreamingConnection {
     this.everOpened = true;
     this.client._opened();
     this.client._ready(payload.channels);
+    if (this.changed) this._restart();  // channels changed while this stream was opening
   }
 
   // A changed channel set needs a new stream (resuming from the cursor).
   subscribed() { this._restart(); }
   unsubscribed() { this._restart(); }
   _restart() {
-    if (!this.everOpened) return;
+    if (!this.everOpened) { this.changed = true; return; }
     this.close();
     this.client._conn = null;
     this.client._connect();
