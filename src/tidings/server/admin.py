@@ -21,7 +21,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -89,17 +89,17 @@ class Admin:
 
     async def get_snapshot(self, request: Request) -> Response:
         self._check(request)
-        return JSONResponse(await snapshot(self.node) | self._features(request))
+        return JSONResponse(await snapshot(self.node) | await self._features(request))
 
     async def stream(self, request: Request) -> Response:
         self._check(request)
-        return StreamingResponse(self._events(self._features(request)), media_type="text/event-stream",
+        return StreamingResponse(self._events(await self._features(request)), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @staticmethod
-    def _features(request: Request) -> dict[str, Any]:
-        """What the console may offer: whether this app serves the webhooks API."""
-        return {"features": {"webhooks": _serves(request.app.routes, "", "/api/webhooks")}}
+    async def _features(request: Request) -> dict[str, Any]:
+        """What the console may offer: whether this app answers the webhooks API."""
+        return {"features": {"webhooks": await _answers(request, "/api/webhooks")}}
 
     async def _events(self, features: dict[str, Any]) -> AsyncIterator[bytes]:
         previous: dict[str, tuple[float, int]] = {}
@@ -110,13 +110,23 @@ class Admin:
             await asyncio.sleep(INTERVAL)
 
 
-def _serves(routes: Iterable[Any], prefix: str, path: str) -> bool:
-    """Whether a route under ``routes`` (mounts included) starts with ``path``."""
-    for route in routes:
-        full = prefix + str(getattr(route, "path", ""))
-        if full.startswith(path):
-            return True
-        sub = getattr(route, "routes", None)
-        if sub and path.startswith(full) and _serves(sub, full, path):
-            return True
-    return False
+async def _answers(request: Request, path: str) -> bool:
+    """Whether the app answers ``GET path`` (with the caller's credentials) other than 404.
+
+    Asked of the app itself, in process, so it holds however the routes were mounted."""
+    status = 404
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {key: request.scope[key] for key in ("type", "asgi", "http_version", "scheme", "client",
+                                                 "server", "headers") if key in request.scope}
+    scope |= {"method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
+              "query_string": b"limit=1"}
+    await request.app(scope, receive, send)
+    return status != 404
