@@ -103,7 +103,7 @@ def test_console_replays_a_failed_webhook_delivery_which_then_succeeds(
     failed.query_selector("button:text-is('Replay')").click()  # type: ignore[union-attr]
     assert receiver.succeeded.wait(15)
     page.wait_for_selector("#deliveries tr[data-status='succeeded']")
-    screenshot(page, "admin.png", full_page=True)
+    screenshot(page, "admin-webhooks.png", full_page=True)
 
     headers, body = receiver.received[0]
     Webhook(endpoint["secret"]).verify(body, {k.lower(): v for k, v in headers.items()})

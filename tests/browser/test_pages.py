@@ -14,7 +14,7 @@ SSE, STREAM, POLL = "/sse?channel=x", "/stream?channel=x", "/poll?channel=x&time
 
 # page -> (a selector that shows the page is working, the endpoints it needs beyond /ws)
 PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "/": ("a[href='/lab']", ()),
+    "/": ("a[href='lab']", ()),
     "/chat": ("#nick", ()),
     "/ticker": ("[data-symbol][data-updates]", (SSE,)),
     "/progress": ("#start:enabled", ()),
@@ -31,7 +31,8 @@ A11Y = """() => {
   if (!document.querySelector("main")) problems.push("no main landmark");
   if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one h1");
   for (const el of document.querySelectorAll("input, select, textarea")) {
-    if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label")) problems.push(`unlabelled ${el.id || el.outerHTML}`);
+    const labelled = (el.labels && el.labels.length) || el.getAttribute("aria-label");
+    if (!labelled) problems.push(`unlabelled ${el.id || el.outerHTML}`);
   }
   for (const el of document.querySelectorAll("button, a[href]")) {
     if (!(el.textContent.trim() || el.getAttribute("aria-label"))) problems.push(`nameless ${el.outerHTML}`);

@@ -48,7 +48,7 @@ async function connect() {
   const abort = (stream = new AbortController());
   setStatus("connecting");
   try {
-    const response = await fetch("/api/admin/stream", { headers: headers({ Accept: "text/event-stream" }), signal: abort.signal });
+    const response = await fetch("api/admin/stream", { headers: headers({ Accept: "text/event-stream" }), signal: abort.signal });
     if (!response.ok) {
       const body = await response.json().catch(() => null);
       setStatus("disconnected", "not connected");
@@ -125,7 +125,7 @@ async function readHistory() {
   const channel = $("history-channel").value.trim();
   if (!channel) return;
   try {
-    const page = await api(`/api/channels/${encodeURIComponent(channel)}/history?limit=${Number($("history-limit").value) || 20}`);
+    const page = await api(`api/channels/${encodeURIComponent(channel)}/history?limit=${Number($("history-limit").value) || 20}`);
     rows("history", page.publications.reverse().map((p) => {
       const tr = document.createElement("tr");
       tr.append(cell(p.offset, "num"), cell(new Date(p.time).toLocaleTimeString()), cell(p.event),
@@ -140,7 +140,7 @@ async function readPresence() {
   const channel = $("presence-channel").value.trim();
   if (!channel) return;
   try {
-    const { clients } = await api(`/api/channels/${encodeURIComponent(channel)}/presence`);
+    const { clients } = await api(`api/channels/${encodeURIComponent(channel)}/presence`);
     $("presence").replaceChildren(...(clients.length ? clients : [null]).map((c) =>
       Object.assign(document.createElement("li"), { textContent: c ? `${c.client} ${c.user || "(anonymous)"}` : "nobody" })));
     showError("");
@@ -153,7 +153,7 @@ async function publish(event) {
   try { data = JSON.parse($("publish-data").value); }
   catch { $("publish-result").textContent = "data is not valid JSON"; return; }
   try {
-    const result = await api("/api/publish", {
+    const result = await api("api/publish", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ channel: $("publish-channel").value.trim(), event: $("publish-event").value.trim() || "message", data }),
     });
@@ -166,7 +166,7 @@ async function publish(event) {
 async function refreshWebhooks() {
   webhooksShown = Date.now();
   try {
-    const { webhooks } = await api("/api/webhooks");
+    const { webhooks } = await api("api/webhooks");
     if (!selected && webhooks.length) selected = webhooks[0].id;
     rows("webhooks", webhooks.map((w) => {
       const tr = document.createElement("tr");
@@ -183,7 +183,7 @@ async function refreshWebhooks() {
 }
 
 async function refreshDeliveries() {
-  const { deliveries } = await api(`/api/webhooks/${selected}/deliveries?limit=20`);
+  const { deliveries } = await api(`api/webhooks/${selected}/deliveries?limit=20`);
   rows("deliveries", deliveries.map((d) => {
     const tr = document.createElement("tr");
     tr.dataset.delivery = d.id;
@@ -200,7 +200,7 @@ async function refreshDeliveries() {
 
 async function replay(deliveryId) {
   try {
-    await api(`/api/webhooks/${selected}/replay`, {
+    await api(`api/webhooks/${selected}/replay`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ delivery_id: deliveryId }),
     });
     await refreshDeliveries();
@@ -219,7 +219,7 @@ $("login").addEventListener("submit", (event) => {
 $("history-form").addEventListener("submit", (event) => { event.preventDefault(); readHistory(); });
 $("presence-form").addEventListener("submit", (event) => { event.preventDefault(); readPresence(); });
 $("publish-form").addEventListener("submit", publish);
-fetch("/api/admin/auth").then((r) => r.json()).then(({ key_required }) => {
+fetch("api/admin/auth").then((r) => r.json()).then(({ key_required }) => {
   if (key || !key_required) connect();
   else { setStatus("disconnected", "enter the admin API key"); $("key").focus(); }
 });
