@@ -116,7 +116,7 @@ function render(stats) {
   }));
   if (stats.features?.webhooks && Date.now() - webhooksShown > 1500) refreshWebhooks();
   $("webhooks-note").hidden = !!stats.features?.webhooks;
-  $("webhooks-note").textContent = "This server has no webhooks API.";
+  $("webhooks-body").hidden = !stats.features?.webhooks;
 }
 
 // History, publish, presence ------------------------------------------------------------------
