@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tidings.brokers.base import Broker, PublishResult
@@ -101,6 +101,9 @@ class Node:
         self._joined: dict[tuple[str, str], ClientInfo] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_publish: list[Callable[[Publication], None]] = []
+        # Awaited in publish() for every non-duplicate, after the broker publish and before
+        # publish() returns (the webhook queue makes its deliveries durable here).
+        self.publish_hooks: list[Callable[[Publication], Awaitable[None]]] = []
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -166,6 +169,8 @@ class Node:
             self.publications += 1
             for hook in self.on_publish:
                 hook(result.publication)
+            for async_hook in self.publish_hooks:
+                await async_hook(result.publication)
         return result
 
     # subscribing -----------------------------------------------------------------------------
