@@ -29,13 +29,13 @@ from tidings.settings import Settings
 DEADLINE = 15.0
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE,
+async def wait_for(predicate: Callable[[], bool], within: float = DEADLINE,
                    what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.01)
 
 
