@@ -47,22 +47,37 @@ class SendResult:
 
 
 class Sender:
-    """Sends one signed POST to the address the SSRF guard checked."""
+    """Sends one signed POST to the address the SSRF guard checked.
+
+    One connection pool per endpoint: a pool's bookkeeping grows with its connections and
+    queued requests, and a dead endpoint's pool never holds up another's."""
 
     def __init__(self, *, timeout: float, allowed: Sequence[Network], response_cap: int) -> None:
         self.timeout = timeout
         self.allowed = list(allowed)
         self.response_cap = response_cap
-        self.client = httpx.AsyncClient(
-            follow_redirects=False, trust_env=False,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-        )
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    def client(self, key: str, connections: int) -> httpx.AsyncClient:
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = httpx.AsyncClient(
+                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=connections,
+                                    max_keepalive_connections=connections))
+        return client
+
+    async def forget(self, key: str) -> None:
+        client = self.clients.pop(key, None)
+        if client is not None:
+            await client.aclose()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for key in list(self.clients):
+            await self.forget(key)
 
-    async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+    async def send(self, key: str, connections: int, url: str, headers: dict[str, str],
+                   body: bytes) -> SendResult:
         started = time.perf_counter()
 
         def done(result: AttemptResult, response: str = "") -> SendResult:
@@ -72,12 +87,13 @@ class Sender:
             async with asyncio.timeout(self.timeout):
                 target = split_url(url)
                 allowed = await resolve(target, self.allowed)
-                request = self.client.build_request(
+                client = self.client(key, connections)
+                request = client.build_request(
                     "POST", target.url_for(allowed.address), content=body,
                     headers={**headers, "Host": target.host_header},
                     extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
                 )
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     chunks: list[bytes] = []
                     size = 0
@@ -142,7 +158,7 @@ class _Lane:
         self.queued[due.delivery_id] = due
         self.wake.set()
 
-    def _limit(self, endpoint: Endpoint) -> int:
+    def limit(self, endpoint: Endpoint) -> int:
         if endpoint.ordered:
             return 1
         return endpoint.max_concurrency or self.dispatcher.concurrency
@@ -153,7 +169,7 @@ class _Lane:
             if endpoint is None:
                 return
             wait: float | None = None
-            if self.heap and endpoint.enabled and len(self.inflight) < self._limit(endpoint):
+            if self.heap and endpoint.enabled and len(self.inflight) < self.limit(endpoint):
                 head = self.queued[self.heap[0][2]]
                 wait = head.due_at - time.time()
                 if wait <= 0:
@@ -255,16 +271,24 @@ class Dispatcher:
             lane.wake.set()
             if endpoint_id not in self.endpoints:
                 del self.lanes[endpoint_id]
+                self.spawn(self.sender.forget(endpoint_id))
 
     def queued(self) -> int:
         return sum(len(lane.heap) + len(lane.inflight) for lane in self.lanes.values())
 
+    async def _job(self, due: Due) -> Job | None:
+        endpoint = self.endpoints.get(due.endpoint_id)
+        if due.message is not None and endpoint is not None:
+            return Job(due.delivery_id, due.attempts, due.message, endpoint)
+        return await self.store.job(due.delivery_id)
+
     async def attempt(self, due: Due, lane: _Lane) -> None:
-        delivery_id = due.delivery_id
-        job = await self.store.job(delivery_id)
+        job = await self._job(due)
         if job is None:
             return
-        result = await self.sender.send(job.endpoint.url, self._headers(job), job.message.body)
+        limit = lane.limit(job.endpoint)
+        result = await self.sender.send(job.endpoint.id, limit, job.endpoint.url,
+                                        self._headers(job), job.message.body)
         self.attempts += 1
         now = time.time()
         endpoint = self.endpoints.get(job.endpoint.id)
@@ -272,34 +296,32 @@ class Dispatcher:
             return  # deleted meanwhile
         decision = decide(self.policy, result.result, job.attempts + 1, now,
                           endpoint.failing_since, self.rng())
+        changed = endpoint
         if decision.outcome is Outcome.SUCCEEDED:
-            endpoint = replace(endpoint, failing_since=None)
             self.succeeded += 1
-        else:
-            endpoint = replace(endpoint, failing_since=endpoint.failing_since or now)
-        if decision.disable_reason is not None:
-            endpoint = replace(endpoint, enabled=False, disabled_reason=decision.disable_reason,
-                               updated_at=now)
+            if endpoint.failing_since is not None:
+                changed = replace(endpoint, failing_since=None)
+        elif endpoint.failing_since is None:
+            changed = replace(endpoint, failing_since=now)
+        if decision.disable_reason is not None and endpoint.enabled:
+            changed = replace(changed, enabled=False, disabled_reason=decision.disable_reason,
+                              updated_at=now)
             log.warning("webhook endpoint %s disabled: %s", endpoint.id, decision.disable_reason)
-        if self.endpoints.get(endpoint.id) is not None:
-            current = self.endpoints[endpoint.id]
-            # keep what the API changed while the attempt ran; take what this attempt decided
-            endpoint = replace(current, failing_since=endpoint.failing_since,
-                               enabled=endpoint.enabled and current.enabled,
-                               disabled_reason=endpoint.disabled_reason or current.disabled_reason,
-                               updated_at=max(current.updated_at, endpoint.updated_at))
-            self.endpoints[endpoint.id] = endpoint
+        if changed is not endpoint:
+            self.endpoints[endpoint.id] = changed
         status: DeliveryStatus = (
             "succeeded" if decision.outcome is Outcome.SUCCEEDED else
             "pending" if decision.outcome is Outcome.RETRY else "failed")
         next_at = now + decision.delay if decision.outcome is Outcome.RETRY else None
         attempt = Attempt(now, result.result.status, round(result.duration_ms, 3),
                           result.result.error, result.response, status)
-        await self.store.record_attempt(delivery_id, attempt, status, next_at, endpoint)
+        await self.store.record_attempt(job.delivery_id, attempt, status, next_at,
+                                        None if changed is endpoint else changed)
         if self.on_attempt is not None:
             self.on_attempt("success" if status == "succeeded" else "failure")
         if next_at is not None:
-            lane.retry(replace(due, due_at=next_at))
+            lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1,
+                               message=job.message))
 
     def _headers(self, job: Job) -> dict[str, str]:
         timestamp = int(time.time())

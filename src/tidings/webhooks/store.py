@@ -81,12 +81,17 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """A pending delivery as the dispatcher schedules it; ``seq`` orders by enqueue time."""
+    """A pending delivery as the dispatcher schedules it; ``seq`` orders by enqueue time.
+
+    ``attempts`` made so far; ``message`` when the dispatcher has it in memory already (a fresh
+    enqueue), else the attempt reads it from the store."""
 
     delivery_id: str
     endpoint_id: str
     seq: int
     due_at: float
+    attempts: int = 0
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +160,9 @@ class WebhookStore(Protocol):
     async def job(self, delivery_id: str) -> Job | None:
         """The pending delivery's job, or None if it is no longer pending."""
     async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
-                             next_attempt_at: float | None, endpoint: Endpoint) -> None:
-        """Log ``attempt``, move the delivery to ``status``, store ``endpoint``'s new state."""
+                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+        """Log ``attempt``, move the delivery to ``status``, store ``endpoint``'s new state
+        (if given: it changed)."""
     async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
                          since: float | None = None) -> list[Delivery]: ...
     async def delivery(self, delivery_id: str) -> Delivery | None: ...
@@ -236,6 +242,51 @@ class SQLiteWebhookStore:
         self.synchronous = synchronous.upper()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
         self._db: sqlite3.Connection | None = None
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, grouped with the writes queued meanwhile (one
+        commit for the group; each write in its own savepoint, so one failing fails alone)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writes.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._writes:
+            batch, self._writes = self._writes, []
+
+            def run(db: sqlite3.Connection) -> list[tuple[bool, Any]]:
+                results: list[tuple[bool, Any]] = []
+                for fn, _ in batch:
+                    db.execute("SAVEPOINT w")
+                    try:
+                        results.append((True, fn(db)))
+                        db.execute("RELEASE w")
+                    except Exception as exc:
+                        db.execute("ROLLBACK TO w")
+                        db.execute("RELEASE w")
+                        results.append((False, exc))
+                return results
+            try:
+                results = await self._run(lambda db: self._transaction(db, run))
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else RuntimeError("store closed"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -266,6 +317,9 @@ class SQLiteWebhookStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
     async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
+
         def close() -> None:
             if self._db is not None:
                 self._db.close()
@@ -277,7 +331,7 @@ class SQLiteWebhookStore:
 
     async def put_endpoint(self, endpoint: Endpoint) -> None:
         doc = _endpoint_doc(endpoint)
-        await self._run(lambda db: db.execute(
+        await self._write(lambda db: db.execute(
             "INSERT OR REPLACE INTO endpoints (id, doc) VALUES (?, ?)", (endpoint.id, doc)))
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
@@ -297,7 +351,7 @@ class SQLiteWebhookStore:
                        "(SELECT id FROM deliveries WHERE endpoint_id = ?)", (endpoint_id,))
             db.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (endpoint_id,))
             return cursor.rowcount > 0
-        return await self._run(lambda db: self._transaction(db, delete))
+        return await self._write(delete)
 
     # the queue ---------------------------------------------------------------------------------
 
@@ -319,15 +373,15 @@ class SQLiteWebhookStore:
                     "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
                     (delivery_id, endpoint_id, message.id, now, now, now))
                 assert cur.lastrowid is not None
-                due.append(Due(delivery_id, endpoint_id, cur.lastrowid, now))
+                due.append(Due(delivery_id, endpoint_id, cur.lastrowid, now, 0, message))
             return due
-        return await self._run(lambda db: self._transaction(db, write))
+        return await self._write(write)
 
     async def pending(self) -> list[Due]:
         rows = await self._run(lambda db: db.execute(
-            "SELECT id, endpoint_id, seq, next_attempt_at FROM deliveries "
+            "SELECT id, endpoint_id, seq, next_attempt_at, attempts FROM deliveries "
             "WHERE status = 'pending' ORDER BY seq").fetchall())
-        return [Due(row[0], row[1], row[2], row[3]) for row in rows]
+        return [Due(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def job(self, delivery_id: str) -> Job | None:
         def read(db: sqlite3.Connection) -> Job | None:
@@ -343,8 +397,8 @@ class SQLiteWebhookStore:
         return await self._run(read)
 
     async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
-                             next_attempt_at: float | None, endpoint: Endpoint) -> None:
-        doc = _endpoint_doc(endpoint)
+                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+        doc = None if endpoint is None else _endpoint_doc(endpoint)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(
@@ -356,8 +410,9 @@ class SQLiteWebhookStore:
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
                 "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
                 (status, next_attempt_at, attempt.at, attempt.status, attempt.error, delivery_id))
-            db.execute("UPDATE endpoints SET doc = ? WHERE id = ?", (doc, endpoint.id))
-        await self._run(lambda db: self._transaction(db, write))
+            if endpoint is not None:
+                db.execute("UPDATE endpoints SET doc = ? WHERE id = ?", (doc, endpoint.id))
+        await self._write(write)
 
     # the log -----------------------------------------------------------------------------------
 
@@ -406,7 +461,7 @@ class SQLiteWebhookStore:
                 db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, "
                            "next_attempt_at = ?, updated_at = ? WHERE id = ?", (now, now, row[0]))
             return [Due(row[0], endpoint_id, row[1], now) for row in rows]
-        return await self._run(lambda db: self._transaction(db, write))
+        return await self._write(write)
 
     # inbound -----------------------------------------------------------------------------------
 
@@ -418,10 +473,10 @@ class SQLiteWebhookStore:
                 "INSERT OR IGNORE INTO inbound_seen (receiver, delivery_id, seen_at) "
                 "VALUES (?, ?, ?)", (receiver, delivery_id, now))
             return cursor.rowcount == 1
-        return await self._run(lambda db: self._transaction(db, write))
+        return await self._write(write)
 
     async def forget_inbound(self, receiver: str, delivery_id: str) -> None:
-        await self._run(lambda db: db.execute(
+        await self._write(lambda db: db.execute(
             "DELETE FROM inbound_seen WHERE receiver = ? AND delivery_id = ?",
             (receiver, delivery_id)))
 
