@@ -103,7 +103,8 @@ class Receiver:
         self.process = process
 
     async def ask(self, command: str) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
         self.process.stdin.write(command.encode() + b"\n")
         await self.process.stdin.drain()
         answer: dict[str, Any] = json.loads(await self.process.stdout.readline())

@@ -236,3 +236,24 @@ async def test_endpoints_api_refuses_bad_input(hub: Hub, body: dict[str, object]
     response = await hub.client.post("/api/webhooks", json=body)
     assert response.status_code in (400, 422)
     assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_the_concurrency_limit_caps_attempts_in_flight_per_endpoint(
+        hub: Hub, receiver: Receiver) -> None:
+    await hub.create(receiver.on("/held", hang(receiver.hold)), ["c"], max_concurrency=2)
+    for n in range(6):
+        await hub.publish("c", n)
+    await wait_for(lambda: len(receiver.at("/held")) == 2)
+    await asyncio.sleep(0.2)  # give a third attempt the chance to (wrongly) start
+    assert len(receiver.at("/held")) == 2
+
+
+async def test_an_endpoint_failing_for_the_whole_window_is_disabled(
+        make_hub: HubFactory, receiver: Receiver) -> None:
+    hub = await make_hub({"retry_schedule": [0.05] * 50, "disable_after": 0.3, "jitter": 0})
+    endpoint = await hub.create(receiver.on("/broken", status(500)), ["c"])
+    await hub.publish("c", 1)
+    await wait_for(lambda: not hub.server.service.endpoints[endpoint["id"]].enabled)
+    shown = (await hub.client.get(f"/api/webhooks/{endpoint['id']}")).json()
+    assert shown["disabled_reason"].startswith("failing")
+    assert len(receiver.at("/broken")) >= 4

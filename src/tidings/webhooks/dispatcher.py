@@ -265,9 +265,14 @@ class Dispatcher:
             self.lane(due.endpoint_id).push(due)
 
     def endpoint_changed(self, endpoint_id: str) -> None:
-        """Call after changing or deleting an endpoint (wakes its lane)."""
+        """Call after changing or deleting an endpoint (wakes its lane, re-sorts its queue)."""
         lane = self.lanes.get(endpoint_id)
         if lane is not None:
+            queued = list(lane.queued.values())
+            lane.heap.clear()
+            lane.queued.clear()
+            for due in queued:
+                lane.push(due)
             lane.wake.set()
             if endpoint_id not in self.endpoints:
                 del self.lanes[endpoint_id]

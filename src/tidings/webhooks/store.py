@@ -11,6 +11,7 @@ Contract:
   nothing. With ``synchronous = "full"`` a power loss does not either.
 - A message's ``id`` is its ``webhook-id``: stable across every attempt and replay. Enqueueing a
   message id again is a no-op (a publication hook called twice delivers once).
+- Failures of the backing store raise :class:`tidings.exceptions.Unavailable`.
 - ``record_attempt`` appends to the attempt log and moves the delivery (and, on a decision to
   disable, the endpoint) in one transaction.
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from tidings.exceptions import Unavailable
 from tidings.webhooks.signing import SigningKey
 
 __all__ = [
@@ -258,7 +260,9 @@ class SQLiteWebhookStore:
         while self._writes:
             batch, self._writes = self._writes, []
 
-            def run(db: sqlite3.Connection) -> list[tuple[bool, Any]]:
+            def run(db: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any],
+                                                              asyncio.Future[Any]]] = batch
+                    ) -> list[tuple[bool, Any]]:
                 results: list[tuple[bool, Any]] = []
                 for fn, _ in batch:
                     db.execute("SAVEPOINT w")
@@ -290,8 +294,12 @@ class SQLiteWebhookStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
-            assert self._db is not None, "store not open"
-            return fn(self._db)
+            if self._db is None:
+                raise Unavailable("the webhook store is not open")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:  # translated once, here
+                raise Unavailable(f"webhook store: {exc}") from exc
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _transaction(self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
