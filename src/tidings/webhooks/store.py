@@ -246,6 +246,7 @@ class SQLiteWebhookStore:
         self._db: sqlite3.Connection | None = None
         self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction, grouped with the writes queued meanwhile (one
@@ -325,6 +326,10 @@ class SQLiteWebhookStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
     async def close(self) -> None:
+        """Finish queued writes and close (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._flusher is not None and not self._flusher.done():
             await self._flusher
 
