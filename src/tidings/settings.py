@@ -98,12 +98,13 @@ class WebhookSettings(_Section):
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
     store: str = Field("", description="SQLite file of the delivery queue ('' = next to the broker or tidings-webhooks.db).")
-    retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured, seconds.")
+    retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured.")
     throttle_floor: float = Field(60.0, ge=0, description="Least delay after a 429 or a timeout.")
     response_cap: int = Field(65536, ge=1024, description="Bytes of a response body read at most.")
     synchronous: Literal["normal", "full"] = Field(
-        "normal", description="SQLite synchronous mode: normal survives a process crash, full also power loss.")
-    inbound_dedup_ttl: float = Field(3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
+        "normal", description="SQLite synchronous: normal (process crash) or full (power loss).")
+    inbound_dedup_ttl: float = Field(
+        3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
 
     @field_validator("allow_private")
     @classmethod
@@ -121,7 +122,8 @@ class ReceiverSettings(_Section):
     header: str = Field("X-Signature", description="hmac provider: the signature header.")
     algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
     event_header: str | None = None
-    id_header: str | None = Field(None, description="hmac provider: the header carrying a delivery id (dedup).")
+    id_header: str | None = Field(
+        None, description="hmac provider: the header carrying a delivery id (dedup).")
 
 
 class Settings(BaseSettings):
