@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+
+sys.path.insert(0, str(Path(__file__).parent))  # server_main, whatever the import mode
+
 from server_main import Server, build_app
 from starlette.applications import Starlette
 from starlette.requests import Request
