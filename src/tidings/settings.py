@@ -105,6 +105,7 @@ class WebhookSettings(_Section):
         "normal", description="SQLite synchronous: normal (process crash) or full (power loss).")
     inbound_dedup_ttl: float = Field(
         3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
+    ca_file: str = Field("", description="PEM CA bundle for https endpoints ('' = system CAs).")
 
     @field_validator("allow_private")
     @classmethod

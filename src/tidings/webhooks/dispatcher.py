@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -52,10 +53,13 @@ class Sender:
     One connection pool per endpoint: a pool's bookkeeping grows with its connections and
     queued requests, and a dead endpoint's pool never holds up another's."""
 
-    def __init__(self, *, timeout: float, allowed: Sequence[Network], response_cap: int) -> None:
+    def __init__(self, *, timeout: float, allowed: Sequence[Network], response_cap: int,
+                 ca_file: str = "") -> None:
         self.timeout = timeout
         self.allowed = list(allowed)
         self.response_cap = response_cap
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file else True)
         self.clients: dict[str, httpx.AsyncClient] = {}
 
     def client(self, key: str, connections: int) -> httpx.AsyncClient:
@@ -63,6 +67,7 @@ class Sender:
         if client is None:
             client = self.clients[key] = httpx.AsyncClient(
                 follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self.timeout),
+                verify=self.verify,
                 limits=httpx.Limits(max_connections=connections,
                                     max_keepalive_connections=connections))
         return client

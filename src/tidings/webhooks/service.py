@@ -87,7 +87,7 @@ class WebhookService:
         await self.store.open()
         self.endpoints.update({e.id: e for e in await self.store.list_endpoints()})
         sender = Sender(timeout=self.settings.timeout, allowed=self.allowed,
-                        response_cap=self.settings.response_cap)
+                        response_cap=self.settings.response_cap, ca_file=self.settings.ca_file)
         kwargs: dict[str, Any] = {"rng": self._rng} if self._rng is not None else {}
         self.dispatcher = Dispatcher(
             self.store, self.endpoints, policy=self.policy, sender=sender,
