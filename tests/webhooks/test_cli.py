@@ -9,21 +9,23 @@ import sys
 from pathlib import Path
 
 import httpx
+import typer
 from conftest import Hub, Receiver, free_port, status, wait_for
+from typer.testing import CliRunner
+
+from tidings.webhooks import cli as webhooks_cli
 
 SRC = Path(__file__).parents[2] / "src"
 
 
-async def cli(hub: Hub | None, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    if hub is not None:
-        env["TIDINGS_URL"] = hub.base_url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tidings.webhooks.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def cli(hub: Hub, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in a worker thread (the server keeps serving on this loop)."""
+    runner = CliRunner()
+    root = typer.Typer()
+    root.add_typer(webhooks_cli.app, name="webhooks")
+    result = await asyncio.to_thread(runner.invoke, root, list(args),
+                                     env={"TIDINGS_URL": hub.base_url})
+    return result.exit_code, result.stdout, result.stderr
 
 
 async def test_webhooks_commands_drive_the_server_api(hub: Hub, receiver: Receiver) -> None:
@@ -45,9 +47,16 @@ async def test_webhooks_commands_drive_the_server_api(hub: Hub, receiver: Receiv
     assert len(json.loads(out)) == 1
     code, out, _ = await cli(hub, "webhooks", "replay", created["id"], "--since", "1h")
     assert json.loads(out) == {"replayed": 0}
+    code, out, _ = await cli(hub, "webhooks", "disable", created["id"])
+    assert json.loads(out)["enabled"] is False
+    code, out, _ = await cli(hub, "webhooks", "enable", created["id"])
+    assert json.loads(out)["enabled"] is True
     code, out, err = await cli(hub, "webhooks", "show", "ep_missing")
     assert code == 1
     assert "not_found" in out + err
+    code, _, _ = await cli(hub, "webhooks", "delete", created["id"])
+    assert code == 0
+    assert hub.server.service.endpoints == {}
 
 
 async def test_listen_verifies_and_prints_a_delivery(hub: Hub) -> None:

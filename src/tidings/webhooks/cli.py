@@ -1,4 +1,5 @@
-"""``tidings webhooks add|list|show|deliveries|replay|rotate|test`` and ``tidings listen``.
+"""``tidings webhooks add|list|show|deliveries|replay|rotate|test|enable|disable|delete`` and
+``tidings listen``.
 
 The ``webhooks`` commands talk to a running server's API over HTTP (``TIDINGS_URL``,
 ``TIDINGS_API_KEY``). ``listen`` is a local receiver that verifies Standard Webhooks signatures
@@ -191,6 +192,24 @@ def rotate(
 def send_test(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
     """Send a test event (event ``webhook.test``) to the endpoint."""
     _print_json(_call(url, api_key, "POST", f"/api/webhooks/{endpoint_id}/test"))
+
+
+@app.command("enable")
+def enable(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
+    """Enable an endpoint again (its pending deliveries resume)."""
+    _print_json(_call(url, api_key, "PATCH", f"/api/webhooks/{endpoint_id}", {"enabled": True}))
+
+
+@app.command("disable")
+def disable(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
+    """Disable an endpoint (nothing new is queued for it; pending deliveries wait)."""
+    _print_json(_call(url, api_key, "PATCH", f"/api/webhooks/{endpoint_id}", {"enabled": False}))
+
+
+@app.command("delete")
+def delete(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
+    """Delete an endpoint with its deliveries and attempt log."""
+    _call(url, api_key, "DELETE", f"/api/webhooks/{endpoint_id}")
 
 
 def listen_app(secrets: list[str], tolerance: float, out: Console,
