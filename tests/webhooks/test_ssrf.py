@@ -85,7 +85,7 @@ async def test_the_dispatcher_refuses_to_connect_when_the_allow_list_no_longer_c
         make_hub: HubFactory, receiver: Receiver) -> None:
     # the endpoint was accepted earlier (allow-listed); a server started without the allow list
     # still refuses at every attempt, and nothing reaches the receiver
-    first: Hub = await make_hub({"store": "shared-ssrf.db"})
+    first: Hub = await make_hub()
     endpoint = await first.create(receiver.on("/ok", status(200)), ["c"])
     second = await make_hub({"allow_private": [], "retry_schedule": [0.01]})
     await second.server.service.store.put_endpoint(first.server.service.endpoints[endpoint["id"]])
