@@ -476,7 +476,7 @@ class RedisBroker:
             address = f"{node.host}:{node.port}"
             listener = self._listeners.get(address)
             if listener is None:
-                pool = ConnectionPool(host=node.host, port=node.port, **self._auth,
+                pool = ConnectionPool(host=node.host, port=node.port, **self._auth, protocol=2,
                                       socket_connect_timeout=2.0,
                                       socket_timeout=self.command_timeout)
                 listener = _Listener(self, pool, sharded=True)
@@ -484,7 +484,8 @@ class RedisBroker:
             address = ""
             listener = self._listeners.get(address)
             if listener is None:
-                pool = ConnectionPool.from_url(self.url, socket_connect_timeout=2.0,
+                # RESP2: subscription messages are plain replies (RESP3 makes them pushes).
+                pool = ConnectionPool.from_url(self.url, protocol=2, socket_connect_timeout=2.0,
                                                socket_timeout=self.command_timeout)
                 listener = _Listener(self, pool, sharded=False)
         if address not in self._listeners:
