@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; raise ``TimeoutError`` naming ``what`` after ``timeout``."""
+    """Poll ``condition`` until it holds; raise TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -67,7 +67,8 @@ class RedisServer:
         self.port = port if port is not None else free_port()
         self.cluster = cluster
         self._own_dir = directory is None
-        self.dir = directory if directory is not None else Path(tempfile.mkdtemp(prefix="tidings-redis-"))
+        self.dir = directory if directory is not None else Path(
+            tempfile.mkdtemp(prefix="tidings-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

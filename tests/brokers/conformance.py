@@ -51,13 +51,13 @@ class Recorder:
         return [p.offset for p in self.publications if p.channel == channel]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0,
+async def wait_until(condition: Callable[[], bool], within: float = 5.0,
                      what: str = "condition") -> None:
-    """Poll ``condition`` on the loop until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``condition`` on the loop until it holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.005)
 
 
@@ -142,7 +142,9 @@ class BrokerConformance:
         page = await broker.since("rt", Position(sent.epoch, 0), 10, OPTIONS, T0 + 8)
         assert isinstance(page, Page)
         assert page.publications == [sent]
-        assert sent.time == T0 + 7 and sent.id == "abc123" and sent.event == "chat.message"
+        assert sent.time == T0 + 7
+        assert sent.id == "abc123"
+        assert sent.event == "chat.message"
 
     async def test_data_may_be_any_json_value(self, broker: Broker) -> None:
         values: list[Any] = [None, 0, "s", [1], {"k": None}, 3.25, False]
@@ -213,7 +215,8 @@ class BrokerConformance:
         for i in range(3):
             await publish(broker, "nohist", i, options=options)
         pubs, position = await broker.latest("nohist", 10, options, T0)
-        assert pubs == [] and position.offset == 3
+        assert pubs == []
+        assert position.offset == 3
         await wait_until(lambda: len(recorder.offsets("nohist")) == 3, what="deliveries")
 
     async def test_latest_returns_the_last_n_in_offset_order_with_the_position(
@@ -222,13 +225,15 @@ class BrokerConformance:
             await publish(broker, "tail", i)
         pubs, position = await broker.latest("tail", 4, OPTIONS, T0)
         assert [p.offset for p in pubs] == [3, 4, 5, 6]
-        assert position.offset == 6 and all(p.epoch == position.epoch for p in pubs)
+        assert position.offset == 6
+        assert all(p.epoch == position.epoch for p in pubs)
         assert (await broker.latest("tail", 0, OPTIONS, T0))[0] == []
 
     async def test_latest_of_an_unknown_channel_is_empty_at_offset_zero(
             self, broker: Broker) -> None:
         pubs, position = await broker.latest("void", 5, OPTIONS, T0)
-        assert pubs == [] and position.offset == 0
+        assert pubs == []
+        assert position.offset == 0
 
     # since -------------------------------------------------------------------------------------
 
@@ -239,17 +244,20 @@ class BrokerConformance:
         page = await broker.since("pages", Position(epoch, 2), 10, OPTIONS, T0)
         assert isinstance(page, Page)
         assert [p.offset for p in page.publications] == [3, 4, 5]
-        assert page.position == Position(epoch, 5) and not page.more
+        assert page.position == Position(epoch, 5)
+        assert not page.more
 
     async def test_since_pages_by_limit_and_says_there_is_more(self, broker: Broker) -> None:
         for i in range(7):
             await publish(broker, "paged", i)
         epoch = (await broker.position("paged")).epoch
         first = await broker.since("paged", Position(epoch, 0), 3, OPTIONS, T0)
-        assert isinstance(first, Page) and first.more
+        assert isinstance(first, Page)
+        assert first.more
         assert [p.offset for p in first.publications] == [1, 2, 3]
         last = await broker.since("paged", Position(epoch, 6), 3, OPTIONS, T0)
-        assert isinstance(last, Page) and not last.more
+        assert isinstance(last, Page)
+        assert not last.more
         assert [p.offset for p in last.publications] == [7]
 
     async def test_since_the_current_position_returns_an_empty_page(self, broker: Broker) -> None:
@@ -269,7 +277,8 @@ class BrokerConformance:
         answer = await broker.since("epochs", Position("elsewhere", 2), 10, OPTIONS, T0)
         assert isinstance(answer, Gap)
         current = await broker.position("epochs")
-        assert answer.epoch == current.epoch and answer.position == current
+        assert answer.epoch == current.epoch
+        assert answer.position == current
         assert (answer.requested, answer.available_from) == (3, 1)
 
     async def test_since_returns_a_gap_when_history_no_longer_reaches_back(
@@ -290,7 +299,8 @@ class BrokerConformance:
         await publish(broker, "ahead", 1)
         epoch = (await broker.position("ahead")).epoch
         answer = await broker.since("ahead", Position(epoch, 9), 10, OPTIONS, T0)
-        assert isinstance(answer, Gap) and answer.requested == 10
+        assert isinstance(answer, Gap)
+        assert answer.requested == 10
 
     # channels ----------------------------------------------------------------------------------
 
@@ -311,18 +321,20 @@ class BrokerConformance:
                                      idempotency_key="k1", publication_id="p1", now_ms=T0)
         again = await broker.publish("idem", {"v": 2}, event="message", options=OPTIONS,
                                      idempotency_key="k1", publication_id="p2", now_ms=T0 + 10)
-        assert not first.duplicate and again.duplicate
+        assert not first.duplicate
+        assert again.duplicate
         assert again.publication == first.publication
         await publish(broker, "idem", "after")
         await wait_until(lambda: len(recorder.offsets("idem")) == 2, what="two deliveries")
         assert recorder.offsets("idem") == [1, 2]
-        assert [p.id for p in recorder.publications][0] == "p1"
+        assert next(p.id for p in recorder.publications) == "p1"
 
     async def test_idempotency_keys_are_per_channel(self, broker: Broker) -> None:
         one = await publish(broker, "idem:a", 1, key="same")
         two = await publish(broker, "idem:b", 2, key="same")
         assert (one.channel, two.channel) == ("idem:a", "idem:b")
-        assert two.offset == 1 and two.data == 2
+        assert two.offset == 1
+        assert two.data == 2
 
     # presence ----------------------------------------------------------------------------------
 

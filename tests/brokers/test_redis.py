@@ -125,7 +125,8 @@ async def test_the_stream_expires_in_real_time_and_the_epoch_survives_it(
                 assert time.monotonic() < deadline, "stream did not expire"
                 await asyncio.sleep(0.02)
         answer = await broker.since("expiring", Position(first.epoch, 0), 10, options, now_ms())
-        assert isinstance(answer, Gap) and answer.available_from is None
+        assert isinstance(answer, Gap)
+        assert answer.available_from is None
         second = await publish(broker, "expiring", 2, options=options, at=now_ms())
         assert second.position == Position(first.epoch, 2)
     finally:
@@ -153,9 +154,11 @@ async def test_a_flushed_redis_gives_channels_a_new_epoch(flushed_redis: RedisSe
         async with aioredis.Redis(port=flushed_redis.port) as client:
             await client.flushall()
         new = await publish(broker, "flush", 2)
-        assert new.epoch != old.epoch and new.offset == 1
+        assert new.epoch != old.epoch
+        assert new.offset == 1
         answer = await broker.since("flush", old.position, 10, OPTIONS, T0)
-        assert isinstance(answer, Gap) and answer.epoch == new.epoch
+        assert isinstance(answer, Gap)
+        assert answer.epoch == new.epoch
     finally:
         await broker.close()
 
@@ -176,15 +179,18 @@ async def test_publish_is_unavailable_while_redis_is_down_and_works_after_a_rest
         await wait_until(lambda: recorder.states == [False], what="broker down")
 
         own_redis.restart()  # empty: the history is gone
-        await wait_until(lambda: recorder.states == [False, True], timeout=10,
+        await wait_until(lambda: recorder.states == [False, True], within=10,
                          what="broker back")
         await wait_until(lambda: bool(recorder.controls), what="gap notice")
         channel, gap = recorder.controls[0]
         assert channel == "outage"
-        assert gap["op"] == "gap" and gap["requested"] == 2 and gap["epoch"] != before.epoch
+        assert gap["op"] == "gap"
+        assert gap["requested"] == 2
+        assert gap["epoch"] != before.epoch
 
         after = await publish_eventually(broker, "outage", "after")
-        assert after.epoch != before.epoch and after.offset == 1
+        assert after.epoch != before.epoch
+        assert after.offset == 1
         await wait_until(lambda: len(recorder.offsets("outage")) == 2, what="delivery after")
         assert recorder.publications[-1] == after
     finally:
@@ -226,7 +232,7 @@ async def test_a_redis_restarted_with_its_data_keeps_the_epoch_and_offsets(
         epoch = (await broker.position("kept")).epoch
         own_redis.cli("save")
         own_redis.restart(keep_data=True)
-        await wait_until(lambda: seen.states == [False, True], timeout=10, what="reconnect")
+        await wait_until(lambda: seen.states == [False, True], within=10, what="reconnect")
         after = await publish_eventually(broker, "kept", 3)
         assert after.position == Position(epoch, 4)
         await wait_until(lambda: len(seen.offsets("kept")) == 4, what="delivery after")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.brokers.conformance import BrokerConformance, BrokerFactory, Recorder, publish, wait_until
+from tests.brokers.conformance import (
+    BrokerConformance,
+    BrokerFactory,
+    Recorder,
+    publish,
+    wait_until,
+)
 from tests.redis_server import RedisCluster
 from tidings.brokers.redis import RedisBroker, channel_keys
 

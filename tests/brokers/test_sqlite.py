@@ -75,7 +75,8 @@ async def test_idempotency_keys_are_forgotten_after_the_window(tmp_path: Path) -
         same = await publish(broker, "w", 2, key="k", at=T0 + 900)
         later = await publish(broker, "w", 3, key="k", at=T0 + 1500)
         assert same == first
-        assert later.offset == 2 and later.data == 3
+        assert later.offset == 2
+        assert later.data == 3
     finally:
         await broker.close()
 
@@ -89,7 +90,8 @@ async def test_statements_run_off_the_event_loop_thread(tmp_path: Path) -> None:
             seen.append(threading.current_thread().name)
 
         await broker._run(probe)
-        assert seen and seen[0] != threading.current_thread().name
+        assert seen
+        assert seen[0] != threading.current_thread().name
     finally:
         await broker.close()
 

@@ -89,6 +89,10 @@ def load_script(name: str) -> str:
     return importlib.resources.files("tidings.brokers").joinpath("lua", name).read_text("utf-8")
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelKeys:
     meta: str
@@ -176,7 +180,7 @@ class _Listener:
         await self._drop_connection()
         await self.pool.aclose()
 
-    async def subscribe(self, name: bytes, timeout: float) -> None:
+    async def subscribe(self, name: bytes, wait: float) -> None:
         """Subscribe ``name`` and wait for Redis to confirm it; Unavailable if it cannot."""
         self.names.add(name)
         future = asyncio.get_running_loop().create_future()
@@ -187,7 +191,7 @@ class _Listener:
                 raise Unavailable("redis pub/sub connection is down")
             async with translated("subscribe"):
                 await connection.send_command(self._sub, name)
-                await asyncio.wait_for(asyncio.shield(future), timeout)
+                await asyncio.wait_for(asyncio.shield(future), wait)
         except BaseException:
             self.names.discard(name)
             raise
@@ -239,9 +243,10 @@ class _Listener:
             delay = min(delay * 2, broker.reconnect_max)
 
     async def _connect_and_resubscribe(self, catch_up: bool) -> None:
-        connection = self.pool.make_connection()
+        # A connection of its own, outside the pool's bookkeeping: only this task reads it.
+        connection: AbstractConnection = self.pool.make_connection()  # type: ignore[no-untyped-call]
         self.connection = connection
-        await connection.connect()
+        await connection.connect()  # type: ignore[no-untyped-call]
         stash: list[list[Any]] = []
         names = set(self.names)
         if names:
@@ -307,7 +312,8 @@ class RedisBroker:
                                   "socket_timeout": command_timeout}
         if self.cluster:
             parts = urlsplit(url)
-            self._auth = {"username": parts.username, "password": parts.password}
+            self._auth: dict[str, Any] = {"username": parts.username,
+                                          "password": parts.password}
             self._redis = RedisCluster(host=parts.hostname or "127.0.0.1",
                                        port=parts.port or 6379, **self._auth, **common)
         else:
@@ -383,7 +389,7 @@ class RedisBroker:
             )
         if int(reply[0]) == 0:
             return PublishResult(Publication.from_dict(orjson.loads(reply[1])), duplicate=True)
-        epoch = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        epoch = _text(reply[2])
         return PublishResult(
             Publication(channel, int(reply[1]), epoch, publication_id, now_ms, event, data))
 
@@ -398,14 +404,16 @@ class RedisBroker:
     async def _read(self, channel: str, mode: str, count: int, since: Position | None = None,
                     meta_ms: int | None = None) -> tuple[Position, list[Publication]]:
         keys = channel_keys(channel)
-        args = [new_epoch(), self._meta_ms(NamespaceOptions()) if meta_ms is None else meta_ms,
-                mode, since.epoch if since else "", since.offset if since else 0, count]
+        if meta_ms is None:
+            meta_ms = self._meta_ms(NamespaceOptions())
+        args: list[str | int] = [new_epoch(), meta_ms, mode, since.epoch if since else "",
+                                 since.offset if since else 0, count]
 
         async def call() -> Any:
             return await self._history(keys=[keys.meta, keys.history], args=args)
 
         reply = await self._retrying("read", call)
-        epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        epoch = _text(reply[0])
         pubs = [Publication.from_dict(orjson.loads(p)) for p in reply[2]]
         return Position(epoch, int(reply[1])), pubs
 
@@ -453,18 +461,18 @@ class RedisBroker:
         async def scan() -> dict[str, Position]:
             found: dict[str, Position] = {}
             async for key in self._redis.scan_iter(match=f"{{{PREFIX}:*}}:meta", count=1000):
-                name = key.decode() if isinstance(key, bytes) else str(key)
+                name = _text(key)
                 channel = name[len(PREFIX) + 2: -len("}:meta")]
-                epoch, offset = await self._redis.hmget(name, ["e", "o"])  # type: ignore[misc]
+                epoch, offset = await self._redis.hmget(name, ["e", "o"])
                 if epoch is not None and offset is not None and int(offset) > 0:
-                    found[channel] = Position(epoch.decode(), int(offset))
+                    found[channel] = Position(_text(epoch), int(offset))
             return found
 
         return await self._retrying("scan", scan)
 
     async def ping(self) -> None:
         async def call() -> Any:
-            return await self._redis.ping()  # type: ignore[misc]
+            return await self._redis.ping()
 
         await self._retrying("ping", call)
 
@@ -473,6 +481,8 @@ class RedisBroker:
     def _listener_for(self, channel: str) -> _Listener:
         if isinstance(self._redis, RedisCluster):
             node = self._redis.get_node_from_key(channel_keys(channel).pubsub)
+            if node is None:
+                raise Unavailable(f"no cluster node serves {channel!r}")
             address = f"{node.host}:{node.port}"
             listener = self._listeners.get(address)
             if listener is None:
