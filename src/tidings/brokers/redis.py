@@ -17,8 +17,8 @@ History bounds: size by an exact ``XADD MAXLEN``; TTL three ways: readers drop e
 ``history_ttl`` (by ``now_ms``, so the window is exact), each publish trims an expired prefix of at
 most 16 entries with ``XTRIM MINID``, and the stream key ``PEXPIRE``s ``history_ttl`` after the
 last publish. The meta key lives ``meta_ttl`` (default 30 days, never less than the history TTL)
-after the last publish, so idle channels eventually leave ``channels()``; a channel whose meta
-expired starts a new epoch.
+after the last publish (a day when a read created it), so idle channels eventually leave
+``channels()``; a channel whose meta expired starts a new epoch.
 
 Publish is one ``EVALSHA`` of ``lua/publish.lua``: check the idempotency key, ``HINCRBY`` the
 offset, read or create the epoch, ``XADD`` + trim, set TTLs, ``PUBLISH`` — so offsets are gap-free
@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -60,11 +59,11 @@ from urllib.parse import urlsplit
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from tidings.brokers._resp import RespAddress, RespConnection
 from tidings.brokers.base import BrokerHandler, PublishResult
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
@@ -80,6 +79,10 @@ T = TypeVar("T")
 
 PREFIX = "tidings"
 CATCH_UP_PAGE = 1000
+# A read of a channel never published to stores its epoch (so the position it answers stays
+# valid for the first publication), but only for a day: reads of arbitrary names must not fill
+# Redis for meta_ttl. Its first publication extends it to meta_ttl.
+READ_CREATED_META_TTL_MS = 86_400_000
 _PUBLICATION = b"P"[0]
 _CONTROL = b"C"[0]
 
@@ -134,11 +137,13 @@ class _Subscription:
     nothing was delivered yet, from ``baseline``.
     """
 
-    __slots__ = ("baseline", "channel", "last", "listener")
+    __slots__ = ("baseline", "channel", "last", "listener", "ready")
 
     def __init__(self, channel: str, listener: _Listener) -> None:
         self.channel = channel
         self.listener = listener
+        # Done once Redis confirmed the subscription; a concurrent subscribe waits on it.
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.baseline: Position | None = None
         self.last: Position | None = None
 
@@ -155,15 +160,16 @@ class _Listener:
     arrive" holds.
     """
 
-    def __init__(self, broker: RedisBroker, pool: ConnectionPool, sharded: bool) -> None:
+    def __init__(self, broker: RedisBroker, address: RespAddress, sharded: bool) -> None:
         self.broker = broker
-        self.pool = pool
+        self.address = address
         self.sharded = sharded
         self.names: set[bytes] = set()
-        self.connection: AbstractConnection | None = None
+        self.connection: RespConnection | None = None
         self.connected = asyncio.Event()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.closed = False
 
     @property
     def _sub(self) -> str:
@@ -173,12 +179,14 @@ class _Listener:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self.closed = True
+        # Closing the socket ends a blocked read even if a cancellation gets lost (see _resp).
+        self._drop_connection()
+        task = self._task
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._drop_connection()
-        await self.pool.aclose()
+                await task
 
     async def subscribe(self, name: bytes, wait: float) -> None:
         """Subscribe ``name`` and wait for Redis to confirm it; Unavailable if it cannot."""
@@ -190,8 +198,9 @@ class _Listener:
             if connection is None or not self.connected.is_set():
                 raise Unavailable("redis pub/sub connection is down")
             async with translated("subscribe"):
-                await connection.send_command(self._sub, name)
-                await asyncio.wait_for(asyncio.shield(future), wait)
+                await connection.send(self._sub, name)
+                async with asyncio.timeout(wait):
+                    await asyncio.shield(future)
         except BaseException:
             self.names.discard(name)
             raise
@@ -202,16 +211,14 @@ class _Listener:
         self.names.discard(name)
         connection = self.connection
         if connection is not None and self.connected.is_set():
-            with contextlib.suppress(RedisError, OSError):
-                await connection.send_command("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE",
-                                              name)
+            with contextlib.suppress(OSError):
+                await connection.send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", name)
 
-    async def _drop_connection(self) -> None:
+    def _drop_connection(self) -> None:
         self.connected.clear()
         connection, self.connection = self.connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.disconnect(nowait=True)
+            connection.close()
 
     def _fail_pending(self) -> None:
         for future in self._pending.values():
@@ -223,42 +230,38 @@ class _Listener:
         broker = self.broker
         delay = broker.reconnect_min
         was_connected = False
-        while True:
+        while not self.closed:
             try:
                 await self._connect_and_resubscribe(catch_up=was_connected)
-                if was_connected:
-                    broker._state(True)
+                broker._state(True)  # reported on a change only
                 was_connected = True
                 delay = broker.reconnect_min
                 await self._read_forever()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # any failure of the connection: reconnect
+                if self.closed:
+                    return
                 log.warning("redis pub/sub connection lost: %s", exc)
-            await self._drop_connection()
+            self._drop_connection()
             self._fail_pending()
-            if was_connected:
-                broker._state(False)
+            broker._state(False)
             await asyncio.sleep(delay)
             delay = min(delay * 2, broker.reconnect_max)
 
     async def _connect_and_resubscribe(self, catch_up: bool) -> None:
-        # A connection of its own, outside the pool's bookkeeping: only this task reads it.
-        connection: AbstractConnection = self.pool.make_connection()  # type: ignore[no-untyped-call]
+        connection = RespConnection(self.address)
         self.connection = connection
-        await connection.connect()  # type: ignore[no-untyped-call]
+        await connection.open()
         stash: list[list[Any]] = []
         names = set(self.names)
         if names:
             # One command per name: on a cluster, names of different slots cannot share one.
             for name in names:
-                await connection.send_command(self._sub, name)
+                await connection.send(self._sub, name)
             waiting = set(names)
             while waiting:
-                message = await connection.read_response(timeout=self.broker.command_timeout)
-                if message is None:
-                    raise TimeoutError("no subscribe confirmation")
-                kind = message[0]
+                async with asyncio.timeout(self.broker.command_timeout):
+                    message = await connection.read()
+                kind = message[0] if isinstance(message, list) and message else None
                 if kind in (b"subscribe", b"ssubscribe"):
                     waiting.discard(message[1])
                 else:
@@ -274,7 +277,7 @@ class _Listener:
         connection = self.connection
         assert connection is not None
         while True:
-            message = await connection.read_response(timeout=math.inf)
+            message = await connection.read()
             await self._handle(message)
 
     async def _handle(self, message: Any) -> None:
@@ -331,7 +334,9 @@ class RedisBroker:
     # lifecycle -------------------------------------------------------------------------------
 
     async def start(self, handler: BrokerHandler) -> None:
+        """Connect; Unavailable if Redis does not answer (a node should not start blind)."""
         self._handler = handler
+        await self.ping()
         if self.cluster:
             assert isinstance(self._redis, RedisCluster)
             async with translated("cluster discovery"):
@@ -401,13 +406,11 @@ class RedisBroker:
 
     # reading ---------------------------------------------------------------------------------
 
-    async def _read(self, channel: str, mode: str, count: int, since: Position | None = None,
-                    meta_ms: int | None = None) -> tuple[Position, list[Publication]]:
+    async def _read(self, channel: str, mode: str, count: int, since: Position | None = None
+                    ) -> tuple[Position, list[Publication]]:
         keys = channel_keys(channel)
-        if meta_ms is None:
-            meta_ms = self._meta_ms(NamespaceOptions())
-        args: list[str | int] = [new_epoch(), meta_ms, mode, since.epoch if since else "",
-                                 since.offset if since else 0, count]
+        args: list[str | int] = [new_epoch(), READ_CREATED_META_TTL_MS, mode,
+                                 since.epoch if since else "", since.offset if since else 0, count]
 
         async def call() -> Any:
             return await self._history(keys=[keys.meta, keys.history], args=args)
@@ -442,15 +445,13 @@ class RedisBroker:
     async def _since(self, channel: str, since: Position, limit: int,
                      options: NamespaceOptions | None, now_ms: int) -> Page | Gap:
         limit = max(1, limit)
-        meta_ms = self._meta_ms(options) if options is not None else None
-        current, pubs = await self._read(channel, "since", limit + 1, since, meta_ms)
+        current, pubs = await self._read(channel, "since", limit + 1, since)
         return resolve_since(channel, since, current, self._fresh(pubs, options, now_ms), limit)
 
     async def latest(
         self, channel: str, limit: int, options: NamespaceOptions, now_ms: int
     ) -> tuple[list[Publication], Position]:
-        current, pubs = await self._read(channel, "latest", max(0, limit),
-                                         meta_ms=self._meta_ms(options))
+        current, pubs = await self._read(channel, "latest", max(0, limit))
         return self._fresh(pubs, options, now_ms), current
 
     async def position(self, channel: str) -> Position:
@@ -479,50 +480,48 @@ class RedisBroker:
     # subscribing -----------------------------------------------------------------------------
 
     def _listener_for(self, channel: str) -> _Listener:
+        """The listener whose connection carries ``channel`` (started on first use)."""
         if isinstance(self._redis, RedisCluster):
             node = self._redis.get_node_from_key(channel_keys(channel).pubsub)
             if node is None:
                 raise Unavailable(f"no cluster node serves {channel!r}")
-            address = f"{node.host}:{node.port}"
-            listener = self._listeners.get(address)
-            if listener is None:
-                pool = ConnectionPool(host=node.host, port=node.port, **self._auth, protocol=2,
-                                      socket_connect_timeout=2.0,
-                                      socket_timeout=self.command_timeout)
-                listener = _Listener(self, pool, sharded=True)
+            name = f"{node.host}:{node.port}"
+            address = RespAddress(node.host, int(node.port), self._auth["username"],
+                                  self._auth["password"])
         else:
-            address = ""
-            listener = self._listeners.get(address)
-            if listener is None:
-                # RESP2: subscription messages are plain replies (RESP3 makes them pushes).
-                pool = ConnectionPool.from_url(self.url, protocol=2, socket_connect_timeout=2.0,
-                                               socket_timeout=self.command_timeout)
-                listener = _Listener(self, pool, sharded=False)
-        if address not in self._listeners:
-            self._listeners[address] = listener
+            name, address = "", RespAddress.from_url(self.url)
+        listener = self._listeners.get(name)
+        if listener is None:
+            listener = _Listener(self, address, sharded=self.cluster)
+            self._listeners[name] = listener
             listener.start()
         return listener
 
     async def subscribe(self, channel: str) -> None:
         """See :class:`~tidings.brokers.base.Broker`; Unavailable if Redis cannot be reached."""
-        if channel in self._subs:
+        existing = self._subs.get(channel)
+        if existing is not None:
+            await asyncio.shield(existing.ready)
             return
         listener = self._listener_for(channel)
         if not listener.connected.is_set():
             # A listener that just started gets a short grace period to connect.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(listener.connected.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await listener.connected.wait()
         sub = _Subscription(channel, listener)
         self._subs[channel] = sub
         try:
             await listener.subscribe(channel_keys(channel).pubsub.encode(), self.command_timeout)
-            baseline = await self.position(channel)
-        except BaseException:
+            sub.baseline = await self.position(channel)
+        except BaseException as exc:
             if self._subs.get(channel) is sub:
                 del self._subs[channel]
             await listener.unsubscribe(channel_keys(channel).pubsub.encode())
+            sub.ready.set_exception(exc if isinstance(exc, Exception) else Unavailable("cancelled"))
+            sub.ready.exception()  # retrieved: concurrent waiters re-raise it themselves
             raise
-        sub.baseline = baseline
+        sub.ready.set_result(None)
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self._subs.pop(channel, None)
@@ -537,13 +536,28 @@ class RedisBroker:
             if self._handler is not None:
                 self._handler.on_broker_state(available)
 
+    def _deliver(self, handler: BrokerHandler, publication: Publication, sub: _Subscription
+                 ) -> None:
+        sub.last = publication.position
+        try:
+            handler.on_publication(publication)
+        except Exception:  # a failing handler must not tear down the shared connection
+            log.exception("broker handler failed on %s", publication.channel)
+
+    @staticmethod
+    def _control_to(handler: BrokerHandler, channel: str, message: dict[str, Any]) -> None:
+        try:
+            handler.on_control(channel, message)
+        except Exception:
+            log.exception("broker handler failed on a control message for %s", channel)
+
     async def _on_message(self, name: bytes, data: bytes) -> None:
         handler = self._handler
         sub = self._subs.get(channel_of_pubsub(name))
         if handler is None or sub is None or not data:
             return
         if data[0] == _CONTROL:
-            handler.on_control(sub.channel, orjson.loads(data[1:]))
+            self._control_to(handler, sub.channel, orjson.loads(data[1:]))
             return
         if data[0] != _PUBLICATION:
             return
@@ -557,11 +571,11 @@ class RedisBroker:
                 if sub.last is not None and publication.offset <= sub.last.offset:
                     return
         elif last is not None:
-            handler.on_control(sub.channel, {
+            # The epoch changed under a live link (flushed Redis, expired meta): say so.
+            self._control_to(handler, sub.channel, {
                 "op": "gap", "channel": sub.channel, "epoch": publication.epoch,
                 "requested": last.offset + 1, "available_from": publication.offset})
-        sub.last = publication.position
-        handler.on_publication(publication)
+        self._deliver(handler, publication, sub)
 
     async def _catch_up_name(self, name: bytes) -> None:
         sub = self._subs.get(channel_of_pubsub(name))
@@ -578,10 +592,10 @@ class RedisBroker:
         while True:
             answer = await self._since(sub.channel, position, CATCH_UP_PAGE, None, 0)
             if isinstance(answer, Gap):
-                handler.on_control(sub.channel, {"op": "gap", **answer.to_dict()})
+                self._control_to(handler, sub.channel, {"op": "gap", **answer.to_dict()})
                 position = answer.position
             for publication in answer.publications:
-                handler.on_publication(publication)
+                self._deliver(handler, publication, sub)
                 position = publication.position
             sub.last = position
             more = answer.more if isinstance(answer, Page) else (

@@ -209,8 +209,14 @@ class SQLiteBroker:
         conn.execute("DELETE FROM publications WHERE channel = ? AND offset <= ?",
                      (channel, offset - max(0, options.history_size)))
         if options.history_ttl > 0:
-            conn.execute("DELETE FROM publications WHERE channel = ? AND time < ?",
-                         (channel, now_ms - int(options.history_ttl * 1000)))
+            # Expired rows are an old prefix: find where it ends by walking the primary key from
+            # the oldest (cost: the expired rows + 1), then drop the prefix by key range.
+            keep = conn.execute(
+                "SELECT offset FROM publications WHERE channel = ? AND time >= ? "
+                "ORDER BY offset LIMIT 1",
+                (channel, now_ms - int(options.history_ttl * 1000))).fetchone()
+            conn.execute("DELETE FROM publications WHERE channel = ? AND offset < ?",
+                         (channel, keep[0] if keep else offset + 1))
 
     def _deliver(self, publication: Publication) -> None:
         if self._handler is not None:
