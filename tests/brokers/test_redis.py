@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -26,6 +27,9 @@ from tidings.core.events import Gap, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.exceptions import Unavailable
+from tidings.node import Node, make_broker, make_presence
+from tidings.presence.redis import RedisPresence
+from tidings.settings import Settings
 
 
 def now_ms() -> int:
@@ -264,3 +268,60 @@ async def publish_eventually(broker: RedisBroker, channel: str, data: Any) -> Pu
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def test_a_flush_under_a_live_subscription_is_announced_as_a_gap(
+        flushed_redis: RedisServer) -> None:
+    broker, seen = await started(flushed_redis.url)
+    try:
+        await broker.subscribe("reset")
+        old = await publish(broker, "reset", 1)
+        await publish(broker, "reset", 2)
+        await wait_until(lambda: len(seen.offsets("reset")) == 2, what="deliveries")
+        async with aioredis.Redis(port=flushed_redis.port) as client:
+            await client.flushall()
+        new = await publish(broker, "reset", 3)
+        await wait_until(lambda: len(seen.offsets("reset")) == 3, what="delivery after flush")
+        assert seen.controls == [("reset", {"op": "gap", "channel": "reset", "epoch": new.epoch,
+                                            "requested": 3, "available_from": 1})]
+        assert new.epoch != old.epoch
+        assert seen.publications[-1] == new
+    finally:
+        await broker.close()
+
+
+async def test_a_live_message_that_skips_offsets_is_preceded_by_the_missing_ones(
+        flushed_redis: RedisServer) -> None:
+    broker, seen = await started(flushed_redis.url)
+    try:
+        await broker.subscribe("holes")
+        await publish(broker, "holes", 1)
+        await wait_until(lambda: seen.offsets("holes") == [1], what="first delivery")
+        # Offsets 2 and 3 reach history without reaching Pub/Sub (as if lost on the way).
+        keys = channel_keys("holes")
+        async with aioredis.Redis(port=flushed_redis.port) as client:
+            epoch = (await client.hget(keys.meta, "e")).decode()
+            for offset in (2, 3):
+                await client.hset(keys.meta, "o", offset)
+                payload = orjson.dumps({"offset": offset, "epoch": epoch, "channel": "holes",
+                                        "id": f"x{offset}", "time": T0, "event": "message",
+                                        "data": offset})
+                await client.xadd(keys.history, {"p": payload, "t": T0}, id=f"{offset}-0")
+        await publish(broker, "holes", 4)
+        await wait_until(lambda: len(seen.offsets("holes")) == 4, what="filled deliveries")
+        assert seen.offsets("holes") == [1, 2, 3, 4]
+        assert seen.controls == []
+    finally:
+        await broker.close()
+
+
+async def test_the_node_builds_a_redis_broker_and_redis_presence_from_settings(
+        flushed_redis: RedisServer) -> None:
+    settings = Settings(broker=flushed_redis.url)
+    broker = make_broker(settings)
+    assert isinstance(broker, RedisBroker)
+    assert isinstance(make_presence(settings, broker), RedisPresence)
+    async with Node(settings, broker=broker) as node:
+        result = await node.publish("chat:lobby", {"text": "hi"})
+        assert result.publication.offset == 1
+        assert (await node.broker.position("chat:lobby")).offset == 1

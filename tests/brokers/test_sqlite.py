@@ -21,6 +21,8 @@ from tidings.brokers.sqlite import SQLiteBroker
 from tidings.core.events import Page
 from tidings.core.position import Position
 from tidings.exceptions import Unavailable
+from tidings.node import Node, make_broker
+from tidings.settings import Settings
 
 
 class TestSQLiteBroker(BrokerConformance):
@@ -145,3 +147,15 @@ async def test_handlers_see_concurrent_publishes_in_offset_order(tmp_path: Path)
         assert sorted(p.offset for p in results) == list(range(1, 41))
     finally:
         await broker.close()
+
+
+async def test_the_node_builds_a_sqlite_broker_from_a_sqlite_url(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(broker="sqlite:///node.db")
+    broker = make_broker(settings)
+    assert isinstance(broker, SQLiteBroker)
+    async with Node(settings, broker=broker) as node:
+        result = await node.publish("chat:lobby", {"text": "hi"})
+        assert result.publication.offset == 1
+    assert (tmp_path / "node.db").exists()

@@ -26,13 +26,17 @@ under any number of publishers and Pub/Sub order is offset order. The JSON is en
 Python; the script only prefixes ``offset`` and ``epoch``.
 
 Fan-out: one Pub/Sub connection per Redis address (one in total for a single Redis; one per
-master owning subscribed channels on a cluster), with one subscription per channel whatever the
-number of clients, and a reader task that calls the handler in order.
+master owning subscribed channels on a cluster, with ``SSUBSCRIBE``), with one subscription per
+channel whatever the number of clients, and a reader task that calls the handler in order. The
+link is a small RESP2 connection of our own (:mod:`tidings.brokers._resp`) so that closing is
+always prompt; commands go through redis-py.
 
 Failures: every Redis or socket error is translated here, once, into
-:class:`~tidings.exceptions.Unavailable`. Publishes are never retried by the client library (a
-retried ``EVALSHA`` could publish twice; publishers retry with an idempotency key); reads retry
-once. A reader that loses its connection calls ``handler.on_broker_state(False)``, reconnects
+:class:`~tidings.exceptions.Unavailable`. On a single Redis, publishes are never retried by the
+client library (a retried ``EVALSHA`` whose first reply was lost would publish twice); reads retry
+once. On a cluster, redis-py retries connection errors itself so as to follow a failover, so a
+publish may rarely be applied twice: a publisher that must not duplicate passes an idempotency
+key, which the script checks first, making the retry return the original. A reader that loses its connection calls ``handler.on_broker_state(False)``, reconnects
 with capped exponential backoff, resubscribes every channel, waits for the confirmations, calls
 ``on_broker_state(True)`` and then **catches up**: for every channel it reads history after the
 last position it delivered (or the position read when the channel was subscribed) and hands the
