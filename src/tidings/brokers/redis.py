@@ -36,8 +36,10 @@ Failures: every Redis or socket error is translated here, once, into
 client library (a retried ``EVALSHA`` whose first reply was lost would publish twice); reads retry
 once. On a cluster, redis-py retries connection errors itself so as to follow a failover, so a
 publish may rarely be applied twice: a publisher that must not duplicate passes an idempotency
-key, which the script checks first, making the retry return the original. A reader that loses its connection calls ``handler.on_broker_state(False)``, reconnects
-with capped exponential backoff, resubscribes every channel, waits for the confirmations, calls
+key, which the script checks first, making the retry return the original.
+
+Reconnecting: a reader that loses its connection calls ``handler.on_broker_state(False)``,
+reconnects with capped exponential backoff, resubscribes every channel, waits for the confirmations, calls
 ``on_broker_state(True)`` and then **catches up**: for every channel it reads history after the
 last position it delivered (or the position read when the channel was subscribed) and hands the
 missed publications to the handler in order. If the epoch changed (Redis restarted empty) or
