@@ -39,16 +39,21 @@ publish may rarely be applied twice: a publisher that must not duplicate passes 
 key, which the script checks first, making the retry return the original.
 
 Reconnecting: a reader that loses its connection calls ``handler.on_broker_state(False)``,
-reconnects with capped exponential backoff, resubscribes every channel, waits for the confirmations, calls
-``on_broker_state(True)`` and then **catches up**: for every channel it reads history after the
-last position it delivered (or the position read when the channel was subscribed) and hands the
-missed publications to the handler in order. If the epoch changed (Redis restarted empty) or
-history no longer reaches back, it calls ``handler.on_control(channel, {"op": "gap", "channel",
-"epoch", "requested", "available_from"})`` and then hands over what history still has. Live
-messages at or below the last delivered offset are dropped (they were caught up), and a live
-message that skips offsets triggers the same catch-up first, so the handler never sees a hole or a
-duplicate within an epoch. Limitation: on a cluster a listener reconnects to the same address; a
-slot moved to another master is picked up only when the channel is subscribed again.
+reconnects with capped exponential backoff, resubscribes every channel, waits for the
+confirmations, calls ``on_broker_state(True)`` and then **catches up**: for every channel it reads
+history after the last position it delivered (or the position read when the channel was
+subscribed) and hands the missed publications to the handler in order. If the epoch changed
+(Redis restarted empty) or history no longer reaches back, it calls ``handler.on_control(channel,
+{"op": "gap", "channel", "epoch", "requested", "available_from"})`` and then hands over what
+history still has. Live messages at or below the last delivered offset are dropped (they were
+caught up); a live message that skips offsets triggers the same catch-up first; a live message in
+a new epoch (a flush under a live link) is preceded by a gap notice. So the handler never sees a
+hole or a duplicate within an epoch, and never an epoch change it was not told about.
+
+Limitations: on a cluster a listener reconnects to the same address, so a slot moved to another
+master is picked up only when the channel is subscribed again. Redis persistence that loses a
+tail of writes (RDB snapshots, AOF ``everysec``) can make a restarted Redis reuse offsets in the
+same epoch; run Redis with ``appendfsync always`` or accept that window.
 """
 
 from __future__ import annotations
