@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,6 +120,7 @@ class ChannelKeys:
         return f"{self.meta[:-len(':meta')]}:idem:{key}"
 
 
+@functools.lru_cache(maxsize=16384)
 def channel_keys(channel: str) -> ChannelKeys:
     """The Redis keys of ``channel``; all in one cluster slot thanks to the ``{…}`` hash tag."""
     tag = f"{{{PREFIX}:{channel}}}"
