@@ -28,6 +28,7 @@ from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.exceptions import Unavailable
 from tidings.node import Node, make_broker, make_presence
+from tidings.presence.base import ClientInfo
 from tidings.presence.redis import RedisPresence
 from tidings.settings import Settings
 
@@ -325,3 +326,19 @@ async def test_the_node_builds_a_redis_broker_and_redis_presence_from_settings(
         result = await node.publish("chat:lobby", {"text": "hi"})
         assert result.publication.offset == 1
         assert (await node.broker.position("chat:lobby")).offset == 1
+
+
+async def test_presence_is_shared_by_every_node_on_the_same_redis(
+        flushed_redis: RedisServer) -> None:
+    first, _ = await started(flushed_redis.url)
+    second, _ = await started(flushed_redis.url)
+    try:
+        now = time.time()
+        client = ClientInfo("c1", "alice", {"n": 1})
+        await first.presence_manager().add("hall", client, 10, now)
+        assert await second.presence_manager().list("hall", now) == [client]
+        await second.presence_manager().remove("hall", "c1")
+        assert await first.presence_manager().list("hall", now) == []
+    finally:
+        await first.close()
+        await second.close()

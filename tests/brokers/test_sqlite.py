@@ -19,6 +19,7 @@ from tests.brokers.conformance import (
 )
 from tidings.brokers.sqlite import SQLiteBroker
 from tidings.core.events import Page
+from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.exceptions import Unavailable
 from tidings.node import Node, make_broker
@@ -159,3 +160,23 @@ async def test_the_node_builds_a_sqlite_broker_from_a_sqlite_url(
         result = await node.publish("chat:lobby", {"text": "hi"})
         assert result.publication.offset == 1
     assert (tmp_path / "node.db").exists()
+
+
+async def test_publish_deletes_rows_beyond_the_size_and_older_than_the_ttl(
+        tmp_path: Path) -> None:
+    broker, _ = await started(tmp_path / "t.db")
+    options = NamespaceOptions(history_size=5, history_ttl=1)
+    try:
+        for i in range(8):
+            await publish(broker, "rows", i, options=options, at=T0 + i)
+        await publish(broker, "rows", "late", options=options, at=T0 + 1005)
+
+        def stored(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute("SELECT offset FROM publications WHERE channel = 'rows' "
+                                "ORDER BY offset").fetchall()
+            return [int(r[0]) for r in rows]
+
+        # Size keeps 5..9; the TTL (horizon T0+5) then drops offsets 5 (T0+4).
+        assert await broker._run(stored) == [6, 7, 8, 9]
+    finally:
+        await broker.close()

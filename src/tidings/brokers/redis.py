@@ -65,7 +65,7 @@ import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -82,6 +82,9 @@ from tidings.core.history import resolve_since
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
 from tidings.exceptions import BadRequest, Unavailable
+
+if TYPE_CHECKING:
+    from tidings.presence.redis import RedisPresence
 
 __all__ = ["RedisBroker", "channel_keys"]
 
@@ -366,9 +369,9 @@ class RedisBroker:
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
 
-    def presence_manager(self) -> Any:
+    def presence_manager(self) -> RedisPresence:
         """A :class:`tidings.presence.redis.RedisPresence` sharing this broker's client."""
-        from tidings.presence.redis import RedisPresence
+        from tidings.presence.redis import RedisPresence  # here: that module imports this one
 
         return RedisPresence(self._redis)
 
