@@ -45,7 +45,7 @@ class TestRedisBroker(BrokerConformance):
         return lambda: RedisBroker(flushed_redis.url)
 
 
-async def started(url: str, **kwargs: float) -> tuple[RedisBroker, Recorder]:
+async def started(url: str, **kwargs: Any) -> tuple[RedisBroker, Recorder]:
     broker = RedisBroker(url, **kwargs)
     recorder = Recorder()
     await broker.start(recorder)
@@ -342,3 +342,13 @@ async def test_presence_is_shared_by_every_node_on_the_same_redis(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(
+        flushed_redis: RedisServer) -> None:
+    broker, _ = await started(flushed_redis.url, max_connections=4)
+    try:
+        results = await asyncio.gather(*[publish(broker, "burst", i) for i in range(200)])
+        assert sorted(p.offset for p in results) == list(range(1, 201))
+    finally:
+        await broker.close()

@@ -145,6 +145,22 @@ async def translated(what: str) -> AsyncIterator[None]:
         raise Unavailable(f"redis {what} failed: {exc}") from exc
 
 
+class CommandGate:
+    """Bounds the commands in flight to the client's connection pool, and translates failures.
+
+    redis-py's pools raise "Too many connections" past their size instead of waiting, so a burst
+    of concurrent publishes would fail; behind this gate the burst queues instead.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, what: str) -> AsyncIterator[None]:
+        async with self._slots, translated(what):
+            yield
+
+
 class _Subscription:
     """What the broker knows of one subscribed channel.
 
@@ -314,11 +330,14 @@ class RedisBroker:
     ``idempotency_window``: seconds an idempotency key is remembered. ``meta_ttl``: seconds a
     channel's epoch and offset outlive its last publish (0: forever). ``reconnect_min`` /
     ``reconnect_max``: the Pub/Sub reconnect backoff, doubling from min to max.
+    ``command_timeout``: seconds a command may take. ``max_connections``: the command pool's
+    size (per node on a cluster); more concurrent commands wait for a free connection.
     """
 
     def __init__(self, url: str, *, idempotency_window: float = 300.0,
                  meta_ttl: float = 30 * 86400.0, reconnect_min: float = 0.05,
-                 reconnect_max: float = 5.0, command_timeout: float = 10.0) -> None:
+                 reconnect_max: float = 5.0, command_timeout: float = 10.0,
+                 max_connections: int = 100) -> None:
         self.url = url
         self.cluster = url.startswith("redis-cluster://")
         self.idempotency_window = idempotency_window
@@ -328,7 +347,9 @@ class RedisBroker:
         self.command_timeout = command_timeout
         self._redis: aioredis.Redis | RedisCluster
         common: dict[str, Any] = {"socket_connect_timeout": 2.0,
-                                  "socket_timeout": command_timeout}
+                                  "socket_timeout": command_timeout,
+                                  "max_connections": max_connections}
+        self._gate = CommandGate(max_connections)
         if self.cluster:
             parts = urlsplit(url)
             self._auth: dict[str, Any] = {"username": parts.username,
@@ -373,7 +394,7 @@ class RedisBroker:
         """A :class:`tidings.presence.redis.RedisPresence` sharing this broker's client."""
         from tidings.presence.redis import RedisPresence  # here: that module imports this one
 
-        return RedisPresence(self._redis)
+        return RedisPresence(self._redis, self._gate)
 
     # publishing --------------------------------------------------------------------------------
 
@@ -402,7 +423,7 @@ class RedisBroker:
         idem_ms = int(self.idempotency_window * 1000) if idempotency_key is not None else 0
         idem_key = keys.idempotency(idempotency_key) if idempotency_key is not None else keys.meta
         ttl_ms = int(options.history_ttl * 1000) if options.history_ttl > 0 else 0
-        async with translated("publish"):
+        async with self._gate("publish"):
             reply = await self._publish(
                 keys=[keys.meta, keys.history, idem_key, keys.pubsub],
                 args=[body[1:], new_epoch(), max(0, options.history_size), ttl_ms,
@@ -416,7 +437,7 @@ class RedisBroker:
 
     async def publish_control(self, channel: str, message: dict[str, Any]) -> None:
         keys = channel_keys(channel)
-        async with translated("publish"):
+        async with self._gate("publish"):
             await self._control(keys=[keys.pubsub],
                                 args=[self._pub_command, b"C" + orjson.dumps(message)])
 
@@ -439,10 +460,10 @@ class RedisBroker:
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run an idempotent read, once more if the first attempt met a dead connection."""
         try:
-            async with translated(what):
+            async with self._gate(what):
                 return await call()
         except Unavailable:
-            async with translated(what):
+            async with self._gate(what):
                 return await call()
 
     @staticmethod

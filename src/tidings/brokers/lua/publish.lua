@@ -34,26 +34,30 @@ if size > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 'p', payload, 't', ARGV[8])
   if ttl_ms > 0 then
     -- Drop an expired prefix, a bounded batch per publish: each publish adds one entry and may
-    -- remove up to 16, so the prefix cannot grow. Readers also filter by time.
+    -- remove up to 16, so the prefix cannot grow. Readers also filter by time. The common case
+    -- (oldest entry still fresh) costs one single-entry XRANGE.
     local horizon = tonumber(ARGV[8]) - ttl_ms
-    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
-    local min_id = nil
-    for _, entry in ipairs(head) do
+    local function fresh(entry)
       local fields = entry[2]
-      local t = horizon
       for i = 1, #fields, 2 do
-        if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+        if fields[i] == 't' then return tonumber(fields[i + 1]) >= horizon end
       end
-      if t >= horizon then
-        min_id = entry[1]
-        break
+      return true
+    end
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+    if #oldest > 0 and not fresh(oldest[1]) then
+      local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
+      local min_id = nil
+      for _, entry in ipairs(head) do
+        if fresh(entry) then
+          min_id = entry[1]
+          break
+        end
       end
-    end
-    if min_id == nil and #head > 0 then
-      -- All of the batch expired: drop up to and including its last entry ("N-0" < "N-1").
-      min_id = string.gsub(head[#head][1], '-0$', '-1')
-    end
-    if min_id ~= nil then
+      if min_id == nil then
+        -- All of the batch expired: drop up to and including its last entry ("N-0" < "N-1").
+        min_id = string.gsub(head[#head][1], '-0$', '-1')
+      end
       redis.call('XTRIM', KEYS[2], 'MINID', min_id)
     end
     redis.call('PEXPIRE', KEYS[2], ttl_ms)
