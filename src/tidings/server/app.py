@@ -29,6 +29,7 @@ from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
 from tidings.transports.websocket import WebSocketEndpoint
+from tidings.webhooks.service import WebhookService
 
 __all__ = ["TidingsApp", "create_app"]
 
@@ -92,16 +93,22 @@ class TidingsApp(Starlette):
     """The ASGI app of one node; ``node`` is its :class:`~tidings.node.Node`."""
 
     node: Node
+    webhooks: WebhookService
     # Entered after the node starts, left before it stops (e.g. the demo generators).
     services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Start the node, and stop it on the way out (usable as a host app's lifespan)."""
-        async with self.node, contextlib.AsyncExitStack() as stack:
-            for service in self.services:
-                await stack.enter_async_context(service())
-            yield
+        async with self.node:
+            await self.webhooks.start()
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for service in self.services:
+                        await stack.enter_async_context(service())
+                    yield
+            finally:
+                await self.webhooks.stop()
 
 
 async def healthz(request: Request) -> Response:
@@ -129,11 +136,13 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
         settings = demo_settings(settings or Settings())  # the demos' namespace and receiver
     node = node if node is not None else Node(settings)
     settings = node.settings
-    api = BodyLimit(create_api(node), settings.limits.max_request_bytes)
+    webhooks = WebhookService(node)
+    api = BodyLimit(create_api(node, webhooks), settings.limits.max_request_bytes)
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Mount("/api", app=cast(ASGIApp, api)),
+        Route("/hooks/{name}", webhooks.receiver(), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
     ]
     if settings.websocket:
@@ -148,6 +157,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app = TidingsApp(routes=routes)
     app.services = services
     app.node = node
+    app.webhooks = webhooks
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
