@@ -90,22 +90,23 @@ def receiver() -> Iterator[Receiver]:
 def test_console_replays_a_failed_webhook_delivery_which_then_succeeds(
         page_for: Callable[..., Any], server: RunningServer, receiver: Receiver) -> None:
     needs(server, "/api/webhooks", "lands with the webhooks")
-    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
-                       timeout=10)
-    endpoint = api.post("/api/webhooks", json={"url": receiver.url, "channels": ["orders:*"],
-                                               "description": "browser test"}).json()
-    api.post("/api/publish", json={"channel": "orders:eu", "data": {"order": 7}}).raise_for_status()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=10) as api:
+        endpoint = api.post("/api/webhooks", json={"url": receiver.url, "channels": ["orders:*"],
+                                                   "description": "browser test"}).json()
+        api.post("/api/publish", json={"channel": "orders:eu", "data": {"order": 7}}
+                 ).raise_for_status()
 
-    page = open_console(page_for)
-    page.click(f"#webhooks tr[data-endpoint='{endpoint['id']}'] button")
-    failed = page.wait_for_selector("#deliveries tr[data-status='failed']")
-    receiver.fail = False
-    failed.query_selector("button:text-is('Replay')").click()  # type: ignore[union-attr]
-    assert receiver.succeeded.wait(15)
-    page.wait_for_selector("#deliveries tr[data-status='succeeded']")
-    screenshot(page, "admin-webhooks.png", full_page=True)
+        page = open_console(page_for)
+        page.click(f"#webhooks tr[data-endpoint='{endpoint['id']}'] button")
+        failed = page.locator("#deliveries tr[data-status='failed']")
+        failed.wait_for()
+        receiver.fail = False
+        failed.locator("button:text-is('Replay')").click()
+        assert receiver.succeeded.wait(15)
+        page.wait_for_selector("#deliveries tr[data-status='succeeded']")
+        screenshot(page, "admin-webhooks.png", full_page=True)
 
-    headers, body = receiver.received[0]
-    Webhook(endpoint["secret"]).verify(body, {k.lower(): v for k, v in headers.items()})
-    api.delete(f"/api/webhooks/{endpoint['id']}")
-    api.close()
+        headers, body = receiver.received[0]
+        Webhook(endpoint["secret"]).verify(body, {k.lower(): v for k, v in headers.items()})
+        api.delete(f"/api/webhooks/{endpoint['id']}")

@@ -39,7 +39,16 @@ function button(label, onClick, name) {
   return b;
 }
 
-function rows(table, list) { $(table).tBodies[0].replaceChildren(...list); }
+// Replace only the rows that changed, so a focused button in an unchanged row keeps its focus.
+function rows(table, list) {
+  const body = $(table).tBodies[0];
+  const old = [...body.rows];
+  list.forEach((tr, i) => {
+    if (!old[i]) body.append(tr);
+    else if (old[i].outerHTML !== tr.outerHTML) old[i].replaceWith(tr);
+  });
+  for (const tr of old.slice(list.length)) tr.remove();
+}
 
 // The stats stream ----------------------------------------------------------------------------
 
