@@ -3,8 +3,9 @@
 What the pages at ``/`` need beyond the public interface:
 
 - ``ticker:<SYMBOL>``: simulated prices, four a second per symbol while this node has a
-  subscriber to it, one every few seconds otherwise (so the admin console has something to show);
-- ``logs:demo``: made-up log lines at the same two rates;
+  subscriber to it, none otherwise (so an idle server publishes nothing: no history grows, no
+  webhook endpoint for ``*`` hears of the demos);
+- ``logs:demo``: made-up log lines, likewise;
 - ``POST /demo/jobs``: starts a job that publishes its progress to ``jobs:<id>`` (the ``jobs``
   namespace keeps a longer history, so a reloaded page replays the whole job);
 - ``POST /demo/webhooks/send`` and ``/demo/webhooks/send-tampered``: sign a Standard Webhooks
@@ -24,7 +25,6 @@ import itertools
 import math
 import random
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -49,7 +49,7 @@ SYMBOLS = ("ACME", "GLOBEX", "INITECH", "UMBRELLA", "HOOLI", "STARK")
 RECEIVER = "demo"
 RECEIVER_CHANNEL = "webhooks:demo"
 MAX_JOBS = 16
-FAST, SLOW = 0.25, 5.0  # seconds between updates with and without a local subscriber
+TICK = 0.25  # seconds between updates of a watched channel
 
 _LOG_LINES = (
     ("info", "GET /api/orders 200 {ms} ms"),
@@ -136,15 +136,12 @@ class Demo:
             await self.node.publish(channel, data, event=event)
 
     async def _ticker(self) -> None:
-        last = dict.fromkeys(SYMBOLS, 0.0)
         while True:
-            await asyncio.sleep(FAST)
-            now = time.monotonic()
+            await asyncio.sleep(TICK)
             for symbol in SYMBOLS:
                 channel = f"ticker:{symbol}"
-                if now - last[symbol] < (FAST if self._watched(channel) else SLOW):
+                if not self._watched(channel):
                     continue
-                last[symbol] = now
                 old = self.prices[symbol]
                 price = max(1.0, old * math.exp(random.gauss(0.0, 0.004)))
                 self.prices[symbol] = price
@@ -152,14 +149,11 @@ class Demo:
                                               "change": round(price - old, 2)}, "price")
 
     async def _logs(self) -> None:
-        last = 0.0
         counter = itertools.count(1)
         while True:
-            await asyncio.sleep(FAST)
-            now = time.monotonic()
-            if now - last < (FAST if self._watched("logs:demo") else SLOW):
+            await asyncio.sleep(TICK)
+            if not self._watched("logs:demo"):
                 continue
-            last = now
             level, template = random.choice(_LOG_LINES)
             text = template.format(ms=random.randint(3, 900), pct=random.randint(70, 99),
                                    user=random.choice(("ada", "grace", "linus", "barbara")),
