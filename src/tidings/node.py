@@ -7,6 +7,12 @@ It owns the broker, the presence manager and the hub, and has the lifecycle::
 
 Transports call :meth:`Node.subscribe` / :meth:`Node.unsubscribe` for their subscribers and
 register their connections (for ``/api/disconnect``, ``/api/info`` and draining).
+
+Draining (graceful shutdown, :meth:`Node.drain`): ``draining`` becomes true, so ``/readyz``
+answers 503 and transports refuse new clients (WebSocket: close 1012; HTTP transports: 503 with
+``Retry-After``); every registered connection gets ``disconnect(SERVICE_RESTART)``; the drain
+hooks run (the webhook dispatcher finishes its in-flight attempts); then :meth:`Node.stop`
+closes the broker, which flushes what it holds.
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tidings.brokers.base import Broker, PublishResult
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.channels import validate_channel
 from tidings.core.commands import validate_event_name
-from tidings.core.disconnect import Disconnect
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
 from tidings.hub import Hub, Subscriber
+from tidings.metrics import Metrics
 from tidings.presence.base import ClientInfo, PresenceManager
 from tidings.presence.memory import MemoryPresence
 from tidings.settings import Settings
@@ -41,7 +48,18 @@ PRESENCE_TTL = 60.0
 
 
 class Connection(Protocol):
-    """A live client connection, as the node sees it (any transport)."""
+    """A live client connection, as the node sees it (any transport).
+
+    The contract of ``disconnect`` with ``SERVICE_RESTART`` (draining), which every transport
+    keeps: tell the client to come back and resume, then end the connection soon (the node waits
+    for :meth:`Node.unregister`, bounded by ``drain_timeout``):
+
+    - WebSocket: close frame 1012 with the reason "service restart: reconnect and resume";
+    - SSE: the stream already began with ``retry:``; send the ``disconnect`` notice and end the
+      response, so the EventSource reconnects (with ``Last-Event-ID``) after ``retry`` ms;
+    - HTTP streaming: a ``{"op":"disconnect","code":1012,"reconnect":true}`` line, then end;
+    - long polling: answer the held poll now (what it has, possibly nothing, with its cursor).
+    """
 
     @property
     def client_id(self) -> str: ...
@@ -106,6 +124,15 @@ class Node:
         self._joined: dict[tuple[str, str], ClientInfo] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_publish: list[Callable[[Publication], None]] = []
+        # ops: metrics (tidings.metrics) and draining (drain())
+        self.metrics = Metrics(self)
+        self.metrics.instrument_broker(self.broker)
+        self.hub.on_latency = self.metrics.observe_since
+        self.hub.sample_every = self.metrics.latency_sample_every
+        # Awaited by drain() after the clients were told to leave (e.g. the webhook dispatcher
+        # finishing in-flight attempts); each gets the seconds left of the drain timeout.
+        self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
+        self._unregistered = asyncio.Event()
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -277,6 +304,7 @@ class Node:
 
     def unregister(self, connection: Connection) -> None:
         self.connections.pop(connection.client_id, None)
+        self._unregistered.set()
 
     def disconnect_user(self, user: str, reason: Disconnect) -> int:
         """Close every connection of ``user``; returns how many."""
@@ -284,6 +312,39 @@ class Node:
         for connection in found:
             connection.disconnect(reason)
         return len(found)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking clients and send the connected ones away (see the module docstring).
+
+        Waits at most ``timeout`` seconds for the connections to close and the drain hooks to
+        finish; returns True if everything finished in time. Does not stop the node: call
+        :meth:`stop` afterwards (it closes the broker).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self.draining:
+            self.draining = True
+            log.info("draining: %d connections told to reconnect", len(self.connections))
+        restart = disconnect(CloseCode.SERVICE_RESTART)
+        for connection in list(self.connections.values()):
+            connection.disconnect(restart)
+        while self.connections and loop.time() < deadline:
+            self._unregistered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unregistered.wait(), deadline - loop.time())
+        finished = not self.connections
+        for hook in list(self.drain_hooks):
+            left = max(0.0, deadline - loop.time())
+            try:
+                await asyncio.wait_for(hook(left), left)
+            except TimeoutError:
+                finished = False
+            except Exception:
+                log.exception("drain hook %r failed", hook)
+        if not finished:
+            log.warning("drain timeout (%.1fs): %d connections still open", timeout,
+                        len(self.connections))
+        return finished
 
     def connection_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

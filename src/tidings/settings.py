@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list, description="Further keys with scopes.")
     token_secret: str | None = Field(None, min_length=16, description="HS256 token secret.")
     allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+    )
     insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines: text or json.")
@@ -172,6 +176,16 @@ class Settings(BaseSettings):
             ("sqlite:///", "redis://", "rediss://", "redis-cluster://")
         ):
             raise ValueError("use memory, sqlite:///path.db, redis://host:port/db or redis-cluster://host:port")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxy_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
 
     @model_validator(mode="after")

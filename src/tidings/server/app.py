@@ -22,9 +22,12 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from tidings.logs import RequestIdMiddleware
+from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
 from tidings.server.api import create_api
 from tidings.server.errors import error_body, install_error_handlers
+from tidings.server.proxy import TrustedProxies
 from tidings.settings import Settings
 from tidings.transports.websocket import WebSocketEndpoint
 
@@ -117,6 +120,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this node's metrics (``tidings.metrics``)."""
+    node: Node = request.app.state.node
+    return Response(node.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
     """The ASGI app serving every transport, the server API and the static files."""
     node = node if node is not None else Node(settings)
@@ -125,6 +134,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Mount("/api", app=cast(ASGIApp, api)),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
     ]
@@ -135,4 +145,5 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware, trusted_proxies=TrustedProxies(settings.trusted_proxies))
     return app

@@ -7,7 +7,12 @@ writer task. Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
-connection stays open. A full outbox closes with 4008 (slow consumer).
+connection stays open. A full outbox closes with 4008 (slow consumer). While the node drains,
+a new connection is accepted and closed at once with 1012 (service restart: come back).
+
+Ops: one log line when a connection opens and one when it closes (``tidings.ws``: transport,
+client id, user, address, duration, close code and reason, who closed), and the connection
+counters of :mod:`tidings.metrics`.
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import TidingsError, TokenExpired, Unauthorized
+from tidings.hub import LatencyObserver
+from tidings.logs import log_event
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
+from tidings.server.proxy import TrustedProxies, client_address
 from tidings.server.security import bearer_token, credentials_from_token
 
 __all__ = ["WebSocketConnection", "WebSocketEndpoint"]
@@ -62,8 +70,8 @@ def _query_param(scope: Scope, name: str) -> str | None:
 class WebSocketConnection:
     """One client's WebSocket: subscriber in the hub, connection in the node."""
 
-    __slots__ = ("_closing", "client_id", "node", "outbox", "send", "session", "transport",
-                 "writer")
+    __slots__ = ("_closing", "_probe", "client_id", "node", "opened", "outbox", "peer_close",
+                 "send", "session", "transport", "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
         self.node = node
@@ -76,6 +84,9 @@ class WebSocketConnection:
                                           self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
+        self._probe: tuple[int, LatencyObserver] | None = None
+        self.opened = time.monotonic()
+        self.peer_close: int | None = None
 
     @property
     def user(self) -> str:
@@ -98,6 +109,11 @@ class WebSocketConnection:
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self.node.metrics.outbox_overflow(self.transport)
+
+    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
+        """Observe publish → write for the publication just queued (the hub samples)."""
+        self._probe = (time_ms, observe)
 
     # writing ---------------------------------------------------------------------------------
 
@@ -112,10 +128,13 @@ class WebSocketConnection:
                 batch = await outbox.wait_batch()
                 if not batch:
                     break
+                probe, self._probe = self._probe, None
                 for frame in batch:
                     if outbox.closed:  # overflowed or disconnected: what is left is dropped
                         break
                     await send({"type": "websocket.send", "text": frame})
+                if probe is not None:
+                    probe[1](probe[0])
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
         reason = self._closing or disconnect(CloseCode.NORMAL)
@@ -238,6 +257,7 @@ class WebSocketEndpoint:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.trusted = TrustedProxies(node.settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node
@@ -247,7 +267,10 @@ class WebSocketEndpoint:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         if node.draining:
-            await send({"type": "websocket.close", "code": int(CloseCode.SERVICE_RESTART)})
+            restart = disconnect(CloseCode.SERVICE_RESTART)
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": int(restart.code),
+                        "reason": restart.reason})
             return
         try:
             token = bearer_token(headers) or _query_param(scope, "token")
@@ -263,6 +286,10 @@ class WebSocketEndpoint:
         await send({"type": "websocket.accept"})
         conn = WebSocketConnection(node, send, session)
         node.register(conn)
+        address = client_address(scope, self.trusted)
+        node.metrics.connection_opened(conn.transport)
+        log_event(log, "open", transport=conn.transport, client=conn.client_id, user=conn.user,
+                  address=address)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
             await self._read_loop(conn, receive)
@@ -271,6 +298,21 @@ class WebSocketEndpoint:
             if conn.writer is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(conn.writer, 5)
+            self._log_close(conn, address)
+
+    def _log_close(self, conn: WebSocketConnection, address: str | None) -> None:
+        if conn._closing is not None:
+            code, reason, by = int(conn._closing.code), conn._closing.reason, "server"
+        else:
+            code, reason, by = conn.peer_close or int(CloseCode.NORMAL), "", "client"
+        try:
+            name = CloseCode(code).name.lower()
+        except ValueError:
+            name = str(code)
+        self.node.metrics.connection_closed(conn.transport, name)
+        log_event(log, "close", transport=conn.transport, client=conn.client_id, user=conn.user,
+                  address=address, duration_s=round(time.monotonic() - conn.opened, 3),
+                  code=code, reason=reason or name, by=by)
 
     async def _read_loop(self, conn: WebSocketConnection, receive: Receive) -> None:
         max_frame = self.node.settings.limits.max_frame_bytes
@@ -278,6 +320,7 @@ class WebSocketEndpoint:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                conn.peer_close = message.get("code")
                 conn.outbox.close()
                 return
             if kind != "websocket.receive":
