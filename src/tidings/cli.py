@@ -201,6 +201,11 @@ def subscribe(
             from None
 
 
+from tidings.config_cli import app as config_app  # noqa: E402  (sub-app: tidings config …)
+
+app.add_typer(config_app, name="config")
+
+
 def main() -> None:
     app()
 

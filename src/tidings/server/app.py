@@ -134,7 +134,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics),
         Mount("/api", app=cast(ASGIApp, api)),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
     ]
@@ -145,5 +144,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestIdMiddleware, trusted_proxies=TrustedProxies(settings.trusted_proxies))
     return app
