@@ -117,17 +117,17 @@ class Hub:
             return None
         encoded = EncodedPublication(publication)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
-        subscribers = tuple(live)
-        for subscriber in subscribers:
+        targets = tuple(live)
+        for subscriber in targets:
             subscriber.deliver(encoded)
-        self.deliveries += len(subscribers)
+        self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
         delivered = self.delivered
         for transport, count in self._live_transports.get(channel, {}).items():
             delivered[transport] = delivered.get(transport, 0) + count
         self._countdown -= 1
         if self._countdown <= 0 and self.on_latency is not None:
             self._countdown = self.sample_every
-            self._sample(subscribers[-1], publication.time)
+            self._sample(targets[-1], publication.time)
         return encoded
 
     def _sample(self, subscriber: Subscriber, time_ms: int) -> None:

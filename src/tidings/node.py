@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from tidings.auth.security import Security
 from tidings.brokers.base import Broker, PublishResult
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.channels import validate_channel
@@ -115,6 +116,7 @@ class Node:
         self.presence = presence if presence is not None else make_presence(
             self.settings, self.broker)
         self.hub = Hub()
+        self.security = Security(self.settings)
         self.connections: dict[str, Connection] = {}
         self.started_at = 0.0
         self.draining = False

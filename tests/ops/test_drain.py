@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.ops.process import ServerProcess, free_port, running
+from tests.ops.process import free_port, running
 from tests.serving import RunningServer
 from tests.wsclient import WS
 

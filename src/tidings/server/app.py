@@ -27,7 +27,6 @@ from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
 from tidings.server.api import create_api
 from tidings.server.errors import error_body, install_error_handlers
-from tidings.server.proxy import TrustedProxies
 from tidings.settings import Settings
 from tidings.transports.websocket import WebSocketEndpoint
 
@@ -145,5 +144,5 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_middleware(RequestIdMiddleware, trusted_proxies=TrustedProxies(settings.trusted_proxies))
+    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies)
     return app

@@ -28,6 +28,7 @@ import uvicorn
 from tidings.logs import configure_logging
 from tidings.node import Node
 from tidings.server.app import create_app
+from tidings.server.protocols import protocol_path
 from tidings.settings import Settings
 
 __all__ = ["TidingsServer", "run", "uvicorn_config"]
@@ -43,7 +44,7 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_path(),
         ws="websockets-sansio",
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,
