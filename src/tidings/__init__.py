@@ -7,11 +7,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from tidings._version import __version__
-from tidings.client import AsyncServerAPI, Client, ServerAPI, SyncClient
 from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 
 if TYPE_CHECKING:
+    from tidings.client import AsyncServerAPI, Client, ServerAPI, SyncClient
     from tidings.node import Node
     from tidings.server.app import create_app
     from tidings.settings import Settings, load_settings
@@ -31,9 +31,13 @@ __all__ = [
     "load_settings",
 ]
 
-# The server side is imported on first use, so that ``import tidings.core`` (sans-I/O, shared
+# The server side and the clients are imported on first use, so that ``import tidings.core`` (sans-I/O, shared
 # with clients) does not pull in asyncio, Starlette and the rest.
 _LAZY = {
+    "AsyncServerAPI": "tidings.client",
+    "Client": "tidings.client",
+    "ServerAPI": "tidings.client",
+    "SyncClient": "tidings.client",
     "Node": "tidings.node",
     "create_app": "tidings.server.app",
     "Settings": "tidings.settings",

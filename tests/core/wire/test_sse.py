@@ -175,7 +175,7 @@ def test_parser_reads_any_mix_of_line_ends_at_any_chunk_boundaries(
 ):
     lines: list[bytes] = []
     for data_lines in events:
-        lines.extend(b"data:" + line.encode() for line in data_lines)
+        lines.extend(b"data: " + line.encode() for line in data_lines)  # one space is stripped
         lines.append(b"")
     stream, previous = b"", b""
     for i, line in enumerate(lines):
