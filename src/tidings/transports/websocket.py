@@ -266,8 +266,8 @@ class WebSocketConnection:
                 fields["requested"] = result.gap.requested
                 fields["available_from"] = result.gap.available_from
             self.queue(reply("subscribed", command.ref, **fields))
-            for pub in result.publications:
-                self.deliver(EncodedPublication(pub))
+            for pub in result.publications:  # the replay: bounded by history, not the outbox
+                self.outbox.push(EncodedPublication(pub).ws_text, bounded=False)
 
         try:
             await self.node.subscribe(self, channel, command.since, ready, recovery)
