@@ -56,7 +56,7 @@ _PATTERNS = [
     (re.compile(r"(?i)\b((?:access_)?token|api_key|apikey|key|secret|password|signature)"
                 r"=([^&\s\"']+)"), r"\1=" + MASK),
     # Authorization headers, as headers or in reprs of header lists
-    (re.compile(r"(?i)\b(authorization['\"]?\s*[:,=]\s*\(?b?['\"]?)(bearer\s+|basic\s+)?"
+    (re.compile(r"(?i)\b(authorization['\"]?\s*[:,=]\s*\(?(?-i:b)?['\"]?)(bearer\s+|basic\s+)?"
                 r"[^'\"\s,)]+"), r"\1\2" + MASK),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer " + MASK),
     # JWT-shaped strings (three base64url parts, the first a JSON header)
