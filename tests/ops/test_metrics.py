@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -133,3 +134,37 @@ async def test_every_exported_metric_is_documented():
     doc = (ROOT / "docs" / "reference" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(tidings_[a-z_]+)` \|", doc, re.MULTILINE))
     assert documented == set(METRIC_NAMES)
+
+
+class Listener:
+    """A minimal hub subscriber of a given transport (what a transport adapter looks like)."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.got: list[int] = []
+
+    def deliver(self, publication: Any) -> None:
+        self.got.append(publication.publication.data)
+
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        pass
+
+
+async def test_deliveries_and_subscriptions_are_counted_per_transport_per_fan_out():
+    async with Node() as node:
+        ws, sse, sse2 = Listener("ws"), Listener("sse"), Listener("sse")
+        for listener in (ws, sse, sse2):
+            await node.subscribe(listener, "c", None, lambda result: None)
+        await node.subscribe(ws, "d", None, lambda result: None)
+        assert node.hub.subscriptions_by_transport() == {"ws": 2, "sse": 2}
+        await node.publish("c", 1)
+        await node.publish("d", 2)
+        await node.unsubscribe(sse2, "c")
+        await node.publish("c", 3)
+        assert node.hub.delivered == {"ws": 3, "sse": 3}
+        assert node.hub.subscriptions_by_transport() == {"ws": 2, "sse": 1}
+        await node.unsubscribe(ws, "c")
+        await node.unsubscribe(ws, "d")
+        await node.unsubscribe(sse, "c")
+        assert node.hub.subscriptions_by_transport() == {}
+        assert ws.got == [1, 2, 3] and sse2.got == [1]
