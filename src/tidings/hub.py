@@ -118,12 +118,12 @@ class Hub:
         encoded = EncodedPublication(publication)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
         targets = tuple(live)
+        delivered = self.delivered  # counted first: a subscriber may leave during the loop
+        for transport, count in self._live_transports.get(channel, {}).items():
+            delivered[transport] = delivered.get(transport, 0) + count
         for subscriber in targets:
             subscriber.deliver(encoded)
         self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
-        delivered = self.delivered
-        for transport, count in self._live_transports.get(channel, {}).items():
-            delivered[transport] = delivered.get(transport, 0) + count
         self._countdown -= 1
         if self._countdown <= 0 and self.on_latency is not None:
             self._countdown = self.sample_every

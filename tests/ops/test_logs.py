@@ -43,7 +43,10 @@ async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secret
             fresh = await http.get("/api/info", params={"token": token},
                                    headers={"X-Request-ID": "no spaces allowed"})
             assert len(fresh.headers["x-request-id"]) == 32  # a new id replaced the insane one
-        async with await WS.open(f"{server.ws_url}?token={token}") as ws:
+        async with await WS.open(f"{server.ws_url}?token={token}",
+                                 additional_headers={"X-Request-ID": "ws-42"}) as ws:
+            assert ws.conn.response is not None
+            assert ws.conn.response.headers["x-request-id"] == "ws-42"
             assert (await ws.request("subscribe", channel="logged"))["op"] == "subscribed"
         server.terminate()
         server.wait(15)
@@ -57,6 +60,7 @@ async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secret
     masked = next(r for r in access if r["request_id"] == fresh.headers["x-request-id"])
     assert masked["path"] == "/api/info?token=***"
     opened = next(r for r in logged if r.get("event") == "open")
+    assert opened["request_id"] == "ws-42"
     closed = next(r for r in logged if r.get("event") == "close")
     assert opened["transport"] == closed["transport"] == "ws"
     assert opened["user"] == closed["user"] == "alice"
