@@ -46,12 +46,16 @@ class SyncClient:
 
     def subscribe(self, channel: str, *, since: Position | str | None = None,
                   limit: int | None = None, timeout: float | None = None) -> Iterator[Item]:
-        """Yield publications and gaps; stop after ``limit`` items or ``timeout`` s of silence."""
+        """Subscribe now; the iterator yields publications and gaps, and stops after ``limit``
+        items or ``timeout`` seconds of silence."""
 
         async def start() -> Subscription:
             return self._client.subscribe(channel, since=since)
 
-        sub: Subscription = self._call(start())
+        return self._iterate(self._call(start()), limit, timeout)
+
+    def _iterate(self, sub: Subscription, limit: int | None,
+                 timeout: float | None) -> Iterator[Item]:
         received = 0
         try:
             while limit is None or received < limit:
@@ -76,3 +80,5 @@ class SyncClient:
             self._call(self._client.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()

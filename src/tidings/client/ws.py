@@ -46,13 +46,20 @@ class WSSession:
         self.connected = asyncio.Event()
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.refs = itertools.count(1)
+        self._unsent: list[Subscription] = []
         self.backoff = Backoff(*client.backoff)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def add(self, sub: Subscription) -> None:
         self.subs[sub.channel] = sub
         if self.conn is not None:
-            asyncio.get_running_loop().create_task(self._subscribe(self.conn, sub))
+            self._unsent.append(sub)
+            asyncio.get_running_loop().create_task(self._flush(self.conn))
+
+    async def _flush(self, conn: ClientConnection) -> None:
+        """Send pending subscribes; every request calls it first, so commands stay in order."""
+        while self._unsent:
+            await self._subscribe(conn, self._unsent.pop(0))
 
     async def remove(self, sub: Subscription) -> None:
         self.subs.pop(sub.channel, None)
@@ -68,6 +75,7 @@ class WSSession:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[ref] = future
         try:
+            await self._flush(self.conn)
             await self.conn.send(orjson.dumps({**command, "ref": ref}).decode())
             reply = await asyncio.wait_for(future, timeout)
         finally:
@@ -121,6 +129,7 @@ class WSSession:
             raise Unavailable(str(exc)) from None
         async with conn:  # closed however this ends, cancellation included
             self.conn = conn
+            self._unsent.clear()
             try:
                 for sub in list(self.subs.values()):
                     await self._subscribe(conn, sub)
