@@ -191,3 +191,36 @@ async def test_after_sigterm_and_restart_with_sqlite_clients_resume_exactly_once
         by_offset = {m["offset"]: m["data"] for m in got}
         for offset, data in publisher.accepted.items():
             assert by_offset[offset] == data, "no accepted publication is lost"
+
+
+async def test_sigterm_ends_sse_streams_with_a_notice_and_answers_held_long_polls(
+    tmp_path: Path,
+):
+    with running(config(tmp_path, "memory"), free_port(), tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+            probe = await http.get("/poll", params={"channel": "probe", "timeout": 0})
+            if probe.status_code == 404:
+                pytest.skip("/poll answers 404: the HTTP transports are not merged yet")
+            held = asyncio.create_task(http.get("/poll", params={"channel": "lp", "timeout": 30}))
+            async with http.stream("GET", "/sse", params={"channel": "sse"}) as stream:
+                lines: list[str] = []
+
+                async def read() -> None:
+                    async for line in stream.aiter_lines():
+                        lines.append(line)
+
+                reader = asyncio.create_task(read())
+                await wait_for(lambda: any(x.startswith("event: ready") for x in lines), "ready")
+                started = time.monotonic()
+                server.terminate()
+                answered = await asyncio.wait_for(held, DEADLINE)
+                await asyncio.wait_for(reader, DEADLINE)  # the stream ends
+            code = await asyncio.to_thread(server.wait, DRAIN_TIMEOUT + 5)
+            elapsed = time.monotonic() - started
+    assert lines[0].startswith("retry:")
+    assert "event: disconnect" in lines
+    notice = orjson.loads(lines[lines.index("event: disconnect") + 1].removeprefix("data: "))
+    assert notice["code"] == 1012 and notice["reconnect"] is True
+    assert answered.status_code == 200 and answered.json()["messages"] == []
+    assert code in SIGTERM_EXIT
+    assert elapsed < DRAIN_TIMEOUT
