@@ -36,6 +36,7 @@ from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
 from tidings.hub import Hub, Subscriber
+from tidings.logs import log_event
 from tidings.metrics import Metrics
 from tidings.presence.base import ClientInfo, PresenceManager
 from tidings.presence.memory import MemoryPresence
@@ -44,6 +45,7 @@ from tidings.settings import Settings
 __all__ = ["Connection", "Node", "make_broker", "make_presence"]
 
 log = logging.getLogger("tidings.node")
+connection_log = logging.getLogger("tidings.connections")
 
 PRESENCE_TTL = 60.0
 
@@ -60,6 +62,11 @@ class Connection(Protocol):
       response, so the EventSource reconnects (with ``Last-Event-ID``) after ``retry`` ms;
     - HTTP streaming: a ``{"op":"disconnect","code":1012,"reconnect":true}`` line, then end;
     - long polling: answer the held poll now (what it has, possibly nothing, with its cursor).
+
+    Optional, for the ``open``/``close`` log lines and ``tidings_disconnects_total``: an
+    ``address`` attribute (the client's IP) and a ``close_info()`` method returning
+    ``(code, reason, by)`` with ``by`` = ``"server"`` | ``"client"``; without it, a ``closing``
+    attribute holding the :class:`Disconnect` the server chose (None: the client ended it).
     """
 
     @property
@@ -101,6 +108,25 @@ def make_presence(settings: Settings, broker: Broker) -> PresenceManager:
     return MemoryPresence()
 
 
+def close_details(connection: Connection) -> tuple[int | None, str, str]:
+    """``(code, reason, by)`` of a connection that is ending (see :class:`Connection`)."""
+    info = getattr(connection, "close_info", None)
+    if callable(info):
+        details: tuple[int | None, str, str] = info()
+        return details
+    closing = getattr(connection, "closing", None)
+    if isinstance(closing, Disconnect):
+        return int(closing.code), closing.reason, "server"
+    return None, "", "client"
+
+
+def _code_name(code: int) -> str:
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -135,6 +161,7 @@ class Node:
         # finishing in-flight attempts); each gets the seconds left of the drain timeout.
         self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
         self._unregistered = asyncio.Event()
+        self._opened: dict[str, float] = {}
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -303,9 +330,23 @@ class Node:
 
     def register(self, connection: Connection) -> None:
         self.connections[connection.client_id] = connection
+        self._opened[connection.client_id] = time.monotonic()
+        self.metrics.connection_opened(connection.transport)
+        log_event(connection_log, "open", transport=connection.transport,
+                  client=connection.client_id, user=connection.user,
+                  address=getattr(connection, "address", None))
 
     def unregister(self, connection: Connection) -> None:
-        self.connections.pop(connection.client_id, None)
+        if self.connections.pop(connection.client_id, None) is not None:
+            opened = self._opened.pop(connection.client_id, time.monotonic())
+            code, reason, by = close_details(connection)
+            name = _code_name(code) if code is not None else "ended"
+            self.metrics.connection_closed(connection.transport, name)
+            log_event(connection_log, "close", transport=connection.transport,
+                      client=connection.client_id, user=connection.user,
+                      address=getattr(connection, "address", None),
+                      duration_s=round(time.monotonic() - opened, 3), code=code,
+                      reason=reason or name, by=by)
         self._unregistered.set()
 
     def disconnect_user(self, user: str, reason: Disconnect) -> int:

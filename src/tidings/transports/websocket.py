@@ -10,9 +10,9 @@ with 1009; a valid JSON frame that is not a valid command gets an ``error`` repl
 connection stays open. A full outbox closes with 4008 (slow consumer). While the node drains,
 a new connection is accepted and closed at once with 1012 (service restart: come back).
 
-Ops: one log line when a connection opens and one when it closes (``tidings.ws``: transport,
-client id, user, address, duration, close code and reason, who closed), and the connection
-counters of :mod:`tidings.metrics`.
+Ops: the node writes one log line when a connection opens and one when it closes
+(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
+given here.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
 from tidings.hub import LatencyObserver
-from tidings.logs import log_event
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
@@ -71,7 +70,7 @@ def _query_param(scope: Scope, name: str) -> str | None:
 class WebSocketConnection:
     """One client's WebSocket: subscriber in the hub, connection in the node."""
 
-    __slots__ = ("_bucket", "_closing", "_expiry", "_probe", "client_id", "lease", "node", "opened",
+    __slots__ = ("_bucket", "_closing", "_expiry", "_probe", "address", "client_id", "lease", "node",
                  "outbox", "peer_close", "send", "session", "transport", "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
@@ -89,7 +88,7 @@ class WebSocketConnection:
         self._bucket: TokenBucket | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._probe: tuple[int, LatencyObserver] | None = None
-        self.opened = time.monotonic()
+        self.address: str | None = None
         self.peer_close: int | None = None
         self._watch_expiry()
 
@@ -115,6 +114,12 @@ class WebSocketConnection:
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
         self.node.metrics.outbox_overflow(self.transport)
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return int(self._closing.code), self._closing.reason, "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
 
     def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
         """Observe publish → write for the publication just queued (the hub samples)."""
@@ -336,11 +341,8 @@ class WebSocketEndpoint:
                           credentials)
         conn = WebSocketConnection(node, send, session)
         conn.lease = lease
+        conn.address = security.client_ip(scope)
         node.register(conn)
-        address = security.client_ip(scope)
-        node.metrics.connection_opened(conn.transport)
-        log_event(log, "open", transport=conn.transport, client=conn.client_id, user=conn.user,
-                  address=address)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
             await self._read_loop(conn, receive)
@@ -349,21 +351,6 @@ class WebSocketEndpoint:
             if conn.writer is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(conn.writer, 5)
-            self._log_close(conn, address)
-
-    def _log_close(self, conn: WebSocketConnection, address: str | None) -> None:
-        if conn._closing is not None:
-            code, reason, by = int(conn._closing.code), conn._closing.reason, "server"
-        else:
-            code, reason, by = conn.peer_close or int(CloseCode.NORMAL), "", "client"
-        try:
-            name = CloseCode(code).name.lower()
-        except ValueError:
-            name = str(code)
-        self.node.metrics.connection_closed(conn.transport, name)
-        log_event(log, "close", transport=conn.transport, client=conn.client_id, user=conn.user,
-                  address=address, duration_s=round(time.monotonic() - conn.opened, 3),
-                  code=code, reason=reason or name, by=by)
 
     async def _read_loop(self, conn: WebSocketConnection, receive: Receive) -> None:
         max_frame = self.node.settings.limits.max_frame_bytes
