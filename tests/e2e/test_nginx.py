@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -50,7 +51,10 @@ def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp / name).mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
+    # As root, nginx's workers would run as nobody, who cannot enter pytest's private temp dirs.
+    user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(f"""
+{user}
 worker_processes 1;
 error_log {tmp}/error.log warn;
 pid {tmp}/nginx.pid;
