@@ -9,9 +9,9 @@ subscription produces. Everything else lives here, once:
   unknown or malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON.
 - :class:`StreamSubscriber` is the hub's subscriber and the node's connection for one request.
   While its channels are being subscribed (history read, recovery merged) it holds what
-  arrives; then it
-  hands a :class:`Sink` the ``ready`` notice (the position every following message comes after),
-  the gaps, the recovered publications and, live, each publication with the stream's cursor.
+  arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
+  message comes after), the gaps, the recovered publications and, live, each publication with
+  the stream's cursor.
 - :func:`serve_stream` is the one streaming loop (SSE and NDJSON): an outbox drained in batches,
   one ``http.response.body`` per batch, heartbeats when idle, an end on overflow, ``disconnect``,
   token expiry or ``sse.max_duration``, and a watcher of ``http.disconnect``.
