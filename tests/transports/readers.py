@@ -133,8 +133,8 @@ class PollReader(Reader):
         self.task = asyncio.get_running_loop().create_task(self.run())
         return {"op": "ready", "cursor": self.cursor}
 
-    async def poll(self, timeout: float) -> dict[str, Any]:
-        response = await self.client.get("/poll", params=self.params(timeout=timeout))
+    async def poll(self, wait: float) -> dict[str, Any]:
+        response = await self.client.get("/poll", params=self.params(timeout=wait))
         response.raise_for_status()
         answer: dict[str, Any] = response.json()
         return answer

@@ -57,7 +57,8 @@ async def test_transport_delivers_live_publications_with_cursors(
     channel = channel_name()
     sub = reader(kind, client, [channel])
     ready = await sub.start()
-    assert ready["op"] == "ready" and ready["cursor"]
+    assert ready["op"] == "ready"
+    assert ready["cursor"]
     try:
         await publish(client, channel, *range(3))
         items = await sub.take(3)
@@ -84,7 +85,8 @@ async def test_transport_resumes_from_a_cursor_with_exactly_the_missed_messages(
     finally:
         await sub.close()
     assert offsets(missed) == [4, 5, 6, 7, 8]
-    assert offsets(live) == [9] and live[0]["data"] == "live"
+    assert offsets(live) == [9]
+    assert live[0]["data"] == "live"
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
@@ -148,7 +150,8 @@ async def test_sse_headers_retry_and_ready_come_first(
                     break
     assert text.startswith("retry: 100\n\n")
     ready = text.split("\n\n")[1].split("\n")
-    assert ready[0].startswith("id: ") and ready[1] == "event: ready"
+    assert ready[0].startswith("id: ")
+    assert ready[1] == "event: ready"
     data = orjson.loads(ready[2].removeprefix("data: "))
     assert data["channels"][channel]["offset"] == 0
     assert data["cursor"] == ready[0].removeprefix("id: ")
@@ -216,7 +219,7 @@ async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
 
 
-# authentication, limits, lifecycle ------------------------------------------------------------------
+# authentication, limits, lifecycle ------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_checks_tokens_and_permissions(
@@ -294,7 +297,8 @@ async def test_long_poll_without_cursor_waits_for_the_next_publication(
     await publish(client, channel, "new")
     answer = (await held).json()
     assert [m["data"] for m in answer["messages"]] == ["new"]
-    assert answer["cursor"] == answer["messages"][0]["cursor"] and answer["gaps"] == []
+    assert answer["cursor"] == answer["messages"][0]["cursor"]
+    assert answer["gaps"] == []
 
 
 async def test_long_poll_answers_empty_at_its_timeout(client: httpx.AsyncClient) -> None:
@@ -348,7 +352,8 @@ async def test_short_poll_without_cursor_answers_the_current_position(
     await publish(client, channel, 1, 2)
     response = await client.get("/poll", params={"channel": channel, "timeout": 0})
     body = response.json()
-    assert body["messages"] == [] and body["gaps"] == []
+    assert body["messages"] == []
+    assert body["gaps"] == []
     assert "no-cache" in response.headers["cache-control"]
     since = await client.get("/poll", params={"channel": channel, "timeout": 0,
                                               "cursor": body["cursor"]})
@@ -362,7 +367,8 @@ async def test_short_poll_with_the_current_etag_gets_304_with_an_empty_body(
     first = await client.get("/poll", params=params)
     etag = first.headers["etag"]
     same = await client.get("/poll", params=params, headers={"If-None-Match": etag})
-    assert same.status_code == 304 and same.content == b""
+    assert same.status_code == 304
+    assert same.content == b""
     await publish(client, channel, "news")
     cursor = first.json()["cursor"]
     changed = await client.get("/poll", params={**params, "cursor": cursor},
