@@ -1,0 +1,71 @@
+"""``tidings subscribe --transport sse|stream|longpoll|poll``: the CLI's HTTP subscribe loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.transports.conftest import LiveServer
+from tests.transports.readers import TRANSPORTS, channel_name
+from tidings.client.http import run_http_subscribe
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def publish_sync(url: str, channel: str, *values: Any) -> None:
+    with httpx.Client(base_url=url) as client:
+        for value in values:
+            client.post("/api/publish", json={"channel": channel, "data": value}).raise_for_status()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_http_subscribe_resumes_from_a_cursor_and_reports_gaps(
+        http_server: LiveServer, transport: str) -> None:
+    channel = channel_name("tiny")
+    await asyncio.to_thread(publish_sync, http_server.url, channel, 1)
+    async with httpx.AsyncClient(base_url=http_server.url) as client:
+        first = await client.get("/poll", params={"channel": channel, "timeout": 0})
+    cursor = first.json()["cursor"]
+    await asyncio.to_thread(publish_sync, http_server.url, channel, 2, 3, 4, 5)
+    got: list[Any] = []
+    notices: list[Any] = []
+    async with asyncio.timeout(15):
+        await run_http_subscribe(http_server.url, [channel], transport=transport, cursor=cursor,
+                                 token=None, count=3, emit=got.append, notice=notices.append,
+                                 interval=0.05)
+    assert [p["data"] for p in got] == [3, 4, 5]
+    assert [n["op"] for n in notices] == ["gap"]
+    assert notices[0]["requested"] == 2
+
+
+async def test_http_subscribe_refusal_is_a_value_error(http_server: LiveServer) -> None:
+    with pytest.raises(ValueError, match="bad_request"):
+        await run_http_subscribe(http_server.url, ["bad name"], transport="sse", cursor=None,
+                                 token=None, count=1, emit=print, notice=print)
+
+
+def test_cli_subscribe_prints_publications_as_ndjson(http_server: LiveServer) -> None:
+    channel = channel_name()
+    env = {**os.environ, "PYTHONPATH": SRC, "TIDINGS_URL": http_server.url}
+    with subprocess.Popen([sys.executable, "-m", "tidings", "subscribe", channel, "--transport",
+                           "stream", "--count", "2"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 15
+        while http_server.node.hub.subscriber_count(channel) == 0:  # wait for it to be live
+            assert time.monotonic() < deadline, "the CLI never subscribed"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.01)
+        publish_sync(http_server.url, channel, "one", "two")
+        out, err = proc.communicate(timeout=15)
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert [line["data"] for line in lines] == ["one", "two"], err
+    assert all(line["cursor"] for line in lines)
