@@ -124,7 +124,8 @@ class HTTPSubscriber:
             if self.done:
                 return None
         self.cursor = answer["cursor"]
-        return response.headers.get("etag")
+        etag: str | None = response.headers.get("etag")
+        return etag
 
     async def polls(self, wait: float, interval: float) -> None:
         etag: str | None = None
