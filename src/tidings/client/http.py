@@ -124,8 +124,8 @@ class HTTPSubscriber:
             if self.done:
                 return None
         self.cursor = answer["cursor"]
-        etag: str | None = response.headers.get("etag")
-        return etag
+        fresh: str | None = response.headers.get("etag")
+        return fresh
 
     async def polls(self, wait: float, interval: float) -> None:
         etag: str | None = None
