@@ -42,8 +42,7 @@ def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
     async def main() -> None:
         async def trigger() -> None:
             started.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(stop.wait)
         await serve_http2(settings, certfile=certfile, keyfile=keyfile, shutdown_trigger=trigger)
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
