@@ -152,31 +152,56 @@ class Counter:
             self.done.set()
 
 
+class StreamClient(asyncio.Protocol):
+    """One SSE or NDJSON subscriber as a bare protocol (a callback per chunk, no reader task):
+    counts publications by a marker, chunk edges included."""
+
+    def __init__(self, path: str, messages: int, counter: Counter, live: list[int],
+                 ready: asyncio.Event) -> None:
+        self.request = get(f"{path}?channel={CHANNEL}")
+        self.messages = messages
+        self.counter = counter
+        self.live = live
+        self.ready = ready
+        self.started = False
+        self.seen = 0
+        self.tail = b""
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.started:  # the head and the ready notice come first
+            self.started = True
+            self.live[0] += 1
+            if self.live[0] == self.live[1]:
+                self.ready.set()
+            return
+        self.counter.bytes_down += len(data)
+        found = (self.tail + data).count(MARKER)
+        self.tail = data[-(len(MARKER) - 1):]
+        self.seen += found
+        self.counter.add(found)
+        if self.seen >= self.messages:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 async def stream_subscriber(port: int, path: str, messages: int, counter: Counter,
                             ready: asyncio.Event, live: list[int]) -> None:
-    """One SSE or NDJSON subscriber: counts publications by a marker, chunk edges included."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = get(f"{path}?channel={CHANNEL}")
-    writer.write(request)
-    counter.bytes_up += len(request)
-    status, _, size = await read_head(reader)
-    assert status == 200, status
-    buffer = await reader.read(65536)  # the ready notice (headers and ready come first)
-    live[0] += 1
-    if live[0] == live[1]:
-        ready.set()
-    seen, tail = 0, b""
-    while seen < messages:
-        data = await reader.read(262144)
-        if not data:
-            break
-        counter.bytes_down += len(data)
-        found = (tail + data).count(MARKER)
-        tail = data[-(len(MARKER) - 1):]
-        seen += found
-        counter.add(found)
-    del buffer, size
-    writer.close()
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: StreamClient(path, messages, counter, live, ready), "127.0.0.1", port)
+    try:
+        await client.closed
+    finally:
+        client.transport.close()
 
 
 async def long_poller(port: int, messages: int, counter: Counter, cursor: str) -> None:

@@ -223,8 +223,9 @@ PREFLIGHT_HEADERS: Headers = [
 async def answer(send: Send, status: int, body: bytes, headers: Headers,
                  content_type: bytes = b"application/json") -> None:
     """A complete, non-streaming response."""
-    all_headers = [(b"content-type", content_type),
-                   (b"content-length", str(len(body)).encode())] if body or status != 304 else []
+    # 204 and 304 have no body, so no Content-Type or Content-Length (RFC 9110).
+    all_headers = [] if status in (204, 304) else [
+        (b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     all_headers += headers
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
