@@ -169,9 +169,8 @@ class StreamClient(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport: Any = transport  # uvloop's transports do not subclass asyncio's
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if not self.started:  # the head and the ready notice come first
@@ -208,20 +207,22 @@ async def long_poller(port: int, messages: int, counter: Counter, cursor: str) -
     """One long-polling client: re-polls with the cursor of each answer until it has them all."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     seen = 0
-    while seen < messages:
-        request = get(f"/poll?channel={CHANNEL}&cursor={cursor}&timeout=20&limit=1000")
-        writer.write(request)
-        counter.bytes_up += len(request)
-        counter.requests += 1
-        status, headers, size = await read_head(reader)
-        body = await reader.readexactly(int(headers[b"content-length"]))
-        counter.bytes_down += size + len(body)
-        assert status == 200, body
-        answer = orjson.loads(body)
-        cursor = answer["cursor"]
-        seen += len(answer["messages"])
-        counter.add(len(answer["messages"]))
-    writer.close()
+    try:
+        while seen < messages:
+            request = get(f"/poll?channel={CHANNEL}&cursor={cursor}&timeout=20&limit=1000")
+            writer.write(request)
+            counter.bytes_up += len(request)
+            counter.requests += 1
+            status, headers, size = await read_head(reader)
+            body = await reader.readexactly(int(headers[b"content-length"]))
+            counter.bytes_down += size + len(body)
+            assert status == 200, body
+            answer = orjson.loads(body)
+            cursor = answer["cursor"]
+            seen += len(answer["messages"])
+            counter.add(len(answer["messages"]))
+    finally:  # a cancelled client must not leave a poll held on the server
+        writer.close()
 
 
 async def current_cursor(port: int) -> str:
@@ -306,8 +307,16 @@ async def short_poller(port: int, path: str, etag: str, until: float, counter: C
     writer.close()
 
 
-async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: int) -> Result:
-    """Requests/s when each request finds ``new`` (0 or 1) new messages."""
+async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: int,
+                        path: str = "") -> Result:
+    """Requests/s when each request finds ``new`` (0 or 1) new messages (or of ``path``)."""
+    if path:  # a reference: the HTTP stack's own cost per request
+        counter = Counter(pollers, 1)
+        cpu0, t0 = server_cpu(pid), time.perf_counter()
+        await asyncio.gather(*(short_poller(port, path, "", t0 + seconds, counter)
+                               for _ in range(pollers)))
+        return _poll_result(f"reference: GET {path}", pollers, 0, counter,
+                            time.perf_counter() - t0, server_cpu(pid) - cpu0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get(f"/poll?channel={CHANNEL}&timeout=0"))
     _, headers, _ = await read_head(reader)
@@ -326,8 +335,13 @@ async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: 
     cpu0, t0 = server_cpu(pid), time.perf_counter()
     await asyncio.gather(*(short_poller(port, path, etag, t0 + seconds, counter)
                            for _ in range(pollers)))
-    elapsed, cpu = time.perf_counter() - t0, server_cpu(pid) - cpu0
-    result = Result(f"short poll, {new} new", pollers, new, counter.delivered, elapsed, cpu,
+    return _poll_result(f"short poll, {new} new" + (" (304)" if not new else " (200)"),
+                        pollers, new, counter, time.perf_counter() - t0, server_cpu(pid) - cpu0)
+
+
+def _poll_result(name: str, pollers: int, new: int, counter: Counter, elapsed: float,
+                 cpu: float) -> Result:
+    result = Result(name, pollers, new, counter.delivered, elapsed, cpu,
                     counter.bytes_down, counter.bytes_up, counter.requests)
     result.extra["requests_per_s"] = counter.requests / elapsed
     result.extra["cpu_us_per_request"] = cpu / max(1, counter.requests) * 1e6
@@ -414,11 +428,13 @@ async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
                 first += args.messages
             fan.append(median_result(runs))
             print(json.dumps(asdict(fan[-1])), file=sys.stderr)
+        baseline = await short_polling(port, proc.pid, args.pollers, args.seconds, 0,
+                                       path="/healthz")
+        polls.append(baseline)
         for new in (0, 1):
             runs = [await short_polling(port, proc.pid, args.pollers, args.seconds, new)
                     for _ in range(args.repeat)]
-            polls.append(median_result(runs) if new else sorted(
-                runs, key=lambda r: r.requests)[len(runs) // 2])
+            polls.append(sorted(runs, key=lambda r: r.requests)[len(runs) // 2])
             print(json.dumps(asdict(polls[-1])), file=sys.stderr)
     finally:
         proc.terminate()
