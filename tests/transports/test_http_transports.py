@@ -13,12 +13,13 @@ import orjson
 import pytest
 import websockets
 
-from tests.transports.conftest import ALLOWED_ORIGIN, TOKEN_SECRET, LiveServer
+from tests.transports.conftest import ALLOWED_ORIGIN, TOKEN_SECRET, LiveServer, run_server
 from tests.transports.readers import (
     PATHS,
     TRANSPORTS,
     PollReader,
     SSEReader,
+    StreamReader,
     channel_name,
     publish,
     reader,
@@ -418,3 +419,19 @@ async def test_poll_reader_round_trip_uses_the_cursor_of_each_answer(
         assert [item["data"] for item in await poller.take(2)] == ["x", "y"]
     finally:
         await poller.close()
+
+
+async def test_a_stream_whose_outbox_overflows_ends_with_a_slow_consumer_notice() -> None:
+    channel = channel_name()
+    with run_server(limits={"outbox_bytes": 1024}) as small:
+        async with httpx.AsyncClient(base_url=small.url, timeout=10) as small_client:
+            sub = StreamReader(small_client, [channel])
+            await sub.start()
+            try:
+                await publish(small_client, channel, "x" * 2000)
+                farewell = await sub.next_item()
+            finally:
+                await sub.close()
+    assert farewell["op"] == "disconnect"
+    assert farewell["code"] == 4008
+    assert farewell["reconnect"] is True

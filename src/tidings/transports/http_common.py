@@ -94,7 +94,7 @@ def header_map(scope: Scope) -> dict[str, str]:
 def _query(scope: Scope, allowed_names: frozenset[str]) -> dict[str, list[str]]:
     raw = scope.get("query_string", b"").decode("latin-1")
     try:
-        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw), errors="strict")
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("malformed query string") from None
     query: dict[str, list[str]] = {}
@@ -156,15 +156,14 @@ def _credentials(settings: Settings, headers: Mapping[str, str],
     return credentials_from_token(settings, token) if token else ANONYMOUS
 
 
-def parse_request(node: Node, scope: Scope, *, poll: bool = False,
-                  last_event_id: bool = False) -> StreamRequest:
+def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], cors: Headers, *,
+                  poll: bool = False, last_event_id: bool = False) -> StreamRequest:
     """Validate a request of an HTTP push transport, or raise the TidingsError to answer.
 
-    Resume positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header
-    (the later position of a channel wins); positions of channels not requested are ignored.
+    ``headers`` are the request's (lower-case names), ``cors`` the answer's CORS headers. Resume
+    positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header (the
+    later position of a channel wins); positions of channels not requested are ignored.
     """
-    headers = header_map(scope)
-    cors = cors_headers(node.settings, headers, scope)
     query = _query(scope, POLL_PARAMS if poll else STREAM_PARAMS)
     credentials = _credentials(node.settings, headers, query)
     channels = _channels(node, query.get("channel", []), credentials)
@@ -256,7 +255,8 @@ class Endpoint:
         method = scope.get("method", "GET")
         cors: Headers = []
         try:
-            cors = cors_headers(self.node.settings, header_map(scope), scope)
+            headers = header_map(scope)
+            cors = cors_headers(self.node.settings, headers, scope)
             if method == "OPTIONS":
                 await answer(send, 204, b"", cors + PREFLIGHT_HEADERS)
                 return
@@ -266,7 +266,7 @@ class Endpoint:
                 return
             if self.node.draining:
                 raise Unavailable("the server is draining: reconnect to another node")
-            request = parse_request(self.node, scope, poll=self.poll,
+            request = parse_request(self.node, scope, headers, cors, poll=self.poll,
                                     last_event_id=self.last_event_id)
         except TidingsError as exc:
             await answer_error(send, exc, cors)
