@@ -46,6 +46,7 @@ class Result:
     delivered: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0
+    client_cpu: float = 0.0
     bytes_down: int = 0
     bytes_up: int = 0
     requests: int = 0
@@ -84,6 +85,12 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the server did not start")
+
+
+def client_cpu() -> float:
+    """User + system CPU seconds of this load generator so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def server_cpu(pid: int) -> float:
@@ -277,7 +284,7 @@ async def fan_out(transport: str, port: int, pid: int, subscribers: int, message
                                 for _ in range(subscribers)])
         await asyncio.wait_for(ready.wait(), 60)
     counter.bytes_down = counter.bytes_up = counter.requests = 0
-    cpu0, t0 = server_cpu(pid), time.perf_counter()
+    cpu0, t0, own0 = server_cpu(pid), time.perf_counter(), client_cpu()
     await Publisher(port).run(first, messages)
     with contextlib.suppress(TimeoutError):  # reported as an incomplete delivery
         await asyncio.wait_for(counter.done.wait(), deadline)
@@ -286,7 +293,7 @@ async def fan_out(transport: str, port: int, pid: int, subscribers: int, message
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return Result(transport, subscribers, messages, counter.delivered, seconds, cpu,
-                  counter.bytes_down, counter.bytes_up, counter.requests)
+                  client_cpu() - own0, counter.bytes_down, counter.bytes_up, counter.requests)
 
 
 # short polling ------------------------------------------------------------------------------------
@@ -341,7 +348,7 @@ async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: 
 
 def _poll_result(name: str, pollers: int, new: int, counter: Counter, elapsed: float,
                  cpu: float) -> Result:
-    result = Result(name, pollers, new, counter.delivered, elapsed, cpu,
+    result = Result(name, pollers, new, counter.delivered, elapsed, cpu, 0.0,
                     counter.bytes_down, counter.bytes_up, counter.requests)
     result.extra["requests_per_s"] = counter.requests / elapsed
     result.extra["cpu_us_per_request"] = cpu / max(1, counter.requests) * 1e6
@@ -363,8 +370,8 @@ def fan_out_row(r: Result) -> str:
     up = r.bytes_up / max(1, r.delivered)
     req = f"{r.requests / max(1, r.delivered):.3f}" if r.requests else "-"
     return (f"| {r.transport} | {r.subscribers:,} x {r.messages:,} | {complete} | {r.seconds:.2f} "
-            f"| {rate:,.0f} | {r.per_delivery_us:.1f} | {r.bytes_down / max(1, r.delivered):.0f} "
-            f"| {up:.1f} | {req} |")
+            f"| {rate:,.0f} | {r.per_delivery_us:.1f} | {r.server_cpu:.1f} | {r.client_cpu:.1f} "
+            f"| {r.bytes_down / max(1, r.delivered):.0f} | {up:.1f} | {req} |")
 
 
 def poll_row(r: Result) -> str:
@@ -391,8 +398,9 @@ def markdown(fan: list[Result], polls: list[Result], args: argparse.Namespace) -
         "heartbeats; for long polling, response heads); bytes up count requests.",
         "",
         "| transport | subscribers x messages | all delivered | seconds | deliveries/s "
-        "| server CPU µs/delivery | bytes down/delivery | bytes up/delivery | requests/delivery |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server CPU µs/delivery | server CPU s | load generator CPU s | bytes down/delivery "
+        "| bytes up/delivery | requests/delivery |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(fan_out_row(r) for r in fan),
         "",
         "## Short polling (`timeout=0`) on keep-alive connections",

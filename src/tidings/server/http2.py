@@ -35,7 +35,10 @@ def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
     config.bind = [f"{host}:{settings.port}"]
     config.alpn_protocols = ["h2", "http/1.1"]
     config.loglevel = settings.log_level.upper()
-    config.accesslog = "-" if settings.log_level == "debug" else None
+    # Hypercorn's loggers, through the logging set-up of run_http2 (not a second stderr handler).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = logging.getLogger("hypercorn.access") \
+        if settings.log_level == "debug" else None
     config.keep_alive_timeout = settings.limits.idle_timeout
     config.graceful_timeout = settings.drain_timeout
     # Each SSE, NDJSON or held long poll is one HTTP/2 stream: allow as many as a connection
