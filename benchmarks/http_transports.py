@@ -413,6 +413,18 @@ def markdown(fan: list[Result], polls: list[Result], args: argparse.Namespace) -
         "| --- | --- | --- | --- | --- | --- |",
         *(poll_row(r) for r in polls),
         "",
+        "## Reading the figures",
+        "",
+        "- Server CPU per delivery is the figure to compare: wall-clock rates depend on what else "
+        f"runs on this shared machine (load average {args.load:.1f} at the start of the run).",
+        "- SSE and NDJSON streaming write the same pre-encoded bytes to every single-channel "
+        "stream; SSE carries the cursor twice (`id:` and the JSON), hence its extra bytes.",
+        "- Long polling pays a whole HTTP request, a subscribe and an unsubscribe per batch: "
+        "several times the CPU of a stream per delivery, plus the request bytes going up. Batches "
+        "grow with the publish rate (requests/delivery falls), which is what keeps it usable.",
+        "- A short poll answered `304` costs little more than the HTTP stack's own cost per "
+        "request (the `/healthz` reference line); one answering a message adds encoding it.",
+        "",
         f"Command: `PYTHONPATH=src python benchmarks/http_transports.py --subscribers "
         f"{args.subscribers} --messages {args.messages} --pollers {args.pollers} "
         f"--seconds {args.seconds} --repeat {args.repeat}`",
@@ -461,7 +473,15 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=120.0,
                         help="Give up on a fan-out run after this many seconds.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/topics/performance-http.md")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="Only write the report from the JSON a previous run printed.")
+    parser.add_argument("--load", type=float, default=os.getloadavg()[0], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render is not None:
+        saved = [Result(**r) for r in json.loads(args.render.read_text())]
+        fan = [r for r in saved if not r.transport.startswith(("short", "reference"))]
+        args.out.write_text(markdown(fan, [r for r in saved if r not in fan], args))
+        return
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if (os.cpu_count() or 1) >= 2:
