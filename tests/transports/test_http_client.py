@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.transports.conftest import LiveServer
+from tests.transports.conftest import LiveServer, run_server
 from tests.transports.readers import TRANSPORTS, channel_name
 from tidings.client.http import run_http_subscribe
 
@@ -69,3 +69,26 @@ def test_cli_subscribe_prints_publications_as_ndjson(http_server: LiveServer) ->
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert [line["data"] for line in lines] == ["one", "two"], err
     assert all(line["cursor"] for line in lines)
+
+
+@pytest.mark.parametrize("transport", ["sse", "stream"])
+async def test_http_subscribe_resumes_by_itself_when_the_server_ends_the_stream(
+        transport: str) -> None:
+    channel = channel_name()
+    got: list[Any] = []
+    notices: list[Any] = []
+    with run_server(sse={"max_duration": 0.3, "retry_ms": 50}) as short_lived:
+        subscriber = asyncio.ensure_future(run_http_subscribe(
+            short_lived.url, [channel], transport=transport, cursor=None, token=None, count=8,
+            emit=got.append, notice=notices.append))
+        deadline = time.monotonic() + 10
+        while short_lived.node.hub.subscriber_count(channel) == 0:  # live: nothing is missed
+            assert time.monotonic() < deadline, "never subscribed"
+            await asyncio.sleep(0.01)
+        for n in range(8):  # paced over ~1 s: the server ends the stream several times meanwhile
+            await asyncio.to_thread(publish_sync, short_lived.url, channel, n)
+            await asyncio.sleep(0.12)
+        async with asyncio.timeout(15):
+            await subscriber
+    assert [p["data"] for p in got] == list(range(8))
+    assert any(n["op"] == "disconnect" for n in notices)
