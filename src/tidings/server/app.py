@@ -22,12 +22,17 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from tidings.logs import RequestIdMiddleware
+from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
 from tidings.server.admin import Admin
 from tidings.server.api import create_api
 from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
+from tidings.transports.http_stream import StreamEndpoint
+from tidings.transports.long_poll import PollEndpoint
+from tidings.transports.sse import SSEEndpoint
 from tidings.transports.websocket import WebSocketEndpoint
 from tidings.webhooks.service import WebhookService
 
@@ -130,6 +135,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this node's metrics (``tidings.metrics``)."""
+    node: Node = request.app.state.node
+    return Response(node.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
     """The ASGI app serving every transport, the server API and the static files."""
     if node is None and (settings is None or settings.demo):
@@ -141,6 +152,9 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/sse", SSEEndpoint(node)),
+        Route("/stream", StreamEndpoint(node)),
+        Route("/poll", PollEndpoint(node)),
         Mount("/api", app=cast(ASGIApp, api)),
         Route("/hooks/{name}", webhooks.receiver(), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
@@ -161,4 +175,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies)
     return app
