@@ -1,7 +1,7 @@
 """Browser tests: the demo pages and the console in Debian's Chromium, driven by Playwright.
 
 One server (real uvicorn on loopback, demo pages on, an admin API key) and one browser serve the
-whole module run; every test gets fresh browser contexts. The ``page_for`` fixture opens pages
+whole package; every test gets fresh browser contexts. The ``page_for`` fixture opens pages
 that record console errors, failed requests and every URL requested, and the test's teardown
 checks them: no console error, no failed request, nothing fetched from another origin.
 """
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server() -> Iterator[RunningServer]:
     with tempfile.TemporaryDirectory() as tmp, serve(
         api_key=API_KEY,
@@ -62,8 +62,10 @@ def needs(server: RunningServer, path: str, why: str, method: str = "GET") -> No
         pytest.skip(f"needs {path.split('?')[0]} — {why}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    # Package scope, not session: while Playwright's sync API is open, the main thread counts as
+    # running an event loop, and the asyncio tests elsewhere in the suite could not start theirs.
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield browser
