@@ -10,6 +10,7 @@
 Protocol with the driver: JSON after a keyword on stdout lines (READY, DONE, RESULT, OPENED,
 PROBED); commands on stdin lines (PUBDONE, PROBE, CLOSE). Every role has a hard deadline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,17 @@ import time
 from array import array
 
 import uvloop
-from picows import WSListener, WSMsgType, ws_connect
-
-from common import (KIND_TIMED, REC_LEN, ChunkedDecoder, http_request, make_record, mono_ns,
-                    parse_head)
+from common import (
+    KIND_TIMED,
+    REC_LEN,
+    ChunkedDecoder,
+    http_request,
+    make_record,
+    mono_ns,
+    parse_head,
+)
 from peers import get_peer
+from picows import WSListener, WSMsgType, ws_connect
 
 TEXT, BINARY, CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CLOSE
 I_TEXT, I_BINARY, I_CLOSE = int(TEXT), int(BINARY), int(CLOSE)
@@ -60,8 +67,8 @@ def on_record(sub, p, i: int) -> None:
     if p[i] == KIND_TIMED:
         now = mono_ns()
         try:
-            seq = int(p[i + 2:i + 10])
-            ts = int(p[i + 11:i + 30])
+            seq = int(p[i + 2 : i + 10])
+            ts = int(p[i + 11 : i + 30])
             seen = sub.seen[seq]
         except (ValueError, IndexError):
             sh.bad += 1
@@ -104,7 +111,7 @@ class WsSub(WSListener):
 
     def on_ws_frame(self, transport, frame):
         mt = frame.msg_type
-        if mt == I_TEXT or mt == I_BINARY:
+        if mt in (I_TEXT, I_BINARY):
             p = frame.get_payload_as_bytes()
             if self.json:
                 # a JSON publication: the record is the string value of "data"; searching from
@@ -172,7 +179,7 @@ class SseSub(asyncio.Protocol):
             if i < 0:
                 return
             status, hdrs = parse_head(bytes(self.head[:i]))
-            data = bytes(self.head[i + 4:])
+            data = bytes(self.head[i + 4 :])
             self.head = None
             self.in_body = True
             if status != 200:
@@ -219,7 +226,7 @@ class HttpConn(asyncio.Protocol):
         self.lost = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "HttpConn":
+    async def open(cls, host: str, port: int) -> HttpConn:
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_connection(cls, host, port)
         proto.addr = (host, port)
@@ -242,17 +249,17 @@ class HttpConn(asyncio.Protocol):
             end = i + 4 + int(cl)
             if len(buf) < end:
                 return
-            body = bytes(buf[i + 4:end])
+            body = bytes(buf[i + 4 : end])
             del buf[:end]
         elif hdrs.get(b"transfer-encoding", b"").lower() == b"chunked":
             dec = ChunkedDecoder()
-            body = dec.feed(bytes(buf[i + 4:]))
+            body = dec.feed(bytes(buf[i + 4 :]))
             if not dec.done:
                 return
             del buf[:]
         else:
             body = b""
-            del buf[:i + 4]
+            del buf[: i + 4]
         if hdrs.get(b"connection", b"").lower() == b"close":
             self.lost = True
         self.fut.set_result((status, body))
@@ -288,9 +295,11 @@ async def open_subs(peer, a, sh: Shared, n: int) -> tuple[list, dict]:
         async with sem:
             try:
                 if a.transport == "ws":
-                    _, sub = await ws_connect(lambda: WsSub(sh, flavor, sub_frame),
-                                              peer.ws_url(a.channel),
-                                              websocket_handshake_timeout=30)
+                    _, sub = await ws_connect(
+                        lambda: WsSub(sh, flavor, sub_frame),
+                        peer.ws_url(a.channel),
+                        websocket_handshake_timeout=30,
+                    )
                 else:  # sse or stream: any chunked body holding the records
                     if a.transport == "sse":
                         host, port, path = peer.sse_path(a.channel)
@@ -298,29 +307,35 @@ async def open_subs(peer, a, sh: Shared, n: int) -> tuple[list, dict]:
                     else:
                         host, port, path = peer.stream_path(a.channel)
                         accept = "application/x-ndjson"
-                    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                           f"Accept: {accept}\r\n\r\n").encode()
+                    req = (
+                        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\n\r\n"
+                    ).encode()
                     _, sub = await loop.create_connection(lambda: SseSub(sh, req), host, port)
                 await asyncio.wait_for(sub.ready, 30)
                 subs.append(sub)
-            except Exception as e:  # noqa: BLE001 - count and report every failure kind
+            except Exception as e:
                 k = f"{type(e).__name__}: {e}"[:120]
                 errors[k] = errors.get(k, 0) + 1
 
     t0 = time.monotonic()
     await asyncio.gather(*(one() for _ in range(n)))
-    return subs, {"ok": len(subs), "failed": n - len(subs), "errors": errors,
-                  "open_s": round(time.monotonic() - t0, 3)}
+    return subs, {
+        "ok": len(subs),
+        "failed": n - len(subs),
+        "errors": errors,
+        "open_s": round(time.monotonic() - t0, 3),
+    }
 
 
-async def probe(peer, a, sh: Shared, target: int, timeout: float) -> dict:
-    """Publish probe records until `target` subscribers have seen one (or timeout)."""
+async def probe(peer, a, sh: Shared, target: int, within: float) -> dict:
+    """Publish probe records until `target` subscribers have seen one (or `within` s passed)."""
     conn = await HttpConn.open(*peer.publish_addr())
     t0 = time.monotonic()
     k = 0
-    while sh.probed < target and time.monotonic() - t0 < timeout:
-        conn, (status, _) = await request_retry(
-            conn, peer.publish_request(a.channel, make_record(b"P", k, mono_ns()), a.transport))
+    while sh.probed < target and time.monotonic() - t0 < within:
+        conn, (_status, _) = await request_retry(
+            conn, peer.publish_request(a.channel, make_record(b"P", k, mono_ns()), a.transport)
+        )
         k += 1
         for _ in range(10):
             await asyncio.sleep(0.05)
@@ -346,8 +361,14 @@ def percentiles(lat: array) -> dict:
     def q(f):
         return round(s[min(n - 1, int(f * n))] / 1e6, 3)
 
-    return {"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "p999_ms": q(0.999),
-            "max_ms": round(s[-1] / 1e6, 3), "min_ms": round(s[0] / 1e6, 3)}
+    return {
+        "p50_ms": q(0.5),
+        "p90_ms": q(0.9),
+        "p99_ms": q(0.99),
+        "p999_ms": q(0.999),
+        "max_ms": round(s[-1] / 1e6, 3),
+        "min_ms": round(s[0] / 1e6, 3),
+    }
 
 
 # ------------------------------------------------------------------ roles
@@ -370,7 +391,7 @@ async def role_sub(a) -> None:
             cmd = await asyncio.wait_for(cmds.get(), 0.05)
             if cmd == "PUBDONE":
                 pubdone_at = time.monotonic()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         now = time.monotonic()
         if sh.got != last_got:
@@ -386,9 +407,18 @@ async def role_sub(a) -> None:
             break
     cpu1 = cpu_now()
     emit("DONE")
-    res = {"subs_ok": len(subs), "expected": sh.expected, "got": sh.got, "dup": sh.dup,
-           "bad": sh.bad, "closed": sh.closed, "t_last": sh.t_last, "stop": reason,
-           "client_cpu_s": round(cpu1 - cpu0, 3), **percentiles(sh.lat)}
+    res = {
+        "subs_ok": len(subs),
+        "expected": sh.expected,
+        "got": sh.got,
+        "dup": sh.dup,
+        "bad": sh.bad,
+        "closed": sh.closed,
+        "t_last": sh.t_last,
+        "stop": reason,
+        "client_cpu_s": round(cpu1 - cpu0, 3),
+        **percentiles(sh.lat),
+    }
     emit("RESULT", res)
 
 
@@ -411,17 +441,26 @@ async def role_pub(a) -> None:
                 first[0] = ts
             try:
                 conn, (status, _) = await request_retry(
-                    conn, peer.publish_request(a.channel, make_record(b"T", seq, ts), a.transport))
-            except Exception as e:  # noqa: BLE001
+                    conn, peer.publish_request(a.channel, make_record(b"T", seq, ts), a.transport)
+                )
+            except Exception as e:
                 status = type(e).__name__
                 conn = await HttpConn.open(*peer.publish_addr())
             status_counts[str(status)] = status_counts.get(str(status), 0) + 1
 
     await asyncio.gather(*(worker(c) for c in conns))
     t_end = mono_ns()
-    emit("RESULT", {"t_first": first[0], "t_end": t_end, "published": nxt, "status": status_counts,
-                    "pub_cpu_s": round(cpu_now() - cpu0, 3),
-                    "pub_s": round((t_end - first[0]) / 1e9, 3)})
+    emit(
+        "RESULT",
+        {
+            "t_first": first[0],
+            "t_end": t_end,
+            "published": nxt,
+            "status": status_counts,
+            "pub_cpu_s": round(cpu_now() - cpu0, 3),
+            "pub_s": round((t_end - first[0]) / 1e9, 3),
+        },
+    )
 
 
 async def role_idle(a) -> None:
@@ -434,7 +473,7 @@ async def role_idle(a) -> None:
     while time.monotonic() < deadline:
         try:
             cmd = await asyncio.wait_for(cmds.get(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
         if cmd == "PROBE":
             pr = await probe(peer, a, sh, len(subs), a.probe_timeout)
@@ -461,7 +500,7 @@ async def role_lp(a) -> None:
         j = body.find(b"|")
         while j >= 1:
             if body[j - 1] == KIND_TIMED:
-                lat.append(mono_ns() - int(body[j + 10:j + 29]))
+                lat.append(mono_ns() - int(body[j + 10 : j + 29]))
                 n += 1
             j = body.find(b"|", j + REC_LEN - 1)
         return n
@@ -472,7 +511,7 @@ async def role_lp(a) -> None:
         while time.monotonic() < stop:
             try:
                 conn, (status, body) = await asyncio.wait_for(request_retry(conn, req), 30)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 counts["err"] += 1
                 conn.transport.close()
                 conn = await HttpConn.open(host, port)
@@ -487,7 +526,7 @@ async def role_lp(a) -> None:
         # server queues packets per session, so one poll may carry several messages
         conn = await HttpConn.open(host, port)
         conn, (_, body) = await request_retry(conn, get(path))
-        sid = json.loads(body[1:body.index(b"}") + 1])["sid"]
+        sid = json.loads(body[1 : body.index(b"}") + 1])["sid"]
         p = f"{path}&sid={sid}"
 
         def post(data: bytes) -> bytes:
@@ -498,7 +537,7 @@ async def role_lp(a) -> None:
         while time.monotonic() < stop:
             try:
                 conn, (status, body) = await asyncio.wait_for(request_retry(conn, req), 30)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 counts["err"] += 1
                 return
             n = take(body) if status == 200 else 0
@@ -515,7 +554,8 @@ async def role_lp(a) -> None:
         nxt = time.monotonic()
         while time.monotonic() < stop + 0.5:
             conn, _ = await request_retry(
-                conn, peer.publish_request(a.channel, make_record(b"T", k % 10**8, mono_ns()), "lp"))
+                conn, peer.publish_request(a.channel, make_record(b"T", k % 10**8, mono_ns()), "lp")
+            )
             k += 1
             nxt += a.lp_interval
             delay = nxt - time.monotonic()
@@ -531,9 +571,18 @@ async def role_lp(a) -> None:
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(a.subs))), a.duration + 45)
     wall = time.monotonic() - t0
     published = await asyncio.wait_for(pub, 30)
-    emit("RESULT", {**counts, "wall_s": round(wall, 3), "published": published,
-                    "rt_per_s": round(counts["ok"] / wall, 1), "msgs_per_s": round(counts["msgs"] / wall, 1), "client_cpu_s": round(cpu_now() - cpu0, 3),
-                    **percentiles(lat)})
+    emit(
+        "RESULT",
+        {
+            **counts,
+            "wall_s": round(wall, 3),
+            "published": published,
+            "rt_per_s": round(counts["ok"] / wall, 1),
+            "msgs_per_s": round(counts["msgs"] / wall, 1),
+            "client_cpu_s": round(cpu_now() - cpu0, 3),
+            **percentiles(lat),
+        },
+    )
 
 
 def main() -> None:
@@ -551,7 +600,9 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--probe-timeout", type=float, default=30.0)
     ap.add_argument("--duration", type=float, default=10.0, help="lp role: seconds of polling")
-    ap.add_argument("--lp-interval", type=float, default=0.002, help="lp role: seconds between publishes")
+    ap.add_argument(
+        "--lp-interval", type=float, default=0.002, help="lp role: seconds between publishes"
+    )
     a = ap.parse_args()
     fn = {"sub": role_sub, "pub": role_pub, "idle": role_idle, "lp": role_lp}[a.role]
     uvloop.run(fn(a))

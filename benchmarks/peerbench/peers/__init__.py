@@ -1,4 +1,6 @@
-"""Registry of peer adapters. To add one: write peers/<name>.py with a Peer subclass, list it here."""
+"""Registry of peer adapters. To add one: write peers/<name>.py with a Peer subclass, list it
+here."""
+
 from .base import Peer
 from .node_ws import NodeWs
 from .pushpin import Pushpin, PushpinDefault
@@ -7,8 +9,19 @@ from .socketio import SocketIO, SocketIOLegacyWs
 from .starlette import StarletteWs
 from .tidings import Tidings
 
-PEERS: dict[str, type[Peer]] = {p.name: p for p in
-                                (Tidings, NodeWs, SocketIO, SocketIOLegacyWs, StarletteWs, Pushpin, PushpinDefault, RawRef)}
+PEERS: dict[str, type[Peer]] = {
+    p.name: p
+    for p in (
+        Tidings,
+        NodeWs,
+        SocketIO,
+        SocketIOLegacyWs,
+        StarletteWs,
+        Pushpin,
+        PushpinDefault,
+        RawRef,
+    )
+}
 
 
 def get_peer(name: str, rundir: str) -> Peer:

@@ -1,4 +1,5 @@
 """Adapter interface: what the driver and the load generator need to know about one peer."""
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ HOST = "127.0.0.1"
 @dataclass
 class Cmd:
     """One server-side process to start (the driver pins it to the server CPUs)."""
+
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -24,16 +26,16 @@ class Cmd:
 
 
 class Peer:
-    name = "?"              # registry key, used on the command line
-    label = "?"             # what the tables show
-    transports = ("ws",)    # subset of ws, sse, stream, lp
+    name = "?"  # registry key, used on the command line
+    label = "?"  # what the tables show
+    transports = ("ws",)  # subset of ws, sse, stream, lp
     # "raw": the record is somewhere in the frame and the socket is subscribed once it opens;
     # "socketio": Engine.IO v4 / Socket.IO v5 handshake;
     # "tidings": send ws_subscribe() after the upgrade, ready on the {"op":"subscribed"} reply,
     #            the record is searched after the frame's "data" key (a JSON publication)
     ws_flavor = "raw"
-    port = 0                # main client port
-    publish_port = 0        # where POST publish goes
+    port = 0  # main client port
+    publish_port = 0  # where POST publish goes
 
     def __init__(self, rundir: str):
         self.rundir = rundir  # scratch directory for this run (logs, generated config)
@@ -53,7 +55,7 @@ class Peer:
         return None
 
     def python_executables(self) -> tuple[str, ...]:
-        """Interpreters of this peer's Python servers (--cprofile wraps commands started by them)."""
+        """Interpreters of this peer's Python servers (--cprofile wraps the commands they run)."""
         return (PY,)
 
     # --- client side (load generator) ---
@@ -89,6 +91,7 @@ def py_env() -> dict[str, str]:
 
 def pip_version(dist: str) -> str:
     from importlib.metadata import version
+
     try:
         return version(dist)
     except Exception:

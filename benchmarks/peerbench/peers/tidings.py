@@ -9,6 +9,7 @@ if it exists, else ``/work/main/.venv/bin/python``) and ``PYTHONPATH=<repo>/src`
 under test is this checkout's. The run's settings file (``tidings-bench.toml`` in the run's
 scratch directory) differs from the defaults only where a benchmark needs it; see ``BENCH_TOML``.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,16 @@ class Tidings(Peer):
         with open(path, "w") as f:
             f.write(BENCH_TOML)
         env = {"PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
-        argv = [tidings_python(), "-m", "tidings", "serve", "--port", str(self.port),
-                "--config", path]
+        argv = [
+            tidings_python(),
+            "-m",
+            "tidings",
+            "serve",
+            "--port",
+            str(self.port),
+            "--config",
+            path,
+        ]
         return [Cmd("tidings", argv, env=env)]
 
     def python_executables(self) -> tuple[str, ...]:
@@ -100,8 +109,12 @@ class Tidings(Peer):
     # --- driver side ---
     def check(self, transport: str, channel: str) -> str | None:
         """None if ``transport`` is served; else why not (the scenario is recorded as n/a)."""
-        path = {"sse": self.sse_path, "stream": self.stream_path, "lp": self.lp_path,
-                "ws": None}.get(transport)
+        path = {
+            "sse": self.sse_path,
+            "stream": self.stream_path,
+            "lp": self.lp_path,
+            "ws": None,
+        }.get(transport)
         if path is None:
             return None
         _, _, target = path(channel)
@@ -111,8 +124,7 @@ class Tidings(Peer):
         for attempt in range(3):
             try:
                 with socket.create_connection((HOST, self.port), timeout=5) as s:
-                    s.sendall(f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n"
-                              .encode())
+                    s.sendall(f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n".encode())
                     head = s.recv(4096).split(b"\r\n", 1)[0]
                 break
             except OSError as exc:
@@ -129,17 +141,25 @@ class Tidings(Peer):
 
     def versions(self) -> dict[str, str]:
         py = tidings_python()
-        code = ("import importlib.metadata as m, tidings\n"
-                "print(tidings.__version__)\n"
-                "for d in ('uvicorn','uvloop','websockets','starlette','orjson','httptools'):\n"
-                "    print(d + ' ' + m.version(d))")
+        code = (
+            "import importlib.metadata as m, tidings\n"
+            "print(tidings.__version__)\n"
+            "for d in ('uvicorn','uvloop','websockets','starlette','orjson','httptools'):\n"
+            "    print(d + ' ' + m.version(d))"
+        )
         try:
-            out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=30,
-                                 env={**os.environ, "PYTHONPATH": SRC}).stdout.split("\n")
+            out = subprocess.run(
+                [py, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "PYTHONPATH": SRC},
+            ).stdout.split("\n")
         except (OSError, subprocess.TimeoutExpired):
             return {}
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
         res = {"tidings": out[0].strip() if out else "?", "commit": commit}
         for line in out[1:]:
             if " " in line:

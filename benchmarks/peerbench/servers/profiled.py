@@ -5,6 +5,7 @@ usage: python profiled.py OUT.prof SCRIPT.py [ARGS...]
 uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
 cProfile writes anything, so the profile is dumped just before that (and at a normal exit).
 """
+
 import cProfile
 import runpy
 import signal
