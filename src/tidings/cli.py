@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,6 +199,20 @@ def subscribe(
     except (OSError, ValueError) as exc:
         raise fail(str(exc), "Is the server running (tidings serve)? Set TIDINGS_URL or --url.") \
             from None
+
+
+def _mount_subcommands() -> None:
+    from tidings.auth import cli as auth_cli
+    from tidings.config_cli import app as config_app
+    from tidings.webhooks import cli as webhooks_cli
+
+    app.add_typer(auth_cli.app)  # token, keys
+    app.add_typer(config_app, name="config")
+    app.add_typer(webhooks_cli.app, name="webhooks")
+    app.command("listen")(webhooks_cli.listen)
+
+
+_mount_subcommands()
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Foreign exceptions (validation, routing, anything unexpected) are translated her
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ def error_body(code: str, message: str) -> bytes:
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> Response:
+                   headers: Mapping[str, str] | None = None) -> Response:
     return Response(error_body(code, message), status, headers=headers,
                     media_type="application/json")
 

@@ -7,7 +7,12 @@ writer task. Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
-connection stays open. A full outbox closes with 4008 (slow consumer).
+connection stays open. A full outbox closes with 4008 (slow consumer). While the node drains,
+a new connection is accepted and closed at once with 1012 (service restart: come back).
+
+Ops: the node writes one log line when a connection opens and one when it closes
+(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
+given here.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import Any
 
 import orjson
 
+from tidings.auth.apikeys import bearer_token
+from tidings.auth.limits import ConnectionLease, TokenBucket
+from tidings.auth.security import header
 from tidings.core.commands import (
     CommandError,
     Connect,
@@ -37,11 +45,11 @@ from tidings.core.events import Publication
 from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
-from tidings.exceptions import TidingsError, TokenExpired, Unauthorized
+from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
+from tidings.hub import LatencyObserver
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
-from tidings.server.security import bearer_token, credentials_from_token
 
 __all__ = ["WebSocketConnection", "WebSocketEndpoint"]
 
@@ -62,8 +70,8 @@ def _query_param(scope: Scope, name: str) -> str | None:
 class WebSocketConnection:
     """One client's WebSocket: subscriber in the hub, connection in the node."""
 
-    __slots__ = ("_closing", "client_id", "node", "outbox", "send", "session", "transport",
-                 "writer")
+    __slots__ = ("_bucket", "_closing", "_expiry", "_probe", "address", "client_id", "lease", "node",
+                 "outbox", "peer_close", "send", "session", "transport", "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
         self.node = node
@@ -76,6 +84,13 @@ class WebSocketConnection:
                                           self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.lease: ConnectionLease | None = None
+        self._bucket: TokenBucket | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._probe: tuple[int, LatencyObserver] | None = None
+        self.address: str | None = None
+        self.peer_close: int | None = None
+        self._watch_expiry()
 
     @property
     def user(self) -> str:
@@ -98,6 +113,41 @@ class WebSocketConnection:
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self.node.metrics.outbox_overflow(self.transport)
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return int(self._closing.code), self._closing.reason, "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+
+    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
+        """Observe publish → write for the publication just queued (the hub samples)."""
+        self._probe = (time_ms, observe)
+
+    def _watch_expiry(self) -> None:
+        """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self.session.credentials.expires_at
+        if expires is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, expires - time.time()),
+                                        self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.session.expired(time.time()):
+            self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
+
+    def _take_publish_token(self) -> None:
+        limits = self.node.settings.limits
+        now = time.monotonic()
+        if self._bucket is None:  # made on first publish: most connections never publish
+            self._bucket = TokenBucket(limits.publish_rate, limits.publish_burst, now=now)
+        if not self._bucket.take(now):
+            raise RateLimited(f"over {limits.publish_rate:g} publishes per second")
 
     # writing ---------------------------------------------------------------------------------
 
@@ -112,8 +162,13 @@ class WebSocketConnection:
                 batch = await outbox.wait_batch()
                 if not batch:
                     break
+                probe, self._probe = self._probe, None
                 for frame in batch:
+                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
+                        break
                     await send({"type": "websocket.send", "text": frame})
+                if probe is not None:
+                    probe[1](probe[0])
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
         reason = self._closing or disconnect(CloseCode.NORMAL)
@@ -130,6 +185,8 @@ class WebSocketConnection:
         node = self.node
         try:
             command = parse_command(text, node.settings.limits.history_limit)
+            if isinstance(command, Subscribe) and command.token is not None:
+                await self._grant_subscription(command)
             command = self.session.receive(command, time.time(), len(text))
             await self._execute(command)
         except CommandError as exc:
@@ -147,6 +204,7 @@ class WebSocketConnection:
         ref = command.ref
         try:
             if isinstance(command, PublishCmd):
+                self._take_publish_token()
                 result = await node.publish(command.channel, command.data, event=command.event,
                                             idempotency_key=command.idempotency_key)
                 pub = result.publication
@@ -172,22 +230,34 @@ class WebSocketConnection:
                 self.queue(reply("presence", ref, channel=command.channel,
                                  clients=[c.to_dict() for c in clients]))
             elif isinstance(command, Connect):
-                self._connect(command)
+                await self._connect(command)
         except TidingsError as exc:
             self.error(ref, exc)
 
-    def _connect(self, command: Connect) -> None:
+    async def _connect(self, command: Connect) -> None:
         if command.token is None:
-            if self.session.credentials.anonymous:
-                self.session.connect(self.session.credentials, time.time())
-            else:
+            if not self.session.credentials.anonymous:
                 raise Unauthorized("connect needs a token on an authenticated connection")
+            self.session.connect(self.session.credentials, time.time())
         else:
-            credentials = credentials_from_token(self.node.settings, command.token)
+            credentials = await self.node.security.credentials(command.token)
             self.session.connect(credentials, time.time())
+            if self.lease is not None:
+                self.node.security.limiter.assign_user(self.lease, credentials.user)
+            self._watch_expiry()
         creds = self.session.credentials
         self.queue(reply("connected", command.ref, client=self.client_id, user=creds.user,
                          expires=creds.expires_at))
+
+    async def _grant_subscription(self, command: Subscribe) -> None:
+        """A subscription token grants its one channel to this connection."""
+        assert command.token is not None
+        try:
+            grant = await self.node.security.tokens.verify_subscription(
+                command.token, channel=command.channel, user=self.session.credentials.user or None)
+        except TidingsError as exc:
+            raise CommandError(exc, command.ref) from None
+        self.session.grant(grant.credentials().grants)
 
     async def _subscribe(self, command: Subscribe) -> None:
         channel = command.channel
@@ -201,8 +271,8 @@ class WebSocketConnection:
                 fields["requested"] = result.gap.requested
                 fields["available_from"] = result.gap.available_from
             self.queue(reply("subscribed", command.ref, **fields))
-            for pub in result.publications:
-                self.deliver(EncodedPublication(pub))
+            for pub in result.publications:  # the replay: bounded by history, not the outbox
+                self.outbox.push(EncodedPublication(pub).ws_text, bounded=False)
 
         try:
             await self.node.subscribe(self, channel, command.since, ready, recovery)
@@ -223,6 +293,10 @@ class WebSocketConnection:
 
     async def cleanup(self) -> None:
         self.outbox.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.lease is not None:
+            self.lease.release()
         for channel in list(self.session.subscriptions):
             with contextlib.suppress(Exception):
                 await self._leave(channel)
@@ -242,24 +316,32 @@ class WebSocketEndpoint:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        security = node.security
+        if not security.origin_allowed(scope):
+            # Before accept: the server answers the upgrade with 403 (cross-site hijacking).
+            await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
+            return
+        await send({"type": "websocket.accept"})
         if node.draining:
-            await send({"type": "websocket.close", "code": int(CloseCode.SERVICE_RESTART)})
+            await _close(send, disconnect(CloseCode.SERVICE_RESTART))
             return
         try:
-            token = bearer_token(headers) or _query_param(scope, "token")
-            credentials = credentials_from_token(node.settings, token) if token else None
+            token = bearer_token(header(scope["headers"], b"authorization")) or \
+                _query_param(scope, "token")
+            credentials = await security.credentials(token) if token else None
+            lease = security.limiter.acquire(security.client_ip(scope) or "",
+                                             credentials.user if credentials else "")
         except TidingsError as exc:
-            await send({"type": "websocket.accept"})
-            code = CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else \
-                CloseCode.UNAUTHORIZED
-            await send({"type": "websocket.close", "code": int(code), "reason": exc.message[:120]})
+            code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
+                    CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
+                    CloseCode.UNAUTHORIZED)
+            await _close(send, disconnect(code, exc.message))
             return
         session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
                           credentials)
-        await send({"type": "websocket.accept"})
         conn = WebSocketConnection(node, send, session)
+        conn.lease = lease
+        conn.address = security.client_ip(scope)
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
@@ -276,6 +358,7 @@ class WebSocketEndpoint:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                conn.peer_close = message.get("code")
                 conn.outbox.close()
                 return
             if kind != "websocket.receive":
@@ -291,6 +374,10 @@ class WebSocketEndpoint:
             await conn.handle(text)
             if conn._closing is not None:
                 return
+
+
+async def _close(send: Send, reason: Disconnect) -> None:
+    await send({"type": "websocket.close", "code": int(reason.code), "reason": reason.reason})
 
 
 def publication_frame(publication: Publication) -> str:

@@ -1,0 +1,40 @@
+# README's two commands: `make serve` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: serve test test-fast lint typecheck bench bench-ws soak autobahn clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+## serve: install and start the server on http://127.0.0.1:8600 (demo pages at /)
+serve: $(VENV)/.installed
+	$(VENV)/bin/tidings serve $(ARGS)
+
+## test: install the test extras and run the whole suite
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench-ws: $(STAMP)
+	$(PY) benchmarks/run.py ws-fanout
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

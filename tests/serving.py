@@ -1,0 +1,62 @@
+"""A real tidings server on a free loopback port, for tests (uvicorn in a background thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from tidings.server.run import TidingsServer, uvicorn_config
+from tidings.settings import Settings, load_settings
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    server: uvicorn.Server
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def node(self) -> Any:
+        return self.server.config.app.node
+
+
+def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def serve(settings: Settings | None = None, **overrides: Any) -> Iterator[RunningServer]:
+    """Run a node until the block ends; ``overrides`` are settings (port defaults to 0)."""
+    overrides.setdefault("port", 0)
+    settings = settings or load_settings(**overrides)
+    config = uvicorn_config(settings)
+    config.log_level = "warning"
+    server = TidingsServer(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    wait_started(server, thread)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(settings, server, port)
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from tidings.settings import SettingsError, load_settings
+
+
+def test_defaults_bind_loopback_in_memory():
+    s = load_settings()
+    assert (s.host, s.port, s.broker) == ("127.0.0.1", 8600, "memory")
+
+
+def test_toml_and_environment_are_merged_and_env_wins(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('port = 9000\n[limits]\nidle_timeout = 30\n[namespaces.chat]\nhistory_size = 5\n')
+    monkeypatch.setenv("TIDINGS_LIMITS__IDLE_TIMEOUT", "12")
+    s = load_settings(cfg)
+    assert s.port == 9000 and s.limits.idle_timeout == 12
+    assert s.namespace_rules().for_channel("chat:x").history_size == 5
+    assert s.namespace_rules().for_channel("other").history_size == 100
+
+
+def test_every_bad_key_is_named_at_once(tmp_path: Path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('port = "x"\nbroker = "kafka://"\n[limits]\nidle_timeout = -1\nnope = 1\n')
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg)
+    keys = {key for key, _ in exc.value.problems}
+    assert {"port", "broker", "limits.idle_timeout", "limits.nope"} <= keys
+
+
+def test_public_bind_without_secrets_is_refused_unless_insecure():
+    with pytest.raises(SettingsError, match="not loopback"):
+        load_settings(host="0.0.0.0")
+    assert load_settings(host="0.0.0.0", insecure=True).insecure
+    ok = load_settings(host="0.0.0.0", token_secret="s" * 16, api_key="k" * 16)
+    assert ok.host == "0.0.0.0"
+
+
+def test_missing_config_file_is_reported(tmp_path: Path):
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_invalid_toml_is_reported(tmp_path: Path):
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text("port = = 1")
+    with pytest.raises(SettingsError, match="TOML"):
+        load_settings(cfg)
