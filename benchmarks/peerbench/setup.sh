@@ -22,7 +22,8 @@ fi
   'uvloop==0.23.0' 'picows==2.3.1' \
   'python-socketio==5.18.1' 'python-engineio==4.15.1' \
   'uvicorn[standard]==0.54.0' 'httptools==0.9.0' 'websockets==17.4' \
-  'starlette==1.10.0' 'sse-starlette==3.7.0'
+  'starlette==1.10.0' 'sse-starlette==3.7.0' \
+  'py-spy==0.4.3'   # run.py profile (a sampling profiler; attaches by PID)
 
 mkdir -p "$ENV_DIR/node"
 if [ ! -f "$ENV_DIR/node/package.json" ]; then
