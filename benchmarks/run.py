@@ -281,7 +281,9 @@ def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) ->
 
 # ------------------------------------------------------------------ profiling
 def profile(a: argparse.Namespace) -> None:
-    """F1 on tidings with a sampling profiler attached (py-spy if installed, else cProfile)."""
+    """F1 on tidings with a sampling profiler attached (py-spy if installed, else cProfile).
+
+    py-spy: 1,500 messages by default, so that the burst outlasts the 20 s of sampling."""
     ensure_env()
     pyspy = shutil.which("py-spy") or str(ENV / "py" / "bin" / "py-spy")
     rundir = Path("/tmp/peerbench-run") / "tidings-F1-1"
@@ -302,7 +304,7 @@ def profile(a: argparse.Namespace) -> None:
     raise_nofile()
     cmd = [str(HARNESS_PY), str(HARNESS / "bench.py"), "run", "--peers", "tidings",
            "--scenarios", "F1", "--repeat", "1", "--quiet-max", str(a.quiet_max),
-           "--msgs", str(a.msgs or 3000), "--max-s", "180", "--out", str(out)]
+           "--msgs", str(a.msgs or 1500), "--max-s", "180", "--out", str(out)]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=HARNESS)
     deadline = time.monotonic() + 300
@@ -342,7 +344,16 @@ def find_server_pid(rundir: Path) -> int | None:
     return None
 
 
-def top_frames(raw: Path, n: int = 25) -> None:
+def _frame_name(frame: str) -> str:
+    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame.strip())
+    if not m:
+        return frame.strip()
+    func, path = m.groups()
+    short = "/".join(path.split("/")[-2:])
+    return f"{func} ({short})"
+
+
+def top_frames(raw: Path, n: int = 30) -> None:
     """Self and inclusive sample shares by function from py-spy's collapsed-stack output."""
     self_counts: dict[str, int] = {}
     incl: dict[str, int] = {}
@@ -353,7 +364,8 @@ def top_frames(raw: Path, n: int = 25) -> None:
             continue
         c = int(count)
         total += c
-        frames = stack.split(";")
+        # "func (path/to/file.py:123)" -> "func (to/file.py)": one entry per function
+        frames = [_frame_name(fr) for fr in stack.split(";")]
         leaf = frames[-1]
         self_counts[leaf] = self_counts.get(leaf, 0) + c
         for fr in set(frames):
