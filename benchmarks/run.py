@@ -402,7 +402,7 @@ def main() -> None:
         if name in ("suite", "all"):
             p.add_argument("--scenarios", default=SUITE_SCENARIOS)
     r = sub.add_parser("report", help="rewrite performance.md tables from result files")
-    r.add_argument("name", choices=["ws-fanout", "suite"])
+    r.add_argument("name", help="ws-fanout, suite, or the name of another section")
     r.add_argument("files", nargs="+", type=Path)
     pr = sub.add_parser("profile", help="profile tidings during F1")
     pr.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
@@ -420,8 +420,10 @@ def main() -> None:
         finish("suite", [out], a, "python benchmarks/run.py suite")
     elif a.cmd == "report":
         files = [p.resolve() for p in a.files]
-        cmd = ("python benchmarks/run.py ws-fanout" if a.name == "ws-fanout"
-               else "python benchmarks/run.py suite")
+        cmd = f"python benchmarks/run.py {'ws-fanout' if a.name == 'ws-fanout' else 'suite'}"
+        scens = sorted({r["scenario"] for r in load(files)})
+        if a.name not in ("ws-fanout", "suite"):
+            cmd += f" --scenarios {','.join(scens)}"
         finish(a.name, files, a, cmd)
     elif a.cmd == "profile":
         profile(a)
