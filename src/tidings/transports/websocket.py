@@ -1,9 +1,14 @@
-"""The WebSocket transport (``GET /ws``) over ASGI.
+"""The WebSocket transport (``GET /ws``): the command handler every WebSocket path shares, and
+its ASGI adapter.
 
-One connection = one :class:`WebSocketConnection`: a :class:`~tidings.core.session.Session`
-(the rules), an :class:`~tidings.outbox.Outbox` (every frame to the client, replies included, goes
-through it, so a ``subscribed`` reply always precedes the recovered and live messages) and one
-writer task. Frames from the client are handled one at a time, in order.
+:class:`CommandHandler` holds one client's :class:`~tidings.core.session.Session` and carries out
+its commands against the node; it needs only "queue this text frame", "deliver this publication"
+and "close with this reason" from its transport. :func:`open_session` is the one admission check.
+Two transports subclass the handler: :class:`WebSocketConnection` here (ASGI; an
+:class:`~tidings.outbox.Outbox` and one writer task, so a ``subscribed`` reply always precedes the
+recovered and live messages) and the standalone server's connection in
+:mod:`tidings.server.fast.protocol`, which writes pre-encoded frames straight to its socket.
+Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
@@ -17,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -43,7 +49,7 @@ from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
 from tidings.server.security import bearer_token, credentials_from_token
 
-__all__ = ["WebSocketConnection", "WebSocketEndpoint"]
+__all__ = ["CommandHandler", "Refused", "WebSocketConnection", "WebSocketEndpoint", "open_session"]
 
 log = logging.getLogger("tidings.ws")
 
@@ -52,76 +58,79 @@ Receive = Any
 Send = Any
 
 
-def _query_param(scope: Scope, name: str) -> str | None:
+def _query_param(query_string: bytes | str, name: str) -> str | None:
     from urllib.parse import parse_qs
 
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    values = parse_qs(query_string).get(name)
     return values[0] if values else None
 
 
-class WebSocketConnection:
-    """One client's WebSocket: subscriber in the hub, connection in the node."""
+class Refused(Exception):
+    """The upgrade is refused: close with ``reason``, after accepting it if ``accept``."""
 
-    __slots__ = ("_closing", "client_id", "node", "outbox", "send", "session", "transport",
-                 "writer")
+    def __init__(self, reason: Disconnect, accept: bool) -> None:
+        super().__init__(reason.reason)
+        self.reason = reason
+        self.accept = accept
 
-    def __init__(self, node: Node, send: Send, session: Session) -> None:
+
+def open_session(node: Node, headers: Mapping[str, str], query_string: bytes | str) -> Session:
+    """The session of a new WebSocket (``headers`` keyed lower case), or :class:`Refused`.
+
+    Every WebSocket transport asks this before it accepts, so they admit clients alike: a
+    draining node refuses without accepting; a bad or expired token is told with a close code.
+    """
+    if node.draining:
+        raise Refused(disconnect(CloseCode.SERVICE_RESTART), accept=False)
+    try:
+        token = bearer_token(headers) or _query_param(query_string, "token")
+        credentials = credentials_from_token(node.settings, token) if token else None
+    except TidingsError as exc:
+        code = CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else \
+            CloseCode.UNAUTHORIZED
+        raise Refused(disconnect(code, exc.message), accept=True) from None
+    return Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
+                   credentials)
+
+
+class CommandHandler:
+    """One WebSocket client's commands, for every WebSocket transport (ASGI and the fast server).
+
+    A transport subclasses it and supplies three synchronous calls: :meth:`queue` (send this text
+    frame after everything queued before it), :meth:`deliver` (the same for a publication, as
+    the hub calls it) and :meth:`disconnect` (close with this reason). It feeds each text frame
+    to :meth:`handle`, one at a time and in order, and calls :meth:`release` once when the
+    connection is gone. Replies are queued in the order the commands arrived.
+    """
+
+    __slots__ = ("client_id", "node", "session")
+
+    transport = "ws"
+
+    def __init__(self, node: Node, session: Session) -> None:
         self.node = node
-        self.send = send
         self.session = session
         self.client_id = uuid.uuid4().hex
-        self.transport = "ws"
-        limits = node.settings.limits
-        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
-                                          self._overflow)
-        self._closing: Disconnect | None = None
-        self.writer: asyncio.Task[None] | None = None
 
     @property
     def user(self) -> str:
         return self.session.credentials.user
 
-    # Subscriber ------------------------------------------------------------------------------
-
-    def deliver(self, publication: EncodedPublication) -> None:
-        self.outbox.push(publication.ws_text)
-
-    def control(self, channel: str, message: dict[str, Any]) -> None:
-        self.outbox.push(orjson.dumps(message).decode())
-
-    # Connection ------------------------------------------------------------------------------
-
-    def disconnect(self, reason: Disconnect) -> None:
-        if self._closing is None:
-            self._closing = reason
-        self.outbox.close()
-
-    def _overflow(self) -> None:
-        self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
-
-    # writing ---------------------------------------------------------------------------------
+    # what the transport supplies ---------------------------------------------------------------
 
     def queue(self, frame: str) -> None:
-        self.outbox.push(frame)
+        raise NotImplementedError
 
-    async def write_loop(self) -> None:
-        send = self.send
-        outbox = self.outbox
-        try:
-            while True:
-                batch = await outbox.wait_batch()
-                if not batch:
-                    break
-                for frame in batch:
-                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
-                        break
-                    await send({"type": "websocket.send", "text": frame})
-        except Exception:  # the peer went away mid-write; the reader notices the disconnect
-            return
-        reason = self._closing or disconnect(CloseCode.NORMAL)
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": int(reason.code),
-                        "reason": reason.reason})
+    def deliver(self, publication: EncodedPublication) -> None:
+        raise NotImplementedError
+
+    def disconnect(self, reason: Disconnect) -> None:
+        raise NotImplementedError
+
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        self.queue(orjson.dumps(message).decode())
 
     # commands --------------------------------------------------------------------------------
 
@@ -223,14 +232,66 @@ class WebSocketConnection:
         if self.node.options(channel).presence:
             await self.node.leave(channel, self._client_info())
 
-    async def cleanup(self) -> None:
-        self.outbox.close()
+    async def release(self) -> None:
+        """Leave every channel and forget the connection (the transport has stopped)."""
         for channel in list(self.session.subscriptions):
             with contextlib.suppress(Exception):
                 await self._leave(channel)
             await self.node.unsubscribe(self, channel)
         self.session.close()
         self.node.unregister(self)
+
+
+class WebSocketConnection(CommandHandler):
+    """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
+
+    __slots__ = ("_closing", "outbox", "send", "writer")
+
+    def __init__(self, node: Node, send: Send, session: Session) -> None:
+        super().__init__(node, session)
+        self.send = send
+        limits = node.settings.limits
+        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
+                                          self._overflow)
+        self._closing: Disconnect | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        self.outbox.push(publication.ws_text)
+
+    def queue(self, frame: str) -> None:
+        self.outbox.push(frame)
+
+    def disconnect(self, reason: Disconnect) -> None:
+        if self._closing is None:
+            self._closing = reason
+        self.outbox.close()
+
+    def _overflow(self) -> None:
+        self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+
+    async def write_loop(self) -> None:
+        send = self.send
+        outbox = self.outbox
+        try:
+            while True:
+                batch = await outbox.wait_batch()
+                if not batch:
+                    break
+                for frame in batch:
+                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
+                        break
+                    await send({"type": "websocket.send", "text": frame})
+        except Exception:  # the peer went away mid-write; the reader notices the disconnect
+            return
+        reason = self._closing or disconnect(CloseCode.NORMAL)
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": int(reason.code),
+                        "reason": reason.reason})
+
+    async def cleanup(self) -> None:
+        self.outbox.close()
+        await self.release()
 
 
 class WebSocketEndpoint:
@@ -246,20 +307,16 @@ class WebSocketEndpoint:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        if node.draining:
-            await send({"type": "websocket.close", "code": int(CloseCode.SERVICE_RESTART)})
-            return
         try:
-            token = bearer_token(headers) or _query_param(scope, "token")
-            credentials = credentials_from_token(node.settings, token) if token else None
-        except TidingsError as exc:
-            await send({"type": "websocket.accept"})
-            code = CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else \
-                CloseCode.UNAUTHORIZED
-            await send({"type": "websocket.close", "code": int(code), "reason": exc.message[:120]})
+            session = open_session(node, headers, scope.get("query_string", b""))
+        except Refused as refused:
+            if refused.accept:
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": int(refused.reason.code),
+                            "reason": refused.reason.reason})
+            else:
+                await send({"type": "websocket.close", "code": int(refused.reason.code)})
             return
-        session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
-                          credentials)
         await send({"type": "websocket.accept"})
         conn = WebSocketConnection(node, send, session)
         node.register(conn)
