@@ -32,6 +32,7 @@ __all__ = [
     "NamespaceSettings",
     "ReceiverSettings",
     "SSESettings",
+    "ServerSettings",
     "Settings",
     "SettingsError",
     "WebhookSettings",
@@ -89,6 +90,12 @@ class ApiKey(_Section):
 class SSESettings(_Section):
     retry_ms: int = Field(2000, ge=0, description="retry: sent first on every SSE stream.")
     heartbeat: float = Field(15.0, gt=0, description="Seconds between heartbeat comments/lines.")
+
+
+class ServerSettings(_Section):
+    engine: Literal["fast", "uvicorn"] = Field(
+        "fast", description="fast: tidings owns /ws sockets below ASGI; uvicorn: all through ASGI.")
+    debug_echo: bool = Field(False, description="fast engine: serve /ws-echo (for the Autobahn suite).")
 
 
 class WebhookSettings(_Section):
@@ -150,6 +157,8 @@ class Settings(BaseSettings):
                                       description="Outbound webhook delivery.")
     receivers: dict[str, ReceiverSettings] = Field(
         default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME]).")
+    server: ServerSettings = Field(default_factory=ServerSettings,
+                                   description="How `tidings serve` serves.")
 
     @classmethod
     def settings_customise_sources(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -15,13 +16,21 @@ __all__ = ["run", "uvicorn_config"]
 
 def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
                    keyfile: Path | None = None) -> uvicorn.Config:
+    """uvicorn's config for ``settings``; with ``server.engine = "fast"`` (the default) uvicorn runs
+    :class:`~tidings.server.fast.protocol.FastProtocol`, which serves ``/ws`` on its own sockets
+    and hands every other request to uvicorn's HTTP protocol (the ASGI app)."""
     limits = settings.limits
+    http: Any = "httptools"
+    if settings.server.engine == "fast":
+        from tidings.server.fast.protocol import FastProtocol
+
+        http = FastProtocol
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         ws="websockets-sansio",
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,

@@ -103,9 +103,15 @@ class CommandHandler:
     the hub calls it) and :meth:`disconnect` (close with this reason). It feeds each text frame
     to :meth:`handle`, one at a time and in order, and calls :meth:`release` once when the
     connection is gone. Replies are queued in the order the commands arrived.
+
+    Its slots (``client_id``, ``node``, ``session``) are declared by each subclass, so that a
+    subclass may also derive from another slotted class (an ``asyncio.Protocol`` base).
     """
 
-    __slots__ = ("client_id", "node", "session")
+    __slots__ = ()
+    client_id: str
+    node: Node
+    session: Session
 
     transport = "ws"
 
@@ -245,7 +251,7 @@ class CommandHandler:
 class WebSocketConnection(CommandHandler):
     """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
 
-    __slots__ = ("_closing", "outbox", "send", "writer")
+    __slots__ = ("_closing", "client_id", "node", "outbox", "send", "session", "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
         super().__init__(node, session)
