@@ -21,7 +21,6 @@ import uvicorn
 from tidings.server.run import uvicorn_config
 from tidings.settings import Settings, load_settings
 
-
 ENGINE: ContextVar[str] = ContextVar("tidings_test_engine", default="fast")
 _ENGINE_SETTING = {"fast": "fast", "asgi": "uvicorn"}
 

@@ -116,9 +116,10 @@ class CommandHandler:
     transport = "ws"
 
     def __init__(self, node: Node, session: Session) -> None:
-        self.node = node
-        self.session = session
-        self.client_id = uuid.uuid4().hex
+        # The slots are the subclass's (see the class docstring), which mypy cannot see here.
+        self.node = node  # type: ignore[misc]
+        self.session = session  # type: ignore[misc]
+        self.client_id = uuid.uuid4().hex  # type: ignore[misc]
 
     @property
     def user(self) -> str:

@@ -16,7 +16,7 @@ import httptools
 __all__ = ["HeadError", "HeadParser", "RequestHead", "match_route"]
 
 
-def match_route(data: bytes, routes: tuple[bytes, ...]) -> bytes | None | bool:
+def match_route(data: bytes, routes: tuple[bytes, ...]) -> bytes | bool | None:
     """The owned path ``data`` requests; False if it is not an owned GET; None if too short.
 
     ``routes`` are paths such as ``b"/ws"``; a path matches with or without a query string.

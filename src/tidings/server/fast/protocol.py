@@ -4,7 +4,7 @@
 sockets, lifespan, signals, graceful shutdown and TLS; every connection starts as a
 :class:`FastProtocol`, which looks at the request line:
 
-- a ``GET`` of an owned path (:data:`ROUTES`) with a WebSocket upgrade is answered here, and the
+- a ``GET`` of an owned path (:attr:`FastContext.routes`) with a WebSocket upgrade is answered here, and the
   transport is handed to a :class:`FastWebSocket` (``transport.set_protocol``);
 - anything else is handed, with the bytes read so far, to uvicorn's own HTTP protocol (the ASGI
   app), exactly as if uvicorn had accepted the connection itself.
@@ -18,9 +18,11 @@ write buffer is the outbox: past ``limits.outbox_bytes`` the client is closed as
 further frames are dropped. No task, queue or event exists per idle connection: keepalive is one
 timer handle, and a task runs only while a client's commands are being carried out.
 
-The seam for the HTTP streams: an owned route is a factory in :data:`ROUTES` that takes the
-parsed head and the transport; an SSE or NDJSON stream would write pre-encoded chunks
-(``EncodedPublication.sse`` / ``.ndjson``) through the same pending-list-and-flush path.
+The seam for the HTTP streams (``/sse``, ``/stream``, not served here yet): add the path to
+:attr:`FastContext.routes` and a branch in :meth:`FastProtocol._upgrade` (or a sibling for plain GETs) that answers the head and
+hands the transport to a connection class whose ``deliver`` appends the pre-encoded chunk
+(``EncodedPublication.sse`` / ``.ndjson``, chunked) to the same pending list, flushed the same
+way; :class:`FrameConnection`'s write half (``send_frame``/``flush``/overflow) is what it reuses.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
+from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
@@ -56,10 +59,9 @@ from tidings.server.fast.websocket import (
     handshake_response,
     http_error_response,
 )
-from tidings.core.session import Session
 from tidings.transports.websocket import CommandHandler, Refused, open_session
 
-__all__ = ["ROUTES", "EchoWebSocket", "FastContext", "FastProtocol", "FastWebSocket"]
+__all__ = ["EchoWebSocket", "FastContext", "FastProtocol", "FastWebSocket"]
 
 log = logging.getLogger("tidings.fast")
 
@@ -201,7 +203,7 @@ class FastProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._ctx.server_state.connections.discard(self)  # type: ignore[arg-type]
+        self._ctx.server_state.connections.discard(self)
         self._buf = b""
         self._parser = None
         assert self._transport is not None
@@ -383,7 +385,7 @@ class FrameConnection(asyncio.Protocol):
         self._state = CLOSED
         self._pending = None
         self._cancel_timer()
-        self._ctx.server_state.connections.discard(self)  # type: ignore[arg-type]
+        self._ctx.server_state.connections.discard(self)
         self.on_lost()
 
     def shutdown(self) -> None:

@@ -58,7 +58,7 @@ __all__ = [
 try:  # the C helper that ships with the websockets package
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - websockets is a dependency; pure Python fallback
-    _apply_mask = None
+    _apply_mask = None  # type: ignore[assignment]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -227,7 +227,7 @@ def parse_close(payload: bytes) -> CloseReceived | ProtocolError:
 
 def unmask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     if _apply_mask is not None:
-        return _apply_mask(data, mask)  # type: ignore[no-any-return]
+        return _apply_mask(data, mask)
     n = len(data)  # pragma: no cover
     key = int.from_bytes((bytes(mask) * (n // 4 + 1))[:n], "big")  # pragma: no cover
     return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")  # pragma: no cover
