@@ -19,8 +19,8 @@ further frames are dropped. No task, queue or event exists per idle connection: 
 timer handle, and a task runs only while a client's commands are being carried out.
 
 The seam for the HTTP streams (``/sse``, ``/stream``, not served here yet): add the path to
-:attr:`FastContext.routes` and a branch in :meth:`FastProtocol._upgrade` (or a sibling for plain GETs) that answers the head and
-hands the transport to a connection class whose ``deliver`` appends the pre-encoded chunk
+:attr:`FastContext.routes` and a branch next to :meth:`FastProtocol._upgrade` (for plain GETs)
+that answers the head and hands the transport to a connection class whose ``deliver`` appends the pre-encoded chunk
 (``EncodedPublication.sse`` / ``.ndjson``, chunked) to the same pending list, flushed the same
 way; :class:`FrameConnection`'s write half (``send_frame``/``flush``/overflow) is what it reuses.
 """
