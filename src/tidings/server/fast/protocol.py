@@ -20,9 +20,10 @@ timer handle, and a task runs only while a client's commands are being carried o
 
 The seam for the HTTP streams (``/sse``, ``/stream``, not served here yet): add the path to
 :attr:`FastContext.routes` and a branch next to :meth:`FastProtocol._upgrade` (for plain GETs)
-that answers the head and hands the transport to a connection class whose ``deliver`` appends the pre-encoded chunk
-(``EncodedPublication.sse`` / ``.ndjson``, chunked) to the same pending list, flushed the same
-way; :class:`FrameConnection`'s write half (``send_frame``/``flush``/overflow) is what it reuses.
+that answers the head and hands the transport to a connection class whose ``deliver`` appends
+the pre-encoded chunk (``EncodedPublication.sse`` / ``.ndjson``, chunked) to the same pending
+list, flushed the same way: :class:`FrameConnection`'s write half (``send_frame``, ``flush``,
+the overflow rule) is what it reuses.
 """
 
 from __future__ import annotations
