@@ -67,7 +67,14 @@ def serve(settings: Settings | None = None, *, engine: str | None = None,
     config = uvicorn_config(settings)
     config.log_level = "warning"
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # The loop `tidings serve` uses (uvloop), not the test's.
+    loop_factory = config.get_loop_factory()
+
+    def run() -> None:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(server.serve())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_started(server, thread)
     port = server.servers[0].sockets[0].getsockname()[1]

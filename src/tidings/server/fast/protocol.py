@@ -33,7 +33,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 from uvicorn.config import Config
@@ -166,12 +166,11 @@ class FastProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         ctx = self._ctx
         ctx.server_state.connections.add(self)  # type: ignore[arg-type]
         if ctx.routes:
-            self._timer = ctx.loop.call_later(ctx.handshake_timeout, transport.close)
+            self._timer = ctx.loop.call_later(ctx.handshake_timeout, self._transport.close)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
