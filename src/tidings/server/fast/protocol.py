@@ -69,6 +69,7 @@ log = logging.getLogger("tidings.fast")
 OPEN, CLOSING, CLOSED = 0, 1, 2
 MAX_BACKLOG = 32  # commands waiting behind the one being carried out, before reading pauses
 ECHO_MAX_SIZE = 64 * 2**20
+MAX_HEAD_BYTES = 64 * 1024  # an upgrade request's head, at most
 
 
 class FastContext:
@@ -191,6 +192,9 @@ class FastProtocol(asyncio.Protocol):
             self._refuse(400, "invalid HTTP request")
             return
         if done is None:
+            if len(buf) > MAX_HEAD_BYTES:
+                self._refuse(400, "request head too large")
+                return
             self._buf = buf
             return
         head, offset = done
