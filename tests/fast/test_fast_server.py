@@ -175,3 +175,28 @@ async def test_echo_endpoint_echoes_text_and_binary(fast: RunningServer):
     ws.send(client_frame(0x2, b"\x00\x01"))
     assert await ws.frame() == (0x2, b"\x00\x01")
     ws.close()
+
+
+async def test_one_write_per_frame_mode_keeps_order_and_the_slow_consumer_rule():
+    with serve(engine="fast", server={"coalesce_writes": False},
+               limits={"outbox_bytes": 65536}) as server:
+        ws = await RawWS.open(server.port)
+        ws.send(client_frame(OP_TEXT, b'{"op":"subscribe","ref":1,"channel":"nc"}'))
+        assert (await ws.json())["op"] == "subscribed"
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            for i in range(3):
+                await client.post("/api/publish", json={"channel": "nc", "data": i})
+            got = []
+            while len(got) < 3:
+                msg = await ws.json()
+                if msg["op"] == "message":
+                    got.append(msg["data"])
+            assert got == [0, 1, 2]
+            # stop reading: the kernel buffers fill, then the transport's, then 4008
+            [connection] = server.node.connections.values()
+            for i in range(400):
+                await client.post("/api/publish", json={"channel": "nc", "data": [i, "z" * 60000]})
+                if connection._state:  # closing: it gave up on this client
+                    break
+        assert connection._state
+        assert await ws.close_code() == 4008

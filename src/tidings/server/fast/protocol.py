@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -91,7 +90,7 @@ class FastContext:
         self.tasks: set[asyncio.Task[None]] = set()
         self._dirty: list[FrameConnection] = []
         self._scheduled = False
-        self.coalesce = os.environ.get("TIDINGS_FAST_COALESCE", "1") != "0"
+        self.coalesce = True
         routes: list[bytes] = []
         self.echo = False
         if self.node is not None:
@@ -102,6 +101,7 @@ class FastContext:
             if settings.server.debug_echo:
                 routes.append(b"/ws-echo")
                 self.echo = True
+            self.coalesce = settings.server.coalesce_writes
             self.max_frame = limits.max_frame_bytes
             self.outbox_bytes = limits.outbox_bytes
             self.ping_interval = limits.ping_interval
