@@ -276,10 +276,12 @@ class FrameConnection(asyncio.Protocol):
     :meth:`send_frame` (or ``deliver``), so frames leave in the order they were queued.
     """
 
-    __slots__ = ("_ctx", "_last_rx", "_parser", "_pending", "_state", "_t", "_timer")
+    __slots__ = ("_ctx", "_last_rx", "_limit", "_parser", "_pending", "_state", "_t", "_timer")
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, max_size: int) -> None:
+    def __init__(self, ctx: FastContext, transport: asyncio.Transport, max_size: int,
+                 outbox_bytes: int) -> None:
         self._ctx = ctx
+        self._limit = outbox_bytes
         self._t = transport
         self._parser = FrameParser(max_size)
         self._pending: list[bytes] | None = None
@@ -304,7 +306,7 @@ class FrameConnection(asyncio.Protocol):
         ctx = self._ctx
         if not ctx.coalesce:
             self._t.write(frame)
-            if self._t.get_write_buffer_size() > ctx.outbox_bytes:
+            if self._t.get_write_buffer_size() > self._limit:
                 self._overflow()
             return
         pending = self._pending
@@ -322,7 +324,7 @@ class FrameConnection(asyncio.Protocol):
         self._pending = None
         transport = self._t
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if transport.get_write_buffer_size() > self._ctx.outbox_bytes:
+        if transport.get_write_buffer_size() > self._limit:
             self._overflow()
 
     def _overflow(self) -> None:
@@ -415,7 +417,7 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, node: Node,
                  session: Session) -> None:
-        FrameConnection.__init__(self, ctx, transport, ctx.max_frame)
+        FrameConnection.__init__(self, ctx, transport, ctx.max_frame, ctx.outbox_bytes)
         CommandHandler.__init__(self, node, session)
         self._backlog: deque[str] | None = None
 
@@ -483,7 +485,7 @@ class EchoWebSocket(FrameConnection):
     __slots__ = ()
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport) -> None:
-        super().__init__(ctx, transport, ECHO_MAX_SIZE)
+        super().__init__(ctx, transport, ECHO_MAX_SIZE, 2 * ECHO_MAX_SIZE)
 
     def on_text(self, text: str) -> None:
         self.send_frame(ws_text_frame(text.encode()))
