@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from tidings.server.run import uvicorn_config
+from tidings.server.run import TidingsServer, uvicorn_config
 from tidings.settings import Settings, load_settings
 
 ENGINE: ContextVar[str] = ContextVar("tidings_test_engine", default="fast")
@@ -66,7 +66,7 @@ def serve(settings: Settings | None = None, *, engine: str | None = None,
             update=server_settings)})
     config = uvicorn_config(settings)
     config.log_level = "warning"
-    server = uvicorn.Server(config)
+    server = TidingsServer(config)
     # The loop `tidings serve` uses (uvloop), not the test's.
     loop_factory = config.get_loop_factory()
 

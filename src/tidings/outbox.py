@@ -6,6 +6,10 @@ where the transport can batch. Past ``max_bytes`` or ``max_messages`` the outbox
 drops everything, refuses further pushes and calls ``on_overflow`` once, and the transport closes
 the connection as a slow consumer (close code 4008), so one slow reader never stalls or bloats the
 others. Memory for an idle connection: the object, an empty deque, no task-side objects.
+
+A resume's replay (the publications recovered from history) is pushed with ``bounded=False``: it
+is already bounded by the namespace's history size, and counting it would cut off every client
+that resumes from further back than the outbox holds. Only what comes on top of it counts.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Outbox(Generic[T]):
         "on_overflow",
         "overflowed",
         "queued_bytes",
+        "unbounded_bytes",
+        "unbounded_items",
     )
 
     def __init__(self, max_bytes: int, max_messages: int,
@@ -37,6 +43,7 @@ class Outbox(Generic[T]):
         self._items: deque[T] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.queued_bytes = 0
+        self.unbounded_bytes = self.unbounded_items = 0
         self.max_bytes = max_bytes
         self.max_messages = max_messages
         self.on_overflow = on_overflow
@@ -46,14 +53,21 @@ class Outbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, item: T) -> bool:
-        """Queue ``item``; False if the outbox is closed or has just overflowed."""
+    def push(self, item: T, *, bounded: bool = True) -> bool:
+        """Queue ``item``; False if the outbox is closed or has just overflowed.
+
+        ``bounded=False`` queues without counting against the limits (a resume's replay).
+        """
         if self.closed:
             return False
         items = self._items
         items.append(item)
         self.queued_bytes += len(item)
-        if self.queued_bytes > self.max_bytes or len(items) > self.max_messages:
+        if not bounded:
+            self.unbounded_bytes += len(item)
+            self.unbounded_items += 1
+        elif (self.queued_bytes - self.unbounded_bytes > self.max_bytes
+              or len(items) - self.unbounded_items > self.max_messages):
             self.overflowed = True
             self.close()
             if self.on_overflow is not None:
@@ -68,7 +82,7 @@ class Outbox(Generic[T]):
         """Refuse further pushes, drop what is queued and wake the writer."""
         self.closed = True
         self._items.clear()
-        self.queued_bytes = 0
+        self.queued_bytes = self.unbounded_bytes = self.unbounded_items = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -87,5 +101,5 @@ class Outbox(Generic[T]):
             return []
         batch = list(self._items)
         self._items.clear()
-        self.queued_bytes = 0
+        self.queued_bytes = self.unbounded_bytes = self.unbounded_items = 0
         return batch

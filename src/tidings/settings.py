@@ -9,6 +9,7 @@ Every problem is reported with the key it concerns (:func:`load_settings` raises
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ from tidings.core.permissions import NamespaceOptions, Namespaces
 
 __all__ = [
     "ApiKey",
+    "AuthSettings",
     "Limits",
     "NamespaceSettings",
     "ReceiverSettings",
@@ -79,6 +81,55 @@ class NamespaceSettings(_Section):
 Scope = Literal["publish", "read", "admin"]
 ALL_SCOPES: list[Scope] = ["publish", "read", "admin"]
 
+_TOKEN_ALGORITHMS = (
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512", "EdDSA",
+)
+_ORIGIN_RE = re.compile(r"(?:\*|null|[a-z][a-z0-9+.-]*://(?:\*\.)?[^/:*?#@\s]+(?::[0-9]{1,5})?)")
+
+
+class AuthSettings(_Section):
+    """Verification of connection and subscription tokens (``[auth]``; see docs/topics/security.md).
+
+    The HS256 secret stays top-level (``token_secret``); this section adds public keys.
+    """
+
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["HS256", "RS256", "ES256"],
+        description="Accepted token algorithms; each is used only with a key of its own type.",
+    )
+    public_key_file: Path | None = Field(
+        None, description="PEM public key or certificate (RS*/PS*/ES*/EdDSA)."
+    )
+    jwks_url: str | None = Field(
+        None, description="JWKS document URL, cached and refreshed on unknown kid."
+    )
+    jwks_file: Path | None = Field(None, description="JWKS document file.")
+    audience: str | list[str] | None = Field(None, description="Required aud claim (any of).")
+    issuer: str | None = Field(None, description="Required iss claim.")
+    leeway: float = Field(0.0, ge=0, le=600, description="Clock skew allowed on exp/nbf (s).")
+    jwks_cache_ttl: float = Field(300.0, gt=0, description="Seconds a fetched JWKS is fresh.")
+    jwks_refresh_interval: float = Field(30.0, ge=0, description="Least seconds between refetches.")
+    jwks_timeout: float = Field(5.0, gt=0, description="Seconds to fetch the JWKS.")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        for alg in value:
+            if alg not in _TOKEN_ALGORITHMS:
+                choices = ", ".join(_TOKEN_ALGORITHMS)
+                raise ValueError(f"unknown or unsafe algorithm {alg!r}; choose from {choices}")
+        if not value:
+            raise ValueError("list at least one algorithm")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("use an https:// (or http:// for a local service) URL")
+        return value
+
 
 class ApiKey(_Section):
     key: str = Field(min_length=16, description="The key (at least 16 characters).")
@@ -112,6 +163,14 @@ class WebhookSettings(_Section):
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
     store: str = Field("", description="SQLite file of the delivery queue ('': tidings-webhooks.db).")
+    retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured.")
+    throttle_floor: float = Field(60.0, ge=0, description="Least delay after a 429 or a timeout.")
+    response_cap: int = Field(65536, ge=1024, description="Bytes of a response body read at most.")
+    synchronous: Literal["normal", "full"] = Field(
+        "normal", description="SQLite synchronous: normal (process crash) or full (power loss).")
+    inbound_dedup_ttl: float = Field(
+        3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
+    ca_file: str = Field("", description="PEM CA bundle for https endpoints ('' = system CAs).")
 
     @field_validator("allow_private")
     @classmethod
@@ -129,6 +188,8 @@ class ReceiverSettings(_Section):
     header: str = Field("X-Signature", description="hmac provider: the signature header.")
     algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="hmac provider: digest.")
     event_header: str | None = Field(None, description="hmac provider: header naming the event type.")
+    id_header: str | None = Field(
+        None, description="hmac provider: the header carrying a delivery id (dedup).")
 
 
 class Settings(BaseSettings):
@@ -145,6 +206,11 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list, description="Further keys with scopes.")
     token_secret: str | None = Field(None, min_length=16, description="HS256 token secret.")
     allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines: text or json.")
@@ -175,6 +241,27 @@ class Settings(BaseSettings):
         if path is None:
             return (init_settings, env_settings)
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if _ORIGIN_RE.fullmatch(origin.strip().rstrip("/").lower()) is None:
+                raise ValueError(
+                    f"origin {origin!r} is not scheme://host[:port] (or *, null, "
+                    "https://*.example.com); no path"
+                )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return value
 
     @field_validator("broker")
     @classmethod

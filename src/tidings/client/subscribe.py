@@ -1,51 +1,46 @@
-"""The CLI's subscribe loop (the full Python client builds on the same wire modules)."""
+"""The CLI's subscribe loop, on the Python client."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import orjson
-import websockets
+from tidings.client.client import Client
+from tidings.core.events import Gap
 
-from tidings.core.cursor import decode_cursor
-
-__all__ = ["run_subscribe", "ws_url"]
-
-
-def ws_url(base: str, path: str = "/ws", token: str | None = None) -> str:
-    parts = urlsplit(base)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    query = urlencode({"token": token}) if token else ""
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
+__all__ = ["run_subscribe"]
 
 
 async def run_subscribe(url: str, channels: list[str], *, transport: str, cursor: str | None,
                         token: str | None, count: int | None,
                         emit: Callable[[Any], None], notice: Callable[[Any], None]) -> None:
-    if transport != "ws":
-        from tidings.client.http import run_http_subscribe  # type: ignore[import-not-found,unused-ignore]
+    """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``."""
+    import asyncio
 
-        await run_http_subscribe(url, channels, transport=transport, cursor=cursor, token=token,
-                                 count=count, emit=emit, notice=notice)
-        return
-    positions = decode_cursor(cursor) if cursor else {}
-    received = 0
-    async with websockets.connect(ws_url(url, token=token), max_size=2**24) as ws:
-        for ref, channel in enumerate(channels, 1):
-            cmd: dict[str, Any] = {"op": "subscribe", "ref": ref, "channel": channel}
-            if channel in positions:
-                cmd["since"] = positions[channel].to_dict()
-            await ws.send(orjson.dumps(cmd).decode())
-        async for frame in ws:
-            msg = orjson.loads(frame)
-            op = msg.pop("op", None)
-            if op == "message":
-                emit(msg)
+    async with Client(url, token=token, transport=transport) as client:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump(channel: str) -> None:
+            async for item in client.subscribe(channel, since=cursor):
+                await queue.put(item)
+
+        pumps = [asyncio.create_task(pump(ch)) for ch in channels]
+        received = 0
+        try:
+            while count is None or received < count:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait([getter, *pumps], return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    for task in done:
+                        task.result()  # a subscription failed for good: raise its error
+                    continue
+                item = getter.result()
+                if isinstance(item, Gap):
+                    notice({"op": "gap", **item.to_dict()})
+                    continue
+                emit({**item.to_dict(), "cursor": item.cursor})
                 received += 1
-                if count is not None and received >= count:
-                    return
-            elif op == "error" or (op == "subscribed" and not msg.get("recovered", True)
-                                   and "requested" in msg):
-                notice({"op": op, **msg})
+        finally:
+            for task in pumps:
+                task.cancel()

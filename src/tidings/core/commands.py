@@ -103,7 +103,9 @@ def _ref(obj: dict[str, Any]) -> int | None:
     return ref
 
 
-def _str(obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> str | None:
+def _str(
+    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200
+) -> str | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -132,7 +134,12 @@ def parse_position(value: object) -> Position | None:
     if not isinstance(value, dict):
         raise BadRequest("since must be an object with epoch and offset")
     epoch, offset = value.get("epoch"), value.get("offset")
-    if not isinstance(epoch, str) or not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
+    if (
+        not isinstance(epoch, str)
+        or not epoch
+        or len(epoch) > 64
+        or not set(epoch) <= EPOCH_ALPHABET
+    ):
         raise BadRequest("since.epoch must be an epoch string")
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < MAX_REF:
         raise BadRequest("since.offset must be a non-negative integer")
@@ -140,7 +147,8 @@ def parse_position(value: object) -> Position | None:
 
 
 def _limit(obj: dict[str, Any], default: int, maximum: int) -> int:
-    limit = obj.get("limit", default)
+    # A history_limit below the default must not refuse a command that gives no limit.
+    limit = obj.get("limit", min(default, maximum))
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}")
     return limit

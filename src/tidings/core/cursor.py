@@ -40,7 +40,8 @@ def _decode_token(token: str) -> tuple[str, Position]:
         offset_text, epoch, channel = raw.decode("utf-8").split(":", 2)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor("invalid cursor: not a tidings cursor") from None
-    if not offset_text.isdigit() or len(offset_text) > 18:
+    # isascii(): str.isdigit() also accepts digits such as "²" (int() refuses) and "١".
+    if not (offset_text.isascii() and offset_text.isdigit()) or len(offset_text) > 18:
         raise InvalidCursor("invalid cursor: bad offset")
     if not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
         raise InvalidCursor("invalid cursor: bad epoch")

@@ -15,6 +15,7 @@ class Publication:
     """One message on one channel, as stored in history and delivered on every transport.
 
     ``time`` is Unix time in milliseconds; ``id`` is unique across channels and nodes.
+    ``cursor`` is set on publications a client received: where to resume after this one.
     """
 
     channel: str
@@ -24,6 +25,7 @@ class Publication:
     time: int
     event: str
     data: Any
+    cursor: str | None = None
 
     @property
     def position(self) -> Position:
@@ -50,6 +52,7 @@ class Publication:
             time=value["time"],
             event=value["event"],
             data=value.get("data"),
+            cursor=value.get("cursor"),
         )
 
 

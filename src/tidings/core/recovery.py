@@ -45,7 +45,14 @@ class Recovery:
         self.buffered.append(publication)
 
     def finish(self, answer: Page | Gap | Position) -> Recovered:
-        """Merge ``answer`` (a Page or Gap for a ``since``, else the current position)."""
+        """Merge ``answer`` (a Page or Gap for a ``since``, else the current position).
+
+        The caller owes a complete answer: history read with a limit of at least the namespace's
+        history size. A page cut short (``more``) is refused with :class:`ValueError`, since the
+        live publications after it would leave a silent hole between the two.
+        """
+        if isinstance(answer, Page) and answer.more:
+            raise ValueError("a recovery needs the complete history after since, not a page")
         if isinstance(answer, Position):
             gap: Gap | None = None
             history: list[Publication] = []

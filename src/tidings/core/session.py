@@ -16,7 +16,8 @@ the connection). The edge reports the outcome of I/O back with :meth:`Session.su
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from tidings.core.commands import (
@@ -140,12 +141,21 @@ class Session:
 
     def connect(self, credentials: Credentials, now: float) -> None:
         """Adopt (or refresh) credentials after the edge verified a token."""
+        if self.state is SessionState.CLOSED:  # CLOSED is final
+            raise BadRequest("connect is not allowed now")
         if credentials.expires_at is not None and credentials.expires_at <= now:
             raise TokenExpired("token expired")
         if self.state is SessionState.CONNECTED and self.credentials.user != credentials.user:
             raise Unauthorized("a refreshed token must be for the same user")
         self.credentials = credentials
         self.state = SessionState.CONNECTED
+
+    def grant(self, grants: Mapping[str, frozenset[Capability]]) -> None:
+        """Add grants (from a verified subscription token) to this connection's credentials."""
+        merged = dict(self.credentials.grants)
+        for pattern, caps in grants.items():
+            merged[pattern] = merged.get(pattern, frozenset()) | caps
+        self.credentials = replace(self.credentials, grants=merged)
 
     def expired(self, now: float) -> bool:
         expires = self.credentials.expires_at

@@ -14,13 +14,15 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidings._version import __version__
+from tidings.auth.apikeys import Scope
 from tidings.core.channels import validate_channel
 from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 from tidings.node import Node
 from tidings.server.errors import install_error_handlers
-from tidings.server.security import check_api_key
+from tidings.webhooks.api import make_router
+from tidings.webhooks.service import WebhookService
 
 __all__ = ["create_api", "node_of", "require"]
 
@@ -30,13 +32,11 @@ def node_of(request: Request) -> Node:
     return node
 
 
-def require(scope: str) -> Callable[[Request], Awaitable[None]]:
+def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
     """A dependency that checks the caller's API key for ``scope``."""
 
     async def check(request: Request) -> None:
-        client = request.client.host if request.client else None
-        check_api_key(node_of(request).settings, request.headers.get("authorization"), scope,
-                      client)
+        node_of(request).security.check_api(request.scope, scope)
 
     return check
 
@@ -213,7 +213,7 @@ async def info(node: NodeDep) -> InfoOut:
     )
 
 
-def create_api(node: Node) -> FastAPI:
+def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     """The FastAPI application mounted at ``/api``."""
     api = FastAPI(
         title="tidings server API", version=__version__, openapi_url="/openapi.json",
@@ -224,4 +224,7 @@ def create_api(node: Node) -> FastAPI:
     api.state.node = node
     install_error_handlers(api)
     api.include_router(router)
+    if webhooks is not None:
+        api.include_router(make_router(webhooks, dependencies=[Depends(require("admin"))],
+                                       prefix="/webhooks"))
     return api

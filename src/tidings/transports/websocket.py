@@ -3,16 +3,21 @@ its ASGI adapter.
 
 :class:`CommandHandler` holds one client's :class:`~tidings.core.session.Session` and carries out
 its commands against the node; it needs only "queue this text frame", "deliver this publication"
-and "close with this reason" from its transport. :func:`open_session` is the one admission check.
-Two transports subclass the handler: :class:`WebSocketConnection` here (ASGI; an
-:class:`~tidings.outbox.Outbox` and one writer task, so a ``subscribed`` reply always precedes the
-recovered and live messages) and the standalone server's connection in
-:mod:`tidings.server.fast.protocol`, which writes pre-encoded frames straight to its socket.
-Frames from the client are handled one at a time, in order.
+(live or replayed) and "close with this reason" from its transport. :func:`admit` is the one
+admission check (origin, draining, token, connection limits). Two transports subclass the
+handler: :class:`WebSocketConnection` here (ASGI; an :class:`~tidings.outbox.Outbox` and one
+writer task, so a ``subscribed`` reply always precedes the recovered and live messages) and the
+standalone server's connection in :mod:`tidings.server.fast.protocol`, which writes pre-encoded
+frames straight to its socket. Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
-connection stays open. A full outbox closes with 4008 (slow consumer).
+connection stays open. A full outbox closes with 4008 (slow consumer). While the node drains,
+a new connection is accepted and closed at once with 1012 (service restart: come back).
+
+Ops: the node writes one log line when a connection opens and one when it closes
+(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
+given here.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tidings.auth.apikeys import bearer_token
+from tidings.auth.limits import ConnectionLease, TokenBucket
+from tidings.auth.security import header
 from tidings.core.commands import (
     CommandError,
     Connect,
@@ -43,13 +50,13 @@ from tidings.core.events import Publication
 from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
-from tidings.exceptions import TidingsError, TokenExpired, Unauthorized
+from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
+from tidings.hub import LatencyObserver
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
-from tidings.server.security import bearer_token, credentials_from_token
 
-__all__ = ["CommandHandler", "Refused", "WebSocketConnection", "WebSocketEndpoint", "open_session"]
+__all__ = ["CommandHandler", "Refused", "WebSocketConnection", "WebSocketEndpoint", "admit"]
 
 log = logging.getLogger("tidings.ws")
 
@@ -58,17 +65,16 @@ Receive = Any
 Send = Any
 
 
-def _query_param(query_string: bytes | str, name: str) -> str | None:
+def _query_param(scope: Scope, name: str) -> str | None:
     from urllib.parse import parse_qs
 
-    if isinstance(query_string, bytes):
-        query_string = query_string.decode("latin-1")
-    values = parse_qs(query_string).get(name)
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     return values[0] if values else None
 
 
 class Refused(Exception):
-    """The upgrade is refused: close with ``reason``, after accepting it if ``accept``."""
+    """The upgrade is refused: close with ``reason``, after accepting it if ``accept`` (else the
+    HTTP answer is 403)."""
 
     def __init__(self, reason: Disconnect, accept: bool) -> None:
         super().__init__(reason.reason)
@@ -76,50 +82,70 @@ class Refused(Exception):
         self.accept = accept
 
 
-def open_session(node: Node, headers: Mapping[str, str], query_string: bytes | str) -> Session:
-    """The session of a new WebSocket (``headers`` keyed lower case), or :class:`Refused`.
+async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
+    """The session and connection lease of a new WebSocket, or :class:`Refused`.
 
-    Every WebSocket transport asks this before it accepts, so they admit clients alike: a
-    draining node refuses without accepting; a bad or expired token is told with a close code.
+    ``scope`` needs ``headers`` (raw, lower-case names), ``client`` and ``query_string`` as in
+    ASGI. Every WebSocket transport asks this before it accepts, so they admit clients alike: a
+    forbidden Origin is refused before the upgrade (cross-site hijacking); a draining node, a
+    bad or expired token and a connection limit are told with a close code.
     """
+    security = node.security
+    if not security.origin_allowed(scope):
+        raise Refused(disconnect(CloseCode.POLICY_VIOLATION), accept=False)
     if node.draining:
-        raise Refused(disconnect(CloseCode.SERVICE_RESTART), accept=False)
+        raise Refused(disconnect(CloseCode.SERVICE_RESTART), accept=True)
     try:
-        token = bearer_token(headers) or _query_param(query_string, "token")
-        credentials = credentials_from_token(node.settings, token) if token else None
+        token = bearer_token(header(scope["headers"], b"authorization")) or \
+            _query_param(scope, "token")
+        credentials = await security.credentials(token) if token else None
+        lease = security.limiter.acquire(security.client_ip(scope) or "",
+                                         credentials.user if credentials else "")
     except TidingsError as exc:
-        code = CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else \
-            CloseCode.UNAUTHORIZED
+        code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
+                CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
+                CloseCode.UNAUTHORIZED)
         raise Refused(disconnect(code, exc.message), accept=True) from None
-    return Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
-                   credentials)
+    session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
+                      credentials)
+    return session, lease
 
 
 class CommandHandler:
     """One WebSocket client's commands, for every WebSocket transport (ASGI and the fast server).
 
-    A transport subclasses it and supplies three synchronous calls: :meth:`queue` (send this text
-    frame after everything queued before it), :meth:`deliver` (the same for a publication, as
-    the hub calls it) and :meth:`disconnect` (close with this reason). It feeds each text frame
-    to :meth:`handle`, one at a time and in order, and calls :meth:`release` once when the
-    connection is gone. Replies are queued in the order the commands arrived.
+    A transport subclasses it and supplies synchronous calls: :meth:`queue` (send this text frame
+    after everything queued before it), :meth:`deliver` (the same for a publication, as the hub
+    calls it), :meth:`replay` (a recovered publication, not counted against the outbox) and
+    :meth:`disconnect` (close with this reason). It feeds each text frame to :meth:`handle`, one at
+    a time and in order, and calls :meth:`release` once when the connection is gone.
 
-    Its slots (``client_id``, ``node``, ``session``) are declared by each subclass, so that a
-    subclass may also derive from another slotted class (an ``asyncio.Protocol`` base).
+    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket``,
+    ``_expiry``) are declared by each subclass (:data:`HANDLER_SLOTS`), so that a subclass may also
+    derive from another slotted class (an ``asyncio.Protocol`` base).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # slots declared by the subclasses; mypy would refuse the assignments
+        __slots__ = ()
+    transport = "ws"
     client_id: str
     node: Node
     session: Session
+    lease: ConnectionLease | None
+    address: str | None
+    _bucket: TokenBucket | None
+    _expiry: asyncio.TimerHandle | None
 
-    transport = "ws"
-
-    def __init__(self, node: Node, session: Session) -> None:
-        # The slots are the subclass's (see the class docstring), which mypy cannot see here.
-        self.node = node  # type: ignore[misc]
-        self.session = session  # type: ignore[misc]
-        self.client_id = uuid.uuid4().hex  # type: ignore[misc]
+    def __init__(self, node: Node, session: Session, lease: ConnectionLease | None = None,
+                 address: str | None = None) -> None:
+        self.node = node
+        self.session = session
+        self.client_id = uuid.uuid4().hex
+        self.lease = lease
+        self.address = address
+        self._bucket = None
+        self._expiry = None
+        self._watch_expiry()
 
     @property
     def user(self) -> str:
@@ -133,11 +159,38 @@ class CommandHandler:
     def deliver(self, publication: EncodedPublication) -> None:
         raise NotImplementedError
 
+    def replay(self, publication: EncodedPublication) -> None:
+        raise NotImplementedError
+
     def disconnect(self, reason: Disconnect) -> None:
         raise NotImplementedError
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
         self.queue(orjson.dumps(message).decode())
+
+    def _watch_expiry(self) -> None:
+        """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self.session.credentials.expires_at
+        if expires is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, expires - time.time()),
+                                        self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.session.expired(time.time()):
+            self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
+
+    def _take_publish_token(self) -> None:
+        limits = self.node.settings.limits
+        now = time.monotonic()
+        if self._bucket is None:  # made on first publish: most connections never publish
+            self._bucket = TokenBucket(limits.publish_rate, limits.publish_burst, now=now)
+        if not self._bucket.take(now):
+            raise RateLimited(f"over {limits.publish_rate:g} publishes per second")
 
     # commands --------------------------------------------------------------------------------
 
@@ -148,6 +201,8 @@ class CommandHandler:
         node = self.node
         try:
             command = parse_command(text, node.settings.limits.history_limit)
+            if isinstance(command, Subscribe) and command.token is not None:
+                await self._grant_subscription(command)
             command = self.session.receive(command, time.time(), len(text))
             await self._execute(command)
         except CommandError as exc:
@@ -165,6 +220,7 @@ class CommandHandler:
         ref = command.ref
         try:
             if isinstance(command, PublishCmd):
+                self._take_publish_token()
                 result = await node.publish(command.channel, command.data, event=command.event,
                                             idempotency_key=command.idempotency_key)
                 pub = result.publication
@@ -190,22 +246,34 @@ class CommandHandler:
                 self.queue(reply("presence", ref, channel=command.channel,
                                  clients=[c.to_dict() for c in clients]))
             elif isinstance(command, Connect):
-                self._connect(command)
+                await self._connect(command)
         except TidingsError as exc:
             self.error(ref, exc)
 
-    def _connect(self, command: Connect) -> None:
+    async def _connect(self, command: Connect) -> None:
         if command.token is None:
-            if self.session.credentials.anonymous:
-                self.session.connect(self.session.credentials, time.time())
-            else:
+            if not self.session.credentials.anonymous:
                 raise Unauthorized("connect needs a token on an authenticated connection")
+            self.session.connect(self.session.credentials, time.time())
         else:
-            credentials = credentials_from_token(self.node.settings, command.token)
+            credentials = await self.node.security.credentials(command.token)
             self.session.connect(credentials, time.time())
+            if self.lease is not None:
+                self.node.security.limiter.assign_user(self.lease, credentials.user)
+            self._watch_expiry()
         creds = self.session.credentials
         self.queue(reply("connected", command.ref, client=self.client_id, user=creds.user,
                          expires=creds.expires_at))
+
+    async def _grant_subscription(self, command: Subscribe) -> None:
+        """A subscription token grants its one channel to this connection."""
+        assert command.token is not None
+        try:
+            grant = await self.node.security.tokens.verify_subscription(
+                command.token, channel=command.channel, user=self.session.credentials.user or None)
+        except TidingsError as exc:
+            raise CommandError(exc, command.ref) from None
+        self.session.grant(grant.credentials().grants)
 
     async def _subscribe(self, command: Subscribe) -> None:
         channel = command.channel
@@ -219,8 +287,8 @@ class CommandHandler:
                 fields["requested"] = result.gap.requested
                 fields["available_from"] = result.gap.available_from
             self.queue(reply("subscribed", command.ref, **fields))
-            for pub in result.publications:
-                self.deliver(EncodedPublication(pub))
+            for pub in result.publications:  # the replay: bounded by history, not the outbox
+                self.replay(EncodedPublication(pub))
 
         try:
             await self.node.subscribe(self, channel, command.since, ready, recovery)
@@ -241,6 +309,10 @@ class CommandHandler:
 
     async def release(self) -> None:
         """Leave every channel and forget the connection (the transport has stopped)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.lease is not None:
+            self.lease.release()
         for channel in list(self.session.subscriptions):
             with contextlib.suppress(Exception):
                 await self._leave(channel)
@@ -249,25 +321,35 @@ class CommandHandler:
         self.node.unregister(self)
 
 
+HANDLER_SLOTS = ("_bucket", "_expiry", "address", "client_id", "lease", "node", "session")
+
+
 class WebSocketConnection(CommandHandler):
     """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
 
-    __slots__ = ("_closing", "client_id", "node", "outbox", "send", "session", "writer")
+    __slots__ = ("_closing", "_probe", "outbox", "peer_close", "send", "writer", *HANDLER_SLOTS)
 
-    def __init__(self, node: Node, send: Send, session: Session) -> None:
-        super().__init__(node, session)
+    def __init__(self, node: Node, send: Send, session: Session,
+                 lease: ConnectionLease | None = None, address: str | None = None) -> None:
         self.send = send
         limits = node.settings.limits
         self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
                                           self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
+        self._probe: tuple[int, LatencyObserver] | None = None
+        self.peer_close: int | None = None
+        super().__init__(node, session, lease, address)
+
+    # Subscriber ------------------------------------------------------------------------------
 
     def deliver(self, publication: EncodedPublication) -> None:
         self.outbox.push(publication.ws_text)
 
-    def queue(self, frame: str) -> None:
-        self.outbox.push(frame)
+    def replay(self, publication: EncodedPublication) -> None:
+        self.outbox.push(publication.ws_text, bounded=False)
+
+    # Connection ------------------------------------------------------------------------------
 
     def disconnect(self, reason: Disconnect) -> None:
         if self._closing is None:
@@ -276,6 +358,22 @@ class WebSocketConnection(CommandHandler):
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self.node.metrics.outbox_overflow(self.transport)
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return int(self._closing.code), self._closing.reason, "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+
+    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
+        """Observe publish → write for the publication just queued (the hub samples)."""
+        self._probe = (time_ms, observe)
+
+    # writing ---------------------------------------------------------------------------------
+
+    def queue(self, frame: str) -> None:
+        self.outbox.push(frame)
 
     async def write_loop(self) -> None:
         send = self.send
@@ -285,10 +383,13 @@ class WebSocketConnection(CommandHandler):
                 batch = await outbox.wait_batch()
                 if not batch:
                     break
+                probe, self._probe = self._probe, None
                 for frame in batch:
                     if outbox.closed:  # overflowed or disconnected: what is left is dropped
                         break
                     await send({"type": "websocket.send", "text": frame})
+                if probe is not None:
+                    probe[1](probe[0])
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
         reason = self._closing or disconnect(CloseCode.NORMAL)
@@ -312,20 +413,17 @@ class WebSocketEndpoint:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
         try:
-            session = open_session(node, headers, scope.get("query_string", b""))
+            session, lease = await admit(node, scope)
         except Refused as refused:
             if refused.accept:
                 await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": int(refused.reason.code),
-                            "reason": refused.reason.reason})
-            else:
+                await _close(send, refused.reason)
+            else:  # before accept: the server answers the upgrade with 403
                 await send({"type": "websocket.close", "code": int(refused.reason.code)})
             return
         await send({"type": "websocket.accept"})
-        conn = WebSocketConnection(node, send, session)
+        conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope))
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
@@ -342,6 +440,7 @@ class WebSocketEndpoint:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                conn.peer_close = message.get("code")
                 conn.outbox.close()
                 return
             if kind != "websocket.receive":
@@ -357,6 +456,10 @@ class WebSocketEndpoint:
             await conn.handle(text)
             if conn._closing is not None:
                 return
+
+
+async def _close(send: Send, reason: Disconnect) -> None:
+    await send({"type": "websocket.close", "code": int(reason.code), "reason": reason.reason})
 
 
 def publication_frame(publication: Publication) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 __all__ = ["SSEMessage", "SSEParser", "sse_comment", "sse_event", "sse_retry"]
 
 _LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
 
 
 def _field_safe(value: bytes, what: str) -> bytes:
@@ -58,6 +59,7 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._first = True
+        self._skip_lf = False
         self._data: list[str] = []
         self._event = ""
         self.last_event_id = ""
@@ -65,16 +67,27 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         self._buffer += chunk
-        if self._first and len(self._buffer) >= 3:
-            if self._buffer.startswith(b"\xef\xbb\xbf"):
+        if self._first:
+            # A BOM is skipped only at the very start: wait while the bytes could still be one,
+            # and read no line before deciding (a later BOM belongs to a field name).
+            if len(self._buffer) < 3 and _BOM.startswith(self._buffer):
+                return []
+            if self._buffer.startswith(_BOM):
                 self._buffer = self._buffer[3:]
             self._first = False
+        if self._skip_lf and self._buffer:
+            if self._buffer.startswith(b"\n"):
+                self._buffer = self._buffer[1:]
+            self._skip_lf = False
         out: list[SSEMessage] = []
         while True:
             match = _LINE_SPLIT.search(self._buffer)
-            # A lone CR at the end may be the first half of CRLF: wait for more bytes.
-            if match is None or (match.group() == b"\r" and match.end() == len(self._buffer)):
+            if match is None:
                 return out
+            # A CR at the end ends its line now (waiting could hold an event back forever);
+            # an LF that follows in the next chunk is the rest of that CRLF and is skipped.
+            if match.group() == b"\r" and match.end() == len(self._buffer):
+                self._skip_lf = True
             line = self._buffer[: match.start()].decode("utf-8", "replace")
             self._buffer = self._buffer[match.end():]
             message = self._line(line)

@@ -45,6 +45,7 @@ class RequestHead:
     path: str = ""
     query: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower case
     upgrade: bool = False
 
 
@@ -64,6 +65,7 @@ class HeadParser:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head.raw_headers.append((name.lower(), value))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self._head.headers

@@ -38,6 +38,7 @@ from weakref import WeakKeyDictionary
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from tidings.auth.limits import ConnectionLease
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
@@ -59,7 +60,7 @@ from tidings.server.fast.websocket import (
     handshake_response,
     http_error_response,
 )
-from tidings.transports.websocket import CommandHandler, Refused, open_session
+from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler, Refused, admit
 
 __all__ = ["EchoWebSocket", "FastContext", "FastProtocol", "FastWebSocket"]
 
@@ -142,19 +143,16 @@ _contexts: WeakKeyDictionary[ServerState, FastContext] = WeakKeyDictionary()
 
 
 def _fallback_class() -> Callable[..., asyncio.Protocol]:
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard]
-        from uvicorn.protocols.http.h11_impl import H11Protocol
+    """The protocol ``tidings serve`` would use without the fast path."""
+    from tidings.server.protocols import GuardedHttpToolsProtocol
 
-        return H11Protocol
-    return HttpToolsProtocol
+    return GuardedHttpToolsProtocol
 
 
 class FastProtocol(asyncio.Protocol):
     """A new connection: answer an owned upgrade here, hand anything else to uvicorn."""
 
-    __slots__ = ("_buf", "_ctx", "_parser", "_timer", "_transport")
+    __slots__ = ("_admitting", "_buf", "_ctx", "_parser", "_timer", "_transport")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -165,6 +163,7 @@ class FastProtocol(asyncio.Protocol):
         self._parser: HeadParser | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
+        self._admitting = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -175,6 +174,9 @@ class FastProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
+        if self._admitting:  # frames sent before our 101: kept for the connection
+            self._buf = buf
+            return
         parser = self._parser
         if parser is None:
             route = match_route(buf, self._ctx.routes)
@@ -236,18 +238,33 @@ class FastProtocol(asyncio.Protocol):
             self._refuse(exc.status, exc.message)
             return
         if head.path == "/ws-echo":
-            connection: FrameConnection = EchoWebSocket(ctx, self._detach())
-        else:
-            assert ctx.node is not None
-            try:
-                session = open_session(ctx.node, head.headers, head.query)
-            except Refused as refused:
+            EchoWebSocket(ctx, self._detach()).open(handshake_response(accept), rest)
+            return
+        self._admitting = True
+        self._buf = rest
+        ctx.spawn(self._admit(head, accept))
+
+    async def _admit(self, head: RequestHead, accept: str) -> None:
+        """Ask the node (tokens may need I/O), then upgrade or refuse."""
+        ctx = self._ctx
+        assert ctx.node is not None and self._transport is not None
+        transport = self._transport
+        peer = transport.get_extra_info("peername")
+        scope = {"type": "websocket", "headers": head.raw_headers, "query_string": head.query,
+                 "client": tuple(peer[:2]) if peer else None}
+        try:
+            session, lease = await admit(ctx.node, scope)
+        except Refused as refused:
+            if not transport.is_closing():
                 self._refuse_upgrade(accept, refused)
-                return
-            connection = FastWebSocket(ctx, self._detach(), ctx.node, session)
-        connection.open(handshake_response(accept))
-        if rest:
-            connection.data_received(rest)
+            return
+        if transport.is_closing():  # the client left meanwhile
+            lease.release()
+            return
+        rest = self._buf
+        address = ctx.node.security.client_ip(scope)
+        connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address)
+        connection.open(handshake_response(accept), rest)
 
     def _refuse_upgrade(self, accept: str, refused: Refused) -> None:
         if not refused.accept:
@@ -289,13 +306,16 @@ class FrameConnection(asyncio.Protocol):
         self._last_rx = ctx.loop.time()
         self._timer: asyncio.TimerHandle | None = None
 
-    def open(self, response: bytes) -> None:
-        """Send the 101 response and take over the transport."""
+    def open(self, response: bytes, rest: bytes = b"") -> None:
+        """Send the 101 response, take over the transport, read what followed the head."""
         ctx = self._ctx
         self._t.write(response)
         self._t.set_protocol(self)
         ctx.server_state.connections.add(self)  # type: ignore[arg-type]
         self._timer = ctx.loop.call_later(ctx.ping_interval, self._keepalive)
+        self.started()
+        if rest:
+            self.data_received(rest)
 
     # writing ---------------------------------------------------------------------------------
 
@@ -378,6 +398,7 @@ class FrameConnection(asyncio.Protocol):
             elif isinstance(event, Ping):
                 self.send_frame(encode_frame(OP_PONG, event.payload))
             elif isinstance(event, CloseReceived):
+                self.on_peer_close(event.code)
                 self.close(event.code, now=True)  # echo the code, then close the socket
             elif isinstance(event, ProtocolError):
                 self.close(event.code, event.reason, now=True)
@@ -400,6 +421,12 @@ class FrameConnection(asyncio.Protocol):
 
     # for subclasses ----------------------------------------------------------------------------
 
+    def started(self) -> None:
+        return None
+
+    def on_peer_close(self, code: int | None) -> None:
+        return None
+
     def on_text(self, text: str) -> None:
         raise NotImplementedError
 
@@ -413,17 +440,33 @@ class FrameConnection(asyncio.Protocol):
 class FastWebSocket(FrameConnection, CommandHandler):
     """A tidings client on the fast path: commands from text frames, pre-built frames out."""
 
-    __slots__ = ("_backlog", "client_id", "node", "session")
+    __slots__ = ("_backlog", "_closing", "peer_close", *HANDLER_SLOTS)
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, node: Node,
-                 session: Session) -> None:
+                 session: Session, lease: ConnectionLease | None = None,
+                 address: str | None = None) -> None:
         FrameConnection.__init__(self, ctx, transport, ctx.max_frame, ctx.outbox_bytes)
-        CommandHandler.__init__(self, node, session)
+        CommandHandler.__init__(self, node, session, lease, address)
         self._backlog: deque[str] | None = None
+        self._closing: tuple[int, str] | None = None  # what the server closed with
+        self.peer_close: int | None = None
 
-    def open(self, response: bytes) -> None:
-        super().open(response)
+    def started(self) -> None:
         self.node.register(self)
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return self._closing[0], self._closing[1], "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+
+    def on_peer_close(self, code: int | None) -> None:
+        self.peer_close = code
+
+    def close(self, code: int | None, reason: str = "", *, now: bool = False) -> None:
+        if not self._state and self.peer_close is None and code is not None:
+            self._closing = (code, reason)
+        super().close(code, reason, now=now)
 
     # the hub's Subscriber, hot: one list append per publication and subscriber
     def deliver(self, publication: EncodedPublication) -> None:
@@ -439,6 +482,9 @@ class FastWebSocket(FrameConnection, CommandHandler):
             ctx.mark_dirty(self)
         else:
             pending.append(publication.ws_frame)
+
+    def replay(self, publication: EncodedPublication) -> None:
+        self.send_frame(publication.ws_frame)
 
     def queue(self, frame: str) -> None:
         self.send_frame(ws_text_frame(frame.encode()))

@@ -1,0 +1,243 @@
+"""Typed clients of the server API: :class:`AsyncServerAPI` and its sync twin :class:`ServerAPI`.
+
+Errors come back as the exceptions of :mod:`tidings.exceptions` (the JSON ``error.code`` picks
+the class), so callers handle ``Unavailable`` or ``Forbidden`` the same way as the server raises
+them. Connection failures raise :class:`tidings.exceptions.Unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tidings.core.channels import validate_channel
+from tidings.core.events import Gap, Publication
+from tidings.core.position import Position
+from tidings.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Internal,
+    NotFound,
+    RateLimited,
+    TidingsError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = ["AsyncServerAPI", "History", "ServerAPI", "error_from_response"]
+
+_ERRORS: dict[str, type[TidingsError]] = {
+    cls.code: cls
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
+                Unavailable, Internal)
+}
+
+
+def error_from_response(response: httpx.Response) -> TidingsError:
+    """The tidings exception an error response stands for."""
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "internal", f"HTTP {response.status_code}: {response.text[:200]}"
+    return _ERRORS.get(code, Internal)(message)
+
+
+class History:
+    """A history read: publications (oldest first), the channel's position, and any gap."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.channel: str = body["channel"]
+        self.position = Position(body["epoch"], body["offset"])
+        self.publications = [Publication.from_dict(p) for p in body["publications"]]
+        gap = body.get("gap")
+        self.gap = (Gap(gap["channel"], gap["epoch"], gap["requested"], gap["available_from"],
+                        self.position) if gap else None)
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return response.json()
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One API call, described once and run by either client (no parallel stacks by hand)."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], Any]
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+
+def _publish(channel: str, data: Any, event: str, idempotency_key: str | None) -> _Op:
+    body: dict[str, Any] = {"channel": validate_channel(channel), "data": data, "event": event}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return _Op("POST", "/api/publish", dict, json=body)
+
+
+def _broadcast(channels: list[str], data: Any, event: str, idempotency_key: str | None) -> _Op:
+    body: dict[str, Any] = {"channels": [validate_channel(c) for c in channels], "data": data,
+                            "event": event}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return _Op("POST", "/api/broadcast", lambda b: list(b["results"]), json=body)
+
+
+def _history(channel: str, since: int | None, epoch: str | None, limit: int) -> _Op:
+    params: dict[str, Any] = {"limit": limit}
+    if since is not None:
+        params["since"] = since
+    if epoch is not None:
+        params["epoch"] = epoch
+    return _Op("GET", f"/api/channels/{validate_channel(channel)}/history", History,
+               params=params)
+
+
+def _presence(channel: str) -> _Op:
+    return _Op("GET", f"/api/channels/{validate_channel(channel)}/presence",
+               lambda b: list(b["clients"]))
+
+
+_CHANNELS = _Op("GET", "/api/channels", lambda b: list(b["channels"]))
+_INFO = _Op("GET", "/api/info", dict)
+
+
+def _disconnect(user: str) -> _Op:
+    return _Op("POST", "/api/disconnect", lambda b: int(b["disconnected"]), json={"user": user})
+
+
+def _webhooks(method: str, path: str, json: Any) -> _Op:
+    return _Op(method, f"/api/webhooks{path}", lambda b: b, json=json)
+
+
+class AsyncServerAPI:
+    """``async with AsyncServerAPI(url, api_key=…) as api: await api.publish(…)``."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=_headers(api_key),
+                                         timeout=timeout)
+
+    async def __aenter__(self) -> AsyncServerAPI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _run(self, op: _Op) -> Any:
+        try:
+            response = await self._client.request(op.method, op.path, json=op.json,
+                                                  params=op.params)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the server: {exc}") from None
+        return op.parse(_check(response))
+
+    async def publish(self, channel: str, data: Any, *, event: str = "message",
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        """Publish; returns ``{"channel", "offset", "epoch", "id", "duplicate"}``."""
+        result: dict[str, Any] = await self._run(_publish(channel, data, event, idempotency_key))
+        return result
+
+    async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
+                        idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(
+            _broadcast(channels, data, event, idempotency_key))
+        return result
+
+    async def history(self, channel: str, *, since: int | None = None, epoch: str | None = None,
+                      limit: int = 100) -> History:
+        result: History = await self._run(_history(channel, since, epoch, limit))
+        return result
+
+    async def presence(self, channel: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(_presence(channel))
+        return result
+
+    async def channels(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(_CHANNELS)
+        return result
+
+    async def disconnect(self, user: str) -> int:
+        result: int = await self._run(_disconnect(user))
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._run(_INFO)
+        return result
+
+    async def webhooks(self, method: str, path: str = "", json: Any = None) -> Any:
+        """Webhook management: ``await api.webhooks("POST", json={"url": …, "channels": […]})``."""
+        return await self._run(_webhooks(method, path, json))
+
+
+class ServerAPI:
+    """The synchronous twin of :class:`AsyncServerAPI`, for scripts."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30) -> None:
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=_headers(api_key),
+                                    timeout=timeout)
+
+    def __enter__(self) -> ServerAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _run(self, op: _Op) -> Any:
+        try:
+            response = self._client.request(op.method, op.path, json=op.json, params=op.params)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the server: {exc}") from None
+        return op.parse(_check(response))
+
+    def publish(self, channel: str, data: Any, *, event: str = "message",
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_publish(channel, data, event, idempotency_key))
+        return result
+
+    def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
+                  idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._run(_broadcast(channels, data, event, idempotency_key))
+        return result
+
+    def history(self, channel: str, *, since: int | None = None, epoch: str | None = None,
+                limit: int = 100) -> History:
+        result: History = self._run(_history(channel, since, epoch, limit))
+        return result
+
+    def presence(self, channel: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._run(_presence(channel))
+        return result
+
+    def channels(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._run(_CHANNELS)
+        return result
+
+    def disconnect(self, user: str) -> int:
+        result: int = self._run(_disconnect(user))
+        return result
+
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_INFO)
+        return result
+
+    def webhooks(self, method: str, path: str = "", json: Any = None) -> Any:
+        return self._run(_webhooks(method, path, json))

@@ -1,0 +1,101 @@
+// Type declarations for tidings.js, the browser client of tidings.
+
+export type TransportName = "ws" | "sse" | "longpoll" | "poll";
+
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+export interface Publication<T = unknown> {
+  channel: string;
+  offset: number;
+  epoch: string;
+  id: string;
+  /** Unix time in milliseconds. */
+  time: number;
+  event: string;
+  data: T;
+  cursor?: string;
+}
+
+export interface GapNotice {
+  channel: string;
+  epoch: string;
+  /** The first offset that was asked for (last seen + 1). */
+  requested: number;
+  /** The oldest offset still in history, or null when history is empty. */
+  available_from: number | null;
+}
+
+export interface ClientInfo {
+  client: string;
+  user: string;
+  info: unknown;
+}
+
+export interface PublishResult {
+  channel: string;
+  offset: number;
+  epoch: string;
+  id: string;
+}
+
+export type ClientState = "idle" | "connecting" | "connected" | "fallback" | "disconnected" | "closed";
+
+export interface TidingsOptions {
+  token?: string;
+  /** Called before each connection attempt; return a fresh token. */
+  getToken?: () => string | Promise<string>;
+  /** Order of transports to try; the client falls back along it. */
+  transports?: TransportName[];
+  /** Short polling interval in milliseconds (default 1000). */
+  pollInterval?: number;
+  /** Long poll timeout in seconds (default 25). */
+  longPollTimeout?: number;
+  minBackoff?: number;
+  maxBackoff?: number;
+}
+
+type Unsubscribe = () => void;
+
+export interface SubscriptionEvents<T> {
+  publication: Publication<T>;
+  gap: GapNotice;
+  subscribed: Record<string, unknown>;
+  join: ClientInfo;
+  leave: ClientInfo;
+}
+
+export declare class Subscription<T = unknown> {
+  readonly channel: string;
+  /** The last position seen on this channel. */
+  position: Position | null;
+  on<K extends keyof SubscriptionEvents<T>>(event: K, handler: (value: SubscriptionEvents<T>[K]) => void): Unsubscribe;
+  off<K extends keyof SubscriptionEvents<T>>(event: K, handler: (value: SubscriptionEvents<T>[K]) => void): void;
+  unsubscribe(): void;
+}
+
+export interface ClientEvents {
+  state: { state: ClientState; transport: TransportName | null };
+  transport: TransportName;
+  error: unknown;
+}
+
+export declare class Tidings {
+  constructor(url?: string, options?: TidingsOptions);
+  readonly url: string;
+  state: ClientState;
+  transport: TransportName | null;
+  subscribe<T = unknown>(channel: string, options?: { since?: Position }): Subscription<T>;
+  publish(channel: string, data: unknown, event?: string): Promise<PublishResult>;
+  presence(channel: string): Promise<ClientInfo[]>;
+  /** The cursor over every subscribed channel. */
+  cursor(): string;
+  close(): void;
+  on<K extends keyof ClientEvents>(event: K, handler: (value: ClientEvents[K]) => void): Unsubscribe;
+  off<K extends keyof ClientEvents>(event: K, handler: (value: ClientEvents[K]) => void): void;
+}
+
+export declare function cursorToken(channel: string, position: Position): string;
+export declare function decodeCursor(cursor: string): Record<string, Position>;

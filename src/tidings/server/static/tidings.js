@@ -1,0 +1,406 @@
+// tidings.js: the browser client of tidings. One dependency-free ES module.
+//
+//   import { Tidings } from "/static/tidings.js";
+//   const client = new Tidings("http://127.0.0.1:8600", { token });
+//   const sub = client.subscribe("chat:lobby");
+//   sub.on("publication", (pub) => console.log(pub.data));
+//   sub.on("gap", (gap) => console.warn("missed", gap));
+//   await client.publish("chat:lobby", { text: "hi" });   // WebSocket only
+//
+// Transports are tried in order (default: WebSocket, SSE, long polling, short polling). When one
+// fails to connect (blocked, disabled, or refused by a proxy) the client falls back to the next,
+// resuming from the last position it saw on every channel, so a switch loses nothing and repeats
+// nothing. Publications are deduplicated by (epoch, offset). A transport that worked and dropped
+// is reconnected with exponential backoff and full jitter.
+
+const DEFAULT_TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
+
+function b64url(text) {
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** The cursor token of one channel position (docs/reference/protocol.md, "Cursors"). */
+export function cursorToken(channel, position) {
+  return b64url(`${position.offset}:${position.epoch}:${channel}`);
+}
+
+/** Positions by channel from a cursor: {channel: {epoch, offset}}. */
+export function decodeCursor(cursor) {
+  const out = {};
+  for (const token of (cursor || "").split(".").filter(Boolean)) {
+    const padded = token.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((token.length + 3) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    const [offset, epoch, ...rest] = new TextDecoder().decode(bytes).split(":");
+    out[rest.join(":")] = { epoch, offset: Number(offset) };
+  }
+  return out;
+}
+
+class Emitter {
+  constructor() { this._handlers = new Map(); }
+  on(event, fn) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+  off(event, fn) { this._handlers.get(event)?.delete(fn); }
+  emit(event, value) {
+    for (const fn of [...(this._handlers.get(event) || [])]) {
+      try { fn(value); } catch (err) { console.error(err); }
+    }
+  }
+}
+
+/** One channel's subscription: emits "publication", "gap", "subscribed", "join", "leave". */
+export class Subscription extends Emitter {
+  constructor(client, channel, since) {
+    super();
+    this.client = client;
+    this.channel = channel;
+    this.position = since || null;   // {epoch, offset} of the last publication seen
+  }
+  unsubscribe() { this.client._unsubscribe(this); }
+
+  _accept(pub) {
+    const pos = this.position;
+    if (pos && pos.epoch === pub.epoch && pub.offset <= pos.offset) return;  // seen already
+    this.position = { epoch: pub.epoch, offset: pub.offset };
+    this.emit("publication", pub);
+  }
+  _gap(gap) {
+    // History could not cover the resume: continue from what survived (or from the present).
+    const latest = this.latest && this.latest.epoch === gap.epoch ? this.latest.offset : 0;
+    const from = gap.available_from ?? latest + 1;
+    this.position = { epoch: gap.epoch, offset: from - 1 };
+    this.emit("gap", gap);
+  }
+  _fresh(position) {
+    // Where the channel stands now; adopted only by a subscription that has seen nothing yet.
+    this.latest = { ...position };
+    if (!this.position) this.position = { ...position };
+  }
+}
+
+/** The client. Emits "state" ({state, transport}), "error" and "transport". */
+export class Tidings extends Emitter {
+  constructor(url, options = {}) {
+    super();
+    this.url = (url || location.origin).replace(/\/$/, "");
+    this.token = options.token || null;
+    this.getToken = options.getToken || null;
+    this.transports = options.transports || DEFAULT_TRANSPORTS;
+    this.pollInterval = options.pollInterval ?? 1000;
+    this.longPollTimeout = options.longPollTimeout ?? 25;
+    this.minBackoff = options.minBackoff ?? 250;
+    this.maxBackoff = options.maxBackoff ?? 10000;
+    this.subs = new Map();
+    this.state = "idle";
+    this.transport = null;
+    this._index = 0;
+    this._attempt = 0;
+    this._conn = null;
+    this._closed = false;
+    this._refs = 0;
+    this._pending = new Map();
+    this._timer = null;
+  }
+
+  /** Subscribe to `channel`; `options.since` ({epoch, offset}) resumes after a known position. */
+  subscribe(channel, options = {}) {
+    if (this.subs.has(channel)) return this.subs.get(channel);
+    const sub = new Subscription(this, channel, options.since);
+    this.subs.set(channel, sub);
+    if (this.state === "idle") this._connect();
+    else this._conn?.subscribed(sub);
+    return sub;
+  }
+
+  /** Publish over the WebSocket connection; resolves with {channel, offset, epoch, id}. */
+  publish(channel, data, event = "message") {
+    return this._request({ op: "publish", channel, data, event });
+  }
+
+  /** The clients present in `channel` (WebSocket only). */
+  async presence(channel) {
+    return (await this._request({ op: "presence", channel })).clients;
+  }
+
+  /** The current cursor over every subscribed channel (for the HTTP transports). */
+  cursor() {
+    const tokens = [];
+    for (const sub of this.subs.values()) {
+      if (sub.position) tokens.push(cursorToken(sub.channel, sub.position));
+    }
+    return tokens.join(".");
+  }
+
+  close() {
+    this._closed = true;
+    clearTimeout(this._timer);
+    this._conn?.close();
+    this._conn = null;
+    this._setState("closed");
+  }
+
+  _unsubscribe(sub) {
+    if (this.subs.get(sub.channel) !== sub) return;
+    this.subs.delete(sub.channel);
+    this._conn?.unsubscribed(sub);
+  }
+
+  _request(command) {
+    if (!(this._conn instanceof WSConnection) || !this._conn.open) {
+      return Promise.reject(new Error(`${command.op} needs a WebSocket connection (now: ${this.transport || "none"})`));
+    }
+    const ref = ++this._refs;
+    return new Promise((resolve, reject) => {
+      this._pending.set(ref, { resolve, reject });
+      this._conn.send({ ...command, ref });
+    });
+  }
+
+  _settle(msg) {
+    const pending = this._pending.get(msg.ref);
+    if (!pending) return false;
+    this._pending.delete(msg.ref);
+    if (msg.op === "error") pending.reject(Object.assign(new Error(msg.message), { code: msg.code }));
+    else pending.resolve(msg);
+    return true;
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit("state", { state, transport: this.transport });
+  }
+
+  async _tokenNow() {
+    if (this.getToken) this.token = await this.getToken();
+    return this.token;
+  }
+
+  _connect() {
+    if (this._closed) return;
+    const name = this.transports[this._index];
+    const Kind = { ws: WSConnection, sse: SSEConnection, longpoll: LongPollConnection, poll: ShortPollConnection }[name];
+    this.transport = name;
+    this._setState("connecting");
+    this._conn = new Kind(this);
+    this._conn.start();
+  }
+
+  // Called by connections.
+  _opened() {
+    this._attempt = 0;
+    this._setState("connected");
+    this.emit("transport", this.transport);
+  }
+
+  _failed(everOpened, reason) {
+    if (this._closed) return;
+    for (const { reject } of this._pending.values()) reject(new Error("connection lost"));
+    this._pending.clear();
+    this._conn = null;
+    this.emit("error", { transport: this.transport, reason });
+    if (!everOpened && this._index < this.transports.length - 1) {
+      this._index += 1;     // blocked or disabled: fall back at once, resuming from the cursor
+      this._setState("fallback");
+      this._connect();
+      return;
+    }
+    this._setState("disconnected");
+    const cap = Math.min(this.maxBackoff, this.minBackoff * 2 ** this._attempt++);
+    this._timer = setTimeout(() => this._connect(), Math.random() * cap);  // full jitter
+  }
+
+  _publication(pub) { this.subs.get(pub.channel)?._accept(pub); }
+  _gap(gap) { this.subs.get(gap.channel)?._gap(gap); }
+  _ready(channels) {
+    for (const [name, position] of Object.entries(channels || {})) this.subs.get(name)?._fresh(position);
+  }
+}
+
+class WSConnection {
+  constructor(client) { this.client = client; this.open = false; this.ws = null; this.everOpened = false; }
+
+  async start() {
+    const token = await this.client._tokenNow();
+    const url = this.client.url.replace(/^http/, "ws") + "/ws" + (token ? `?token=${encodeURIComponent(token)}` : "");
+    let ws;
+    try { ws = new WebSocket(url); } catch (err) { this.client._failed(false, String(err)); return; }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.open = this.everOpened = true;
+      this.client._opened();
+      for (const sub of this.client.subs.values()) this.subscribed(sub);
+    };
+    ws.onmessage = (event) => this._message(JSON.parse(event.data));
+    ws.onclose = (event) => {
+      this.open = false;
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.client._failed(this.everOpened, `closed ${event.code} ${event.reason}`);
+    };
+  }
+
+  send(command) { this.ws?.send(JSON.stringify(command)); }
+
+  subscribed(sub) {
+    if (!this.open) return;
+    const cmd = { op: "subscribe", channel: sub.channel, ref: ++this.client._refs };
+    if (sub.position) cmd.since = sub.position;
+    this.send(cmd);
+  }
+
+  unsubscribed(sub) { if (this.open) this.send({ op: "unsubscribe", channel: sub.channel }); }
+
+  _message(msg) {
+    const client = this.client;
+    switch (msg.op) {
+      case "message": client._publication(msg); break;
+      case "subscribed": {
+        const sub = client.subs.get(msg.channel);
+        if (!sub) break;
+        sub._fresh({ epoch: msg.epoch, offset: msg.offset });
+        if (!msg.recovered && "requested" in msg) {
+          sub._gap({ channel: msg.channel, epoch: msg.epoch, requested: msg.requested, available_from: msg.available_from });
+        }
+        sub.emit("subscribed", msg);
+        break;
+      }
+      case "join": case "leave": client.subs.get(msg.channel)?.emit(msg.op, msg.client); break;
+      default: if (!client._settle(msg) && msg.op === "error") client.emit("error", msg);
+    }
+  }
+
+  close() { const ws = this.ws; this.ws = null; ws?.close(1000); }
+}
+
+/** Shared by the HTTP transports: query strings with every channel and the cursor. */
+function httpQuery(client, extra = {}) {
+  const params = new URLSearchParams();
+  for (const name of client.subs.keys()) params.append("channel", name);
+  const cursor = client.cursor();
+  if (cursor) params.set("cursor", cursor);
+  for (const [k, v] of Object.entries(extra)) params.set(k, String(v));
+  return params;
+}
+
+async function httpHeaders(client) {
+  const token = await client._tokenNow();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+class SSEConnection {
+  // fetch() + a streaming parser rather than EventSource: publications carry their own event
+  // names, which EventSource would only deliver to listeners registered for each name, and the
+  // token can travel in a header.
+  constructor(client) { this.client = client; this.abort = new AbortController(); this.everOpened = false; }
+
+  async start() {
+    const client = this.client;
+    let reason = "ended";
+    try {
+      const response = await fetch(`${client.url}/sse?${httpQuery(client)}`, {
+        headers: { Accept: "text/event-stream", ...(await httpHeaders(client)) },
+        signal: this.abort.signal, cache: "no-store",
+      });
+      if (!response.ok || !(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
+        throw new Error(`SSE refused: ${response.status}`);
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "", event = "message", data = [];
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const lines = buffer.split(/\r\n|\r|\n/);
+        buffer = lines.pop();
+        for (const line of lines) {
+          if (line === "") {
+            if (data.length) this._event(event, data.join("\n"));
+            event = "message"; data = [];
+          } else if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+          else if (line.startsWith("event:")) event = line.slice(line[6] === " " ? 7 : 6);
+        }
+      }
+    } catch (err) {
+      reason = String(err);
+      if (this.abort.signal.aborted) return;
+    }
+    if (!this.abort.signal.aborted) client._failed(this.everOpened, reason);
+  }
+
+  _event(name, text) {
+    const payload = JSON.parse(text);
+    if (name === "ready") {
+      this.everOpened = true;
+      this.client._opened();
+      this.client._ready(payload.channels);
+    } else if (name === "gap") this.client._gap(payload);
+    else this.client._publication(payload);
+  }
+
+  // A changed channel set needs a new stream (resuming from the cursor).
+  subscribed() { this._restart(); }
+  unsubscribed() { this._restart(); }
+  _restart() {
+    if (!this.everOpened) return;
+    this.close();
+    this.client._conn = null;
+    this.client._connect();
+  }
+  close() { this.abort.abort(); }
+}
+
+class LongPollConnection {
+  constructor(client, timeout) {
+    this.client = client;
+    this.timeout = timeout ?? client.longPollTimeout;
+    this.abort = new AbortController();
+    this.everOpened = false;
+    this.etag = null;
+  }
+
+  async start() {
+    const client = this.client;
+    while (!this.abort.signal.aborted) {
+      if (client.subs.size === 0) { await this._sleep(200); continue; }
+      let response;
+      try {
+        const headers = await httpHeaders(client);
+        if (this.etag && this.timeout === 0) headers["If-None-Match"] = this.etag;
+        response = await fetch(`${client.url}/poll?${httpQuery(client, { timeout: this.timeout })}`,
+          { headers, signal: this.abort.signal, cache: "no-store" });
+      } catch (err) {
+        if (!this.abort.signal.aborted) client._failed(this.everOpened, String(err));
+        return;
+      }
+      if (response.status !== 200 && response.status !== 304) {
+        client._failed(this.everOpened, `poll refused: ${response.status}`);
+        return;
+      }
+      if (!this.everOpened) { this.everOpened = true; client._opened(); }
+      if (response.status === 200) {
+        this.etag = response.headers.get("ETag");
+        const body = await response.json();
+        for (const gap of body.gaps || []) client._gap(gap);
+        for (const pub of body.messages || []) client._publication(pub);
+        if (body.cursor) client._ready(decodeCursor(body.cursor));
+      }
+      if (this.timeout === 0) await this._sleep(client.pollInterval);
+    }
+  }
+
+  _sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+  subscribed() {}
+  unsubscribed() {}
+  close() { this.abort.abort(); }
+}
+
+class ShortPollConnection extends LongPollConnection {
+  constructor(client) { super(client, 0); }
+}

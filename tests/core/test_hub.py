@@ -1,0 +1,150 @@
+"""``tidings.hub``: the channel → subscribers index and the synchronous fan-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidings.core.events import Page
+from tidings.core.position import Position
+from tidings.core.recovery import Recovery
+from tidings.core.wire.frames import EncodedPublication
+from tidings.hub import Hub
+
+from .helpers import EPOCH, pub
+
+CH = "chat:lobby"
+
+
+class Recorder:
+    def __init__(self, hub: Hub | None = None, unsubscribe_on_deliver: bool = False) -> None:
+        self.delivered: list[EncodedPublication] = []
+        self.controls: list[tuple[str, dict[str, Any]]] = []
+        self.hub = hub
+        self.unsubscribe_on_deliver = unsubscribe_on_deliver
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        self.delivered.append(publication)
+        if self.unsubscribe_on_deliver and self.hub is not None:
+            self.hub.remove(publication.publication.channel, self)
+
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        self.controls.append((channel, message))
+
+
+def test_fan_out_without_subscribers_encodes_nothing():
+    assert Hub().fan_out(pub(1)) is None
+
+
+def test_fan_out_hands_the_same_encoded_publication_to_every_live_subscriber():
+    hub = Hub()
+    a, b = Recorder(), Recorder()
+    for sub in (a, b):
+        hub.add_recovering(CH, sub, Recovery(CH, None))
+        hub.promote(CH, sub)
+    encoded = hub.fan_out(pub(1))
+    assert encoded is not None
+    assert a.delivered == [encoded]
+    assert b.delivered == [encoded]
+    assert a.delivered[0] is b.delivered[0]
+    assert hub.deliveries == 2
+
+
+def test_recovering_subscribers_buffer_instead_of_receiving():
+    hub = Hub()
+    sub = Recorder()
+    recovery = Recovery(CH, None)
+    assert hub.add_recovering(CH, sub, recovery) is True
+    assert hub.is_recovering(CH, sub)
+    assert hub.fan_out(pub(1)) is None
+    assert sub.delivered == []
+    assert recovery.finish(Page([], Position(EPOCH, 0))).publications == [pub(1)]
+    hub.promote(CH, sub)
+    assert not hub.is_recovering(CH, sub)
+    hub.fan_out(pub(2))
+    assert [e.publication for e in sub.delivered] == [pub(2)]
+
+
+def test_add_recovering_says_whether_the_channel_is_new_here():
+    hub = Hub()
+    a, b = Recorder(), Recorder()
+    assert hub.add_recovering(CH, a, Recovery(CH, None)) is True
+    assert hub.add_recovering(CH, b, Recovery(CH, None)) is False
+    hub.promote(CH, a)
+    assert hub.add_recovering(CH, Recorder(), Recovery(CH, None)) is False
+
+
+def test_promote_keeps_other_recovering_subscribers():
+    hub = Hub()
+    a, b = Recorder(), Recorder()
+    hub.add_recovering(CH, a, Recovery(CH, None))
+    hub.add_recovering(CH, b, Recovery(CH, None))
+    hub.promote(CH, a)
+    assert hub.is_recovering(CH, b)
+    assert hub.channels() == {CH: 2}
+
+
+def test_promote_without_recovering_adds_a_live_subscriber():
+    hub = Hub()
+    sub = Recorder()
+    hub.promote(CH, sub)
+    assert hub.subscriber_count(CH) == 1
+
+
+def test_remove_reports_when_the_channel_has_no_subscriber_left():
+    hub = Hub()
+    a, b = Recorder(), Recorder()
+    hub.add_recovering(CH, a, Recovery(CH, None))
+    hub.promote(CH, a)
+    hub.add_recovering(CH, b, Recovery(CH, None))
+    assert hub.remove(CH, a) is False
+    assert hub.remove(CH, b) is True
+    assert not hub.has_channel(CH)
+    assert hub.remove(CH, a) is True  # removing twice is harmless
+    assert hub.channels() == {}
+
+
+def test_remove_of_an_unknown_subscriber_keeps_the_others():
+    hub = Hub()
+    a = Recorder()
+    hub.promote(CH, a)
+    assert hub.remove(CH, Recorder()) is False
+    assert hub.subscriber_count(CH) == 1
+
+
+def test_a_subscriber_that_unsubscribes_during_delivery_does_not_break_the_fan_out():
+    hub = Hub()
+    quitter = Recorder(hub, unsubscribe_on_deliver=True)
+    stayer = Recorder()
+    hub.promote(CH, quitter)
+    hub.promote(CH, stayer)
+    hub.fan_out(pub(1))
+    assert len(quitter.delivered) == 1
+    assert len(stayer.delivered) == 1
+    assert hub.deliveries == 2  # both were delivered to, though one left meanwhile
+    hub.fan_out(pub(2))
+    assert len(quitter.delivered) == 1
+    assert len(stayer.delivered) == 2
+
+
+def test_control_reaches_live_subscribers_only():
+    hub = Hub()
+    live, recovering = Recorder(), Recorder()
+    hub.promote(CH, live)
+    hub.add_recovering(CH, recovering, Recovery(CH, None))
+    message = {"op": "join", "channel": CH}
+    hub.control(CH, message)
+    hub.control("chat:empty", message)
+    assert live.controls == [(CH, message)]
+    assert recovering.controls == []
+
+
+def test_channels_and_counts_include_live_and_recovering():
+    hub = Hub()
+    hub.promote("a", Recorder())
+    hub.add_recovering("b", Recorder(), Recovery("b", None))
+    hub.add_recovering("a", Recorder(), Recovery("a", None))
+    assert hub.channels() == {"a": 2, "b": 1}
+    assert hub.subscriber_count("a") == 2
+    assert hub.subscriber_count("zzz") == 0
+    assert hub.has_channel("b")
+    assert not hub.has_channel("zzz")

@@ -1,0 +1,172 @@
+"""Security on the wire: tokens, grants, origins, rate and connection limits, token expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.serving import serve
+from tests.wsclient import WS
+
+SECRET = "s" * 32
+NAMESPACES = {"private": {"private": True}, "public": {"public": True},
+              "members": {"public": False}}
+
+
+def token(claims: dict[str, Any] | None = None, key: Any = SECRET, alg: str = "HS256",
+          **extra: Any) -> str:
+    body = {"sub": "alice", "exp": int(time.time()) + 60, **(claims or {}), **extra}
+    return jwt.encode(body, key, algorithm=alg)
+
+
+async def close_code(url: str) -> int | None:
+    async with connect(url) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        return ws.close_code
+
+
+async def test_token_grants_private_channels_and_nothing_else():
+    with serve(token_secret=SECRET, namespaces=NAMESPACES) as server:
+        grant = token({"channels": {"private:alice*": ["subscribe"]}})
+        async with await WS.open(f"{server.ws_url}?token={grant}") as ws:
+            ok = await ws.request("subscribe", channel="private:alice-inbox")
+            assert ok["op"] == "subscribed"
+            refused = await ws.request("subscribe", channel="private:bob-inbox")
+            assert refused["op"] == "error" and refused["code"] == "forbidden"
+            assert (await ws.request("subscribe", channel="members:x"))["op"] == "subscribed"
+        async with await WS.open(server.ws_url) as anonymous:
+            refused = await anonymous.request("subscribe", channel="private:alice-inbox")
+            assert refused["code"] == "forbidden"
+            refused = await anonymous.request("subscribe", channel="members:x")
+            assert refused["code"] == "forbidden"
+            assert (await anonymous.request("subscribe", channel="public:x"))["op"] == "subscribed"
+
+
+def _rsa() -> tuple[Any, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, public
+
+
+def _bad_tokens(rsa_key: Any, public_pem: bytes) -> dict[str, str]:
+    good = token(key=rsa_key, alg="RS256")
+    head, payload, sig = good.split(".")
+    tampered_payload = jwt.utils.base64url_encode(b'{"sub":"mallory","exp":9999999999}').decode()
+    none = (jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode() + "." + payload + ".")
+    import hashlib
+    import hmac as _hmac
+    signing_input = (jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}').decode() + "."
+                     + payload)
+    confused_sig = jwt.utils.base64url_encode(
+        _hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()).decode()
+    return {
+        "expired": token(key=rsa_key, alg="RS256", exp=int(time.time()) - 10),
+        "wrong audience": token(key=rsa_key, alg="RS256", aud="someone-else"),
+        "wrong issuer": token(key=rsa_key, alg="RS256", iss="evil"),
+        "tampered": f"{head}.{tampered_payload}.{sig}",
+        "alg none": none,
+        "HS256 with the RSA public key": f"{signing_input}.{confused_sig}",
+    }
+
+
+async def test_bad_tokens_are_refused_on_websocket_with_the_same_code(tmp_path):
+    rsa_key, public_pem = _rsa()
+    (tmp_path / "pub.pem").write_bytes(public_pem)
+    settings: dict[str, Any] = {"auth": {"public_key_file": str(tmp_path / "pub.pem"),
+                                         "audience": "tidings", "issuer": "me"}}
+    with serve(**settings) as server:
+        good = token(key=rsa_key, alg="RS256", aud="tidings", iss="me")
+        async with await WS.open(f"{server.ws_url}?token={good}") as ws:
+            assert (await ws.request("connect", token=good))["user"] == "alice"
+        for name, bad in _bad_tokens(rsa_key, public_pem).items():
+            code = await close_code(f"{server.ws_url}?token={bad}")
+            expected = 4001 if name == "expired" else 4003
+            assert code == expected, name
+            async with await WS.open(server.ws_url) as ws:
+                reply = await ws.request("connect", token=bad)
+                assert reply["op"] == "error" and reply["code"] == "unauthorized", name
+
+
+async def test_foreign_origin_is_refused_with_403_when_an_allow_list_is_set():
+    with serve(allowed_origins=["https://app.example.com"]) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(server.ws_url, origin="https://evil.example.net")
+        assert refused.value.response.status_code == 403
+        async with await WS.open(server.ws_url, origin="https://app.example.com") as ws:
+            assert (await ws.request("ping"))["op"] == "pong"
+        async with await WS.open(server.ws_url) as ws:  # no Origin: not a browser
+            assert (await ws.request("ping"))["op"] == "pong"
+
+
+async def test_publish_flood_is_rate_limited_and_the_connection_survives():
+    with serve(limits={"publish_rate": 5, "publish_burst": 5}) as server:
+        async with await WS.open(server.ws_url) as ws:
+            replies = [await ws.request("publish", channel="flood", data=i) for i in range(20)]
+            codes = [r.get("code", r["op"]) for r in replies]
+            assert codes.count("published") >= 5 and "rate_limited" in codes
+            assert (await ws.request("ping"))["op"] == "pong"
+
+
+async def test_connections_over_the_per_ip_limit_are_refused_and_the_server_stays_healthy():
+    with serve(limits={"max_connections_per_ip": 20}) as server:
+        held = [await WS.open(server.ws_url) for _ in range(20)]
+        try:
+            for ws in held[:3]:
+                assert (await ws.request("ping"))["op"] == "pong"
+            assert await close_code(server.ws_url) == 4029
+        finally:
+            for ws in held:
+                await ws.close()
+        async with await WS.open(server.ws_url) as ws:
+            assert (await ws.request("ping"))["op"] == "pong"
+
+
+async def test_token_expiry_closes_with_4001_unless_refreshed():
+    with serve(token_secret=SECRET) as server:
+        short = token(exp=int(time.time()) + 2)
+        async with connect(f"{server.ws_url}?token={short}") as ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4001
+        short = token(exp=int(time.time()) + 2)
+        async with await WS.open(f"{server.ws_url}?token={short}") as ws:
+            fresh = token(exp=int(time.time()) + 60)
+            assert (await ws.request("connect", token=fresh))["op"] == "connected"
+            other_user = token(sub="bob")
+            assert (await ws.request("connect", token=other_user))["code"] == "unauthorized"
+            await asyncio.sleep(3)  # past the first token's expiry: the refresh must hold
+            assert (await ws.request("ping"))["op"] == "pong"
+
+
+async def test_subscription_token_grants_one_private_channel():
+    with serve(token_secret=SECRET, namespaces=NAMESPACES) as server:
+        sub_token = jwt.encode({"sub": "", "channel": "private:room",
+                                "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        async with await WS.open(server.ws_url) as ws:
+            ok = await ws.request("subscribe", channel="private:room", token=sub_token)
+            assert ok["op"] == "subscribed"
+            other = await ws.request("subscribe", channel="private:other", token=sub_token)
+            assert other["code"] in ("forbidden", "unauthorized")
+
+
+@pytest.mark.parametrize("first_bytes", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
+async def test_a_connection_that_does_not_finish_its_request_is_dropped(first_bytes: bytes):
+    with serve(limits={"handshake_timeout": 1}) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(first_bytes)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed by the server
+        assert 0.5 < time.monotonic() - started < 5
+        writer.close()
+        async with await WS.open(server.ws_url) as ws:  # still serving
+            assert (await ws.request("ping"))["op"] == "pong"
