@@ -70,7 +70,8 @@ class RawWS:
             if opcode == OP_CLOSE:
                 with contextlib.suppress(ConnectionError):
                     self.send(client_frame(OP_CLOSE, payload[:2]))  # as a client answers
-                assert await asyncio.wait_for(self.reader.read(), DEADLINE) == b""
+                    # then the server closes the socket (a reset if it had closed already)
+                    assert await asyncio.wait_for(self.reader.read(), DEADLINE) == b""
                 self.close()
                 return int.from_bytes(payload[:2], "big")
 

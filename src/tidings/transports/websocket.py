@@ -183,6 +183,8 @@ class CommandHandler:
         self._expiry = None
         if self.session.expired(time.time()):
             self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
+        else:  # timers may fire a little early (uvloop rounds to milliseconds): try again
+            self._watch_expiry()
 
     def _take_publish_token(self) -> None:
         limits = self.node.settings.limits
