@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -39,6 +40,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tidings.auth.limits import ConnectionLease
+from tidings.logs import _SANE_ID, request_id
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
@@ -264,7 +266,12 @@ class FastProtocol(asyncio.Protocol):
         rest = self._buf
         address = ctx.node.security.client_ip(scope)
         connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address)
-        connection.open(handshake_response(accept), rest)
+        # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
+        # echoed in the 101 and carried by the connection's open log line
+        incoming = head.headers.get("x-request-id")
+        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else uuid.uuid4().hex
+        request_id.set(rid)  # this task's context only
+        connection.open(handshake_response(accept, [("X-Request-ID", rid)]), rest)
 
     def _refuse_upgrade(self, accept: str, refused: Refused) -> None:
         if not refused.accept:
@@ -485,6 +492,10 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def replay(self, publication: EncodedPublication) -> None:
         self.send_frame(publication.ws_frame)
+
+    def _overflow(self) -> None:
+        self.node.metrics.outbox_overflow(self.transport)
+        super()._overflow()
 
     def queue(self, frame: str) -> None:
         self.send_frame(ws_text_frame(frame.encode()))

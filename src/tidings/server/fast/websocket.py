@@ -112,11 +112,13 @@ def check_handshake(method: str, headers: Mapping[str, str]) -> str:
     return accept_key(key)
 
 
-def handshake_response(accept: str) -> bytes:
-    """The ``101 Switching Protocols`` response (no subprotocol, no extension)."""
+def handshake_response(accept: str, headers: list[tuple[str, str]] | None = None) -> bytes:
+    """The ``101 Switching Protocols`` response (no subprotocol, no extension); ``headers``
+    are extra response headers (ASCII, already checked)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers or ())
     return (
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
     ).encode("ascii")
 
 
