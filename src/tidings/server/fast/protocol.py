@@ -40,10 +40,10 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tidings.auth.limits import ConnectionLease
-from tidings.logs import _SANE_ID, request_id
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
+from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.server.fast.websocket import (
