@@ -53,9 +53,11 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: floa
 
 
 @contextlib.contextmanager
-def serve(settings: Settings | None = None, *, engine: str | None = None,
-          **overrides: Any) -> Iterator[RunningServer]:
-    """Run a node until the block ends; ``overrides`` are settings (port defaults to 0)."""
+def serve(settings: Settings | None = None, *, engine: str | None = None, certfile: Any = None,
+          keyfile: Any = None, **overrides: Any) -> Iterator[RunningServer]:
+    """Run a node until the block ends; ``overrides`` are settings (port defaults to 0);
+    ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does;
+    ``engine`` is ``"fast"`` or ``"asgi"`` (default: :data:`ENGINE`)."""
     overrides.setdefault("port", 0)
     server_settings = {"engine": _ENGINE_SETTING[engine or ENGINE.get()]}
     server_settings.update(overrides.pop("server", {}))
@@ -64,7 +66,7 @@ def serve(settings: Settings | None = None, *, engine: str | None = None,
     else:
         settings = settings.model_copy(update={"server": settings.server.model_copy(
             update=server_settings)})
-    config = uvicorn_config(settings)
+    config = uvicorn_config(settings, certfile=certfile, keyfile=keyfile)
     config.log_level = "warning"
     server = TidingsServer(config)
     # The loop `tidings serve` uses (uvloop), not the test's.

@@ -153,6 +153,13 @@ class WSSession:
             if sub is not None:
                 sub.publication(Publication.from_dict(msg))
             return
+        if op == "gap":  # the server's broker link lost publications: say so, go on
+            from tidings.client.client import gap_from
+
+            sub = self.subs.get(msg.get("channel", ""))
+            if sub is not None:
+                sub.gap(gap_from(msg, sub.latest))
+            return
         if op == "subscribed":
             self._subscribed(msg)
         ref = msg.get("ref")
