@@ -140,8 +140,8 @@ async def test_2000_connections_from_one_ip_over_the_limit_leave_the_server_heal
 
         async def attempt() -> Any:
             ws = await connect(server.ws_url, open_timeout=30)
-            await ws.send('{"op":"ping","ref":1}')
             try:
+                await ws.send('{"op":"ping","ref":1}')
                 await asyncio.wait_for(ws.recv(), 30)
                 return ws
             except ConnectionClosed:
