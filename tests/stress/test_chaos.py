@@ -6,7 +6,6 @@ see is exact: every accepted publication after that, once each, in order (or ins
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -87,7 +86,7 @@ async def run_chaos(url: str, transports: list[str], clients: int, channels: int
 
 async def test_200_clients_on_all_five_transports_lose_nothing_through_a_chaos_proxy(tmp_path: Path):
     with node_process(tmp_path, settings=SETTINGS) as node:
-        served, missing = await served_transports(node.url)
+        _, missing = await served_transports(node.url)
         if missing:
             pytest.skip(f"transports not served yet (404): {', '.join(missing)}")
         problems, stats = await run_chaos(node.url, list(TRANSPORTS), clients=200, channels=10,
@@ -123,4 +122,3 @@ async def test_the_chaos_proxy_is_transparent_when_calm(tmp_path: Path):
             await publisher.close()
             assert proxy.stats.cuts == 0
             assert [p.data for p in consumer.ledger.publications] == list(range(20))
-    _ = asyncio  # the module's tests are asyncio tests (asyncio_mode = auto)

@@ -8,7 +8,7 @@ from pathlib import Path
 import uvicorn
 
 from tidings.server.app import create_app
-from tidings.server.protocols import protocol_path
+from tidings.server.protocols import protocol_path, ws_protocol_path
 from tidings.settings import Settings
 
 __all__ = ["run", "uvicorn_config"]
@@ -23,7 +23,7 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
         port=settings.port,
         loop="uvloop",
         http=protocol_path(),
-        ws="websockets-sansio",
+        ws=ws_protocol_path(),
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,
         ws_ping_timeout=limits.idle_timeout,
