@@ -49,6 +49,8 @@ __all__ = ["WebSocketConnection", "WebSocketEndpoint"]
 
 log = logging.getLogger("tidings.ws")
 
+CLOSE_TIMEOUT = 5.0  # seconds a closing connection waits for its close frame to be written
+
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
@@ -64,8 +66,8 @@ def _query_param(scope: Scope, name: str) -> str | None:
 class WebSocketConnection:
     """One client's WebSocket: subscriber in the hub, connection in the node."""
 
-    __slots__ = ("_bucket", "_closing", "_expiry", "client_id", "lease", "node", "outbox", "send",
-                 "session", "transport", "writer")
+    __slots__ = ("_bucket", "_closing", "_expiry", "_sending", "client_id", "lease", "node", "outbox",
+                 "reader", "send", "session", "transport", "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
         self.node = node
@@ -78,6 +80,8 @@ class WebSocketConnection:
                                           self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
+        self._sending = False
         self.lease: ConnectionLease | None = None
         self._bucket: TokenBucket | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -101,9 +105,16 @@ class WebSocketConnection:
         if self._closing is None:
             self._closing = reason
         self.outbox.close()
+        self._interrupt_send()
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self._interrupt_send()
+
+    def _interrupt_send(self) -> None:
+        """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
+        if self._sending and self.writer is not None:
+            self.writer.cancel()
 
     def _watch_expiry(self) -> None:
         """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
@@ -135,6 +146,13 @@ class WebSocketConnection:
         self.outbox.push(frame)
 
     async def write_loop(self) -> None:
+        """Write the outbox until it closes, then the close frame.
+
+        A client that stops reading fills its socket, and a write then waits for ever; closing
+        the connection (overflow: 4008, or any disconnect) interrupts that write. The close frame
+        gets :data:`CLOSE_TIMEOUT` seconds; a peer that does not take it in that time is not
+        waited for: the endpoint's reader is stopped, so the connection leaves the node.
+        """
         send = self.send
         outbox = self.outbox
         try:
@@ -145,13 +163,32 @@ class WebSocketConnection:
                 for frame in batch:
                     if outbox.closed:  # overflowed or disconnected: what is left is dropped
                         break
-                    await send({"type": "websocket.send", "text": frame})
+                    self._sending = True
+                    try:
+                        await send({"type": "websocket.send", "text": frame})
+                    finally:
+                        self._sending = False
+        except asyncio.CancelledError:
+            if not outbox.closed:
+                raise  # cancelled from outside, not interrupted by a close
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
         reason = self._closing or disconnect(CloseCode.NORMAL)
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": int(reason.code),
-                        "reason": reason.reason})
+        try:
+            await asyncio.wait_for(send({"type": "websocket.close", "code": int(reason.code),
+                                         "reason": reason.reason}), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self._stop_reader()
+        except Exception:
+            return
+
+    def _stop_reader(self) -> None:
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.cancel()
 
     # commands --------------------------------------------------------------------------------
 
@@ -321,7 +358,17 @@ class WebSocketEndpoint:
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
-            await self._read_loop(conn, receive)
+            conn.reader = asyncio.current_task()
+            try:
+                await self._read_loop(conn, receive)
+            except asyncio.CancelledError:
+                if conn._closing is None and not conn.outbox.closed:
+                    raise
+                # stopped by the writer: the peer took no close frame in time
+                if conn.reader is not None:
+                    conn.reader.uncancel()
+            finally:
+                conn.reader = None
         finally:
             await conn.cleanup()
             if conn.writer is not None:
