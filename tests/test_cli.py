@@ -11,7 +11,9 @@ import pytest
 
 from tests.serving import RunningServer
 
-COMMANDS = ["serve", "publish", "subscribe", "history", "presence"]
+COMMANDS = ["serve", "publish", "subscribe", "history", "presence", "token", "keys", "keys create",
+            "webhooks", "webhooks add", "webhooks list", "webhooks show", "webhooks deliveries",
+            "webhooks replay", "webhooks rotate", "webhooks test", "listen"]
 
 
 def tidings(*args: str, url: str | None = None, input: str | None = None,
@@ -30,7 +32,7 @@ def test_version():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str):
-    result = tidings(command, "--help")
+    result = tidings(*command.split(), "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
 
 

@@ -201,6 +201,18 @@ def subscribe(
             from None
 
 
+def _mount_subcommands() -> None:
+    from tidings.auth import cli as auth_cli
+    from tidings.webhooks import cli as webhooks_cli
+
+    app.add_typer(auth_cli.app)  # token, keys
+    app.add_typer(webhooks_cli.app, name="webhooks")
+    app.command("listen")(webhooks_cli.listen)
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     app()
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tidings.auth.security import Security
@@ -108,6 +108,10 @@ class Node:
         self._joined: dict[tuple[str, str], ClientInfo] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_publish: list[Callable[[Publication], None]] = []
+        # Awaited in publish() after the broker publish and before publish() returns (the
+        # webhook queue makes its deliveries durable here). Duplicates run them again: a retry
+        # after a hook failed must still enqueue, and hooks are idempotent by publication id.
+        self.publish_hooks: list[Callable[[Publication], Awaitable[None]]] = []
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -173,6 +177,8 @@ class Node:
             self.publications += 1
             for hook in self.on_publish:
                 hook(result.publication)
+        for async_hook in self.publish_hooks:
+            await async_hook(result.publication)
         return result
 
     # subscribing -----------------------------------------------------------------------------

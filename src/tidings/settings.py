@@ -154,6 +154,14 @@ class WebhookSettings(_Section):
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
     store: str = Field("", description="SQLite file of the delivery queue ('': tidings-webhooks.db).")
+    retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured.")
+    throttle_floor: float = Field(60.0, ge=0, description="Least delay after a 429 or a timeout.")
+    response_cap: int = Field(65536, ge=1024, description="Bytes of a response body read at most.")
+    synchronous: Literal["normal", "full"] = Field(
+        "normal", description="SQLite synchronous: normal (process crash) or full (power loss).")
+    inbound_dedup_ttl: float = Field(
+        3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
+    ca_file: str = Field("", description="PEM CA bundle for https endpoints ('' = system CAs).")
 
     @field_validator("allow_private")
     @classmethod
@@ -171,6 +179,8 @@ class ReceiverSettings(_Section):
     header: str = Field("X-Signature", description="hmac provider: the signature header.")
     algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="hmac provider: digest.")
     event_header: str | None = Field(None, description="hmac provider: header naming the event type.")
+    id_header: str | None = Field(
+        None, description="hmac provider: the header carrying a delivery id (dedup).")
 
 
 class Settings(BaseSettings):

@@ -21,6 +21,8 @@ from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 from tidings.node import Node
 from tidings.server.errors import install_error_handlers
+from tidings.webhooks.api import make_router
+from tidings.webhooks.service import WebhookService
 
 __all__ = ["create_api", "node_of", "require"]
 
@@ -211,7 +213,7 @@ async def info(node: NodeDep) -> InfoOut:
     )
 
 
-def create_api(node: Node) -> FastAPI:
+def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     """The FastAPI application mounted at ``/api``."""
     api = FastAPI(
         title="tidings server API", version=__version__, openapi_url="/openapi.json",
@@ -222,4 +224,7 @@ def create_api(node: Node) -> FastAPI:
     api.state.node = node
     install_error_handlers(api)
     api.include_router(router)
+    if webhooks is not None:
+        api.include_router(make_router(webhooks, dependencies=[Depends(require("admin"))],
+                                       prefix="/webhooks"))
     return api

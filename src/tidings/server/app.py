@@ -27,6 +27,7 @@ from tidings.server.api import create_api
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
 from tidings.transports.websocket import WebSocketEndpoint
+from tidings.webhooks.service import WebhookService
 
 __all__ = ["TidingsApp", "create_app"]
 
@@ -90,12 +91,17 @@ class TidingsApp(Starlette):
     """The ASGI app of one node; ``node`` is its :class:`~tidings.node.Node`."""
 
     node: Node
+    webhooks: WebhookService
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Start the node, and stop it on the way out (usable as a host app's lifespan)."""
         async with self.node:
-            yield
+            await self.webhooks.start()
+            try:
+                yield
+            finally:
+                await self.webhooks.stop()
 
 
 async def healthz(request: Request) -> Response:
@@ -121,17 +127,20 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     """The ASGI app serving every transport, the server API and the static files."""
     node = node if node is not None else Node(settings)
     settings = node.settings
-    api = BodyLimit(create_api(node), settings.limits.max_request_bytes)
+    webhooks = WebhookService(node)
+    api = BodyLimit(create_api(node, webhooks), settings.limits.max_request_bytes)
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Mount("/api", app=cast(ASGIApp, api)),
+        Route("/hooks/{name}", webhooks.receiver(), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
     ]
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
     app = TidingsApp(routes=routes)
     app.node = node
+    app.webhooks = webhooks
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)

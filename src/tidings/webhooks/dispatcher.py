@@ -1,0 +1,346 @@
+"""The outbound worker: one lane per endpoint, so a slow or dead endpoint delays only itself.
+
+A lane holds its endpoint's pending deliveries in a heap ordered by due time (or, for an
+``ordered`` endpoint, by enqueue order, one in flight at a time, a failing head holding back the
+rest). It starts an attempt when one is due, a slot of the endpoint's concurrency limit is free
+and its rate limit (a token bucket) allows. An attempt: read the job from the store, resolve and
+check the host (SSRF guard), POST the signed body to the checked address with redirects not
+followed and the response read up to a cap, decide (``retry.decide``), and record the attempt, the
+delivery's new state and the endpoint's in one store transaction.
+
+The store is the truth; the heaps are an index rebuilt from ``store.pending()`` at start, so a
+node killed at any moment resumes every pending delivery when it starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from tidings.exceptions import TidingsError
+from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
+from tidings.webhooks.signing import signature_header
+from tidings.webhooks.ssrf import Network, resolve, split_url
+from tidings.webhooks.store import Attempt, DeliveryStatus, Due, Endpoint, Job, WebhookStore
+
+__all__ = ["Dispatcher", "SendResult", "Sender"]
+
+log = logging.getLogger("tidings.webhooks")
+
+RESPONSE_LOG_BYTES = 1024
+USER_AGENT = "tidings-webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    result: AttemptResult
+    duration_ms: float
+    response: str
+
+
+class Sender:
+    """Sends one signed POST to the address the SSRF guard checked.
+
+    One connection pool per endpoint: a pool's bookkeeping grows with its connections and
+    queued requests, and a dead endpoint's pool never holds up another's."""
+
+    def __init__(self, *, timeout: float, allowed: Sequence[Network], response_cap: int,
+                 ca_file: str = "") -> None:
+        self.timeout = timeout
+        self.allowed = list(allowed)
+        self.response_cap = response_cap
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file else True)
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    def client(self, key: str, connections: int) -> httpx.AsyncClient:
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = httpx.AsyncClient(
+                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self.timeout),
+                verify=self.verify,
+                limits=httpx.Limits(max_connections=connections,
+                                    max_keepalive_connections=connections))
+        return client
+
+    async def forget(self, key: str) -> None:
+        client = self.clients.pop(key, None)
+        if client is not None:
+            await client.aclose()
+
+    async def close(self) -> None:
+        for key in list(self.clients):
+            await self.forget(key)
+
+    async def send(self, key: str, connections: int, url: str, headers: dict[str, str],
+                   body: bytes) -> SendResult:
+        started = time.perf_counter()
+
+        def done(result: AttemptResult, response: str = "") -> SendResult:
+            return SendResult(result, (time.perf_counter() - started) * 1000.0, response)
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                target = split_url(url)
+                allowed = await resolve(target, self.allowed)
+                client = self.client(key, connections)
+                request = client.build_request(
+                    "POST", target.url_for(allowed.address), content=body,
+                    headers={**headers, "Host": target.host_header},
+                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+                )
+                response = await client.send(request, stream=True)
+                try:
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_raw():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size >= self.response_cap:
+                            break
+                finally:
+                    await response.aclose()
+                text = b"".join(chunks)[:RESPONSE_LOG_BYTES].decode("utf-8", "replace")
+                return done(AttemptResult(response.status_code,
+                                          retry_after=response.headers.get("retry-after"),
+                                          error=None if response.is_success
+                                          else f"HTTP {response.status_code}"), text)
+        except TimeoutError:
+            return done(AttemptResult(None, error="timeout", timed_out=True))
+        except httpx.TimeoutException as exc:
+            return done(AttemptResult(None, error=f"timeout: {type(exc).__name__}",
+                                      timed_out=True))
+        except TidingsError as exc:
+            return done(AttemptResult(None, error=exc.message))
+        except httpx.HTTPError as exc:
+            return done(AttemptResult(None, error=f"{type(exc).__name__}: {exc}"[:300]))
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per second, burst ``max(1, rate)``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = max(1.0, rate)
+        self.stamp = time.monotonic()
+
+    def delay(self) -> float:
+        """Take a token; returns how long to wait first (0 if one was there)."""
+        now = time.monotonic()
+        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class _Lane:
+    def __init__(self, dispatcher: Dispatcher, endpoint_id: str) -> None:
+        self.dispatcher = dispatcher
+        self.endpoint_id = endpoint_id
+        self.heap: list[tuple[float, float, str]] = []
+        self.queued: dict[str, Due] = {}
+        self.inflight: dict[str, Due] = {}
+        self.wake = asyncio.Event()
+        self.bucket: _Bucket | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, due: Due) -> None:
+        if due.delivery_id in self.queued or due.delivery_id in self.inflight:
+            return
+        endpoint = self.dispatcher.endpoints.get(self.endpoint_id)
+        ordered = endpoint is not None and endpoint.ordered
+        key = (float(due.seq), due.due_at) if ordered else (due.due_at, float(due.seq))
+        heapq.heappush(self.heap, (*key, due.delivery_id))
+        self.queued[due.delivery_id] = due
+        self.wake.set()
+
+    def limit(self, endpoint: Endpoint) -> int:
+        if endpoint.ordered:
+            return 1
+        return endpoint.max_concurrency or self.dispatcher.concurrency
+
+    async def run(self) -> None:
+        while True:
+            endpoint = self.dispatcher.endpoints.get(self.endpoint_id)
+            if endpoint is None:
+                return
+            wait: float | None = None
+            if self.heap and endpoint.enabled and len(self.inflight) < self.limit(endpoint):
+                head = self.queued[self.heap[0][2]]
+                wait = head.due_at - time.time()
+                if wait <= 0:
+                    await self._rate_wait(endpoint)
+                    heapq.heappop(self.heap)
+                    del self.queued[head.delivery_id]
+                    self.inflight[head.delivery_id] = head
+                    self.dispatcher.spawn(self._attempt(head))
+                    continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.wake.wait()
+
+    def retry(self, due: Due) -> None:
+        """Queue an in-flight delivery again (its attempt decided to retry)."""
+        self.inflight.pop(due.delivery_id, None)
+        self.push(due)
+
+    async def _rate_wait(self, endpoint: Endpoint) -> None:
+        if endpoint.rate_limit is None:
+            self.bucket = None
+            return
+        if self.bucket is None or self.bucket.rate != endpoint.rate_limit:
+            self.bucket = _Bucket(endpoint.rate_limit)
+        delay = self.bucket.delay()
+        if delay > 0:
+            await asyncio.sleep(delay)  # this lane waits for its token; no other lane does
+
+    async def _attempt(self, due: Due) -> None:
+        try:
+            await self.dispatcher.attempt(due, self)
+        except Exception:
+            log.exception("webhook attempt %s crashed; retrying in 1 s", due.delivery_id)
+            self.retry(replace(due, due_at=time.time() + 1.0))
+        finally:
+            self.inflight.pop(due.delivery_id, None)
+            self.wake.set()
+
+
+class Dispatcher:
+    """See the module docstring. ``endpoints`` is shared with the service (the in-memory view
+    of the endpoints; the dispatcher replaces entries when an attempt changes an endpoint)."""
+
+    def __init__(self, store: WebhookStore, endpoints: dict[str, Endpoint], *,
+                 policy: RetryPolicy, sender: Sender, concurrency: int,
+                 rng: Callable[[], float] = random.random,
+                 on_attempt: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.endpoints = endpoints
+        self.policy = policy
+        self.sender = sender
+        self.concurrency = concurrency
+        self.rng = rng
+        self.on_attempt = on_attempt
+        self.lanes: dict[str, _Lane] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.attempts = 0
+        self.succeeded = 0
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def start(self) -> None:
+        for due in await self.store.pending():
+            self.add(due)
+
+    async def stop(self) -> None:
+        for lane in self.lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
+        for task in [*tasks, *self.tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.lanes.clear()
+        await self.sender.close()
+
+    def lane(self, endpoint_id: str) -> _Lane:
+        lane = self.lanes.get(endpoint_id)
+        if lane is None or lane.task is None or lane.task.done():
+            lane = _Lane(self, endpoint_id)
+            self.lanes[endpoint_id] = lane
+            lane.task = asyncio.get_running_loop().create_task(lane.run())
+        return lane
+
+    def add(self, due: Due) -> None:
+        if due.endpoint_id in self.endpoints:
+            self.lane(due.endpoint_id).push(due)
+
+    def endpoint_changed(self, endpoint_id: str) -> None:
+        """Call after changing or deleting an endpoint (wakes its lane, re-sorts its queue)."""
+        lane = self.lanes.get(endpoint_id)
+        if lane is not None:
+            queued = list(lane.queued.values())
+            lane.heap.clear()
+            lane.queued.clear()
+            for due in queued:
+                lane.push(due)
+            lane.wake.set()
+            if endpoint_id not in self.endpoints:
+                del self.lanes[endpoint_id]
+                self.spawn(self.sender.forget(endpoint_id))
+
+    def queued(self) -> int:
+        return sum(len(lane.heap) + len(lane.inflight) for lane in self.lanes.values())
+
+    async def _job(self, due: Due) -> Job | None:
+        endpoint = self.endpoints.get(due.endpoint_id)
+        if due.message is not None and endpoint is not None:
+            return Job(due.delivery_id, due.attempts, due.message, endpoint)
+        return await self.store.job(due.delivery_id)
+
+    async def attempt(self, due: Due, lane: _Lane) -> None:
+        job = await self._job(due)
+        if job is None:
+            return
+        limit = lane.limit(job.endpoint)
+        result = await self.sender.send(job.endpoint.id, limit, job.endpoint.url,
+                                        self._headers(job), job.message.body)
+        self.attempts += 1
+        now = time.time()
+        endpoint = self.endpoints.get(job.endpoint.id)
+        if endpoint is None:
+            return  # deleted meanwhile
+        decision = decide(self.policy, result.result, job.attempts + 1, now,
+                          endpoint.failing_since, self.rng())
+        changed = endpoint
+        if decision.outcome is Outcome.SUCCEEDED:
+            self.succeeded += 1
+            if endpoint.failing_since is not None:
+                changed = replace(endpoint, failing_since=None)
+        elif endpoint.failing_since is None:
+            changed = replace(endpoint, failing_since=now)
+        if decision.disable_reason is not None and endpoint.enabled:
+            changed = replace(changed, enabled=False, disabled_reason=decision.disable_reason,
+                              updated_at=now)
+            log.warning("webhook endpoint %s disabled: %s", endpoint.id, decision.disable_reason)
+        if changed is not endpoint:
+            self.endpoints[endpoint.id] = changed
+        status: DeliveryStatus = (
+            "succeeded" if decision.outcome is Outcome.SUCCEEDED else
+            "pending" if decision.outcome is Outcome.RETRY else "failed")
+        next_at = now + decision.delay if decision.outcome is Outcome.RETRY else None
+        attempt = Attempt(now, result.result.status, round(result.duration_ms, 3),
+                          result.result.error, result.response, status)
+        await self.store.record_attempt(job.delivery_id, attempt, status, next_at,
+                                        None if changed is endpoint else changed)
+        if self.on_attempt is not None:
+            self.on_attempt("success" if status == "succeeded" else "failure")
+        if next_at is not None:
+            lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1,
+                               message=job.message))
+
+    def _headers(self, job: Job) -> dict[str, str]:
+        timestamp = int(time.time())
+        return {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": job.message.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(job.endpoint.keys, job.message.id, timestamp,
+                                                  job.message.body, time.time()),
+        }

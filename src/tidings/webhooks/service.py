@@ -1,0 +1,298 @@
+"""The webhook service: endpoints, the publish hook, the dispatcher and the receivers of a node.
+
+Mounting (from ``create_app``)::
+
+    service = WebhookService(node)
+    service.mount(app)                 # /api/webhooks/* and /hooks/{name}
+    # in the lifespan, after node.start():   await service.start()
+    # and before node.stop():               await service.stop()
+
+or, inside the lifespan, ``service = await attach_webhooks(node, app)`` does all three but stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tidings.core.channels import pattern_matches, validate_pattern
+from tidings.core.commands import validate_event_name
+from tidings.core.events import Publication
+from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound
+from tidings.node import Node
+from tidings.settings import Settings
+from tidings.webhooks.dispatcher import Dispatcher, Sender
+from tidings.webhooks.retry import RetryPolicy
+from tidings.webhooks.signing import SigningKey, generate_secret
+from tidings.webhooks.ssrf import parse_networks, resolve, split_url
+from tidings.webhooks.store import (
+    Delivery,
+    DeliveryStatus,
+    Due,
+    Endpoint,
+    Message,
+    SQLiteWebhookStore,
+    WebhookStore,
+)
+
+__all__ = ["WebhookService", "attach_webhooks", "store_path"]
+
+log = logging.getLogger("tidings.webhooks")
+
+
+def store_path(settings: Settings) -> Path:
+    """Where the SQLite queue lives: ``webhooks.store``, else next to a SQLite broker's file,
+    else ``tidings-webhooks.db`` in the working directory."""
+    if settings.webhooks.store:
+        return Path(settings.webhooks.store)
+    if settings.broker.startswith("sqlite:///"):
+        broker = Path(settings.broker.removeprefix("sqlite:///"))
+        return broker.with_name(broker.stem + "-webhooks.db")
+    return Path("tidings-webhooks.db")
+
+
+class WebhookService:
+    """See the module docstring. Every method raises tidings exceptions only."""
+
+    def __init__(self, node: Node, *, store: WebhookStore | None = None,
+                 rng: Callable[[], float] | None = None) -> None:
+        self.node = node
+        self.settings = node.settings.webhooks
+        self.store: WebhookStore = store if store is not None else SQLiteWebhookStore(
+            store_path(node.settings), synchronous=self.settings.synchronous)
+        self.allowed = parse_networks(self.settings.allow_private)
+        self.endpoints: dict[str, Endpoint] = {}
+        self.policy = RetryPolicy(
+            schedule=tuple(self.settings.retry_schedule), jitter=self.settings.jitter,
+            throttle_floor=self.settings.throttle_floor,
+            retry_after_max=self.settings.retry_after_max,
+            disable_after=self.settings.disable_after)
+        self.attempt_counts: dict[str, int] = {"success": 0, "failure": 0}
+        self.attempt_listeners: list[Callable[[str], None]] = []
+        self._rng = rng
+        self.dispatcher: Dispatcher | None = None
+        self.started = False
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load endpoints, resume pending deliveries, hook into publish."""
+        await self.store.open()
+        self.endpoints.update({e.id: e for e in await self.store.list_endpoints()})
+        sender = Sender(timeout=self.settings.timeout, allowed=self.allowed,
+                        response_cap=self.settings.response_cap, ca_file=self.settings.ca_file)
+        kwargs: dict[str, Any] = {"rng": self._rng} if self._rng is not None else {}
+        self.dispatcher = Dispatcher(
+            self.store, self.endpoints, policy=self.policy, sender=sender,
+            concurrency=self.settings.concurrency_per_endpoint, on_attempt=self._count, **kwargs)
+        await self.dispatcher.start()
+        self.node.publish_hooks.append(self.on_publication)
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        if self.on_publication in self.node.publish_hooks:
+            self.node.publish_hooks.remove(self.on_publication)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        await self.store.close()
+
+    def mount(self, app: Any, *, dependencies: Sequence[Any] = (), root: Any = None,
+              prefix: str = "/api/webhooks") -> None:
+        """Add the webhook routes under ``prefix`` (with ``dependencies``, e.g. the API-key
+        check) to a FastAPI app or APIRouter, and the /hooks/{name} receiver to ``root``
+        (default: the same app)."""
+        from tidings.webhooks.api import make_router
+
+        app.include_router(make_router(self, dependencies=dependencies, prefix=prefix))
+        (root if root is not None else app).add_route(
+            "/hooks/{name}", self.receiver(), methods=["POST"], include_in_schema=False)
+
+    def receiver(self) -> Any:
+        """The ASGI endpoint of ``POST /hooks/{name}``."""
+        from tidings.webhooks.receiver import ReceiverEndpoint
+
+        return ReceiverEndpoint(self.node, self.store, dedup_ttl=self.settings.inbound_dedup_ttl)
+
+    def _count(self, outcome: str) -> None:
+        self.attempt_counts[outcome] = self.attempt_counts.get(outcome, 0) + 1
+        for listener in self.attempt_listeners:
+            listener(outcome)
+
+    def _dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None:
+            raise RuntimeError("WebhookService.start() was not awaited")
+        return self.dispatcher
+
+    # the publish hook --------------------------------------------------------------------------
+
+    def matching(self, channel: str, event: str) -> list[Endpoint]:
+        return [e for e in self.endpoints.values()
+                if e.enabled and (e.events is None or event in e.events)
+                and any(pattern_matches(p, channel) for p in e.channels)]
+
+    async def on_publication(self, publication: Publication) -> None:
+        """Awaited by ``Node.publish``: the deliveries are durable when this returns."""
+        endpoints = self.matching(publication.channel, publication.event)
+        if not endpoints:
+            return
+        message = Message(f"msg_{publication.id}", publication.channel, publication.event,
+                          orjson.dumps(publication.to_dict()), time.time())
+        await self._enqueue(message, [e.id for e in endpoints])
+
+    async def _enqueue(self, message: Message, endpoint_ids: list[str]) -> list[Due]:
+        due = await self.store.enqueue(message, endpoint_ids)
+        dispatcher = self._dispatcher()
+        for item in due:
+            dispatcher.add(item)
+        return due
+
+    # endpoints ---------------------------------------------------------------------------------
+
+    async def _check_url(self, url: str) -> str:
+        target = split_url(url)
+        try:
+            await resolve(target, self.allowed)
+        except BadRequest:
+            pass  # a name that does not resolve yet is checked again at every attempt
+        except Forbidden as exc:
+            raise BadRequest(exc.message) from None
+        return url
+
+    @staticmethod
+    def _check_filters(channels: list[str], events: list[str] | None) -> None:
+        if not channels:
+            raise BadRequest("channels: give at least one channel pattern")
+        for pattern in channels:
+            validate_pattern(pattern)
+        for event in events or []:
+            validate_event_name(event)
+
+    async def create(self, url: str, channels: list[str], *, events: list[str] | None = None,
+                     description: str = "", rate_limit: float | None = None,
+                     max_concurrency: int | None = None, ordered: bool = False,
+                     secret: str | None = None) -> Endpoint:
+        self._check_filters(channels, events)
+        await self._check_url(url)
+        now = time.time()
+        endpoint = Endpoint(
+            id=f"ep_{uuid.uuid4().hex}", url=url, channels=list(channels),
+            events=list(events) if events is not None else None, description=description,
+            keys=[SigningKey(secret or generate_secret())], rate_limit=rate_limit,
+            max_concurrency=max_concurrency, ordered=ordered, created_at=now, updated_at=now)
+        await self.store.put_endpoint(endpoint)
+        self.endpoints[endpoint.id] = endpoint
+        return endpoint
+
+    def get(self, endpoint_id: str) -> Endpoint:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None:
+            raise NotFound(f"no webhook endpoint {endpoint_id!r}")
+        return endpoint
+
+    def all(self) -> list[Endpoint]:
+        return sorted(self.endpoints.values(), key=lambda e: e.created_at)
+
+    async def update(self, endpoint_id: str, **changes: Any) -> Endpoint:
+        """Change ``url``, ``channels``, ``events``, ``description``, ``enabled``, ``rate_limit``,
+        ``max_concurrency`` or ``ordered``; enabling clears the disabled reason and the failure
+        run and resumes the endpoint's pending deliveries."""
+        endpoint = self.get(endpoint_id)
+        if "url" in changes:
+            await self._check_url(changes["url"])
+        self._check_filters(changes.get("channels", endpoint.channels),
+                            changes.get("events", endpoint.events))
+        if changes.get("enabled") is True:
+            changes.update(disabled_reason=None, failing_since=None)
+        elif changes.get("enabled") is False:
+            changes.setdefault("disabled_reason", "disabled by the API")
+        endpoint = replace(self.get(endpoint_id), **changes, updated_at=time.time())
+        await self.store.put_endpoint(endpoint)
+        self.endpoints[endpoint.id] = endpoint
+        self._dispatcher().endpoint_changed(endpoint.id)
+        return endpoint
+
+    async def delete(self, endpoint_id: str) -> None:
+        self.get(endpoint_id)
+        del self.endpoints[endpoint_id]
+        self._dispatcher().endpoint_changed(endpoint_id)
+        await self.store.delete_endpoint(endpoint_id)
+
+    async def rotate(self, endpoint_id: str, *, grace: float | None = None) -> Endpoint:
+        """A new secret signs from now on; the old ones keep signing for ``grace`` seconds
+        (``webhooks.rotation_grace`` by default)."""
+        endpoint = self.get(endpoint_id)
+        now = time.time()
+        until = now + (self.settings.rotation_grace if grace is None else grace)
+        keys = [SigningKey(k.secret, min(k.expires_at or until, until))
+                for k in endpoint.keys if k.valid_at(now)]
+        endpoint = replace(self.get(endpoint_id), keys=[*keys, SigningKey(generate_secret())],
+                           updated_at=now)
+        await self.store.put_endpoint(endpoint)
+        self.endpoints[endpoint.id] = endpoint
+        return endpoint
+
+    async def send_test(self, endpoint_id: str) -> Due:
+        endpoint = self.get(endpoint_id)
+        if not endpoint.enabled:
+            raise Conflict("the endpoint is disabled; enable it first")
+        now = time.time()
+        ident = uuid.uuid4().hex
+        publication = {"channel": "webhooks:test", "offset": 0, "epoch": "", "id": ident,
+                       "time": int(now * 1000), "event": "webhook.test",
+                       "data": {"endpoint": endpoint.id, "message": "a test event from tidings"}}
+        message = Message(f"msg_{ident}", "webhooks:test", "webhook.test",
+                          orjson.dumps(publication), now)
+        return (await self._enqueue(message, [endpoint.id]))[0]
+
+    # the log -----------------------------------------------------------------------------------
+
+    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None = None,
+                         limit: int = 100, since: float | None = None) -> list[Delivery]:
+        self.get(endpoint_id)
+        return await self.store.deliveries(endpoint_id, status, limit, since)
+
+    async def delivery(self, endpoint_id: str, delivery_id: str) -> Delivery:
+        self.get(endpoint_id)
+        found = await self.store.delivery(delivery_id)
+        if found is None or found.endpoint_id != endpoint_id:
+            raise NotFound(f"no delivery {delivery_id!r} for this endpoint")
+        return found
+
+    async def replay(self, endpoint_id: str, *, delivery_id: str | None = None,
+                     since: float | None = None) -> int:
+        """Deliver one delivery again, or every failed one created since ``since``."""
+        self.get(endpoint_id)
+        if delivery_id is None and since is None:
+            raise BadRequest("give delivery_id or since")
+        due = await self.store.replay(endpoint_id, delivery_id, since, time.time())
+        if delivery_id is not None and not due:
+            raise NotFound(f"no delivery {delivery_id!r} for this endpoint")
+        dispatcher = self._dispatcher()
+        for item in due:
+            dispatcher.add(item)
+        return len(due)
+
+    def statistics(self) -> dict[str, Any]:
+        dispatcher = self._dispatcher()
+        return {"endpoints": len(self.endpoints), "queued": dispatcher.queued(),
+                "attempts": dict(self.attempt_counts)}
+
+
+async def attach_webhooks(node: Node, app: Any, *, dependencies: Sequence[Any] = ()
+                          ) -> WebhookService:
+    """Build, mount and start the webhook service of ``node`` (call after ``node.start()``;
+    ``await service.stop()`` before ``node.stop()``)."""
+    service = WebhookService(node)
+    service.mount(app, dependencies=dependencies)
+    await service.start()
+    return service

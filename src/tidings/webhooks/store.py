@@ -1,0 +1,498 @@
+"""The durable side of webhooks: endpoints, the delivery queue, the attempt log, inbound dedup.
+
+:class:`WebhookStore` is the seam (the Redis broker will bring its own); :class:`SQLiteWebhookStore`
+is the single-node implementation: one SQLite file in WAL mode, one connection driven by one
+worker thread, so calls are serialised and the event loop never blocks on disk.
+
+Contract:
+
+- ``enqueue`` writes a message and one delivery per endpoint in **one transaction** and returns
+  only after the commit: once it returned, a crash of the process (SIGKILL included) loses
+  nothing. With ``synchronous = "full"`` a power loss does not either.
+- A message's ``id`` is its ``webhook-id``: stable across every attempt and replay. Enqueueing a
+  message id again is a no-op (a publication hook called twice delivers once).
+- Failures of the backing store raise :class:`tidings.exceptions.Unavailable`.
+- ``record_attempt`` appends to the attempt log and moves the delivery (and, on a decision to
+  disable, the endpoint) in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from tidings.exceptions import Unavailable
+from tidings.webhooks.signing import SigningKey
+
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "DeliveryStatus",
+    "Due",
+    "Endpoint",
+    "Job",
+    "Message",
+    "SQLiteWebhookStore",
+    "WebhookStore",
+]
+
+T = TypeVar("T")
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: str
+    url: str
+    channels: list[str]
+    events: list[str] | None = None
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None
+    keys: list[SigningKey] = field(default_factory=list)
+    rate_limit: float | None = None
+    max_concurrency: int | None = None
+    ordered: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    failing_since: float | None = None
+
+    @property
+    def secret(self) -> str:
+        """The current secret (the newest key)."""
+        return self.keys[-1].secret
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What is sent: ``id`` is the ``webhook-id``; ``body`` the publication JSON."""
+
+    id: str
+    channel: str
+    event: str
+    body: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A pending delivery as the dispatcher schedules it; ``seq`` orders by enqueue time.
+
+    ``attempts`` made so far; ``message`` when the dispatcher has it in memory already (a fresh
+    enqueue), else the attempt reads it from the store."""
+
+    delivery_id: str
+    endpoint_id: str
+    seq: int
+    due_at: float
+    attempts: int = 0
+    message: Message | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything one attempt needs."""
+
+    delivery_id: str
+    attempts: int
+    message: Message
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: float
+    status: int | None
+    duration_ms: float
+    error: str | None
+    response: str
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "status": self.status, "duration_ms": self.duration_ms,
+                "error": self.error, "response": self.response, "outcome": self.outcome}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    endpoint_id: str
+    webhook_id: str
+    channel: str
+    event: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    last_status: int | None
+    last_error: str | None
+    log: list[Attempt] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "endpoint_id": self.endpoint_id, "webhook_id": self.webhook_id,
+            "channel": self.channel, "event": self.event, "status": self.status,
+            "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "last_status": self.last_status, "last_error": self.last_error,
+            "attempt_log": [a.to_dict() for a in self.log],
+        }
+
+
+class WebhookStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put_endpoint(self, endpoint: Endpoint) -> None:
+        """Insert or replace."""
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None: ...
+    async def list_endpoints(self) -> list[Endpoint]: ...
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        """Delete the endpoint with its deliveries and attempt log."""
+    async def enqueue(self, message: Message, endpoint_ids: Sequence[str]) -> list[Due]:
+        """Durable before it returns (see the module docstring)."""
+    async def pending(self) -> list[Due]: ...
+    async def job(self, delivery_id: str) -> Job | None:
+        """The pending delivery's job, or None if it is no longer pending."""
+    async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
+                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+        """Log ``attempt``, move the delivery to ``status``, store ``endpoint``'s new state
+        (if given: it changed)."""
+    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
+                         since: float | None = None) -> list[Delivery]: ...
+    async def delivery(self, delivery_id: str) -> Delivery | None: ...
+    async def replay(self, endpoint_id: str, delivery_id: str | None, since: float | None,
+                     now: float) -> list[Due]:
+        """Make one delivery (any status), or every failed one created since ``since``,
+        pending again, due now; the attempt count restarts, the webhook-id is kept."""
+    async def remember_inbound(self, receiver: str, delivery_id: str, now: float,
+                               ttl: float) -> bool:
+        """True if ``delivery_id`` is new for ``receiver`` (and remember it), False if seen."""
+    async def forget_inbound(self, receiver: str, delivery_id: str) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY, channel TEXT NOT NULL, event TEXT NOT NULL, body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, endpoint_id TEXT NOT NULL, message_id TEXT NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, last_status INTEGER, last_error TEXT,
+    UNIQUE (endpoint_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (status, seq);
+CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint_id, status, created_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, delivery_id TEXT NOT NULL, at REAL NOT NULL,
+    status INTEGER, duration_ms REAL NOT NULL, error TEXT, response TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, id);
+CREATE TABLE IF NOT EXISTS inbound_seen (
+    receiver TEXT NOT NULL, delivery_id TEXT NOT NULL, seen_at REAL NOT NULL,
+    PRIMARY KEY (receiver, delivery_id)
+);
+CREATE INDEX IF NOT EXISTS inbound_seen_at ON inbound_seen (seen_at);
+"""
+
+
+def _endpoint_doc(endpoint: Endpoint) -> str:
+    return json.dumps({
+        "id": endpoint.id, "url": endpoint.url, "channels": endpoint.channels,
+        "events": endpoint.events, "description": endpoint.description,
+        "enabled": endpoint.enabled, "disabled_reason": endpoint.disabled_reason,
+        "keys": [[k.secret, k.expires_at] for k in endpoint.keys],
+        "rate_limit": endpoint.rate_limit, "max_concurrency": endpoint.max_concurrency,
+        "ordered": endpoint.ordered, "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at, "failing_since": endpoint.failing_since,
+    })
+
+
+def _endpoint_from(doc: str) -> Endpoint:
+    value = json.loads(doc)
+    value["keys"] = [SigningKey(secret, expires) for secret, expires in value["keys"]]
+    return Endpoint(**value)
+
+
+_DELIVERY_COLUMNS = ("d.id, d.endpoint_id, d.message_id, m.channel, m.event, d.status, "
+                     "d.attempts, d.next_attempt_at, d.created_at, d.updated_at, d.last_status, "
+                     "d.last_error")
+
+
+def _delivery_from(row: Sequence[Any]) -> Delivery:
+    return Delivery(*row)
+
+
+class SQLiteWebhookStore:
+    """See the module docstring; ``path`` is the SQLite file (created if missing)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
+        self._db: sqlite3.Connection | None = None
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, grouped with the writes queued meanwhile (one
+        commit for the group; each write in its own savepoint, so one failing fails alone)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writes.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._writes:
+            batch, self._writes = self._writes, []
+
+            def run(db: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any],
+                                                              asyncio.Future[Any]]] = batch
+                    ) -> list[tuple[bool, Any]]:
+                results: list[tuple[bool, Any]] = []
+                for fn, _ in batch:
+                    db.execute("SAVEPOINT w")
+                    try:
+                        results.append((True, fn(db)))
+                        db.execute("RELEASE w")
+                    except Exception as exc:
+                        db.execute("ROLLBACK TO w")
+                        db.execute("RELEASE w")
+                        results.append((False, exc))
+                return results
+            try:
+                results = await self._run(lambda db: self._transaction(db, run))
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else RuntimeError("store closed"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise Unavailable("the webhook store is not open")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:  # translated once, here
+                raise Unavailable(f"webhook store: {exc}") from exc
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _transaction(self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self.path.parent:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._db = db
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        """Finish queued writes and close (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
+
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)
+
+    # endpoints ---------------------------------------------------------------------------------
+
+    async def put_endpoint(self, endpoint: Endpoint) -> None:
+        doc = _endpoint_doc(endpoint)
+        await self._write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO endpoints (id, doc) VALUES (?, ?)", (endpoint.id, doc)))
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT doc FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone())
+        return None if row is None else _endpoint_from(row[0])
+
+    async def list_endpoints(self) -> list[Endpoint]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT doc FROM endpoints ORDER BY rowid").fetchall())
+        return [_endpoint_from(row[0]) for row in rows]
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+            db.execute("DELETE FROM attempts WHERE delivery_id IN "
+                       "(SELECT id FROM deliveries WHERE endpoint_id = ?)", (endpoint_id,))
+            db.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (endpoint_id,))
+            return cursor.rowcount > 0
+        return await self._write(delete)
+
+    # the queue ---------------------------------------------------------------------------------
+
+    async def enqueue(self, message: Message, endpoint_ids: Sequence[str]) -> list[Due]:
+        now = message.created_at
+
+        def write(db: sqlite3.Connection) -> list[Due]:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO messages (id, channel, event, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (message.id, message.channel, message.event, message.body, now))
+            if cursor.rowcount == 0:
+                return []  # this message was enqueued before
+            due = []
+            for endpoint_id in endpoint_ids:
+                delivery_id = f"dlv_{message.id.removeprefix('msg_')}_{endpoint_id[-12:]}"
+                cur = db.execute(
+                    "INSERT INTO deliveries (id, endpoint_id, message_id, status, "
+                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                    (delivery_id, endpoint_id, message.id, now, now, now))
+                assert cur.lastrowid is not None
+                due.append(Due(delivery_id, endpoint_id, cur.lastrowid, now, 0, message))
+            return due
+        return await self._write(write)
+
+    async def pending(self) -> list[Due]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id, endpoint_id, seq, next_attempt_at, attempts FROM deliveries "
+            "WHERE status = 'pending' ORDER BY seq").fetchall())
+        return [Due(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+    async def job(self, delivery_id: str) -> Job | None:
+        def read(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(
+                "SELECT d.attempts, m.id, m.channel, m.event, m.body, m.created_at, e.doc "
+                "FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                "JOIN endpoints e ON e.id = d.endpoint_id "
+                "WHERE d.id = ? AND d.status = 'pending'", (delivery_id,)).fetchone()
+            if row is None:
+                return None
+            message = Message(row[1], row[2], row[3], bytes(row[4]), row[5])
+            return Job(delivery_id, row[0], message, _endpoint_from(row[6]))
+        return await self._run(read)
+
+    async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
+                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+        doc = None if endpoint is None else _endpoint_doc(endpoint)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response, "
+                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (delivery_id, attempt.at, attempt.status, attempt.duration_ms, attempt.error,
+                 attempt.response, attempt.outcome))
+            db.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+                "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
+                (status, next_attempt_at, attempt.at, attempt.status, attempt.error, delivery_id))
+            if endpoint is not None:
+                db.execute("UPDATE endpoints SET doc = ? WHERE id = ?", (doc, endpoint.id))
+        await self._write(write)
+
+    # the log -----------------------------------------------------------------------------------
+
+    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
+                         since: float | None = None) -> list[Delivery]:
+        query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
+                 "JOIN messages m ON m.id = d.message_id WHERE d.endpoint_id = ?")
+        args: list[Any] = [endpoint_id]
+        if status is not None:
+            query += " AND d.status = ?"
+            args.append(status)
+        if since is not None:
+            query += " AND d.created_at >= ?"
+            args.append(since)
+        query += " ORDER BY d.seq DESC LIMIT ?"
+        args.append(limit)
+        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        return [_delivery_from(row) for row in rows]
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        def read(db: sqlite3.Connection) -> Delivery | None:
+            row = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
+                "JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
+                (delivery_id,)).fetchone()
+            if row is None:
+                return None
+            log = [Attempt(*r) for r in db.execute(
+                "SELECT at, status, duration_ms, error, response, outcome FROM attempts "
+                "WHERE delivery_id = ? ORDER BY id", (delivery_id,)).fetchall()]
+            return replace(_delivery_from(row), log=log)
+        return await self._run(read)
+
+    async def replay(self, endpoint_id: str, delivery_id: str | None, since: float | None,
+                     now: float) -> list[Due]:
+        def write(db: sqlite3.Connection) -> list[Due]:
+            if delivery_id is not None:
+                rows = db.execute(
+                    "SELECT id, seq FROM deliveries WHERE endpoint_id = ? AND id = ?",
+                    (endpoint_id, delivery_id)).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT id, seq FROM deliveries WHERE endpoint_id = ? AND status = 'failed' "
+                    "AND created_at >= ? ORDER BY seq", (endpoint_id, since or 0.0)).fetchall()
+            for row in rows:
+                db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, "
+                           "next_attempt_at = ?, updated_at = ? WHERE id = ?", (now, now, row[0]))
+            return [Due(row[0], endpoint_id, row[1], now) for row in rows]
+        return await self._write(write)
+
+    # inbound -----------------------------------------------------------------------------------
+
+    async def remember_inbound(self, receiver: str, delivery_id: str, now: float,
+                               ttl: float) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM inbound_seen WHERE seen_at < ?", (now - ttl,))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO inbound_seen (receiver, delivery_id, seen_at) "
+                "VALUES (?, ?, ?)", (receiver, delivery_id, now))
+            return cursor.rowcount == 1
+        return await self._write(write)
+
+    async def forget_inbound(self, receiver: str, delivery_id: str) -> None:
+        await self._write(lambda db: db.execute(
+            "DELETE FROM inbound_seen WHERE receiver = ? AND delivery_id = ?",
+            (receiver, delivery_id)))
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,97 @@
+"""Durability: a server killed with SIGKILL and restarted delivers everything it accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conftest import FAST_WEBHOOKS, Receiver, free_port
+
+SERVER_MAIN = Path(__file__).with_name("server_main.py")
+SRC = Path(__file__).parents[2] / "src"
+
+
+def start_server(settings_file: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    with open(settings_file.with_suffix(".log"), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, str(SERVER_MAIN), "--settings", str(settings_file),
+             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+async def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    async with httpx.AsyncClient() as client:
+        while True:
+            assert process.poll() is None, "the server exited"
+            try:
+                if (await client.get(f"{base}/api/webhooks")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
+        tmp_path: Path, receiver: Receiver) -> None:
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"webhooks": {
+        **FAST_WEBHOOKS, "store": str(tmp_path / "queue.db"),
+        "retry_schedule": [0.2, 0.5, 1, 1, 1, 1, 1]}}))
+    accepting = False
+    accepted: set[str] = set()
+
+    async def answer(request: Request, count: int) -> Response:
+        if not accepting:
+            return Response(status_code=503)
+        accepted.add(request.headers["webhook-id"])
+        return Response(status_code=200)
+    url = receiver.on("/sink", answer)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(settings_file, port)
+    try:
+        await wait_ready(base, process)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            created = await client.post("/api/webhooks", json={"url": url, "channels": ["c"]})
+            assert created.status_code == 201
+            for n in range(100):
+                published = await client.post("/api/publish", json={"channel": "c", "data": n})
+                assert published.status_code == 200
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        refused = {r.webhook_id for r in receiver.at("/sink")}
+
+        accepting = True
+        process = start_server(settings_file, port)
+        await wait_ready(base, process)
+        deadline = time.monotonic() + 20
+        while len(accepted) < 100:
+            assert time.monotonic() < deadline, len(accepted)
+            await asyncio.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait(10)
+
+    by_id: dict[str, set[bytes]] = {}
+    for got in receiver.at("/sink"):
+        by_id.setdefault(got.webhook_id, set()).add(got.body)
+    assert len(by_id) == 100
+    assert all(len(bodies) == 1 for bodies in by_id.values())  # duplicates share their id
+    assert sorted(json.loads(next(iter(b)))["data"] for b in by_id.values()) == list(range(100))
+    assert refused <= set(by_id)
+    assert accepted == set(by_id)

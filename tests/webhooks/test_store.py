@@ -1,0 +1,117 @@
+"""The WebhookStore contract, run against every implementation (SQLite now; Redis later adds its
+factory to STORES)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tidings.webhooks.signing import SigningKey
+from tidings.webhooks.store import Attempt, Endpoint, Message, SQLiteWebhookStore, WebhookStore
+
+StoreFactory = Callable[[], Awaitable[WebhookStore]]
+
+
+@pytest.fixture(params=["sqlite"])
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> AsyncIterator[StoreFactory]:
+    opened: list[WebhookStore] = []
+
+    async def make() -> WebhookStore:
+        store = SQLiteWebhookStore(tmp_path / "store.db")
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+def endpoint(ident: str = "ep_1") -> Endpoint:
+    return Endpoint(id=ident, url="https://example.com/h", channels=["c:*"],
+                    keys=[SigningKey("whsec_AAAA")], created_at=1.0, updated_at=1.0)
+
+
+def message(ident: str = "msg_1", at: float = 10.0) -> Message:
+    return Message(ident, "c:1", "message", b'{"a":1}', at)
+
+
+def attempt(outcome: str, status: int | None = 500) -> Attempt:
+    return Attempt(11.0, status, 1.5, None if status == 200 else "HTTP 500", "body", outcome)
+
+
+async def test_enqueued_deliveries_survive_a_reopen_and_enqueue_is_idempotent(
+        reopen: StoreFactory) -> None:
+    store = await reopen()
+    await store.put_endpoint(endpoint("ep_1"))
+    await store.put_endpoint(endpoint("ep_2"))
+    due = await store.enqueue(message(), ["ep_1", "ep_2"])
+    assert [d.endpoint_id for d in due] == ["ep_1", "ep_2"]
+    assert await store.enqueue(message(), ["ep_1", "ep_2"]) == []
+    await store.close()
+    again = await reopen()
+    pending = await again.pending()
+    assert [d.delivery_id for d in pending] == [d.delivery_id for d in due]
+    job = await again.job(due[0].delivery_id)
+    assert job is not None
+    assert job.message.body == b'{"a":1}'
+    assert job.endpoint.keys == [SigningKey("whsec_AAAA")]
+
+
+async def test_attempts_move_the_delivery_and_are_logged(reopen: StoreFactory) -> None:
+    store = await reopen()
+    await store.put_endpoint(endpoint())
+    (due,) = await store.enqueue(message(), ["ep_1"])
+    await store.record_attempt(due.delivery_id, attempt("pending"), "pending", 20.0, None)
+    changed = Endpoint(id="ep_1", url="https://example.com/h", channels=["c:*"],
+                       keys=[SigningKey("whsec_AAAA")], failing_since=11.0)
+    await store.record_attempt(due.delivery_id, attempt("failed"), "failed", None, changed)
+    stored = await store.get_endpoint("ep_1")
+    assert stored is not None
+    assert stored.failing_since == 11.0
+    assert await store.job(due.delivery_id) is None
+    delivery = await store.delivery(due.delivery_id)
+    assert delivery is not None
+    assert delivery.status == "failed"
+    assert delivery.attempts == 2
+    assert [a.outcome for a in delivery.log] == ["pending", "failed"]
+    assert [d.id for d in await store.deliveries("ep_1", "failed", 10)] == [due.delivery_id]
+    assert await store.deliveries("ep_1", "succeeded", 10) == []
+
+
+async def test_replay_makes_failed_deliveries_pending_again(reopen: StoreFactory) -> None:
+    store = await reopen()
+    await store.put_endpoint(endpoint())
+    (old,) = await store.enqueue(message("msg_old", at=5.0), ["ep_1"])
+    (new,) = await store.enqueue(message("msg_new", at=50.0), ["ep_1"])
+    for due in (old, new):
+        await store.record_attempt(due.delivery_id, attempt("failed"), "failed", None, None)
+    replayed = await store.replay("ep_1", None, 40.0, now=60.0)
+    assert [d.delivery_id for d in replayed] == [new.delivery_id]
+    job = await store.job(new.delivery_id)
+    assert job is not None
+    assert job.attempts == 0
+    assert job.message.id == "msg_new"
+
+
+async def test_deleting_an_endpoint_deletes_its_deliveries(reopen: StoreFactory) -> None:
+    store = await reopen()
+    await store.put_endpoint(endpoint())
+    await store.enqueue(message(), ["ep_1"])
+    assert await store.delete_endpoint("ep_1") is True
+    assert await store.pending() == []
+    assert await store.list_endpoints() == []
+    assert await store.delete_endpoint("ep_1") is False
+
+
+async def test_inbound_ids_are_remembered_for_the_ttl(reopen: StoreFactory) -> None:
+    store = await reopen()
+    assert await store.remember_inbound("gh", "d1", now=100.0, ttl=50.0) is True
+    assert await store.remember_inbound("gh", "d1", now=120.0, ttl=50.0) is False
+    assert await store.remember_inbound("other", "d1", now=120.0, ttl=50.0) is True
+    assert await store.remember_inbound("gh", "d1", now=200.0, ttl=50.0) is True
+    await store.forget_inbound("gh", "d1")
+    assert await store.remember_inbound("gh", "d1", now=201.0, ttl=50.0) is True
