@@ -218,42 +218,64 @@ async def close_all(consumers: list[Consumer]) -> None:
         await asyncio.gather(*(c.close() for c in consumers[i:i + 100]))
 
 
-def check_ledger(ledger: Ledger, accepted: dict[int, str], first: int) -> list[str]:
-    """Problems with ``ledger`` given the ``accepted`` publications (offset -> id) of its channel.
+Key = tuple[str, int]  # (epoch, offset)
 
-    Every accepted offset >= ``first`` must be delivered exactly once, in offset order, with the
-    accepted id, unless a gap notice delivered before it covers it. Returns [] when all holds.
+
+def check_ledger(ledger: Ledger, accepted: dict[Key, str], first: Key) -> list[str]:
+    """Problems with ``ledger`` given the ``accepted`` publications ((epoch, offset) -> id).
+
+    Every accepted publication from ``first`` on must be delivered exactly once, in offset order
+    within its epoch, with the accepted id, unless a gap notice covers it: a gap in the same epoch
+    covers ``[requested, available_from)``; a gap into a new epoch covers everything of the old
+    epoch after the last publication delivered. Returns [] when all holds.
     """
     problems: list[str] = []
     if ledger.error is not None:
         problems.append(f"{ledger.name}: failed with {ledger.error!r}")
-    seen: dict[int, str] = {}
-    covered: set[int] = set()
-    previous = first - 1
+    seen: dict[Key, str] = {}
+    covered: set[Key] = set()
+    epoch, previous = first[0], first[1] - 1
+    epochs_after: dict[str, int] = {}  # an epoch left through a gap: offsets after this are covered
     for item in ledger.items:
         if isinstance(item, Gap):
-            end = item.available_from if item.available_from is not None else max(accepted) + 1
-            covered.update(range(item.requested, end))
+            if item.epoch != epoch:
+                epochs_after[epoch] = previous
+                epoch, previous = item.epoch, 0
+            end = item.available_from if item.available_from is not None else 1 << 62
+            covered.update((item.epoch, o) for o in range(item.requested, min(end, 1 << 20)))
+            previous = max(previous, (item.available_from or item.requested) - 1)
             continue
-        if item.offset in seen:
-            problems.append(f"{ledger.name}: offset {item.offset} delivered twice")
+        key = (item.epoch, item.offset)
+        if key in seen:
+            problems.append(f"{ledger.name}: {key} delivered twice")
+        elif item.epoch != epoch:
+            problems.append(f"{ledger.name}: {key} in a new epoch without a gap notice")
+            epoch, previous = item.epoch, item.offset
         elif item.offset <= previous:
-            problems.append(f"{ledger.name}: offset {item.offset} after {previous} (out of order)")
-        seen[item.offset] = item.id
+            problems.append(f"{ledger.name}: {key} after offset {previous} (out of order)")
+        seen[key] = item.id
         previous = max(previous, item.offset)
-    for offset, pub_id in sorted(accepted.items()):
-        if offset < first or offset in covered:
+    for key, pub_id in sorted(accepted.items()):
+        if (key[0] == first[0] and key[1] < first[1]) or key in covered:
             continue
-        got = seen.get(offset)
+        if key[0] in epochs_after and key[1] > epochs_after[key[0]]:
+            continue
+        got = seen.get(key)
         if got is None:
-            problems.append(f"{ledger.name}: accepted offset {offset} never delivered, no gap")
+            problems.append(f"{ledger.name}: accepted {key} never delivered, no gap")
         elif got != pub_id:
-            problems.append(f"{ledger.name}: offset {offset} has id {got}, accepted {pub_id}")
+            problems.append(f"{ledger.name}: {key} has id {got}, accepted {pub_id}")
     return problems[:5]
 
 
-def complete(ledger: Ledger, last: int) -> bool:
+def complete(ledger: Ledger, last: int | Key) -> bool:
     """The consumer has seen ``last`` (or failed, which the check reports)."""
+    if isinstance(last, tuple):
+        epoch, offset = last
+        return ledger.error is not None or any(
+            i.epoch == epoch and (i.offset >= offset if isinstance(i, Publication)
+                                  else (i.available_from is None or i.available_from > offset))
+            for i in ledger.items)
     return ledger.error is not None or ledger.last_offset() >= last or any(
         isinstance(i, Gap) and (i.available_from is None or i.available_from > last)
         for i in ledger.items)
@@ -267,7 +289,8 @@ class Publisher:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.accepted: dict[str, dict[int, str]] = {}
+        self.accepted: dict[str, dict[Key, str]] = {}
+        self.last: dict[str, Key] = {}
         self.epochs: dict[str, str] = {}
         self.refused = 0
         self.http = httpx.AsyncClient(base_url=url, timeout=10)
@@ -282,8 +305,10 @@ class Publisher:
             self.refused += 1
             return False
         body = response.json()
-        self.accepted.setdefault(channel, {})[body["offset"]] = body["id"]
-        self.epochs[channel] = body["epoch"]
+        key = (body["epoch"], body["offset"])
+        self.accepted.setdefault(channel, {})[key] = body["id"]
+        self.epochs.setdefault(channel, body["epoch"])
+        self.last[channel] = key
         return True
 
     async def steady(self, channels: list[str], count: int, rate: float,

@@ -62,7 +62,7 @@ async def run_chaos(url: str, transports: list[str], clients: int, channels: int
                 consumers.append(consumer)
             await publisher.steady(names, rounds, rate)
             proxy.calm()
-            last = {name: max(publisher.accepted[name]) for name in names}
+            last = dict(publisher.last)
             try:
                 await wait_for(lambda: all(complete(c.ledger, last[c.ledger.channel])
                                            for c in consumers),
@@ -76,7 +76,8 @@ async def run_chaos(url: str, transports: list[str], clients: int, channels: int
             await close_all(consumers)
             await publisher.close()
     problems = [p for c in consumers
-                for p in check_ledger(c.ledger, publisher.accepted[c.ledger.channel], 2)]
+                for p in check_ledger(c.ledger, publisher.accepted[c.ledger.channel],
+                                  (publisher.epochs[c.ledger.channel], 2))]
     stats = {"cuts": proxy.stats.cuts, "stalls": proxy.stats.stalls,
              "slowdowns": proxy.stats.slowdowns, "connections": proxy.stats.connections,
              "accepted": sum(len(a) for a in publisher.accepted.values()),

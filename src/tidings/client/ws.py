@@ -157,6 +157,15 @@ class WSSession:
             return
         if op == "subscribed":
             self._subscribed(msg)
+        elif op == "gap" and "requested" in msg:
+            # History lost under a live subscription (the broker's store restarted empty):
+            # surfaced like a resume's gap, never silently skipped.
+            from tidings.client.client import gap_from
+
+            sub = self.subs.get(msg.get("channel", ""))
+            if sub is not None:
+                sub.gap(gap_from(msg, sub.latest))
+            return
         ref = msg.get("ref")
         future = self.pending.get(ref) if isinstance(ref, int) else None
         if future is not None and not future.done():
