@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from tidings.server.run import uvicorn_config
+from tidings.server.run import TidingsServer, uvicorn_config
 from tidings.settings import Settings, load_settings
 
 
@@ -50,7 +50,7 @@ def serve(settings: Settings | None = None, **overrides: Any) -> Iterator[Runnin
     settings = settings or load_settings(**overrides)
     config = uvicorn_config(settings)
     config.log_level = "warning"
-    server = uvicorn.Server(config)
+    server = TidingsServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     wait_started(server, thread)

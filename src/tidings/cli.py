@@ -203,9 +203,11 @@ def subscribe(
 
 def _mount_subcommands() -> None:
     from tidings.auth import cli as auth_cli
+    from tidings.config_cli import app as config_app
     from tidings.webhooks import cli as webhooks_cli
 
     app.add_typer(auth_cli.app)  # token, keys
+    app.add_typer(config_app, name="config")
     app.add_typer(webhooks_cli.app, name="webhooks")
     app.command("listen")(webhooks_cli.listen)
 

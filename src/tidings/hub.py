@@ -5,10 +5,17 @@ then hand the same object to every live subscriber, which pushes the bytes its t
 onto its outbox. Subscribers whose history is still being read (RECOVERING) are kept apart, so
 the hot loop over live subscribers does no per-subscriber state check; their publications are
 buffered in their :class:`~tidings.core.recovery.Recovery` instead.
+
+Metrics cost nothing per subscriber: the hub keeps, per channel, how many live subscribers each
+transport has (updated on promote/remove), so a fan-out adds its batch sizes to
+:attr:`Hub.delivered` with one dict update per transport. One fan-out in ``sample_every`` hands
+``on_latency`` to one of its subscribers (``mark_latency``, if the subscriber has it) to observe
+publish → write; a subscriber without it is observed at fan-out time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tidings.core.events import Publication
@@ -26,13 +33,38 @@ class Subscriber(Protocol):
     def control(self, channel: str, message: dict[str, Any]) -> None: ...
 
 
+LatencyObserver = Callable[[int], None]
+"""Called with a publication's ``time`` (Unix ms) when it has been written (see the module doc)."""
+
+
+def transport_of(subscriber: Subscriber) -> str:
+    """The subscriber's ``transport`` attribute (``"other"`` for a subscriber without one)."""
+    transport = getattr(subscriber, "transport", None)
+    return transport if isinstance(transport, str) else "other"
+
+
 class Hub:
-    __slots__ = ("_live", "_recovering", "deliveries")
+    __slots__ = (
+        "_countdown",
+        "_live",
+        "_live_transports",
+        "_recovering",
+        "delivered",
+        "deliveries",
+        "on_latency",
+        "sample_every",
+    )
 
     def __init__(self) -> None:
         self._live: dict[str, dict[Subscriber, None]] = {}
         self._recovering: dict[str, dict[Subscriber, Recovery]] = {}
         self.deliveries = 0
+        # metrics (see the module docstring)
+        self._live_transports: dict[str, dict[str, int]] = {}
+        self.delivered: dict[str, int] = {}
+        self.on_latency: LatencyObserver | None = None
+        self.sample_every = 16
+        self._countdown = 1
 
     def add_recovering(self, channel: str, subscriber: Subscriber, recovery: Recovery) -> bool:
         """Start buffering for ``subscriber``; True if the channel had no subscriber here."""
@@ -47,10 +79,24 @@ class Hub:
             recovering.pop(subscriber, None)
             if not recovering:
                 del self._recovering[channel]
-        self._live.setdefault(channel, {})[subscriber] = None
+        live = self._live.setdefault(channel, {})
+        if subscriber not in live:
+            live[subscriber] = None
+            counts = self._live_transports.setdefault(channel, {})
+            transport = transport_of(subscriber)
+            counts[transport] = counts.get(transport, 0) + 1
 
     def remove(self, channel: str, subscriber: Subscriber) -> bool:
         """Forget ``subscriber`` on ``channel``; True if the channel now has none here."""
+        live = self._live.get(channel)
+        if live is not None and subscriber in live:
+            counts = self._live_transports[channel]
+            transport = transport_of(subscriber)
+            counts[transport] -= 1
+            if not counts[transport]:
+                del counts[transport]
+                if not counts:
+                    del self._live_transports[channel]
         for index in (self._live, self._recovering):
             subs = index.get(channel)
             if subs is not None and subscriber in subs:
@@ -72,10 +118,25 @@ class Hub:
         encoded = EncodedPublication(publication)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
         targets = tuple(live)
+        delivered = self.delivered  # counted first: a subscriber may leave during the loop
+        for transport, count in self._live_transports.get(channel, {}).items():
+            delivered[transport] = delivered.get(transport, 0) + count
         for subscriber in targets:
             subscriber.deliver(encoded)
         self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
+        self._countdown -= 1
+        if self._countdown <= 0 and self.on_latency is not None:
+            self._countdown = self.sample_every
+            self._sample(targets[-1], publication.time)
         return encoded
+
+    def _sample(self, subscriber: Subscriber, time_ms: int) -> None:
+        assert self.on_latency is not None
+        mark = getattr(subscriber, "mark_latency", None)
+        if mark is not None:
+            mark(time_ms, self.on_latency)
+        else:
+            self.on_latency(time_ms)
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
         live = self._live.get(channel)
@@ -89,6 +150,18 @@ class Hub:
         for ch, subs in self._recovering.items():
             counts[ch] = counts.get(ch, 0) + len(subs)
         return counts
+
+    def subscriptions_by_transport(self) -> dict[str, int]:
+        """Subscriptions on this process by transport (live and recovering); O(recovering)."""
+        totals: dict[str, int] = {}
+        for counts in self._live_transports.values():
+            for transport, count in counts.items():
+                totals[transport] = totals.get(transport, 0) + count
+        for subs in self._recovering.values():
+            for subscriber in subs:
+                transport = transport_of(subscriber)
+                totals[transport] = totals.get(transport, 0) + 1
+        return totals
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._live.get(channel, ())) + len(self._recovering.get(channel, ()))

@@ -7,6 +7,12 @@ It owns the broker, the presence manager and the hub, and has the lifecycle::
 
 Transports call :meth:`Node.subscribe` / :meth:`Node.unsubscribe` for their subscribers and
 register their connections (for ``/api/disconnect``, ``/api/info`` and draining).
+
+Draining (graceful shutdown, :meth:`Node.drain`): ``draining`` becomes true, so ``/readyz``
+answers 503 and transports refuse new clients (WebSocket: close 1012; HTTP transports: 503 with
+``Retry-After``); every registered connection gets ``disconnect(SERVICE_RESTART)``; the drain
+hooks run (the webhook dispatcher finishes its in-flight attempts); then :meth:`Node.stop`
+closes the broker, which flushes what it holds.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from tidings.brokers.base import Broker, PublishResult
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.channels import validate_channel
 from tidings.core.commands import validate_event_name
-from tidings.core.disconnect import Disconnect
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
 from tidings.hub import Hub, Subscriber
+from tidings.logs import log_event
+from tidings.metrics import Metrics
 from tidings.presence.base import ClientInfo, PresenceManager
 from tidings.presence.memory import MemoryPresence
 from tidings.settings import Settings
@@ -37,12 +45,29 @@ from tidings.settings import Settings
 __all__ = ["Connection", "Node", "make_broker", "make_presence"]
 
 log = logging.getLogger("tidings.node")
+connection_log = logging.getLogger("tidings.connections")
 
 PRESENCE_TTL = 60.0
 
 
 class Connection(Protocol):
-    """A live client connection, as the node sees it (any transport)."""
+    """A live client connection, as the node sees it (any transport).
+
+    The contract of ``disconnect`` with ``SERVICE_RESTART`` (draining), which every transport
+    keeps: tell the client to come back and resume, then end the connection soon (the node waits
+    for :meth:`Node.unregister`, bounded by ``drain_timeout``):
+
+    - WebSocket: close frame 1012 with the reason "service restart: reconnect and resume";
+    - SSE: the stream already began with ``retry:``; send the ``disconnect`` notice and end the
+      response, so the EventSource reconnects (with ``Last-Event-ID``) after ``retry`` ms;
+    - HTTP streaming: a ``{"op":"disconnect","code":1012,"reconnect":true}`` line, then end;
+    - long polling: answer the held poll now (what it has, possibly nothing, with its cursor).
+
+    Optional, for the ``open``/``close`` log lines and ``tidings_disconnects_total``: an
+    ``address`` attribute (the client's IP) and a ``close_info()`` method returning
+    ``(code, reason, by)`` with ``by`` = ``"server"`` | ``"client"``; without it, a ``closing``
+    attribute holding the :class:`Disconnect` the server chose (None: the client ended it).
+    """
 
     @property
     def client_id(self) -> str: ...
@@ -83,6 +108,25 @@ def make_presence(settings: Settings, broker: Broker) -> PresenceManager:
     return MemoryPresence()
 
 
+def close_details(connection: Connection) -> tuple[int | None, str, str]:
+    """``(code, reason, by)`` of a connection that is ending (see :class:`Connection`)."""
+    info = getattr(connection, "close_info", None)
+    if callable(info):
+        details: tuple[int | None, str, str] = info()
+        return details
+    closing = getattr(connection, "closing", None)
+    if isinstance(closing, Disconnect):
+        return int(closing.code), closing.reason, "server"
+    return None, "", "client"
+
+
+def _code_name(code: int) -> str:
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -112,6 +156,16 @@ class Node:
         # webhook queue makes its deliveries durable here). Duplicates run them again: a retry
         # after a hook failed must still enqueue, and hooks are idempotent by publication id.
         self.publish_hooks: list[Callable[[Publication], Awaitable[None]]] = []
+        # ops: metrics (tidings.metrics) and draining (drain())
+        self.metrics = Metrics(self)
+        self.metrics.instrument_broker(self.broker)
+        self.hub.on_latency = self.metrics.observe_since
+        self.hub.sample_every = self.metrics.latency_sample_every
+        # Awaited by drain() after the clients were told to leave (e.g. the webhook dispatcher
+        # finishing in-flight attempts); each gets the seconds left of the drain timeout.
+        self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
+        self._unregistered = asyncio.Event()
+        self._opened: dict[str, float] = {}
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -282,9 +336,24 @@ class Node:
 
     def register(self, connection: Connection) -> None:
         self.connections[connection.client_id] = connection
+        self._opened[connection.client_id] = time.monotonic()
+        self.metrics.connection_opened(connection.transport)
+        log_event(connection_log, "open", transport=connection.transport,
+                  client=connection.client_id, user=connection.user,
+                  address=getattr(connection, "address", None))
 
     def unregister(self, connection: Connection) -> None:
-        self.connections.pop(connection.client_id, None)
+        if self.connections.pop(connection.client_id, None) is not None:
+            opened = self._opened.pop(connection.client_id, time.monotonic())
+            code, reason, by = close_details(connection)
+            name = _code_name(code) if code is not None else "ended"
+            self.metrics.connection_closed(connection.transport, name)
+            log_event(connection_log, "close", transport=connection.transport,
+                      client=connection.client_id, user=connection.user,
+                      address=getattr(connection, "address", None),
+                      duration_s=round(time.monotonic() - opened, 3), code=code,
+                      reason=reason or name, by=by)
+        self._unregistered.set()
 
     def disconnect_user(self, user: str, reason: Disconnect) -> int:
         """Close every connection of ``user``; returns how many."""
@@ -292,6 +361,39 @@ class Node:
         for connection in found:
             connection.disconnect(reason)
         return len(found)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking clients and send the connected ones away (see the module docstring).
+
+        Waits at most ``timeout`` seconds for the connections to close and the drain hooks to
+        finish; returns True if everything finished in time. Does not stop the node: call
+        :meth:`stop` afterwards (it closes the broker).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self.draining:
+            self.draining = True
+            log.info("draining: %d connections told to reconnect", len(self.connections))
+        restart = disconnect(CloseCode.SERVICE_RESTART)
+        for connection in list(self.connections.values()):
+            connection.disconnect(restart)
+        while self.connections and loop.time() < deadline:
+            self._unregistered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unregistered.wait(), deadline - loop.time())
+        finished = not self.connections
+        for hook in list(self.drain_hooks):
+            left = max(0.0, deadline - loop.time())
+            try:
+                await asyncio.wait_for(hook(left), left)
+            except TimeoutError:
+                finished = False
+            except Exception:
+                log.exception("drain hook %r failed", hook)
+        if not finished:
+            log.warning("drain timeout (%.1fs): %d connections still open", timeout,
+                        len(self.connections))
+        return finished
 
     def connection_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -193,7 +193,7 @@ async def test_sqlite_on_a_full_disk_answers_503_and_loses_nothing_accepted(tmp_
             statuses = set()
             blob = "x" * 4096
             async with httpx.AsyncClient(base_url=node.url) as http:
-                for n in range(200):  # until the disk refuses (journal pages may still fit)
+                for _ in range(200):  # until the disk refuses (journal pages may still fit)
                     response = await http.post("/api/publish",
                                                json={"channel": CHANNELS[0], "data": blob})
                     statuses.add(response.status_code)
@@ -205,7 +205,7 @@ async def test_sqlite_on_a_full_disk_answers_503_and_loses_nothing_accepted(tmp_
                         assert response.status_code == 503, response.text
                         assert response.json()["error"]["code"] == "unavailable"
                         break
-                assert 503 in statuses, f"a full disk never refused a publish: {statuses} ({n})"
+                assert 503 in statuses, f"a full disk never refused a publish: {statuses}"
                 assert (await http.get("/healthz")).status_code == 200  # the node lives on
             filler.unlink()  # space again: publishing resumes
             await wait_for_publish(publisher, CHANNELS[0])
@@ -236,13 +236,15 @@ async def test_sqlite_on_a_read_only_disk_refuses_to_start_and_loses_nothing_acc
             consumers = await start_consumers(node.url, publisher, per_transport=4)
             await publisher.steady(CHANNELS, 5, rate=50)
             node.stop()
-            remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+            remount = await asyncio.to_thread(
+                subprocess.run, ["mount", "-o", "remount,ro", str(disk)], capture_output=True)
             if remount.returncode != 0:
                 pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
             with pytest.raises(RuntimeError, match="cannot open"):
                 node.start(timeout=10)
             assert not await publisher.publish(CHANNELS[0], "while read-only")
-            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True, capture_output=True)
+            await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,rw", str(disk)],
+                                    check=True, capture_output=True)
             node.start()
             await publisher.steady(CHANNELS, 5, rate=50)
             await converge(consumers, publisher)

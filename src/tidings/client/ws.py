@@ -155,17 +155,15 @@ class WSSession:
             if sub is not None:
                 sub.publication(Publication.from_dict(msg))
             return
-        if op == "subscribed":
-            self._subscribed(msg)
-        elif op == "gap" and "requested" in msg:
-            # History lost under a live subscription (the broker's store restarted empty):
-            # surfaced like a resume's gap, never silently skipped.
+        if op == "gap":  # the server's broker link lost publications: say so, go on
             from tidings.client.client import gap_from
 
             sub = self.subs.get(msg.get("channel", ""))
             if sub is not None:
                 sub.gap(gap_from(msg, sub.latest))
             return
+        if op == "subscribed":
+            self._subscribed(msg)
         ref = msg.get("ref")
         future = self.pending.get(ref) if isinstance(ref, int) else None
         if future is not None and not future.done():

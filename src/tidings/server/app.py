@@ -22,6 +22,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from tidings.logs import RequestIdMiddleware
+from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
 from tidings.server.api import create_api
 from tidings.server.errors import error_body, install_error_handlers
@@ -123,6 +125,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this node's metrics (``tidings.metrics``)."""
+    node: Node = request.app.state.node
+    return Response(node.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
     """The ASGI app serving every transport, the server API and the static files."""
     node = node if node is not None else Node(settings)
@@ -144,4 +152,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.state.node = node
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies)
     return app

@@ -7,7 +7,12 @@ writer task. Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
-connection stays open. A full outbox closes with 4008 (slow consumer).
+connection stays open. A full outbox closes with 4008 (slow consumer). While the node drains,
+a new connection is accepted and closed at once with 1012 (service restart: come back).
+
+Ops: the node writes one log line when a connection opens and one when it closes
+(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
+given here.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
+from tidings.hub import LatencyObserver
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
@@ -66,8 +72,9 @@ def _query_param(scope: Scope, name: str) -> str | None:
 class WebSocketConnection:
     """One client's WebSocket: subscriber in the hub, connection in the node."""
 
-    __slots__ = ("_bucket", "_closing", "_expiry", "_sending", "client_id", "lease", "node", "outbox",
-                 "reader", "send", "session", "transport", "writer")
+    __slots__ = ("_bucket", "_closing", "_expiry", "_probe", "_sending", "address", "client_id",
+                 "lease", "node", "outbox", "peer_close", "reader", "send", "session", "transport",
+                 "writer")
 
     def __init__(self, node: Node, send: Send, session: Session) -> None:
         self.node = node
@@ -85,6 +92,9 @@ class WebSocketConnection:
         self.lease: ConnectionLease | None = None
         self._bucket: TokenBucket | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._probe: tuple[int, LatencyObserver] | None = None
+        self.address: str | None = None
+        self.peer_close: int | None = None
         self._watch_expiry()
 
     @property
@@ -109,12 +119,23 @@ class WebSocketConnection:
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self.node.metrics.outbox_overflow(self.transport)
         self._interrupt_send()
 
     def _interrupt_send(self) -> None:
         """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
         if self._sending and self.writer is not None:
             self.writer.cancel()
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return int(self._closing.code), self._closing.reason, "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+
+    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
+        """Observe publish → write for the publication just queued (the hub samples)."""
+        self._probe = (time_ms, observe)
 
     def _watch_expiry(self) -> None:
         """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
@@ -160,6 +181,7 @@ class WebSocketConnection:
                 batch = await outbox.wait_batch()
                 if not batch:
                     break
+                probe, self._probe = self._probe, None
                 for frame in batch:
                     if outbox.closed:  # overflowed or disconnected: what is left is dropped
                         break
@@ -168,6 +190,8 @@ class WebSocketConnection:
                         await send({"type": "websocket.send", "text": frame})
                     finally:
                         self._sending = False
+                if probe is not None:
+                    probe[1](probe[0])
         except asyncio.CancelledError:
             if not outbox.closed:
                 raise  # cancelled from outside, not interrupted by a close
@@ -355,6 +379,7 @@ class WebSocketEndpoint:
                           credentials)
         conn = WebSocketConnection(node, send, session)
         conn.lease = lease
+        conn.address = security.client_ip(scope)
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
@@ -381,6 +406,7 @@ class WebSocketEndpoint:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                conn.peer_close = message.get("code")
                 conn.outbox.close()
                 return
             if kind != "websocket.receive":

@@ -284,6 +284,14 @@ class Dispatcher:
                 del self.lanes[endpoint_id]
                 self.spawn(self.sender.forget(endpoint_id))
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Return once no attempt is in flight, or after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(lane.inflight for lane in self.lanes.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
     def queued(self) -> int:
         return sum(len(lane.heap) + len(lane.inflight) for lane in self.lanes.values())
 

@@ -122,13 +122,17 @@ class ReceiverEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        name = str(scope.get("path_params", {}).get("name", ""))
         try:
-            response = await self.handle(request)
+            response, outcome = await self.handle(request)
         except TidingsError as exc:
             response = _error(exc)
+            outcome = "rejected" if exc.http_status in (401, 413) else exc.code
+        self.node.metrics.inbound_webhook(name, outcome)
         await response(scope, receive, send)
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> tuple[Response, str]:
+        """The answer to one inbound webhook, and its outcome for the metrics."""
         name = str(request.path_params.get("name", ""))
         receiver = self.node.settings.receivers.get(name)
         if receiver is None:
@@ -139,7 +143,7 @@ class ReceiverEndpoint:
         channel = receiver.channel.replace("{event}", inbound.event).replace("{name}", name)
         if inbound.delivery_id is not None and not await self.store.remember_inbound(
                 name, inbound.delivery_id, now, self.dedup_ttl):
-            return JSONResponse({"duplicate": True, "delivery_id": inbound.delivery_id})
+            return JSONResponse({"duplicate": True, "delivery_id": inbound.delivery_id}), "duplicate"
         try:
             result = await self.node.publish(
                 channel, inbound.data, event=inbound.event,
@@ -152,4 +156,4 @@ class ReceiverEndpoint:
         publication = result.publication
         return JSONResponse({"channel": publication.channel, "offset": publication.offset,
                              "epoch": publication.epoch, "id": publication.id,
-                             "duplicate": result.duplicate})
+                             "duplicate": result.duplicate}), "accepted"

@@ -94,7 +94,15 @@ class WebhookService:
             concurrency=self.settings.concurrency_per_endpoint, on_attempt=self._count, **kwargs)
         await self.dispatcher.start()
         self.node.publish_hooks.append(self.on_publication)
+        self.node.drain_hooks.append(self.drain)
+        self.attempt_listeners.append(self.node.metrics.webhook_attempt)
+        self.node.metrics.watch_webhook_queue(self.dispatcher.queued)
         self.started = True
+
+    async def drain(self, seconds: float) -> None:
+        """On SIGTERM: let attempts in flight finish (within ``seconds``); the rest stay queued."""
+        if self.dispatcher is not None:
+            await self.dispatcher.wait_idle(seconds)
 
     async def stop(self) -> None:
         if not self.started:

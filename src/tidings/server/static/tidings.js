@@ -272,6 +272,7 @@ class WSConnection {
         break;
       }
       case "join": case "leave": client.subs.get(msg.channel)?.emit(msg.op, msg.client); break;
+      case "gap": client._gap(msg); break;   // the server's broker link lost publications
       default: if (!client._settle(msg) && msg.op === "error") client.emit("error", msg);
     }
   }

@@ -1,0 +1,217 @@
+"""Prometheus metrics of one node, served at ``GET /metrics``.
+
+Every :class:`~tidings.node.Node` has its own :class:`Metrics` with its own
+:class:`~prometheus_client.CollectorRegistry`, so several nodes in one process (tests, embedding)
+never collide and nothing lands in prometheus_client's global registry.
+
+The hot path stays cheap: nothing here is touched per subscriber per message.
+
+- Connections, subscriptions, publications and deliveries are plain integers the node and hub
+  keep anyway; :class:`_NodeCollector` reads them at scrape time.
+- The hub counts deliveries per fan-out, per transport (``Hub.delivered``: one dict update per
+  transport present on the channel, not per subscriber).
+- Delivery latency (publish → the transport's write) is observed once every
+  :attr:`Metrics.latency_sample_every` fan-outs, on one subscriber of that fan-out.
+
+Metric names (``docs/reference/metrics.md`` lists them with their labels; a test keeps the two in
+step). Counters that other parts of tidings increment:
+
+- ``webhook_attempts`` (label ``outcome``: ``success`` | ``failure``; the dispatcher may add
+  ``timeout``/``error``) — :meth:`Metrics.webhook_attempt`;
+- ``webhook_queue_depth`` — :meth:`Metrics.watch_webhook_queue` with a callable;
+- ``inbound_webhooks`` (labels ``receiver``, ``outcome``: ``verified`` | ``invalid_signature`` |
+  ``stale`` | ``duplicate`` | ``error``) — :meth:`Metrics.inbound_webhook`;
+- ``broker_operations`` / ``broker_errors`` (label ``operation``) are counted by
+  :meth:`Metrics.instrument_broker`, which the node applies to its broker.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from tidings.node import Node
+
+__all__ = ["BROKER_OPERATIONS", "CONTENT_TYPE", "LATENCY_BUCKETS", "METRIC_NAMES", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+
+#: Every metric family a node exports (as named in the exposition), with its labels.
+METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "tidings_connections": ("transport",),
+    "tidings_subscriptions": ("transport",),
+    "tidings_publications_total": (),
+    "tidings_deliveries_total": ("transport",),
+    "tidings_delivery_latency_seconds": (),
+    "tidings_connections_opened_total": ("transport",),
+    "tidings_disconnects_total": ("transport", "reason"),
+    "tidings_outbox_overflows_total": ("transport",),
+    "tidings_slow_consumer_disconnects_total": ("transport",),
+    "tidings_broker_operations_total": ("operation",),
+    "tidings_broker_errors_total": ("operation",),
+    "tidings_broker_available": (),
+    "tidings_webhook_attempts_total": ("outcome",),
+    "tidings_webhook_queue_depth": (),
+    "tidings_inbound_webhooks_total": ("receiver", "outcome"),
+    "tidings_draining": (),
+}
+
+#: The broker calls counted in ``tidings_broker_operations_total`` / ``_errors_total``.
+BROKER_OPERATIONS = ("publish", "publish_control", "subscribe", "unsubscribe", "since", "latest",
+                     "position", "channels", "ping")
+
+T = TypeVar("T")
+
+
+class _NodeCollector(Collector):
+    """Reads the node's own integers at scrape time (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        connections = GaugeMetricFamily("tidings_connections", "Open client connections.",
+                                        labels=["transport"])
+        for transport, count in sorted(node.connection_counts().items()):
+            connections.add_metric([transport], count)
+        yield connections
+        subscriptions = GaugeMetricFamily("tidings_subscriptions",
+                                          "Channel subscriptions of this node's clients.",
+                                          labels=["transport"])
+        for transport, count in sorted(node.hub.subscriptions_by_transport().items()):
+            subscriptions.add_metric([transport], count)
+        yield subscriptions
+        yield CounterMetricFamily("tidings_publications", "Publications accepted by this node.",
+                                  value=node.publications)
+        deliveries = CounterMetricFamily(
+            "tidings_deliveries", "Publications handed to subscribers' outboxes (live fan-out).",
+            labels=["transport"])
+        for transport, count in sorted(node.hub.delivered.items()):
+            deliveries.add_metric([transport], count)
+        yield deliveries
+        yield GaugeMetricFamily("tidings_broker_available", "1 while the broker answers.",
+                                value=1 if node.broker_available else 0)
+        yield GaugeMetricFamily("tidings_draining", "1 while the node drains for shutdown.",
+                                value=1 if node.draining else 0)
+
+
+class Metrics:
+    """The metrics of one node (see the module docstring)."""
+
+    def __init__(self, node: Node | None = None, *, latency_sample_every: int = 16) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        #: Observe publish → write latency on one fan-out in this many (1: every fan-out).
+        self.latency_sample_every = latency_sample_every
+        self.delivery_latency = Histogram(
+            "tidings_delivery_latency_seconds",
+            "Seconds from publish to the write on a subscriber's connection (sampled fan-outs).",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.connections_opened = Counter("tidings_connections_opened",
+                                          "Client connections accepted.", ["transport"],
+                                          registry=r)
+        self.disconnects = Counter("tidings_disconnects",
+                                   "Client connections closed, by close reason.",
+                                   ["transport", "reason"], registry=r)
+        self.outbox_overflows = Counter("tidings_outbox_overflows",
+                                        "Outboxes that overflowed (the client was too slow).",
+                                        ["transport"], registry=r)
+        self.slow_consumers = Counter("tidings_slow_consumer_disconnects",
+                                      "Connections closed as slow consumers (4008).",
+                                      ["transport"], registry=r)
+        self.broker_operations = Counter("tidings_broker_operations",
+                                         "Broker calls made by this node.", ["operation"],
+                                         registry=r)
+        self.broker_errors = Counter("tidings_broker_errors", "Broker calls that failed.",
+                                     ["operation"], registry=r)
+        self.webhook_attempts = Counter("tidings_webhook_attempts",
+                                        "Outbound webhook delivery attempts, by outcome.",
+                                        ["outcome"], registry=r)
+        self.webhook_queue_depth = Gauge("tidings_webhook_queue_depth",
+                                         "Outbound webhook deliveries queued or in flight.",
+                                         registry=r)
+        self.inbound_webhooks = Counter("tidings_inbound_webhooks",
+                                        "Inbound webhook requests, by receiver and outcome.",
+                                        ["receiver", "outcome"], registry=r)
+        if node is not None:
+            r.register(_NodeCollector(node))
+
+    # what other parts of tidings call --------------------------------------------------------
+
+    def observe_latency(self, seconds: float) -> None:
+        self.delivery_latency.observe(max(0.0, seconds))
+
+    def observe_since(self, publication_time_ms: int) -> None:
+        """Observe the latency of a publication published at ``publication_time_ms`` (Unix ms)."""
+        self.observe_latency(time.time() - publication_time_ms / 1000)
+
+    def connection_opened(self, transport: str) -> None:
+        self.connections_opened.labels(transport).inc()
+
+    def connection_closed(self, transport: str, reason: str) -> None:
+        """Count a close; ``reason`` is a close-code name in lower case (``service_restart``)."""
+        self.disconnects.labels(transport, reason).inc()
+        if reason == "slow_consumer":
+            self.slow_consumers.labels(transport).inc()
+
+    def outbox_overflow(self, transport: str) -> None:
+        self.outbox_overflows.labels(transport).inc()
+
+    def webhook_attempt(self, outcome: str) -> None:
+        """One outbound attempt ended: ``success``, ``failure`` (or ``timeout``, ``error``)."""
+        self.webhook_attempts.labels(outcome).inc()
+
+    def watch_webhook_queue(self, depth: Callable[[], int]) -> None:
+        """Read the outbound queue depth from ``depth()`` at every scrape."""
+        self.webhook_queue_depth.set_function(lambda: float(depth()))
+
+    def inbound_webhook(self, receiver: str, outcome: str) -> None:
+        """One inbound request to ``/hooks/{receiver}`` was verified, refused or deduplicated."""
+        self.inbound_webhooks.labels(receiver, outcome).inc()
+
+    def instrument_broker(self, broker: object) -> None:
+        """Count every call of the broker's operations (:data:`BROKER_OPERATIONS`).
+
+        Wraps the bound methods on the instance, so ``node.broker`` stays the broker itself
+        (``isinstance`` and broker-specific attributes keep working). A broker that does not
+        allow it (``__slots__``) is left uninstrumented.
+        """
+        for operation in BROKER_OPERATIONS:
+            method = getattr(broker, operation, None)
+            if method is None:
+                continue
+            try:
+                setattr(broker, operation, self._counted(operation, method))
+            except AttributeError:
+                return
+
+    def _counted(self, operation: str,
+                 method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        calls = self.broker_operations.labels(operation)
+        errors = self.broker_errors.labels(operation)
+
+        @functools.wraps(method)
+        async def counted(*args: Any, **kwargs: Any) -> T:
+            calls.inc()
+            try:
+                return await method(*args, **kwargs)
+            except Exception:
+                errors.inc()
+                raise
+
+        return counted
+
+    def exposition(self) -> bytes:
+        """The text exposition format of everything in this node's registry."""
+        return generate_latest(self.registry)

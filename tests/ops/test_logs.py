@@ -1,0 +1,80 @@
+"""Logs of a real ``tidings serve``: JSON lines, request ids, connection lines, no secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from tests.ops.process import free_port, running
+from tests.wsclient import WS
+from tidings.logs import redact
+
+API_KEY = "apikey-" + "k" * 24
+TOKEN_SECRET = "tokensecret-" + "s" * 24
+
+
+def records(output: str) -> list[dict[str, Any]]:
+    lines = [line for line in output.splitlines() if line.strip()]
+    parsed = []
+    for line in lines:
+        parsed.append(json.loads(line))  # every line is JSON: uvicorn's too
+    return parsed
+
+
+async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secrets(
+    tmp_path: Path,
+):
+    cfg = tmp_path / "tidings.toml"
+    cfg.write_text(f'log_format = "json"\napi_key = "{API_KEY}"\n'
+                   f'token_secret = "{TOKEN_SECRET}"\n')
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, TOKEN_SECRET,
+                       algorithm="HS256")
+    with running(cfg, free_port(), tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            info = await http.get("/api/info", headers={"Authorization": f"Bearer {API_KEY}",
+                                                        "X-Request-ID": "req-123"})
+            assert info.status_code == 200
+            assert info.headers["x-request-id"] == "req-123"
+            fresh = await http.get("/api/info", params={"token": token},
+                                   headers={"X-Request-ID": "no spaces allowed"})
+            assert len(fresh.headers["x-request-id"]) == 32  # a new id replaced the insane one
+        async with await WS.open(f"{server.ws_url}?token={token}",
+                                 additional_headers={"X-Request-ID": "ws-42"}) as ws:
+            assert ws.conn.response is not None
+            assert ws.conn.response.headers["x-request-id"] == "ws-42"
+            assert (await ws.request("subscribe", channel="logged"))["op"] == "subscribed"
+        server.terminate()
+        server.wait(15)
+        output = server.output()
+    for secret in (API_KEY, TOKEN_SECRET, token):
+        assert secret not in output
+    logged = records(output)
+    access = [r for r in logged if r["logger"] == "tidings.access"]
+    first = next(r for r in access if r.get("request_id") == "req-123")
+    assert first["path"] == "/api/info" and first["status"] == 200 and "duration_ms" in first
+    masked = next(r for r in access if r["request_id"] == fresh.headers["x-request-id"])
+    assert masked["path"] == "/api/info?token=***"
+    opened = next(r for r in logged if r.get("event") == "open")
+    assert opened["request_id"] == "ws-42"
+    closed = next(r for r in logged if r.get("event") == "close")
+    assert opened["transport"] == closed["transport"] == "ws"
+    assert opened["user"] == closed["user"] == "alice"
+    assert opened["client"] == closed["client"] and closed["address"] == "127.0.0.1"
+    assert closed["code"] == 1000 and closed["by"] == "client" and closed["duration_s"] >= 0
+    assert any(r["logger"] == "tidings.server" and "drain" in r["message"] for r in logged)
+
+
+def test_redact_masks_tokens_keys_and_authorization_headers():
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+    text = (f'GET /sse?channel=a&token={jwt_like}&x=1 "Authorization: Bearer abc.def" '
+            f"headers=[(b'authorization', b'Bearer zzz')] api_key=sekrit whsec_abcdef "
+            f"{jwt_like} my-secret-value")
+    out = redact(text, ["my-secret-value"])
+    for leaked in (jwt_like, "abc.def", "zzz", "sekrit", "abcdef", "my-secret-value"):
+        assert leaked not in out
+    assert "channel=a" in out and "x=1" in out and "token=***" in out
