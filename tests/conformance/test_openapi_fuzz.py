@@ -7,12 +7,22 @@ Each operation of the server API gets schema-valid requests (positive) and schem
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import pkgutil
 from typing import Any
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
+
+# Every schemathesis module is imported now, at collection: schemathesis imports many lazily, and
+# pytest rewrites them (schemathesis is a pytest plugin); parsing one deep in a running test's
+# stack has hit CPython 3.11's "SystemError: AST constructor recursion depth mismatch" here.
+for _info in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+    with contextlib.suppress(Exception):
+        importlib.import_module(_info.name)
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402

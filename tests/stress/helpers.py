@@ -238,12 +238,13 @@ def check_ledger(ledger: Ledger, accepted: dict[Key, str], first: Key) -> list[s
     epochs_after: dict[str, int] = {}  # an epoch left through a gap: offsets after this are covered
     for item in ledger.items:
         if isinstance(item, Gap):
-            if item.epoch != epoch:
+            if item.epoch != epoch:  # a new epoch: its offsets start again at 1
                 epochs_after[epoch] = previous
-                epoch, previous = item.epoch, 0
-            end = item.available_from if item.available_from is not None else 1 << 62
-            covered.update((item.epoch, o) for o in range(item.requested, min(end, 1 << 20)))
-            previous = max(previous, (item.available_from or item.requested) - 1)
+                epoch, previous = item.epoch, (item.available_from or 1) - 1
+                continue
+            end = item.available_from if item.available_from is not None else item.requested + 1
+            covered.update((item.epoch, o) for o in range(item.requested, end))
+            previous = max(previous, end - 1)
             continue
         key = (item.epoch, item.offset)
         if key in seen:

@@ -241,7 +241,7 @@ async def test_sqlite_on_a_read_only_disk_refuses_to_start_and_loses_nothing_acc
             if remount.returncode != 0:
                 pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
             with pytest.raises(RuntimeError, match="cannot open"):
-                node.start(timeout=10)
+                node.start(timeout=30)
             assert not await publisher.publish(CHANNELS[0], "while read-only")
             await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,rw", str(disk)],
                                     check=True, capture_output=True)
