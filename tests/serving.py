@@ -44,11 +44,13 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: floa
 
 
 @contextlib.contextmanager
-def serve(settings: Settings | None = None, **overrides: Any) -> Iterator[RunningServer]:
-    """Run a node until the block ends; ``overrides`` are settings (port defaults to 0)."""
+def serve(settings: Settings | None = None, *, certfile: Any = None, keyfile: Any = None,
+          **overrides: Any) -> Iterator[RunningServer]:
+    """Run a node until the block ends; ``overrides`` are settings (port defaults to 0);
+    ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does."""
     overrides.setdefault("port", 0)
     settings = settings or load_settings(**overrides)
-    config = uvicorn_config(settings)
+    config = uvicorn_config(settings, certfile=certfile, keyfile=keyfile)
     config.log_level = "warning"
     server = TidingsServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

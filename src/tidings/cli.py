@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from tidings._version import __version__
+from tidings.exceptions import TidingsError
 
 app = typer.Typer(
     name="tidings",
@@ -103,6 +104,8 @@ def serve(
     insecure: Annotated[bool, typer.Option(help="Allow a public bind without secrets.")] = False,
     certfile: Annotated[Path | None, typer.Option(help="TLS certificate (serves https/wss).")] = None,
     keyfile: Annotated[Path | None, typer.Option(help="TLS private key.")] = None,
+    http2: Annotated[bool, typer.Option(
+        "--http2", help="Serve HTTP/2 with Hypercorn (h2 over TLS, h2c without).")] = False,
 ) -> None:
     """Run a tidings node (the server)."""
     from tidings.server.run import run
@@ -113,6 +116,11 @@ def serve(
                                  insecure=insecure or None)
     except SettingsError as exc:
         raise fail(str(exc), "Fix the keys named above (see docs/reference/settings.md).") from None
+    if http2:
+        from tidings.server.http2 import run_http2
+
+        run_http2(settings, certfile=certfile, keyfile=keyfile)
+        return
     run(settings, certfile=certfile, keyfile=keyfile)
 
 
@@ -196,6 +204,8 @@ def subscribe(
                                   notice=lambda obj: err.print(f"[yellow]{obj}[/]")))
     except KeyboardInterrupt:
         pass
+    except TidingsError as exc:
+        raise fail(f"{exc.code}: {exc.message}") from None
     except (OSError, ValueError) as exc:
         raise fail(str(exc), "Is the server running (tidings serve)? Set TIDINGS_URL or --url.") \
             from None

@@ -140,6 +140,9 @@ class ApiKey(_Section):
 class SSESettings(_Section):
     retry_ms: int = Field(2000, ge=0, description="retry: sent first on every SSE stream.")
     heartbeat: float = Field(15.0, gt=0, description="Seconds between heartbeat comments/lines.")
+    max_duration: float = Field(
+        0.0, ge=0, description="Seconds before the server ends an SSE or NDJSON stream so the "
+        "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.")
 
 
 class WebhookSettings(_Section):

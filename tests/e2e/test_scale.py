@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+import tidings
 from tests.nodes import NodeProcess
 from tests.redis_server import RedisCluster, RedisServer, redis_available
 from tests.wsclient import WS
@@ -35,8 +36,31 @@ async def publish(node: NodeProcess, channel: str, data: Any) -> httpx.Response:
         return await client.post("/api/publish", json={"channel": channel, "data": data})
 
 
+async def check_http_transports_across_nodes(one: NodeProcess, two: NodeProcess,
+                                             three: NodeProcess) -> None:
+    """SSE, streaming and long polling on nodes 2 and 3 receive what node 1 accepted."""
+    clients = [tidings.Client(node.url, transport=t, long_poll_timeout=2)
+               for node in (two, three) for t in ("sse", "stream", "longpoll")]
+    subs = [c.subscribe("multi") for c in clients]
+    try:
+        # Each subscription is live once it has read the marker published before the data.
+        await publish(one, "multi", "marker")
+        for sub in subs:
+            while (await asyncio.wait_for(sub.__anext__(), 10)).data != "marker":  # type: ignore[union-attr]
+                pass
+        for i in range(5):
+            await publish(one, "multi", i)
+        for sub in subs:
+            got = [(await asyncio.wait_for(sub.__anext__(), 10)).data for _ in range(5)]  # type: ignore[union-attr]
+            assert got == list(range(5))
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def check_multi_node_delivery(broker: str) -> None:
     with nodes(broker, 3) as (one, two, three):
+        await check_http_transports_across_nodes(one, two, three)
         async with await WS.open(two.ws_url) as a, await WS.open(three.ws_url) as b:
             await a.request("subscribe", channel="news")
             await b.request("subscribe", channel="news")

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -89,6 +90,16 @@ async def test_bad_tokens_are_refused_on_websocket_with_the_same_code(tmp_path):
         async with await WS.open(f"{server.ws_url}?token={good}") as ws:
             assert (await ws.request("connect", token=good))["user"] == "alice"
         for name, bad in _bad_tokens(rsa_key, public_pem).items():
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                for path in ("/sse", "/stream", "/poll"):
+                    params = {"channel": "x", "timeout": "0"} if path == "/poll" else \
+                        {"channel": "x"}
+                    r = await http.get(path, params={**params, "token": bad})
+                    assert r.status_code == 401, (name, path)
+                    assert r.json()["error"]["code"] == "unauthorized", (name, path)
+                    r = await http.get(path, params=params,
+                                       headers={"Authorization": f"Bearer {bad}"})
+                    assert r.status_code == 401, (name, path)
             code = await close_code(f"{server.ws_url}?token={bad}")
             expected = 4001 if name == "expired" else 4003
             assert code == expected, name
@@ -170,3 +181,71 @@ async def test_a_connection_that_does_not_finish_its_request_is_dropped(first_by
         writer.close()
         async with await WS.open(server.ws_url) as ws:  # still serving
             assert (await ws.request("ping"))["op"] == "pong"
+
+
+async def test_wss_and_https_sse_with_a_certificate_made_in_the_test(tmp_path):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with serve(certfile=certfile, keyfile=keyfile) as server:
+        https = server.url.replace("http://", "https://")
+        async with await WS.open(server.ws_url.replace("ws://", "wss://"), ssl=context) as ws:
+            await ws.request("subscribe", channel="tls")
+            async with httpx.AsyncClient(base_url=https, verify=context) as http, \
+                    http.stream("GET", "/sse", params={"channel": "tls"}) as stream:
+                assert stream.status_code == 200
+                await http.post("/api/publish", json={"channel": "tls", "data": "secret"})
+                body = b""
+                async for chunk in stream.aiter_bytes():
+                    body += chunk
+                    if b'"secret"' in body:
+                        break
+            assert (await ws.messages(1))[0]["data"] == "secret"
+
+
+async def test_abusive_clients_do_not_cost_well_behaved_clients_any_delivery():
+    with serve(limits={"outbox_bytes": 65536, "publish_rate": 20, "publish_burst": 20,
+                       "max_frame_bytes": 4096}) as server:
+        good = [await WS.open(server.ws_url) for _ in range(5)]
+        for ws in good:
+            await ws.request("subscribe", channel="shared")
+        slow = [await connect(server.ws_url, max_queue=1) for _ in range(3)]
+        for ws in slow:
+            await ws.send('{"op":"subscribe","channel":"shared"}')
+
+        async def flood() -> None:
+            async with await WS.open(server.ws_url) as ws:
+                for i in range(200):
+                    await ws.send("publish", channel="shared", data=i)  # rate limited
+                await ws.conn.send("x" * 10000)  # oversize: closed
+
+        async def garbage() -> None:
+            for _ in range(20):
+                async with await WS.open(server.ws_url) as ws:
+                    await ws.conn.send("not json")
+
+        abuse = [asyncio.create_task(flood()), asyncio.create_task(garbage())]
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for i in range(100):
+                r = await http.post("/api/publish", json={"channel": "shared",
+                                                          "data": {"n": i, "pad": "p" * 2000}})
+                assert r.status_code == 200
+        await asyncio.gather(*abuse, return_exceptions=True)
+        for ws in good:
+            got: list[int] = []
+            while len(got) < 100:  # the flooder's accepted publishes are interleaved
+                data = (await ws.messages(1))[0]["data"]
+                if isinstance(data, dict):
+                    got.append(data["n"])
+            assert got == list(range(100))
+            await ws.close()
+        for ws in slow:
+            await ws.close()

@@ -71,7 +71,7 @@ async def _sse(http: httpx.AsyncClient, client: Client, sub: Subscription) -> No
         async for chunk in _with_heartbeat(response.aiter_bytes(), client.heartbeat_timeout):
             for message in parser.feed(chunk):
                 obj = orjson.loads(message.data)
-                kind = message.event if message.event in ("ready", "gap") else "publication"
+                kind = message.event if message.event in ("ready", "gap", "disconnect") else "publication"
                 _dispatch(sub, kind, obj)
 
 

@@ -13,11 +13,14 @@ __all__ = ["run_subscribe"]
 
 async def run_subscribe(url: str, channels: list[str], *, transport: str, cursor: str | None,
                         token: str | None, count: int | None,
-                        emit: Callable[[Any], None], notice: Callable[[Any], None]) -> None:
-    """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``."""
+                        emit: Callable[[Any], None], notice: Callable[[Any], None],
+                        interval: float = 1.0) -> None:
+    """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``.
+
+    ``interval`` is the short-polling period in seconds."""
     import asyncio
 
-    async with Client(url, token=token, transport=transport) as client:
+    async with Client(url, token=token, transport=transport, poll_interval=interval) as client:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def pump(channel: str) -> None:

@@ -28,6 +28,9 @@ from tidings.node import Node
 from tidings.server.api import create_api
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
+from tidings.transports.http_stream import StreamEndpoint
+from tidings.transports.long_poll import PollEndpoint
+from tidings.transports.sse import SSEEndpoint
 from tidings.transports.websocket import WebSocketEndpoint
 from tidings.webhooks.service import WebhookService
 
@@ -140,6 +143,9 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/sse", SSEEndpoint(node)),
+        Route("/stream", StreamEndpoint(node)),
+        Route("/poll", PollEndpoint(node)),
         Mount("/api", app=cast(ASGIApp, api)),
         Route("/hooks/{name}", webhooks.receiver(), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),

@@ -1,0 +1,75 @@
+"""Serving over HTTP/2 with Hypercorn (``tidings serve --http2``).
+
+Uvicorn speaks HTTP/1.1 only. Over HTTP/1.1 a browser opens at most six connections per origin,
+so a page with many EventSource streams stalls; over HTTP/2 every stream shares one connection.
+Browsers use HTTP/2 only over TLS (ALPN ``h2``), so give ``--certfile`` and ``--keyfile``; without
+them Hypercorn serves HTTP/1.1 plus cleartext h2c (prior knowledge or ``Upgrade``) for
+non-browser clients and proxies. The same app factory works from Hypercorn's command line::
+
+    hypercorn --certfile cert.pem --keyfile key.pem --bind 127.0.0.1:8600 \\
+        'tidings.server.app:create_app()'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from tidings.server.app import create_app
+from tidings.settings import Settings
+
+__all__ = ["hypercorn_config", "run_http2", "serve_http2"]
+
+
+def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
+                     keyfile: Path | None = None) -> Any:
+    """Hypercorn's config for ``settings`` (HTTP/2 by ALPN when a certificate is given)."""
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.loglevel = settings.log_level.upper()
+    # Hypercorn's loggers, through the logging set-up of run_http2 (not a second stderr handler).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = logging.getLogger("hypercorn.access") \
+        if settings.log_level == "debug" else None
+    config.keep_alive_timeout = settings.limits.idle_timeout
+    config.graceful_timeout = settings.drain_timeout
+    # Each SSE, NDJSON or held long poll is one HTTP/2 stream: allow as many as a connection
+    # may have subscriptions, rather than Hypercorn's default of 100.
+    config.h2_max_concurrent_streams = max(100, settings.limits.max_subscriptions_per_connection)
+    if certfile is not None:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile) if keyfile is not None else None
+    return config
+
+
+async def serve_http2(settings: Settings, *, certfile: Path | None = None,
+                      keyfile: Path | None = None,
+                      shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
+    """Serve ``create_app(settings)`` under Hypercorn until ``shutdown_trigger`` returns."""
+    config = hypercorn_config(settings, certfile=certfile, keyfile=keyfile)
+    app = create_app(settings)
+    if shutdown_trigger is None:
+        await serve(app, config)  # type: ignore[arg-type]
+    else:
+        await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+
+def run_http2(settings: Settings, *, certfile: Path | None = None,
+              keyfile: Path | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (``tidings serve --http2``)."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not on Windows
+        asyncio.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+    else:
+        uvloop.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))

@@ -1,0 +1,543 @@
+"""What the HTTP push transports share: request parsing, CORS, and the streaming subscriber.
+
+SSE (:mod:`~tidings.transports.sse`), HTTP streaming (:mod:`~tidings.transports.http_stream`) and
+long polling (:mod:`~tidings.transports.long_poll`) differ only in how they frame what a
+subscription produces. Everything else lives here, once:
+
+- :func:`parse_request` turns the query string and headers into a :class:`StreamRequest`
+  (channels, merged resume positions, credentials, ``timeout``/``limit``), refusing anything
+  unknown or malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON.
+- :class:`StreamSubscriber` is the hub's subscriber and the node's connection for one request.
+  While its channels are being subscribed (history read, recovery merged) it holds what
+  arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
+  message comes after), the gaps, the recovered publications and, live, each publication with
+  the stream's cursor.
+- :func:`serve_stream` is the one streaming loop (SSE and NDJSON): an outbox drained in batches,
+  one ``http.response.body`` per batch, heartbeats when idle, an end on overflow, ``disconnect``,
+  token expiry or ``sse.max_duration``, and a watcher of ``http.disconnect``.
+
+Cursors on a stream over one channel are the channel's token, so the shared pre-encoded bytes of
+:class:`~tidings.core.wire.frames.EncodedPublication` go out unchanged; a stream over several
+channels splices its composite cursor (:meth:`EncodedPublication.with_cursor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+import orjson
+
+from tidings.auth.apikeys import bearer_token
+from tidings.core.channels import validate_channel
+from tidings.core.cursor import decode_cursors, encode_token
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
+from tidings.core.events import Gap
+from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
+from tidings.core.position import Position
+from tidings.core.recovery import Recovered
+from tidings.core.wire.frames import EncodedPublication
+from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
+from tidings.node import Node
+from tidings.outbox import Outbox
+from tidings.server.errors import error_body
+from tidings.settings import Settings
+
+__all__ = [
+    "Endpoint",
+    "Framing",
+    "Sink",
+    "StreamRequest",
+    "StreamSubscriber",
+    "cors_headers",
+    "parse_request",
+    "serve_stream",
+]
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+Headers = list[tuple[bytes, bytes]]
+
+STREAM_PARAMS = frozenset({"channel", "cursor", "token"})
+POLL_PARAMS = STREAM_PARAMS | {"timeout", "limit"}
+DEFAULT_POLL_TIMEOUT = 25.0
+DEFAULT_POLL_LIMIT = 100
+
+
+# request parsing ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """A validated request: channels in the order given, resume positions, who is asking."""
+
+    channels: tuple[str, ...]
+    since: Mapping[str, Position]
+    credentials: Credentials
+    timeout: float
+    limit: int
+    headers: Mapping[str, str]
+    cors: Headers
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+def _query(scope: Scope, allowed_names: frozenset[str]) -> dict[str, list[str]]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("malformed query string") from None
+    query: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name not in allowed_names:
+            known = ", ".join(sorted(allowed_names))
+            raise BadRequest(f"unknown query parameter {name[:40]!r} (known: {known})")
+        query.setdefault(name, []).append(value)
+    return query
+
+
+def _one(query: Mapping[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"{name} must be given at most once")
+    return values[0]
+
+
+def parse_timeout(value: str | None, cap: float) -> float:
+    """Seconds to hold a poll: a finite number >= 0, capped by ``limits.max_poll_timeout``."""
+    if value is None:
+        return min(DEFAULT_POLL_TIMEOUT, cap)
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequest("timeout must be a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRequest("timeout must be a finite number of seconds >= 0")
+    return min(seconds, cap)
+
+
+def parse_limit(value: str | None, cap: int) -> int:
+    """Most messages in one poll answer: an integer >= 1, capped by ``limits.history_limit``."""
+    if value is None:
+        return min(DEFAULT_POLL_LIMIT, cap)
+    if not value.isascii() or not value.isdigit() or len(value) > 9 or int(value) < 1:
+        raise BadRequest("limit must be an integer >= 1")
+    return min(int(value), cap)
+
+
+def _channels(node: Node, names: list[str], credentials: Credentials) -> tuple[str, ...]:
+    if not names:
+        raise BadRequest("give at least one channel: ?channel=NAME (repeatable)")
+    channels = tuple(dict.fromkeys(validate_channel(name) for name in names))
+    most = node.settings.limits.max_subscriptions_per_connection
+    if len(channels) > most:
+        raise BadRequest(f"at most {most} channels per request")
+    for channel in channels:
+        if not allowed(Capability.SUBSCRIBE, channel, node.options(channel), credentials):
+            raise Forbidden(f"subscribe is not allowed on {channel}")
+    return channels
+
+
+async def _credentials(node: Node, headers: Mapping[str, str],
+                       query: Mapping[str, list[str]]) -> Credentials:
+    token = bearer_token(headers.get("authorization")) or _one(query, "token")
+    return await node.security.credentials(token) if token else ANONYMOUS
+
+
+async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], cors: Headers, *,
+                        poll: bool = False, last_event_id: bool = False) -> StreamRequest:
+    """Validate a request of an HTTP push transport, or raise the TidingsError to answer.
+
+    ``headers`` are the request's (lower-case names), ``cors`` the answer's CORS headers. Resume
+    positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header (the
+    later position of a channel wins); positions of channels not requested are ignored.
+    """
+    query = _query(scope, POLL_PARAMS if poll else STREAM_PARAMS)
+    credentials = await _credentials(node, headers, query)
+    channels = _channels(node, query.get("channel", []), credentials)
+    cursors = list(query.get("cursor", []))
+    if last_event_id and headers.get("last-event-id"):
+        cursors.append(headers["last-event-id"])
+    since = decode_cursors(cursors) if cursors else {}
+    limits = node.settings.limits
+    timeout = parse_timeout(_one(query, "timeout"), limits.max_poll_timeout) if poll else 0.0
+    limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
+    wanted = {ch: since[ch] for ch in channels if ch in since}
+    return StreamRequest(channels, wanted, credentials, timeout, limit, headers, cors)
+
+
+# CORS -----------------------------------------------------------------------------------------
+
+def cors_headers(node: Node, headers: Mapping[str, str]) -> Headers:
+    """CORS response headers for a request; raises Forbidden for an origin not allowed.
+
+    Requests without ``Origin`` (non-browser clients, same-origin GETs) are never refused.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return []
+    # The one origin rule of the node (tidings.auth.origins): same origin, loopback pages,
+    # and what allowed_origins lists.
+    if not node.security.origins.allowed(origin, headers.get("host")):
+        raise Forbidden(f"origin {origin[:100]!r} is not in allowed_origins")
+    return [(b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"),
+            (b"access-control-expose-headers", b"ETag"),
+            (b"vary", b"Origin")]
+
+
+PREFLIGHT_HEADERS: Headers = [
+    (b"access-control-allow-methods", b"GET, OPTIONS"),
+    (b"access-control-allow-headers",
+     b"Authorization, Last-Event-ID, If-None-Match, Cache-Control"),
+    (b"access-control-max-age", b"600"),
+]
+
+
+# answering --------------------------------------------------------------------------------------
+
+async def answer(send: Send, status: int, body: bytes, headers: Headers,
+                 content_type: bytes = b"application/json") -> None:
+    """A complete, non-streaming response."""
+    # 204 and 304 have no body, so no Content-Type or Content-Length (RFC 9110).
+    all_headers = [] if status in (204, 304) else [
+        (b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    all_headers += headers
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def answer_error(send: Send, exc: TidingsError, cors: Headers) -> None:
+    headers = list(cors)
+    if exc.temporary:
+        headers.append((b"retry-after", b"1"))
+    await answer(send, exc.http_status, error_body(exc.code, exc.message), headers)
+
+
+class Endpoint:
+    """Base of the raw ASGI endpoints: method dispatch, CORS preflight, draining, errors.
+
+    Subclasses implement :meth:`serve` for a validated GET; a TidingsError raised before the
+    response starts is answered as ``{"error": …}`` with its status.
+    """
+
+    transport = "http"
+    poll = False
+    last_event_id = False
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        cors: Headers = []
+        try:
+            headers = header_map(scope)
+            cors = cors_headers(self.node, headers)
+            if method == "OPTIONS":
+                await answer(send, 204, b"", cors + PREFLIGHT_HEADERS)
+                return
+            if method != "GET":
+                await answer(send, 405, error_body("bad_request", f"{method} is not allowed"),
+                             [*cors, (b"allow", b"GET, OPTIONS")])
+                return
+            if self.node.draining:
+                raise Unavailable("the server is draining: reconnect to another node")
+            request = await parse_request(self.node, scope, headers, cors, poll=self.poll,
+                                          last_event_id=self.last_event_id)
+        except TidingsError as exc:
+            await answer_error(send, exc, cors)
+            return
+        await self.serve(request, receive, send)
+
+    async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+# the streaming subscriber -------------------------------------------------------------------
+
+class Sink(Protocol):
+    """Where a :class:`StreamSubscriber` puts what its subscriptions produce (synchronous)."""
+
+    def ready(self, positions: dict[str, Position], cursor: str) -> None: ...
+
+    def gap(self, gap: Gap, cursor: str) -> None: ...
+
+    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None: ...
+
+
+class CursorTracker:
+    """A stream's cursor: its channels' latest tokens joined in channel order (see core.cursor)."""
+
+    __slots__ = ("_tokens", "single")
+
+    def __init__(self, positions: Mapping[str, Position]) -> None:
+        self._tokens = {ch: encode_token(ch, positions[ch]) for ch in sorted(positions)}
+        self.single = len(self._tokens) == 1
+
+    @property
+    def cursor(self) -> str:
+        return ".".join(self._tokens.values())
+
+    def advance(self, encoded: EncodedPublication) -> str:
+        """Move past ``encoded`` and return the cursor to resume after it."""
+        self._tokens[encoded.publication.channel] = encoded.token
+        return encoded.token if self.single else ".".join(self._tokens.values())
+
+
+class StreamSubscriber:
+    """One HTTP request's subscriptions: a hub subscriber and a node connection.
+
+    Lifecycle: :meth:`start` subscribes every channel (holding what arrives meanwhile), then feeds
+    the sink ``ready``, gaps and recovered publications, then live ones; :meth:`close` leaves the
+    hub and the node. :meth:`disconnect` (the node's ``/api/disconnect``, overflow, time limits)
+    records why and calls ``on_end`` so the transport ends its response.
+    """
+
+    def __init__(self, node: Node, request: StreamRequest, transport: str, sink: Sink) -> None:
+        self.node = node
+        self.request = request
+        self.transport = transport
+        self.sink = sink
+        self.client_id = uuid.uuid4().hex
+        self.user = request.credentials.user
+        self.closing: Disconnect | None = None
+        self.gone = False
+        self.on_end: list[Callable[[], None]] = []
+        self._held: list[EncodedPublication | Gap] | None = []
+        self._results: dict[str, Recovered] = {}
+        self._tracker: CursorTracker | None = None
+
+    # Subscriber ---------------------------------------------------------------------------------
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        if self._held is not None:
+            self._held.append(publication)
+            return
+        assert self._tracker is not None
+        self.sink.publication(publication, self._tracker.advance(publication),
+                              self._tracker.single)
+
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        """Join/leave messages are not sent on HTTP streams (presence is read by API)."""
+
+    # Connection ---------------------------------------------------------------------------------
+
+    def disconnect(self, reason: Disconnect) -> None:
+        if self.closing is None:
+            self.closing = reason
+        for callback in self.on_end:
+            callback()
+
+    # lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe every channel, then go live; raises (after leaving the hub) on failure."""
+        self.node.register(self)
+        try:
+            for channel in self.request.channels:
+                await self.node.subscribe(self, channel, self.request.since.get(channel),
+                                          self._on_ready(channel))
+        except BaseException:
+            await self.close()
+            raise
+        self._go_live()
+
+    def _on_ready(self, channel: str) -> Callable[[Recovered], None]:
+        def ready(result: Recovered) -> None:
+            assert self._held is not None
+            self._results[channel] = result
+            if result.gap is not None:
+                self._held.append(result.gap)
+            self._held.extend(EncodedPublication(p) for p in result.publications)
+        return ready
+
+    def _start_positions(self, held: list[EncodedPublication | Gap]) -> dict[str, Position]:
+        """Each channel's position right before the first publication this stream sends."""
+        positions = {ch: result.position for ch, result in self._results.items()}
+        seen: set[str] = set()
+        for item in held:
+            if isinstance(item, EncodedPublication):
+                pub = item.publication
+                if pub.channel not in seen:
+                    seen.add(pub.channel)
+                    positions[pub.channel] = Position(pub.epoch, pub.offset - 1)
+        return positions
+
+    def _go_live(self) -> None:
+        held, self._held = self._held or [], None
+        positions = self._start_positions(held)
+        tracker = self._tracker = CursorTracker(positions)
+        sink = self.sink
+        sink.ready(positions, tracker.cursor)
+        for item in held:
+            if isinstance(item, Gap):
+                sink.gap(item, tracker.cursor)
+            else:
+                sink.publication(item, tracker.advance(item), tracker.single)
+
+    async def close(self) -> None:
+        for channel in self.request.channels:
+            with contextlib.suppress(Exception):
+                await self.node.unsubscribe(self, channel)
+        self.node.unregister(self)
+
+
+def ready_fields(positions: Mapping[str, Position], cursor: str) -> dict[str, Any]:
+    """The ``ready`` notice's fields: where the stream starts, per channel and as a cursor."""
+    return {"channels": {ch: pos.to_dict() for ch, pos in positions.items()}, "cursor": cursor}
+
+
+def gap_fields(gap: Gap, cursor: str) -> dict[str, Any]:
+    return {**gap.to_dict(), "cursor": cursor}
+
+
+def farewell_fields(reason: Disconnect) -> dict[str, Any]:
+    return {"code": int(reason.code), "reason": reason.reason, "reconnect": reason.reconnect}
+
+
+# streaming ----------------------------------------------------------------------------------------
+
+class Framing(Protocol):
+    """How one streaming transport turns notices and publications into bytes."""
+
+    content_type: bytes
+    heartbeat: bytes
+
+    def preamble(self, settings: Settings) -> bytes: ...
+
+    def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes: ...
+
+    def gap(self, gap: Gap, cursor: str) -> bytes: ...
+
+    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bytes: ...
+
+    def farewell(self, reason: Disconnect) -> bytes: ...
+
+
+class StreamSink:
+    """Frames everything into a bounded outbox that the stream's writer drains."""
+
+    __slots__ = ("framing", "outbox", "preamble", "wrote")
+
+    def __init__(self, framing: Framing, outbox: Outbox[bytes], preamble: bytes) -> None:
+        self.framing = framing
+        self.outbox = outbox
+        self.preamble = preamble
+        self.wrote = False
+
+    def ready(self, positions: dict[str, Position], cursor: str) -> None:
+        self.outbox.push(self.preamble + self.framing.ready(positions, cursor))
+
+    def gap(self, gap: Gap, cursor: str) -> None:
+        self.outbox.push(self.framing.gap(gap, cursor))
+
+    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
+        self.outbox.push(self.framing.publication(encoded, cursor, single))
+
+
+STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+                           (b"x-content-type-options", b"nosniff")]
+
+
+async def watch_disconnect(receive: Receive, stream: StreamSubscriber) -> None:
+    """Notice the client going away even while nothing is written (servers drop late writes)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            stream.gone = True
+            stream.disconnect(disconnect(CloseCode.GOING_AWAY, "client went away"))
+            return
+
+
+def _end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:
+    """End the stream at ``sse.max_duration`` and when the token expires (whichever is first)."""
+    loop = asyncio.get_running_loop()
+    timers = []
+    if settings.sse.max_duration > 0:
+        reason = disconnect(CloseCode.GOING_AWAY, "stream time limit: reconnect and resume")
+        timers.append(loop.call_later(settings.sse.max_duration, stream.disconnect, reason))
+    expires = stream.request.credentials.expires_at
+    if expires is not None:
+        timers.append(loop.call_later(max(0.0, expires - time.time()), stream.disconnect,
+                                      disconnect(CloseCode.TOKEN_EXPIRED)))
+    return timers
+
+
+class _Heartbeat:
+    """Pushes a heartbeat into an idle stream every ``interval`` (one timer, no task)."""
+
+    def __init__(self, sink: StreamSink, interval: float) -> None:
+        self.sink = sink
+        self.interval = interval
+        self.handle = asyncio.get_running_loop().call_later(interval, self.beat)
+
+    def beat(self) -> None:
+        if not self.sink.wrote:
+            self.sink.outbox.push(self.sink.framing.heartbeat)
+        self.sink.wrote = False
+        self.handle = asyncio.get_running_loop().call_later(self.interval, self.beat)
+
+
+async def _write(send: Send, sink: StreamSink) -> None:
+    outbox = sink.outbox
+    while True:
+        batch = await outbox.wait_batch()
+        if not batch:
+            return
+        body = batch[0] if len(batch) == 1 else b"".join(batch)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        sink.wrote = True
+
+
+async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,
+                       framing: Framing, transport: str) -> None:
+    """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
+    settings = node.settings
+    limits = settings.limits
+    outbox: Outbox[bytes] = Outbox(limits.outbox_bytes, limits.outbox_messages)
+    sink = StreamSink(framing, outbox, framing.preamble(settings))
+    stream = StreamSubscriber(node, request, transport, sink)
+    outbox.on_overflow = lambda: stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
+    stream.on_end.append(outbox.close)
+    try:
+        await stream.start()
+    except TidingsError as exc:
+        await answer_error(send, exc, request.cors)
+        return
+    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, stream))
+    timers = _end_timers(stream, settings)
+    heartbeat = _Heartbeat(sink, settings.sse.heartbeat)
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _write(send, sink)
+        if not stream.gone:
+            reason = stream.closing
+            last = framing.farewell(reason) if reason is not None else b""
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+    except OSError:
+        pass  # the client went away mid-write
+    finally:
+        heartbeat.handle.cancel()
+        for timer in timers:
+            timer.cancel()
+        watcher.cancel()
+        outbox.close()
+        await stream.close()
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value)
