@@ -302,6 +302,33 @@ class Publisher:
         except httpx.HTTPError:
             self.refused += 1
             return False
+        return self._record(channel, response)
+
+    async def steady(self, channels: list[str], count: int, rate: float) -> None:
+        """Publish ``count`` rounds (one publication per channel each) at ``rate`` rounds/s.
+
+        The rounds run in a thread with a blocking client: a test loop busy with hundreds of
+        consumers would otherwise hold each publish back and stretch the run.
+        """
+        await asyncio.to_thread(self._steady, channels, count, rate)
+
+    def _steady(self, channels: list[str], count: int, rate: float) -> None:
+        start = time.monotonic()
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            for n in range(count):
+                for channel in channels:
+                    try:
+                        response = http.post("/api/publish",
+                                             json={"channel": channel, "data": {"n": n}})
+                    except httpx.HTTPError:
+                        self.refused += 1
+                        continue
+                    self._record(channel, response)
+                delay = start + (n + 1) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    def _record(self, channel: str, response: httpx.Response) -> bool:
         if response.status_code != 200:
             self.refused += 1
             return False
@@ -311,19 +338,6 @@ class Publisher:
         self.epochs.setdefault(channel, body["epoch"])
         self.last[channel] = key
         return True
-
-    async def steady(self, channels: list[str], count: int, rate: float,
-                     stop: Callable[[], bool] | None = None) -> None:
-        """Publish ``count`` rounds (one publication per channel each) at ``rate`` rounds/s."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for n in range(count):
-            if stop is not None and stop():
-                return
-            await asyncio.gather(*(self.publish(ch, {"n": n}) for ch in channels))
-            delay = start + (n + 1) / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
 
     async def close(self) -> None:
         await self.http.aclose()
