@@ -104,7 +104,11 @@ class SlowReader:
         await loop.sock_sendall(self.sock, request)
 
     def close(self) -> None:
-        self.sock.close()
+        ws = getattr(self, "ws", None)
+        if ws is not None:
+            ws.transport.abort()  # its transport owns the socket
+        else:
+            self.sock.close()
 
 
 async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_get_everything(
