@@ -201,6 +201,14 @@ class RequestIdMiddleware:
         rid = incoming if incoming is not None and _SANE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id.set(rid)
+        if kind == "websocket":
+            # Not wrapped: a wrapper would sit on every frame of the connection's life. The
+            # WebSocket endpoint adds the header to its accept from scope["state"].
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                request_id.reset(token)
+            return
         header = (b"x-request-id", rid.encode())
         status = 0
         started = time.monotonic()

@@ -359,7 +359,9 @@ class WebSocketEndpoint:
             # Before accept: the server answers the upgrade with 403 (cross-site hijacking).
             await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
             return
-        await send({"type": "websocket.accept"})
+        rid = scope.get("state", {}).get("request_id")
+        await send({"type": "websocket.accept",
+                    "headers": [(b"x-request-id", rid.encode())] if rid else []})
         if node.draining:
             await _close(send, disconnect(CloseCode.SERVICE_RESTART))
             return

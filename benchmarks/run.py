@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""tidings benchmarks: one command per benchmark, on top of the vendored harness (peerbench/).
+
+  python benchmarks/run.py setup                 install the peers' dependencies into /tmp
+  python benchmarks/run.py ws-fanout             issue 2: F1 (1,000 WebSocket subscribers x 1,000
+                                                 messages) for tidings and its peers, side by side
+  python benchmarks/run.py suite                 F1 F2 S1 N1 C1 L1 for tidings and its peers
+                                                 (`all` is the same)
+  python benchmarks/run.py report [FILE...]      rewrite the tables in docs/topics/performance.md
+  python benchmarks/run.py profile               py-spy (or cProfile) of tidings during F1
+
+Each command that measures appends one JSON line per run to benchmarks/results/<name>-<date>.jsonl,
+writes the medians to benchmarks/results/<name>.json and rewrites its table in
+docs/topics/performance.md (between the ``<!-- bench:<name> -->`` markers) unless ``--no-docs``.
+
+This script needs only the standard library. The harness itself runs with the interpreter of
+``$PEERBENCH_ENV/py`` (default /tmp/peerbench-env/py, made by ``setup``); tidings runs with
+``$TIDINGS_PYTHON`` (default: the repository's .venv) and this checkout's ``src/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+HARNESS = BENCH / "peerbench"
+RESULTS = BENCH / "results"
+DOC = REPO / "docs" / "topics" / "performance.md"
+ENV = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env"))
+HARNESS_PY = ENV / "py" / "bin" / "python"
+
+# the peers run side by side with tidings (pushpin is optional: it needs an apt package)
+DEFAULT_PEERS = "tidings,node-ws,rawref,starlette,socketio"
+SUITE_SCENARIOS = "F1,F2,S1,N1,C1,L1"
+
+Record = dict[str, Any]
+
+
+# ------------------------------------------------------------------ running the harness
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def ensure_env() -> None:
+    if not HARNESS_PY.exists():
+        print(f"{HARNESS_PY} is missing: running setup first", flush=True)
+        setup()
+
+
+def setup() -> None:
+    subprocess.run(["bash", str(HARNESS / "setup.sh")], check=True)
+
+
+def harness(*args: str) -> None:
+    """Run ``bench.py`` with the harness interpreter (it pins server and load generator)."""
+    raise_nofile()
+    cmd = [str(HARNESS_PY), str(HARNESS / "bench.py"), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=HARNESS)
+
+
+def load(paths: list[Path]) -> list[Record]:
+    recs: list[Record] = []
+    for path in paths:
+        with open(path) as f:
+            recs.extend(json.loads(line) for line in f if line.strip())
+    return recs
+
+
+def measure(name: str, a: argparse.Namespace, scenarios: str) -> Path:
+    ensure_env()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d-%H%M', time.gmtime())}.jsonl"
+    args = ["run", "--peers", a.peers, "--scenarios", scenarios, "--repeat", str(a.repeat),
+            "--max-s", str(a.max_s), "--quiet-max", str(a.quiet_max), "--out", str(out)]
+    if a.subs:
+        args += ["--subs", str(a.subs)]
+    if a.msgs:
+        args += ["--msgs", str(a.msgs)]
+    harness(*args)
+    return out
+
+
+# ------------------------------------------------------------------ summarising
+def median(values: list[float | int | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def cell(values: list[float | int | None], nd: int = 0, scale: float = 1.0) -> str:
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "–"
+    m, lo, hi = statistics.median(vals), min(vals), max(vals)
+    if len(vals) == 1 or lo == hi:
+        return f"{m:,.{nd}f}"
+    return f"{m:,.{nd}f} [{lo:,.{nd}f}–{hi:,.{nd}f}]"
+
+
+def ok_runs(recs: list[Record]) -> list[Record]:
+    return [r for r in recs if r.get("status") in ("ok", "incomplete")]
+
+
+def peer_order(recs: list[Record]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in recs:
+        seen.setdefault(r["peer"], None)
+    return sorted(seen, key=lambda p: (p != "tidings", list(seen).index(p)))
+
+
+FANOUT_COLS: list[tuple[str, str, int, float]] = [
+    ("deliveries/s", "deliveries_per_s", 0, 1), ("p50 ms", "p50_ms", 1, 1),
+    ("p99 ms", "p99_ms", 0, 1), ("lost", "lost", 0, 1),
+    ("server RSS MiB", "server_rss_mb", 0, 1),
+    ("server CPU µs/delivery", "server_us_per_delivery", 1, 1),
+    ("server core busy %", "server_core_busy", 0, 100),
+    ("loadgen CPU %", "client_util", 0, 100), ("other tenants, cores", "other_cores", 2, 1),
+]
+IDLE_COLS: list[tuple[str, str, int, float]] = [
+    ("opened", "opened", 0, 1), ("live", "live_after_probe", 0, 1),
+    ("RSS KiB/conn", "rss_kb_per_conn", 1, 1), ("RSS MiB after", "rss_mb_after", 0, 1),
+    ("server CPU µs/conn", "server_cpu_us_per_conn", 0, 1), ("open s", "open_s", 1, 1),
+]
+LP_COLS: list[tuple[str, str, int, float]] = [
+    ("round trips/s", "rt_per_s", 0, 1), ("msgs/s", "msgs_per_s", 0, 1),
+    ("p50 ms", "p50_ms", 1, 1), ("p99 ms", "p99_ms", 1, 1), ("server CPU %", "server_util", 0, 100),
+    ("other tenants, cores", "other_cores", 2, 1),
+]
+SCENARIO_TITLES = {
+    "F1": "F1: 1,000 WebSocket subscribers × 1,000 messages of 100 B, burst",
+    "F2": "F2: 100 WebSocket subscribers × 10,000 messages, burst (publish-rate bound)",
+    "S1": "S1: F1 over SSE",
+    "N1": "N1: F1 over HTTP streaming (NDJSON)",
+    "C1": "C1: 10,000 idle subscribed WebSocket connections",
+    "L1": "L1: 100 long-poll clients for 10 s, one publish every 20 ms (ideal 5,000 round trips/s)",
+    "L2": "L2: L1 with one publish every 2 ms",
+}
+
+
+def enrich(r: Record) -> Record:
+    w = r.get("window_s") or r.get("wall_s")
+    if r.get("other_cpu_s") is not None and w:
+        r["other_cores"] = r["other_cpu_s"] / w
+    server_cpus = r.get("server_cpus") or []
+    cores = r.get("cores") or {}
+    if len(server_cpus) == 1 and f"cpu{server_cpus[0]}" in cores:
+        r["server_core_busy"] = cores[f"cpu{server_cpus[0]}"]["busy"]
+    return r
+
+
+def table(scenario: str, recs: list[Record]) -> str:
+    rows = [enrich(r) for r in recs if r["scenario"] == scenario]
+    if not rows:
+        return ""
+    kind = "idle" if scenario == "C1" else "lp" if scenario.startswith("L") else "fanout"
+    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind]
+    out = [f"**{SCENARIO_TITLES.get(scenario, scenario)}**", "",
+           "| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for peer in peer_order(rows):
+        rs = [r for r in rows if r["peer"] == peer]
+        if all(r["status"] == "unsupported" for r in rs):
+            continue  # a peer without this transport
+        label = rs[0]["label"]
+        ok = ok_runs(rs)
+        if not ok:
+            why = rs[0].get("error") or rs[0]["status"]
+            status = "n/a" if rs[0]["status"] == "n/a" else rs[0]["status"]
+            out.append(f"| {label} | {status} | {why} |" + " |" * (len(cols) - 1))
+            continue
+        cells = [cell([r.get(k) for r in ok], nd, scale) for _, k, nd, scale in cols]
+        out.append(f"| {label} | {len(ok)}/{len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def summary(recs: list[Record]) -> dict[str, Any]:
+    """Medians per scenario and peer (the JSON next to the raw records)."""
+    keys = ["deliveries_per_s", "p50_ms", "p99_ms", "max_ms", "lost", "server_rss_mb",
+            "server_us_per_delivery", "server_util", "client_util", "rss_kb_per_conn",
+            "rss_mb_after", "opened", "live_after_probe", "server_cpu_us_per_conn", "rt_per_s",
+            "msgs_per_s"]
+    out: dict[str, Any] = {}
+    for r in recs:
+        enrich(r)
+    for scen in sorted({r["scenario"] for r in recs}):
+        rows = [r for r in recs if r["scenario"] == scen]
+        for peer in peer_order(rows):
+            rs = [r for r in rows if r["peer"] == peer]
+            ok = ok_runs(rs)
+            entry: dict[str, Any] = {"label": rs[0]["label"], "runs": len(rs), "ok": len(ok),
+                                     "status": rs[0]["status"] if not ok else "ok"}
+            if not ok:
+                entry["why"] = rs[0].get("error")
+            for k in keys:
+                m = median([r.get(k) for r in ok])
+                if m is not None:
+                    entry[k] = m
+            entry["versions"] = rs[-1].get("versions", {})
+            out.setdefault(scen, {})[peer] = entry
+    return out
+
+
+def machine_line(recs: list[Record]) -> str:
+    m = recs[0].get("machine", {}) if recs else {}
+    when = sorted(r["when"] for r in recs if "when" in r)
+    span = f"{when[0]} – {when[-1]} (local time of the machine)" if when else "?"
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    server = ",".join(map(str, recs[0].get("server_cpus", []))) if recs else "?"
+    client = ",".join(map(str, recs[0].get("client_cpus", []))) if recs else "?"
+    return (f"{m.get('cpus', '?')} vCPUs ({cpu}), kernel {m.get('kernel', '?')}, "
+            f"Python {m.get('python', '?')}; runs {span}; server pinned to CPU {server}, "
+            f"load generator to CPU {client}")
+
+
+def section(name: str, recs: list[Record], files: list[Path], command: str) -> str:
+    scens = [s for s in ("F1", "F2", "S1", "N1", "C1", "L1", "L2")
+             if any(r["scenario"] == s for r in recs)]
+    reps = max((r.get("rep", 1) for r in recs), default=1)
+    rels = ", ".join(f"`{p.relative_to(REPO)}`" if p.is_relative_to(REPO) else f"`{p}`"
+                     for p in files)
+    head = [f"Generated by `{command}` from {rels}. Cells: median [min–max] over the runs "
+            f"counted in *runs* (up to {reps} per peer); every run starts a fresh server.", "",
+            f"Machine: {machine_line(recs)}.", ""]
+    tid = next((r.get("versions") for r in recs if r["peer"] == "tidings" and r.get("versions")),
+               None)
+    if tid:
+        head += ["tidings: " + ", ".join(f"{k} {v}" for k, v in tid.items()) + ".", ""]
+    head.append("")
+    return "\n".join(head) + "\n".join(table(s, recs) for s in scens)
+
+
+def write_docs(name: str, recs: list[Record], files: list[Path], command: str) -> None:
+    body = section(name, recs, files, command)
+    begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip("\n") + f"\n\n## Results: {name}\n\n{block}\n"
+    DOC.write_text(text)
+    print(f"wrote the {name} table to {DOC}")
+
+
+def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) -> None:
+    recs = load(files)
+    if name == "ws-fanout":
+        recs = [r for r in recs if r["scenario"] == "F1"]
+    summ = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+                      for p in files],
+            "machine": recs[0].get("machine") if recs else None, "scenarios": summary(recs)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
+    print("\n".join(table(s, recs) for s in sorted({r["scenario"] for r in recs})))
+    if not getattr(a, "no_docs", False):
+        write_docs(name, recs, files, command)
+
+
+# ------------------------------------------------------------------ profiling
+def profile(a: argparse.Namespace) -> None:
+    """F1 on tidings with a sampling profiler attached (py-spy if installed, else cProfile).
+
+    py-spy: 1,500 messages by default, so that the burst outlasts the 20 s of sampling."""
+    ensure_env()
+    pyspy = shutil.which("py-spy") or str(ENV / "py" / "bin" / "py-spy")
+    rundir = Path("/tmp/peerbench-run") / "tidings-F1-1"
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "profile-F1.jsonl"
+    if a.cprofile or not Path(pyspy).exists():
+        harness("run", "--peers", "tidings", "--scenarios", "F1", "--repeat", "1", "--cprofile",
+                "--msgs", str(a.msgs or 300), "--quiet-max", str(a.quiet_max), "--out", str(out))
+        prof = rundir / "tidings.prof"
+        print(f"cProfile written to {prof}")
+        subprocess.run([str(HARNESS_PY), "-c",
+                        "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('tottime')"
+                        ".print_stats(30)", str(prof)], check=False)
+        return
+    # py-spy attaches to the server that the harness started, once the burst has begun (the
+    # harness opens loadgen-pub.log when it starts the publisher), and samples for --seconds.
+    shutil.rmtree(rundir, ignore_errors=True)
+    raise_nofile()
+    cmd = [str(HARNESS_PY), str(HARNESS / "bench.py"), "run", "--peers", "tidings",
+           "--scenarios", "F1", "--repeat", "1", "--quiet-max", str(a.quiet_max),
+           "--msgs", str(a.msgs or 1500), "--max-s", "180", "--out", str(out)]
+    print("+", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, cwd=HARNESS)
+    deadline = time.monotonic() + 300
+    pid = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        pid = find_server_pid(rundir)
+        if pid is not None and (rundir / "loadgen-pub.log").exists():
+            break
+        time.sleep(0.05)
+    if pid is None or proc.poll() is not None:
+        proc.wait()
+        sys.exit("could not attach py-spy: the tidings server or the burst was not found")
+    raw = RESULTS / "profile-F1.txt"
+    client_cpus = {1} if (os.cpu_count() or 1) > 1 else set()
+    subprocess.run([pyspy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                    "--output", str(raw), "--duration", str(a.seconds), "--nonblocking"],
+                   check=False,
+                   preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus
+                   else None)
+    proc.wait(timeout=600)
+    print(f"py-spy collapsed stacks in {raw.relative_to(REPO)}")
+    top_frames(raw)
+
+
+def find_server_pid(rundir: Path) -> int | None:
+    """The PID of the tidings server the harness started (its argv names the run's config)."""
+    conf = str(rundir / "tidings-bench.toml")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if conf.encode() in argv and b"tidings" in argv:
+            return int(d)
+    return None
+
+
+def _frame_name(frame: str) -> str:
+    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame.strip())
+    if not m:
+        return frame.strip()
+    func, path = m.groups()
+    short = "/".join(path.split("/")[-2:])
+    return f"{func} ({short})"
+
+
+def top_frames(raw: Path, n: int = 30) -> None:
+    """Self and inclusive sample shares by function from py-spy's collapsed-stack output."""
+    self_counts: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        # "func (path/to/file.py:123)" -> "func (to/file.py)": one entry per function
+        frames = [_frame_name(fr) for fr in stack.split(";")]
+        leaf = frames[-1]
+        self_counts[leaf] = self_counts.get(leaf, 0) + c
+        for fr in set(frames):
+            incl[fr] = incl.get(fr, 0) + c
+    if not total:
+        print("no samples")
+        return
+    print(f"{total} samples\n-- self --")
+    for fr, c in sorted(self_counts.items(), key=lambda kv: -kv[1])[:n]:
+        print(f"{100 * c / total:5.1f}%  {fr}")
+    print("-- inclusive --")
+    for fr, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]:
+        print(f"{100 * c / total:5.1f}%  {fr}")
+
+
+# ------------------------------------------------------------------ command line
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup", help="install the peers' dependencies into $PEERBENCH_ENV")
+    for name, help_ in (("ws-fanout", "issue 2: WebSocket fan-out, tidings and peers"),
+                        ("suite", "every scenario, tidings and peers"),
+                        ("all", "the same as suite")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--peers", default=DEFAULT_PEERS)
+        p.add_argument("--repeat", type=int, default=3, help="runs per peer (medians reported)")
+        p.add_argument("--subs", type=int, default=0, help="override the subscriber count")
+        p.add_argument("--msgs", type=int, default=0, help="override the message count")
+        p.add_argument("--max-s", type=float, default=120.0, help="deadline of one measurement")
+        p.add_argument("--quiet-max", type=float, default=10.0,
+                       help="longest wait for other processes to calm down before a run")
+        p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
+        if name in ("suite", "all"):
+            p.add_argument("--scenarios", default=SUITE_SCENARIOS)
+    r = sub.add_parser("report", help="rewrite performance.md tables from result files")
+    r.add_argument("name", help="ws-fanout, suite, or the name of another section")
+    r.add_argument("files", nargs="+", type=Path)
+    pr = sub.add_parser("profile", help="profile tidings during F1")
+    pr.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
+    pr.add_argument("--seconds", type=int, default=20, help="py-spy recording time")
+    pr.add_argument("--msgs", type=int, default=0)
+    pr.add_argument("--quiet-max", type=float, default=10.0)
+    a = ap.parse_args()
+    if a.cmd == "setup":
+        setup()
+    elif a.cmd == "ws-fanout":
+        out = measure("ws-fanout", a, "F1")
+        finish("ws-fanout", [out], a, "python benchmarks/run.py ws-fanout")
+    elif a.cmd in ("suite", "all"):
+        out = measure("suite", a, a.scenarios)
+        finish("suite", [out], a, "python benchmarks/run.py suite")
+    elif a.cmd == "report":
+        files = [p.resolve() for p in a.files]
+        cmd = f"python benchmarks/run.py {'ws-fanout' if a.name == 'ws-fanout' else 'suite'}"
+        scens = sorted({r["scenario"] for r in load(files)})
+        if a.name not in ("ws-fanout", "suite"):
+            cmd += f" --scenarios {','.join(scens)}"
+        finish(a.name, files, a, cmd)
+    elif a.cmd == "profile":
+        profile(a)
+    print(f"done ({platform.node()})")
+
+
+if __name__ == "__main__":
+    main()
