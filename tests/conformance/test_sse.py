@@ -209,7 +209,7 @@ def test_tidings_sse_parser_reads_the_edge_case_stream_as_the_spec_says():
         assert parser.retry == 200
 
 
-async def test_httpx_sse_reads_the_edge_case_stream_as_the_spec_says_but_for_two_known_deviations():
+async def test_httpx_sse_reads_the_edge_case_stream_as_the_spec_says_but_for_its_known_deviation():
     httpx_sse = pytest.importorskip("httpx_sse", reason="httpx-sse is not installed")
     with page_server({"/raw": ("text/event-stream", STREAM)}) as (port, _):
         async with httpx.AsyncClient() as http, httpx_sse.aconnect_sse(
