@@ -1,4 +1,9 @@
-"""A real tidings server on a free loopback port, for tests (uvicorn in a background thread)."""
+"""A real tidings server on a free loopback port, for tests (uvicorn in a background thread).
+
+``engine`` picks how it serves: ``"fast"`` (the standalone fast path, ``server.engine = "fast"``)
+or ``"asgi"`` (everything through the ASGI app). The e2e tests run on both (``tests/e2e/conftest.py``
+sets :data:`ENGINE` per test).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +20,9 @@ import uvicorn
 
 from tidings.server.run import TidingsServer, uvicorn_config
 from tidings.settings import Settings, load_settings
+
+ENGINE: ContextVar[str] = ContextVar("tidings_test_engine", default="fast")
+_ENGINE_SETTING = {"fast": "fast", "asgi": "uvicorn"}
 
 
 @dataclass
@@ -44,16 +53,30 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: floa
 
 
 @contextlib.contextmanager
-def serve(settings: Settings | None = None, *, certfile: Any = None, keyfile: Any = None,
-          **overrides: Any) -> Iterator[RunningServer]:
+def serve(settings: Settings | None = None, *, engine: str | None = None, certfile: Any = None,
+          keyfile: Any = None, **overrides: Any) -> Iterator[RunningServer]:
     """Run a node until the block ends; ``overrides`` are settings (port defaults to 0);
-    ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does."""
+    ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does;
+    ``engine`` is ``"fast"`` or ``"asgi"`` (default: :data:`ENGINE`)."""
     overrides.setdefault("port", 0)
-    settings = settings or load_settings(**overrides)
+    server_settings = {"engine": _ENGINE_SETTING[engine or ENGINE.get()]}
+    server_settings.update(overrides.pop("server", {}))
+    if settings is None:
+        settings = load_settings(server=server_settings, **overrides)
+    else:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(
+            update=server_settings)})
     config = uvicorn_config(settings, certfile=certfile, keyfile=keyfile)
     config.log_level = "warning"
     server = TidingsServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # The loop `tidings serve` uses (uvloop), not the test's.
+    loop_factory = config.get_loop_factory()
+
+    def run() -> None:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(server.serve())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_started(server, thread)
     port = server.servers[0].sockets[0].getsockname()[1]

@@ -34,6 +34,7 @@ __all__ = [
     "NamespaceSettings",
     "ReceiverSettings",
     "SSESettings",
+    "ServerSettings",
     "Settings",
     "SettingsError",
     "WebhookSettings",
@@ -145,6 +146,14 @@ class SSESettings(_Section):
         "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.")
 
 
+class ServerSettings(_Section):
+    engine: Literal["fast", "uvicorn"] = Field(
+        "fast", description="fast: tidings owns /ws sockets below ASGI; uvicorn: all through ASGI.")
+    debug_echo: bool = Field(False, description="fast engine: serve /ws-echo (for the Autobahn suite).")
+    coalesce_writes: bool = Field(
+        True, description="fast engine: one socket write per connection per loop iteration.")
+
+
 class WebhookSettings(_Section):
     allow_private: list[str] = Field(default_factory=list, description="SSRF allow list (CIDRs).")
     retry_schedule: list[float] = Field(
@@ -219,6 +228,8 @@ class Settings(BaseSettings):
                                       description="Outbound webhook delivery.")
     receivers: dict[str, ReceiverSettings] = Field(
         default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME]).")
+    server: ServerSettings = Field(default_factory=ServerSettings,
+                                   description="How `tidings serve` serves.")
 
     @classmethod
     def settings_customise_sources(

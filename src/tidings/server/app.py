@@ -11,7 +11,7 @@ lifespan must start and stop the node::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any, cast
 
@@ -25,7 +25,9 @@ from starlette.types import ASGIApp
 from tidings.logs import RequestIdMiddleware
 from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
+from tidings.server.admin import Admin
 from tidings.server.api import create_api
+from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.settings import Settings
 from tidings.transports.http_stream import StreamEndpoint
@@ -97,6 +99,8 @@ class TidingsApp(Starlette):
 
     node: Node
     webhooks: WebhookService
+    # Entered after the node starts, left before it stops (e.g. the demo generators).
+    services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -104,7 +108,10 @@ class TidingsApp(Starlette):
         async with self.node:
             await self.webhooks.start()
             try:
-                yield
+                async with contextlib.AsyncExitStack() as stack:
+                    for service in self.services:
+                        await stack.enter_async_context(service())
+                    yield
             finally:
                 await self.webhooks.stop()
 
@@ -136,6 +143,8 @@ async def metrics(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None, *, node: Node | None = None) -> TidingsApp:
     """The ASGI app serving every transport, the server API and the static files."""
+    if node is None and (settings is None or settings.demo):
+        settings = demo_settings(settings or Settings())  # the demos' namespace and receiver
     node = node if node is not None else Node(settings)
     settings = node.settings
     webhooks = WebhookService(node)
@@ -152,7 +161,15 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     ]
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
+    # The console and the demo pages (server/pages/, see server/demo.py and server/admin.py).
+    routes[:0] = [*Admin(node).routes(), *page_routes(("admin",)), static_pages()]
+    services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]] = []
+    if settings.demo:
+        demo = Demo(node)
+        routes[:0] = demo.routes()
+        services.append(demo.running)
     app = TidingsApp(routes=routes)
+    app.services = services
     app.node = node
     app.webhooks = webhooks
     app.state.node = node

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import uvicorn
 
@@ -38,13 +38,22 @@ log = logging.getLogger("tidings.server")
 
 def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
                    keyfile: Path | None = None) -> uvicorn.Config:
+    """uvicorn's config for ``settings``. With ``server.engine = "fast"`` (the default) uvicorn
+    runs :class:`~tidings.server.fast.protocol.FastProtocol`, which serves ``/ws`` on sockets it
+    owns and hands every other request to :func:`~tidings.server.protocols.protocol_path`'s
+    protocol (the ASGI app); with ``"uvicorn"`` everything goes through the ASGI app."""
     limits = settings.limits
+    http: Any = protocol_path()
+    if settings.server.engine == "fast":
+        from tidings.server.fast.protocol import FastProtocol
+
+        http = FastProtocol
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_path(),
+        http=http,
         ws=ws_protocol_path(),
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,

@@ -1,9 +1,14 @@
-"""The WebSocket transport (``GET /ws``) over ASGI.
+"""The WebSocket transport (``GET /ws``): the command handler every WebSocket path shares, and
+its ASGI adapter.
 
-One connection = one :class:`WebSocketConnection`: a :class:`~tidings.core.session.Session`
-(the rules), an :class:`~tidings.outbox.Outbox` (every frame to the client, replies included, goes
-through it, so a ``subscribed`` reply always precedes the recovered and live messages) and one
-writer task. Frames from the client are handled one at a time, in order.
+:class:`CommandHandler` holds one client's :class:`~tidings.core.session.Session` and carries out
+its commands against the node; it needs only "queue this text frame", "deliver this publication"
+(live or replayed) and "close with this reason" from its transport. :func:`admit` is the one
+admission check (origin, draining, token, connection limits). Two transports subclass the
+handler: :class:`WebSocketConnection` here (ASGI; an :class:`~tidings.outbox.Outbox` and one
+writer task, so a ``subscribed`` reply always precedes the recovered and live messages) and the
+standalone server's connection in :mod:`tidings.server.fast.protocol`, which writes pre-encoded
+frames straight to its socket. Frames from the client are handled one at a time, in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
@@ -22,7 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -51,11 +56,9 @@ from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
 
-__all__ = ["WebSocketConnection", "WebSocketEndpoint"]
+__all__ = ["CommandHandler", "Refused", "WebSocketConnection", "WebSocketEndpoint", "admit"]
 
 log = logging.getLogger("tidings.ws")
-
-CLOSE_TIMEOUT = 5.0  # seconds a closing connection waits for its close frame to be written
 
 Scope = dict[str, Any]
 Receive = Any
@@ -69,73 +72,101 @@ def _query_param(scope: Scope, name: str) -> str | None:
     return values[0] if values else None
 
 
-class WebSocketConnection:
-    """One client's WebSocket: subscriber in the hub, connection in the node."""
+class Refused(Exception):
+    """The upgrade is refused: close with ``reason``, after accepting it if ``accept`` (else the
+    HTTP answer is 403)."""
 
-    __slots__ = ("_bucket", "_closing", "_expiry", "_probe", "_sending", "address", "client_id",
-                 "lease", "node", "outbox", "peer_close", "reader", "send", "session", "transport",
-                 "writer")
+    def __init__(self, reason: Disconnect, accept: bool) -> None:
+        super().__init__(reason.reason)
+        self.reason = reason
+        self.accept = accept
 
-    def __init__(self, node: Node, send: Send, session: Session) -> None:
+
+async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
+    """The session and connection lease of a new WebSocket, or :class:`Refused`.
+
+    ``scope`` needs ``headers`` (raw, lower-case names), ``client`` and ``query_string`` as in
+    ASGI. Every WebSocket transport asks this before it accepts, so they admit clients alike: a
+    forbidden Origin is refused before the upgrade (cross-site hijacking); a draining node, a
+    bad or expired token and a connection limit are told with a close code.
+    """
+    security = node.security
+    if not security.origin_allowed(scope):
+        raise Refused(disconnect(CloseCode.POLICY_VIOLATION), accept=False)
+    if node.draining:
+        raise Refused(disconnect(CloseCode.SERVICE_RESTART), accept=True)
+    try:
+        token = bearer_token(header(scope["headers"], b"authorization")) or \
+            _query_param(scope, "token")
+        credentials = await security.credentials(token) if token else None
+        lease = security.limiter.acquire(security.client_ip(scope) or "",
+                                         credentials.user if credentials else "")
+    except TidingsError as exc:
+        code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
+                CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
+                CloseCode.UNAUTHORIZED)
+        raise Refused(disconnect(code, exc.message), accept=True) from None
+    session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
+                      credentials)
+    return session, lease
+
+
+class CommandHandler:
+    """One WebSocket client's commands, for every WebSocket transport (ASGI and the fast server).
+
+    A transport subclasses it and supplies synchronous calls: :meth:`queue` (send this text frame
+    after everything queued before it), :meth:`deliver` (the same for a publication, as the hub
+    calls it), :meth:`replay` (a recovered publication, not counted against the outbox) and
+    :meth:`disconnect` (close with this reason). It feeds each text frame to :meth:`handle`, one at
+    a time and in order, and calls :meth:`release` once when the connection is gone.
+
+    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket``,
+    ``_expiry``) are declared by each subclass (:data:`HANDLER_SLOTS`), so that a subclass may also
+    derive from another slotted class (an ``asyncio.Protocol`` base).
+    """
+
+    if not TYPE_CHECKING:  # slots declared by the subclasses; mypy would refuse the assignments
+        __slots__ = ()
+    transport = "ws"
+    client_id: str
+    node: Node
+    session: Session
+    lease: ConnectionLease | None
+    address: str | None
+    _bucket: TokenBucket | None
+    _expiry: asyncio.TimerHandle | None
+
+    def __init__(self, node: Node, session: Session, lease: ConnectionLease | None = None,
+                 address: str | None = None) -> None:
         self.node = node
-        self.send = send
         self.session = session
         self.client_id = uuid.uuid4().hex
-        self.transport = "ws"
-        limits = node.settings.limits
-        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
-                                          self._overflow)
-        self._closing: Disconnect | None = None
-        self.writer: asyncio.Task[None] | None = None
-        self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
-        self._sending = False
-        self.lease: ConnectionLease | None = None
-        self._bucket: TokenBucket | None = None
-        self._expiry: asyncio.TimerHandle | None = None
-        self._probe: tuple[int, LatencyObserver] | None = None
-        self.address: str | None = None
-        self.peer_close: int | None = None
+        self.lease = lease
+        self.address = address
+        self._bucket = None
+        self._expiry = None
         self._watch_expiry()
 
     @property
     def user(self) -> str:
         return self.session.credentials.user
 
-    # Subscriber ------------------------------------------------------------------------------
+    # what the transport supplies ---------------------------------------------------------------
+
+    def queue(self, frame: str) -> None:
+        raise NotImplementedError
 
     def deliver(self, publication: EncodedPublication) -> None:
-        self.outbox.push(publication.ws_text)
+        raise NotImplementedError
 
-    def control(self, channel: str, message: dict[str, Any]) -> None:
-        self.outbox.push(orjson.dumps(message).decode())
-
-    # Connection ------------------------------------------------------------------------------
+    def replay(self, publication: EncodedPublication) -> None:
+        raise NotImplementedError
 
     def disconnect(self, reason: Disconnect) -> None:
-        if self._closing is None:
-            self._closing = reason
-        self.outbox.close()
-        self._interrupt_send()
+        raise NotImplementedError
 
-    def _overflow(self) -> None:
-        self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
-        self.node.metrics.outbox_overflow(self.transport)
-        self._interrupt_send()
-
-    def _interrupt_send(self) -> None:
-        """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
-        if self._sending and self.writer is not None:
-            self.writer.cancel()
-
-    def close_info(self) -> tuple[int | None, str, str]:
-        """``(code, reason, by)`` for the node's close log line and metrics."""
-        if self._closing is not None:
-            return int(self._closing.code), self._closing.reason, "server"
-        return self.peer_close or int(CloseCode.NORMAL), "", "client"
-
-    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
-        """Observe publish → write for the publication just queued (the hub samples)."""
-        self._probe = (time_ms, observe)
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        self.queue(orjson.dumps(message).decode())
 
     def _watch_expiry(self) -> None:
         """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
@@ -152,6 +183,8 @@ class WebSocketConnection:
         self._expiry = None
         if self.session.expired(time.time()):
             self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
+        else:  # timers may fire a little early (uvloop rounds to milliseconds): try again
+            self._watch_expiry()
 
     def _take_publish_token(self) -> None:
         limits = self.node.settings.limits
@@ -160,59 +193,6 @@ class WebSocketConnection:
             self._bucket = TokenBucket(limits.publish_rate, limits.publish_burst, now=now)
         if not self._bucket.take(now):
             raise RateLimited(f"over {limits.publish_rate:g} publishes per second")
-
-    # writing ---------------------------------------------------------------------------------
-
-    def queue(self, frame: str) -> None:
-        self.outbox.push(frame)
-
-    async def write_loop(self) -> None:
-        """Write the outbox until it closes, then the close frame.
-
-        A client that stops reading fills its socket, and a write then waits for ever; closing
-        the connection (overflow: 4008, or any disconnect) interrupts that write. The close frame
-        gets :data:`CLOSE_TIMEOUT` seconds; a peer that does not take it in that time is not
-        waited for: the endpoint's reader is stopped, so the connection leaves the node.
-        """
-        send = self.send
-        outbox = self.outbox
-        try:
-            while True:
-                batch = await outbox.wait_batch()
-                if not batch:
-                    break
-                probe, self._probe = self._probe, None
-                for frame in batch:
-                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
-                        break
-                    self._sending = True
-                    try:
-                        await send({"type": "websocket.send", "text": frame})
-                    finally:
-                        self._sending = False
-                if probe is not None:
-                    probe[1](probe[0])
-        except asyncio.CancelledError:
-            if not outbox.closed:
-                raise  # cancelled from outside, not interrupted by a close
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except Exception:  # the peer went away mid-write; the reader notices the disconnect
-            return
-        reason = self._closing or disconnect(CloseCode.NORMAL)
-        try:
-            await asyncio.wait_for(send({"type": "websocket.close", "code": int(reason.code),
-                                         "reason": reason.reason}), CLOSE_TIMEOUT)
-        except TimeoutError:
-            self._stop_reader()
-        except Exception:
-            return
-
-    def _stop_reader(self) -> None:
-        reader = self.reader
-        if reader is not None and not reader.done():
-            reader.cancel()
 
     # commands --------------------------------------------------------------------------------
 
@@ -310,7 +290,7 @@ class WebSocketConnection:
                 fields["available_from"] = result.gap.available_from
             self.queue(reply("subscribed", command.ref, **fields))
             for pub in result.publications:  # the replay: bounded by history, not the outbox
-                self.outbox.push(EncodedPublication(pub).ws_text, bounded=False)
+                self.replay(EncodedPublication(pub))
 
         try:
             await self.node.subscribe(self, channel, command.since, ready, recovery)
@@ -329,8 +309,8 @@ class WebSocketConnection:
         if self.node.options(channel).presence:
             await self.node.leave(channel, self._client_info())
 
-    async def cleanup(self) -> None:
-        self.outbox.close()
+    async def release(self) -> None:
+        """Leave every channel and forget the connection (the transport has stopped)."""
         if self._expiry is not None:
             self._expiry.cancel()
         if self.lease is not None:
@@ -341,6 +321,125 @@ class WebSocketConnection:
             await self.node.unsubscribe(self, channel)
         self.session.close()
         self.node.unregister(self)
+
+
+CLOSE_TIMEOUT = 5.0  # seconds a closing ASGI connection waits for its close frame to be written
+
+HANDLER_SLOTS = ("_bucket", "_expiry", "address", "client_id", "lease", "node", "session")
+
+
+class WebSocketConnection(CommandHandler):
+    """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
+
+    __slots__ = ("_closing", "_probe", "_sending", "outbox", "peer_close", "reader", "send",
+                 "writer", *HANDLER_SLOTS)
+
+    def __init__(self, node: Node, send: Send, session: Session,
+                 lease: ConnectionLease | None = None, address: str | None = None) -> None:
+        self.send = send
+        limits = node.settings.limits
+        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
+                                          self._overflow)
+        self._closing: Disconnect | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
+        self._sending = False
+        self._probe: tuple[int, LatencyObserver] | None = None
+        self.peer_close: int | None = None
+        super().__init__(node, session, lease, address)
+
+    # Subscriber ------------------------------------------------------------------------------
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        self.outbox.push(publication.ws_text)
+
+    def replay(self, publication: EncodedPublication) -> None:
+        self.outbox.push(publication.ws_text, bounded=False)
+
+    # Connection ------------------------------------------------------------------------------
+
+    def disconnect(self, reason: Disconnect) -> None:
+        if self._closing is None:
+            self._closing = reason
+        self.outbox.close()
+        self._interrupt_send()
+
+    def _overflow(self) -> None:
+        self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
+        self.node.metrics.outbox_overflow(self.transport)
+        self._interrupt_send()
+
+    def _interrupt_send(self) -> None:
+        """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
+        if self._sending and self.writer is not None:
+            self.writer.cancel()
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self._closing is not None:
+            return int(self._closing.code), self._closing.reason, "server"
+        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+
+    def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
+        """Observe publish → write for the publication just queued (the hub samples)."""
+        self._probe = (time_ms, observe)
+
+    # writing ---------------------------------------------------------------------------------
+
+    def queue(self, frame: str) -> None:
+        self.outbox.push(frame)
+
+    async def write_loop(self) -> None:
+        """Write the outbox until it closes, then the close frame.
+
+        A client that stops reading fills its socket, and a write then waits for ever; closing
+        the connection (overflow: 4008, or any disconnect) interrupts that write. The close frame
+        gets :data:`CLOSE_TIMEOUT` seconds; a peer that does not take it in that time is not
+        waited for: the endpoint's reader is stopped, so the connection leaves the node.
+        """
+        send = self.send
+        outbox = self.outbox
+        try:
+            while True:
+                batch = await outbox.wait_batch()
+                if not batch:
+                    break
+                probe, self._probe = self._probe, None
+                for frame in batch:
+                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
+                        break
+                    self._sending = True
+                    try:
+                        await send({"type": "websocket.send", "text": frame})
+                    finally:
+                        self._sending = False
+                if probe is not None:
+                    probe[1](probe[0])
+        except asyncio.CancelledError:
+            if not outbox.closed:
+                raise  # cancelled from outside, not interrupted by a close
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:  # the peer went away mid-write; the reader notices the disconnect
+            return
+        reason = self._closing or disconnect(CloseCode.NORMAL)
+        try:
+            await asyncio.wait_for(send({"type": "websocket.close", "code": int(reason.code),
+                                         "reason": reason.reason}), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self._stop_reader()
+        except Exception:
+            return
+
+    def _stop_reader(self) -> None:
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.cancel()
+
+    async def cleanup(self) -> None:
+        self.outbox.close()
+        await self.release()
 
 
 class WebSocketEndpoint:
@@ -354,34 +453,19 @@ class WebSocketEndpoint:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        security = node.security
-        if not security.origin_allowed(scope):
-            # Before accept: the server answers the upgrade with 403 (cross-site hijacking).
-            await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
+        try:
+            session, lease = await admit(node, scope)
+        except Refused as refused:
+            if refused.accept:
+                await send({"type": "websocket.accept"})
+                await _close(send, refused.reason)
+            else:  # before accept: the server answers the upgrade with 403
+                await send({"type": "websocket.close", "code": int(refused.reason.code)})
             return
         rid = scope.get("state", {}).get("request_id")
         await send({"type": "websocket.accept",
                     "headers": [(b"x-request-id", rid.encode())] if rid else []})
-        if node.draining:
-            await _close(send, disconnect(CloseCode.SERVICE_RESTART))
-            return
-        try:
-            token = bearer_token(header(scope["headers"], b"authorization")) or \
-                _query_param(scope, "token")
-            credentials = await security.credentials(token) if token else None
-            lease = security.limiter.acquire(security.client_ip(scope) or "",
-                                             credentials.user if credentials else "")
-        except TidingsError as exc:
-            code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
-                    CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
-                    CloseCode.UNAUTHORIZED)
-            await _close(send, disconnect(code, exc.message))
-            return
-        session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
-                          credentials)
-        conn = WebSocketConnection(node, send, session)
-        conn.lease = lease
-        conn.address = security.client_ip(scope)
+        conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope))
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:

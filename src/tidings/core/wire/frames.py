@@ -17,7 +17,7 @@ from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
-__all__ = ["EncodedPublication", "encode_json", "line_safe", "reply"]
+__all__ = ["EncodedPublication", "encode_json", "line_safe", "reply", "ws_text_frame"]
 
 # U+0085, U+2028 and U+2029 are line breaks to str.splitlines() and to httpx's
 # ``Response.aiter_lines()`` (the usual way to read NDJSON in Python), though not to JSON or the
@@ -50,16 +50,30 @@ def reply(op: str, ref: int | None, **fields: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+def ws_text_frame(payload: bytes) -> bytes:
+    """A complete unmasked, unfragmented WebSocket text frame (RFC 6455 5.2) of ``payload``.
+
+    ``payload`` must be UTF-8; servers never mask, so the frame is the same for every client.
+    """
+    n = len(payload)
+    if n < 126:
+        return b"\x81" + bytes((n,)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
 class EncodedPublication:
     """A publication with its bytes for every transport, each computed at most once."""
 
-    __slots__ = ("_ndjson", "_sse", "_ws", "body", "publication", "token")
+    __slots__ = ("_ndjson", "_sse", "_ws", "_ws_frame", "body", "publication", "token")
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
         self.body = line_safe(orjson.dumps(publication.to_dict()))
         self.token = encode_token(publication.channel, publication.position)
         self._ws: str | None = None
+        self._ws_frame: bytes | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
 
@@ -71,10 +85,20 @@ class EncodedPublication:
     def ws_text(self) -> str:
         """The WebSocket ``message`` frame, with the cursor of this publication's channel."""
         if self._ws is None:
-            self._ws = b"".join(
-                (b'{"op":"message",', self.body[1:-1], b',"cursor":"', self.token.encode(), b'"}')
-            ).decode()
+            self._ws = self._ws_payload().decode()
         return self._ws
+
+    def _ws_payload(self) -> bytes:
+        return b"".join(
+            (b'{"op":"message",', self.body[1:-1], b',"cursor":"', self.token.encode(), b'"}')
+        )
+
+    @property
+    def ws_frame(self) -> bytes:
+        """:attr:`ws_text` as a complete WebSocket text frame (header + payload), built once."""
+        if self._ws_frame is None:
+            self._ws_frame = ws_text_frame(self._ws_payload())
+        return self._ws_frame
 
     @property
     def sse(self) -> bytes:

@@ -1,6 +1,6 @@
 // Type declarations for tidings.js, the browser client of tidings.
 
-export type TransportName = "ws" | "sse" | "longpoll" | "poll";
+export type TransportName = "ws" | "sse" | "stream" | "longpoll" | "poll";
 
 export interface Position {
   epoch: string;
@@ -39,6 +39,18 @@ export interface PublishResult {
   offset: number;
   epoch: string;
   id: string;
+}
+
+/** What a client did on the wire, as far as the page can see. */
+export interface ClientStats {
+  /** HTTP requests made (a WebSocket upgrade, a stream, each poll). */
+  requests: number;
+  /** Bytes received and sent: frames and bodies plus response headers (not request headers). */
+  bytes: number;
+  /** Publications received (duplicates included). */
+  messages: number;
+  /** Connections made after the first successful one. */
+  reconnects: number;
 }
 
 export type ClientState = "idle" | "connecting" | "connected" | "fallback" | "disconnected" | "closed";
@@ -87,9 +99,14 @@ export declare class Tidings {
   readonly url: string;
   state: ClientState;
   transport: TransportName | null;
+  /** The server's id of the WebSocket connection (as in presence), once connected. */
+  clientId: string | null;
+  readonly stats: ClientStats;
   subscribe<T = unknown>(channel: string, options?: { since?: Position }): Subscription<T>;
   publish(channel: string, data: unknown, event?: string): Promise<PublishResult>;
   presence(channel: string): Promise<ClientInfo[]>;
+  /** Publications from history, oldest first (WebSocket only). */
+  history<T = unknown>(channel: string, options?: { since?: Position; limit?: number }): Promise<Publication<T>[]>;
   /** The cursor over every subscribed channel. */
   cursor(): string;
   close(): void;

@@ -12,8 +12,21 @@
 // resuming from the last position it saw on every channel, so a switch loses nothing and repeats
 // nothing. Publications are deduplicated by (epoch, offset). A transport that worked and dropped
 // is reconnected with exponential backoff and full jitter.
+//
+// Besides the defaults, "stream" (HTTP streaming, NDJSON over fetch) may be named in
+// `transports`. `client.stats` counts what the client did on the wire: {requests, bytes,
+// messages, reconnects}; bytes are what the page can see: message bodies and frames plus response
+// headers (not request headers, TCP or TLS).
 
 const DEFAULT_TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
+const encoder = new TextEncoder();
+
+/** Bytes of a response's status line and headers, as far as fetch() shows them. */
+function headerBytes(response) {
+  let n = 17;  // "HTTP/1.1 200 OK\r\n"
+  for (const [name, value] of response.headers) n += name.length + value.length + 4;
+  return n + 2;
+}
 
 function b64url(text) {
   const bytes = new TextEncoder().encode(text);
@@ -106,6 +119,9 @@ export class Tidings extends Emitter {
     this._refs = 0;
     this._pending = new Map();
     this._timer = null;
+    this._everConnected = false;
+    this.clientId = null;   // the server's id of this connection (WebSocket only)
+    this.stats = { requests: 0, bytes: 0, messages: 0, reconnects: 0 };
   }
 
   /** Subscribe to `channel`; `options.since` ({epoch, offset}) resumes after a known position. */
@@ -126,6 +142,15 @@ export class Tidings extends Emitter {
   /** The clients present in `channel` (WebSocket only). */
   async presence(channel) {
     return (await this._request({ op: "presence", channel })).clients;
+  }
+
+  /** Publications of `channel` from history, oldest first (WebSocket only).
+   *  `options.since` ({epoch, offset}) reads after a position, else the latest `options.limit`. */
+  async history(channel, options = {}) {
+    const command = { op: "history", channel };
+    if (options.since) command.since = options.since;
+    if (options.limit) command.limit = options.limit;
+    return (await this._request(command)).publications;
   }
 
   /** The current cursor over every subscribed channel (for the HTTP transports). */
@@ -185,7 +210,9 @@ export class Tidings extends Emitter {
   _connect() {
     if (this._closed) return;
     const name = this.transports[this._index];
-    const Kind = { ws: WSConnection, sse: SSEConnection, longpoll: LongPollConnection, poll: ShortPollConnection }[name];
+    const Kind = { ws: WSConnection, sse: SSEConnection, stream: StreamConnection,
+                   longpoll: LongPollConnection, poll: ShortPollConnection }[name];
+    if (this._everConnected) this.stats.reconnects += 1;
     this.transport = name;
     this._setState("connecting");
     this._conn = new Kind(this);
@@ -195,6 +222,7 @@ export class Tidings extends Emitter {
   // Called by connections.
   _opened() {
     this._attempt = 0;
+    this._everConnected = true;
     this._setState("connected");
     this.emit("transport", this.transport);
   }
@@ -216,7 +244,8 @@ export class Tidings extends Emitter {
     this._timer = setTimeout(() => this._connect(), Math.random() * cap);  // full jitter
   }
 
-  _publication(pub) { this.subs.get(pub.channel)?._accept(pub); }
+  _publication(pub) { this.stats.messages += 1; this.subs.get(pub.channel)?._accept(pub); }
+  _counted(bytes) { this.stats.bytes += bytes; }
   _gap(gap) { this.subs.get(gap.channel)?._gap(gap); }
   _ready(channels) {
     for (const [name, position] of Object.entries(channels || {})) this.subs.get(name)?._fresh(position);
@@ -230,14 +259,20 @@ class WSConnection {
     const token = await this.client._tokenNow();
     const url = this.client.url.replace(/^http/, "ws") + "/ws" + (token ? `?token=${encodeURIComponent(token)}` : "");
     let ws;
+    this.client.stats.requests += 1;
     try { ws = new WebSocket(url); } catch (err) { this.client._failed(false, String(err)); return; }
     this.ws = ws;
     ws.onopen = () => {
       this.open = this.everOpened = true;
       this.client._opened();
+      // Learn this connection's id (for presence); a token already given is simply refreshed.
+      this.send({ op: "connect", ref: ++this.client._refs, ...(token ? { token } : {}) });
       for (const sub of this.client.subs.values()) this.subscribed(sub);
     };
-    ws.onmessage = (event) => this._message(JSON.parse(event.data));
+    ws.onmessage = (event) => {
+      this.client._counted(frameBytes(event.data));
+      this._message(JSON.parse(event.data));
+    };
     ws.onclose = (event) => {
       this.open = false;
       if (this.ws !== ws) return;
@@ -246,7 +281,12 @@ class WSConnection {
     };
   }
 
-  send(command) { this.ws?.send(JSON.stringify(command)); }
+  send(command) {
+    if (!this.ws) return;
+    const text = JSON.stringify(command);
+    this.client._counted(frameBytes(text) + 4);  // client frames are masked: 4 more bytes
+    this.ws.send(text);
+  }
 
   subscribed(sub) {
     if (!this.open) return;
@@ -272,12 +312,19 @@ class WSConnection {
         break;
       }
       case "join": case "leave": client.subs.get(msg.channel)?.emit(msg.op, msg.client); break;
+      case "connected": client.clientId = msg.client; client._settle(msg); break;
       case "gap": client._gap(msg); break;   // the server's broker link lost publications
       default: if (!client._settle(msg) && msg.op === "error") client.emit("error", msg);
     }
   }
 
   close() { const ws = this.ws; this.ws = null; ws?.close(1000); }
+}
+
+/** Bytes of one WebSocket text frame carrying `text` (header + UTF-8 payload). */
+function frameBytes(text) {
+  const n = encoder.encode(text).length;
+  return n + (n < 126 ? 2 : n < 65536 ? 4 : 10);
 }
 
 /** Shared by the HTTP transports: query strings with every channel and the cursor. */
@@ -295,66 +342,101 @@ async function httpHeaders(client) {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-class SSEConnection {
-  // fetch() + a streaming parser rather than EventSource: publications carry their own event
-  // names, which EventSource would only deliver to listeners registered for each name, and the
-  // token can travel in a header.
+/** fetch() a streaming response and hand its lines to `onLine`; counts requests and bytes. */
+async function readLines(conn, path, accept, type, onLine) {
+  const client = conn.client;
+  const headers = { Accept: accept, ...(await httpHeaders(client)) };
+  // The query is built after an await: subscribe() calls made in the same task are all in it.
+  client.stats.requests += 1;
+  const response = await fetch(`${client.url}${path}?${httpQuery(client)}`, {
+    headers, signal: conn.abort.signal, cache: "no-store",
+  });
+  if (!response.ok || !(response.headers.get("content-type") || "").startsWith(type)) {
+    throw new Error(`${path} refused: ${response.status}`);
+  }
+  client._counted(headerBytes(response));
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    client._counted(value.byteLength);
+    buffer += decoder.decode(value, { stream: true });
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop();
+    for (const line of lines) onLine(line);
+  }
+}
+
+/** Shared by the streaming transports: run until the stream ends, then report why. */
+class StreamingConnection {
   constructor(client) { this.client = client; this.abort = new AbortController(); this.everOpened = false; }
 
   async start() {
-    const client = this.client;
     let reason = "ended";
     try {
-      const response = await fetch(`${client.url}/sse?${httpQuery(client)}`, {
-        headers: { Accept: "text/event-stream", ...(await httpHeaders(client)) },
-        signal: this.abort.signal, cache: "no-store",
-      });
-      if (!response.ok || !(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
-        throw new Error(`SSE refused: ${response.status}`);
-      }
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "", event = "message", data = [];
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        const lines = buffer.split(/\r\n|\r|\n/);
-        buffer = lines.pop();
-        for (const line of lines) {
-          if (line === "") {
-            if (data.length) this._event(event, data.join("\n"));
-            event = "message"; data = [];
-          } else if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
-          else if (line.startsWith("event:")) event = line.slice(line[6] === " " ? 7 : 6);
-        }
-      }
+      await this.read();
     } catch (err) {
       reason = String(err);
       if (this.abort.signal.aborted) return;
     }
-    if (!this.abort.signal.aborted) client._failed(this.everOpened, reason);
+    if (!this.abort.signal.aborted) this.client._failed(this.everOpened, reason);
   }
 
-  _event(name, text) {
-    const payload = JSON.parse(text);
-    if (name === "ready") {
-      this.everOpened = true;
-      this.client._opened();
-      this.client._ready(payload.channels);
-    } else if (name === "gap") this.client._gap(payload);
-    else this.client._publication(payload);
+  _readyNotice(payload) {
+    this.everOpened = true;
+    this.client._opened();
+    this.client._ready(payload.channels);
+    if (this.changed) this._restart();  // channels changed while this stream was opening
   }
 
   // A changed channel set needs a new stream (resuming from the cursor).
   subscribed() { this._restart(); }
   unsubscribed() { this._restart(); }
   _restart() {
-    if (!this.everOpened) return;
+    if (!this.everOpened) { this.changed = true; return; }
     this.close();
     this.client._conn = null;
     this.client._connect();
   }
   close() { this.abort.abort(); }
+}
+
+class SSEConnection extends StreamingConnection {
+  // fetch() + a streaming parser rather than EventSource: publications carry their own event
+  // names, which EventSource would only deliver to listeners registered for each name, and the
+  // token can travel in a header.
+  read() {
+    let event = "message", data = [];
+    return readLines(this, "/sse", "text/event-stream", "text/event-stream", (line) => {
+      if (line === "") {
+        if (data.length) this._event(event, data.join("\n"));
+        event = "message"; data = [];
+      } else if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+      else if (line.startsWith("event:")) event = line.slice(line[6] === " " ? 7 : 6);
+    });
+  }
+
+  _event(name, text) {
+    const payload = JSON.parse(text);
+    if (name === "ready") this._readyNotice(payload);
+    else if (name === "gap") this.client._gap(payload);
+    else if (name !== "disconnect") this.client._publication(payload);
+  }
+}
+
+class StreamConnection extends StreamingConnection {
+  // HTTP streaming: one JSON object per line; notices carry "op", publications do not.
+  read() {
+    return readLines(this, "/stream", "application/x-ndjson", "application/x-ndjson", (line) => {
+      if (!line.trim()) return;
+      const msg = JSON.parse(line);
+      if (msg.op === "ready") this._readyNotice(msg);
+      else if (msg.op === "gap") this.client._gap(msg);
+      else if (msg.op === undefined) this.client._publication(msg);
+    });
+  }
 }
 
 class LongPollConnection {
@@ -374,6 +456,7 @@ class LongPollConnection {
       try {
         const headers = await httpHeaders(client);
         if (this.etag && this.timeout === 0) headers["If-None-Match"] = this.etag;
+        client.stats.requests += 1;
         response = await fetch(`${client.url}/poll?${httpQuery(client, { timeout: this.timeout })}`,
           { headers, signal: this.abort.signal, cache: "no-store" });
       } catch (err) {
@@ -385,9 +468,12 @@ class LongPollConnection {
         return;
       }
       if (!this.everOpened) { this.everOpened = true; client._opened(); }
+      client._counted(headerBytes(response));
       if (response.status === 200) {
         this.etag = response.headers.get("ETag");
-        const body = await response.json();
+        const text = await response.text();
+        client._counted(encoder.encode(text).length);
+        const body = JSON.parse(text);
         for (const gap of body.gaps || []) client._gap(gap);
         for (const pub of body.messages || []) client._publication(pub);
         if (body.cursor) client._ready(decodeCursor(body.cursor));

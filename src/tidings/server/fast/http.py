@@ -1,0 +1,97 @@
+"""Request heads, sans-I/O: which requests the fast server owns, and their parsed heads.
+
+The fast server looks at the first bytes of a connection. :func:`match_route` decides from the
+request line alone whether the request is one the fast path owns (``GET /ws`` today; ``/sse`` and
+``/stream`` are meant to join the table); every other request goes to the ASGI app untouched,
+so most connections cost one ``startswith`` here. For an owned route, :class:`HeadParser`
+(httptools) reads the head and says where the bytes after it start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httptools
+
+__all__ = ["HeadError", "HeadParser", "RequestHead", "match_route"]
+
+
+def match_route(data: bytes, routes: tuple[bytes, ...]) -> bytes | bool | None:
+    """The owned path ``data`` requests; False if it is not an owned GET; None if too short.
+
+    ``routes`` are paths such as ``b"/ws"``; a path matches with or without a query string.
+    """
+    if not data.startswith(b"GET /"):
+        return None if b"GET /".startswith(data[:5]) and len(data) < 5 else False
+    undecided = False
+    for path in routes:
+        end = 4 + len(path)
+        if len(data) <= end:
+            if path.startswith(data[4:]):
+                undecided = True
+            continue
+        if data[4:end] == path and data[end] in b" ?":
+            return path
+    return None if undecided else False
+
+
+class HeadError(Exception):
+    """The request head is malformed (answer 400)."""
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str = ""
+    path: str = ""
+    query: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower case
+    upgrade: bool = False
+
+
+class HeadParser:
+    """Feed bytes until :meth:`feed` returns the head and the offset of the bytes after it."""
+
+    __slots__ = ("_complete", "_head", "_parser", "_url")
+
+    def __init__(self) -> None:
+        self._head = RequestHead()
+        self._url = b""
+        self._complete = False
+        self._parser = httptools.HttpRequestParser(self)
+
+    # httptools callbacks
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head.raw_headers.append((name.lower(), value))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self._head.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
+
+    def feed(self, data: bytes) -> tuple[RequestHead, int] | None:
+        """The head and the offset in ``data`` where the body or next protocol starts, once
+        complete; None while more is needed. Raises :class:`HeadError`."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            return self._finish(True, int(upgrade.args[0]))
+        except httptools.HttpParserError as exc:
+            raise HeadError(str(exc)) from None
+        if self._complete:
+            return self._finish(False, len(data))
+        return None
+
+    def _finish(self, upgrade: bool, offset: int) -> tuple[RequestHead, int]:
+        head = self._head
+        head.method = self._parser.get_method().decode("ascii")
+        url = httptools.parse_url(self._url)
+        head.path = url.path.decode("latin-1")
+        head.query = url.query or b""
+        head.upgrade = upgrade
+        return head, offset

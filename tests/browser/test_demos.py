@@ -1,0 +1,123 @@
+"""The demo pages do what they show: chat, ticker, progress, log tail, webhook inbox, lab."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import needs, screenshot
+from tests.serving import RunningServer
+
+HTTP_TRANSPORTS = "lands with the HTTP transports"
+
+
+def join_chat(page: Any, nick: str) -> None:
+    page.fill("#nick", nick)
+    page.click("#join button")
+    page.wait_for_selector("#text:enabled")
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_chat_two_people_see_each_others_messages_and_presence(
+        page_for: Callable[..., Any]) -> None:
+    ada = page_for("/chat")
+    join_chat(ada, "ada")
+    say(ada, "anyone here?")
+    bob = page_for("/chat")
+    join_chat(bob, "bob")
+
+    bob.wait_for_selector("#messages li:text-is('ada: anyone here?')")  # history on join
+    ada.wait_for_selector("#people li:text-is('bob')")
+    bob.wait_for_selector("#people li:text-is('ada')")
+    say(ada, "hi bob")
+    bob.wait_for_selector("#messages li:text-is('ada: hi bob')")
+    say(bob, "hi ada")
+    ada.wait_for_selector("#messages li:text-is('bob: hi ada')")
+    screenshot(ada, "chat.png")
+
+    bob.close()
+    ada.wait_for_selector("#messages li:text-is('bob left')")
+    ada.wait_for_selector("#people li:text-is('bob')", state="detached")
+
+
+def test_ticker_streams_prices_into_every_sparkline(page_for: Callable[..., Any],
+                                                    server: RunningServer) -> None:
+    needs(server, "/sse?channel=ticker:ACME", HTTP_TRANSPORTS)
+    page = page_for("/ticker")
+    page.wait_for_function("""() => {
+      const cards = [...document.querySelectorAll('[data-symbol]')];
+      return cards.length === 6 && cards.every((c) => Number(c.dataset.updates) >= 3);
+    }""")
+    points = page.eval_on_selector("[data-symbol='ACME'] polyline", "p => p.getAttribute('points')")
+    assert len(points.split()) >= 3
+    assert page.text_content("#transport") == "via sse"
+
+
+def test_log_tail_shows_lines_as_they_stream(page_for: Callable[..., Any],
+                                             server: RunningServer) -> None:
+    needs(server, "/stream?channel=logs:demo", HTTP_TRANSPORTS)
+    page = page_for("/logs")
+    page.wait_for_function("() => document.querySelectorAll('#tail span').length >= 4")
+    assert page.text_content("#status") == "connected"
+
+
+@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+def test_progress_streams_and_resumes_after_a_reload(
+        transport: str, page_for: Callable[..., Any], server: RunningServer) -> None:
+    needs(server, "/sse?channel=x" if transport == "sse" else "/poll?channel=x&timeout=0",
+          HTTP_TRANSPORTS)
+    page = page_for("/progress")
+    if transport == "longpoll":
+        page.check("#longpoll")
+    page.click("#start")
+    page.wait_for_function("() => document.getElementById('bar').value >= 20")
+    assert f"via {transport}" in (page.text_content("#status") or "")
+    seen = page.eval_on_selector_all("#log li", "lis => lis.length")
+
+    page.reload()
+    page.wait_for_function(f"() => document.querySelectorAll('#log li').length > {seen}")
+    page.wait_for_selector("#summary:has-text('done')")
+    lines = page.eval_on_selector_all("#log li", "lis => lis.map(li => li.textContent)")
+    steps = [int(re.match(r"step (\d+)/40", line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert steps == list(range(1, 41))  # the whole job once, in order, across the reload
+    assert page.eval_on_selector("#bar", "b => b.value") == 100
+
+
+def test_webhook_inbox_shows_signed_events_and_rejects_tampered_ones(
+        page_for: Callable[..., Any], server: RunningServer) -> None:
+    needs(server, "/hooks/demo", "lands with the webhooks", method="POST")
+    page = page_for("/webhooks")
+    page.wait_for_selector("#status[data-state='connected']")
+    page.click("#send")
+    page.wait_for_selector("#sent li.accepted")
+    page.wait_for_selector("#inbox li.received:has-text('order.paid')")
+    page.click("#tampered")
+    page.wait_for_selector("#sent li.rejected:has-text('401')")
+    assert page.locator("#inbox li.received").count() == 1
+
+
+def test_transport_lab_shows_the_same_messages_on_all_five_transports(
+        page_for: Callable[..., Any], server: RunningServer) -> None:
+    for path in ("/sse?channel=x", "/stream?channel=x", "/poll?channel=x&timeout=0"):
+        needs(server, path, HTTP_TRANSPORTS)
+    page = page_for("/lab")
+    page.click("#burst")
+    page.wait_for_function("""() => Object.values(window.lab.received).length === 5 &&
+      Object.values(window.lab.received).every((got) => got.length === 20)""")
+    received = page.evaluate("() => window.lab.received")
+    assert all(got == list(range(1, 21)) for got in received.values()), received
+    page.wait_for_selector("tr[data-measure='messages'] td[data-transport='poll']:text-is('20')")
+    numbers = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#numbers tbody tr')]
+      .map((tr) => [tr.dataset.measure, [...tr.querySelectorAll('td')].map((td) => td.textContent)]))""")
+    for measure in ("requests", "bytes", "perMessage"):
+        assert all(float(v) > 0 for v in numbers[measure]), numbers
+    for measure in ("p50", "p99"):
+        assert all(float(v) >= 0 for v in numbers[measure]), numbers
+    screenshot(page, "lab.png")

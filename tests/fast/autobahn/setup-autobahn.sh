@@ -1,0 +1,33 @@
+#!/bin/bash
+set -euo pipefail
+mkdir -p .autobahn && cd .autobahn && R=$PWD
+# 1. Private apt config: the machine's own Debian mirror, bullseye suite; unpack, don't install.
+MAIN=$(apt-cache policy | awk '$3 ~ /^bookworm\/main/ {print $2; exit}')
+SEC=$(apt-cache policy | awk '$3 ~ /^bookworm-security\/main/ {print $2; exit}')
+mkdir -p apt/lists/partial apt/cache/archives/partial apt/parts debs py27root
+printf 'deb %s bullseye main\ndeb %s bullseye-security main\n' "$MAIN" "$SEC" > apt/sources.list
+APT=(-o Dir::Etc::SourceList="$R/apt/sources.list" -o Dir::Etc::SourceParts="$R/apt/parts"
+     -o Dir::State::Lists="$R/apt/lists" -o Dir::Cache="$R/apt/cache")
+apt-get "${APT[@]}" update -qq
+(cd debs && apt-get "${APT[@]}" download -qq python2.7 python2.7-minimal libpython2.7-minimal \
+    libpython2.7-stdlib libpython2.7 libpython2.7-dev python2.7-dev libssl1.1 libffi7)
+for d in debs/*.deb; do dpkg -x "$d" py27root; done
+# 2. Environment for the private interpreter.
+cat > env.sh <<ENV
+export LD_LIBRARY_PATH=$R/py27root/usr/lib/x86_64-linux-gnu
+export PYTHONUSERBASE=$R/py27user
+export PATH=$R/py27user/bin:$R/py27root/usr/bin:\$PATH
+export CFLAGS="-I$R/py27root/usr/include -I$R/py27root/usr/include/python2.7"
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV
+. ./env.sh
+# 3. Last pip for Python 2, then the upstream pins (requirements.txt + Dockerfile order).
+python3 -m pip download -q --no-deps -d wheels 'pip==20.3.4'
+python2.7 wheels/pip-20.3.4-py2.py3-none-any.whl/pip install -q --user 'pip==20.3.4' 'setuptools==44.0.0' 'wheel==0.36.2'
+pip2.7 install -q --user 'incremental==16.10.1' 'pyOpenSSL==19.1.0' 'cryptography==3.3.2'
+pip2.7 install -q --user --no-build-isolation 'Twisted==19.10.0'
+pip2.7 install -q --user --no-build-isolation 'txaio==2.1.0' 'zope.interface==4.6.0' 'jinja2==2.11.3' \
+    'markupsafe==1.1.1' 'Werkzeug==1.0.1' 'klein==17.10.0' 'service_identity==18.1.0' 'unittest2==1.1.0' \
+    'six==1.16.0' 'autobahn[twisted,accelerate]==0.10.9'
+pip2.7 install -q --user --no-deps 'autobahntestsuite==25.10.1'
+wstest --autobahnversion        # -> Autobahn 0.10.9 / AutobahnTestSuite 25.10.1
