@@ -23,21 +23,31 @@ case "$SET" in
   full)    CASES='["*"]' ;;
   *)       CASES='["1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*"]' ;;
 esac
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+FAST_PORT=$(free_port); ASGI_PORT=$(free_port)
 OUT=.autobahn/reports
 rm -rf "$OUT" && mkdir -p "$OUT"
+# Two agents: the fast server's own framing (what `tidings serve` runs for /ws) and the ASGI
+# WebSocket stack (server.engine = "uvicorn", and any app that mounts create_app()).
 cat > .autobahn/fuzzingclient.json <<JSON
 {"outdir": "./reports/servers",
- "servers": [{"agent": "tidings", "url": "ws://127.0.0.1:$PORT/ws-echo"}],
+ "servers": [{"agent": "tidings-fast", "url": "ws://127.0.0.1:$FAST_PORT/ws-echo"},
+             {"agent": "tidings-asgi", "url": "ws://127.0.0.1:$ASGI_PORT/ws-echo"}],
  "cases": $CASES, "exclude-cases": [], "exclude-agent-cases": {}}
 JSON
-PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$PY" scripts/autobahn_server.py "$PORT" > .autobahn/server.log 2>&1 &
-SPID=$!
-trap 'kill $SPID 2>/dev/null; wait $SPID 2>/dev/null' EXIT
-for _ in $(seq 1 100); do
-  "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1',$PORT),1)" 2>/dev/null && break
-  kill -0 $SPID 2>/dev/null || { echo "autobahn: the server did not start:"; cat .autobahn/server.log; exit 1; }
-  sleep 0.1
+PIDS=()
+for spec in "$FAST_PORT fast" "$ASGI_PORT uvicorn"; do
+  set -- $spec
+  PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$PY" scripts/autobahn_server.py "$1" "$2" \
+    > ".autobahn/server-$2.log" 2>&1 &
+  PIDS+=($!)
+done
+trap 'kill "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null' EXIT
+for port in "$FAST_PORT" "$ASGI_PORT"; do
+  for _ in $(seq 1 100); do
+    "$PY" -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
+    sleep 0.1
+  done
 done
 START=$(date +%s)
 ( cd .autobahn && . ./env.sh && timeout 3000 wstest -m fuzzingclient -s fuzzingclient.json ) \

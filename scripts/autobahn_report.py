@@ -23,11 +23,12 @@ EXPLAINED = {
     "3": BATCHED,
     "4": BATCHED,
     "5.15": BATCHED,
-    "6.4": "Fail-fast on invalid UTF-8 inside a fragmented text message: the server validates the "
-           "message when it is complete (uvicorn joins the fragments, then decodes), so it closes "
-           "with 1007 after the last fragment instead of at the first bad byte. The close code is "
-           "right; only the moment differs, which RFC 6455 allows (8.1: the endpoint MUST fail the "
-           "connection, with no deadline).",
+    "6.4": "Fail-fast on invalid UTF-8 in a text message: the server checks UTF-8 when a frame is "
+           "complete (fast server) or when the whole message is (ASGI path: uvicorn joins the "
+           "fragments, then decodes), not byte by byte as a frame's bytes trickle in, so it closes "
+           "with 1007 a little later than the first bad byte. The close code is right; only the "
+           "moment differs, which RFC 6455 allows (8.1: the endpoint MUST fail the connection, "
+           "with no deadline).",
     "7.1.6": "INFORMATIONAL: a large message is queued, then a close; the close was processed "
              "before the message could be echoed, which the spec leaves open.",
     "7.13": "INFORMATIONAL: close codes in the 5000+ / private range; the spec does not define what "
@@ -54,58 +55,74 @@ def case_key(case: str) -> tuple[int, ...]:
 def main() -> int:
     report_dir, docs_dir, case_set, seconds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
     index = json.loads((report_dir / "index.json").read_text())
-    (agent, cases), = index.items()
-    counts: Counter[str] = Counter()
-    close_counts: Counter[str] = Counter()
-    others: list[tuple[str, str, str, str]] = []
-    by_major: dict[str, Counter[str]] = {}
-    for case in sorted(cases, key=case_key):
-        verdict = cases[case]
-        counts[verdict["behavior"]] += 1
-        close_counts[verdict["behaviorClose"]] += 1
-        by_major.setdefault(case.split(".")[0], Counter())[verdict["behavior"]] += 1
-        if verdict["behavior"] != "OK" or verdict["behaviorClose"] not in ("OK", "INFORMATIONAL"):
-            detail = json.loads((report_dir / verdict["reportfile"]).read_text())
-            why = EXPLAINED.get(group_of(case), "NOT EXPLAINED")
-            others.append((case, f"{verdict['behavior']} / close {verdict['behaviorClose']}",
-                           str(detail.get("result", ""))[:160], why))
-    failed = counts["FAILED"] + close_counts["FAILED"]
-    unexplained = [c for c, _, _, w in others if w == "NOT EXPLAINED"]
-    summary = {"agent": agent, "set": case_set, "cases": len(cases), "seconds": int(seconds),
-               "behavior": dict(counts), "behaviorClose": dict(close_counts),
-               "by_group": {k: dict(v) for k, v in sorted(by_major.items(), key=lambda kv: int(kv[0]))},
-               "not_ok": [{"case": c, "verdict": v, "result": r, "why": w} for c, v, r, w in others]}
+    agents = {}
+    failed = 0
+    unexplained: list[str] = []
+    for agent, cases in sorted(index.items()):
+        counts: Counter[str] = Counter()
+        close_counts: Counter[str] = Counter()
+        others: list[tuple[str, str, str, str]] = []
+        by_major: dict[str, Counter[str]] = {}
+        for case in sorted(cases, key=case_key):
+            verdict = cases[case]
+            counts[verdict["behavior"]] += 1
+            close_counts[verdict["behaviorClose"]] += 1
+            by_major.setdefault(case.split(".")[0], Counter())[verdict["behavior"]] += 1
+            if verdict["behavior"] != "OK" or verdict["behaviorClose"] not in ("OK", "INFORMATIONAL"):
+                detail = json.loads((report_dir / verdict["reportfile"]).read_text())
+                why = EXPLAINED.get(group_of(case), "NOT EXPLAINED")
+                others.append((case, f"{verdict['behavior']} / close {verdict['behaviorClose']}",
+                               str(detail.get("result", ""))[:160], why))
+        failed += counts["FAILED"] + close_counts["FAILED"]
+        unexplained += [f"{agent} {c}" for c, _, _, w in others if w == "NOT EXPLAINED"]
+        agents[agent] = (cases, counts, close_counts, others, by_major)
     docs_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "set": case_set, "seconds": int(seconds),
+        "agents": {agent: {
+            "cases": len(cases), "behavior": dict(counts), "behaviorClose": dict(close_counts),
+            "by_group": {k: dict(v) for k, v in sorted(by_major.items(), key=lambda kv: int(kv[0]))},
+            "not_ok": [{"case": c, "verdict": v, "result": r, "why": w} for c, v, r, w in others],
+        } for agent, (cases, counts, close_counts, others, by_major) in agents.items()},
+    }
     (docs_dir / "autobahn-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# Autobahn WebSocket testsuite",
         "",
         "Written by `scripts/autobahn.sh` (set-up: `scripts/setup-autobahn.sh`, a private Python 2.7 "
         "from Debian 11 packages running autobahntestsuite 25.10.1; see `../shared/recipes/autobahn.md`).",
-        "The fuzzing client talks to `/ws-echo` (`tidings.server.echo`), an echo endpoint on the same "
-        "WebSocket stack as `/ws` (uvicorn's sans-I/O `websockets` protocol under Starlette, as "
-        "`tidings serve` configures it), mounted only by `scripts/autobahn_server.py`.",
+        "Two agents, each an echo endpoint `/ws-echo` on one of tidings' two WebSocket stacks "
+        "(`scripts/autobahn_server.py`):",
         "",
-        f"Set `{case_set}`: {len(cases)} cases in {seconds} s.",
+        "- `tidings-fast`: the fast server's own framing (`server.engine = \"fast\"`, the default "
+        "of `tidings serve`; `server.debug_echo` turns the echo on);",
+        "- `tidings-asgi`: the ASGI path (`server.engine = \"uvicorn\"`, and any app mounting "
+        "`create_app()`): uvicorn's sans-I/O `websockets` protocol under Starlette, with "
+        "`tidings.server.echo` mounted only by the script.",
         "",
-        "| verdict | cases | closing handshake |",
-        "| --- | ---: | ---: |",
+        f"Set `{case_set}`, run in {seconds} s.",
+        "",
     ]
-    for verdict in ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"):
-        lines.append(f"| {verdict} | {counts.get(verdict, 0)} | {close_counts.get(verdict, 0)} |")
-    lines += ["", "By case group:", "", "| group | verdicts |", "| --- | --- |"]
-    for major, counter in sorted(by_major.items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| {major} | {', '.join(f'{k} {v}' for k, v in sorted(counter.items()))} |")
-    lines += ["", "## Cases not plainly OK, and why", ""]
-    if others:
-        lines += ["| case | verdict | Autobahn says | why it is acceptable |", "| --- | --- | --- | --- |"]
-        for case, verdict, result, why in others:
-            lines.append(f"| {case} | {verdict} | {result.replace('|', '/')} | {why} |")
-    else:
-        lines.append("None: every case is OK (INFORMATIONAL closes only report the close code used).")
-    lines.append("")
+    for agent, (cases, counts, close_counts, others, by_major) in agents.items():
+        lines += [f"## {agent}: {len(cases)} cases", "",
+                  "| verdict | cases | closing handshake |", "| --- | ---: | ---: |"]
+        for verdict in ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"):
+            lines.append(f"| {verdict} | {counts.get(verdict, 0)} | {close_counts.get(verdict, 0)} |")
+        lines += ["", "| group | verdicts |", "| --- | --- |"]
+        for major, counter in sorted(by_major.items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {major} | {', '.join(f'{k} {v}' for k, v in sorted(counter.items()))} |")
+        lines += ["", "Cases not plainly OK, and why:", ""]
+        if others:
+            lines += ["| case | verdict | Autobahn says | why it is acceptable |",
+                      "| --- | --- | --- | --- |"]
+            for case, verdict, result, why in others:
+                lines.append(f"| {case} | {verdict} | {result.replace('|', '/')} | {why} |")
+        else:
+            lines.append("None: every case is OK (INFORMATIONAL closes only report the close code).")
+        lines.append("")
     (docs_dir / "autobahn.md").write_text("\n".join(lines))
-    print(f"autobahn: {dict(counts)} (close: {dict(close_counts)}) -> {docs_dir / 'autobahn.md'}")
+    for agent, (_, counts, close_counts, _, _) in agents.items():
+        print(f"autobahn: {agent}: {dict(counts)} (close: {dict(close_counts)})")
     if unexplained:
         print(f"autobahn: verdicts nobody explained yet: {', '.join(unexplained)}")
     return 1 if failed else 0

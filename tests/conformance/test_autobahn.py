@@ -1,4 +1,5 @@
-"""The Autobahn testsuite's fast set (cases 1-7 and 10) against tidings' WebSocket stack, in CI.
+"""The Autobahn testsuite's fast set (cases 1-7 and 10) against both of tidings' WebSocket stacks
+(the fast server and the ASGI path), in CI.
 
 ``scripts/autobahn.sh fast`` sets the suite up from Debian and PyPI packages the first time (about
 40 s; see ``../shared/recipes/autobahn.md``) and skips, saying why, when they cannot be fetched.
@@ -30,8 +31,10 @@ def test_autobahn_fast_set_has_no_failed_case_and_every_other_verdict_explained(
         pytest.skip(output.strip().splitlines()[-1])
     assert done.returncode == 0, output[-3000:]
     summary = json.loads(summary_file.read_text())
-    assert summary["behavior"].get("FAILED", 0) == 0, summary
-    assert summary["behaviorClose"].get("FAILED", 0) == 0, summary
-    assert summary["cases"] > 200, summary
-    unexplained = [c for c in summary["not_ok"] if c["why"] == "NOT EXPLAINED"]
-    assert not unexplained, unexplained
+    assert set(summary["agents"]) == {"tidings-fast", "tidings-asgi"}, summary
+    for agent, result in summary["agents"].items():
+        assert result["behavior"].get("FAILED", 0) == 0, (agent, result)
+        assert result["behaviorClose"].get("FAILED", 0) == 0, (agent, result)
+        assert result["cases"] > 200, (agent, result)
+        unexplained = [c for c in result["not_ok"] if c["why"] == "NOT EXPLAINED"]
+        assert not unexplained, (agent, unexplained)
