@@ -626,11 +626,21 @@ class RedisBroker:
         if handler is None or start is None:
             return
         position = start
+        switched = False
         while True:
             answer = await self._since(sub.channel, position, CATCH_UP_PAGE, None, 0)
             if isinstance(answer, Gap):
                 self._control_to(handler, sub.channel, {"op": "gap", **answer.to_dict()})
                 position = answer.position
+                if (not switched and not answer.publications and answer.available_from is not None
+                        and answer.epoch != start.epoch):
+                    # A new epoch (Redis restarted empty) whose history was written while the
+                    # link was down: the gap names it as available, so hand it over, from its
+                    # first offset, rather than skipping to the present.
+                    position = Position(answer.epoch, answer.available_from - 1)
+                    sub.last = position
+                    switched = True
+                    continue
             for publication in answer.publications:
                 self._deliver(handler, publication, sub)
                 position = publication.position

@@ -217,8 +217,10 @@ class Client:
         return self._ws
 
     async def close(self) -> None:
+        # Closing the WebSocket ends every subscription on the server: no unsubscribe round trip
+        # per channel (each could wait for a reconnect or a reply that never comes).
+        ws, self._ws = self._ws, None
         for sub in list(self.subscriptions.values()):
             await self._unsubscribe(sub)
-        if self._ws is not None:
-            await self._ws.close()
-            self._ws = None
+        if ws is not None:
+            await ws.close()

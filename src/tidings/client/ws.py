@@ -10,7 +10,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tidings.core.disconnect import CloseCode
 from tidings.core.events import Publication
@@ -110,7 +110,9 @@ class WSSession:
                     sub.fail(exc)
                 self._fail_pending(exc)
                 return
-            except (TimeoutError, OSError, ConnectionClosed, InvalidStatus) as exc:
+            # InvalidHandshake covers a refused upgrade and one cut mid-way (InvalidMessage):
+            # both are worth another try, and must not end the session's task silently.
+            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
                 self._fail_pending(Unavailable(f"connection lost: {exc}"))
             await asyncio.sleep(self.backoff.next_delay())
 

@@ -28,7 +28,7 @@ import uvicorn
 from tidings.logs import configure_logging
 from tidings.node import Node
 from tidings.server.app import create_app
-from tidings.server.protocols import protocol_path
+from tidings.server.protocols import protocol_path, ws_protocol_path
 from tidings.settings import Settings
 
 __all__ = ["TidingsServer", "run", "uvicorn_config"]
@@ -54,7 +54,7 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
         port=settings.port,
         loop="uvloop",
         http=http,
-        ws="websockets-sansio",
+        ws=ws_protocol_path(),
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=limits.ping_interval,
         ws_ping_timeout=limits.idle_timeout,

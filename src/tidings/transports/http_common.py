@@ -296,6 +296,11 @@ class CursorTracker:
         self._tokens[encoded.publication.channel] = encoded.token
         return encoded.token if self.single else ".".join(self._tokens.values())
 
+    def move(self, channel: str, position: Position) -> str:
+        """Set ``channel``'s position (after a gap into a new epoch); returns the cursor."""
+        self._tokens[channel] = encode_token(channel, position)
+        return self.cursor
+
 
 class StreamSubscriber:
     """One HTTP request's subscriptions: a hub subscriber and a node connection.
@@ -331,7 +336,21 @@ class StreamSubscriber:
                               self._tracker.single)
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
-        """Join/leave messages are not sent on HTTP streams (presence is read by API)."""
+        """A gap notice from the broker link (its store lost history under a live subscription)
+        is passed on like a resume's gap, so the client is told before the new epoch's
+        publications; join/leave messages are not sent on HTTP streams (presence is read by API).
+        """
+        if message.get("op") != "gap" or "requested" not in message:
+            return
+        epoch = str(message["epoch"])
+        available = message.get("available_from")
+        gap = Gap(channel, epoch, int(message["requested"]), available,
+                  Position(epoch, (available or 1) - 1))
+        if self._held is not None:
+            self._held.append(gap)
+            return
+        assert self._tracker is not None
+        self.sink.gap(gap, self._tracker.move(channel, gap.position))
 
     # Connection ---------------------------------------------------------------------------------
 
@@ -491,14 +510,18 @@ class _Heartbeat:
         self.handle = asyncio.get_running_loop().call_later(self.interval, self.beat)
 
 
-async def _write(send: Send, sink: StreamSink) -> None:
+async def _write(send: Send, sink: StreamSink, sending: list[bool]) -> None:
     outbox = sink.outbox
     while True:
         batch = await outbox.wait_batch()
         if not batch:
             return
         body = batch[0] if len(batch) == 1 else b"".join(batch)
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+        sending[0] = True
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        finally:
+            sending[0] = False
         sink.wrote = True
 
 
@@ -512,6 +535,17 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
     stream = StreamSubscriber(node, request, transport, sink)
     outbox.on_overflow = lambda: stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
     stream.on_end.append(outbox.close)
+    # A client that stops reading fills its socket and a write then waits for ever: ending the
+    # stream (overflow, disconnect, time limit) interrupts that write, so the request ends and
+    # the subscriber leaves the node instead of lingering.
+    sending = [False]
+    task = asyncio.current_task()
+
+    def interrupt() -> None:
+        if sending[0] and task is not None:
+            task.cancel()
+
+    stream.on_end.append(interrupt)
     try:
         await stream.start()
     except TidingsError as exc:
@@ -523,7 +557,13 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
     heartbeat = _Heartbeat(sink, settings.sse.heartbeat)
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await _write(send, sink)
+        try:
+            await _write(send, sink, sending)
+        except asyncio.CancelledError:
+            if stream.closing is None or task is None:
+                raise
+            task.uncancel()  # interrupted: the peer is not reading, so no farewell either
+            return
         if not stream.gone:
             reason = stream.closing
             last = framing.farewell(reason) if reason is not None else b""

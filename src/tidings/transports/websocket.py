@@ -323,13 +323,16 @@ class CommandHandler:
         self.node.unregister(self)
 
 
+CLOSE_TIMEOUT = 5.0  # seconds a closing ASGI connection waits for its close frame to be written
+
 HANDLER_SLOTS = ("_bucket", "_expiry", "address", "client_id", "lease", "node", "session")
 
 
 class WebSocketConnection(CommandHandler):
     """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
 
-    __slots__ = ("_closing", "_probe", "outbox", "peer_close", "send", "writer", *HANDLER_SLOTS)
+    __slots__ = ("_closing", "_probe", "_sending", "outbox", "peer_close", "reader", "send",
+                 "writer", *HANDLER_SLOTS)
 
     def __init__(self, node: Node, send: Send, session: Session,
                  lease: ConnectionLease | None = None, address: str | None = None) -> None:
@@ -339,6 +342,8 @@ class WebSocketConnection(CommandHandler):
                                           self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
+        self._sending = False
         self._probe: tuple[int, LatencyObserver] | None = None
         self.peer_close: int | None = None
         super().__init__(node, session, lease, address)
@@ -357,10 +362,17 @@ class WebSocketConnection(CommandHandler):
         if self._closing is None:
             self._closing = reason
         self.outbox.close()
+        self._interrupt_send()
 
     def _overflow(self) -> None:
         self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
         self.node.metrics.outbox_overflow(self.transport)
+        self._interrupt_send()
+
+    def _interrupt_send(self) -> None:
+        """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
+        if self._sending and self.writer is not None:
+            self.writer.cancel()
 
     def close_info(self) -> tuple[int | None, str, str]:
         """``(code, reason, by)`` for the node's close log line and metrics."""
@@ -378,6 +390,13 @@ class WebSocketConnection(CommandHandler):
         self.outbox.push(frame)
 
     async def write_loop(self) -> None:
+        """Write the outbox until it closes, then the close frame.
+
+        A client that stops reading fills its socket, and a write then waits for ever; closing
+        the connection (overflow: 4008, or any disconnect) interrupts that write. The close frame
+        gets :data:`CLOSE_TIMEOUT` seconds; a peer that does not take it in that time is not
+        waited for: the endpoint's reader is stopped, so the connection leaves the node.
+        """
         send = self.send
         outbox = self.outbox
         try:
@@ -389,15 +408,34 @@ class WebSocketConnection(CommandHandler):
                 for frame in batch:
                     if outbox.closed:  # overflowed or disconnected: what is left is dropped
                         break
-                    await send({"type": "websocket.send", "text": frame})
+                    self._sending = True
+                    try:
+                        await send({"type": "websocket.send", "text": frame})
+                    finally:
+                        self._sending = False
                 if probe is not None:
                     probe[1](probe[0])
+        except asyncio.CancelledError:
+            if not outbox.closed:
+                raise  # cancelled from outside, not interrupted by a close
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
         reason = self._closing or disconnect(CloseCode.NORMAL)
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": int(reason.code),
-                        "reason": reason.reason})
+        try:
+            await asyncio.wait_for(send({"type": "websocket.close", "code": int(reason.code),
+                                         "reason": reason.reason}), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self._stop_reader()
+        except Exception:
+            return
+
+    def _stop_reader(self) -> None:
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.cancel()
 
     async def cleanup(self) -> None:
         self.outbox.close()
@@ -431,7 +469,17 @@ class WebSocketEndpoint:
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         try:
-            await self._read_loop(conn, receive)
+            conn.reader = asyncio.current_task()
+            try:
+                await self._read_loop(conn, receive)
+            except asyncio.CancelledError:
+                if conn._closing is None and not conn.outbox.closed:
+                    raise
+                # stopped by the writer: the peer took no close frame in time
+                if conn.reader is not None:
+                    conn.reader.uncancel()
+            finally:
+                conn.reader = None
         finally:
             await conn.cleanup()
             if conn.writer is not None:

@@ -17,7 +17,23 @@ from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
-__all__ = ["EncodedPublication", "encode_json", "reply", "ws_text_frame"]
+__all__ = ["EncodedPublication", "encode_json", "line_safe", "reply", "ws_text_frame"]
+
+# U+0085, U+2028 and U+2029 are line breaks to str.splitlines() and to httpx's
+# ``Response.aiter_lines()`` (the usual way to read NDJSON in Python), though not to JSON or the
+# SSE spec: orjson writes them raw inside strings, and such a reader cuts the line there.
+# Escaped, the JSON means the same and every line reader sees one line
+# (tests/conformance/test_sse.py and test_ndjson_lines.py).
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"),
+                (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def line_safe(json_bytes: bytes) -> bytes:
+    """``json_bytes`` with U+0085, U+2028 and U+2029 written as ``\\u`` escapes (same JSON)."""
+    if b"\xc2\x85" in json_bytes or b"\xe2\x80" in json_bytes:
+        for raw, escaped in _LINE_BREAKS:
+            json_bytes = json_bytes.replace(raw, escaped)
+    return json_bytes
 
 
 def encode_json(value: Any) -> bytes:
@@ -54,7 +70,7 @@ class EncodedPublication:
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
-        self.body = orjson.dumps(publication.to_dict())
+        self.body = line_safe(orjson.dumps(publication.to_dict()))
         self.token = encode_token(publication.channel, publication.position)
         self._ws: str | None = None
         self._ws_frame: bytes | None = None

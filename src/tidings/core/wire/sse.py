@@ -57,7 +57,8 @@ class SSEParser:
     """Incremental event-stream parser: ``feed(bytes) -> [SSEMessage]``; ``retry`` is kept."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no line end (long lines, drip-fed)
         self._first = True
         self._skip_lf = False
         self._data: list[str] = []
@@ -66,30 +67,32 @@ class SSEParser:
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
-        self._buffer += chunk
+        self._buffer += chunk  # a bytearray: appending is amortised O(len(chunk))
         if self._first:
             # A BOM is skipped only at the very start: wait while the bytes could still be one,
             # and read no line before deciding (a later BOM belongs to a field name).
             if len(self._buffer) < 3 and _BOM.startswith(self._buffer):
                 return []
             if self._buffer.startswith(_BOM):
-                self._buffer = self._buffer[3:]
+                del self._buffer[:3]
             self._first = False
         if self._skip_lf and self._buffer:
             if self._buffer.startswith(b"\n"):
-                self._buffer = self._buffer[1:]
+                del self._buffer[:1]
             self._skip_lf = False
         out: list[SSEMessage] = []
         while True:
-            match = _LINE_SPLIT.search(self._buffer)
+            match = _LINE_SPLIT.search(self._buffer, self._scanned)
             if match is None:
+                self._scanned = len(self._buffer)
                 return out
             # A CR at the end ends its line now (waiting could hold an event back forever);
             # an LF that follows in the next chunk is the rest of that CRLF and is skipped.
             if match.group() == b"\r" and match.end() == len(self._buffer):
                 self._skip_lf = True
             line = self._buffer[: match.start()].decode("utf-8", "replace")
-            self._buffer = self._buffer[match.end():]
+            del self._buffer[: match.end()]
+            self._scanned = 0
             message = self._line(line)
             if message is not None:
                 out.append(message)
