@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: serve test test-fast lint typecheck bench bench-ws soak autobahn clean
+.PHONY: serve test lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ bench-ws: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py all
+
+## soak: a steady mixed load for 10 minutes, reporting RSS, fds, tasks and latency over time
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --duration 600
+
+## autobahn: the Autobahn testsuite's fast set against both WebSocket stacks (full: ARGS=full)
+autobahn: $(STAMP)
+	bash scripts/autobahn.sh $(ARGS)
+
+## conformance: SSE against Chromium and httpx-sse, schemathesis against the API, Autobahn
+conformance: $(STAMP)
+	$(PY) -m pytest tests/conformance -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -51,12 +51,15 @@ class Hub:
         "_recovering",
         "delivered",
         "deliveries",
+        "generation",
         "on_latency",
         "sample_every",
     )
 
     def __init__(self) -> None:
-        self._live: dict[str, dict[Subscriber, None]] = {}
+        # Live subscribers, each with the broker-link generation it went live in (see control()).
+        self._live: dict[str, dict[Subscriber, int]] = {}
+        self.generation = 0
         self._recovering: dict[str, dict[Subscriber, Recovery]] = {}
         self.deliveries = 0
         # metrics (see the module docstring)
@@ -81,7 +84,7 @@ class Hub:
                 del self._recovering[channel]
         live = self._live.setdefault(channel, {})
         if subscriber not in live:
-            live[subscriber] = None
+            live[subscriber] = self.generation
             counts = self._live_transports.setdefault(channel, {})
             transport = transport_of(subscriber)
             counts[transport] = counts.get(transport, 0) + 1
@@ -138,10 +141,21 @@ class Hub:
         else:
             self.on_latency(time_ms)
 
-    def control(self, channel: str, message: dict[str, Any]) -> None:
+    def control(self, channel: str, message: dict[str, Any], *,
+                before_generation: int | None = None) -> None:
+        """Hand a non-history message to the channel's live subscribers.
+
+        ``before_generation``: only to those that went live before it. A gap notice for what the
+        node missed while its broker link was down concerns the subscribers that were live then;
+        one that subscribed after the link came back read its own history, and the notice
+        (whose ``available_from`` the node computed for itself) could make it skip a
+        publication it has yet to receive.
+        """
         live = self._live.get(channel)
-        if live:
-            for subscriber in tuple(live):
+        if not live:
+            return
+        for subscriber, generation in tuple(live.items()):
+            if before_generation is None or generation < before_generation:
                 subscriber.control(channel, message)
 
     def channels(self) -> dict[str, int]:

@@ -203,11 +203,19 @@ class Node:
         self.hub.fan_out(publication)
 
     def on_control(self, channel: str, message: dict[str, Any]) -> None:
-        self.hub.control(channel, message)
+        if message.get("reconnect"):
+            # What the node missed while its broker link was down concerns the subscribers
+            # that were live then, not those that read their own history since (Hub.control).
+            message = {k: v for k, v in message.items() if k != "reconnect"}
+            self.hub.control(channel, message, before_generation=self.hub.generation)
+        else:
+            self.hub.control(channel, message)
 
     def on_broker_state(self, available: bool) -> None:
         if available != self.broker_available:
             log.warning("broker %s", "reachable again" if available else "unreachable")
+            if available:
+                self.hub.generation += 1  # subscribers from now on read the state after it
         self.broker_available = available
 
     # publishing --------------------------------------------------------------------------------

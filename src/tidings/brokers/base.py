@@ -35,7 +35,10 @@ class BrokerHandler(Protocol):
     def on_publication(self, publication: Publication) -> None: ...
 
     def on_control(self, channel: str, message: dict[str, Any]) -> None:
-        """A presence join/leave (or other non-history message) for the channel's subscribers."""
+        """A presence join/leave (or other non-history message) for the channel's subscribers.
+
+        A gap notice with ``"reconnect": true`` is about what the node missed while its link
+        to the store was down (reported after ``on_broker_state(True)``)."""
 
     def on_broker_state(self, available: bool) -> None:
         """The backing store became unreachable (False) or reachable again (True)."""

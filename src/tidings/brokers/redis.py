@@ -299,9 +299,10 @@ class _Listener:
                 else:
                     stash.append(message)
         self.connected.set()
+        self.broker._state(True)  # before the catch-up, as the module docstring says
         if catch_up:
             for name in names:
-                await self.broker._catch_up_name(name)
+                await self.broker._catch_up_name(name, reconnect=True)
         for message in stash:
             await self._handle(message)
 
@@ -614,13 +615,16 @@ class RedisBroker:
                 "requested": last.offset + 1, "available_from": publication.offset})
         self._deliver(handler, publication, sub)
 
-    async def _catch_up_name(self, name: bytes) -> None:
+    async def _catch_up_name(self, name: bytes, *, reconnect: bool = False) -> None:
         sub = self._subs.get(channel_of_pubsub(name))
         if sub is not None:
-            await self._catch_up(sub)
+            await self._catch_up(sub, reconnect=reconnect)
 
-    async def _catch_up(self, sub: _Subscription) -> None:
-        """Hand the handler what was published after ``sub.resume_from`` (see module doc)."""
+    async def _catch_up(self, sub: _Subscription, *, reconnect: bool = False) -> None:
+        """Hand the handler what was published after ``sub.resume_from`` (see module doc).
+
+        ``reconnect``: the link was down; gap notices then say so (``"reconnect": true``), so
+        the node tells only the subscribers that were live before the outage."""
         handler = self._handler
         start = sub.resume_from
         if handler is None or start is None:
@@ -630,7 +634,10 @@ class RedisBroker:
         while True:
             answer = await self._since(sub.channel, position, CATCH_UP_PAGE, None, 0)
             if isinstance(answer, Gap):
-                self._control_to(handler, sub.channel, {"op": "gap", **answer.to_dict()})
+                notice: dict[str, Any] = {"op": "gap", **answer.to_dict()}
+                if reconnect:
+                    notice["reconnect"] = True
+                self._control_to(handler, sub.channel, notice)
                 position = answer.position
                 if (not switched and not answer.publications and answer.available_from is not None
                         and answer.epoch != start.epoch):

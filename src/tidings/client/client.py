@@ -103,7 +103,9 @@ class Subscription:
         """Surface a gap, and continue from what survived (or from the present)."""
         latest = self.latest.offset if self.latest and self.latest.epoch == gap.epoch else 0
         start = gap.available_from if gap.available_from is not None else latest + 1
-        self.position = Position(gap.epoch, start - 1)
+        pos = self.position
+        if pos is None or pos.epoch != gap.epoch or pos.offset < start - 1:
+            self.position = Position(gap.epoch, start - 1)  # never back: no repeats
         self._queue.put_nowait(gap)
 
     def at(self, position: Position) -> None:

@@ -87,7 +87,10 @@ export class Subscription extends Emitter {
     // History could not cover the resume: continue from what survived (or from the present).
     const latest = this.latest && this.latest.epoch === gap.epoch ? this.latest.offset : 0;
     const from = gap.available_from ?? latest + 1;
-    this.position = { epoch: gap.epoch, offset: from - 1 };
+    const pos = this.position;
+    if (!pos || pos.epoch !== gap.epoch || pos.offset < from - 1) {
+      this.position = { epoch: gap.epoch, offset: from - 1 };   // never back: no repeats
+    }
     this.emit("gap", gap);
   }
   _fresh(position) {
