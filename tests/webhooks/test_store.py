@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from tests.redis_server import RedisServer, redis_available
+
 from tidings.webhooks.dispatcher import LeasingStore
 from tidings.webhooks.redis_store import RedisWebhookStore
 from tidings.webhooks.signing import SigningKey
