@@ -9,7 +9,9 @@ followed and the response read up to a cap, decide (``retry.decide``), and recor
 delivery's new state and the endpoint's in one store transaction.
 
 The store is the truth; the heaps are an index rebuilt from ``store.pending()`` at start, so a
-node killed at any moment resumes every pending delivery when it starts again.
+node killed at any moment resumes every pending delivery when it starts again. With a queue
+shared by several nodes (Redis, a :class:`LeasingStore`) the heaps hold only what this node leased:
+see :class:`Dispatcher`.
 """
 
 from __future__ import annotations
