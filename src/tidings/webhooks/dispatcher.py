@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from tidings.exceptions import TidingsError
+from tidings.exceptions import TidingsError, Unavailable
 from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
 from tidings.webhooks.signing import signature_header
 from tidings.webhooks.ssrf import Network, resolve, split_url
@@ -282,6 +282,7 @@ class Dispatcher:
         return [i for lane in self.lanes.values() for i in (*lane.queued, *lane.inflight)]
 
     async def _poll(self, store: LeasingStore) -> None:
+        failing = False  # log an outage once, not at every poll
         while True:
             try:
                 if self.refresh is not None:
@@ -292,8 +293,16 @@ class Dispatcher:
                         lane.discard(delivery_id)
                 for due in await store.claim():
                     self.add(due)
+            except Unavailable as exc:
+                if not failing:
+                    log.warning("webhook queue unavailable (%s); polling on", exc.message)
+                failing = True
             except Exception:
                 log.exception("webhook queue poll failed; trying again")
+            else:
+                if failing:
+                    log.warning("webhook queue available again")
+                failing = False
             await asyncio.sleep(self.poll_interval)
 
     async def stop(self) -> None:
