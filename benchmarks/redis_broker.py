@@ -15,7 +15,7 @@ generator and Redis on the same cores). Scenarios, each bounded by timeouts:
    (subscribers split evenly, publications through node 1).
 2. **Publications/s through tidings into one Redis**: ``--publishers`` client tasks (httpx,
    keep-alive) POST to 100 channels for ``--publish-seconds``, against 1 node and 2 nodes
-   (tasks split). No subscribers.
+   (tasks split), and against 1 memory-broker node for reference. No subscribers.
 
 The load generator is Python in one process, so on a small machine it is a large part of what is
 measured; the figures compare brokers and node counts under the same generator, they are not
@@ -179,7 +179,7 @@ async def main() -> tuple[dict[str, Any], str]:
         "benchmark": "redis_broker (issue 6)", "cores": os.cpu_count(),
         "python": platform.python_version(), "websockets": websockets.__version__,
         "pinned": False, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "fanout": {}, "publish": {}}
+        "load_average_before": list(os.getloadavg()), "fanout": {}, "publish": {}}
 
     def show(name: str, value: dict[str, Any]) -> None:
         print(f"{name}: {json.dumps(value)}", flush=True)
@@ -188,6 +188,9 @@ async def main() -> tuple[dict[str, Any], str]:
         results["fanout"]["memory-1-node"] = r = await fanout(
             [one.ws_url], one.url, args.subs, args.msgs)
         show("fan-out, memory broker, 1 node", r)
+        results["publish"]["memory-1-node"] = r = await publish_rate(
+            [one.url], args.publishers, args.publish_seconds)
+        show("publish, memory broker, 1 node (reference)", r)
     with RedisServer() as redis_server, nodes(redis_server.url, 2) as (one, two):
         results["fanout"]["redis-1-node"] = r = await fanout(
             [one.ws_url], one.url, args.subs, args.msgs)
@@ -201,6 +204,7 @@ async def main() -> tuple[dict[str, Any], str]:
         results["publish"]["redis-2-nodes"] = r = await publish_rate(
             [one.url, two.url], args.publishers, args.publish_seconds)
         show("publish, redis broker, 2 nodes", r)
+    results["load_average_after"] = list(os.getloadavg())
     return results, args.json
 
 
