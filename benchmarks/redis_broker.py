@@ -66,6 +66,34 @@ def nodes(broker: str, count: int) -> Iterator[list[NodeProcess]]:
             node.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by each named process (and this generator) between start and stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.start["generator"] = time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["generator"] = time.process_time()
+        return {name: round(now[name] - self.start[name], 2) for name in now}
+
+
+def pids(redis_server: RedisServer | None, started: list[NodeProcess]) -> dict[str, int]:
+    found = {f"node{n + 1}": node.proc.pid for n, node in enumerate(started)
+             if node.proc is not None}
+    if redis_server is not None and redis_server.process is not None:
+        found["redis"] = redis_server.process.pid
+    return found
+
+
 async def subscriber(url: str, ready: asyncio.Event, counts: list[int], index: int,
                      last: list[float], expected: int, deadline: float) -> None:
     async with connect(url, max_size=2**22, open_timeout=20, ping_interval=None) as ws:
@@ -94,7 +122,8 @@ async def read_until(ws: ClientConnection, counts: list[int], index: int, last: 
             last[0] = time.perf_counter()
 
 
-async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int) -> dict[str, Any]:
+async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int,
+                 meter_pids: dict[str, int]) -> dict[str, Any]:
     counts = [0] * subs
     last = [0.0]
     loop = asyncio.get_running_loop()
@@ -122,6 +151,7 @@ async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int) -> dic
             response = await client.post("/api/publish", json={"channel": CHANNEL, "data": n})
             response.raise_for_status()
 
+    meter = CpuMeter(meter_pids)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=publish_url, timeout=30) as client:
         await asyncio.gather(*(publisher(client) for _ in range(8)))
@@ -133,10 +163,12 @@ async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int) -> dic
             "received": received, "lost": subs * msgs - received,
             "publish_seconds": round(published - started, 3),
             "seconds": round(elapsed, 3),
-            "deliveries_per_s": round(received / elapsed) if elapsed > 0 else 0}
+            "deliveries_per_s": round(received / elapsed) if elapsed > 0 else 0,
+            "cpu_seconds": meter.stop()}
 
 
-async def publish_rate(urls: list[str], publishers: int, seconds: float) -> dict[str, Any]:
+async def publish_rate(urls: list[str], publishers: int, seconds: float,
+                       meter_pids: dict[str, int]) -> dict[str, Any]:
     ok = 0
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -156,6 +188,7 @@ async def publish_rate(urls: list[str], publishers: int, seconds: float) -> dict
     clients = [httpx.AsyncClient(base_url=url, timeout=30,
                                  limits=httpx.Limits(max_connections=publishers))
                for url in urls]
+    meter = CpuMeter(meter_pids)
     started = time.perf_counter()
     try:
         await asyncio.gather(*(worker(clients[n % len(clients)], n) for n in range(publishers)))
@@ -164,7 +197,8 @@ async def publish_rate(urls: list[str], publishers: int, seconds: float) -> dict
             await client.aclose()
     elapsed = time.perf_counter() - started
     return {"nodes": len(urls), "publishers": publishers, "seconds": round(elapsed, 3),
-            "publications": ok, "errors": errors, "publications_per_s": round(ok / elapsed)}
+            "publications": ok, "errors": errors, "publications_per_s": round(ok / elapsed),
+            "cpu_seconds": meter.stop()}
 
 
 async def main() -> tuple[dict[str, Any], str]:
@@ -184,25 +218,28 @@ async def main() -> tuple[dict[str, Any], str]:
     def show(name: str, value: dict[str, Any]) -> None:
         print(f"{name}: {json.dumps(value)}", flush=True)
 
-    with nodes("memory", 1) as (one,):
+    with nodes("memory", 1) as started:
+        (one,) = started
         results["fanout"]["memory-1-node"] = r = await fanout(
-            [one.ws_url], one.url, args.subs, args.msgs)
+            [one.ws_url], one.url, args.subs, args.msgs, pids(None, started))
         show("fan-out, memory broker, 1 node", r)
         results["publish"]["memory-1-node"] = r = await publish_rate(
-            [one.url], args.publishers, args.publish_seconds)
+            [one.url], args.publishers, args.publish_seconds, pids(None, started))
         show("publish, memory broker, 1 node (reference)", r)
-    with RedisServer() as redis_server, nodes(redis_server.url, 2) as (one, two):
+    with RedisServer() as redis_server, nodes(redis_server.url, 2) as started:
+        one, two = started
+        both = pids(redis_server, started)
         results["fanout"]["redis-1-node"] = r = await fanout(
-            [one.ws_url], one.url, args.subs, args.msgs)
+            [one.ws_url], one.url, args.subs, args.msgs, both)
         show("fan-out, redis broker, 1 node", r)
         results["fanout"]["redis-2-nodes"] = r = await fanout(
-            [one.ws_url, two.ws_url], one.url, args.subs, args.msgs)
+            [one.ws_url, two.ws_url], one.url, args.subs, args.msgs, both)
         show("fan-out, redis broker, 2 nodes", r)
         results["publish"]["redis-1-node"] = r = await publish_rate(
-            [one.url], args.publishers, args.publish_seconds)
+            [one.url], args.publishers, args.publish_seconds, both)
         show("publish, redis broker, 1 node", r)
         results["publish"]["redis-2-nodes"] = r = await publish_rate(
-            [one.url, two.url], args.publishers, args.publish_seconds)
+            [one.url, two.url], args.publishers, args.publish_seconds, both)
         show("publish, redis broker, 2 nodes", r)
     results["load_average_after"] = list(os.getloadavg())
     return results, args.json
