@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from tests.redis_server import RedisServer, redis_available
+from tests.redis_server import RedisCluster, RedisServer, redis_available
 
 from tidings.webhooks.dispatcher import LeasingStore
 from tidings.webhooks.redis_store import RedisWebhookStore
@@ -34,11 +34,28 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    for node in redis_cluster.nodes:
+        with redis.Redis(port=node.port) as client:
+            client.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path
                  ) -> AsyncIterator[StoreFactory]:
     opened: list[WebhookStore] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = ("" if request.param == "sqlite" else
+           request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
 
     async def make() -> WebhookStore:
         store: WebhookStore = (RedisWebhookStore(url) if url
