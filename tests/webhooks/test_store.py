@@ -178,6 +178,9 @@ async def test_redis_leases_hand_a_dead_holders_deliveries_to_another_store(redi
         assert [d.delivery_id for d in claimed] == held
         assert claimed[0].attempts == 0
         assert await one.renew(held) == held  # one learns it lost them
+        # one's attempt, in flight while its lease ended, is recorded but takes nothing back
+        await one.record_attempt(held[0], attempt("pending"), "pending", 1.5, None)
+        assert await one.renew(held) == held
         assert await one.claim() == []  # two holds them now
         # two retries later: it keeps holding; then succeeds: nothing is due anywhere
         await two.record_attempt(held[0], attempt("pending"), "pending", 2.0, None)

@@ -1,4 +1,5 @@
--- Log an attempt and move the delivery; on 'pending' the caller keeps its lease.
+-- Log an attempt and move the delivery; on 'pending' the caller keeps its lease (unless
+-- another node holds the delivery now).
 -- KEYS[1] delivery hash  KEYS[2] attempt log list  KEYS[3] pending zset  KEYS[4] due zset
 -- KEYS[5] inflight zset  KEYS[6] owner hash  KEYS[7] next hash  KEYS[8] endpoints hash
 -- ARGV[1] attempt JSON  ARGV[2] status  ARGV[3] next attempt at ('' none)  ARGV[4] updated_at
@@ -21,10 +22,15 @@ for field, value in pairs(optional) do
   end
 end
 if ARGV[2] == 'pending' then
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZADD', KEYS[5], ARGV[7], id)
-  redis.call('HSET', KEYS[6], id, ARGV[8])
   redis.call('HSET', KEYS[7], id, ARGV[3])
+  local owner = redis.call('HGET', KEYS[6], id)
+  if not owner or owner == ARGV[8] then
+    -- keep (or take back) the lease; if another node took the delivery over meanwhile (this
+    -- one's lease ended during the attempt), it stays that node's: our next renewal drops it
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZADD', KEYS[5], ARGV[7], id)
+    redis.call('HSET', KEYS[6], id, ARGV[8])
+  end
 else
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
