@@ -174,6 +174,12 @@ class WebhookSettings(_Section):
     inbound_dedup_ttl: float = Field(
         3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
     ca_file: str = Field("", description="PEM CA bundle for https endpoints ('' = system CAs).")
+    lease: float = Field(
+        30.0, gt=0, description="Redis queue: seconds a node holds a delivery without renewing "
+        "(a dead node's deliveries go to another node after this).")
+    poll_interval: float = Field(
+        1.0, gt=0, description="Redis queue: seconds between polls for due deliveries and lease "
+        "renewals (at most a third of the lease is used).")
 
     @field_validator("allow_private")
     @classmethod

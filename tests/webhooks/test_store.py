@@ -1,26 +1,65 @@
-"""The WebhookStore contract, run against every implementation (SQLite now; Redis later adds its
-factory to STORES)."""
+"""The WebhookStore contract, run against every implementation (SQLite and Redis), and the
+Redis queue's leases."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from tests.redis_server import RedisCluster, RedisServer, redis_available
 
+from tidings.webhooks.dispatcher import LeasingStore
+from tidings.webhooks.redis_store import RedisWebhookStore
 from tidings.webhooks.signing import SigningKey
 from tidings.webhooks.store import Attempt, Endpoint, Message, SQLiteWebhookStore, WebhookStore
 
 StoreFactory = Callable[[], Awaitable[WebhookStore]]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    with redis.Redis(port=redis_server.port) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    for node in redis_cluster.nodes:
+        with redis.Redis(port=node.port) as client:
+            client.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path
                  ) -> AsyncIterator[StoreFactory]:
     opened: list[WebhookStore] = []
+    url = ("" if request.param == "sqlite" else
+           request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
 
     async def make() -> WebhookStore:
-        store = SQLiteWebhookStore(tmp_path / "store.db")
+        store: WebhookStore = (RedisWebhookStore(url) if url
+                               else SQLiteWebhookStore(tmp_path / "store.db"))
         await store.open()
         opened.append(store)
         return store
@@ -115,3 +154,43 @@ async def test_inbound_ids_are_remembered_for_the_ttl(reopen: StoreFactory) -> N
     assert await store.remember_inbound("gh", "d1", now=200.0, ttl=50.0) is True
     await store.forget_inbound("gh", "d1")
     assert await store.remember_inbound("gh", "d1", now=201.0, ttl=50.0) is True
+
+
+async def test_redis_leases_hand_a_dead_holders_deliveries_to_another_store(redis_url: str
+                                                                           ) -> None:
+    one = RedisWebhookStore(redis_url, lease=0.3)
+    two = RedisWebhookStore(redis_url, lease=0.3)
+    await one.open()
+    await two.open()
+    try:
+        assert isinstance(one, LeasingStore)
+        assert not isinstance(SQLiteWebhookStore("unused.db"), LeasingStore)
+        await one.put_endpoint(endpoint())
+        due = await one.enqueue(message(at=1.0), ["ep_1"])
+        held = [d.delivery_id for d in due]
+        assert await two.claim() == []  # held by one, lease running
+        assert await one.renew(held) == []
+        # one stops renewing (it died): after the lease the delivery is due again for two
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (claimed := await two.claim()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert [d.delivery_id for d in claimed] == held
+        assert claimed[0].attempts == 0
+        assert await one.renew(held) == held  # one learns it lost them
+        # one's attempt, in flight while its lease ended, is recorded but takes nothing back
+        await one.record_attempt(held[0], attempt("pending"), "pending", 1.5, None)
+        assert await one.renew(held) == held
+        assert await one.claim() == []  # two holds them now
+        # two retries later: it keeps holding; then succeeds: nothing is due anywhere
+        await two.record_attempt(held[0], attempt("pending"), "pending", 2.0, None)
+        assert await one.claim() == []
+        await two.record_attempt(held[0], attempt("succeeded", 200), "succeeded", None, None)
+        assert await one.pending() == []
+        # a released delivery is due again at once for any store
+        (again,) = await two.enqueue(message("msg_2", at=3.0), ["ep_1"])
+        await two.release([again.delivery_id])
+        assert [d.delivery_id for d in await one.claim()] == [again.delivery_id]
+    finally:
+        await one.close()
+        await two.close()

@@ -86,7 +86,7 @@ from tidings.exceptions import BadRequest, Unavailable
 if TYPE_CHECKING:
     from tidings.presence.redis import RedisPresence
 
-__all__ = ["RedisBroker", "channel_keys"]
+__all__ = ["RedisBroker", "channel_keys", "redis_client"]
 
 log = logging.getLogger("tidings.brokers.redis")
 
@@ -143,6 +143,20 @@ async def translated(what: str) -> AsyncIterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise Unavailable(f"redis {what} failed: {exc}") from exc
+
+
+def redis_client(url: str, *, command_timeout: float = 10.0, max_connections: int = 100
+                 ) -> aioredis.Redis | RedisCluster:
+    """A redis-py client for a broker URL: ``redis://`` / ``rediss://`` (one Redis, no library
+    retries: a retried ``EVALSHA`` whose reply was lost would apply twice) or
+    ``redis-cluster://host:port`` (any node; redis-py follows failovers itself)."""
+    common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": command_timeout,
+                              "max_connections": max_connections}
+    if url.startswith("redis-cluster://"):
+        parts = urlsplit(url)
+        return RedisCluster(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
+                            username=parts.username, password=parts.password, **common)
+    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
 
 
 class CommandGate:
@@ -346,20 +360,13 @@ class RedisBroker:
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.command_timeout = command_timeout
-        self._redis: aioredis.Redis | RedisCluster
-        common: dict[str, Any] = {"socket_connect_timeout": 2.0,
-                                  "socket_timeout": command_timeout,
-                                  "max_connections": max_connections}
         self._gate = CommandGate(max_connections)
         if self.cluster:
             parts = urlsplit(url)
             self._auth: dict[str, Any] = {"username": parts.username,
                                           "password": parts.password}
-            self._redis = RedisCluster(host=parts.hostname or "127.0.0.1",
-                                       port=parts.port or 6379, **self._auth, **common)
-        else:
-            # No library retries: a retried EVALSHA after a lost reply could publish twice.
-            self._redis = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        self._redis = redis_client(url, command_timeout=command_timeout,
+                                   max_connections=max_connections)
         self._publish = self._redis.register_script(load_script("publish.lua"))
         self._history = self._redis.register_script(load_script("history.lua"))
         self._control = self._redis.register_script(load_script("control.lua"))

@@ -9,7 +9,9 @@ followed and the response read up to a cap, decide (``retry.decide``), and recor
 delivery's new state and the endpoint's in one store transaction.
 
 The store is the truth; the heaps are an index rebuilt from ``store.pending()`` at start, so a
-node killed at any moment resumes every pending delivery when it starts again.
+node killed at any moment resumes every pending delivery when it starts again. With a queue
+shared by several nodes (Redis, a :class:`LeasingStore`) the heaps hold only what this node leased:
+see :class:`Dispatcher`.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from tidings.exceptions import TidingsError
+from tidings.exceptions import TidingsError, Unavailable
 from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
 from tidings.webhooks.signing import signature_header
 from tidings.webhooks.ssrf import Network, resolve, split_url
 from tidings.webhooks.store import Attempt, DeliveryStatus, Due, Endpoint, Job, WebhookStore
 
-__all__ = ["Dispatcher", "SendResult", "Sender"]
+__all__ = ["Dispatcher", "LeasingStore", "SendResult", "Sender"]
 
 log = logging.getLogger("tidings.webhooks")
 
@@ -190,6 +192,13 @@ class _Lane:
                 async with asyncio.timeout(wait):
                     await self.wake.wait()
 
+    def discard(self, delivery_id: str) -> None:
+        """Forget a queued delivery (another node holds it now); one in flight finishes."""
+        if self.queued.pop(delivery_id, None) is not None:
+            self.heap = [item for item in self.heap if item[2] != delivery_id]
+            heapq.heapify(self.heap)
+            self.wake.set()
+
     def retry(self, due: Due) -> None:
         """Queue an in-flight delivery again (its attempt decided to retry)."""
         self.inflight.pop(due.delivery_id, None)
@@ -216,14 +225,32 @@ class _Lane:
             self.wake.set()
 
 
+@runtime_checkable
+class LeasingStore(WebhookStore, Protocol):
+    """A store shared by several nodes (see :mod:`tidings.webhooks.redis_store`): deliveries a
+    node works on are held under a lease; due ones are claimed."""
+
+    async def claim(self, limit: int = 100) -> list[Due]: ...
+    async def renew(self, delivery_ids: Sequence[str]) -> list[str]: ...
+    async def release(self, delivery_ids: Sequence[str]) -> None: ...
+
+
 class Dispatcher:
     """See the module docstring. ``endpoints`` is shared with the service (the in-memory view
-    of the endpoints; the dispatcher replaces entries when an attempt changes an endpoint)."""
+    of the endpoints; the dispatcher replaces entries when an attempt changes an endpoint).
+
+    With a :class:`LeasingStore` (the Redis queue, shared by several nodes) the dispatcher does
+    not load ``pending()`` at start: every ``poll_interval`` seconds it calls ``refresh`` (the
+    service reloads the endpoints other nodes changed), renews the leases of what its lanes hold
+    (dropping what another node took over), and claims due deliveries into its lanes; on stop it
+    releases what it holds."""
 
     def __init__(self, store: WebhookStore, endpoints: dict[str, Endpoint], *,
                  policy: RetryPolicy, sender: Sender, concurrency: int,
                  rng: Callable[[], float] = random.random,
-                 on_attempt: Callable[[str], None] | None = None) -> None:
+                 on_attempt: Callable[[str], None] | None = None,
+                 poll_interval: float = 1.0,
+                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.endpoints = endpoints
         self.policy = policy
@@ -235,6 +262,9 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.attempts = 0
         self.succeeded = 0
+        self.poll_interval = poll_interval
+        self.refresh = refresh
+        self.poller: asyncio.Task[None] | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -242,10 +272,45 @@ class Dispatcher:
         task.add_done_callback(self.tasks.discard)
 
     async def start(self) -> None:
+        if isinstance(self.store, LeasingStore):
+            self.poller = asyncio.get_running_loop().create_task(self._poll(self.store))
+            return
         for due in await self.store.pending():
             self.add(due)
 
+    def held(self) -> list[str]:
+        return [i for lane in self.lanes.values() for i in (*lane.queued, *lane.inflight)]
+
+    async def _poll(self, store: LeasingStore) -> None:
+        failing = False  # log an outage once, not at every poll
+        while True:
+            try:
+                if self.refresh is not None:
+                    await self.refresh()
+                lost = set(await store.renew(self.held()))
+                for lane in self.lanes.values():
+                    for delivery_id in lost & set(lane.queued):
+                        lane.discard(delivery_id)
+                for due in await store.claim():
+                    self.add(due)
+            except Unavailable as exc:
+                if not failing:
+                    log.warning("webhook queue unavailable (%s); polling on", exc.message)
+                failing = True
+            except Exception:
+                log.exception("webhook queue poll failed; trying again")
+            else:
+                if failing:
+                    log.warning("webhook queue available again")
+                failing = False
+            await asyncio.sleep(self.poll_interval)
+
     async def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.poller
+        held = self.held()
         for lane in self.lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
@@ -256,6 +321,12 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.lanes.clear()
+        if isinstance(self.store, LeasingStore) and held:
+            try:
+                await self.store.release(held)
+            except Exception:
+                log.warning("could not release %d webhook deliveries; their leases will end",
+                            len(held))
         await self.sender.close()
 
     def lane(self, endpoint_id: str) -> _Lane:

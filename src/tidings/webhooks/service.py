@@ -29,6 +29,7 @@ from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound
 from tidings.node import Node
 from tidings.settings import Settings
 from tidings.webhooks.dispatcher import Dispatcher, Sender
+from tidings.webhooks.redis_store import RedisWebhookStore, is_redis_url
 from tidings.webhooks.retry import RetryPolicy
 from tidings.webhooks.signing import SigningKey, generate_secret
 from tidings.webhooks.ssrf import parse_networks, resolve, split_url
@@ -42,7 +43,7 @@ from tidings.webhooks.store import (
     WebhookStore,
 )
 
-__all__ = ["WebhookService", "attach_webhooks", "store_path"]
+__all__ = ["WebhookService", "attach_webhooks", "make_store", "store_path"]
 
 log = logging.getLogger("tidings.webhooks")
 
@@ -58,6 +59,14 @@ def store_path(settings: Settings) -> Path:
     return Path("tidings-webhooks.db")
 
 
+def make_store(settings: Settings) -> WebhookStore:
+    """The queue of a node: in Redis when the broker is Redis (shared by every node on it, see
+    :mod:`tidings.webhooks.redis_store`), else the SQLite file of :func:`store_path`."""
+    if is_redis_url(settings.broker):
+        return RedisWebhookStore(settings.broker, lease=settings.webhooks.lease)
+    return SQLiteWebhookStore(store_path(settings), synchronous=settings.webhooks.synchronous)
+
+
 class WebhookService:
     """See the module docstring. Every method raises tidings exceptions only."""
 
@@ -65,8 +74,7 @@ class WebhookService:
                  rng: Callable[[], float] | None = None) -> None:
         self.node = node
         self.settings = node.settings.webhooks
-        self.store: WebhookStore = store if store is not None else SQLiteWebhookStore(
-            store_path(node.settings), synchronous=self.settings.synchronous)
+        self.store: WebhookStore = store if store is not None else make_store(node.settings)
         self.allowed = parse_networks(self.settings.allow_private)
         self.endpoints: dict[str, Endpoint] = {}
         self.policy = RetryPolicy(
@@ -91,13 +99,27 @@ class WebhookService:
         kwargs: dict[str, Any] = {"rng": self._rng} if self._rng is not None else {}
         self.dispatcher = Dispatcher(
             self.store, self.endpoints, policy=self.policy, sender=sender,
-            concurrency=self.settings.concurrency_per_endpoint, on_attempt=self._count, **kwargs)
+            concurrency=self.settings.concurrency_per_endpoint, on_attempt=self._count,
+            poll_interval=min(self.settings.poll_interval, self.settings.lease / 3),
+            refresh=self.refresh_endpoints, **kwargs)
         await self.dispatcher.start()
         self.node.publish_hooks.append(self.on_publication)
         self.node.drain_hooks.append(self.drain)
         self.attempt_listeners.append(self.node.metrics.webhook_attempt)
         self.node.metrics.watch_webhook_queue(self.dispatcher.queued)
         self.started = True
+
+    async def refresh_endpoints(self) -> None:
+        """Reload the endpoints from the store (a shared store: other nodes change them)."""
+        stored = {e.id: e for e in await self.store.list_endpoints()}
+        dispatcher = self._dispatcher()
+        for endpoint_id in [i for i in self.endpoints if i not in stored]:
+            del self.endpoints[endpoint_id]
+            dispatcher.endpoint_changed(endpoint_id)
+        for endpoint_id, endpoint in stored.items():
+            if self.endpoints.get(endpoint_id) != endpoint:
+                self.endpoints[endpoint_id] = endpoint
+                dispatcher.endpoint_changed(endpoint_id)
 
     async def drain(self, seconds: float) -> None:
         """On SIGTERM: let attempts in flight finish (within ``seconds``); the rest stay queued."""

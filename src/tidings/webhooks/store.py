@@ -1,8 +1,9 @@
 """The durable side of webhooks: endpoints, the delivery queue, the attempt log, inbound dedup.
 
-:class:`WebhookStore` is the seam (the Redis broker will bring its own); :class:`SQLiteWebhookStore`
-is the single-node implementation: one SQLite file in WAL mode, one connection driven by one
-worker thread, so calls are serialised and the event loop never blocks on disk.
+:class:`WebhookStore` is the seam; :class:`SQLiteWebhookStore` is the single-node implementation:
+one SQLite file in WAL mode, one connection driven by one worker thread, so calls are serialised
+and the event loop never blocks on disk. :mod:`tidings.webhooks.redis_store` is the one shared by
+the nodes of a Redis broker.
 
 Contract:
 
