@@ -180,30 +180,30 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
 
 # CORS -----------------------------------------------------------------------------------------
 
+def _raw(pairs: list[tuple[str, str]]) -> Headers:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+
+
 def cors_headers(node: Node, headers: Mapping[str, str]) -> Headers:
     """CORS response headers for a request; raises Forbidden for an origin not allowed.
 
-    Requests without ``Origin`` (non-browser clients, same-origin GETs) are never refused.
+    Requests without ``Origin`` (non-browser clients, same-origin GETs) are never refused. The
+    rule and the headers are the node's one CORS policy (``tidings.auth.origins``).
     """
     origin = headers.get("origin")
     if origin is None:
         return []
-    # The one origin rule of the node (tidings.auth.origins): same origin, loopback pages,
-    # and what allowed_origins lists.
     if not node.security.origins.allowed(origin, headers.get("host")):
         raise Forbidden(f"origin {origin[:100]!r} is not in allowed_origins")
-    return [(b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-allow-credentials", b"true"),
-            (b"access-control-expose-headers", b"ETag"),
-            (b"vary", b"Origin")]
+    return _raw(node.security.cors.response_headers(origin, headers.get("host")))
 
 
-PREFLIGHT_HEADERS: Headers = [
-    (b"access-control-allow-methods", b"GET, OPTIONS"),
-    (b"access-control-allow-headers",
-     b"Authorization, Last-Event-ID, If-None-Match, Cache-Control"),
-    (b"access-control-max-age", b"600"),
-]
+def preflight(node: Node, headers: Mapping[str, str]) -> tuple[int, Headers]:
+    """The answer to a CORS preflight (``OPTIONS``): 204 with the policy's headers, or 403."""
+    answer = node.security.cors.preflight(
+        headers.get("origin"), headers.get("access-control-request-method"),
+        headers.get("access-control-request-headers"), headers.get("host"))
+    return answer.status, _raw(answer.headers)
 
 
 # answering --------------------------------------------------------------------------------------
@@ -245,10 +245,11 @@ class Endpoint:
         cors: Headers = []
         try:
             headers = header_map(scope)
-            cors = cors_headers(self.node, headers)
             if method == "OPTIONS":
-                await answer(send, 204, b"", cors + PREFLIGHT_HEADERS)
+                status, preflight_headers = preflight(self.node, headers)
+                await answer(send, status, b"", preflight_headers)
                 return
+            cors = cors_headers(self.node, headers)
             if method != "GET":
                 await answer(send, 405, error_body("bad_request", f"{method} is not allowed"),
                              [*cors, (b"allow", b"GET, OPTIONS")])
