@@ -47,6 +47,7 @@ class WSSession:
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.refs = itertools.count(1)
         self._unsent: list[Subscription] = []
+        self._subscribing: dict[int, str] = {}  # ref of a subscribe sent -> its channel
         self.backoff = Backoff(*client.backoff)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -92,8 +93,9 @@ class WSSession:
             await self.task
 
     async def _subscribe(self, conn: ClientConnection, sub: Subscription) -> None:
-        cmd: dict[str, Any] = {"op": "subscribe", "channel": sub.channel,
-                               "ref": next(self.refs)}
+        ref = next(self.refs)
+        self._subscribing[ref] = sub.channel
+        cmd: dict[str, Any] = {"op": "subscribe", "channel": sub.channel, "ref": ref}
         if sub.position is not None:
             cmd["since"] = sub.position.to_dict()
         with contextlib.suppress(ConnectionClosed):
@@ -132,6 +134,7 @@ class WSSession:
         async with conn:  # closed however this ends, cancellation included
             self.conn = conn
             self._unsent.clear()
+            self._subscribing.clear()  # refs of a lost connection are never answered
             try:
                 for sub in list(self.subs.values()):
                     await self._subscribe(conn, sub)
@@ -174,6 +177,7 @@ class WSSession:
     def _subscribed(self, msg: dict[str, Any]) -> None:
         from tidings.client.client import gap_from
 
+        self._subscribing.pop(msg.get("ref", -1), None)
         sub = self.subs.get(msg["channel"])
         if sub is None:
             return
@@ -185,10 +189,8 @@ class WSSession:
     def _subscribe_error(self, msg: dict[str, Any]) -> None:
         from tidings.client.api import _ERRORS
 
-        # A refused subscribe has no pending request: fail the subscriptions still waiting.
-        error = _ERRORS.get(msg.get("code", ""), TidingsError)(msg.get("message", ""))
-        for sub in list(self.subs.values()):
-            if sub.latest is None:
-                sub.fail(error)
-                self.subs.pop(sub.channel, None)
-                break
+        # A refused subscribe has no pending request: fail the subscription its ref names.
+        channel = self._subscribing.pop(msg["ref"], None)
+        sub = self.subs.pop(channel, None) if channel is not None else None
+        if sub is not None:
+            sub.fail(_ERRORS.get(msg.get("code", ""), TidingsError)(msg.get("message", "")))
