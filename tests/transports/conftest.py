@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,35 @@ class LiveServer:
         return node
 
 
+# The engine run_server uses: "fast" (tidings owns /sse, /stream, /poll sockets) or "uvicorn"
+# (everything through ASGI). The HTTP transport tests run on both (see the ``engine`` fixture).
+ENGINE: ContextVar[str] = ContextVar("tidings_transport_engine", default="fast")
+
+
+@pytest.fixture(scope="session", params=["fast", "uvicorn"])
+def engine(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture(autouse=True)
+def _engine_of_run_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that ask for ``engine`` (or ``http_server``) start their own servers on it too."""
+    if "engine" not in request.fixturenames:
+        yield
+        return
+    token = ENGINE.set(request.getfixturevalue("engine"))
+    try:
+        yield
+    finally:
+        ENGINE.reset(token)
+
+
 @contextlib.contextmanager
 def run_server(**overrides: Any) -> Iterator[LiveServer]:
     """Serve a node with ``overrides`` as settings until the block ends (port: any free one)."""
     overrides.setdefault("port", 0)
+    overrides.setdefault("server", {"engine": ENGINE.get()})
     settings = load_settings(**overrides)
     config = uvicorn_config(settings)
     config.log_level = "warning"
@@ -61,10 +87,11 @@ def run_server(**overrides: Any) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def http_server() -> Iterator[LiveServer]:
+def http_server(engine: str) -> Iterator[LiveServer]:
     """One node for the HTTP transport tests: a 3-publication ``tiny`` namespace, a ``private``
     one, tokens, one allowed origin, quick heartbeats. Tests use channels of their own."""
     with run_server(
+        server={"engine": engine},
         namespaces={"tiny": {"history_size": 3}, "private": {"private": True}},
         sse={"retry_ms": 100, "heartbeat": 0.3},
         token_secret=TOKEN_SECRET,

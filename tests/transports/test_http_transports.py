@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import jwt
 import orjson
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.transports.conftest import ALLOWED_ORIGIN, TOKEN_SECRET, LiveServer, run_server
 from tests.transports.readers import (
@@ -24,6 +26,9 @@ from tests.transports.readers import (
     publish,
     reader,
 )
+
+
+DEADLINE = 15.0
 
 
 @pytest.fixture
@@ -421,17 +426,55 @@ async def test_poll_reader_round_trip_uses_the_cursor_of_each_answer(
         await poller.close()
 
 
-async def test_a_stream_whose_outbox_overflows_ends_with_a_slow_consumer_notice() -> None:
+async def test_a_stream_that_is_not_read_is_ended_as_a_slow_consumer(engine: str) -> None:
+    """A client that stops reading fills its socket, then the outbox: the stream ends (on the
+    fast engine with a 4008 notice behind what the socket held) and the node forgets it."""
     channel = channel_name()
-    with run_server(limits={"outbox_bytes": 1024}) as small:
-        async with httpx.AsyncClient(base_url=small.url, timeout=10) as small_client:
-            sub = StreamReader(small_client, [channel])
-            await sub.start()
-            try:
-                await publish(small_client, channel, "x" * 2000)
-                farewell = await sub.next_item()
-            finally:
-                await sub.close()
-    assert farewell["op"] == "disconnect"
-    assert farewell["code"] == 4008
-    assert farewell["reconnect"] is True
+    with run_server(limits={"outbox_bytes": 65536}) as small:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(DEADLINE)
+        sock.connect(("127.0.0.1", small.port))
+        sock.sendall(f"GET /stream?channel={channel} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        received = sock.recv(4096)  # the head and the ready line; then nothing is read
+        async with httpx.AsyncClient(base_url=small.url, timeout=10) as http:
+            for i in range(300):
+                await publish(http, channel, "x" * 60000)
+                if i % 5 == 4 and await slow_consumers(http, "stream"):
+                    break
+            else:
+                raise AssertionError("the stream never overflowed")
+            with sock:
+                while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+                    received += chunk
+            assert await slow_consumers(http, "stream") == 1
+            assert small.node.connection_counts().get("stream", 0) == 0
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if engine == "fast":
+        lines = dechunk(body).splitlines()
+        farewell = orjson.loads(lines[-1])
+        assert farewell == {"op": "disconnect", "code": 4008, "reason": farewell["reason"],
+                            "reconnect": True}
+
+
+async def slow_consumers(http: httpx.AsyncClient, transport: str) -> float:
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tidings_slow_consumer_disconnects_total" and \
+                    sample.labels.get("transport") == transport:
+                return sample.value
+    return 0.0
+
+
+def dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body (up to its last chunk, or as far as it goes)."""
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out, body = out + body[:size], body[size + 2:]
+    return out

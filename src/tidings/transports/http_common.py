@@ -482,7 +482,7 @@ async def watch_disconnect(receive: Receive, stream: StreamSubscriber) -> None:
             return
 
 
-def _end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:
+def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:
     """End the stream at ``sse.max_duration`` and when the token expires (whichever is first)."""
     loop = asyncio.get_running_loop()
     timers = []
@@ -534,7 +534,11 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
     outbox: Outbox[bytes] = Outbox(limits.outbox_bytes, limits.outbox_messages)
     sink = StreamSink(framing, outbox, framing.preamble(settings))
     stream = StreamSubscriber(node, request, transport, sink)
-    outbox.on_overflow = lambda: stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
+    def overflow() -> None:
+        node.metrics.outbox_overflow(transport)
+        stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
+
+    outbox.on_overflow = overflow
     stream.on_end.append(outbox.close)
     # A client that stops reading fills its socket and a write then waits for ever: ending the
     # stream (overflow, disconnect, time limit) interrupts that write, so the request ends and
@@ -554,7 +558,7 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
         return
     headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
     watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, stream))
-    timers = _end_timers(stream, settings)
+    timers = end_timers(stream, settings)
     heartbeat = _Heartbeat(sink, settings.sse.heartbeat)
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})

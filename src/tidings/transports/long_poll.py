@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from tidings.core.disconnect import Disconnect
 from tidings.core.events import Gap, Publication
@@ -42,7 +42,8 @@ from tidings.transports.http_common import (
     gap_fields,
 )
 
-__all__ = ["PollEndpoint", "etag_of", "poll_body"]
+__all__ = ["Hold", "PollEndpoint", "PollSink", "etag_of", "hold_asgi", "poll_body",
+           "serve_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 
@@ -76,7 +77,7 @@ class PollSink:
         self.cursor = ""
         self.news = asyncio.get_running_loop().create_future()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if not self.news.done():
             self.news.set_result(None)
 
@@ -86,7 +87,7 @@ class PollSink:
     def gap(self, gap: Gap, cursor: str) -> None:
         self.gaps.append(encode(gap_fields(gap, cursor)))
         self.cursor = cursor
-        self._wake()
+        self.wake()
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
         if len(self.messages) >= self.limit:
@@ -94,32 +95,38 @@ class PollSink:
         # On one channel, the NDJSON line minus its newline is the message: shared bytes.
         self.messages.append(encoded.ndjson[:-1] if single else encoded.with_cursor(cursor))
         self.cursor = cursor
-        self._wake()
+        self.wake()
 
     def body(self) -> bytes:
         return poll_body(self.messages, self.cursor, self.gaps)
 
 
-async def _held(sink: PollSink, receive: Receive, seconds: float) -> None:
-    """Wait for news, the timeout, or the client leaving (whichever is first)."""
-    async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.get_running_loop().create_task(gone())
-    try:
-        await asyncio.wait((sink.news, watcher), timeout=seconds,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
+Hold = Callable[[PollSink, float], Awaitable[None]]
 
 
-async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: Send) -> None:
+def hold_asgi(receive: Receive) -> Hold:
+    """Wait for news, the timeout, or ``http.disconnect`` (whichever is first)."""
+    async def held(sink: PollSink, seconds: float) -> None:
+        async def gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.get_running_loop().create_task(gone())
+        try:
+            await asyncio.wait((sink.news, watcher), timeout=seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+    return held
+
+
+async def long_poll(node: Node, request: StreamRequest, send: Send, hold: Hold) -> None:
+    """Subscribe, ``hold`` until news (or the timeout, or the client leaving), answer."""
     sink = PollSink(request.limit)
     stream = StreamSubscriber(node, request, "longpoll", sink)
-    stream.on_end.append(sink._wake)
+    stream.on_end.append(sink.wake)
     try:
         await stream.start()
     except TidingsError as exc:
@@ -127,7 +134,7 @@ async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: 
         return
     try:
         if not sink.news.done():
-            await _held(sink, receive, request.timeout)
+            await hold(sink, request.timeout)
     finally:
         await stream.close()
     await answer(send, 200, sink.body(), POLL_HEADERS + request.cors)
@@ -188,6 +195,19 @@ async def short_poll(node: Node, request: StreamRequest, send: Send) -> None:
     await answer(send, 200, poll_body(messages, cursor, gap_bytes), headers)
 
 
+async def serve_poll(node: Node, request: StreamRequest, send: Send, hold: Hold) -> None:
+    """Answer one poll: long (``timeout`` > 0, held by ``hold``) or short."""
+    if request.timeout > 0:
+        await long_poll(node, request, send, hold)
+        return
+    connection = _ShortPoll(request)
+    node.register(connection)
+    try:
+        await short_poll(node, request, send)
+    finally:
+        node.unregister(connection)
+
+
 class PollEndpoint(Endpoint):
     """The ASGI endpoint of ``/poll`` (long polling; short polling with ``timeout=0``)."""
 
@@ -195,15 +215,7 @@ class PollEndpoint(Endpoint):
     poll = True
 
     async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        if request.timeout > 0:
-            await long_poll(self.node, request, receive, send)
-            return
-        connection = _ShortPoll(request)
-        self.node.register(connection)
-        try:
-            await short_poll(self.node, request, send)
-        finally:
-            self.node.unregister(connection)
+        await serve_poll(self.node, request, send, hold_asgi(receive))
 
 
 class _ShortPoll:

@@ -1,19 +1,25 @@
 """Request heads, sans-I/O: which requests the fast server owns, and their parsed heads.
 
 The fast server looks at the first bytes of a connection. :func:`match_route` decides from the
-request line alone whether the request is one the fast path owns (``GET /ws`` today; ``/sse`` and
-``/stream`` are meant to join the table); every other request goes to the ASGI app untouched,
-so most connections cost one ``startswith`` here. For an owned route, :class:`HeadParser`
-(httptools) reads the head and says where the bytes after it start.
+request line alone whether the request is one the fast path owns (``GET /ws``, ``/sse``,
+``/stream``, ``/poll``); every other request goes to the ASGI app untouched, so most connections
+cost one ``startswith`` here. For an owned route, :class:`HeadParser` (httptools) reads the head
+and says where the bytes after it start. :func:`response_head` writes an answer's head.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
 
 import httptools
 
-__all__ = ["HeadError", "HeadParser", "RequestHead", "match_route"]
+__all__ = ["HeadError", "HeadParser", "RequestHead", "match_route", "response_head"]
+
+Headers = list[tuple[bytes, bytes]]
 
 
 def match_route(data: bytes, routes: tuple[bytes, ...]) -> bytes | bool | None:
@@ -47,6 +53,8 @@ class RequestHead:
     headers: dict[str, str] = field(default_factory=dict)
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower case
     upgrade: bool = False
+    keep_alive: bool = True  # HTTP/1.1 without "Connection: close"
+    version: str = "1.1"
 
 
 class HeadParser:
@@ -94,4 +102,33 @@ class HeadParser:
         head.path = url.path.decode("latin-1")
         head.query = url.query or b""
         head.upgrade = upgrade
+        head.version = self._parser.get_http_version()
+        head.keep_alive = bool(self._parser.should_keep_alive())
         return head, offset
+
+
+_date: list[Any] = [0, b""]  # the second and its Date header value, formatted once a second
+
+
+def http_date() -> bytes:
+    """The ``Date`` header's value for now (RFC 9110 5.6.7)."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode("ascii")
+    value: bytes = _date[1]
+    return value
+
+
+def response_head(status: int, headers: Headers, *, chunked: bool = False,
+                  keep_alive: bool = True) -> bytes:
+    """An HTTP/1.1 response head with ``headers`` (``chunked``: a body of unknown length
+    follows in chunks; otherwise ``headers`` say its length)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode("ascii"))]
+    lines.append(b"date: " + http_date())
+    lines.extend(name + b": " + value for name, value in headers)
+    if chunked:
+        lines.append(b"transfer-encoding: chunked")
+    if not keep_alive:
+        lines.append(b"connection: close")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)

@@ -33,7 +33,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from weakref import WeakKeyDictionary
 
 from uvicorn.config import Config
@@ -46,6 +46,7 @@ from tidings.core.wire.frames import EncodedPublication, ws_text_frame
 from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
+from tidings.server.fast.streams import HTTP_ROUTES, owned, serve_http
 from tidings.server.fast.websocket import (
     OP_BINARY,
     OP_PONG,
@@ -91,7 +92,7 @@ class FastContext:
         self.node: Node | None = getattr(config.app, "node", None)
         self.fallback = _fallback_class()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._dirty: list[FrameConnection] = []
+        self._dirty: list[Flushable] = []
         self._scheduled = False
         self.coalesce = True
         routes: list[bytes] = []
@@ -101,6 +102,7 @@ class FastContext:
             limits = settings.limits
             if settings.websocket:
                 routes.append(b"/ws")
+            routes.extend(HTTP_ROUTES)
             if settings.server.debug_echo:
                 routes.append(b"/ws-echo")
                 self.echo = True
@@ -122,7 +124,7 @@ class FastContext:
             _contexts[server_state] = context
         return context
 
-    def mark_dirty(self, connection: FrameConnection) -> None:
+    def mark_dirty(self, connection: Flushable) -> None:
         """Write ``connection``'s pending frames at the end of this loop iteration."""
         self._dirty.append(connection)
         if not self._scheduled:
@@ -135,10 +137,24 @@ class FastContext:
         for connection in dirty:
             connection.flush()
 
+    def reuse(self, transport: asyncio.Transport, rest: bytes) -> None:
+        """A kept-alive connection whose answer is complete: read its next request."""
+        protocol = FastProtocol(self.config, self.server_state, self.app_state, self.loop)
+        protocol.connection_made(transport)
+        transport.set_protocol(protocol)
+        if not transport.is_reading():
+            transport.resume_reading()
+        if rest:
+            protocol.data_received(rest)
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
 
 
 _contexts: WeakKeyDictionary[ServerState, FastContext] = WeakKeyDictionary()
@@ -202,7 +218,10 @@ class FastProtocol(asyncio.Protocol):
             self._buf = buf
             return
         head, offset = done
-        if not head.upgrade:  # a plain GET of an owned path: the ASGI app answers it
+        if not head.upgrade:  # a plain GET: /sse, /stream, /poll here; anything else is ASGI's
+            if owned(head):
+                serve_http(self._ctx, self._detach(), head, data[offset:])
+                return
             self._hand_over(buf)
             return
         self._upgrade(head, data[offset:])
