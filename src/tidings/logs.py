@@ -25,13 +25,13 @@ import logging
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
+from tidings.ids import random_id
 from tidings.server.proxy import TrustedProxies, client_address
 from tidings.settings import Settings
 
@@ -198,7 +198,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else random_id()
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id.set(rid)
         if kind == "websocket":

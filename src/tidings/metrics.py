@@ -121,6 +121,8 @@ class Metrics:
         self.connections_opened = Counter("tidings_connections_opened",
                                           "Client connections accepted.", ["transport"],
                                           registry=r)
+        self._opened: dict[str, Counter] = {}
+        self._closed: dict[tuple[str, str], Counter] = {}
         self.disconnects = Counter("tidings_disconnects",
                                    "Client connections closed, by close reason.",
                                    ["transport", "reason"], registry=r)
@@ -157,11 +159,17 @@ class Metrics:
         self.observe_latency(time.time() - publication_time_ms / 1000)
 
     def connection_opened(self, transport: str) -> None:
-        self.connections_opened.labels(transport).inc()
+        child = self._opened.get(transport)
+        if child is None:  # labels() costs more than the increment: once per transport
+            child = self._opened[transport] = self.connections_opened.labels(transport)
+        child.inc()
 
     def connection_closed(self, transport: str, reason: str) -> None:
         """Count a close; ``reason`` is a close-code name in lower case (``service_restart``)."""
-        self.disconnects.labels(transport, reason).inc()
+        child = self._closed.get((transport, reason))
+        if child is None:
+            child = self._closed[(transport, reason)] = self.disconnects.labels(transport, reason)
+        child.inc()
         if reason == "slow_consumer":
             self.slow_consumers.labels(transport).inc()
 

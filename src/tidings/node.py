@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -36,6 +35,7 @@ from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
 from tidings.hub import Hub, Subscriber
+from tidings.ids import random_id
 from tidings.logs import log_event
 from tidings.metrics import Metrics
 from tidings.presence.base import ClientInfo, PresenceManager
@@ -233,7 +233,7 @@ class Node:
         validate_event_name(event)
         result = await self.broker.publish(
             channel, data, event=event, options=self.options(channel),
-            idempotency_key=idempotency_key, publication_id=uuid.uuid4().hex, now_ms=now_ms(),
+            idempotency_key=idempotency_key, publication_id=random_id(), now_ms=now_ms(),
         )
         if not result.duplicate:
             self.publications += 1
@@ -258,7 +258,7 @@ class Node:
                 future.exception()  # retrieved: waiters re-raise it themselves
                 raise
             future.set_result(None)
-        else:
+        elif not future.done():  # another subscriber is asking the broker: wait for it
             await asyncio.shield(future)
 
     async def subscribe(self, subscriber: Subscriber, channel: str, since: Position | None,

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +44,7 @@ from tidings.core.position import Position
 from tidings.core.recovery import Recovered
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
+from tidings.ids import random_id
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.server.errors import error_body
@@ -317,7 +317,7 @@ class StreamSubscriber:
         self.request = request
         self.transport = transport
         self.sink = sink
-        self.client_id = uuid.uuid4().hex
+        self.client_id = random_id()
         self.user = request.credentials.user
         self.closing: Disconnect | None = None
         self.gone = False

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from tidings.core.disconnect import Disconnect
@@ -27,6 +26,7 @@ from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
+from tidings.ids import random_id
 from tidings.node import Node
 from tidings.transports.http_common import (
     CursorTracker,
@@ -222,7 +222,7 @@ class _ShortPoll:
     """A short poll as the node's connection while it is being answered."""
 
     def __init__(self, request: StreamRequest) -> None:
-        self.client_id = uuid.uuid4().hex
+        self.client_id = random_id()
         self.transport = "poll"
         self.user = request.credentials.user
 

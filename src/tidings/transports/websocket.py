@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -52,6 +51,7 @@ from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
 from tidings.hub import LatencyObserver
+from tidings.ids import random_id
 from tidings.node import Node
 from tidings.outbox import Outbox
 from tidings.presence.base import ClientInfo
@@ -140,7 +140,7 @@ class CommandHandler:
                  address: str | None = None) -> None:
         self.node = node
         self.session = session
-        self.client_id = uuid.uuid4().hex
+        self.client_id = random_id()
         self.lease = lease
         self.address = address
         self._bucket = None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -43,6 +42,7 @@ from tidings.auth.limits import ConnectionLease
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
+from tidings.ids import random_id
 from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
@@ -288,7 +288,7 @@ class FastProtocol(asyncio.Protocol):
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
         # echoed in the 101 and carried by the connection's open log line
         incoming = head.headers.get("x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else random_id()
         request_id.set(rid)  # this task's context only
         connection.open(handshake_response(accept, [("X-Request-ID", rid)]), rest)
 

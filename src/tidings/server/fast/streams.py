@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError, Unavailable
+from tidings.ids import random_id
 from tidings.logs import _SANE_ID, access_log, log_event, request_id
 from tidings.node import Node
 from tidings.server.fast.http import Headers, RequestHead, response_head
@@ -106,7 +106,7 @@ class HttpExchange(asyncio.Protocol):
         self._when = time.monotonic()
         incoming = head.headers.get("x-request-id")
         self._rid = incoming if incoming is not None and _SANE_ID.match(incoming) \
-            else uuid.uuid4().hex
+            else random_id()
         peer = transport.get_extra_info("peername")
         self._scope: dict[str, Any] = {
             "type": "http", "method": head.method, "path": head.path, "query_string": head.query,
@@ -174,12 +174,13 @@ class HttpExchange(asyncio.Protocol):
         """The answer is out: log it, and read the next request on this connection (or close)."""
         ctx = self._ctx
         ctx.server_state.connections.discard(self)
-        path = self._head.path
-        query = self._head.query.decode("latin-1")
-        log_event(access_log, "request", method="GET", path=path + (f"?{query}" if query else ""),
-                  status=self._status or None,
-                  duration_ms=round((time.monotonic() - self._when) * 1000, 1),
-                  client=self.node.security.client_ip(self._scope))
+        if access_log.isEnabledFor(logging.INFO):
+            path = self._head.path
+            query = self._head.query.decode("latin-1")
+            log_event(access_log, "request", method="GET",
+                      path=path + (f"?{query}" if query else ""), status=self._status or None,
+                      duration_ms=round((time.monotonic() - self._when) * 1000, 1),
+                      client=self.node.security.client_ip(self._scope))
         if self._lost:
             return
         if not self._keep_alive:
