@@ -39,6 +39,7 @@ REPO = BENCH.parent
 HARNESS = BENCH / "peerbench"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "topics" / "performance.md"
+IMG = REPO / "docs" / "img"  # charts: bench-<section>-<scenario>.png
 ENV = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env"))
 HARNESS_PY = ENV / "py" / "bin" / "python"
 
@@ -163,14 +164,20 @@ def enrich(r: Record) -> Record:
     return r
 
 
-def table(scenario: str, recs: list[Record]) -> str:
+def kind_of(scenario: str) -> str:
+    return "idle" if scenario == "C1" else "lp" if scenario.startswith("L") else "fanout"
+
+
+def table(scenario: str, recs: list[Record], chart: Path | None = None) -> str:
     rows = [enrich(r) for r in recs if r["scenario"] == scenario]
     if not rows:
         return ""
-    kind = "idle" if scenario == "C1" else "lp" if scenario.startswith("L") else "fanout"
-    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind]
-    out = [f"**{SCENARIO_TITLES.get(scenario, scenario)}**", "",
-           "| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
+    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind_of(scenario)]
+    title = SCENARIO_TITLES.get(scenario, scenario)
+    out = [f"**{title}**", ""]
+    if chart is not None:
+        out += [image_link(title, chart), ""]
+    out += ["| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
            "|---|---|" + "---|" * len(cols)]
     for peer in peer_order(rows):
         rs = [r for r in rows if r["peer"] == peer]
@@ -215,16 +222,19 @@ def summary(recs: list[Record]) -> dict[str, Any]:
     return out
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return ""
+
+
 def machine_line(recs: list[Record]) -> str:
     m = recs[0].get("machine", {}) if recs else {}
     when = sorted(r["when"] for r in recs if "when" in r)
     span = f"{when[0]} – {when[-1]} (local time of the machine)" if when else "?"
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model() or "?"
     server = ",".join(map(str, recs[0].get("server_cpus", []))) if recs else "?"
     client = ",".join(map(str, recs[0].get("client_cpus", []))) if recs else "?"
     return (f"{m.get('cpus', '?')} vCPUs ({cpu}), kernel {m.get('kernel', '?')}, "
@@ -232,9 +242,16 @@ def machine_line(recs: list[Record]) -> str:
             f"load generator to CPU {client}")
 
 
-def section(name: str, recs: list[Record], files: list[Path], command: str) -> str:
+def image_link(title: str, path: Path) -> str:
+    """A Markdown image link to ``path`` as seen from the performance page."""
+    return f"![{title}]({Path(os.path.relpath(path, DOC.parent)).as_posix()})"
+
+
+def section(name: str, recs: list[Record], files: list[Path], command: str,
+            charts: dict[str, Path] | None = None) -> str:
     scens = [s for s in ("F1", "F2", "S1", "N1", "C1", "L1", "L2")
              if any(r["scenario"] == s for r in recs)]
+    charts = charts or {}
     reps = max((r.get("rep", 1) for r in recs), default=1)
     rels = ", ".join(f"`{p.relative_to(REPO)}`" if p.is_relative_to(REPO) else f"`{p}`"
                      for p in files)
@@ -246,11 +263,11 @@ def section(name: str, recs: list[Record], files: list[Path], command: str) -> s
     if tid:
         head += ["tidings: " + ", ".join(f"{k} {v}" for k, v in tid.items()) + ".", ""]
     head.append("")
-    return "\n".join(head) + "\n".join(table(s, recs) for s in scens)
+    return "\n".join(head) + "\n".join(table(s, recs, charts.get(s)) for s in scens)
 
 
-def write_docs(name: str, recs: list[Record], files: list[Path], command: str) -> None:
-    body = section(name, recs, files, command)
+def write_docs(name: str, body: str) -> None:
+    """Put ``body`` between the ``<!-- bench:<name> begin/end -->`` markers of the page."""
     begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
@@ -262,6 +279,120 @@ def write_docs(name: str, recs: list[Record], files: list[Path], command: str) -
         text = text.rstrip("\n") + f"\n\n## Results: {name}\n\n{block}\n"
     DOC.write_text(text)
     print(f"wrote the {name} table to {DOC}")
+
+
+# ------------------------------------------------------------------ charts (PNG)
+# What each kind of scenario draws: one panel per (axis label, record key).
+CHART_PANELS: dict[str, list[tuple[str, str]]] = {
+    "fanout": [("deliveries/s (median, min–max)", "deliveries_per_s"), ("p99 latency, ms", "p99_ms")],
+    "idle": [("server RSS KiB per idle connection", "rss_kb_per_conn")],
+    "lp": [("round trips/s (median, min–max)", "rt_per_s")],
+}
+HIGHLIGHT, OTHERS = "#d9480f", "#8fa3b8"
+INSTALL_HINT = "pip install -e '.[bench]'"
+Bar = tuple[float, float, float]  # median, min, max
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None (with one line saying how to install it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"charts skipped: matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(plt: Any, path: Path, title: str, note: str, labels: list[str],
+              panels: list[tuple[str, list[Bar | None]]], highlight: set[int]) -> Path:
+    """Horizontal bars, one row per label, one panel per measure; rows in ``highlight`` stand out.
+    A ``None`` value is drawn as an empty row."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(8, max(2.4, 1.5 + 0.34 * len(labels))),
+                             dpi=100, sharey=True, squeeze=False)
+    from matplotlib import ticker  # only here: run.py itself needs no matplotlib
+    rows = list(range(len(labels)))
+    for ax, (xlabel, bars) in zip(axes[0], panels, strict=True):
+        meds = [b[0] if b else 0.0 for b in bars]
+        err = [[b[0] - b[1] if b else 0.0 for b in bars], [b[2] - b[0] if b else 0.0 for b in bars]]
+        ax.barh(rows, meds, xerr=err, capsize=2, error_kw={"elinewidth": 0.8},
+                color=[HIGHLIGHT if i in highlight else OTHERS for i in rows])
+        top = max((b[2] for b in bars if b), default=0.0) or 1.0
+        for i, b in enumerate(bars):
+            text = "n/a" if b is None else f"{b[0]:,.0f}" if b[0] >= 100 else f"{b[0]:,.1f}"
+            ax.text((b[2] if b else 0) + top * 0.02, i, text, va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.22)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:g}"))
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0][0].set_yticks(rows, labels)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=9, fontweight="bold")
+    fig.text(0.01, 0.01, note, fontsize=6.5, color="#555555")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def short_label(label: str) -> str:
+    """"Node ws (broadcast loop)" -> "Node ws": the charts' row labels."""
+    return label.split(" (", 1)[0]
+
+
+def chart_note(recs: list[Record], extra: str = "") -> str:
+    m = recs[0].get("machine", {}) if recs else {}
+    days = sorted({str(r["when"])[:10] for r in recs if r.get("when")})
+    cpu = cpu_model()
+    return (f"{m.get('cpus', '?')} vCPUs{f' ({cpu})' if cpu else ''}, kernel {m.get('kernel', '?')}, "
+            f"Python {m.get('python', '?')}; {' – '.join(days[:1] + days[1:][-1:]) or '?'}"
+            f"{extra}")
+
+
+def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
+    """One PNG per scenario of the section (``IMG/bench-<name>-<scenario>.png``); {} without
+    matplotlib."""
+    scens = [s for s in SCENARIO_TITLES if any(r["scenario"] == s for r in recs)]
+    plt = pyplot() if scens else None
+    if plt is None:
+        return {}
+    out: dict[str, Path] = {}
+    for scen in scens:
+        rows = [enrich(r) for r in recs if r["scenario"] == scen]
+        panels = CHART_PANELS[kind_of(scen)]
+        labels: list[str] = []
+        values: list[list[Bar | None]] = [[] for _ in panels]
+        highlight: set[int] = set()
+        reps = 0
+        for peer in peer_order(rows):
+            ok = ok_runs([r for r in rows if r["peer"] == peer])
+            if not ok:
+                continue  # unsupported or n/a: the table says why
+            reps = max(reps, len(ok))
+            if peer == "tidings":
+                highlight.add(len(labels))
+            labels.append(short_label(ok[0]["label"]))
+            for col, (_, key) in zip(values, panels, strict=True):
+                vals = [float(r[key]) for r in ok if r.get(key) is not None]
+                col.append((statistics.median(vals), min(vals), max(vals)) if vals else None)
+        if not labels:
+            continue
+        note = chart_note(rows, f"; median of up to {reps} runs, bars min–max; "
+                                "server on 1 pinned core")
+        out[scen] = bar_chart(plt, IMG / f"bench-{name}-{scen}.png",
+                              SCENARIO_TITLES[scen], note, labels,
+                              [(label, col) for (label, _), col in zip(panels, values, strict=True)],
+                              highlight)
+    if out:
+        print(f"wrote {len(out)} chart(s) to {IMG}")
+    return out
 
 
 def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) -> None:
@@ -276,7 +407,7 @@ def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) ->
     (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
     print("\n".join(table(s, recs) for s in sorted({r["scenario"] for r in recs})))
     if not getattr(a, "no_docs", False):
-        write_docs(name, recs, files, command)
+        write_docs(name, section(name, recs, files, command, write_charts(name, recs)))
 
 
 # ------------------------------------------------------------------ profiling
