@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 
+# the benchmarks' extra (matplotlib, for the PNG charts) on top of the test extras
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(VENV)/.installed $(STAMP) $@
+
 ## serve: install and start the server on http://127.0.0.1:8600 (demo pages at /)
 serve: $(VENV)/.installed
 	$(VENV)/bin/tidings serve $(ARGS)
@@ -30,11 +36,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-bench-ws: $(STAMP)
+bench-ws: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py ws-fanout
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py all
+## bench: the peer suite side by side (~40 min), then http-transports, publish-api, webhooks and
+## redis; BENCH_ONLY picks the steps, e.g. make bench BENCH_ONLY=publish-api,redis
+BENCH_ONLY ?= suite,http-transports,publish-api,webhooks,redis
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py all --only $(BENCH_ONLY) $(BENCH_ARGS)
 
 ## soak: a steady mixed load for 10 minutes, reporting RSS, fds, tasks and latency over time
 soak: $(STAMP)

@@ -5,13 +5,22 @@
   python benchmarks/run.py ws-fanout             issue 2: F1 (1,000 WebSocket subscribers x 1,000
                                                  messages) for tidings and its peers, side by side
   python benchmarks/run.py suite                 F1 F2 S1 N1 C1 L1 for tidings and its peers
-                                                 (`all` is the same)
-  python benchmarks/run.py report [FILE...]      rewrite the tables in docs/topics/performance.md
+  python benchmarks/run.py publish-api           POST /api/publish requests/s, publish -> first
+                                                 delivery (publish_api.py, about a minute)
+  python benchmarks/run.py http-transports | webhooks | redis
+                                                 the other tidings-only benchmarks
+  python benchmarks/run.py all [--only A,B]      the suite, then http-transports, publish-api,
+                                                 webhooks and redis (`make bench`; ~45-60 min)
+  python benchmarks/run.py report NAME FILE...   rewrite a section of docs/topics/performance.md
   python benchmarks/run.py profile               py-spy (or cProfile) of tidings during F1
 
 Each command that measures appends one JSON line per run to benchmarks/results/<name>-<date>.jsonl,
 writes the medians to benchmarks/results/<name>.json and rewrites its table in
-docs/topics/performance.md (between the ``<!-- bench:<name> -->`` markers) unless ``--no-docs``.
+docs/topics/performance.md (between the ``<!-- bench:<name> -->`` markers) unless ``--no-docs``,
+with a PNG chart per scenario in docs/img/bench-<name>-<scenario>.png when matplotlib is
+installed (``pip install -e '.[bench]'``; without it the tables are still written).
+publish-api writes benchmarks/results/publish-api.json instead of JSON lines; the other
+tidings-only benchmarks write what their own docstrings say.
 
 This script needs only the standard library. The harness itself runs with the interpreter of
 ``$PEERBENCH_ENV/py`` (default /tmp/peerbench-env/py, made by ``setup``); tidings runs with
@@ -39,6 +48,7 @@ REPO = BENCH.parent
 HARNESS = BENCH / "peerbench"
 RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "topics" / "performance.md"
+IMG = REPO / "docs" / "img"  # charts: bench-<section>-<scenario>.png
 ENV = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env"))
 HARNESS_PY = ENV / "py" / "bin" / "python"
 
@@ -163,14 +173,20 @@ def enrich(r: Record) -> Record:
     return r
 
 
-def table(scenario: str, recs: list[Record]) -> str:
+def kind_of(scenario: str) -> str:
+    return "idle" if scenario == "C1" else "lp" if scenario.startswith("L") else "fanout"
+
+
+def table(scenario: str, recs: list[Record], chart: Path | None = None) -> str:
     rows = [enrich(r) for r in recs if r["scenario"] == scenario]
     if not rows:
         return ""
-    kind = "idle" if scenario == "C1" else "lp" if scenario.startswith("L") else "fanout"
-    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind]
-    out = [f"**{SCENARIO_TITLES.get(scenario, scenario)}**", "",
-           "| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
+    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind_of(scenario)]
+    title = SCENARIO_TITLES.get(scenario, scenario)
+    out = [f"**{title}**", ""]
+    if chart is not None:
+        out += [image_link(title, chart), ""]
+    out += ["| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
            "|---|---|" + "---|" * len(cols)]
     for peer in peer_order(rows):
         rs = [r for r in rows if r["peer"] == peer]
@@ -215,16 +231,19 @@ def summary(recs: list[Record]) -> dict[str, Any]:
     return out
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return ""
+
+
 def machine_line(recs: list[Record]) -> str:
     m = recs[0].get("machine", {}) if recs else {}
     when = sorted(r["when"] for r in recs if "when" in r)
     span = f"{when[0]} – {when[-1]} (local time of the machine)" if when else "?"
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model() or "?"
     server = ",".join(map(str, recs[0].get("server_cpus", []))) if recs else "?"
     client = ",".join(map(str, recs[0].get("client_cpus", []))) if recs else "?"
     return (f"{m.get('cpus', '?')} vCPUs ({cpu}), kernel {m.get('kernel', '?')}, "
@@ -232,9 +251,16 @@ def machine_line(recs: list[Record]) -> str:
             f"load generator to CPU {client}")
 
 
-def section(name: str, recs: list[Record], files: list[Path], command: str) -> str:
+def image_link(title: str, path: Path) -> str:
+    """A Markdown image link to ``path`` as seen from the performance page."""
+    return f"![{title}]({Path(os.path.relpath(path, DOC.parent)).as_posix()})"
+
+
+def section(name: str, recs: list[Record], files: list[Path], command: str,
+            charts: dict[str, Path] | None = None) -> str:
     scens = [s for s in ("F1", "F2", "S1", "N1", "C1", "L1", "L2")
              if any(r["scenario"] == s for r in recs)]
+    charts = charts or {}
     reps = max((r.get("rep", 1) for r in recs), default=1)
     rels = ", ".join(f"`{p.relative_to(REPO)}`" if p.is_relative_to(REPO) else f"`{p}`"
                      for p in files)
@@ -246,11 +272,11 @@ def section(name: str, recs: list[Record], files: list[Path], command: str) -> s
     if tid:
         head += ["tidings: " + ", ".join(f"{k} {v}" for k, v in tid.items()) + ".", ""]
     head.append("")
-    return "\n".join(head) + "\n".join(table(s, recs) for s in scens)
+    return "\n".join(head) + "\n".join(table(s, recs, charts.get(s)) for s in scens)
 
 
-def write_docs(name: str, recs: list[Record], files: list[Path], command: str) -> None:
-    body = section(name, recs, files, command)
+def write_docs(name: str, body: str) -> None:
+    """Put ``body`` between the ``<!-- bench:<name> begin/end -->`` markers of the page."""
     begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
@@ -262,6 +288,121 @@ def write_docs(name: str, recs: list[Record], files: list[Path], command: str) -
         text = text.rstrip("\n") + f"\n\n## Results: {name}\n\n{block}\n"
     DOC.write_text(text)
     print(f"wrote the {name} table to {DOC}")
+
+
+# ------------------------------------------------------------------ charts (PNG)
+# What each kind of scenario draws: one panel per (axis label, record key).
+CHART_PANELS: dict[str, list[tuple[str, str]]] = {
+    "fanout": [("deliveries/s (median, min–max)", "deliveries_per_s"), ("p99 latency, ms", "p99_ms")],
+    "idle": [("server RSS KiB per idle connection", "rss_kb_per_conn")],
+    "lp": [("round trips/s (median, min–max)", "rt_per_s")],
+}
+HIGHLIGHT, OTHERS = "#d9480f", "#8fa3b8"
+INSTALL_HINT = "pip install -e '.[bench]'"
+Bar = tuple[float, float, float]  # median, min, max
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None (with one line saying how to install it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"charts skipped: matplotlib is not installed ({INSTALL_HINT})")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(plt: Any, path: Path, title: str, note: str, labels: list[str],
+              panels: list[tuple[str, list[Bar | None]]], highlight: set[int]) -> Path:
+    """Horizontal bars, one row per label, one panel per measure; rows in ``highlight`` stand out.
+    A ``None`` value is drawn as an empty row."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(8, max(2.4, 1.5 + 0.34 * len(labels))),
+                             dpi=100, sharey=True, squeeze=False)
+    from matplotlib import ticker  # only here: run.py itself needs no matplotlib
+    rows = list(range(len(labels)))
+    for ax, (xlabel, bars) in zip(axes[0], panels, strict=True):
+        meds = [b[0] if b else 0.0 for b in bars]
+        err = [[b[0] - b[1] if b else 0.0 for b in bars], [b[2] - b[0] if b else 0.0 for b in bars]]
+        ax.barh(rows, meds, xerr=err if any(map(any, err)) else None, capsize=2,
+                error_kw={"elinewidth": 0.8},
+                color=[HIGHLIGHT if i in highlight else OTHERS for i in rows])
+        top = max((b[2] for b in bars if b), default=0.0) or 1.0
+        for i, b in enumerate(bars):
+            text = "n/a" if b is None else f"{b[0]:,.0f}" if b[0] >= 100 else f"{b[0]:,.1f}"
+            ax.text((b[2] if b else 0) + top * 0.02, i, text, va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.22)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:g}"))
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0][0].set_yticks(rows, labels)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=9, fontweight="bold")
+    fig.text(0.01, 0.01, note, fontsize=6.5, color="#555555")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def short_label(label: str) -> str:
+    """"Node ws (broadcast loop)" -> "Node ws": the charts' row labels."""
+    return label.split(" (", 1)[0]
+
+
+def chart_note(recs: list[Record], extra: str = "") -> str:
+    m = recs[0].get("machine", {}) if recs else {}
+    days = sorted({str(r["when"])[:10] for r in recs if r.get("when")})
+    cpu = cpu_model()
+    return (f"{m.get('cpus', '?')} vCPUs{f' ({cpu})' if cpu else ''}, kernel {m.get('kernel', '?')}, "
+            f"Python {m.get('python', '?')}; {' – '.join(days[:1] + days[1:][-1:]) or '?'}"
+            f"{extra}")
+
+
+def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
+    """One PNG per scenario of the section (``IMG/bench-<name>-<scenario>.png``); {} without
+    matplotlib."""
+    scens = [s for s in SCENARIO_TITLES if any(r["scenario"] == s for r in recs)]
+    plt = pyplot() if scens else None
+    if plt is None:
+        return {}
+    out: dict[str, Path] = {}
+    for scen in scens:
+        rows = [enrich(r) for r in recs if r["scenario"] == scen]
+        panels = CHART_PANELS[kind_of(scen)]
+        labels: list[str] = []
+        values: list[list[Bar | None]] = [[] for _ in panels]
+        highlight: set[int] = set()
+        reps = 0
+        for peer in peer_order(rows):
+            ok = ok_runs([r for r in rows if r["peer"] == peer])
+            if not ok:
+                continue  # unsupported or n/a: the table says why
+            reps = max(reps, len(ok))
+            if peer == "tidings":
+                highlight.add(len(labels))
+            labels.append(short_label(ok[0]["label"]))
+            for col, (_, key) in zip(values, panels, strict=True):
+                vals = [float(r[key]) for r in ok if r.get(key) is not None]
+                col.append((statistics.median(vals), min(vals), max(vals)) if vals else None)
+        if not labels:
+            continue
+        note = chart_note(rows, f"; median of up to {reps} runs, bars min–max; "
+                                "server on 1 pinned core")
+        out[scen] = bar_chart(plt, IMG / f"bench-{name}-{scen}.png",
+                              SCENARIO_TITLES[scen], note, labels,
+                              [(label, col) for (label, _), col in zip(panels, values, strict=True)],
+                              highlight)
+    if out:
+        print(f"wrote {len(out)} chart(s) to {IMG}")
+    return out
 
 
 def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) -> None:
@@ -276,7 +417,179 @@ def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) ->
     (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
     print("\n".join(table(s, recs) for s in sorted({r["scenario"] for r in recs})))
     if not getattr(a, "no_docs", False):
-        write_docs(name, recs, files, command)
+        write_docs(name, section(name, recs, files, command, write_charts(name, recs)))
+
+
+# ------------------------------------------------------------------ publish API (publish_api.py)
+PUBLISH_TITLES = {
+    "throughput": "Publish throughput: `POST /api/publish` on N keep-alive connections, no subscriber",
+    "latency": "Publish → first delivery, paced, one WebSocket and one SSE subscriber",
+}
+
+
+def publish_section(res: Record, path: Path, charts: dict[str, Path]) -> str:
+    """The performance.md section for a publish_api.py result (``res``, read from ``path``)."""
+    runs = res["throughput"]
+    lat = res["latency"]
+    rel = f"`{path.relative_to(REPO)}`" if path.is_relative_to(REPO) else f"`{path}`"
+    out = [f"Generated by `python benchmarks/run.py publish-api` (`{res.get('command', '?')}`) "
+           f"from {rel}. Cells: median [min–max] over the runs counted in *runs*, "
+           f"{res.get('seconds_per_run', '?')} s each, interleaved; one server for all of them.", "",
+           f"Machine: {machine_line(publish_recs(res))}; 1-minute load average before the run "
+           f"{res.get('load_average_before', ['?'])[0]}.", ""]
+    if res.get("versions"):
+        out += ["tidings: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
+    out += [f"**{PUBLISH_TITLES['throughput']}**", ""]
+    if "throughput" in charts:
+        out += [image_link(PUBLISH_TITLES["throughput"], charts["throughput"]), ""]
+    cols = [("requests/s", "requests_per_s", 0, 1.0), ("p50 ms", "p50_ms", 2, 1.0),
+            ("p99 ms", "p99_ms", 1, 1.0), ("server CPU µs/request", "server_cpu_us_per_request", 0, 1.0),
+            ("server CPU %", "server_util", 0, 100.0), ("loadgen CPU %", "client_util", 0, 100.0),
+            ("errors", "errors", 0, 1.0)]
+    out += ["| connections | runs | " + " | ".join(c[0] for c in cols) + " |",
+            "|---|---|" + "---|" * len(cols)]
+    for conns in sorted({r["conns"] for r in runs}):
+        rs = [r for r in runs if r["conns"] == conns]
+        out.append(f"| {conns} | {len(rs)} | "
+                   + " | ".join(cell([r.get(k) for r in rs], nd, sc) for _, k, nd, sc in cols) + " |")
+    title = (f"{PUBLISH_TITLES['latency']}: {lat['rate']:g} publishes/s for {lat['seconds']:g} s "
+             f"({lat['publications']:,} publications)")
+    out += ["", f"**{title}**", ""]
+    if "latency" in charts:
+        out += [image_link(PUBLISH_TITLES["latency"], charts["latency"]), ""]
+    out += ["| from the request being sent to | samples | p50 ms | p90 ms | p99 ms | max ms | lost |",
+            "|---|---|---|---|---|---|---|"]
+    for what, v in lat["paths"].items():
+        what = what.split(" (", 1)[0]
+        out.append(f"| {what} | {v['samples']:,} | "
+                   + " | ".join(cell([v.get(k)], 2) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+                   + f" | {v['lost']:,} |")
+    return "\n".join(out) + "\n"
+
+
+def publish_recs(res: Record) -> list[Record]:
+    """What machine_line() and chart_note() read, from a publish_api.py result."""
+    pinned = res.get("pinned") or {}
+    return [{"machine": res.get("machine", {}), "when": w, "server_cpus": pinned.get("server", []),
+             "client_cpus": pinned.get("loadgen", [])}
+            for w in (res.get("started"), res.get("when")) if w]
+
+
+def publish_charts(res: Record) -> dict[str, Path]:
+    plt = pyplot()
+    if plt is None:
+        return {}
+    runs, lat = res["throughput"], res["latency"]
+    conns = sorted({r["conns"] for r in runs})
+    recs = publish_recs(res)
+
+    def bars(key: str) -> list[Bar | None]:
+        found: list[Bar | None] = []
+        for c in conns:
+            vals = [float(r[key]) for r in runs if r["conns"] == c and r.get(key) is not None]
+            found.append((statistics.median(vals), min(vals), max(vals)) if vals else None)
+        return found
+
+    reps = max((sum(r["conns"] == c for r in runs) for c in conns), default=0)
+    out = {"throughput": bar_chart(
+        plt, IMG / "bench-publish-api-throughput.png", PUBLISH_TITLES["throughput"].replace("`", ""),
+        chart_note(recs, f"; median of {reps} runs, bars min–max; server on 1 pinned core"),
+        [f"{c} connection{'s' if c > 1 else ''}" for c in conns],
+        [("requests/s (median, min–max)", bars("requests_per_s")),
+         ("p99 request latency, ms", bars("p99_ms"))], set(range(len(conns))))}
+    paths = list(lat["paths"].items())
+
+    def point(key: str) -> list[Bar | None]:
+        return [(v[key], v[key], v[key]) if v.get(key) is not None else None for _, v in paths]
+
+    out["latency"] = bar_chart(
+        plt, IMG / "bench-publish-api-latency.png",
+        f"{PUBLISH_TITLES['latency']} ({lat['rate']:g}/s)",
+        chart_note(recs, f"; {lat['publications']:,} publications"),
+        [k.split(" (", 1)[0] for k, _ in paths],
+        [("p50, ms", point("p50_ms")), ("p99, ms", point("p99_ms"))], set(range(1, len(paths))))
+    print(f"wrote {len(out)} chart(s) to {IMG}")
+    return out
+
+
+def publish_finish(path: Path, a: argparse.Namespace) -> None:
+    res = json.loads(path.read_text())
+    for conns in sorted({r["conns"] for r in res["throughput"]}):
+        rs = [r for r in res["throughput"] if r["conns"] == conns]
+        print(f"{conns:>3} connection(s): {cell([r['requests_per_s'] for r in rs])} requests/s, "
+              f"p99 {cell([r['p99_ms'] for r in rs], 1)} ms")
+    if not getattr(a, "no_docs", False):
+        write_docs("publish-api", publish_section(res, path, publish_charts(res)))
+
+
+# ------------------------------------------------------------------ tidings-only benchmarks
+def tidings_python() -> Path:
+    """The interpreter with tidings' dependencies: $TIDINGS_PYTHON, else the repository's .venv."""
+    env = os.environ.get("TIDINGS_PYTHON")
+    local = REPO / ".venv" / "bin" / "python"
+    return Path(env) if env else local if local.exists() else Path(sys.executable)
+
+
+def tidings_script(script: str, *args: str) -> None:
+    cmd = [str(tidings_python()), str(BENCH / script), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+# name: (what it does and writes, about how long here)
+STEPS = {
+    "suite": ("every scenario, tidings and its peers side by side -> performance.md", "30-45 min"),
+    "http-transports": ("http_transports.py: SSE, NDJSON, long and short polling -> "
+                        "docs/topics/performance-http.md", "2-3 min"),
+    "publish-api": ("publish_api.py: POST /api/publish requests/s and publish -> first delivery "
+                    "-> results/publish-api.json, performance.md", "1 min"),
+    "webhooks": ("webhooks.py: webhook delivery rate, latency, drain after an outage -> "
+                 "results/webhooks.json", "5-7 min"),
+    "redis": ("redis_broker.py: Redis broker vs memory, 1 and 2 nodes -> results/redis_broker.json "
+              "(needs redis-server)", "1.5 min"),
+}
+ALL_STEPS = ",".join(STEPS)
+
+
+def run_step(step: str, a: argparse.Namespace) -> None:
+    if step == "suite":
+        out = measure("suite", a, a.scenarios)
+        finish("suite", [out], a, "python benchmarks/run.py suite")
+    elif step == "http-transports":
+        tidings_script("http_transports.py")
+    elif step == "publish-api":
+        path = RESULTS / "publish-api.json"
+        tidings_script("publish_api.py", "--json",
+                       str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path))
+        publish_finish(path, a)
+    elif step == "webhooks":
+        tidings_script("webhooks.py", "--json", str(RESULTS / "webhooks.json"))
+    elif step == "redis":
+        tidings_script("redis_broker.py", "--json", str(RESULTS / "redis_broker.json"))
+
+
+def run_all(a: argparse.Namespace) -> None:
+    """The chosen steps one after the other; a failed step is reported and the others still run."""
+    steps = [s.strip() for s in a.only.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        sys.exit(f"unknown step(s) {', '.join(unknown)}; known: {ALL_STEPS}")
+    started = time.monotonic()
+    failed: list[str] = []
+    for i, step in enumerate(steps, 1):
+        what, takes = STEPS[step]
+        print(f"\n== [{i}/{len(steps)}] {step} (about {takes}): {what}; "
+              f"elapsed {(time.monotonic() - started) / 60:.1f} min ==", flush=True)
+        try:
+            run_step(step, a)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            failed.append(step)
+            print(f"!! {step} failed: {exc}", flush=True)
+    print(f"\n== {len(steps) - len(failed)}/{len(steps)} benchmark(s) done in "
+          f"{(time.monotonic() - started) / 60:.1f} min"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + " ==")
+    if failed:
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------ profiling
@@ -389,7 +702,7 @@ def main() -> None:
     sub.add_parser("setup", help="install the peers' dependencies into $PEERBENCH_ENV")
     for name, help_ in (("ws-fanout", "issue 2: WebSocket fan-out, tidings and peers"),
                         ("suite", "every scenario, tidings and peers"),
-                        ("all", "the same as suite")):
+                        ("all", "the suite, then the tidings-only benchmarks (--only picks)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--peers", default=DEFAULT_PEERS)
         p.add_argument("--repeat", type=int, default=3, help="runs per peer (medians reported)")
@@ -401,8 +714,14 @@ def main() -> None:
         p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
         if name in ("suite", "all"):
             p.add_argument("--scenarios", default=SUITE_SCENARIOS)
+        if name == "all":
+            p.add_argument("--only", default=ALL_STEPS,
+                           help=f"comma-separated steps, in order (default {ALL_STEPS})")
+    for name in ("http-transports", "publish-api", "webhooks", "redis"):
+        p = sub.add_parser(name, help=STEPS[name][0])
+        p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
     r = sub.add_parser("report", help="rewrite performance.md tables from result files")
-    r.add_argument("name", help="ws-fanout, suite, or the name of another section")
+    r.add_argument("name", help="ws-fanout, suite, publish-api (its JSON), or another section")
     r.add_argument("files", nargs="+", type=Path)
     pr = sub.add_parser("profile", help="profile tidings during F1")
     pr.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
@@ -415,9 +734,12 @@ def main() -> None:
     elif a.cmd == "ws-fanout":
         out = measure("ws-fanout", a, "F1")
         finish("ws-fanout", [out], a, "python benchmarks/run.py ws-fanout")
-    elif a.cmd in ("suite", "all"):
-        out = measure("suite", a, a.scenarios)
-        finish("suite", [out], a, "python benchmarks/run.py suite")
+    elif a.cmd == "all":
+        run_all(a)
+    elif a.cmd in STEPS:
+        run_step(a.cmd, a)
+    elif a.cmd == "report" and a.name == "publish-api":
+        publish_finish(a.files[0].resolve(), a)
     elif a.cmd == "report":
         files = [p.resolve() for p in a.files]
         cmd = f"python benchmarks/run.py {'ws-fanout' if a.name == 'ws-fanout' else 'suite'}"

@@ -467,42 +467,72 @@ async def cmd_run(a) -> None:
         "python": platform.python_version(),
     }
     # repeats are the outer loop so that the runs of one peer are spread over time
+    plan = [
+        (rep, s, p)
+        for rep in range(1, a.repeat + 1)
+        for s in scens
+        for p in peers
+        if SCENARIOS[s]["transport"] in PEERS[p].transports  # the others are recorded at once
+    ]
+    print(f"{len(plan)} runs ({', '.join(peers)} x {', '.join(scens)} x {a.repeat}) -> {a.out}")
+    started = time.monotonic()
+    done = 0
     for rep in range(1, a.repeat + 1):
         for s in scens:
             for p in peers:
-                q = await wait_quiet(a) if SCENARIOS[s]["transport"] in PEERS[p].transports else {}
+                supported = SCENARIOS[s]["transport"] in PEERS[p].transports
+                if supported:
+                    done += 1
+                    print(f"[{done}/{len(plan)}] {p} {s} run {rep}/{a.repeat} …", end=" ", flush=True)
+                q = await wait_quiet(a) if supported else {}
                 rec = await Run(a, p, s, rep).go()
                 rec.update(q)
                 rec["machine"] = machine
                 append_record(a.out, rec)
-                brief = {
-                    k: rec.get(k)
-                    for k in (
-                        "peer",
-                        "scenario",
-                        "rep",
-                        "status",
-                        "error",
-                        "deliveries_per_s",
-                        "p50_ms",
-                        "p99_ms",
-                        "max_ms",
-                        "lost",
-                        "server_cpu_s",
-                        "client_util",
-                        "cores",
-                        "other_cpu_s",
-                        "background_cores_at_start",
-                        "quiet_wait_s",
-                        "stop",
-                        "opened",
-                        "rss_kb_per_conn",
-                        "rt_per_s",
-                        "run_s",
-                    )
-                    if rec.get(k) is not None
-                }
-                print(json.dumps(brief), flush=True)
+                if supported:
+                    print(progress(rec, started, done, len(plan)), flush=True)
+                if a.verbose:
+                    brief = {k: rec.get(k) for k in BRIEF if rec.get(k) is not None}
+                    print(json.dumps(brief), flush=True)
+
+
+BRIEF = (
+    "peer", "scenario", "rep", "status", "error", "deliveries_per_s", "p50_ms", "p99_ms",
+    "max_ms", "lost", "server_cpu_s", "client_util", "cores", "other_cpu_s",
+    "background_cores_at_start", "quiet_wait_s", "stop", "opened", "rss_kb_per_conn", "rt_per_s",
+    "run_s",
+)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def progress(rec: dict, started: float, done: int, total: int) -> str:
+    """The end of a run's progress line: its time, its headline figure, elapsed and ETA."""
+    status = rec.get("status")
+    if status in ("ok", "incomplete"):
+        if rec.get("deliveries_per_s") is not None:
+            fig = f"{rec['deliveries_per_s']:,} deliveries/s, p99 {rec.get('p99_ms') or 0:,.0f} ms"
+            if rec.get("lost"):
+                fig += f", lost {rec['lost']:,}"
+        elif rec.get("rss_kb_per_conn") is not None:
+            fig = f"{rec.get('opened', 0):,} opened, {rec['rss_kb_per_conn']:,.1f} KiB/conn"
+        else:
+            fig = f"{rec.get('rt_per_s') or 0:,.0f} round trips/s, p99 {rec.get('p99_ms') or 0:,.1f} ms"
+        if status != "ok":
+            fig += f" ({status})"
+    else:
+        fig = f"{status}: {rec.get('error') or ''}".rstrip(": ")
+    wait = rec.get("quiet_wait_s") or 0
+    elapsed = time.monotonic() - started
+    eta = elapsed / done * (total - done)
+    return (
+        f"{rec.get('run_s', 0):.1f} s{f' (+{wait:.0f} s waiting for quiet)' if wait >= 2 else ''}, "
+        f"{fig}; elapsed {clock(elapsed)}"
+        + (f", ETA ~{clock(eta)}" if done < total else "")
+    )
 
 
 # ------------------------------------------------------------------ report
@@ -617,6 +647,7 @@ def main() -> None:
         help="start a run only when other processes use less CPU than this (cores)",
     )
     r.add_argument("--quiet-max", type=float, default=90.0, help="longest wait for that, seconds")
+    r.add_argument("-v", "--verbose", action="store_true", help="also a JSON summary per run")
     r.add_argument(
         "--cprofile",
         action="store_true",
