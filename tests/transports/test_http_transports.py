@@ -21,12 +21,10 @@ from tests.transports.readers import (
     TRANSPORTS,
     PollReader,
     SSEReader,
-    StreamReader,
     channel_name,
     publish,
     reader,
 )
-
 
 DEADLINE = 15.0
 

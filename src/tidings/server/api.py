@@ -32,6 +32,11 @@ def node_of(request: Request) -> Node:
     return node
 
 
+async def node_dependency(request: Request) -> Node:
+    """The node, as a dependency (async: FastAPI runs a sync dependency in a worker thread)."""
+    return node_of(request)
+
+
 def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
     """A dependency that checks the caller's API key for ``scope``."""
 
@@ -124,7 +129,7 @@ class InfoOut(BaseModel):
 
 
 router = APIRouter()
-NodeDep = Annotated[Node, Depends(node_of)]
+NodeDep = Annotated[Node, Depends(node_dependency)]
 
 
 async def _publish_one(node: Node, channel: str, body: PublishIn | BroadcastIn) -> PublishOut:
