@@ -67,14 +67,18 @@ def test_handshake_needs_upgrade_connection_version_and_a_16_byte_key():
 
 
 def test_match_route_decides_from_the_request_line():
-    routes = (b"/ws",)
-    assert match_route(b"GET /ws HTTP/1.1\r\n", routes) == b"/ws"
-    assert match_route(b"GET /ws?token=x HTTP/1.1\r\n", routes) == b"/ws"
+    routes = (b"GET /ws", b"POST /api/publish")
+    assert match_route(b"GET /ws HTTP/1.1\r\n", routes) == b"GET /ws"
+    assert match_route(b"GET /ws?token=x HTTP/1.1\r\n", routes) == b"GET /ws"
     assert match_route(b"GET /wsx HTTP/1.1\r\n", routes) is False
-    assert match_route(b"POST /api/publish HTTP/1.1\r\n", routes) is False
+    assert match_route(b"POST /api/publish HTTP/1.1\r\n", routes) == b"POST /api/publish"
+    assert match_route(b"POST /api/publishes HTTP/1.1\r\n", routes) is False
+    assert match_route(b"GET /api/publish HTTP/1.1\r\n", routes) is False
+    assert match_route(b"POST /ws HTTP/1.1\r\n", routes) is False
     assert match_route(b"GET /api HTTP/1.1", routes) is False
     assert match_route(b"GE", routes) is None
     assert match_route(b"GET /w", routes) is None
+    assert match_route(b"POST /api/pub", routes) is None
 
 
 def test_head_parser_reads_a_split_upgrade_request_and_says_where_frames_start():

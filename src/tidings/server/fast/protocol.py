@@ -46,6 +46,7 @@ from tidings.ids import random_id
 from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
+from tidings.server.fast.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.server.fast.streams import HTTP_ROUTES, owned, serve_http
 from tidings.server.fast.websocket import (
     OP_BINARY,
@@ -80,7 +81,7 @@ class FastContext:
     the ASGI fallback protocol, and the list of connections with frames to write."""
 
     __slots__ = ("_dirty", "_scheduled", "app_state", "close_timeout", "coalesce", "config",
-                 "echo", "fallback", "handshake_timeout", "idle_timeout", "loop", "max_frame",
+                 "echo", "fallback", "handshake_timeout", "idle_timeout", "loop", "max_frame", "max_request",
                  "node", "outbox_bytes", "ping_interval", "routes", "server_state", "tasks")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -101,13 +102,15 @@ class FastContext:
             settings = self.node.settings
             limits = settings.limits
             if settings.websocket:
-                routes.append(b"/ws")
-            routes.extend(HTTP_ROUTES)
+                routes.append(b"GET /ws")
+            routes.extend(b"GET " + path for path in HTTP_ROUTES)
+            routes.append(PUBLISH_ROUTE)
             if settings.server.debug_echo:
-                routes.append(b"/ws-echo")
+                routes.append(b"GET /ws-echo")
                 self.echo = True
             self.coalesce = settings.server.coalesce_writes
             self.max_frame = limits.max_frame_bytes
+            self.max_request = limits.max_request_bytes
             self.outbox_bytes = limits.outbox_bytes
             self.ping_interval = limits.ping_interval
             self.idle_timeout = limits.idle_timeout
@@ -170,7 +173,7 @@ def _fallback_class() -> Callable[..., asyncio.Protocol]:
 class FastProtocol(asyncio.Protocol):
     """A new connection: answer an owned upgrade here, hand anything else to uvicorn."""
 
-    __slots__ = ("_admitting", "_buf", "_ctx", "_parser", "_timer", "_transport")
+    __slots__ = ("_admitting", "_buf", "_ctx", "_end", "_head", "_timer", "_transport")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -178,7 +181,8 @@ class FastProtocol(asyncio.Protocol):
             config.load()
         self._ctx = FastContext.of(config, server_state, app_state, _loop)
         self._buf = b""
-        self._parser: HeadParser | None = None
+        self._head: RequestHead | None = None  # once the head of an owned route is read
+        self._end = 0  # where it ends in _buf
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._admitting = False
@@ -195,8 +199,8 @@ class FastProtocol(asyncio.Protocol):
         if self._admitting:  # frames sent before our 101: kept for the connection
             self._buf = buf
             return
-        parser = self._parser
-        if parser is None:
+        head = self._head
+        if head is None:
             route = match_route(buf, self._ctx.routes)
             if route is None:
                 self._buf = buf
@@ -204,27 +208,41 @@ class FastProtocol(asyncio.Protocol):
             if route is False:
                 self._hand_over(buf)
                 return
-            parser = self._parser = HeadParser()
-            data = buf
-        try:
-            done = parser.feed(data)
-        except HeadError:
-            self._refuse(400, "invalid HTTP request")
-            return
-        if done is None:
-            if len(buf) > MAX_HEAD_BYTES:
-                self._refuse(400, "request head too large")
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    self._refuse(400, "request head too large")
+                    return
+                self._buf = buf
                 return
-            self._buf = buf
+            end += 4
+            try:
+                done = HeadParser().feed(buf[:end])
+            except HeadError:
+                done = None
+            if done is None:
+                self._refuse(400, "invalid HTTP request")
+                return
+            head = self._head = done[0]
+            self._end = end
+        rest = buf[self._end:]
+        if head.method == "POST":  # POST /api/publish
+            length = publish_length(head, self._ctx.max_request)
+            if length is None:  # not one the fast path takes: the ASGI app answers it
+                self._hand_over(buf)
+            elif len(rest) < length:
+                self._buf = buf  # the body is still coming
+            elif not serve_publish(self._ctx, self._transport, head, rest[:length],
+                                   rest[length:], self._detach):
+                self._hand_over(buf)
             return
-        head, offset = done
         if not head.upgrade:  # a plain GET: /sse, /stream, /poll here; anything else is ASGI's
             if owned(head):
-                serve_http(self._ctx, self._detach(), head, data[offset:])
+                serve_http(self._ctx, self._detach(), head, rest)
                 return
             self._hand_over(buf)
             return
-        self._upgrade(head, data[offset:])
+        self._upgrade(head, rest)
 
     def _detach(self) -> asyncio.Transport:
         if self._timer is not None:
@@ -232,7 +250,7 @@ class FastProtocol(asyncio.Protocol):
             self._timer = None
         self._ctx.server_state.connections.discard(self)
         self._buf = b""
-        self._parser = None
+        self._head = None
         assert self._transport is not None
         return self._transport
 

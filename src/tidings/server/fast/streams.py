@@ -34,6 +34,7 @@ from tidings.exceptions import TidingsError, Unavailable
 from tidings.ids import random_id
 from tidings.logs import _SANE_ID, access_log, log_event, request_id
 from tidings.node import Node
+from tidings.server.errors import error_body
 from tidings.server.fast.http import Headers, RequestHead, response_head
 from tidings.transports.http_common import (
     STREAM_HEADERS,
@@ -52,8 +53,8 @@ from tidings.transports.sse import SSEFraming
 if TYPE_CHECKING:
     from tidings.server.fast.protocol import FastContext
 
-__all__ = ["HTTP_ROUTES", "FastNDJSON", "FastPoll", "FastSSE", "FastStream", "HttpExchange", "owned",
-           "serve_http"]
+__all__ = ["HTTP_ROUTES", "FastNDJSON", "FastPoll", "FastSSE", "FastStream", "HttpExchange",
+           "PushExchange", "owned", "serve_http"]
 
 log = logging.getLogger("tidings.fast")
 
@@ -79,18 +80,13 @@ def serve_http(ctx: FastContext, transport: asyncio.Transport, head: RequestHead
 class HttpExchange(asyncio.Protocol):
     """One owned request, from its head until its answer is complete.
 
-    :meth:`run` validates the request like :class:`~tidings.transports.http_common.Endpoint`
-    (CORS, draining, :func:`parse_request`) and answers errors as JSON; subclasses answer a valid
-    request in :meth:`serve`. :meth:`send` takes the ASGI messages of the shared answer helpers
-    and writes them as one response.
+    :meth:`run` (a task) calls :meth:`serve`, which subclasses implement; an unexpected error
+    is answered 500. :meth:`send` takes the ASGI messages of the shared answer helpers and
+    writes them as one response; :meth:`complete` hands the connection back for its next request.
     """
 
     __slots__ = ("_ctx", "_head", "_headers_out", "_keep_alive", "_lost", "_rest", "_rid",
                  "_scope", "_started", "_status", "_t", "_when", "on_lost")
-
-    transport_name = "http"
-    poll = False
-    last_event_id = False
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
                  rest: bytes) -> None:
@@ -123,30 +119,17 @@ class HttpExchange(asyncio.Protocol):
 
     async def run(self) -> None:
         request_id.set(self._rid)  # this task's context only
-        node = self.node
-        cors: Headers = []
         try:
-            try:
-                headers = self._head.headers
-                cors = cors_headers(node, headers)
-                if node.draining:
-                    raise Unavailable("the server is draining: reconnect to another node")
-                request = await parse_request(node, self._scope, headers, cors, poll=self.poll,
-                                              last_event_id=self.last_event_id)
-            except TidingsError as exc:
-                await answer_error(self.send, exc, cors)
-                self.complete()
-                return
-            await self.serve(request)
+            await self.serve()
         except Exception:
-            log.exception("answering %s failed", self._head.path)
+            log.exception("answering %s %s failed", self._head.method, self._head.path)
             if not self._started and not self._lost:
                 self._keep_alive = False
                 self.respond(500, [(b"content-type", b"application/json")],
-                             b'{"error":{"code":"internal","message":"internal error"}}')
+                             error_body("internal", "internal error"))
             self.complete()
 
-    async def serve(self, request: StreamRequest) -> None:
+    async def serve(self) -> None:
         raise NotImplementedError
 
     # answering ---------------------------------------------------------------------------------
@@ -177,7 +160,7 @@ class HttpExchange(asyncio.Protocol):
         if access_log.isEnabledFor(logging.INFO):
             path = self._head.path
             query = self._head.query.decode("latin-1")
-            log_event(access_log, "request", method="GET",
+            log_event(access_log, "request", method=self._head.method,
                       path=path + (f"?{query}" if query else ""), status=self._status or None,
                       duration_ms=round((time.monotonic() - self._when) * 1000, 1),
                       client=self.node.security.client_ip(self._scope))
@@ -211,7 +194,38 @@ class HttpExchange(asyncio.Protocol):
         self._keep_alive = False
 
 
-class FastPoll(HttpExchange):
+class PushExchange(HttpExchange):
+    """A request of an HTTP push transport: validated like
+    :class:`~tidings.transports.http_common.Endpoint` (CORS, draining, :func:`parse_request`),
+    errors answered as JSON; subclasses answer a valid request in :meth:`serve_request`."""
+
+    __slots__ = ()
+
+    transport_name = "http"
+    poll = False
+    last_event_id = False
+
+    async def serve(self) -> None:
+        node = self.node
+        cors: Headers = []
+        try:
+            headers = self._head.headers
+            cors = cors_headers(node, headers)
+            if node.draining:
+                raise Unavailable("the server is draining: reconnect to another node")
+            request = await parse_request(node, self._scope, headers, cors, poll=self.poll,
+                                          last_event_id=self.last_event_id)
+        except TidingsError as exc:
+            await answer_error(self.send, exc, cors)
+            self.complete()
+            return
+        await self.serve_request(request)
+
+    async def serve_request(self, request: StreamRequest) -> None:
+        raise NotImplementedError
+
+
+class FastPoll(PushExchange):
     """``GET /poll`` on the fast path: held by a future and a timer, answered in one write."""
 
     __slots__ = ()
@@ -219,7 +233,7 @@ class FastPoll(HttpExchange):
     transport_name = "longpoll"
     poll = True
 
-    async def serve(self, request: StreamRequest) -> None:
+    async def serve_request(self, request: StreamRequest) -> None:
         await serve_poll(self.node, request, self.send, self._hold)
         self.complete()
 
@@ -235,7 +249,7 @@ class FastPoll(HttpExchange):
             self.on_lost = None
 
 
-class FastStream(HttpExchange):
+class FastStream(PushExchange):
     """``GET /sse`` and ``GET /stream`` on the fast path: the subscriber's :class:`Sink`.
 
     What the subscription produces before the response head is out (the ready notice, gaps, a
@@ -260,7 +274,7 @@ class FastStream(HttpExchange):
         self._heartbeat: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []
 
-    async def serve(self, request: StreamRequest) -> None:
+    async def serve_request(self, request: StreamRequest) -> None:
         node = self.node
         settings = node.settings
         self._preamble = self.framing.preamble(settings)
