@@ -148,7 +148,8 @@ class SSESettings(_Section):
 
 class ServerSettings(_Section):
     engine: Literal["fast", "uvicorn"] = Field(
-        "fast", description="fast: tidings owns /ws sockets below ASGI; uvicorn: all through ASGI.")
+        "fast", description="fast: tidings answers /ws, /sse, /stream, /poll and POST /api/publish "
+        "on sockets it owns, below ASGI; uvicorn: all through ASGI.")
     debug_echo: bool = Field(False, description="fast engine: serve /ws-echo (for the Autobahn suite).")
     coalesce_writes: bool = Field(
         True, description="fast engine: one socket write per connection per loop iteration.")

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import tidings
+from tests.e2e.live import wait_live
 from tests.serving import RunningServer, serve
 from tidings.client.client import TRANSPORTS
 
@@ -88,9 +89,7 @@ async def test_every_transport_resumes_across_a_server_restart_exactly_once(
                                   poll_interval=0.05, long_poll_timeout=2) as client, \
                 tidings.AsyncServerAPI(node.url) as api:
             sub = client.subscribe("restart")
-            await api.publish("restart", 0)  # wait until the subscription is live
-            while (await take(sub, 1))[0].data != 0:  # type: ignore[attr-defined]
-                pass
+            await wait_live([sub], lambda marker: api.publish("restart", marker))
             for i in range(1, 4):
                 await api.publish("restart", i)
             before = [p.data for p in await take(sub, 3)]  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import tidings
+from tests.e2e.live import wait_live
 from tests.nodes import NodeProcess
 from tests.redis_server import RedisCluster, RedisServer, redis_available
 from tests.wsclient import WS
@@ -43,11 +44,7 @@ async def check_http_transports_across_nodes(one: NodeProcess, two: NodeProcess,
                for node in (two, three) for t in ("sse", "stream", "longpoll")]
     subs = [c.subscribe("multi") for c in clients]
     try:
-        # Each subscription is live once it has read the marker published before the data.
-        await publish(one, "multi", "marker")
-        for sub in subs:
-            while (await asyncio.wait_for(sub.__anext__(), 10)).data != "marker":  # type: ignore[union-attr]
-                pass
+        await wait_live(subs, lambda marker: publish(one, "multi", marker))
         for i in range(5):
             await publish(one, "multi", i)
         for sub in subs:
