@@ -85,8 +85,8 @@ class HttpExchange(asyncio.Protocol):
     writes them as one response; :meth:`complete` hands the connection back for its next request.
     """
 
-    __slots__ = ("_ctx", "_head", "_headers_out", "_keep_alive", "_lost", "_rest", "_rid",
-                 "_scope", "_started", "_status", "_t", "_when", "on_lost")
+    __slots__ = ("_completed", "_ctx", "_head", "_headers_out", "_keep_alive", "_lost", "_rest",
+                 "_rid", "_scope", "_started", "_status", "_t", "_when", "on_lost")
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
                  rest: bytes) -> None:
@@ -97,6 +97,7 @@ class HttpExchange(asyncio.Protocol):
         self._keep_alive = head.keep_alive
         self._lost = False
         self._started = False
+        self._completed = False
         self._status = 0
         self._headers_out: Headers = []
         self._when = time.monotonic()
@@ -155,6 +156,9 @@ class HttpExchange(asyncio.Protocol):
 
     def complete(self) -> None:
         """The answer is out: log it, and read the next request on this connection (or close)."""
+        if self._completed:
+            return
+        self._completed = True
         ctx = self._ctx
         ctx.server_state.connections.discard(self)
         if access_log.isEnabledFor(logging.INFO):
