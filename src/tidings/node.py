@@ -294,11 +294,26 @@ class Node:
         return await self.broker.since(channel, since, limit, options, now_ms())
 
     async def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
+        if self._drop(subscriber, channel):
+            with contextlib.suppress(Exception):
+                await self.broker.unsubscribe(channel)
+
+    def leave_now(self, subscriber: Subscriber, channel: str) -> None:
+        """:meth:`unsubscribe` without waiting: gone from the hub at once, the broker told in
+        the background if that was the channel's last subscriber here."""
+        if self._drop(subscriber, channel):
+            self.spawn(self._broker_unsubscribe(channel))
+
+    def _drop(self, subscriber: Subscriber, channel: str) -> bool:
+        """Remove from the hub; True if the broker subscription should go too."""
         if self.hub.remove(channel, subscriber) and channel in self._interest:
             future = self._interest.pop(channel)
-            if future.done() and future.exception() is None:
-                with contextlib.suppress(Exception):
-                    await self.broker.unsubscribe(channel)
+            return future.done() and future.exception() is None
+        return False
+
+    async def _broker_unsubscribe(self, channel: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.broker.unsubscribe(channel)
 
     # history and presence --------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ DEFAULT_POLL_LIMIT = 100
 
 # request parsing ----------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamRequest:
     """A validated request: channels in the order given, resume positions, who is asking."""
 
@@ -412,6 +412,12 @@ class StreamSubscriber:
         for channel in self.request.channels:
             with contextlib.suppress(Exception):
                 await self.node.unsubscribe(self, channel)
+        self.node.unregister(self)
+
+    def close_now(self) -> None:
+        """:meth:`close` without waiting (the broker is told in the background)."""
+        for channel in self.request.channels:
+            self.node.leave_now(self, channel)
         self.node.unregister(self)
 
 

@@ -42,8 +42,8 @@ from tidings.transports.http_common import (
     gap_fields,
 )
 
-__all__ = ["Hold", "PollEndpoint", "PollSink", "etag_of", "hold_asgi", "poll_body",
-           "serve_poll"]
+__all__ = ["POLL_HEADERS", "Hold", "PollEndpoint", "PollSink", "etag_of", "hold_asgi",
+           "poll_body", "serve_poll", "serve_short_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 
@@ -76,10 +76,18 @@ class PollSink:
         self.gaps: list[bytes] = []
         self.cursor = ""
         self.news = asyncio.get_running_loop().create_future()
+        #: Also called (once, soon after) when ``news`` is set: for a poll held by a callback
+        #: rather than by a task awaiting ``news``.
+        self.on_news: Callable[[], None] | None = None
 
     def wake(self) -> None:
-        if not self.news.done():
-            self.news.set_result(None)
+        if self.news.done():
+            return
+        self.news.set_result(None)
+        if self.on_news is not None:
+            # soon, not now: publications of this loop iteration still join the answer, and
+            # the caller (a fan-out) is not re-entered
+            asyncio.get_running_loop().call_soon(self.on_news)
 
     def ready(self, positions: dict[str, Position], cursor: str) -> None:
         self.cursor = cursor
@@ -200,6 +208,11 @@ async def serve_poll(node: Node, request: StreamRequest, send: Send, hold: Hold)
     if request.timeout > 0:
         await long_poll(node, request, send, hold)
         return
+    await serve_short_poll(node, request, send)
+
+
+async def serve_short_poll(node: Node, request: StreamRequest, send: Send) -> None:
+    """Answer a short poll (``timeout=0``): what history holds, at once."""
     connection = _ShortPoll(request)
     node.register(connection)
     try:

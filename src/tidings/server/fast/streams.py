@@ -47,7 +47,7 @@ from tidings.transports.http_common import (
     parse_request,
 )
 from tidings.transports.http_stream import NDJSONFraming
-from tidings.transports.long_poll import PollSink, serve_poll
+from tidings.transports.long_poll import POLL_HEADERS, PollSink, serve_short_poll
 from tidings.transports.sse import SSEFraming
 
 if TYPE_CHECKING:
@@ -230,27 +230,55 @@ class PushExchange(HttpExchange):
 
 
 class FastPoll(PushExchange):
-    """``GET /poll`` on the fast path: held by a future and a timer, answered in one write."""
+    """``GET /poll`` on the fast path. A long poll is held by no task: once subscribed, the
+    sink's news (a publication, a gap, the end of the subscription), its timer or the client
+    leaving calls :meth:`_answer`, which leaves the hub and writes the answer in one go."""
 
-    __slots__ = ()
+    __slots__ = ("_poll", "_timer")
 
     transport_name = "longpoll"
     poll = True
 
-    async def serve_request(self, request: StreamRequest) -> None:
-        await serve_poll(self.node, request, self.send, self._hold)
-        self.complete()
+    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
+                 rest: bytes) -> None:
+        super().__init__(ctx, transport, head, rest)
+        self._poll: tuple[StreamSubscriber, PollSink, StreamRequest] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def _hold(self, sink: PollSink, seconds: float) -> None:
-        if self._lost:
+    async def serve_request(self, request: StreamRequest) -> None:
+        if request.timeout <= 0:
+            await serve_short_poll(self.node, request, self.send)
+            self.complete()
             return
-        self.on_lost = sink.wake
-        timer = self._ctx.loop.call_later(seconds, sink.wake)
+        sink = PollSink(request.limit)
+        stream = StreamSubscriber(self.node, request, "longpoll", sink)
+        stream.on_end.append(sink.wake)
         try:
-            await sink.news
-        finally:
-            timer.cancel()
-            self.on_lost = None
+            await stream.start()
+        except TidingsError as exc:
+            await answer_error(self.send, exc, request.cors)
+            self.complete()
+            return
+        self._poll = (stream, sink, request)
+        if sink.news.done() or self._lost:
+            self._answer()
+            return
+        sink.on_news = self._answer
+        self._timer = self._ctx.loop.call_later(request.timeout, sink.wake)
+        self.on_lost = sink.wake
+
+    def _answer(self) -> None:
+        poll, self._poll = self._poll, None
+        if poll is None:
+            return
+        stream, sink, request = poll
+        if self._timer is not None:
+            self._timer.cancel()
+        self.on_lost = None
+        stream.close_now()
+        self.respond(200, [(b"content-type", b"application/json"), *POLL_HEADERS, *request.cors],
+                     sink.body())
+        self.complete()
 
 
 class FastStream(PushExchange):
