@@ -1,11 +1,12 @@
-"""The fast server: asyncio protocols that own ``/ws`` sockets below ASGI, inside uvicorn.
+"""The fast server: asyncio protocols that own sockets below ASGI, inside uvicorn.
 
 ``tidings serve`` runs uvicorn with ``http=FastProtocol``. uvicorn still owns the listening
 sockets, lifespan, signals, graceful shutdown and TLS; every connection starts as a
 :class:`FastProtocol`, which looks at the request line:
 
-- a ``GET`` of an owned path (:attr:`FastContext.routes`) with a WebSocket upgrade is answered here, and the
-  transport is handed to a :class:`FastWebSocket` (``transport.set_protocol``);
+- a request of an owned route (:attr:`FastContext.routes`) is answered here: a WebSocket upgrade
+  hands the transport to a :class:`FastWebSocket` (``transport.set_protocol``), the HTTP routes
+  to an exchange (below);
 - anything else is handed, with the bytes read so far, to uvicorn's own HTTP protocol (the ASGI
   app), exactly as if uvicorn had accepted the connection itself.
 
@@ -18,12 +19,10 @@ write buffer is the outbox: past ``limits.outbox_bytes`` the client is closed as
 further frames are dropped. No task, queue or event exists per idle connection: keepalive is one
 timer handle, and a task runs only while a client's commands are being carried out.
 
-The seam for the HTTP streams (``/sse``, ``/stream``, not served here yet): add the path to
-:attr:`FastContext.routes` and a branch next to :meth:`FastProtocol._upgrade` (for plain GETs)
-that answers the head and hands the transport to a connection class whose ``deliver`` appends
-the pre-encoded chunk (``EncodedPublication.sse`` / ``.ndjson``, chunked) to the same pending
-list, flushed the same way: :class:`FrameConnection`'s write half (``send_frame``, ``flush``,
-the overflow rule) is what it reuses.
+``GET /sse``, ``/stream``, ``/poll`` and ``POST /api/publish`` are answered here too, by the
+exchanges of :mod:`.streams` and :mod:`.publish`, which write through the same pending-list and
+flush machinery (:class:`Flushable`); when their answer is complete, :meth:`FastContext.reuse`
+gives the kept-alive connection a new :class:`FastProtocol` for its next request.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ of through uvicorn's HTTP protocol and the ASGI stack:
   as one HTTP chunk, exactly like WebSocket frames (:class:`~.protocol.FrameConnection`). No task,
   queue or ASGI message exists per publication or per idle stream; the transport's write buffer
   is the outbox (past ``limits.outbox_bytes`` the stream ends as a slow consumer);
-- a poll (:class:`FastPoll`) is held by a future and a timer, and answered with one write.
+- a long poll (:class:`FastPoll`) is held by a callback and a timer, no task, and answered with
+  one write; a short poll is answered at once.
 
 When the answer is complete the connection goes back to a :class:`~.protocol.FastProtocol`
 (HTTP keep-alive), which reads the next request. Only HTTP/1.1 GETs without a body come here;
