@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -265,6 +266,37 @@ async def test_streams_are_counted_and_ended_by_a_disconnect_of_their_user(
     finally:
         await sse.close()
         await sse.client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sse", "stream"])
+async def test_the_close_log_says_who_ended_a_stream(
+        kind: str, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that leaves is logged as ``by=client`` (1001); the server's disconnect of a user
+    as ``by=server`` with its code."""
+    caplog.set_level(logging.INFO, logger="tidings.connections")
+    user = f"closer-{kind}"
+    left, ended = channel_name(), channel_name()
+    for channel, end in ((left, "client"), (ended, "server")):
+        sub = reader(kind, client, [channel])
+        sub.client = httpx.AsyncClient(base_url=str(client.base_url), timeout=15, headers={
+            "Authorization": f"Bearer {token(user, {'*': ['subscribe']})}"})
+        try:
+            await sub.start()
+            if end == "server":
+                await client.post("/api/disconnect", json={"user": user})
+        finally:
+            await sub.close()
+            await sub.client.aclose()
+
+    def closes() -> list[dict[str, Any]]:
+        return [r.fields for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "fields", {}).get("event") == "close"
+                and r.fields.get("user") == user]  # type: ignore[attr-defined]
+
+    await wait_until(lambda: len(closes()) >= 2, "two close lines")
+    by_client, by_server = closes()[:2]
+    assert (by_client["code"], by_client["by"]) == (1001, "client"), by_client
+    assert (by_server["code"], by_server["by"]) == (1008, "server"), by_server
 
 
 async def test_a_draining_node_refuses_new_streams_with_503(

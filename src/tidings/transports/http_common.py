@@ -355,6 +355,14 @@ class StreamSubscriber:
 
     # Connection ---------------------------------------------------------------------------------
 
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self.gone:
+            return int(CloseCode.GOING_AWAY), "client went away", "client"
+        if self.closing is not None:
+            return int(self.closing.code), self.closing.reason, "server"
+        return None, "", "client"
+
     def disconnect(self, reason: Disconnect) -> None:
         if self.closing is None:
             self.closing = reason
