@@ -1,49 +1,23 @@
-"""Real tidings servers on free loopback ports for the transport tests (uvicorn in a thread)."""
+"""Real tidings servers on free loopback ports for the transport tests (tests.serving)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-import time
 from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import uvicorn
 
-from tidings.node import Node
-from tidings.server.run import uvicorn_config
-from tidings.settings import Settings, load_settings
+from tests.serving import ENGINE, RunningServer, serve
 
 TOKEN_SECRET = "test-secret-0123456789abcdef-0123456789"
 ALLOWED_ORIGIN = "http://allowed.example"
 
-
-@dataclass
-class LiveServer:
-    settings: Settings
-    server: uvicorn.Server
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def node(self) -> Node:
-        node: Node = self.server.config.app.node
-        return node
+LiveServer = RunningServer
+run_server = serve  # a node with the given settings until the block ends, on ENGINE
 
 
-# The engine run_server uses: "fast" (tidings owns /sse, /stream, /poll sockets) or "uvicorn"
-# (everything through ASGI). The HTTP transport tests run on both (see the ``engine`` fixture).
-ENGINE: ContextVar[str] = ContextVar("tidings_transport_engine", default="fast")
-
-
-@pytest.fixture(scope="session", params=["fast", "uvicorn"])
+# The HTTP transport tests run on both engines: "fast" (tidings owns the /sse, /stream, /poll
+# sockets) and "asgi" (everything through the ASGI app).
+@pytest.fixture(scope="session", params=["fast", "asgi"])
 def engine(request: pytest.FixtureRequest) -> str:
     value: str = request.param
     return value
@@ -62,36 +36,12 @@ def _engine_of_run_server(request: pytest.FixtureRequest) -> Iterator[None]:
         ENGINE.reset(token)
 
 
-@contextlib.contextmanager
-def run_server(**overrides: Any) -> Iterator[LiveServer]:
-    """Serve a node with ``overrides`` as settings until the block ends (port: any free one)."""
-    overrides.setdefault("port", 0)
-    overrides.setdefault("server", {"engine": ENGINE.get()})
-    settings = load_settings(**overrides)
-    config = uvicorn_config(settings)
-    config.log_level = "warning"
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield LiveServer(settings, server, port)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 @pytest.fixture(scope="session")
 def http_server(engine: str) -> Iterator[LiveServer]:
     """One node for the HTTP transport tests: a 3-publication ``tiny`` namespace, a ``private``
     one, tokens, one allowed origin, quick heartbeats. Tests use channels of their own."""
     with run_server(
-        server={"engine": engine},
+        engine=engine,
         namespaces={"tiny": {"history_size": 3}, "private": {"private": True}},
         sse={"retry_ms": 100, "heartbeat": 0.3},
         token_secret=TOKEN_SECRET,

@@ -423,7 +423,7 @@ async def test_a_client_moves_across_every_transport_without_loss_or_duplicates(
     seen: list[int] = []
     async with websockets.connect(f"ws://127.0.0.1:{http_server.port}/ws") as ws:
         await ws.send(orjson.dumps({"op": "subscribe", "channel": channel, "since": {
-            "epoch": http_server.node.broker.epoch, "offset": 0}}).decode())  # type: ignore[attr-defined]
+            "epoch": http_server.node.broker.epoch, "offset": 0}}).decode())
         cursor = ""
         while len(seen) < 5:
             frame = orjson.loads(await ws.recv())

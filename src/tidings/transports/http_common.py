@@ -56,6 +56,7 @@ __all__ = [
     "Sink",
     "StreamRequest",
     "StreamSubscriber",
+    "checked_request",
     "cors_headers",
     "parse_request",
     "serve_stream",
@@ -226,6 +227,29 @@ async def answer_error(send: Send, exc: TidingsError, cors: Headers) -> None:
     await answer(send, exc.http_status, error_body(exc.code, exc.message), headers)
 
 
+async def checked_request(node: Node, scope: Scope, headers: Mapping[str, str], send: Send, *,
+                          poll: bool = False, last_event_id: bool = False
+                          ) -> StreamRequest | None:
+    """A request of an HTTP push transport, validated (origin, method, draining, parameters),
+    or None once its refusal has been answered as ``{"error": …}`` (with the CORS headers, so a
+    browser can read it). Both engines admit requests here, so they refuse alike."""
+    cors: Headers = []
+    try:
+        cors = cors_headers(node, headers)
+        method = scope.get("method", "GET")
+        if method != "GET":
+            await answer(send, 405, error_body("bad_request", f"{method} is not allowed"),
+                         [*cors, (b"allow", b"GET, OPTIONS")])
+            return None
+        if node.draining:
+            raise Unavailable("the server is draining: reconnect to another node")
+        return await parse_request(node, scope, headers, cors, poll=poll,
+                                   last_event_id=last_event_id)
+    except TidingsError as exc:
+        await answer_error(send, exc, cors)
+        return None
+
+
 class Endpoint:
     """Base of the raw ASGI endpoints: method dispatch, CORS preflight, draining, errors.
 
@@ -241,27 +265,15 @@ class Endpoint:
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope.get("method", "GET")
-        cors: Headers = []
-        try:
-            headers = header_map(scope)
-            if method == "OPTIONS":
-                status, preflight_headers = preflight(self.node, headers)
-                await answer(send, status, b"", preflight_headers)
-                return
-            cors = cors_headers(self.node, headers)
-            if method != "GET":
-                await answer(send, 405, error_body("bad_request", f"{method} is not allowed"),
-                             [*cors, (b"allow", b"GET, OPTIONS")])
-                return
-            if self.node.draining:
-                raise Unavailable("the server is draining: reconnect to another node")
-            request = await parse_request(self.node, scope, headers, cors, poll=self.poll,
-                                          last_event_id=self.last_event_id)
-        except TidingsError as exc:
-            await answer_error(send, exc, cors)
+        headers = header_map(scope)
+        if scope.get("method", "GET") == "OPTIONS":
+            status, preflight_headers = preflight(self.node, headers)
+            await answer(send, status, b"", preflight_headers)
             return
-        await self.serve(request, receive, send)
+        request = await checked_request(self.node, scope, headers, send, poll=self.poll,
+                                        last_event_id=self.last_event_id)
+        if request is not None:
+            await self.serve(request, receive, send)
 
     async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
         raise NotImplementedError

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tidings.core.disconnect import Disconnect
 from tidings.core.events import Gap, Publication
@@ -42,8 +42,8 @@ from tidings.transports.http_common import (
     gap_fields,
 )
 
-__all__ = ["POLL_HEADERS", "Hold", "PollEndpoint", "PollSink", "etag_of", "hold_asgi",
-           "poll_body", "serve_poll", "serve_short_poll"]
+__all__ = ["POLL_HEADERS", "PollEndpoint", "PollSink", "etag_of", "poll_body",
+           "serve_short_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 
@@ -109,29 +109,24 @@ class PollSink:
         return poll_body(self.messages, self.cursor, self.gaps)
 
 
-Hold = Callable[[PollSink, float], Awaitable[None]]
-
-
-def hold_asgi(receive: Receive) -> Hold:
+async def _held(sink: PollSink, receive: Receive, seconds: float) -> None:
     """Wait for news, the timeout, or ``http.disconnect`` (whichever is first)."""
-    async def held(sink: PollSink, seconds: float) -> None:
-        async def gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
-        watcher = asyncio.get_running_loop().create_task(gone())
-        try:
-            await asyncio.wait((sink.news, watcher), timeout=seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
-    return held
+    watcher = asyncio.get_running_loop().create_task(gone())
+    try:
+        await asyncio.wait((sink.news, watcher), timeout=seconds,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
 
 
-async def long_poll(node: Node, request: StreamRequest, send: Send, hold: Hold) -> None:
-    """Subscribe, ``hold`` until news (or the timeout, or the client leaving), answer."""
+async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: Send) -> None:
+    """Subscribe, wait for news (or the timeout, or the client leaving), answer."""
     sink = PollSink(request.limit)
     stream = StreamSubscriber(node, request, "longpoll", sink)
     stream.on_end.append(sink.wake)
@@ -142,7 +137,7 @@ async def long_poll(node: Node, request: StreamRequest, send: Send, hold: Hold) 
         return
     try:
         if not sink.news.done():
-            await hold(sink, request.timeout)
+            await _held(sink, receive, request.timeout)
     finally:
         await stream.close()
     await answer(send, 200, sink.body(), POLL_HEADERS + request.cors)
@@ -203,14 +198,6 @@ async def short_poll(node: Node, request: StreamRequest, send: Send) -> None:
     await answer(send, 200, poll_body(messages, cursor, gap_bytes), headers)
 
 
-async def serve_poll(node: Node, request: StreamRequest, send: Send, hold: Hold) -> None:
-    """Answer one poll: long (``timeout`` > 0, held by ``hold``) or short."""
-    if request.timeout > 0:
-        await long_poll(node, request, send, hold)
-        return
-    await serve_short_poll(node, request, send)
-
-
 async def serve_short_poll(node: Node, request: StreamRequest, send: Send) -> None:
     """Answer a short poll (``timeout=0``): what history holds, at once."""
     connection = _ShortPoll(request)
@@ -228,7 +215,10 @@ class PollEndpoint(Endpoint):
     poll = True
 
     async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        await serve_poll(self.node, request, send, hold_asgi(receive))
+        if request.timeout > 0:
+            await long_poll(self.node, request, receive, send)
+        else:
+            await serve_short_poll(self.node, request, send)
 
 
 class _ShortPoll:

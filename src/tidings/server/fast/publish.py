@@ -22,9 +22,9 @@ from tidings.core.channels import validate_channel
 from tidings.core.commands import validate_event_name
 from tidings.exceptions import TidingsError
 from tidings.server.api import PublishIn, _publish_one
-from tidings.server.errors import error_body
 from tidings.server.fast.http import RequestHead
-from tidings.server.fast.streams import HttpExchange
+from tidings.server.fast.streams import HttpExchange, request_scope
+from tidings.transports.http_common import answer, answer_error
 
 if TYPE_CHECKING:
     from tidings.server.fast.protocol import FastContext
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["PUBLISH_ROUTE", "FastPublish", "publish_length", "serve_publish"]
 
 PUBLISH_ROUTE = b"POST /api/publish"
-JSON = b"application/json"
 
 
 def publish_length(head: RequestHead, most: int) -> int | None:
@@ -54,9 +53,7 @@ def serve_publish(ctx: FastContext, transport: asyncio.Transport | None, head: R
     """Take a complete publish request if it passes every check; False: the ASGI app's."""
     node = ctx.node
     assert node is not None and transport is not None
-    peer = transport.get_extra_info("peername")
-    scope: dict[str, Any] = {"type": "http", "headers": head.raw_headers,
-                             "client": tuple(peer[:2]) if peer else None}
+    scope = request_scope(head, transport)
     try:
         node.security.check_api(scope, "publish")
         request = PublishIn.model_validate_json(body)
@@ -64,7 +61,7 @@ def serve_publish(ctx: FastContext, transport: asyncio.Transport | None, head: R
         validate_event_name(request.event)
     except (TidingsError, ValidationError):
         return False
-    ctx.spawn(FastPublish(ctx, detach(), head, rest, request).run())
+    ctx.spawn(FastPublish(ctx, detach(), head, rest, scope, request).run())
     return True
 
 
@@ -74,8 +71,8 @@ class FastPublish(HttpExchange):
     __slots__ = ("_request",)
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes, request: PublishIn) -> None:
-        super().__init__(ctx, transport, head, rest)
+                 rest: bytes, scope: dict[str, Any], request: PublishIn) -> None:
+        super().__init__(ctx, transport, head, rest, scope)
         self._request = request
 
     async def serve(self) -> None:
@@ -83,10 +80,7 @@ class FastPublish(HttpExchange):
         try:
             out = await _publish_one(self.node, request.channel, request)
         except TidingsError as exc:  # the broker is down, the history full …
-            headers = [(b"content-type", JSON)]
-            if exc.temporary:
-                headers.append((b"retry-after", b"1"))
-            self.respond(exc.http_status, headers, error_body(exc.code, exc.message))
+            await answer_error(self.send, exc, [])
         else:
-            self.respond(200, [(b"content-type", JSON)], out.model_dump_json().encode())
+            await answer(self.send, 200, out.model_dump_json().encode(), [])
         self.complete()

@@ -31,7 +31,7 @@ from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
-from tidings.exceptions import TidingsError, Unavailable
+from tidings.exceptions import TidingsError
 from tidings.ids import random_id
 from tidings.logs import _SANE_ID, access_log, log_event, request_id
 from tidings.node import Node
@@ -42,10 +42,10 @@ from tidings.transports.http_common import (
     Framing,
     StreamRequest,
     StreamSubscriber,
+    answer,
     answer_error,
-    cors_headers,
+    checked_request,
     end_timers,
-    parse_request,
 )
 from tidings.transports.http_stream import NDJSONFraming
 from tidings.transports.long_poll import POLL_HEADERS, PollSink, serve_short_poll
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from tidings.server.fast.protocol import FastContext
 
 __all__ = ["HTTP_ROUTES", "FastNDJSON", "FastPoll", "FastSSE", "FastStream", "HttpExchange",
-           "PushExchange", "owned", "serve_http"]
+           "PushExchange", "owned", "request_scope", "serve_http"]
 
 log = logging.getLogger("tidings.fast")
 
@@ -78,6 +78,13 @@ def serve_http(ctx: FastContext, transport: asyncio.Transport, head: RequestHead
     ctx.spawn(kind(ctx, transport, head, rest).run())
 
 
+def request_scope(head: RequestHead, transport: asyncio.Transport) -> dict[str, Any]:
+    """The ASGI-shaped scope of an owned request, for the helpers shared with the ASGI path."""
+    peer = transport.get_extra_info("peername")
+    return {"type": "http", "method": head.method, "path": head.path, "query_string": head.query,
+            "headers": head.raw_headers, "client": tuple(peer[:2]) if peer else None}
+
+
 class HttpExchange(asyncio.Protocol):
     """One owned request, from its head until its answer is complete.
 
@@ -90,7 +97,7 @@ class HttpExchange(asyncio.Protocol):
                  "_rid", "_scope", "_started", "_status", "_t", "_when", "on_lost")
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes) -> None:
+                 rest: bytes, scope: dict[str, Any] | None = None) -> None:
         self._ctx = ctx
         self._t = transport
         self._head = head
@@ -105,10 +112,7 @@ class HttpExchange(asyncio.Protocol):
         incoming = head.headers.get("x-request-id")
         self._rid = incoming if incoming is not None and _SANE_ID.match(incoming) \
             else random_id()
-        peer = transport.get_extra_info("peername")
-        self._scope: dict[str, Any] = {
-            "type": "http", "method": head.method, "path": head.path, "query_string": head.query,
-            "headers": head.raw_headers, "client": tuple(peer[:2]) if peer else None}
+        self._scope = scope if scope is not None else request_scope(head, transport)
         self.on_lost: Any = None  # called once if the client goes away mid-answer
         transport.set_protocol(self)
         ctx.server_state.connections.add(self)  # type: ignore[arg-type]
@@ -127,8 +131,7 @@ class HttpExchange(asyncio.Protocol):
             log.exception("answering %s %s failed", self._head.method, self._head.path)
             if not self._started and not self._lost:
                 self._keep_alive = False
-                self.respond(500, [(b"content-type", b"application/json")],
-                             error_body("internal", "internal error"))
+                await answer(self.send, 500, error_body("internal", "internal error"), [])
             self.complete()
 
     async def serve(self) -> None:
@@ -145,13 +148,11 @@ class HttpExchange(asyncio.Protocol):
         self.respond(self._status, self._headers_out, message.get("body", b""))
 
     def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        """Write a complete response (``headers`` include its length; see ``answer``)."""
+        """Write a complete response; ``headers`` include its length (as :func:`answer` gives)."""
         self._status = status
         self._started = True
         if self._lost:
             return
-        if not any(name == b"content-length" for name, _ in headers) and status not in (204, 304):
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
         headers = [*headers, (b"x-request-id", self._rid.encode())]
         self._t.write(response_head(status, headers, keep_alive=self._keep_alive) + body)
 
@@ -200,9 +201,9 @@ class HttpExchange(asyncio.Protocol):
 
 
 class PushExchange(HttpExchange):
-    """A request of an HTTP push transport: validated like
-    :class:`~tidings.transports.http_common.Endpoint` (CORS, draining, :func:`parse_request`),
-    errors answered as JSON; subclasses answer a valid request in :meth:`serve_request`."""
+    """A request of an HTTP push transport, validated by
+    :func:`~tidings.transports.http_common.checked_request` as on the ASGI path; subclasses
+    answer a valid request in :meth:`serve_request`."""
 
     __slots__ = ()
 
@@ -211,17 +212,9 @@ class PushExchange(HttpExchange):
     last_event_id = False
 
     async def serve(self) -> None:
-        node = self.node
-        cors: Headers = []
-        try:
-            headers = self._head.headers
-            cors = cors_headers(node, headers)
-            if node.draining:
-                raise Unavailable("the server is draining: reconnect to another node")
-            request = await parse_request(node, self._scope, headers, cors, poll=self.poll,
-                                          last_event_id=self.last_event_id)
-        except TidingsError as exc:
-            await answer_error(self.send, exc, cors)
+        request = await checked_request(self.node, self._scope, self._head.headers, self.send,
+                                        poll=self.poll, last_event_id=self.last_event_id)
+        if request is None:
             self.complete()
             return
         await self.serve_request(request)
@@ -277,8 +270,10 @@ class FastPoll(PushExchange):
             self._timer.cancel()
         self.on_lost = None
         stream.close_now()
-        self.respond(200, [(b"content-type", b"application/json"), *POLL_HEADERS, *request.cors],
-                     sink.body())
+        body = sink.body()
+        self.respond(200, [(b"content-type", b"application/json"),
+                           (b"content-length", b"%d" % len(body)), *POLL_HEADERS, *request.cors],
+                     body)
         self.complete()
 
 
@@ -383,11 +378,12 @@ class FastStream(PushExchange):
         self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         self._wrote = True
         size = self._t.get_write_buffer_size()
-        if size > self.node.settings.limits.outbox_bytes + self._allowance:
+        limit = self._ctx.outbox_bytes
+        if size > limit + self._allowance:
             assert self._stream is not None
             self.node.metrics.outbox_overflow(self.transport_name)
             self._stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
-        elif size <= self.node.settings.limits.outbox_bytes:
+        elif size <= limit:
             self._allowance = 0  # the replay has drained
 
     def _beat(self) -> None:
