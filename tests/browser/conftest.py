@@ -62,9 +62,8 @@ def serves(server: RunningServer, path: str, method: str = "GET") -> bool:
 
 
 def needs(server: RunningServer, path: str, why: str, method: str = "GET") -> None:
-    """Skip the test while ``path`` is not served yet (another branch brings it)."""
-    if not serves(server, path, method):
-        pytest.skip(f"needs {path.split('?')[0]} — {why}")
+    """Fail at once, with a clear message, if ``path`` is not served (404)."""
+    assert serves(server, path, method), f"{path.split('?')[0]} ({why}) is not served (404)"
 
 
 @pytest.fixture(scope="package")

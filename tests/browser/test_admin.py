@@ -89,7 +89,7 @@ def receiver() -> Iterator[Receiver]:
 
 def test_console_replays_a_failed_webhook_delivery_which_then_succeeds(
         page_for: Callable[..., Any], server: RunningServer, receiver: Receiver) -> None:
-    needs(server, "/api/webhooks", "lands with the webhooks")
+    needs(server, "/api/webhooks", "the webhooks")
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
                       timeout=10) as api:
         endpoint = api.post("/api/webhooks", json={"url": receiver.url, "channels": ["orders:*"],

@@ -11,7 +11,7 @@ import pytest
 from tests.browser.conftest import needs, screenshot
 from tests.serving import RunningServer
 
-HTTP_TRANSPORTS = "lands with the HTTP transports"
+HTTP_TRANSPORTS = "the HTTP transports"
 
 
 def join_chat(page: Any, nick: str) -> None:
@@ -92,7 +92,7 @@ def test_progress_streams_and_resumes_after_a_reload(
 
 def test_webhook_inbox_shows_signed_events_and_rejects_tampered_ones(
         page_for: Callable[..., Any], server: RunningServer) -> None:
-    needs(server, "/hooks/demo", "lands with the webhooks", method="POST")
+    needs(server, "/hooks/demo", "the webhooks", method="POST")
     page = page_for("/webhooks")
     page.wait_for_selector("#status[data-state='connected']")
     page.click("#send")

@@ -46,7 +46,7 @@ def test_page_loads_without_errors_failed_or_foreign_requests(
         path: str, page_for: Callable[..., Any], server: RunningServer) -> None:
     ready, endpoints = PAGES[path]
     for endpoint in endpoints:
-        needs(server, endpoint, "lands with the HTTP transports")
+        needs(server, endpoint, "the HTTP transports")
     page = page_for(path)
     if path == "/admin":
         page.fill("#key", "browser-tests-admin-key-0123456789")

@@ -252,8 +252,7 @@ def sse_served(server: RunningServer) -> bool:
 def sse_server() -> Iterator[RunningServer]:
     with serve(sse={"retry_ms": 100, "heartbeat": 1.0},
                limits={"max_message_bytes": 131072}) as server:
-        if not sse_served(server):
-            pytest.skip("/sse is not served yet (404)")
+        assert sse_served(server), "/sse is not served (404)"
         yield server
 
 
