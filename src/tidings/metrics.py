@@ -64,6 +64,8 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "tidings_webhook_queue_depth": (),
     "tidings_inbound_webhooks_total": ("receiver", "outcome"),
     "tidings_draining": (),
+    "tidings_delivery_lag_seconds": (),
+    "tidings_publishes_held_total": (),
 }
 
 #: The broker calls counted in ``tidings_broker_operations_total`` / ``_errors_total``.
@@ -104,6 +106,11 @@ class _NodeCollector(Collector):
                                 value=1 if node.broker_available else 0)
         yield GaugeMetricFamily("tidings_draining", "1 while the node drains for shutdown.",
                                 value=1 if node.draining else 0)
+        yield GaugeMetricFamily("tidings_delivery_lag_seconds",
+                                "How long deliveries wait for their clients (flow control's gauge).",
+                                value=node.flow.lag())
+        yield CounterMetricFamily("tidings_publishes_held", "Publishes whose answer waited "
+                                  "for the deliveries to catch up.", value=node.flow.held)
 
 
 class Metrics:

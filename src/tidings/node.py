@@ -34,6 +34,7 @@ from tidings.core.events import Gap, Page, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
+from tidings.flow import PublishFlow
 from tidings.hub import Hub, Subscriber
 from tidings.ids import random_id
 from tidings.logs import log_event
@@ -157,6 +158,7 @@ class Node:
         # after a hook failed must still enqueue, and hooks are idempotent by publication id.
         self.publish_hooks: list[Callable[[Publication], Awaitable[None]]] = []
         # ops: metrics (tidings.metrics) and draining (drain())
+        self.flow = PublishFlow(self.settings.flow)
         self.metrics = Metrics(self)
         self.metrics.instrument_broker(self.broker)
         self.hub.on_latency = self.metrics.observe_since
@@ -224,8 +226,12 @@ class Node:
         return self.namespaces.for_channel(channel)
 
     async def publish(self, channel: str, data: Any, *, event: str = "message",
-                      idempotency_key: str | None = None) -> PublishResult:
+                      idempotency_key: str | None = None, hold: bool = True) -> PublishResult:
         """Append to history and fan out; returns the publication (or the earlier duplicate).
+
+        Before it returns it waits while the node's deliveries lag (publisher flow control,
+        :mod:`tidings.flow`), unless ``hold`` is false: a caller that publishes several times
+        for one request then waits once itself, with ``await node.flow.hold()``.
 
         Raises BadRequest for a bad channel or event name, Unavailable when the broker is down.
         """
@@ -241,6 +247,8 @@ class Node:
                 hook(result.publication)
         for async_hook in self.publish_hooks:
             await async_hook(result.publication)
+        if hold:
+            await self.flow.hold()
         return result
 
     # subscribing -----------------------------------------------------------------------------

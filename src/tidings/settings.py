@@ -30,6 +30,7 @@ from tidings.core.permissions import NamespaceOptions, Namespaces
 __all__ = [
     "ApiKey",
     "AuthSettings",
+    "FlowSettings",
     "Limits",
     "NamespaceSettings",
     "ReceiverSettings",
@@ -155,6 +156,18 @@ class ServerSettings(_Section):
         True, description="fast engine: one socket write per connection per loop iteration.")
 
 
+class FlowSettings(_Section):
+    enabled: bool = Field(
+        True, description="Hold a publish's answer while the node's deliveries lag (measured by "
+        "WebSocket pings behind the data on the fast engine).")
+    lag_target: float = Field(
+        0.01, gt=0, le=10, description="Seconds of delivery lag above which publish answers wait.")
+    max_hold: float = Field(0.1, ge=0, le=60, description="Longest a publish answer waits.")
+    sentinels: int = Field(3, ge=1, le=64,
+                           description="Connections probed at a time; the lag is their median.")
+    sentinel_term: float = Field(2.0, gt=0, description="Seconds a connection stays a sentinel.")
+
+
 class WebhookSettings(_Section):
     allow_private: list[str] = Field(default_factory=list, description="SSRF allow list (CIDRs).")
     retry_schedule: list[float] = Field(
@@ -237,6 +250,8 @@ class Settings(BaseSettings):
         default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME]).")
     server: ServerSettings = Field(default_factory=ServerSettings,
                                    description="How `tidings serve` serves.")
+    flow: FlowSettings = Field(default_factory=FlowSettings,
+                               description="Publisher flow control (see docs/topics/flow.md).")
 
     @classmethod
     def settings_customise_sources(

@@ -38,7 +38,9 @@ def tidings_python() -> str:
 #    other peers run with quiet logs too);
 #  * no presence and no join/leave messages in the default namespace: with them, 1,000
 #    subscribers of one channel cost 500k join frames at set-up, and no peer does presence;
-#  * connection limits above C1's 10,000 connections from one loopback address.
+#  * connection limits above C1's 10,000 connections from one loopback address;
+#  * publisher flow control with a 2 ms lag target, as docs/topics/flow.md advises for
+#    clients on the same host or LAN (the default, 10 ms, is for clients across the internet).
 # Outbox limits (1 MiB / 10,000 messages per connection) stay at their defaults: a slow consumer
 # closed with 4008 shows up as "lost" and "closed_during_run", which is what a user would see.
 BENCH_TOML = """\
@@ -48,6 +50,9 @@ demo = false
 [limits]
 max_connections_per_ip = 20000
 max_connections_per_user = 20000
+
+[flow]
+lag_target = 0.002
 
 [namespaces.default]
 presence = false

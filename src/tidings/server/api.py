@@ -132,9 +132,10 @@ router = APIRouter()
 NodeDep = Annotated[Node, Depends(node_dependency)]
 
 
-async def _publish_one(node: Node, channel: str, body: PublishIn | BroadcastIn) -> PublishOut:
+async def _publish_one(node: Node, channel: str, body: PublishIn | BroadcastIn,
+                       hold: bool = True) -> PublishOut:
     result = await node.publish(validate_channel(channel), body.data, event=body.event,
-                                idempotency_key=body.idempotency_key)
+                                idempotency_key=body.idempotency_key, hold=hold)
     pub = result.publication
     return PublishOut(channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id,
                       duplicate=result.duplicate)
@@ -151,7 +152,9 @@ async def broadcast(body: BroadcastIn, node: NodeDep) -> BroadcastOut:
     """Publish the same data to several channels (each gets its own offset)."""
     for channel in body.channels:
         validate_channel(channel)
-    return BroadcastOut(results=[await _publish_one(node, ch, body) for ch in body.channels])
+    results = [await _publish_one(node, ch, body, hold=False) for ch in body.channels]
+    await node.flow.hold()  # once for the request, not once per channel
+    return BroadcastOut(results=results)
 
 
 @router.get("/channels", dependencies=[Depends(require("read"))])

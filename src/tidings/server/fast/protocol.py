@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -41,6 +42,7 @@ from tidings.auth.limits import ConnectionLease
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
+from tidings.flow import PublishFlow
 from tidings.ids import random_id
 from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
@@ -49,12 +51,14 @@ from tidings.server.fast.publish import PUBLISH_ROUTE, publish_length, serve_pub
 from tidings.server.fast.streams import HTTP_ROUTES, owned, serve_http
 from tidings.server.fast.websocket import (
     OP_BINARY,
+    OP_PING,
     OP_PONG,
     BinaryMessage,
     CloseReceived,
     FrameParser,
     HandshakeError,
     Ping,
+    Pong,
     ProtocolError,
     TextMessage,
     check_handshake,
@@ -79,9 +83,10 @@ class FastContext:
     """What every connection of one uvicorn server shares: the node, limits, uvicorn's state,
     the ASGI fallback protocol, and the list of connections with frames to write."""
 
-    __slots__ = ("_dirty", "_scheduled", "app_state", "close_timeout", "coalesce", "config",
-                 "echo", "fallback", "handshake_timeout", "idle_timeout", "loop", "max_frame", "max_request",
-                 "node", "outbox_bytes", "ping_interval", "routes", "server_state", "tasks")
+    __slots__ = ("_dirty", "_next_probe", "_scheduled", "app_state", "close_timeout", "coalesce",
+                 "config", "echo", "fallback", "flow", "handshake_timeout", "idle_timeout", "loop",
+                 "max_frame", "max_request", "node", "outbox_bytes", "ping_interval", "routes",
+                 "server_state", "tasks")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -95,6 +100,8 @@ class FastContext:
         self._dirty: list[Flushable] = []
         self._scheduled = False
         self.coalesce = True
+        self.flow: PublishFlow | None = None  # probed by the WebSockets flushed (see _probe)
+        self._next_probe = 0.0
         routes: list[bytes] = []
         self.echo = False
         if self.node is not None:
@@ -108,6 +115,8 @@ class FastContext:
                 routes.append(b"GET /ws-echo")
                 self.echo = True
             self.coalesce = settings.server.coalesce_writes
+            if self.node.flow.enabled:
+                self.flow = self.node.flow
             self.max_frame = limits.max_frame_bytes
             self.max_request = limits.max_request_bytes
             self.outbox_bytes = limits.outbox_bytes
@@ -138,6 +147,27 @@ class FastContext:
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             connection.flush()
+        if self.flow is not None and self.loop.time() >= self._next_probe:
+            self._probe(dirty)
+
+    def _probe(self, flushed: list[Flushable]) -> None:
+        """A round of flow-control probes: pings behind the data just written (tidings.flow)."""
+        flow = self.flow
+        assert flow is not None
+        now = self.loop.time()
+        self._next_probe = now + flow.interval
+        gauge = flow.gauge
+        gauge.retire(now)
+        # Sentinels are picked at random among the connections just written to: the first
+        # ones in fan-out order are likely the first ones their clients read, too.
+        tries = 2 * gauge.size
+        while flushed and not gauge.full and tries:
+            tries -= 1
+            connection = random.choice(flushed)
+            if isinstance(connection, FastWebSocket) and not connection._state:
+                gauge.enlist(connection, now)
+        for sentinel in gauge.idle():
+            cast(FrameConnection, sentinel).probe(gauge.probe(sentinel, now))
 
     def reuse(self, transport: asyncio.Transport, rest: bytes) -> None:
         """A kept-alive connection whose answer is complete: read its next request."""
@@ -391,6 +421,14 @@ class FrameConnection(asyncio.Protocol):
         self._t.write(pending[0] if len(pending) == 1 else b"".join(pending))
         self._check_buffer()
 
+    def probe(self, token: bytes) -> None:
+        """A flow-control ping, behind every frame written or queued so far."""
+        frame = encode_frame(OP_PING, token)
+        if self._pending is None:
+            self._t.write(frame)
+        else:
+            self._pending.append(frame)
+
     def _check_buffer(self) -> None:
         size = self._t.get_write_buffer_size()
         if size > self._limit + self._allowance:
@@ -453,6 +491,12 @@ class FrameConnection(asyncio.Protocol):
                 self.on_text(event.text)
             elif isinstance(event, Ping):
                 self.send_frame(encode_frame(OP_PONG, event.payload))
+            elif isinstance(event, Pong):
+                flow = self._ctx.flow
+                if flow is not None:
+                    token = flow.echoed(self, event.payload, self._ctx.loop.time())
+                    if token is not None:
+                        self.probe(token)
             elif isinstance(event, CloseReceived):
                 self.on_peer_close(event.code)
                 self.close(event.code, now=True)  # echo the code, then close the socket
@@ -468,6 +512,8 @@ class FrameConnection(asyncio.Protocol):
         self._state = CLOSED
         self._pending = None
         self._cancel_timer()
+        if self._ctx.flow is not None:
+            self._ctx.flow.gauge.forget(self)
         self._ctx.server_state.connections.discard(self)
         self.on_lost()
 
