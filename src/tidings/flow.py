@@ -46,6 +46,12 @@ class PublishFlow:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def lagging(self) -> bool:
+        """Whether a publish's answer would wait now (cheap: no sentinels, no clock read)."""
+        if not self.enabled or not len(self.gauge):
+            return False
+        return self.gauge.lag(asyncio.get_running_loop().time()) > self.target
+
     def lag(self) -> float:
         """The lag now, in seconds (0 outside the node's event loop: the probes' clock)."""
         try:
@@ -56,11 +62,9 @@ class PublishFlow:
 
     async def hold(self) -> None:
         """Return once the deliveries lag at most the target, or after ``max_hold``."""
-        if not self.enabled:
+        if not self.lagging():
             return
         loop = asyncio.get_running_loop()
-        if self.gauge.lag(loop.time()) <= self.target:
-            return
         self.held += 1
         waiter = loop.create_future()
         self._waiters.append(waiter)

@@ -247,7 +247,7 @@ class Node:
                 hook(result.publication)
         for async_hook in self.publish_hooks:
             await async_hook(result.publication)
-        if hold:
+        if hold and self.flow.lagging():
             await self.flow.hold()
         return result
 

@@ -158,11 +158,9 @@ class FastContext:
         self._next_probe = now + flow.interval
         gauge = flow.gauge
         gauge.retire(now)
-        # Sentinels are picked at random among the connections just written to: the first
-        # ones in fan-out order are likely the first ones their clients read, too.
-        tries = 2 * gauge.size
-        while flushed and not gauge.full and tries:
-            tries -= 1
+        # A sentinel is picked at random among the connections just written to (one a round):
+        # the first ones in fan-out order are likely the first ones their clients read, too.
+        if flushed and not gauge.full:
             connection = random.choice(flushed)
             if isinstance(connection, FastWebSocket) and not connection._state:
                 gauge.enlist(connection, now)
@@ -423,6 +421,8 @@ class FrameConnection(asyncio.Protocol):
 
     def probe(self, token: bytes) -> None:
         """A flow-control ping, behind every frame written or queued so far."""
+        if self._state:
+            return  # a ping after the close frame would break the protocol
         frame = encode_frame(OP_PING, token)
         if self._pending is None:
             self._t.write(frame)
