@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from tidings.ids import random_id
+from tidings.ids import request_id as new_request_id
 from tidings.server.proxy import TrustedProxies, client_address
 from tidings.settings import Settings
 
@@ -198,7 +198,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else random_id()
+        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id.set(rid)
         if kind == "websocket":

@@ -113,6 +113,31 @@ class _NodeCollector(Collector):
                                   "for the deliveries to catch up.", value=node.flow.held)
 
 
+class _CountsCollector(Collector):
+    """The counters bumped once or more per request (connections opened and closed, broker
+    calls): plain integers, read at scrape time. A prometheus_client ``Counter.inc`` takes a lock
+    each time, which long polling paid several times per poll."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for name, doc, labels, counts in (
+                ("tidings_connections_opened", "Client connections accepted.", ["transport"],
+                 {(k,): v for k, v in m.opened.items()}),
+                ("tidings_disconnects", "Client connections closed, by close reason.",
+                 ["transport", "reason"], m.closed),
+                ("tidings_broker_operations", "Broker calls made by this node.", ["operation"],
+                 {(k,): v[0] for k, v in m.broker_calls.items()}),
+                ("tidings_broker_errors", "Broker calls that failed.", ["operation"],
+                 {(k,): v[1] for k, v in m.broker_calls.items()})):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in sorted(counts.items()):
+                family.add_metric(list(key), value, created=m.created)
+            yield family
+
+
 class Metrics:
     """The metrics of one node (see the module docstring)."""
 
@@ -125,25 +150,17 @@ class Metrics:
             "tidings_delivery_latency_seconds",
             "Seconds from publish to the write on a subscriber's connection (sampled fan-outs).",
             buckets=LATENCY_BUCKETS, registry=r)
-        self.connections_opened = Counter("tidings_connections_opened",
-                                          "Client connections accepted.", ["transport"],
-                                          registry=r)
-        self._opened: dict[str, Counter] = {}
-        self._closed: dict[tuple[str, str], Counter] = {}
-        self.disconnects = Counter("tidings_disconnects",
-                                   "Client connections closed, by close reason.",
-                                   ["transport", "reason"], registry=r)
+        self.created = time.time()
+        self.opened: dict[str, int] = {}
+        self.closed: dict[tuple[str, str], int] = {}
+        self.broker_calls: dict[str, list[int]] = {}  # operation: [calls, errors]
+        r.register(_CountsCollector(self))
         self.outbox_overflows = Counter("tidings_outbox_overflows",
                                         "Outboxes that overflowed (the client was too slow).",
                                         ["transport"], registry=r)
         self.slow_consumers = Counter("tidings_slow_consumer_disconnects",
                                       "Connections closed as slow consumers (4008).",
                                       ["transport"], registry=r)
-        self.broker_operations = Counter("tidings_broker_operations",
-                                         "Broker calls made by this node.", ["operation"],
-                                         registry=r)
-        self.broker_errors = Counter("tidings_broker_errors", "Broker calls that failed.",
-                                     ["operation"], registry=r)
         self.webhook_attempts = Counter("tidings_webhook_attempts",
                                         "Outbound webhook delivery attempts, by outcome.",
                                         ["outcome"], registry=r)
@@ -166,17 +183,12 @@ class Metrics:
         self.observe_latency(time.time() - publication_time_ms / 1000)
 
     def connection_opened(self, transport: str) -> None:
-        child = self._opened.get(transport)
-        if child is None:  # labels() costs more than the increment: once per transport
-            child = self._opened[transport] = self.connections_opened.labels(transport)
-        child.inc()
+        self.opened[transport] = self.opened.get(transport, 0) + 1
 
     def connection_closed(self, transport: str, reason: str) -> None:
         """Count a close; ``reason`` is a close-code name in lower case (``service_restart``)."""
-        child = self._closed.get((transport, reason))
-        if child is None:
-            child = self._closed[(transport, reason)] = self.disconnects.labels(transport, reason)
-        child.inc()
+        key = (transport, reason)
+        self.closed[key] = self.closed.get(key, 0) + 1
         if reason == "slow_consumer":
             self.slow_consumers.labels(transport).inc()
 
@@ -213,16 +225,15 @@ class Metrics:
 
     def _counted(self, operation: str,
                  method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        calls = self.broker_operations.labels(operation)
-        errors = self.broker_errors.labels(operation)
+        counts = self.broker_calls.setdefault(operation, [0, 0])
 
         @functools.wraps(method)
         async def counted(*args: Any, **kwargs: Any) -> T:
-            calls.inc()
+            counts[0] += 1
             try:
                 return await method(*args, **kwargs)
             except Exception:
-                errors.inc()
+                counts[1] += 1
                 raise
 
         return counted

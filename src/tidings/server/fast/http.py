@@ -118,11 +118,18 @@ def http_date() -> bytes:
     return value
 
 
+_STATUS_LINES: dict[int, bytes] = {}
+
+
 def response_head(status: int, headers: Headers, *, chunked: bool = False,
                   keep_alive: bool = True) -> bytes:
     """An HTTP/1.1 response head with ``headers`` (``chunked``: a body of unknown length
     follows in chunks; otherwise ``headers`` say its length)."""
-    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode("ascii"))]
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s" % (
+            status, HTTPStatus(status).phrase.encode("ascii"))
+    lines = [line]
     lines.append(b"date: " + http_date())
     lines.extend(name + b": " + value for name, value in headers)
     if chunked:

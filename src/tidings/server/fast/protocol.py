@@ -43,7 +43,7 @@ from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
 from tidings.flow import PublishFlow
-from tidings.ids import random_id
+from tidings.ids import request_id as new_request_id
 from tidings.logs import _SANE_ID, request_id
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
@@ -169,7 +169,8 @@ class FastContext:
 
     def reuse(self, transport: asyncio.Transport, rest: bytes) -> None:
         """A kept-alive connection whose answer is complete: read its next request."""
-        protocol = FastProtocol(self.config, self.server_state, self.app_state, self.loop)
+        protocol = FastProtocol(self.config, self.server_state, self.app_state, self.loop,
+                                context=self)
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
         if not transport.is_reading():
@@ -203,10 +204,13 @@ class FastProtocol(asyncio.Protocol):
     __slots__ = ("_admitting", "_buf", "_ctx", "_end", "_head", "_timer", "_transport")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if not config.loaded:
-            config.load()
-        self._ctx = FastContext.of(config, server_state, app_state, _loop)
+                 _loop: asyncio.AbstractEventLoop | None = None, *,
+                 context: FastContext | None = None) -> None:
+        if context is None:  # uvicorn's call, for a new connection
+            if not config.loaded:
+                config.load()
+            context = FastContext.of(config, server_state, app_state, _loop)
+        self._ctx = context
         self._buf = b""
         self._head: RequestHead | None = None  # once the head of an owned route is read
         self._end = 0  # where it ends in _buf
@@ -333,7 +337,7 @@ class FastProtocol(asyncio.Protocol):
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
         # echoed in the 101 and carried by the connection's open log line
         incoming = head.headers.get("x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else random_id()
+        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
         request_id.set(rid)  # this task's context only
         connection.open(handshake_response(accept, [("X-Request-ID", rid)]), rest)
 
