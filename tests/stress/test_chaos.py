@@ -58,6 +58,10 @@ async def run_chaos(url: str, transports: list[str], clients: int, channels: int
                                     Position(publisher.epochs[channel], 1), name=f"{transport}#{i}")
                 consumer.start()
                 consumers.append(consumer)
+            # Faults must meet a live run: starting 200 clients can hold this loop for seconds
+            # (each builds its HTTP client), longer than the publishing takes on a slow host.
+            await wait_for(lambda: proxy.stats.connections >= clients, 60,
+                           "every consumer to connect through the proxy")
             await publisher.steady(names, rounds, rate)
             proxy.calm()
             last = dict(publisher.last)
