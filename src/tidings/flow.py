@@ -42,10 +42,6 @@ class PublishFlow:
         self._waiters: list[asyncio.Future[None]] = []
         self.held = 0  # publishes whose answer waited (tidings_publishes_held_total)
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
     def lagging(self) -> bool:
         """Whether a publish's answer would wait now (cheap: no sentinels, no clock read)."""
         if not self.enabled or not len(self.gauge):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 
-__all__ = ["random_id", "request_id"]
+__all__ = ["new_request_id", "random_id"]
 
 # A request id only has to be unique, not unguessable: a random part per process, then a count.
 _PROCESS = os.urandom(8).hex()
@@ -18,7 +18,7 @@ def random_id() -> str:
     return os.urandom(16).hex()
 
 
-def request_id() -> str:
+def new_request_id() -> str:
     """A new request's id, 32 hex digits like a random id: unique across processes and
     restarts, without a system call."""
     return f"{_PROCESS}{next(_COUNT):016x}"

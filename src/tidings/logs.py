@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from tidings.ids import request_id as new_request_id
+from tidings.ids import new_request_id
 from tidings.server.proxy import TrustedProxies, client_address
 from tidings.settings import Settings
 
@@ -51,6 +51,12 @@ request_id: ContextVar[str | None] = ContextVar("tidings_request_id", default=No
 
 MASK = "***"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def request_id_for(incoming: str | None) -> str:
+    """A request's id: the client's ``X-Request-ID`` if it is sane, else a new one."""
+    return incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
+
 _PATTERNS = [
     # query parameters and form fields carrying credentials
     (re.compile(r"(?i)\b((?:access_)?token|api_key|apikey|key|secret|password|signature)"
@@ -198,7 +204,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
+        rid = request_id_for(incoming)
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id.set(rid)
         if kind == "websocket":

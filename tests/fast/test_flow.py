@@ -64,6 +64,7 @@ async def test_a_publish_waits_while_the_only_subscriber_lags_and_goes_once_it_r
                 elif opcode == OP_TEXT and orjson.loads(payload)["op"] == "message":
                     data = orjson.loads(payload)["data"]
             assert data == 0
+            # an answer that does not come can only be shown over time: 0.3 s, 30 lag targets
             await asyncio.sleep(0.3)
             assert not held.done(), "the answer must wait while the subscriber lags"
             metrics = (await client.get("/metrics")).text
@@ -128,6 +129,7 @@ async def test_without_flow_control_or_probes_nothing_is_held(engine: str):
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             for i in range(5):
                 assert await timed_publish(client, i) < 2
+                # time for a probe, were one sent, to age past the 10 ms target: nothing to wait on
                 await asyncio.sleep(0.05)
             assert metric((await client.get("/metrics")).text, "tidings_publishes_held_total") == 0
         await gone(ws)

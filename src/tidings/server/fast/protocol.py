@@ -43,8 +43,7 @@ from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
 from tidings.flow import PublishFlow
-from tidings.ids import request_id as new_request_id
-from tidings.logs import _SANE_ID, request_id
+from tidings.logs import request_id, request_id_for
 from tidings.node import Node
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.server.fast.publish import PUBLISH_ROUTE, publish_length, serve_publish
@@ -336,8 +335,7 @@ class FastProtocol(asyncio.Protocol):
         connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address)
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
         # echoed in the 101 and carried by the connection's open log line
-        incoming = head.headers.get("x-request-id")
-        rid = incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
+        rid = request_id_for(head.headers.get("x-request-id"))
         request_id.set(rid)  # this task's context only
         connection.open(handshake_response(accept, [("X-Request-ID", rid)]), rest)
 

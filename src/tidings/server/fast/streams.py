@@ -32,8 +32,7 @@ from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
-from tidings.ids import request_id as new_request_id
-from tidings.logs import _SANE_ID, access_log, log_event, request_id
+from tidings.logs import access_log, log_event, request_id, request_id_for
 from tidings.node import Node
 from tidings.server.errors import error_body
 from tidings.server.fast.http import Headers, RequestHead, response_head
@@ -109,9 +108,7 @@ class HttpExchange(asyncio.Protocol):
         self._status = 0
         self._headers_out: Headers = []
         self._when = time.monotonic()
-        incoming = head.headers.get("x-request-id")
-        self._rid = incoming if incoming is not None and _SANE_ID.match(incoming) \
-            else new_request_id()
+        self._rid = request_id_for(head.headers.get("x-request-id"))
         self._scope = scope if scope is not None else request_scope(head, transport)
         self.on_lost: Any = None  # called once if the client goes away mid-answer
         transport.set_protocol(self)
