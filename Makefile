@@ -3,25 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
+# every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
+CONSTRAINTS := constraints.txt
 
-.PHONY: serve test lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test test-latest lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e .
 	touch $@
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test]'
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	touch $(VENV)/.installed $@
 
 # the benchmarks' extra (matplotlib, for the PNG charts) on top of the test extras
 BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test,bench]'
+$(BENCH_STAMP): pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test,bench]'
 	touch $(VENV)/.installed $(STAMP) $@
 
 ## serve: install and start the server on http://127.0.0.1:8600 (demo pages at /)
@@ -31,6 +33,28 @@ serve: $(VENV)/.installed
 ## test: install the test extras and run the whole suite
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-latest: the suite against the newest releases allowed by pyproject.toml, in .venv-latest
+## (drift shows here first, not as a red main); a failure here means: fix, then `make lock`
+LATEST := .venv-latest
+test-latest:
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --exclude-editable | diff constraints.txt - | grep '^[<>] [A-Za-z]' || true
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+
+## lock: pin what pyproject.toml allows today into constraints.txt (then run `make test`)
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q -e '.[test,bench]'
+	{ sed -n '1,2p' constraints.txt; echo '# pip itself, so the installer is the same on every machine'; \
+	  .venv-lock/bin/python -m pip --version | awk '{print "pip==" $$2}'; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-lock
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -58,6 +82,6 @@ conformance: $(STAMP)
 	$(PY) -m pytest tests/conformance -m "slow or not slow"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .venv-latest .pytest_cache .mypy_cache .ruff_cache .coverage
 
 include benchmarks/Makefile.inc

@@ -352,3 +352,43 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_fai
         assert sorted(p.offset for p in results) == list(range(1, 201))
     finally:
         await broker.close()
+
+
+async def test_the_asyncio_client_makes_one_attempt_per_command_and_no_library_retry() -> None:
+    """A retried ``EVALSHA`` whose reply was lost would append twice, so the single-Redis client
+    must not retry: a server that drops every connection sees exactly one attempt per command.
+    (It must also be redis-py's *asyncio* Retry: the synchronous one warns and is not awaited.)"""
+    import socket
+    import warnings
+
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    from tidings.brokers.redis import redis_client
+
+    accepted = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read(1)  # the command has started to arrive: hang up without a reply
+        writer.close()
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.start_server(drop, "127.0.0.1", port)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client = redis_client(f"redis://127.0.0.1:{port}/0", command_timeout=2.0)
+    try:
+        assert isinstance(client, aioredis.Redis)
+        retry = client.get_retry()
+        assert isinstance(retry, AsyncRetry)
+        assert retry.get_retries() == 0
+        with pytest.raises(Exception):  # noqa: B017 - redis-py's ConnectionError, whichever subclass
+            await client.set("k", "v")
+        assert accepted == 1
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

@@ -71,9 +71,9 @@ from urllib.parse import urlsplit
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from tidings.brokers._resp import RespAddress, RespConnection
 from tidings.brokers.base import BrokerHandler, PublishResult
