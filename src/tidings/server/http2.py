@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.utils import LifespanFailureError
 
+from tidings.exceptions import TidingsError
 from tidings.server.app import create_app
 from tidings.settings import Settings
 
@@ -56,10 +58,15 @@ async def serve_http2(settings: Settings, *, certfile: Path | None = None,
     """Serve ``create_app(settings)`` under Hypercorn until ``shutdown_trigger`` returns."""
     config = hypercorn_config(settings, certfile=certfile, keyfile=keyfile)
     app = create_app(settings)
-    if shutdown_trigger is None:
-        await serve(app, config)  # type: ignore[arg-type]
-    else:
-        await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    try:
+        if shutdown_trigger is None:
+            await serve(app, config)
+        else:
+            await serve(app, config, shutdown_trigger=shutdown_trigger)
+    except LifespanFailureError:
+        if app.startup_error is None:
+            raise
+        raise app.startup_error from None  # the reason, without Hypercorn's wrapping
 
 
 def run_http2(settings: Settings, *, certfile: Path | None = None,
@@ -70,6 +77,12 @@ def run_http2(settings: Settings, *, certfile: Path | None = None,
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not on Windows
-        asyncio.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+        runner = uvloop.run
+    try:
+        runner(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+    except TidingsError as exc:
+        # As uvicorn does for the other engines: one line, and its startup-failure status.
+        logging.getLogger("hypercorn.error").error("cannot start: %s", exc.message)
+        raise SystemExit(3) from None
