@@ -224,6 +224,25 @@ async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
 
 
+@pytest.mark.parametrize("path", ["/sse", "/stream", "/poll"])
+async def test_preflight_allows_what_the_route_takes_and_nothing_more(
+        client: httpx.AsyncClient, path: str) -> None:
+    allowed = await client.options(path, headers={
+        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, last-event-id, if-none-match"})
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-methods"] == "GET, OPTIONS"
+    assert allowed.headers["access-control-allow-headers"] == \
+        "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
+    for method, asked in [("POST", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "content-type"),
+                          ("GET", "idempotency-key")]:
+        refused = await client.options(path, headers={
+            "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": method,
+            **({"Access-Control-Request-Headers": asked} if asked else {})})
+        assert refused.status_code == 403, (method, asked)
+        assert "access-control-allow-origin" not in refused.headers
+
+
 # authentication, limits, lifecycle ------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
