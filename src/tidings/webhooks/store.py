@@ -137,17 +137,21 @@ class Delivery:
     updated_at: float
     last_status: int | None
     last_error: str | None
+    # Read by WebhookStore.delivery only: a listing (deliveries) leaves it empty.
     log: list[Attempt] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows (no attempt log)."""
         return {
             "id": self.id, "endpoint_id": self.endpoint_id, "webhook_id": self.webhook_id,
             "channel": self.channel, "event": self.event, "status": self.status,
             "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_status": self.last_status, "last_error": self.last_error,
-            "attempt_log": [a.to_dict() for a in self.log],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "attempt_log": [a.to_dict() for a in self.log]}
 
 
 class WebhookStore(Protocol):
