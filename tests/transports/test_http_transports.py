@@ -527,3 +527,18 @@ def dechunk(body: bytes) -> bytes:
             break
         out, body = out + body[:size], body[size + 2:]
     return out
+
+
+# static files ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/static/tidings.d.ts", "text/plain; charset=utf-8"),
+    ("/static/tidings.js", "text/javascript; charset=utf-8"),
+    ("/pages/style.css", "text/css; charset=utf-8"),
+])
+async def test_static_files_have_fixed_content_types_on_both_engines(
+        client: httpx.AsyncClient, path: str, content_type: str) -> None:
+    # Not the machine's mimetypes: there .ts may be text/vnd.trolltech.linguist or video/mp2t.
+    answer = await client.get(path)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == content_type

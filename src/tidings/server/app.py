@@ -19,7 +19,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from tidings.exceptions import TidingsError
@@ -30,6 +29,7 @@ from tidings.server.admin import Admin
 from tidings.server.api import create_api
 from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
+from tidings.server.static_files import StaticFiles
 from tidings.settings import Settings
 from tidings.transports.http_stream import StreamEndpoint
 from tidings.transports.long_poll import PollEndpoint
