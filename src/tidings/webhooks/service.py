@@ -107,6 +107,7 @@ class WebhookService:
         try:
             await self.store.open()
         except StartupError as exc:
+            await self.store.close()  # its worker thread
             shared = ("a SQLite broker serves one node: give each node its own broker file, "
                       if self.node.settings.broker.startswith("sqlite:///")
                       and not self.settings.store else "give each node its own [webhooks] store, ")
