@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -17,10 +18,12 @@ COMMANDS = ["serve", "publish", "subscribe", "history", "presence", "token", "ke
 
 
 def tidings(*args: str, url: str | None = None, input: str | None = None,
-            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+            timeout: float = 30, columns: int | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if url:
         env["TIDINGS_URL"] = url
+    if columns:
+        env["COLUMNS"] = str(columns)
     return subprocess.run([sys.executable, "-m", "tidings", *args], capture_output=True,
                           text=True, env=env, input=input, timeout=timeout, check=False)
 
@@ -32,8 +35,17 @@ def test_version():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str):
-    result = tidings(*command.split(), "--help")
+    result = tidings(*command.split(), "--help", columns=200)
     assert result.returncode == 0 and "Usage" in result.stdout
+    # rich takes "[…]" in a help text for markup and drops it, leaving "Port ." behind.
+    assert not re.search(r"\w \.(\s|$)", result.stdout), result.stdout
+
+
+def test_serve_help_shows_the_defaults():
+    shown = tidings("serve", "--help", columns=200).stdout
+    assert "Address to bind (default 127.0.0.1)." in shown
+    assert "Port (default 8600; 0 = any free)." in shown
+    assert "memory (default)" in shown
 
 
 def test_publish_history_and_subscribe_round_trip(server: RunningServer):

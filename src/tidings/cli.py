@@ -95,11 +95,15 @@ def parse_data(value: str) -> Any:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8600; 0 = any free].")] = None,
+    # The defaults live in Settings (None: not given, the file or environment decides). Not
+    # "[default: …]" in a help text: rich reads it as markup and drops it.
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Port (default 8600; 0 = any free).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
                                                 envvar="TIDINGS_CONFIG")] = None,
-    broker: Annotated[str | None, typer.Option(help="memory | sqlite:///f.db | redis://…")] = None,
+    broker: Annotated[str | None, typer.Option(
+        help="memory (default) | sqlite:///f.db | redis://… | redis-cluster://…")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
     insecure: Annotated[bool, typer.Option(help="Allow a public bind without secrets.")] = False,
     certfile: Annotated[Path | None, typer.Option(help="TLS certificate (serves https/wss).")] = None,

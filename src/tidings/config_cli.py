@@ -192,5 +192,9 @@ def show(
 
 def effective(settings: Settings) -> dict[str, Any]:
     """The settings as plain JSON values (unmasked: mask before showing them)."""
+    from tidings.webhooks.service import store_location
+
     data: dict[str, Any] = settings.model_dump(mode="json")
+    # Where the webhook queue lives is decided by the broker when unset: say it.
+    data["webhooks"]["store"] = store_location(settings)
     return data

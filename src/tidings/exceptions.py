@@ -13,7 +13,8 @@
     ├── TooLarge                 too_large        413
     ├── RateLimited              rate_limited     429   yes
     ├── Unavailable              unavailable      503   yes
-    └── Internal                 internal         500
+    ├── Internal                 internal         500
+    └── StartupError             startup_failed   503
 
 Every error carries what an edge needs to answer a client: ``code`` (the JSON ``error.code``),
 ``http_status`` and ``temporary`` (a retry may succeed). Foreign exceptions are translated once, at
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidCursor",
     "NotFound",
     "RateLimited",
+    "StartupError",
     "TidingsError",
     "TokenExpired",
     "TooLarge",
@@ -109,3 +111,12 @@ class Unavailable(TidingsError):
 class Internal(TidingsError):
     code = "internal"
     http_status = 500
+
+
+class StartupError(TidingsError):
+    """A node that cannot start as it is set up (a Redis Cluster node given as ``redis://``, a
+    webhook store another node holds). ``message`` is one line that says what to do: the server
+    prints it instead of a traceback."""
+
+    code = "startup_failed"
+    http_status = 503

@@ -179,7 +179,10 @@ class WebhookSettings(_Section):
     concurrency_per_endpoint: int = Field(4, ge=1, description="Attempts in flight per endpoint.")
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
-    store: str = Field("", description="SQLite file of the delivery queue ('': tidings-webhooks.db).")
+    store: str = Field(
+        "", description="Where the delivery queue lives: '' follows the broker (memory: in memory; "
+        "sqlite:///x.db: x-webhooks.db beside it; Redis: in that Redis), 'memory', or a SQLite "
+        "file (one node per file).")
     retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured.")
     throttle_floor: float = Field(60.0, ge=0, description="Least delay after a 429 or a timeout.")
     response_cap: int = Field(65536, ge=1024, description="Bytes of a response body read at most.")
@@ -296,6 +299,15 @@ class Settings(BaseSettings):
         ):
             raise ValueError("use memory, sqlite:///path.db, redis://host:port/db or redis-cluster://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _webhook_store(self) -> Settings:
+        if self.webhooks.store and self.broker.startswith(("redis://", "rediss://",
+                                                           "redis-cluster://")):
+            raise ValueError(
+                "webhooks.store: with a Redis broker the webhook queue lives in that Redis, "
+                "shared by every node; remove webhooks.store")
+        return self
 
     @model_validator(mode="after")
     def _safe_bind(self) -> Settings:

@@ -123,12 +123,13 @@ def test_no_cors_headers_without_an_allowed_origin_but_vary_always(origin: str |
 
 
 def test_preflight_for_an_allowed_origin_answers_204_with_the_policy() -> None:
-    answer = cors().preflight("https://a.example.org", "POST", "authorization, content-type")
+    answer = cors().preflight("https://a.example.org", "GET", "authorization, last-event-id")
     headers = dict(answer.headers)
     assert answer.status == 204
     assert headers["Access-Control-Allow-Origin"] == "https://a.example.org"
-    assert "POST" in headers["Access-Control-Allow-Methods"]
-    assert "Authorization" in headers["Access-Control-Allow-Headers"]
+    assert headers["Access-Control-Allow-Methods"] == "GET, OPTIONS"
+    assert headers["Access-Control-Allow-Headers"] == \
+        "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
     assert headers["Access-Control-Allow-Credentials"] == "true"
     assert headers["Access-Control-Max-Age"] == "600"
     assert "Origin" in headers["Vary"]
@@ -140,6 +141,10 @@ def test_preflight_for_an_allowed_origin_answers_204_with_the_policy() -> None:
         ("https://evil.test", "GET", None),
         (None, "GET", None),
         ("https://app.example.com", "PUT", None),
+        ("https://app.example.com", "POST", None),
+        ("https://app.example.com", "DELETE", None),
+        ("https://app.example.com", "GET", "content-type"),
+        ("https://app.example.com", "GET", "idempotency-key"),
         ("https://app.example.com", None, None),
         ("https://app.example.com", "GET", "X-Custom"),
     ],

@@ -101,6 +101,8 @@ def test_console_replays_a_failed_webhook_delivery_which_then_succeeds(
         page.click(f"#webhooks tr[data-endpoint='{endpoint['id']}'] button")
         failed = page.locator("#deliveries tr[data-status='failed']")
         failed.wait_for()
+        # The last attempt's result (it showed "–": the listing's attempt log was always empty).
+        assert failed.locator("td").nth(4).inner_text() == "500"
         receiver.fail = False
         failed.locator("button:text-is('Replay')").click()
         assert receiver.succeeded.wait(15)

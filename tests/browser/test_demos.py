@@ -6,9 +6,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.browser.conftest import needs, screenshot
+from tests.browser.conftest import API_KEY, needs, screenshot
 from tests.serving import RunningServer
 
 HTTP_TRANSPORTS = "the HTTP transports"
@@ -121,3 +122,34 @@ def test_transport_lab_shows_the_same_messages_on_all_five_transports(
     for measure in ("p50", "p99"):
         assert all(float(v) >= 0 for v in numbers[measure]), numbers
     screenshot(page, "lab.png")
+
+
+def test_transport_lab_times_only_its_own_messages_not_those_published_elsewhere(
+        page_for: Callable[..., Any], server: RunningServer) -> None:
+    for path in ("/sse?channel=x", "/stream?channel=x", "/poll?channel=x&timeout=0"):
+        needs(server, path, HTTP_TRANSPORTS)
+    page = page_for("/lab")
+    page.wait_for_function("() => Object.keys(window.lab.clients).length === 5")
+    channel = page.evaluate("() => window.lab.channel")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=10) as api:
+        for data in ({"text": "from the CLI"}, "a plain string"):
+            api.post("/api/publish", json={"channel": channel, "data": data}).raise_for_status()
+
+    def latencies() -> dict[str, list[str]]:
+        page.wait_for_selector("tr[data-measure='messages'] td[data-transport='poll']:text-is('2')")
+        found: dict[str, list[str]] = page.evaluate("""() => Object.fromEntries(
+          ['p50', 'p99'].map((m) => [m, [...document.querySelectorAll(
+            `tr[data-measure='${m}'] td`)].map((td) => td.textContent)]))""")
+        return found
+
+    # No send time to measure from: "–", not NaN.
+    assert latencies() == {"p50": ["–"] * 5, "p99": ["–"] * 5}
+    assert page.text_content("#feed-sse li") == "(published elsewhere)"
+    page.click("#one")
+    page.wait_for_selector("tr[data-measure='messages'] td[data-transport='poll']:text-is('3')")
+    page.wait_for_function("""() => [...document.querySelectorAll("tr[data-measure='p99'] td")]
+      .every((td) => td.textContent !== '–')""")
+    timed = page.evaluate("""() => [...document.querySelectorAll("tr[data-measure='p99'] td")]
+      .map((td) => Number(td.textContent))""")
+    assert all(value >= 0 for value in timed), timed

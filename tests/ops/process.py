@@ -50,16 +50,28 @@ class ServerProcess:
         return self.process.wait(timeout)
 
 
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without TIDINGS_ variables, with this checkout's source first."""
+    found = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    found["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [found.get("PYTHONPATH")])])
+    found.update(env or {})
+    return found
+
+
+def serve_failing(*args: str, cwd: Path | None = None,
+                  timeout: float = START_DEADLINE) -> subprocess.CompletedProcess[str]:
+    """Run ``tidings serve ARGS`` expecting it to exit on its own (a start that fails)."""
+    return subprocess.run([sys.executable, "-m", "tidings", "serve", *args], env=environment(),
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
 def start(config: Path, port: int, log: Path, env: dict[str, str] | None = None) -> ServerProcess:
     """Start ``tidings serve`` and wait until ``/readyz`` answers 200."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [environment.get("PYTHONPATH")])])
-    environment.update(env or {})
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "tidings", "serve", "--config", str(config), "--port",
-             str(port)], stdout=out, stderr=subprocess.STDOUT, env=environment)
+             str(port)], stdout=out, stderr=subprocess.STDOUT, env=environment(env))
     server = ServerProcess(process, port, log)
     deadline = time.monotonic() + START_DEADLINE
     while True:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
 import ssl
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+import websockets
 
 from tests.transports.readers import channel_name
 from tidings.server.http2 import serve_http2
@@ -92,3 +95,44 @@ async def test_ten_sse_streams_share_one_http2_connection_and_all_receive(
         finally:
             for s in streams:
                 await s.__aexit__(None, None, None)
+
+
+class CloseLines(logging.Handler):
+    """Collects the node's ``close transport=ws`` log lines; ``seen`` is set at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("close transport=ws"):
+            self.lines.append(record.getMessage())
+            self.seen.set()
+
+
+@pytest.mark.parametrize("code", [1000, 1001])
+async def test_a_client_closing_a_websocket_normally_is_logged_with_its_code(
+        h2_server: tuple[str, ssl.SSLContext], code: int) -> None:
+    # Hypercorn told the app 1006 (abnormal) for every close the client started.
+    url, shared = h2_server
+    # WebSockets go over HTTP/1.1 (ALPN): a context of our own, httpx set h2 on the shared one.
+    context = ssl.create_default_context()
+    for der in shared.get_ca_certs(binary_form=True):
+        context.load_verify_locations(cadata=der)
+    context.set_alpn_protocols(["http/1.1"])
+    logger = logging.getLogger("tidings.connections")
+    handler, level = CloseLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with websockets.connect(url.replace("https", "wss") + "/ws", ssl=context) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "ref": 1, "channel": channel_name()}))
+            assert json.loads(await ws.recv())["op"] == "subscribed"
+            await ws.close(code)
+        assert await asyncio.to_thread(handler.seen.wait, 10), "no close line logged"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(handler.lines) == 1, handler.lines
+    assert f"code={code} " in handler.lines[0] and "by=client" in handler.lines[0], handler.lines

@@ -224,6 +224,25 @@ async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
 
 
+@pytest.mark.parametrize("path", ["/sse", "/stream", "/poll"])
+async def test_preflight_allows_what_the_route_takes_and_nothing_more(
+        client: httpx.AsyncClient, path: str) -> None:
+    allowed = await client.options(path, headers={
+        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, last-event-id, if-none-match"})
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-methods"] == "GET, OPTIONS"
+    assert allowed.headers["access-control-allow-headers"] == \
+        "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
+    for method, asked in [("POST", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "content-type"),
+                          ("GET", "idempotency-key")]:
+        refused = await client.options(path, headers={
+            "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": method,
+            **({"Access-Control-Request-Headers": asked} if asked else {})})
+        assert refused.status_code == 403, (method, asked)
+        assert "access-control-allow-origin" not in refused.headers
+
+
 # authentication, limits, lifecycle ------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
@@ -508,3 +527,18 @@ def dechunk(body: bytes) -> bytes:
             break
         out, body = out + body[:size], body[size + 2:]
     return out
+
+
+# static files ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/static/tidings.d.ts", "text/plain; charset=utf-8"),
+    ("/static/tidings.js", "text/javascript; charset=utf-8"),
+    ("/pages/style.css", "text/css; charset=utf-8"),
+])
+async def test_static_files_have_fixed_content_types_on_both_engines(
+        client: httpx.AsyncClient, path: str, content_type: str) -> None:
+    # Not the machine's mimetypes: there .ts may be text/vnd.trolltech.linguist or video/mp2t.
+    answer = await client.get(path)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == content_type

@@ -86,3 +86,30 @@ async def test_listen_verifies_and_prints_a_delivery(hub: Hub) -> None:
     assert json.loads(out.decode().strip())["data"] == {"hello": "listen"}
     assert "refused" in err.decode()
     assert "verified" in err.decode()
+
+
+async def tidings_at_80_columns(hub: Hub, *args: str) -> str:
+    """The real command in a real 80-column terminal's width (rich reads COLUMNS at start)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "80", "TIDINGS_URL": hub.base_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidings", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_lists_show_whole_ids_in_80_columns(hub: Hub, receiver: Receiver) -> None:
+    url = receiver.on("/a-rather-long-path/for-a-receiver/that-takes-room", status(200))
+    endpoint = await hub.create(url, ["orders:*", "invoices:*"],
+                                description="an endpoint with a description that takes room")
+    await hub.publish("orders:1", {"n": 1})
+    await wait_for(lambda: len(receiver.at("/a-rather-long-path/for-a-receiver/that-takes-room"))
+                   == 1)
+    listed = await tidings_at_80_columns(hub, "webhooks", "list")
+    assert endpoint["id"] in listed, listed
+    assert max(len(line) for line in listed.splitlines()) <= 80
+    delivery = (await hub.deliveries(endpoint["id"]))[0]
+    shown = await tidings_at_80_columns(hub, "webhooks", "deliveries", endpoint["id"])
+    assert delivery["id"] in shown, shown
+    assert max(len(line) for line in shown.splitlines()) <= 80

@@ -39,19 +39,20 @@ __all__ = [
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
-#: Request headers a cross-origin client may send (what the transports and the API read).
+# The policy is that of /sse, /stream and /poll (the server API answers no CORS): a preflight
+# allows what those routes take and nothing more.
+#: Request headers a cross-origin client may send: the credentials, SSE's resume header, the
+#: poll's conditional request, and the no-cache a fetch-based reader may add.
 DEFAULT_ALLOW_HEADERS: tuple[str, ...] = (
     "Authorization",
-    "Content-Type",
     "Last-Event-ID",
     "If-None-Match",
-    "Idempotency-Key",
     "Cache-Control",
 )
 #: Response headers a cross-origin script may read.
 DEFAULT_EXPOSE_HEADERS: tuple[str, ...] = ("ETag", "Retry-After", "Content-Type")
-#: Methods the HTTP transports and the server API answer.
-DEFAULT_ALLOW_METHODS: tuple[str, ...] = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+#: Methods the HTTP transports answer (anything else is 405).
+DEFAULT_ALLOW_METHODS: tuple[str, ...] = ("GET", "OPTIONS")
 
 
 @dataclass(frozen=True, slots=True)

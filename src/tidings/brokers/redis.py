@@ -73,7 +73,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from tidings.brokers._resp import RespAddress, RespConnection
 from tidings.brokers.base import BrokerHandler, PublishResult
@@ -81,7 +81,7 @@ from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
-from tidings.exceptions import BadRequest, Unavailable
+from tidings.exceptions import BadRequest, StartupError, Unavailable
 
 if TYPE_CHECKING:
     from tidings.presence.redis import RedisPresence
@@ -143,6 +143,20 @@ async def translated(what: str) -> AsyncIterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise Unavailable(f"redis {what} failed: {exc}") from exc
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _reason(exc: BaseException) -> str:
+    """What redis-py said (not our translation of it), on one line."""
+    cause = exc.__cause__ if isinstance(exc, Unavailable) and exc.__cause__ else exc
+    return " ".join(str(cause).split()) or type(cause).__name__
 
 
 def redis_client(url: str, *, command_timeout: float = 10.0, max_connections: int = 100
@@ -379,15 +393,41 @@ class RedisBroker:
     # lifecycle -------------------------------------------------------------------------------
 
     async def start(self, handler: BrokerHandler) -> None:
-        """Connect; Unavailable if Redis does not answer (a node should not start blind)."""
+        """Connect; StartupError, in one line, if Redis does not answer (a node should not
+        start blind) or is not of the kind the URL says (a cluster node given as ``redis://``
+        would answer MOVED to most keys; a plain Redis given as ``redis-cluster://``)."""
         self._handler = handler
-        await self.ping()
+        await self._check_server()
         if self.cluster:
             assert isinstance(self._redis, RedisCluster)
             async with translated("cluster discovery"):
                 await self._redis.initialize()
         else:
             self._listener_for("")
+
+    async def _check_server(self) -> None:
+        where = _without_password(self.url)
+        address = urlsplit(self.url)
+        hostport = f"{address.hostname or '127.0.0.1'}:{address.port or 6379}"
+        try:
+            await self.ping()
+        except (Unavailable, RedisClusterException) as exc:
+            if self.cluster and "cluster mode is not enabled" in str(exc).lower():
+                raise StartupError(
+                    f"broker {where} is a single Redis, not a cluster node: use "
+                    f"broker = \"redis://{hostport}/0\"") from None
+            raise StartupError(f"broker {where} does not answer: {_reason(exc)}") from None
+        if self.cluster:
+            return
+        try:
+            async with translated("info"):
+                info = await self._redis.info("cluster")
+        except Unavailable:
+            return  # INFO may be renamed or denied: nothing to learn then
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise StartupError(
+                f"broker {where} is a Redis Cluster node: use "
+                f"broker = \"redis-cluster://{hostport}\"")
 
     async def close(self) -> None:
         for listener in list(self._listeners.values()):

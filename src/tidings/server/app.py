@@ -19,9 +19,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from tidings.exceptions import TidingsError
 from tidings.logs import RequestIdMiddleware
 from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tidings.node import Node
@@ -29,6 +29,7 @@ from tidings.server.admin import Admin
 from tidings.server.api import create_api
 from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
+from tidings.server.static_files import StaticFiles
 from tidings.settings import Settings
 from tidings.transports.http_stream import StreamEndpoint
 from tidings.transports.long_poll import PollEndpoint
@@ -102,18 +103,43 @@ class TidingsApp(Starlette):
     # Entered after the node starts, left before it stops (e.g. the demo generators).
     services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]]
 
+    # Why the node did not start, when it is an error tidings raised on purpose (its message
+    # says what to do); a server reports it in one line and exits (see __call__).
+    startup_error: TidingsError | None = None
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Start the node, and stop it on the way out (usable as a host app's lifespan)."""
-        async with self.node:
-            await self.webhooks.start()
-            try:
-                async with contextlib.AsyncExitStack() as stack:
-                    for service in self.services:
-                        await stack.enter_async_context(service())
-                    yield
-            finally:
-                await self.webhooks.stop()
+        started = False
+        try:
+            async with self.node:
+                await self.webhooks.start()
+                try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        for service in self.services:
+                            await stack.enter_async_context(service())
+                        started = True
+                        yield
+                finally:
+                    await self.webhooks.stop()
+        except TidingsError as exc:
+            if not started:
+                self.startup_error = exc
+            raise
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            send = self._one_line_startup_failure(send)
+        await super().__call__(scope, receive, send)
+
+    def _one_line_startup_failure(self, send: Any) -> Any:
+        """Starlette reports a failed startup with the traceback, which the server logs; for an
+        error of ours the message alone is what the user needs."""
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
+                message = {**message, "message": f"cannot start: {self.startup_error.message}"}
+            await send(message)
+        return wrapped
 
 
 async def healthz(request: Request) -> Response:

@@ -36,10 +36,10 @@ from standardwebhooks import Webhook
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from tidings.exceptions import BadRequest, RateLimited, TidingsError
 from tidings.node import Node
+from tidings.server.static_files import StaticFiles
 from tidings.settings import NamespaceSettings, ReceiverSettings, Settings
 
 __all__ = ["PAGES", "Demo", "demo_settings", "page_routes", "static_pages"]

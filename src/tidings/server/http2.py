@@ -14,17 +14,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol.events import Event, StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.utils import LifespanFailureError
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
+from tidings.exceptions import TidingsError
 from tidings.server.app import create_app
 from tidings.settings import Settings
 
 __all__ = ["hypercorn_config", "run_http2", "serve_http2"]
+
+
+class _WSStream(WSStream):
+    """Hypercorn's WebSocket stream, telling the app the close code the client sent.
+
+    Hypercorn answers a client's close frame and then reports the stream's end to the app as
+    ``websocket.disconnect`` 1006 (abnormal closure) unless the app had closed first, so every
+    normal client close was logged (and counted) as 1006. The code is kept here when Hypercorn
+    echoes it, and given to the app instead.
+    """
+
+    peer_close: int | None = None
+
+    async def _send_wsproto_event(self, event: Any) -> None:
+        if isinstance(event, CloseConnection) and \
+                self.connection.state == ConnectionState.REMOTE_CLOSING:
+            self.peer_close = event.code  # the echo of the client's close frame
+        await super()._send_wsproto_event(event)
+
+    async def handle(self, event: Event) -> None:
+        if (isinstance(event, StreamClosed) and self.peer_close is not None
+                and self.app_put is not None and not self.closed
+                and self.state == ASGIWebsocketState.CONNECTED):
+            self.closed = True
+            await self.app_put({"type": "websocket.disconnect", "code": self.peer_close})
+            return
+        await super().handle(event)
+
+
+def _use_our_websocket_stream() -> None:
+    # Hypercorn has no setting for its stream class: its protocols name it at import.
+    for module in (hypercorn.protocol.h11, hypercorn.protocol.h2):
+        setattr(module, "WSStream", _WSStream)  # noqa: B010 (not an exported name, for mypy)
 
 
 def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
@@ -55,11 +96,17 @@ async def serve_http2(settings: Settings, *, certfile: Path | None = None,
                       shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
     """Serve ``create_app(settings)`` under Hypercorn until ``shutdown_trigger`` returns."""
     config = hypercorn_config(settings, certfile=certfile, keyfile=keyfile)
+    _use_our_websocket_stream()
     app = create_app(settings)
-    if shutdown_trigger is None:
-        await serve(app, config)  # type: ignore[arg-type]
-    else:
-        await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    try:
+        if shutdown_trigger is None:
+            await serve(app, config)
+        else:
+            await serve(app, config, shutdown_trigger=shutdown_trigger)
+    except LifespanFailureError:
+        if app.startup_error is None:
+            raise
+        raise app.startup_error from None  # the reason, without Hypercorn's wrapping
 
 
 def run_http2(settings: Settings, *, certfile: Path | None = None,
@@ -70,6 +117,12 @@ def run_http2(settings: Settings, *, certfile: Path | None = None,
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not on Windows
-        asyncio.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+        runner = uvloop.run
+    try:
+        runner(serve_http2(settings, certfile=certfile, keyfile=keyfile))
+    except TidingsError as exc:
+        # As uvicorn does for the other engines: one line, and its startup-failure status.
+        logging.getLogger("hypercorn.error").error("cannot start: %s", exc.message)
+        raise SystemExit(3) from None

@@ -87,6 +87,8 @@ class AttemptOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
+    """A delivery as listed: its state and last result; the attempt log is in its detail."""
+
     id: str
     endpoint_id: str
     webhook_id: str
@@ -99,10 +101,19 @@ class DeliveryOut(BaseModel):
     updated_at: float
     last_status: int | None
     last_error: str | None
-    attempt_log: list[AttemptOut]
 
     @classmethod
     def of(cls, delivery: Delivery) -> DeliveryOut:
+        return cls.model_validate(delivery.summary())
+
+
+class DeliveryDetail(DeliveryOut):
+    """One delivery with every attempt made (``GET …/deliveries/{id}``)."""
+
+    attempt_log: list[AttemptOut]
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryDetail:
         return cls.model_validate(delivery.to_dict())
 
 
@@ -181,9 +192,9 @@ def make_router(service: WebhookService, *, dependencies: Sequence[Any] = (),
         found = await service.deliveries(endpoint_id, status, limit, since)
         return DeliveryList(deliveries=[DeliveryOut.of(d) for d in found])
 
-    @router.get("/{endpoint_id}/deliveries/{delivery_id}", response_model=DeliveryOut)
-    async def get_delivery(endpoint_id: str, delivery_id: str) -> DeliveryOut:
-        return DeliveryOut.of(await service.delivery(endpoint_id, delivery_id))
+    @router.get("/{endpoint_id}/deliveries/{delivery_id}", response_model=DeliveryDetail)
+    async def get_delivery(endpoint_id: str, delivery_id: str) -> DeliveryDetail:
+        return DeliveryDetail.of(await service.delivery(endpoint_id, delivery_id))
 
     @router.post("/{endpoint_id}/replay", response_model=ReplayOut)
     async def replay(endpoint_id: str, body: ReplayIn) -> ReplayOut:

@@ -71,6 +71,13 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
+def _id_column(table: Table, name: str, values: list[str]) -> None:
+    """A column of ids, never cut nor wrapped (they are copied into the next command); a narrow
+    terminal squeezes the other columns instead."""
+    width = max((len(v) for v in values), default=len(name))
+    table.add_column(name, no_wrap=True, min_width=width, overflow="fold")
+
+
 def _when(value: float | None) -> str:
     return "" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -107,7 +114,10 @@ def list_(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
     if as_json:
         _print_json(found)
         return
-    table = Table("id", "url", "channels", "events", "enabled", "description")
+    table = Table()
+    _id_column(table, "id", [e["id"] for e in found])
+    for name in ("url", "channels", "events", "enabled", "description"):
+        table.add_column(name)
     for e in found:
         enabled = "yes" if e["enabled"] else f"no ({e['disabled_reason']})"
         table.add_row(e["id"], e["url"], " ".join(e["channels"]), " ".join(e["events"] or []),
@@ -129,7 +139,7 @@ def deliveries(
     limit: Annotated[int, typer.Option("--limit")] = 50,
     url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False,
 ) -> None:
-    """List an endpoint's deliveries, newest first."""
+    """List an endpoint's deliveries, newest first (--json also shows their webhook-id)."""
     params: dict[str, Any] = {"limit": limit}
     if status:
         params["status"] = status
@@ -138,11 +148,15 @@ def deliveries(
     if as_json:
         _print_json(found)
         return
-    table = Table("id", "webhook-id", "channel", "event", "status", "attempts", "last",
-                  "created")
+    # No webhook-id column: with the whole delivery id (what replay takes) it would not fit 80
+    # columns; --json has it, and tidings webhooks deliveries ID --json | jq finds it.
+    table = Table()
+    _id_column(table, "id", [d["id"] for d in found])
+    for name in ("channel", "event", "status", "attempts", "last", "created"):
+        table.add_column(name)
     for d in found:
         last = str(d["last_status"] or d["last_error"] or "")
-        table.add_row(d["id"], d["webhook_id"], d["channel"], d["event"], d["status"],
+        table.add_row(d["id"], d["channel"], d["event"], d["status"],
                       str(d["attempts"]), last[:40], _when(d["created_at"]))
     console.print(table)
 

@@ -25,7 +25,7 @@ import orjson
 from tidings.core.channels import pattern_matches, validate_pattern
 from tidings.core.commands import validate_event_name
 from tidings.core.events import Publication
-from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound
+from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound, StartupError
 from tidings.node import Node
 from tidings.settings import Settings
 from tidings.webhooks.dispatcher import Dispatcher, Sender
@@ -43,25 +43,37 @@ from tidings.webhooks.store import (
     WebhookStore,
 )
 
-__all__ = ["WebhookService", "attach_webhooks", "make_store", "store_path"]
+__all__ = ["WebhookService", "attach_webhooks", "make_store", "store_location", "store_path"]
 
 log = logging.getLogger("tidings.webhooks")
 
 
-def store_path(settings: Settings) -> Path:
-    """Where the SQLite queue lives: ``webhooks.store``, else next to a SQLite broker's file,
-    else ``tidings-webhooks.db`` in the working directory."""
-    if settings.webhooks.store:
-        return Path(settings.webhooks.store)
+def store_path(settings: Settings) -> Path | None:
+    """The SQLite file of the queue (without a Redis broker), or None for a queue in memory:
+    ``webhooks.store`` if set, else beside a SQLite broker's file, else (memory broker, which
+    keeps nothing across a restart either) in memory."""
+    store = settings.webhooks.store
+    if store == "memory":
+        return None
+    if store:
+        return Path(store)
     if settings.broker.startswith("sqlite:///"):
         broker = Path(settings.broker.removeprefix("sqlite:///"))
         return broker.with_name(broker.stem + "-webhooks.db")
-    return Path("tidings-webhooks.db")
+    return None
+
+
+def store_location(settings: Settings) -> str:
+    """Where the queue lives, as ``tidings config show`` states it."""
+    if is_redis_url(settings.broker):
+        return ""  # in the broker's Redis (webhooks.store must stay empty)
+    path = store_path(settings)
+    return "memory" if path is None else str(path)
 
 
 def make_store(settings: Settings) -> WebhookStore:
     """The queue of a node: in Redis when the broker is Redis (shared by every node on it, see
-    :mod:`tidings.webhooks.redis_store`), else the SQLite file of :func:`store_path`."""
+    :mod:`tidings.webhooks.redis_store`), else in SQLite at :func:`store_path` (or memory)."""
     if is_redis_url(settings.broker):
         return RedisWebhookStore(settings.broker, lease=settings.webhooks.lease)
     return SQLiteWebhookStore(store_path(settings), synchronous=settings.webhooks.synchronous)
@@ -92,7 +104,15 @@ class WebhookService:
 
     async def start(self) -> None:
         """Open the store, load endpoints, resume pending deliveries, hook into publish."""
-        await self.store.open()
+        try:
+            await self.store.open()
+        except StartupError as exc:
+            await self.store.close()  # its worker thread
+            shared = ("a SQLite broker serves one node: give each node its own broker file, "
+                      if self.node.settings.broker.startswith("sqlite:///")
+                      and not self.settings.store else "give each node its own [webhooks] store, ")
+            raise StartupError(f"{exc.message}; {shared}or use a Redis broker to share "
+                               "webhooks between nodes") from None
         self.endpoints.update({e.id: e for e in await self.store.list_endpoints()})
         sender = Sender(timeout=self.settings.timeout, allowed=self.allowed,
                         response_cap=self.settings.response_cap, ca_file=self.settings.ca_file)

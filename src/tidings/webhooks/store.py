@@ -1,9 +1,9 @@
 """The durable side of webhooks: endpoints, the delivery queue, the attempt log, inbound dedup.
 
 :class:`WebhookStore` is the seam; :class:`SQLiteWebhookStore` is the single-node implementation:
-one SQLite file in WAL mode, one connection driven by one worker thread, so calls are serialised
-and the event loop never blocks on disk. :mod:`tidings.webhooks.redis_store` is the one shared by
-the nodes of a Redis broker.
+one SQLite file in WAL mode (locked to its node) or memory, one connection driven by one worker
+thread, so calls are serialised and the event loop never blocks on disk.
+:mod:`tidings.webhooks.redis_store` is the one shared by the nodes of a Redis broker.
 
 Contract:
 
@@ -20,7 +20,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from tidings.exceptions import Unavailable
+from tidings.exceptions import StartupError, Unavailable
 from tidings.webhooks.signing import SigningKey
 
 __all__ = [
@@ -135,17 +137,21 @@ class Delivery:
     updated_at: float
     last_status: int | None
     last_error: str | None
+    # Read by WebhookStore.delivery only: a listing (deliveries) leaves it empty.
     log: list[Attempt] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows (no attempt log)."""
         return {
             "id": self.id, "endpoint_id": self.endpoint_id, "webhook_id": self.webhook_id,
             "channel": self.channel, "event": self.event, "status": self.status,
             "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_status": self.last_status, "last_error": self.last_error,
-            "attempt_log": [a.to_dict() for a in self.log],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "attempt_log": [a.to_dict() for a in self.log]}
 
 
 class WebhookStore(Protocol):
@@ -238,11 +244,19 @@ def _delivery_from(row: Sequence[Any]) -> Delivery:
 
 
 class SQLiteWebhookStore:
-    """See the module docstring; ``path`` is the SQLite file (created if missing)."""
+    """See the module docstring; ``path`` is the SQLite file (created if missing), or None for
+    a queue in memory (nothing survives the process: for a node whose broker keeps nothing
+    either).
 
-    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
-        self.path = Path(path)
+    One node at a time: :meth:`open` takes an exclusive lock on ``<path>.lock`` (released by
+    :meth:`close`, or by the system when the process dies) and raises StartupError if another
+    node holds it. Each node keeps the endpoints and the due deliveries in memory, so two nodes
+    on one file would each miss what the other creates."""
+
+    def __init__(self, path: str | Path | None, *, synchronous: str = "normal") -> None:
+        self.path = None if path is None else Path(path)
         self.synchronous = synchronous.upper()
+        self._lock: int | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
         self._db: sqlite3.Connection | None = None
         self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -316,15 +330,33 @@ class SQLiteWebhookStore:
 
     async def open(self) -> None:
         def connect() -> None:
-            if self.path.parent:
+            if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+                self._lock = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
+                if self._lock is None:
+                    raise StartupError(f"another tidings node uses the webhook store {self.path}")
+            db: sqlite3.Connection | None = None
+            try:
+                db = sqlite3.connect(":memory:" if self.path is None else self.path,
+                                     isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(_SCHEMA)
+            except BaseException as exc:
+                if db is not None:
+                    db.close()
+                self._unlock()
+                if isinstance(exc, sqlite3.Error):
+                    raise Unavailable(f"webhook store {self.path}: {exc}") from exc
+                raise
             self._db = db
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases its flock
+            self._lock = None
 
     async def close(self) -> None:
         """Finish queued writes and close (idempotent)."""
@@ -338,6 +370,7 @@ class SQLiteWebhookStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self._unlock()
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
 
@@ -493,6 +526,20 @@ class SQLiteWebhookStore:
         await self._write(lambda db: db.execute(
             "DELETE FROM inbound_seen WHERE receiver = ? AND delivery_id = ?",
             (receiver, delivery_id)))
+
+
+def _lock_exclusively(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive flock, or None if another holds one.
+
+    flock, not SQLite's own locks: those last a transaction, and a second node would wait for
+    them and then carry on beside the first rather than be refused."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def now() -> float:

@@ -197,8 +197,8 @@ async function refreshDeliveries() {
     const tr = document.createElement("tr");
     tr.dataset.delivery = d.id;
     tr.dataset.status = d.status;
-    const last = d.attempt_log.at(-1);
-    const lastText = last ? `${last.status ?? last.error ?? ""} ${last.outcome}` : "–";
+    // A listing carries the last attempt's result, not the attempt log (that is the detail's).
+    const lastText = d.attempts ? String(d.last_status ?? d.last_error ?? "") : "–";
     const actions = document.createElement("td");
     if (d.status !== "pending") actions.append(button("Replay", () => replay(d.id), `Replay delivery ${d.id}`));
     tr.append(cell(d.webhook_id, "mono"), cell(`${d.channel} ${d.event}`), cell(d.status, d.status === "failed" ? "bad" : d.status === "succeeded" ? "good" : "warn"),
