@@ -35,6 +35,7 @@ import orjson
 from tidings.brokers.base import BrokerHandler, PublishResult
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
+from tidings.core.payload import publication_from_json
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
 from tidings.exceptions import BadRequest, Unavailable
@@ -307,4 +308,4 @@ def _encode(publication: Publication, encoded_data: bytes) -> bytes:
 
 
 def _decode(payload: bytes) -> Publication:
-    return Publication.from_dict(orjson.loads(payload))
+    return publication_from_json(payload)
