@@ -10,6 +10,7 @@ import pytest
 
 from tidings.core.events import Publication
 from tidings.core.payload import (
+    COUNT_BELOW,
     ENCODER_DEPTH,
     MAX_DELIVERABLE_DEPTH,
     WITHHELD_EVENT,
@@ -44,6 +45,18 @@ def test_data_up_to_max_depth_is_accepted_and_one_level_more_is_refused(max_dept
 def test_data_deeper_than_the_encoder_writes_is_refused_as_too_deep(depth: int) -> None:
     with pytest.raises(BadRequest, match="deeper than 64 levels"):
         DataRules(64).encode("a", nested(depth), NamespaceOptions())
+
+
+def test_a_long_body_is_checked_exactly_too() -> None:
+    rules = DataRules(64)
+    options = NamespaceOptions(max_message_bytes=100_000)
+    long_text = "x" * (COUNT_BELOW + 1)
+    shallow = nested(64, long_text)
+    assert rules.encode("a", shallow, options) == orjson.dumps(shallow)
+    with pytest.raises(BadRequest, match="deeper than 64 levels"):
+        rules.encode("a", nested(65, long_text), options)
+    with pytest.raises(TooLarge, match="100001 bytes"):
+        rules.encode("a", "y" * 99_999, options)
 
 
 def test_many_brackets_that_do_not_nest_are_accepted() -> None:

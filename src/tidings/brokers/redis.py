@@ -422,13 +422,17 @@ class RedisBroker:
         idempotency_key: str | None = None,
         publication_id: str,
         now_ms: int,
+        data_json: bytes | None = None,
     ) -> PublishResult:
         keys = channel_keys(channel)
         try:
-            body = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms,
-                                 "event": event, "data": data})
+            if data_json is None:
+                data_json = orjson.dumps(data)
         except TypeError as exc:
             raise BadRequest(f"data is not JSON: {exc}") from exc
+        head = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms,
+                             "event": event})
+        body = b"".join((head[:-1], b',"data":', data_json, b"}"))
         idem_ms = int(self.idempotency_window * 1000) if idempotency_key is not None else 0
         idem_key = keys.idempotency(idempotency_key) if idempotency_key is not None else keys.meta
         ttl_ms = int(options.history_ttl * 1000) if options.history_ttl > 0 else 0
