@@ -120,6 +120,7 @@ async def test_deep_data_is_refused_on_every_path_and_the_channel_keeps_working(
                 refused = await api_publish(client, channel, nested(depth), path)
                 assert refused.status_code == 400, (path, depth, refused.text)
                 assert refused.json()["error"]["code"] == "bad_request"
+                assert "limits.max_json_depth" in refused.json()["error"]["message"]
         # A frame too deep even to parse is refused the same way; the connection stays open.
         await publisher.conn.send(f'{{"op":"publish","channel":"{channel}",'
                                   f'"data":{nested(2000)}}}')

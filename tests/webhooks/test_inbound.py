@@ -218,6 +218,11 @@ async def test_an_inbound_body_over_the_channel_limits_is_refused_before_it_is_a
     too_deep = await hub.client.post("/hooks/generic", content=deep,
                                      headers=generic_headers(deep, "d-deep"))
     assert too_deep.status_code == 400, too_deep.text
+    deepest = ("[" * 100_000 + "]" * 100_000).encode()  # deeper than the parser goes
+    unparsable = await hub.client.post("/hooks/generic", content=deepest,
+                                       headers=generic_headers(deepest, "d-deepest"))
+    assert unparsable.status_code == 400, unparsable.text
+    assert "too deep" in unparsable.json()["error"]["message"]
     assert await history(hub, "generic:events") == []
     small = b'{"text": "ok"}'
     accepted = await hub.client.post("/hooks/generic", content=small,
