@@ -7,6 +7,7 @@ delivered withheld, and no read breaks on it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,11 +126,46 @@ async def test_deep_data_is_refused_on_every_path_and_the_channel_keeps_working(
         await publisher.conn.send(f'{{"op":"publish","channel":"{channel}",'
                                   f'"data":{nested(2000)}}}')
         assert (await publisher.recv())["code"] == "bad_request"
-        assert (await publisher.request("publish", channel=channel, data="after"))[
+        assert (await publisher.request("publish", channel=channel, data=value(LIMIT)))[
             "op"] == "published"
         live_messages = await live.messages(2)
-    assert [(m["offset"], m["data"]) for m in live_messages] == [(1, value(LIMIT)), (2, "after")]
-    await check_reads(server, channel, epoch, [value(LIMIT), "after"])
+    expected = [value(LIMIT), value(LIMIT)]
+    assert [(m["offset"], m["data"]) for m in live_messages] == [(1, expected[0]),
+                                                                 (2, expected[1])]
+    await check_reads(server, channel, epoch, expected)
+
+
+async def test_hostile_publishers_racing_good_ones_store_only_the_good_in_order(
+        server: RunningServer) -> None:
+    # Several anonymous clients at once, each mixing too-deep and too-large publishes with
+    # good ones: every bad one gets its error reply on a connection that stays
+    # open, the good ones get gap-free offsets, and every reader sees exactly the good ones.
+    channel, clients, rounds = "small:race", 4, 15
+    bad = [nested(300), nested(1023), nested(LIMIT + 1), '"' + "x" * 70_000 + '"']
+
+    async def hostile(n: int) -> list[int]:
+        offsets = []
+        async with await WS.open(server.ws_url) as ws:
+            for i in range(rounds):
+                for j, data in enumerate(bad):
+                    await ws.conn.send(f'{{"op":"publish","ref":{j},"channel":"{channel}",'
+                                       f'"data":{data}}}')
+                good = await ws.send("publish", channel=channel, data=[n, i])
+                replies = await replies_until(ws, good)
+                assert [(r["ref"], r["op"]) for r in replies[:-1]] == [
+                    (j, "error") for j in range(len(bad))], replies
+                assert replies[-1]["op"] == "published", replies
+                offsets.append(replies[-1]["offset"])
+        return offsets
+
+    async with await WS.open(server.ws_url) as live:
+        subscribed = await live.request("subscribe", channel=channel)
+        results = await asyncio.gather(*(hostile(n) for n in range(clients)))
+        received = await live.messages(clients * rounds)
+    offsets = sorted(o for r in results for o in r)
+    assert offsets == list(range(1, clients * rounds + 1))
+    assert [m["offset"] for m in received] == offsets
+    await check_reads(server, channel, subscribed["epoch"], [m["data"] for m in received])
 
 
 @pytest.mark.parametrize("size", [70_000, 200_000, 900_000])
@@ -157,6 +193,18 @@ async def test_api_publish_and_broadcast_hold_the_namespace_message_limit(
         within = await client.post("/api/publish", json={"channel": "small:a",
                                                          "data": "x" * 65_000})
         assert within.status_code == 200, within.text
+
+
+async def replies_until(ws: WS, ref: int) -> list[dict[str, Any]]:
+    """The replies the server sent, up to and including the one to ``ref`` (they come in
+    order); other frames (messages, presence) are skipped."""
+    replies = []
+    while True:
+        frame = await ws.recv()
+        if "ref" in frame:
+            replies.append(frame)
+            if frame["ref"] == ref and frame["op"] != "error":
+                return replies
 
 
 @pytest.fixture(params=["sqlite", "redis"])
