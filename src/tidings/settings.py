@@ -54,7 +54,8 @@ class _Section(BaseModel):
 class Limits(_Section):
     publish_rate: float = Field(50.0, gt=0, description="Publishes per second per connection.")
     publish_burst: int = Field(100, ge=1, description="Burst of the per-connection publish rate.")
-    max_message_bytes: int = Field(65536, ge=64, description="Default message size limit.")
+    max_message_bytes: int = Field(65536, ge=64,
+                                   description="Default size limit of a message's data (JSON).")
     max_json_depth: int = Field(64, ge=1, le=MAX_JSON_DEPTH,
                                 description="Most nested arrays/objects a message's data may hold.")
     max_frame_bytes: int = Field(1048576, ge=1024, description="Largest WebSocket frame accepted.")
