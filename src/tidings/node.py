@@ -31,6 +31,7 @@ from tidings.core.channels import validate_channel
 from tidings.core.commands import validate_event_name
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap, Page, Publication
+from tidings.core.payload import DataRules
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered, Recovery
@@ -139,6 +140,7 @@ class Node:
                  presence: PresenceManager | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.namespaces = self.settings.namespace_rules()
+        self.data_rules = DataRules(self.settings.limits.max_json_depth)
         self.broker = broker if broker is not None else make_broker(self.settings)
         self.presence = presence if presence is not None else make_presence(
             self.settings, self.broker)
@@ -233,13 +235,42 @@ class Node:
         :mod:`tidings.flow`), unless ``hold`` is false: a caller that publishes several times
         for one request then waits once itself, with ``await node.flow.hold()``.
 
-        Raises BadRequest for a bad channel or event name, Unavailable when the broker is down.
+        Raises BadRequest for a bad channel or event name or data that is not JSON or nests
+        deeper than ``limits.max_json_depth``, TooLarge for data over the namespace's
+        ``max_message_bytes``, Unavailable when the broker is down. Every publish path (WebSocket,
+        server API, broadcast, inbound webhooks) comes through here, so nothing the broker stores
+        is undeliverable (:mod:`tidings.core.payload`).
         """
+        data_json = self.check_publish(channel, data, event)
+        return await self._store(channel, data, data_json, event, idempotency_key, hold)
+
+    def check_publish(self, channel: str, data: Any, event: str = "message") -> bytes:
+        """Raise what :meth:`publish` would refuse ``data`` on ``channel`` with, storing nothing;
+        returns ``data`` as compact JSON."""
         validate_channel(channel)
         validate_event_name(event)
+        return self.data_rules.encode(channel, data, self.options(channel))
+
+    async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
+                        idempotency_key: str | None = None) -> list[PublishResult]:
+        """:meth:`publish` to each channel, all or nothing as far as the checks go.
+
+        Every channel is checked (name, event, data against its namespace's limits) before any
+        is stored, so a refusal stores nothing. Waits once for flow control, at the end.
+        """
+        encoded = [self.check_publish(channel, data, event) for channel in channels]
+        results = [await self._store(channel, data, data_json, event, idempotency_key, False)
+                   for channel, data_json in zip(channels, encoded, strict=True)]
+        if self.flow.lagging():
+            await self.flow.hold()
+        return results
+
+    async def _store(self, channel: str, data: Any, data_json: bytes, event: str,
+                     idempotency_key: str | None, hold: bool) -> PublishResult:
         result = await self.broker.publish(
             channel, data, event=event, options=self.options(channel),
             idempotency_key=idempotency_key, publication_id=random_id(), now_ms=now_ms(),
+            data_json=data_json,
         )
         if not result.duplicate:
             self.publications += 1

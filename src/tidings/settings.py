@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from tidings.core.channels import DEFAULT_NAMESPACE
+from tidings.core.payload import MAX_JSON_DEPTH
 from tidings.core.permissions import NamespaceOptions, Namespaces
 
 __all__ = [
@@ -53,7 +54,10 @@ class _Section(BaseModel):
 class Limits(_Section):
     publish_rate: float = Field(50.0, gt=0, description="Publishes per second per connection.")
     publish_burst: int = Field(100, ge=1, description="Burst of the per-connection publish rate.")
-    max_message_bytes: int = Field(65536, ge=64, description="Default message size limit.")
+    max_message_bytes: int = Field(65536, ge=64,
+                                   description="Default size limit of a message's data (JSON).")
+    max_json_depth: int = Field(64, ge=1, le=MAX_JSON_DEPTH,
+                                description="Most nested arrays/objects a message's data may hold.")
     max_frame_bytes: int = Field(1048576, ge=1024, description="Largest WebSocket frame accepted.")
     max_request_bytes: int = Field(1048576, ge=1024, description="Largest server API body.")
     max_connections_per_ip: int = Field(1000, ge=1, description="Concurrent connections per IP.")

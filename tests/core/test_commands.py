@@ -80,6 +80,14 @@ def test_parse_accepts_bytes_and_text():
     assert parse_command(b'{"op":"ping"}') == Ping(None)
 
 
+def test_a_frame_too_deep_to_parse_is_a_bad_request_that_keeps_the_connection():
+    frame = '{"op":"publish","ref":4,"channel":"c","data":' + "[" * 2000 + "]" * 2000 + "}"
+    with pytest.raises(CommandError) as info:
+        parse_command(frame)
+    assert info.value.invalid_json is False
+    assert isinstance(info.value.error, BadRequest) and "too deep" in info.value.error.message
+
+
 def test_invalid_json_is_refused_as_invalid_json():
     with pytest.raises(CommandError) as info:
         parse_command("{nope")

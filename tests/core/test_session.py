@@ -33,7 +33,6 @@ from tidings.exceptions import (
     NotFound,
     TidingsError,
     TokenExpired,
-    TooLarge,
     Unauthorized,
 )
 
@@ -220,16 +219,6 @@ def test_subscribe_to_a_private_namespace_with_a_grant_is_accepted():
 
 def test_publish_is_refused_where_clients_may_not_publish():
     assert isinstance(refusal(session(), PublishCmd(1, "news:x", 1, "message")), Forbidden)
-
-
-def test_publish_within_the_size_limit_is_accepted():
-    command = PublishCmd(1, "chat:lobby", 1, "message")
-    assert session().receive(command, NOW, message_bytes=100) is command
-
-
-def test_publish_over_the_namespace_size_limit_is_too_large():
-    error = refusal(session(), PublishCmd(1, "chat:lobby", 1, "message"), message_bytes=101)
-    assert isinstance(error, TooLarge)
 
 
 def test_presence_and_history_follow_the_namespace_options():

@@ -194,3 +194,39 @@ async def test_the_scheme_follows_the_provider_not_the_secret_prefix(inbound: Hu
     headers = standard_headers(body, secret=STANDARD_SECRET)
     response = await inbound.client.post("/hooks/stripe", content=body, headers=headers)
     assert response.status_code == 401
+
+
+def generic_headers(body: bytes, delivery: str) -> dict[str, str]:
+    signature = hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Signature": f"sha256={signature}", "X-Event": "e", "X-Delivery": delivery,
+            "Content-Type": "application/json"}
+
+
+async def test_an_inbound_body_over_the_channel_limits_is_refused_before_it_is_acknowledged(
+        make_hub: HubFactory) -> None:
+    # The namespace's max_message_bytes and limits.max_json_depth hold for a webhook as for any
+    # publish: refused (413 / 400) with nothing published, and the delivery id not remembered,
+    # so the provider's retry is judged afresh rather than answered as a duplicate.
+    hub = await make_hub(receivers=RECEIVERS, namespaces={"generic": {"max_message_bytes": 100}})
+    big = json.dumps({"text": "x" * 200}).encode()
+    refused = await hub.client.post("/hooks/generic", content=big,
+                                    headers=generic_headers(big, "d-big"))
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["code"] == "too_large"
+    assert "100 bytes" in refused.json()["error"]["message"]
+    deep = ("[" * 65 + "]" * 65).encode()
+    too_deep = await hub.client.post("/hooks/generic", content=deep,
+                                     headers=generic_headers(deep, "d-deep"))
+    assert too_deep.status_code == 400, too_deep.text
+    deepest = ("[" * 100_000 + "]" * 100_000).encode()  # deeper than the parser goes
+    unparsable = await hub.client.post("/hooks/generic", content=deepest,
+                                       headers=generic_headers(deepest, "d-deepest"))
+    assert unparsable.status_code == 400, unparsable.text
+    assert "too deep" in unparsable.json()["error"]["message"]
+    assert await history(hub, "generic:events") == []
+    small = b'{"text": "ok"}'
+    accepted = await hub.client.post("/hooks/generic", content=small,
+                                     headers=generic_headers(small, "d-big"))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["duplicate"] is False
+    assert [p["data"] for p in await history(hub, "generic:events")] == [{"text": "ok"}]

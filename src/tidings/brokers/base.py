@@ -65,7 +65,14 @@ class Broker(Protocol):
         idempotency_key: str | None = None,
         publication_id: str,
         now_ms: int,
-    ) -> PublishResult: ...
+        data_json: bytes | None = None,
+    ) -> PublishResult:
+        """Append ``data`` to the channel's history and hand it to the handler.
+
+        ``data_json``: ``data`` as compact JSON, when the caller has it (``Node.publish`` does,
+        from its check), so the broker need not encode it again; the publication handed to the
+        handler carries it for the fan-out."""
+        ...
 
     async def publish_control(self, channel: str, message: dict[str, Any]) -> None: ...
 

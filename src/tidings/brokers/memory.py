@@ -63,20 +63,23 @@ class MemoryBroker:
         idempotency_key: str | None = None,
         publication_id: str,
         now_ms: int,
+        data_json: bytes | None = None,
     ) -> PublishResult:
         if idempotency_key is not None:
             seen = self._remembered(channel, idempotency_key, now_ms)
             if seen is not None:
                 return PublishResult(seen, duplicate=True)
         history = self._history(channel, options)
-        publication = Publication(
-            channel, history.next_offset(), history.epoch, publication_id, now_ms, event, data
-        )
-        history.append(publication, now_ms)
+        offset = history.next_offset()
+        publication = Publication(channel, offset, history.epoch, publication_id, now_ms, event,
+                                  data)
+        history.append(publication, now_ms)  # without data_json: history's memory as before
         if idempotency_key is not None:
             self._idempotency[(channel, idempotency_key)] = (publication, now_ms)
         if self._handler is not None:
-            self._handler.on_publication(publication)
+            self._handler.on_publication(publication if data_json is None else Publication(
+                channel, offset, history.epoch, publication_id, now_ms, event, data,
+                data_json=data_json))
         return PublishResult(publication)
 
     async def publish_control(self, channel: str, message: dict[str, Any]) -> None:

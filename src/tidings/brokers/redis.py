@@ -79,6 +79,7 @@ from tidings.brokers._resp import RespAddress, RespConnection
 from tidings.brokers.base import BrokerHandler, PublishResult
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
+from tidings.core.payload import publication_from_json
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
 from tidings.exceptions import BadRequest, StartupError, Unavailable
@@ -461,13 +462,17 @@ class RedisBroker:
         idempotency_key: str | None = None,
         publication_id: str,
         now_ms: int,
+        data_json: bytes | None = None,
     ) -> PublishResult:
         keys = channel_keys(channel)
         try:
-            body = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms,
-                                 "event": event, "data": data})
+            if data_json is None:
+                data_json = orjson.dumps(data)
         except TypeError as exc:
             raise BadRequest(f"data is not JSON: {exc}") from exc
+        head = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms,
+                             "event": event})
+        body = b"".join((head[:-1], b',"data":', data_json, b"}"))
         idem_ms = int(self.idempotency_window * 1000) if idempotency_key is not None else 0
         idem_key = keys.idempotency(idempotency_key) if idempotency_key is not None else keys.meta
         ttl_ms = int(options.history_ttl * 1000) if options.history_ttl > 0 else 0
@@ -478,7 +483,7 @@ class RedisBroker:
                       self._meta_ms(options), idem_ms, self._pub_command, now_ms],
             )
         if int(reply[0]) == 0:
-            return PublishResult(Publication.from_dict(orjson.loads(reply[1])), duplicate=True)
+            return PublishResult(publication_from_json(reply[1]), duplicate=True)
         epoch = _text(reply[2])
         return PublishResult(
             Publication(channel, int(reply[1]), epoch, publication_id, now_ms, event, data))
@@ -502,7 +507,7 @@ class RedisBroker:
 
         reply = await self._retrying("read", call)
         epoch = _text(reply[0])
-        pubs = [Publication.from_dict(orjson.loads(p)) for p in reply[2]]
+        pubs = [publication_from_json(p) for p in reply[2]]
         return Position(epoch, int(reply[1])), pubs
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -646,7 +651,7 @@ class RedisBroker:
             return
         if data[0] != _PUBLICATION:
             return
-        publication = Publication.from_dict(orjson.loads(data[1:]))
+        publication = publication_from_json(data[1:])
         last = sub.last
         if last is not None and last.epoch == publication.epoch:
             if publication.offset <= last.offset:

@@ -35,8 +35,10 @@ import orjson
 from tidings.brokers.base import BrokerHandler, PublishResult
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
+from tidings.core.payload import publication_from_json
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
+from tidings.core.wire.frames import publication_json
 from tidings.exceptions import BadRequest, Unavailable
 
 __all__ = ["SQLiteBroker"]
@@ -153,9 +155,10 @@ class SQLiteBroker:
         idempotency_key: str | None = None,
         publication_id: str,
         now_ms: int,
+        data_json: bytes | None = None,
     ) -> PublishResult:
         try:
-            encoded_data = orjson.dumps(data)
+            encoded_data = orjson.dumps(data) if data_json is None else data_json
         except TypeError as exc:
             raise BadRequest(f"data is not JSON: {exc}") from exc
         self._publishes += 1
@@ -173,8 +176,9 @@ class SQLiteBroker:
             row = conn.execute("SELECT epoch, offset FROM channels WHERE name = ?",
                                (channel,)).fetchone()
             epoch, offset = (str(row[0]), int(row[1]) + 1) if row else (self.epoch, 1)
-            publication = Publication(channel, offset, epoch, publication_id, now_ms, event, data)
-            payload = _encode(publication, encoded_data)
+            publication = Publication(channel, offset, epoch, publication_id, now_ms, event, data,
+                                      data_json=encoded_data)
+            payload = publication_json(publication)
             conn.execute("INSERT INTO channels VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
                          "SET offset = excluded.offset", (channel, epoch, offset))
             self._append(conn, publication, payload, options, now_ms)
@@ -298,13 +302,5 @@ class SQLiteBroker:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
 
-def _encode(publication: Publication, encoded_data: bytes) -> bytes:
-    # data is already JSON: splice it in rather than encoding it a second time.
-    head = orjson.dumps({"channel": publication.channel, "offset": publication.offset,
-                         "epoch": publication.epoch, "id": publication.id,
-                         "time": publication.time, "event": publication.event})
-    return head[:-1] + b',"data":' + encoded_data + b"}"
-
-
 def _decode(payload: bytes) -> Publication:
-    return Publication.from_dict(orjson.loads(payload))
+    return publication_from_json(payload)

@@ -167,7 +167,10 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
     """
     try:
         obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # valid JSON, only too deep to parse: refuse, stay open
+            raise CommandError(BadRequest("frame nests too deep (limits.max_json_depth)"),
+                               None) from None
         raise CommandError(BadRequest("frame is not valid JSON"), None, invalid_json=True) from None
     if not isinstance(obj, dict):
         raise CommandError(BadRequest("a command must be a JSON object"), None)

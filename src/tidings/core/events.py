@@ -16,6 +16,9 @@ class Publication:
 
     ``time`` is Unix time in milliseconds; ``id`` is unique across channels and nodes.
     ``cursor`` is set on publications a client received: where to resume after this one.
+    ``data_json`` is ``data`` as compact JSON when the publisher's check already encoded it
+    (``Node.publish``), so the broker and the fan-out splice it in instead of encoding again;
+    it is not part of the value (equality, ``to_dict``) and history does not keep it.
     """
 
     channel: str
@@ -26,6 +29,7 @@ class Publication:
     event: str
     data: Any
     cursor: str | None = None
+    data_json: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def position(self) -> Position:

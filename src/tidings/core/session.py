@@ -40,7 +40,6 @@ from tidings.exceptions import (
     NotFound,
     TidingsError,
     TokenExpired,
-    TooLarge,
     Unauthorized,
 )
 
@@ -96,18 +95,18 @@ class Session:
         self.state = SessionState.CONNECTED if credentials is not None else SessionState.NEW
         self.subscriptions: dict[str, Subscription] = {}
 
-    def receive(self, command: Command, now: float, message_bytes: int = 0) -> Command:
+    def receive(self, command: Command, now: float) -> Command:
         """Accept ``command`` (returning it) or raise :class:`CommandError` with the reason.
 
-        ``now`` is Unix time in seconds (token expiry); ``message_bytes`` the size of a publish's
-        frame, checked against the namespace's ``max_message_bytes``.
+        ``now`` is Unix time in seconds (token expiry). A publish's data is checked (size, depth)
+        by the node, on every path alike (:mod:`tidings.core.payload`).
         """
         try:
-            return self._receive(command, now, message_bytes)
+            return self._receive(command, now)
         except TidingsError as exc:
             raise CommandError(exc, command.ref) from None
 
-    def _receive(self, command: Command, now: float, message_bytes: int) -> Command:
+    def _receive(self, command: Command, now: float) -> Command:
         after = _TRANSITIONS.get((self.state, type(command)))
         if after is None:
             raise BadRequest(f"{type(command).__name__.lower()} is not allowed now")
@@ -135,8 +134,6 @@ class Session:
             self.subscriptions[channel] = Subscription(
                 SubState.RECOVERING, Recovery(channel, command.since)
             )
-        elif isinstance(command, PublishCmd) and message_bytes > options.max_message_bytes:
-            raise TooLarge(f"message over {options.max_message_bytes} bytes for {channel}")
         return command
 
     def connect(self, credentials: Credentials, now: float) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidings._version import __version__
 from tidings.auth.apikeys import Scope
+from tidings.brokers.base import PublishResult
 from tidings.core.channels import validate_channel
 from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.position import Position
@@ -132,29 +133,35 @@ router = APIRouter()
 NodeDep = Annotated[Node, Depends(node_dependency)]
 
 
-async def _publish_one(node: Node, channel: str, body: PublishIn | BroadcastIn,
-                       hold: bool = True) -> PublishOut:
-    result = await node.publish(validate_channel(channel), body.data, event=body.event,
-                                idempotency_key=body.idempotency_key, hold=hold)
+def _out(result: PublishResult) -> PublishOut:
     pub = result.publication
     return PublishOut(channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id,
                       duplicate=result.duplicate)
 
 
+async def _publish_one(node: Node, channel: str, body: PublishIn) -> PublishOut:
+    return _out(await node.publish(channel, body.data, event=body.event,
+                                   idempotency_key=body.idempotency_key))
+
+
 @router.post("/publish", dependencies=[Depends(require("publish"))])
 async def publish(body: PublishIn, node: NodeDep) -> PublishOut:
-    """Publish ``data`` to ``channel``: appended to history, delivered to every subscriber."""
+    """Publish ``data`` to ``channel``: appended to history, delivered to every subscriber.
+
+    Refused with 400 when ``data`` nests deeper than ``limits.max_json_depth`` and with 413 when
+    it is over the namespace's ``max_message_bytes`` (compact JSON)."""
     return await _publish_one(node, body.channel, body)
 
 
 @router.post("/broadcast", dependencies=[Depends(require("publish"))])
 async def broadcast(body: BroadcastIn, node: NodeDep) -> BroadcastOut:
-    """Publish the same data to several channels (each gets its own offset)."""
-    for channel in body.channels:
-        validate_channel(channel)
-    results = [await _publish_one(node, ch, body, hold=False) for ch in body.channels]
-    await node.flow.hold()  # once for the request, not once per channel
-    return BroadcastOut(results=results)
+    """Publish the same data to several channels (each gets its own offset).
+
+    All or nothing: if any channel refuses the data (a bad name, over its namespace's
+    ``max_message_bytes``, too deep), nothing is published."""
+    results = await node.broadcast(body.channels, body.data, event=body.event,
+                                   idempotency_key=body.idempotency_key)
+    return BroadcastOut(results=[_out(result) for result in results])
 
 
 @router.get("/channels", dependencies=[Depends(require("read"))])

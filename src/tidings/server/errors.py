@@ -55,10 +55,19 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(400, "bad_request", _describe_validation(exc))
 
 
+# FastAPI's answer to a body its JSON parser gives up on: malformed, or nested deeper than
+# Python's recursion limit lets it go (about 1,000 levels).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    message = str(exc.detail)
+    if message == _UNPARSABLE_BODY:
+        message = ("the body is not JSON, or nests too deep to parse (data may nest at most "
+                   "limits.max_json_depth levels)")
+    return error_response(exc.status_code, code, message, exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

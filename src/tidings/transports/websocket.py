@@ -205,7 +205,7 @@ class CommandHandler:
             command = parse_command(text, node.settings.limits.history_limit)
             if isinstance(command, Subscribe) and command.token is not None:
                 await self._grant_subscription(command)
-            command = self.session.receive(command, time.time(), len(text))
+            command = self.session.receive(command, time.time())
             await self._execute(command)
         except CommandError as exc:
             if exc.invalid_json:

@@ -76,9 +76,11 @@ def verify_inbound(receiver: ReceiverSettings, headers: Mapping[str, str], body:
         delivery_id = lowered.get(receiver.id_header.lower()) if receiver.id_header else None
         event = ""
     try:
-        data = json.loads(body)
+        data = json.loads(body)  # not orjson: it reads integers past 64 bits as floats
     except ValueError:
         raise BadRequest("the body is not JSON") from None
+    except RecursionError:  # Node.publish refuses what nests deeper than max_json_depth anyway
+        raise BadRequest("the body nests too deep (limits.max_json_depth)") from None
     if receiver.event_header:
         event = lowered.get(receiver.event_header.lower(), event)
     if not event and isinstance(data, dict) and isinstance(data.get("type"), str):

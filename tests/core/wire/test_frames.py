@@ -79,3 +79,15 @@ def test_every_transport_carries_the_same_publication_and_a_resumable_cursor(
     [message] = SSEParser().feed(encoded.sse)
     assert orjson.loads(message.data) == expected
     assert decode_cursor(message.last_event_id) == {channel: p.position}
+
+
+@given(data=st.one_of(json_values, st.text(min_size=300, max_size=400),
+                      st.lists(json_values, min_size=40, max_size=60)))
+def test_a_publication_carrying_its_data_json_encodes_to_the_same_bytes(data: object):
+    # Node.publish hands the bytes of its check on (data_json); the fan-out splices them in.
+    plain = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data)
+    carried = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data,
+                          data_json=orjson.dumps(data))
+    assert carried == plain
+    assert EncodedPublication(carried).body == EncodedPublication(plain).body
+    assert EncodedPublication(carried).ws_frame == EncodedPublication(plain).ws_frame
