@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tidings.auth.apikeys import ApiKeyRing, Scope
-from tidings.auth.limits import ConnectionLimiter, TrustedProxies, client_address
+from tidings.auth.limits import ConnectionLease, ConnectionLimiter, TrustedProxies, client_address
 from tidings.auth.origins import CorsPolicy, OriginPolicy
 from tidings.auth.tokens import TokenVerifier
 from tidings.core.permissions import Credentials
@@ -44,6 +44,12 @@ class Security:
     def client_ip(self, scope: Mapping[str, Any]) -> str | None:
         """The client's address (X-Forwarded-For believed only from trusted proxies)."""
         return client_address(scope.get("client"), scope.get("headers", ()), self.proxies)
+
+    def admit(self, scope: Mapping[str, Any], user: str) -> ConnectionLease:
+        """Count a new connection of any transport (WebSocket, SSE, stream, poll) against its
+        client address and ``user`` ("" when anonymous); raises RateLimited past a limit. The
+        caller releases the lease when the connection ends, on every path."""
+        return self.limiter.acquire(self.client_ip(scope) or "", user)
 
     async def credentials(self, token: str) -> Credentials:
         """The credentials of a connection token; raises Unauthorized / TokenExpired."""

@@ -99,8 +99,7 @@ async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
         token = bearer_token(header(scope["headers"], b"authorization")) or \
             _query_param(scope, "token")
         credentials = await security.credentials(token) if token else None
-        lease = security.limiter.acquire(security.client_ip(scope) or "",
-                                         credentials.user if credentials else "")
+        lease = security.admit(scope, credentials.user if credentials else "")
     except TidingsError as exc:
         code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
                 CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
