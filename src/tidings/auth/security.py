@@ -40,6 +40,7 @@ class Security:
         self.cors = CorsPolicy.from_settings(settings)
         self.limiter = ConnectionLimiter.from_settings(settings)
         self.proxies = TrustedProxies.parse(settings.trusted_proxies)
+        self.metrics_allow = TrustedProxies.parse(settings.metrics_allow)  # networks, same test
 
     def client_ip(self, scope: Mapping[str, Any]) -> str | None:
         """The client's address (X-Forwarded-For believed only from trusted proxies)."""
@@ -58,11 +59,20 @@ class Security:
                                "connect without a token")
         return await self.tokens.verify_connection(token)
 
-    def check_api(self, scope: Mapping[str, Any], needed: Scope) -> str:
-        """Allow a server API call (raises Unauthorized/Forbidden); returns the key's name."""
+    def check_api(self, scope: Mapping[str, Any], needed: Scope | None) -> str:
+        """Allow a server API call (raises Unauthorized/Forbidden); returns the key's name.
+
+        ``needed`` None: any configured key (the OpenAPI document and its browsable page)."""
         headers = scope.get("headers", ())
         return self.api_keys.check(header(headers, b"authorization"), needed,
                                    self.client_ip(scope), headers)
+
+    def check_metrics(self, scope: Mapping[str, Any]) -> None:
+        """Allow a ``/metrics`` scrape: from a ``metrics_allow`` network, else as a server API
+        call with the ``read`` scope (raises Unauthorized/Forbidden)."""
+        if self.metrics_allow.networks and self.client_ip(scope) in self.metrics_allow:
+            return
+        self.check_api(scope, "read")
 
     def origin_allowed(self, scope: Mapping[str, Any]) -> bool:
         headers = scope.get("headers", ())
