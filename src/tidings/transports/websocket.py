@@ -308,7 +308,8 @@ class CommandHandler:
             self.session.unsubscribe(channel)
             raise
         self.session.subscribed(channel)
-        if self.node.options(channel).presence:
+        # not if the subscription ended meanwhile (its subscription token expired)
+        if channel in self.session.subscriptions and self.node.options(channel).presence:
             await self.node.join(channel, self._client_info())
 
     def _client_info(self) -> ClientInfo:
