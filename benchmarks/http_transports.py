@@ -70,8 +70,10 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TIDINGS_LOG_LEVEL": "warning",
            "TIDINGS_NAMESPACES": json.dumps({"bench": {"history_size": 5000,
                                                        "presence": False}}),
+           # every client is on loopback: the per-address limit counts HTTP streams and polls too
            "TIDINGS_LIMITS": json.dumps({"outbox_bytes": 64 * 1024 * 1024,
-                                         "outbox_messages": 100000})}
+                                         "outbox_messages": 100000,
+                                         "max_connections_per_ip": 100000})}
     proc = subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--port", str(port)],
                             env=env)
     if (os.cpu_count() or 1) >= 2:

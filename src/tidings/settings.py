@@ -240,6 +240,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )
+    metrics_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs whose clients may read /metrics without an API key (a scraper's "
+        "network); others need a key with the read scope, or loopback while no key is set.",
+    )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
@@ -285,7 +290,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _proxies(cls, value: list[str]) -> list[str]:
         for cidr in value:

@@ -217,6 +217,52 @@ def test_subscribe_to_a_private_namespace_with_a_grant_is_accepted():
     assert "secret:x" in s.subscriptions
 
 
+TOKEN_CAPS = frozenset({Capability.SUBSCRIBE, Capability.HISTORY, Capability.PRESENCE})
+
+
+def test_a_subscription_token_grant_ends_at_its_expiry():
+    s = session(ALICE)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 2)
+    assert s.next_expiry() == NOW + 2  # before the connection token's NOW + 60
+    s.receive(Subscribe(1, "secret:x", None), NOW)
+    s.receive(HistoryCmd(2, "secret:x", None, 10), NOW + 1)
+    s.receive(Unsubscribe(3, "secret:x"), NOW + 1)
+    # after exp the grant is gone, whatever the client does
+    assert isinstance(refusal(s, Subscribe(4, "secret:x", None), NOW + 2), Forbidden)
+    assert isinstance(refusal(s, HistoryCmd(5, "secret:x", None, 10), NOW + 3), Forbidden)
+    assert s.expire_grants(NOW + 3) == []  # nothing subscribed stood on it
+    assert s.grants == {} and s.next_expiry() == NOW + 60
+
+
+def test_an_expired_grant_ends_the_subscriptions_it_alone_allowed():
+    creds = Credentials(user="alice", grants={"chat:*": frozenset({Capability.SUBSCRIBE})},
+                        expires_at=NOW + 60)
+    s = session(creds)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 2)
+    s.grant("chat:y", TOKEN_CAPS, NOW + 2)
+    s.receive(Subscribe(1, "secret:x", None), NOW)
+    s.receive(Subscribe(2, "chat:y", None), NOW)
+    assert s.expire_grants(NOW + 1.9) == []
+    assert s.expire_grants(NOW + 2) == ["secret:x"]  # chat:y is still granted by the token
+    assert list(s.subscriptions) == ["chat:y"]
+
+
+def test_a_refreshed_connection_token_keeps_a_grant_but_does_not_extend_it():
+    s = session(ALICE)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 2)
+    s.connect(Credentials(user="alice", expires_at=NOW + 600), NOW + 1)
+    s.receive(HistoryCmd(1, "secret:x", None, 10), NOW + 1)
+    assert isinstance(refusal(s, HistoryCmd(2, "secret:x", None, 10), NOW + 2), Forbidden)
+
+
+def test_a_longer_subscription_token_replaces_a_shorter_one_not_the_reverse():
+    s = session(ALICE)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 2)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 10)
+    s.grant("secret:x", TOKEN_CAPS, NOW + 5)
+    assert s.grants["secret:x"].expires_at == NOW + 10
+
+
 def test_publish_is_refused_where_clients_may_not_publish():
     assert isinstance(refusal(session(), PublishCmd(1, "news:x", 1, "message")), Forbidden)
 

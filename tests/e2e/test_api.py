@@ -105,6 +105,42 @@ async def test_configured_api_key_is_required_even_on_loopback():
             assert (await c.post("/api/publish", json=body, headers=good)).status_code == 200
 
 
+async def test_metrics_and_the_api_description_follow_the_api_key():
+    reader = {"Authorization": "Bearer " + "r" * 32}
+    publisher = {"Authorization": "Bearer " + "p" * 32}
+    keys = [{"key": "r" * 32, "scopes": ["read"]}, {"key": "p" * 32, "scopes": ["publish"]}]
+    with serve(api_key=KEY, api_keys=keys) as server:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            for path in ("/metrics", "/api/docs", "/api/openapi.json"):
+                assert_error(await c.get(path), 401, "unauthorized")
+                assert_error(await c.get(path, headers={"Authorization": "Bearer " + "w" * 32}),
+                             401, "unauthorized")
+                assert (await c.get(path, headers=reader)).status_code == 200, path
+            metrics = await c.get("/metrics", headers=reader)
+            assert "tidings_connections" in metrics.text
+            # the API's description is for any key holder; the numbers need the read scope
+            assert (await c.get("/api/openapi.json", headers=publisher)).json()["paths"]
+            assert_error(await c.get("/metrics", headers=publisher), 403, "forbidden")
+    # a scraper's network may be let in without a key; the API's description still needs one
+    with serve(api_key=KEY, metrics_allow=["127.0.0.0/8"]) as server:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            assert "tidings_connections" in (await c.get("/metrics")).text
+            assert_error(await c.get("/api/openapi.json"), 401, "unauthorized")
+    with serve(api_key=KEY, metrics_allow=["10.0.0.0/8"]) as server:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            assert_error(await c.get("/metrics"), 401, "unauthorized")
+
+
+async def test_without_a_key_metrics_are_for_loopback_clients_no_proxy_relayed():
+    with serve() as server:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            assert (await c.get("/metrics")).status_code == 200
+            assert (await c.get("/api/openapi.json")).status_code == 200
+            relayed = {"X-Forwarded-For": "203.0.113.9"}
+            for path in ("/metrics", "/api/docs", "/api/openapi.json"):
+                assert_error(await c.get(path, headers=relayed), 403, "forbidden")
+
+
 async def test_disconnect_closes_every_connection_of_a_user():
     secret = "s" * 32
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, secret, algorithm="HS256")

@@ -193,6 +193,42 @@ async def test_subscription_token_grants_one_private_channel():
             assert other["code"] in ("forbidden", "unauthorized")
 
 
+async def _notice(ws: WS, op: str, deadline: float = 10.0) -> dict[str, Any]:
+    """The next frame ``op`` the server sends on its own (no ``ref``)."""
+    while True:
+        msg = await ws.recv(deadline)
+        if msg["op"] == op and "ref" not in msg:
+            return msg
+
+
+async def test_a_subscription_tokens_grant_ends_at_its_exp():
+    rooms = {"room": {"private": True, "presence": True}}
+    with serve(token_secret=SECRET, namespaces=rooms) as server:
+        exp = time.time() + 1.5
+        sub_token = jwt.encode({"sub": "", "channel": "room:7", "exp": exp}, SECRET,
+                               algorithm="HS256")
+        async with await WS.open(server.ws_url) as left, await WS.open(server.ws_url) as held:
+            for ws in (left, held):
+                ok = await ws.request("subscribe", channel="room:7", token=sub_token)
+                assert ok["op"] == "subscribed"
+                assert (await ws.request("history", channel="room:7"))["op"] == "history"
+                assert (await ws.request("presence", channel="room:7"))["op"] == "presence"
+            assert (await left.request("unsubscribe", channel="room:7"))["op"] == "unsubscribed"
+            # the live subscription is ended by the server at exp, with a reason
+            ended = await _notice(held, "unsubscribed")
+            assert ended["channel"] == "room:7" and ended["code"] == "unauthorized"
+            assert time.time() >= exp - 0.05
+            for ws in (left, held):  # and the grant is gone on both connections
+                for op in ("subscribe", "history", "presence"):
+                    refused = await ws.request(op, channel="room:7")
+                    assert refused["op"] == "error" and refused["code"] == "forbidden", (op, refused)
+            # a fresh token subscribes again
+            fresh = jwt.encode({"sub": "", "channel": "room:7", "exp": time.time() + 60}, SECRET,
+                               algorithm="HS256")
+            assert (await held.request("subscribe", channel="room:7", token=fresh))["op"] == \
+                "subscribed"
+
+
 @pytest.mark.parametrize("first_bytes", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
 async def test_a_connection_that_does_not_finish_its_request_is_dropped(first_bytes: bytes):
     with serve(limits={"handshake_timeout": 1}) as server:

@@ -88,11 +88,13 @@ class ApiKeyRing:
     def check(
         self,
         authorization: str | None,
-        scope: Scope,
+        scope: Scope | None,
         client_host: str | None,
         headers: Iterable[tuple[Any, Any]] | Mapping[str, str] | None = None,
     ) -> str:
         """Let the call through or raise; returns the matching key's name ("" if unnamed/open).
+
+        ``scope`` None lets any configured key through (the API's own description).
 
         Raises :class:`Unauthorized` (401) when keys are configured and the header is missing or
         names no key, :class:`Forbidden` (403) when the key lacks ``scope``, or when no key is
@@ -121,7 +123,7 @@ class ApiKeyRing:
                 found = key
         if found is None:
             raise Unauthorized("invalid API key")
-        if scope not in found.scopes and "admin" not in found.scopes:
+        if scope is not None and scope not in found.scopes and "admin" not in found.scopes:
             raise Forbidden(f"this API key lacks the {scope!r} scope")
         return found.name
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from tidings.brokers.base import BrokerHandler, PublishResult
 from tidings.core.events import Gap, Page, Publication
-from tidings.core.history import History
+from tidings.core.history import History, resolve_since
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
 
@@ -39,6 +39,15 @@ class MemoryBroker:
             history = History(channel, self.epoch, options.history_size, options.history_ttl)
             self._histories[channel] = history
         else:
+            history.size, history.ttl = options.history_size, options.history_ttl
+        return history
+
+    def _existing(self, channel: str, options: NamespaceOptions) -> History | None:
+        """The channel's history if it was ever published to. Reads never make an entry, so a
+        client reading names nobody uses grows nothing (a never-published channel is at
+        ``(self.epoch, 0)``, which stays valid for its first publication)."""
+        history = self._histories.get(channel)
+        if history is not None:
             history.size, history.ttl = options.history_size, options.history_ttl
         return history
 
@@ -95,12 +104,17 @@ class MemoryBroker:
     async def since(
         self, channel: str, since: Position, limit: int, options: NamespaceOptions, now_ms: int
     ) -> Page | Gap:
-        return self._history(channel, options).since(since, limit, now_ms)
+        history = self._existing(channel, options)
+        if history is None:
+            return resolve_since(channel, since, Position(self.epoch, 0), [], limit)
+        return history.since(since, limit, now_ms)
 
     async def latest(
         self, channel: str, limit: int, options: NamespaceOptions, now_ms: int
     ) -> tuple[list[Publication], Position]:
-        history = self._history(channel, options)
+        history = self._existing(channel, options)
+        if history is None:
+            return [], Position(self.epoch, 0)
         return history.latest(limit, now_ms), history.position
 
     async def position(self, channel: str) -> Position:

@@ -12,11 +12,16 @@ permission rule, updates the state, and returns the command the edge must now ca
 raises :class:`~tidings.core.commands.CommandError` (the edge answers an ``error`` frame and keeps
 the connection). The edge reports the outcome of I/O back with :meth:`Session.subscribed` and
 :meth:`Session.unsubscribe`.
+
+A subscription token's grant (:meth:`Session.grant`) is kept apart from the connection's
+credentials, with its own expiry, and counts only while ``now`` is before it: a refreshed
+connection token neither drops it nor extends it. When it expires, :meth:`Session.expire_grants`
+ends the subscriptions that stood on it alone; :meth:`Session.next_expiry` tells the edge when to
+ask (the connection token's expiry or the soonest grant's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -82,10 +87,19 @@ class Subscription:
     recovery: Recovery | None
 
 
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What a subscription token grants on its one channel, until ``expires_at`` (Unix s)."""
+
+    capabilities: frozenset[Capability]
+    expires_at: float
+
+
 class Session:
     """The rules of one connection; see the module docstring for the theory."""
 
-    __slots__ = ("credentials", "max_subscriptions", "namespaces", "state", "subscriptions")
+    __slots__ = ("credentials", "grants", "max_subscriptions", "namespaces", "state",
+                 "subscriptions")
 
     def __init__(self, namespaces: Namespaces, max_subscriptions: int = 128,
                  credentials: Credentials | None = None) -> None:
@@ -94,6 +108,7 @@ class Session:
         self.credentials = credentials or ANONYMOUS
         self.state = SessionState.CONNECTED if credentials is not None else SessionState.NEW
         self.subscriptions: dict[str, Subscription] = {}
+        self.grants: dict[str, TokenGrant] = {}  # channel -> subscription token's grant
 
     def receive(self, command: Command, now: float) -> Command:
         """Accept ``command`` (returning it) or raise :class:`CommandError` with the reason.
@@ -124,7 +139,7 @@ class Session:
         channel = command.channel
         options = self.namespaces.for_channel(channel)
         capability = _CAPABILITY[type(command)]
-        if not allowed(capability, channel, options, self.credentials):
+        if not allowed(capability, channel, options, self._credentials_for(channel, now)):
             raise Forbidden(f"{capability.value} is not allowed on {channel}")
         if isinstance(command, Subscribe):
             if channel in self.subscriptions:
@@ -147,12 +162,42 @@ class Session:
         self.credentials = credentials
         self.state = SessionState.CONNECTED
 
-    def grant(self, grants: Mapping[str, frozenset[Capability]]) -> None:
-        """Add grants (from a verified subscription token) to this connection's credentials."""
-        merged = dict(self.credentials.grants)
-        for pattern, caps in grants.items():
-            merged[pattern] = merged.get(pattern, frozenset()) | caps
-        self.credentials = replace(self.credentials, grants=merged)
+    def grant(self, channel: str, capabilities: frozenset[Capability], expires_at: float) -> None:
+        """Grant ``capabilities`` on ``channel`` until ``expires_at`` (a verified subscription
+        token); a second token for the channel replaces the first if it lasts longer."""
+        held = self.grants.get(channel)
+        if held is None or held.expires_at <= expires_at:
+            self.grants[channel] = TokenGrant(capabilities, expires_at)
+
+    def _credentials_for(self, channel: str, now: float) -> Credentials:
+        """The credentials to judge a command on ``channel`` with: the connection's, plus the
+        channel's subscription token grant while it lasts."""
+        held = self.grants.get(channel)
+        if held is None or held.expires_at <= now:  # expire_grants() drops it and its sub
+            return self.credentials
+        grants = dict(self.credentials.grants)
+        grants[channel] = grants.get(channel, frozenset()) | held.capabilities
+        return replace(self.credentials, grants=grants)
+
+    def next_expiry(self) -> float | None:
+        """When the connection token or a subscription token grant next expires (Unix s)."""
+        times = [grant.expires_at for grant in self.grants.values()]
+        if self.credentials.expires_at is not None:
+            times.append(self.credentials.expires_at)
+        return min(times, default=None)
+
+    def expire_grants(self, now: float) -> list[str]:
+        """Drop the grants expired at ``now``; return the subscribed channels that stood on them
+        alone (now forgotten: the edge leaves them and tells the client)."""
+        ended = []
+        for channel in [ch for ch, g in self.grants.items() if g.expires_at <= now]:
+            del self.grants[channel]
+            if channel in self.subscriptions and not allowed(
+                    Capability.SUBSCRIBE, channel, self.namespaces.for_channel(channel),
+                    self.credentials):
+                del self.subscriptions[channel]
+                ended.append(channel)
+        return ended
 
     def expired(self, now: float) -> bool:
         expires = self.credentials.expires_at
@@ -176,3 +221,4 @@ class Session:
     def close(self) -> None:
         self.state = SessionState.CLOSED
         self.subscriptions.clear()
+        self.grants.clear()

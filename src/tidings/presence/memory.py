@@ -22,9 +22,13 @@ class MemoryPresence:
                 del self._channels[channel]
 
     async def list(self, channel: str, now: float) -> list[ClientInfo]:
-        entries = self._channels.get(channel, {})
+        entries = self._channels.get(channel)
+        if entries is None:
+            return []
         for client_id in [c for c, (_, until) in entries.items() if until <= now]:
             del entries[client_id]
+        if not entries:  # every lease ended: the channel's entry goes too
+            del self._channels[channel]
         return [info for info, _ in entries.values()]
 
     async def close(self) -> None:

@@ -12,6 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from tidings._version import __version__
 from tidings.auth.apikeys import Scope
@@ -228,6 +231,22 @@ async def info(node: NodeDep) -> InfoOut:
     )
 
 
+def _guard_description(api: FastAPI, node: Node) -> None:
+    """The OpenAPI document and the docs page follow the key like every route (any key will
+    do): FastAPI adds them as plain routes, so their endpoints are wrapped here."""
+    for route in api.router.routes:
+        if isinstance(route, Route) and route.path in (api.openapi_url, api.docs_url,
+                                                       api.swagger_ui_oauth2_redirect_url):
+            route.app = _checked(route.app, node)
+
+
+def _checked(app: ASGIApp, node: Node) -> ASGIApp:
+    async def checked(scope: ASGIScope, receive: Receive, send: Send) -> None:
+        node.security.check_api(scope, None)  # the app's error handlers answer a refusal
+        await app(scope, receive, send)
+    return checked
+
+
 def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     """The FastAPI application mounted at ``/api``."""
     api = FastAPI(
@@ -238,6 +257,7 @@ def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     )
     api.state.node = node
     install_error_handlers(api)
+    _guard_description(api, node)
     api.include_router(router)
     if webhooks is not None:
         api.include_router(make_router(webhooks, dependencies=[Depends(require("admin"))],

@@ -162,8 +162,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this node's metrics (``tidings.metrics``)."""
+    """Prometheus exposition of this node's metrics (``tidings.metrics``); it follows the API
+    key, or ``metrics_allow`` opens it to a scraper's network."""
     node: Node = request.app.state.node
+    node.security.check_metrics(request.scope)
     return Response(node.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from tidings.auth.apikeys import bearer_token
+from tidings.auth.limits import ConnectionLease
 from tidings.core.channels import validate_channel
 from tidings.core.cursor import decode_cursors, encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
@@ -86,6 +87,13 @@ class StreamRequest:
     limit: int
     headers: Mapping[str, str]
     cors: Headers
+    #: The request counted as a connection (``[limits] max_connections_per_*``) until released.
+    lease: ConnectionLease | None = None
+
+    def release(self) -> None:
+        """Stop counting this request as a connection (idempotent): call it when it ends."""
+        if self.lease is not None:
+            self.lease.release()
 
 
 def header_map(scope: Scope) -> dict[str, str]:
@@ -165,6 +173,10 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
                         poll: bool = False, last_event_id: bool = False) -> StreamRequest:
     """Validate a request of an HTTP push transport, or raise the TidingsError to answer.
 
+    A valid request is counted as a connection while it is served (a stream while open, a long
+    poll while held; :data:`StreamRequest.lease`): past ``max_connections_per_ip`` or
+    ``max_connections_per_user`` it is refused with ``rate_limited`` (429).
+
     ``headers`` are the request's (lower-case names), ``cors`` the answer's CORS headers. Resume
     positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header (the
     later position of a channel wins); positions of channels not requested are ignored.
@@ -180,7 +192,9 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
     timeout = parse_timeout(_one(query, "timeout"), limits.max_poll_timeout) if poll else 0.0
     limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
     wanted = {ch: since[ch] for ch in channels if ch in since}
-    return StreamRequest(channels, wanted, credentials, timeout, limit, headers, cors)
+    # Last, so that a refused request holds no count: from here the caller must release().
+    lease = node.security.admit(scope, credentials.user)
+    return StreamRequest(channels, wanted, credentials, timeout, limit, headers, cors, lease)
 
 
 # CORS -----------------------------------------------------------------------------------------
@@ -236,7 +250,8 @@ async def checked_request(node: Node, scope: Scope, headers: Mapping[str, str], 
                           ) -> StreamRequest | None:
     """A request of an HTTP push transport, validated (origin, method, draining, parameters),
     or None once its refusal has been answered as ``{"error": …}`` (with the CORS headers, so a
-    browser can read it). Both engines admit requests here, so they refuse alike."""
+    browser can read it). Both engines admit requests here, so they refuse alike; the caller
+    calls ``request.release()`` when the request ends."""
     cors: Headers = []
     try:
         cors = cors_headers(node, headers)
@@ -277,7 +292,10 @@ class Endpoint:
         request = await checked_request(self.node, scope, headers, send, poll=self.poll,
                                         last_event_id=self.last_event_id)
         if request is not None:
-            await self.serve(request, receive, send)
+            try:
+                await self.serve(request, receive, send)
+            finally:
+                request.release()
 
     async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
         raise NotImplementedError

@@ -99,8 +99,7 @@ async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
         token = bearer_token(header(scope["headers"], b"authorization")) or \
             _query_param(scope, "token")
         credentials = await security.credentials(token) if token else None
-        lease = security.limiter.acquire(security.client_ip(scope) or "",
-                                         credentials.user if credentials else "")
+        lease = security.admit(scope, credentials.user if credentials else "")
     except TidingsError as exc:
         code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
                 CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
@@ -169,11 +168,12 @@ class CommandHandler:
         self.queue(orjson.dumps(message).decode())
 
     def _watch_expiry(self) -> None:
-        """Close with 4001 when the token expires, unless a ``connect`` refreshes it first."""
+        """Close with 4001 when the token expires, unless a ``connect`` refreshes it first;
+        end the subscriptions a subscription token alone allowed when that token expires."""
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        expires = self.session.credentials.expires_at
+        expires = self.session.next_expiry()
         if expires is not None:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_at(loop.time() + max(0.0, expires - time.time()),
@@ -181,10 +181,19 @@ class CommandHandler:
 
     def _expired(self) -> None:
         self._expiry = None
-        if self.session.expired(time.time()):
+        now = time.time()
+        if self.session.expired(now):
             self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
-        else:  # timers may fire a little early (uvloop rounds to milliseconds): try again
-            self._watch_expiry()
+            return
+        for channel in self.session.expire_grants(now):
+            self.node.leave_now(self, channel)
+            if self.node.options(channel).presence:
+                self.node.spawn(self._leave(channel))
+            self.queue(reply("unsubscribed", None, channel=channel, code="unauthorized",
+                             message="subscription token expired: subscribe again with a new "
+                                     "token (and since, to miss nothing)"))
+        # timers may fire a little early (uvloop rounds to milliseconds): then this re-arms
+        self._watch_expiry()
 
     def _take_publish_token(self) -> None:
         limits = self.node.settings.limits
@@ -275,7 +284,8 @@ class CommandHandler:
                 command.token, channel=command.channel, user=self.session.credentials.user or None)
         except TidingsError as exc:
             raise CommandError(exc, command.ref) from None
-        self.session.grant(grant.credentials().grants)
+        self.session.grant(grant.channel, grant.capabilities, grant.expires_at)
+        self._watch_expiry()
 
     async def _subscribe(self, command: Subscribe) -> None:
         channel = command.channel
@@ -298,7 +308,8 @@ class CommandHandler:
             self.session.unsubscribe(channel)
             raise
         self.session.subscribed(channel)
-        if self.node.options(channel).presence:
+        # not if the subscription ended meanwhile (its subscription token expired)
+        if channel in self.session.subscriptions and self.node.options(channel).presence:
             await self.node.join(channel, self._client_info())
 
     def _client_info(self) -> ClientInfo:

@@ -202,11 +202,16 @@ class PushExchange(HttpExchange):
     :func:`~tidings.transports.http_common.checked_request` as on the ASGI path; subclasses
     answer a valid request in :meth:`serve_request`."""
 
-    __slots__ = ()
+    __slots__ = ("_request",)
 
     transport_name = "http"
     poll = False
     last_event_id = False
+
+    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
+                 rest: bytes) -> None:
+        super().__init__(ctx, transport, head, rest)
+        self._request: StreamRequest | None = None
 
     async def serve(self) -> None:
         request = await checked_request(self.node, self._scope, self._head.headers, self.send,
@@ -214,7 +219,13 @@ class PushExchange(HttpExchange):
         if request is None:
             self.complete()
             return
+        self._request = request
         await self.serve_request(request)
+
+    def complete(self) -> None:
+        if self._request is not None:  # the request no longer counts as a connection
+            self._request.release()
+        super().complete()
 
     async def serve_request(self, request: StreamRequest) -> None:
         raise NotImplementedError
