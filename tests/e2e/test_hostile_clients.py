@@ -281,24 +281,23 @@ async def test_bytes_sent_before_the_101_while_admission_waits_stay_bounded():
             sock.sendall(upgrade_request("/ws", f"Authorization: Bearer {_token_with_unknown_kid()}\r\n"))
             sock.setblocking(False)
             chunk = client_frame(OP_TEXT, b"x" * 60_000)
-            sent, stalled_since = 0, None
-            deadline = time.monotonic() + DEADLINE
+            sent, stalls = 0, 0
+            deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 try:
                     sent += sock.send(chunk)
-                    stalled_since = None
                 except BlockingIOError:
-                    stalled_since = stalled_since or time.monotonic()
-                    if time.monotonic() - stalled_since > 0.5:
-                        break  # the server no longer reads
+                    stalls += 1
                     await asyncio.sleep(0.01)
             held = _bytes_held_before_open(running)
             sock.close()
+            jwks.close()  # the fetch fails now: nothing is left for the shutdown to wait on
     finally:
         jwks.close()
-    assert stalled_since is not None, f"the server read all of {sent} bytes"
+    # before: the fast engine read everything, 41 MB held after 10 s
     assert held < 2 * 2**20, held
-    assert sent < 64 * 2**20
+    assert stalls, f"the server read all of {sent} bytes"
+    assert sent < 32 * 2**20  # what the sockets' buffers hold, not what the server reads
 
 
 def _bytes_held_before_open(running: RunningServer) -> int:
