@@ -60,6 +60,11 @@ class Limits(_Section):
                                 description="Most nested arrays/objects a message's data may hold.")
     max_frame_bytes: int = Field(1048576, ge=1024, description="Largest WebSocket frame accepted.")
     max_request_bytes: int = Field(1048576, ge=1024, description="Largest server API body.")
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Largest request head (request line and headers) "
+        "on every route; over it: 431.")
+    max_message_frames: int = Field(
+        1024, ge=1, description="Most frames (fragments) of one WebSocket message; over it: 1009.")
     max_connections_per_ip: int = Field(1000, ge=1, description="Concurrent connections per IP.")
     max_connections_per_user: int = Field(100, ge=1, description="Concurrent connections per user.")
     max_subscriptions_per_connection: int = Field(128, ge=1, description="Channels per connection.")

@@ -176,6 +176,16 @@ def test_an_oversize_header_is_refused_before_its_payload_arrives():
     assert parser.feed(header) == [ProtocolError(1009, "message over 1024 bytes")]
 
 
+def test_a_message_is_bounded_in_frames_and_the_count_restarts_with_each_message():
+    parser = FrameParser(1 << 20, max_frames=3)
+    three = (client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_CONT, b"", fin=False)
+             + client_frame(OP_CONT, b"b"))
+    assert parser.feed(three + three) == [TextMessage("ab"), TextMessage("ab")]
+    four = client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_CONT, b"", fin=False) * 3
+    assert parser.feed(four + client_frame(OP_CONT, b"", fin=False) * 100_000) == [
+        ProtocolError(1009, "message in over 3 frames")]
+
+
 def test_messages_before_a_violation_are_still_returned():
     parser = FrameParser(1 << 20)
     events = parser.feed(client_frame(OP_TEXT, b"one") + client_frame(OP_TEXT, b"two", mask=False))

@@ -18,9 +18,10 @@ from typing import Any, cast
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp
 
+from tidings.core.disconnect import CloseCode
 from tidings.exceptions import TidingsError
 from tidings.logs import RequestIdMiddleware
 from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -58,30 +59,33 @@ class BodyLimit:
                 await self._refuse(send)
                 return
         seen = 0
-        refused = False
+        started = refused = answered = False
 
+        # Past the limit the refusal is sent here and the app is told the client left: an
+        # exception instead would reach the app's body parsing, which answers it 400.
         async def limited_receive() -> Any:
-            nonlocal seen, refused
+            nonlocal seen, refused, answered
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     refused = True
-                    raise _TooLarge
+                    if not started:
+                        answered = True
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
-
-        started = False
 
         async def tracking_send(message: Any) -> None:
             nonlocal started
+            if answered:
+                return  # the app's answer to the "disconnect"; the 413 went out instead
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, limited_receive, tracking_send)
 
     async def _refuse(self, send: Any) -> None:
         body = error_body("too_large", f"request body over {self.limit} bytes")
@@ -91,8 +95,35 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class WebSocketRoutes:
+    """A WebSocket upgrade of a path that serves none (``/sse``, ``/api/…``, or ``/ws`` with
+    ``websocket = false``) is refused with 404 and the JSON error body, before any route sees
+    it: the fast engine hands such upgrades here too, so both engines refuse them alike."""
+
+    def __init__(self, app: ASGIApp, router: Router, websocket: bool) -> None:
+        self.app = app
+        self.router = router
+        self.websocket = websocket
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket" or any(
+                isinstance(route, WebSocketRoute) and route.matches(scope)[0] is Match.FULL
+                for route in self.router.routes):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route_path = path[len(scope.get("root_path", "")):] if path.startswith(
+            scope.get("root_path", "")) else path
+        message = (f"no WebSocket endpoint at {path}" if self.websocket or route_path != "/ws" else
+                   "WebSocket is disabled on this server (setting websocket = false)")
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
+            return
+        body = error_body("not_found", message)
+        await send({"type": "websocket.http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
 
 
 class TidingsApp(Starlette):
@@ -204,5 +235,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(WebSocketRoutes, router=app.router, websocket=settings.websocket)
     app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies)
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -17,13 +18,19 @@ from starlette.responses import Response
 
 from tidings.exceptions import TidingsError
 
-__all__ = ["error_body", "error_response", "install_error_handlers"]
+__all__ = ["error_body", "error_code", "error_response", "install_error_handlers", "raw_error_response"]
 
 log = logging.getLogger("tidings.server")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "bad_request", 409: "conflict", 413: "too_large", 422: "bad_request",
-               429: "rate_limited", 503: "unavailable"}
+               405: "bad_request", 409: "conflict", 413: "too_large", 414: "too_large",
+               422: "bad_request", 426: "upgrade_required", 429: "rate_limited",
+               431: "too_large", 503: "unavailable"}
+
+
+def error_code(status: int) -> str:
+    """The body's ``code`` for an HTTP status that has no more precise one."""
+    return _HTTP_CODES.get(status, "internal" if status >= 500 else "bad_request")
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -34,6 +41,19 @@ def error_response(status: int, code: str, message: str,
                    headers: Mapping[str, str] | None = None) -> Response:
     return Response(error_body(code, message), status, headers=headers,
                     media_type="application/json")
+
+
+def raw_error_response(status: int, message: str, code: str | None = None,
+                       headers: Mapping[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 error answer, JSON body included, that closes the connection: for the
+    protocols that refuse a request before any ASGI app sees it (a bad head, a head too large,
+    a refused WebSocket handshake)."""
+    body = error_body(code or error_code(status), message)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{extra}"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + body
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -62,7 +82,7 @@ _UNPARSABLE_BODY = "There was an error parsing the body"
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
+    code = error_code(exc.status_code)
     message = str(exc.detail)
     if message == _UNPARSABLE_BODY:
         message = ("the body is not JSON, or nests too deep to parse (data may nest at most "

@@ -516,7 +516,12 @@ class WebSocketEndpoint:
                 conn.disconnect(disconnect(CloseCode.MESSAGE_TOO_BIG,
                                            f"frame over {max_frame} bytes"))
                 return
-            await conn.handle(text)
+            try:
+                await conn.handle(text)
+            except Exception:  # a bug, not the client's: 1011, as on the fast engine
+                log.exception("a WebSocket command failed")
+                conn.disconnect(disconnect(CloseCode.INTERNAL_ERROR))
+                return
             if conn._closing is not None:
                 return
 

@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 
 from tidings.core.cursor import encode_token
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
-__all__ = ["EncodedPublication", "encode_json", "line_safe", "publication_json", "reply",
+__all__ = ["EncodedPublication", "encode_json", "line_safe", "publication_json", "reply", "too_many_frames",
            "ws_text_frame"]
 
 # U+0085, U+2028 and U+2029 are line breaks to str.splitlines() and to httpx's
@@ -65,6 +66,13 @@ def reply(op: str, ref: int | None, **fields: Any) -> str:
         obj["ref"] = ref
     obj.update(fields)
     return orjson.dumps(obj).decode()
+
+
+def too_many_frames(limit: int) -> Disconnect:
+    """Why a WebSocket message of more than ``limit`` frames (``limits.max_message_frames``) is
+    refused, on both engines: each frame costs the server a parse and a part to join, even an
+    empty one, so a message's frames are bounded as its bytes are."""
+    return disconnect(CloseCode.MESSAGE_TOO_BIG, f"message in over {limit} frames")
 
 
 def ws_text_frame(payload: bytes) -> bytes:

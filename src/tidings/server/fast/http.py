@@ -85,13 +85,14 @@ class HeadParser:
         """The head and the offset in ``data`` where the body or next protocol starts, once
         complete; None while more is needed. Raises :class:`HeadError`."""
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            return self._finish(True, int(upgrade.args[0]))
-        except httptools.HttpParserError as exc:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                return self._finish(True, int(upgrade.args[0]))
+            if self._complete:
+                return self._finish(False, len(data))
+        except httptools.HttpParserError as exc:  # parse_url's too: a URL over 65,535 bytes
             raise HeadError(str(exc)) from None
-        if self._complete:
-            return self._finish(False, len(data))
         return None
 
     def _finish(self, upgrade: bool, offset: int) -> tuple[RequestHead, int]:

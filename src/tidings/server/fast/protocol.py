@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
@@ -75,7 +76,10 @@ log = logging.getLogger("tidings.fast")
 OPEN, CLOSING, CLOSED = 0, 1, 2
 MAX_BACKLOG = 32  # commands waiting behind the one being carried out, before reading pauses
 ECHO_MAX_SIZE = 64 * 2**20
-MAX_HEAD_BYTES = 64 * 1024  # an upgrade request's head, at most
+# Bytes a client may send after its upgrade request while admission waits (a JWKS fetch …);
+# past them reading pauses until the 101, as the ASGI engine's protocol does.
+PRE_OPEN_BYTES = 64 * 1024
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class FastContext:
@@ -84,8 +88,8 @@ class FastContext:
 
     __slots__ = ("_dirty", "_next_probe", "_scheduled", "app_state", "close_timeout", "coalesce",
                  "config", "echo", "fallback", "flow", "handshake_timeout", "idle_timeout", "loop",
-                 "max_frame", "max_request", "node", "outbox_bytes", "ping_interval", "routes",
-                 "server_state", "tasks")
+                 "max_frame", "max_frames", "max_head", "max_request", "node", "outbox_bytes",
+                 "ping_interval", "routes", "server_state", "tasks", "ws_paths")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -102,28 +106,34 @@ class FastContext:
         self.flow: PublishFlow | None = None  # probed by the WebSockets flushed (see _probe)
         self._next_probe = 0.0
         routes: list[bytes] = []
+        ws_paths: list[str] = []
         self.echo = False
         if self.node is not None:
             settings = self.node.settings
             limits = settings.limits
             if settings.websocket:
                 routes.append(b"GET /ws")
+                ws_paths.append("/ws")
             routes.extend(b"GET " + path for path in HTTP_ROUTES)
             routes.append(PUBLISH_ROUTE)
             if settings.server.debug_echo:
                 routes.append(b"GET /ws-echo")
+                ws_paths.append("/ws-echo")
                 self.echo = True
             self.coalesce = settings.server.coalesce_writes
             if self.node.flow.enabled:
                 self.flow = self.node.flow
             self.max_frame = limits.max_frame_bytes
             self.max_request = limits.max_request_bytes
+            self.max_head = limits.max_header_bytes
+            self.max_frames = limits.max_message_frames
             self.outbox_bytes = limits.outbox_bytes
             self.ping_interval = limits.ping_interval
             self.idle_timeout = limits.idle_timeout
             self.handshake_timeout = limits.handshake_timeout
             self.close_timeout = min(10.0, limits.idle_timeout)
         self.routes = tuple(routes)
+        self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
 
     @classmethod
     def of(cls, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -228,6 +238,8 @@ class FastProtocol(asyncio.Protocol):
         buf = self._buf + data if self._buf else data
         if self._admitting:  # frames sent before our 101: kept for the connection
             self._buf = buf
+            if len(buf) > PRE_OPEN_BYTES and self._transport is not None:
+                self._transport.pause_reading()  # resumed by the upgrade (_admit)
             return
         head = self._head
         if head is None:
@@ -240,12 +252,17 @@ class FastProtocol(asyncio.Protocol):
                 return
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    self._refuse(400, "request head too large")
-                    return
-                self._buf = buf
+                if len(buf) > self._ctx.max_head:
+                    self._refuse(431, f"request head over {self._ctx.max_head} bytes")
+                elif _BARE_LF.search(buf) is not None:  # such a head would never end here
+                    self._refuse(400, "invalid HTTP request: lines must end with CRLF")
+                else:
+                    self._buf = buf
                 return
             end += 4
+            if end > self._ctx.max_head:
+                self._refuse(431, f"request head over {self._ctx.max_head} bytes")
+                return
             try:
                 done = HeadParser().feed(buf[:end])
             except HeadError:
@@ -270,6 +287,9 @@ class FastProtocol(asyncio.Protocol):
             if owned(head):
                 serve_http(self._ctx, self._detach(), head, rest)
                 return
+            self._hand_over(buf)
+            return
+        if head.path not in self._ctx.ws_paths:  # an upgrade of /sse …: the ASGI app refuses it
             self._hand_over(buf)
             return
         self._upgrade(head, rest)
@@ -331,6 +351,8 @@ class FastProtocol(asyncio.Protocol):
             lease.release()
             return
         rest = self._buf
+        if not transport.is_reading():
+            transport.resume_reading()  # paused by data_received; read by the new protocol
         address = ctx.node.security.client_ip(scope)
         connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address)
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
@@ -370,14 +392,14 @@ class FrameConnection(asyncio.Protocol):
                  "_timer")
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, max_size: int,
-                 outbox_bytes: int) -> None:
+                 outbox_bytes: int, max_frames: int | None = None) -> None:
         self._ctx = ctx
         self._limit = outbox_bytes
         # Bytes of a resume's replay still counted in the write buffer: a replay is bounded by
         # the history size, and must not cut off a client that resumes from far back.
         self._allowance = 0
         self._t = transport
-        self._parser = FrameParser(max_size)
+        self._parser = FrameParser(max_size, max_frames)
         self._pending: list[bytes] | None = None
         self._state = OPEN
         self._last_rx = ctx.loop.time()
@@ -549,7 +571,8 @@ class FastWebSocket(FrameConnection, CommandHandler):
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, node: Node,
                  session: Session, lease: ConnectionLease | None = None,
                  address: str | None = None) -> None:
-        FrameConnection.__init__(self, ctx, transport, ctx.max_frame, ctx.outbox_bytes)
+        FrameConnection.__init__(self, ctx, transport, ctx.max_frame, ctx.outbox_bytes,
+                                 ctx.max_frames)
         CommandHandler.__init__(self, node, session, lease, address)
         self._backlog: deque[str] | None = None
         self._closing: tuple[int, str] | None = None  # what the server closed with

@@ -12,7 +12,8 @@ further input. The rules checked, each with its close code:
 - control frames are at most 125 bytes and never fragmented (1002);
 - a continuation needs a message in progress, a new message needs none in progress (1002);
 - a message larger than ``max_size`` (all its fragments together) is refused as soon as its
-  header says so, before its payload is buffered (1009);
+  header says so, before its payload is buffered (1009); so is a message in more than
+  ``max_frames`` frames, at the first frame too many (1009);
 - text must be UTF-8, checked per fragment with an incremental decoder, so a bad fragment is
   refused before the message ends (1007);
 - a close frame's code must be one a peer may send, its reason UTF-8 (1002 / 1007).
@@ -28,6 +29,9 @@ import codecs
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from tidings.core.wire.frames import too_many_frames
+from tidings.server.errors import raw_error_response
 
 __all__ = [
     "OP_BINARY",
@@ -123,17 +127,9 @@ def handshake_response(accept: str, headers: list[tuple[str, str]] | None = None
 
 
 def http_error_response(status: int, message: str) -> bytes:
-    """A small plain-text HTTP error that closes the connection (for refused handshakes)."""
-    reasons = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required",
-               503: "Service Unavailable"}
-    body = message.encode()
-    extra = "Sec-WebSocket-Version: 13\r\n" if status == 426 else ""
-    head = (
-        f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n{extra}"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+    """An HTTP error with a JSON body that closes the connection (for refused handshakes)."""
+    extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
+    return raw_error_response(status, message, headers=extra)
 
 
 # Server frames --------------------------------------------------------------------------------
@@ -242,10 +238,13 @@ class FrameParser:
     fragment state exist only while a frame or a fragmented message is incomplete.
     """
 
-    __slots__ = ("_buf", "_decoder", "_failed", "_frag_op", "_parts", "_size", "max_size")
+    __slots__ = ("_buf", "_decoder", "_failed", "_frag_op", "_frames", "_parts", "_size",
+                 "max_frames", "max_size")
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, max_frames: int | None = None) -> None:
         self.max_size = max_size
+        self.max_frames = max_frames
+        self._frames = 0  # frames of the fragmented message in progress
         self._buf: bytearray | None = None
         self._frag_op = 0  # opcode of the fragmented message in progress, 0: none
         self._parts: list[str] | list[bytes] | None = None
@@ -328,6 +327,11 @@ class FrameParser:
             if not self._frag_op:
                 self._fail(events, 1002, "continuation frame without a message")
                 return False
+            self._frames += 1
+            if self.max_frames is not None and self._frames > self.max_frames:
+                refusal = too_many_frames(self.max_frames)
+                self._fail(events, int(refusal.code), refusal.reason)
+                return False
             return self._fragment(self._frag_op, fin, payload, events)
         if self._frag_op:
             self._fail(events, 1002, "new message before the fragmented one ended")
@@ -335,6 +339,7 @@ class FrameParser:
         if fin:
             return self._whole(opcode, payload, events)
         self._frag_op = opcode
+        self._frames = 1
         self._parts = []
         if opcode == OP_TEXT:
             self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
