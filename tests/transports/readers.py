@@ -92,8 +92,6 @@ class SSEReader(Reader):
         async with aconnect_sse(self.client, "GET", "/sse", params=self.params()) as source:
             source.response.raise_for_status()
             async for event in source.aiter_sse():
-                if not event.data:
-                    continue  # httpx-sse reports the data-less retry block; browsers do not
                 item = orjson.loads(event.data)
                 if event.event in ("ready", "gap", "disconnect"):
                     item["op"] = event.event
