@@ -127,15 +127,39 @@ async def test_transport_refuses_a_bad_cursor_with_a_json_400(
     assert response.json()["error"]["code"] == "bad_request"
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
-@pytest.mark.parametrize("query", ["channel=c&bogus=1", "channel=c&timeout=soon",
-                                   "channel=c&timeout=-1", "channel=c&limit=0", "",
-                                   "channel=bad%20name", "channel=c&timeout=1&timeout=2"])
+@pytest.mark.parametrize(("kind", "query"), [
+    *((kind, query) for kind in TRANSPORTS
+      for query in ("", "channel=bad%20name", "channel=c&token=a&token=b", "channel=c&cursor=!")),
+    # timeout and limit are the polls' own parameters (unknown to the streams, so ignored there)
+    *((kind, query) for kind in ("longpoll", "poll")
+      for query in ("channel=c&timeout=soon", "channel=c&timeout=-1", "channel=c&limit=0",
+                    "channel=c&timeout=1&timeout=2")),
+])
 async def test_transport_refuses_bad_parameters_with_a_json_400(
         client: httpx.AsyncClient, kind: str, query: str) -> None:
+    """Known parameters are checked strictly: a bad one is refused, never ignored."""
     response = await client.get(f"{PATHS[kind]}?{query}")
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_transport_ignores_unknown_parameters_such_as_a_cache_buster(
+        client: httpx.AsyncClient, kind: str) -> None:
+    """jQuery and many fetch wrappers add ``_=<time>``: unknown parameters are ignored on every
+    transport (known ones are still checked, above)."""
+    params = {"channel": channel_name(), "_": "1733580000000", "future": "x"}
+    if kind in ("longpoll", "poll"):
+        params["timeout"] = "0.05" if kind == "longpoll" else "0"
+        response = await client.get(PATHS[kind], params=params)
+        assert response.status_code == 200, response.text
+        assert response.json()["messages"] == []
+        return
+    async with client.stream("GET", PATHS[kind], params=params) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(5):
+            first = await anext(response.aiter_text())
+    assert "ready" in first
 
 
 # SSE specifics ----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ long polling (:mod:`~tidings.transports.long_poll`) differ only in how they fram
 subscription produces. Everything else lives here, once:
 
 - :func:`parse_request` turns the query string and headers into a :class:`StreamRequest`
-  (channels, merged resume positions, credentials, ``timeout``/``limit``), refusing anything
-  unknown or malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON.
+  (channels, merged resume positions, credentials, ``timeout``/``limit``), refusing a known
+  parameter that is malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON
+  and ignoring unknown ones (cache-busters, newer clients).
 - :class:`StreamSubscriber` is the hub's subscriber and the node's connection for one request.
   While its channels are being subscribed (history read, recovery merged) it holds what
   arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
@@ -110,10 +111,10 @@ def _query(scope: Scope, allowed_names: frozenset[str]) -> dict[str, list[str]]:
                  (field.partition("=") for field in raw.split("&") if field)]
     query: dict[str, list[str]] = {}
     for name, value in pairs:
-        if name not in allowed_names:
-            known = ", ".join(sorted(allowed_names))
-            raise BadRequest(f"unknown query parameter {name[:40]!r} (known: {known})")
-        query.setdefault(name, []).append(value)
+        # Unknown parameters are ignored (cache-busters such as jQuery's ``_=``, newer clients):
+        # the rule of every transport, see docs/reference/protocol.md.
+        if name in allowed_names:
+            query.setdefault(name, []).append(value)
     return query
 
 
