@@ -14,7 +14,6 @@ import jwt
 import orjson
 import pytest
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.transports.conftest import ALLOWED_ORIGIN, TOKEN_SECRET, LiveServer, run_server
 from tests.transports.readers import (
@@ -23,8 +22,10 @@ from tests.transports.readers import (
     PollReader,
     SSEReader,
     channel_name,
+    dechunk,
     publish,
     reader,
+    slow_consumers,
 )
 
 DEADLINE = 15.0
@@ -511,25 +512,3 @@ async def test_a_stream_that_is_not_read_is_ended_as_a_slow_consumer(engine: str
     farewell = orjson.loads(lines[-1])
     assert farewell == {"op": "disconnect", "code": 4008, "reason": farewell["reason"],
                         "reconnect": True}
-
-
-async def slow_consumers(http: httpx.AsyncClient, transport: str) -> float:
-    text = (await http.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "tidings_slow_consumer_disconnects_total" and \
-                    sample.labels.get("transport") == transport:
-                return sample.value
-    return 0.0
-
-
-def dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body (up to its last chunk, or as far as it goes)."""
-    out = b""
-    while body:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            break
-        out, body = out + body[:size], body[size + 2:]
-    return out

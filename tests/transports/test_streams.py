@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.transports.conftest import run_server
-from tests.transports.readers import channel_name, publish, reader
+from tests.transports.readers import channel_name, dechunk, publish, reader, slow_consumers
 
 DEADLINE = 15.0
 
@@ -82,3 +83,40 @@ async def test_every_sse_event_carries_json_data_and_the_first_is_ready(engine: 
     assert [event.event for event in events] == ["ready", "message"]
     assert [orjson.loads(event.data).get("offset") for event in events] == [None, 1]
     assert events[0].retry == 1500
+
+
+async def test_a_client_that_resumes_and_then_reads_nothing_is_still_cut_as_slow(engine: str) -> None:
+    """The replay's allowance does not unbound memory: once live data comes on top of an unread
+    replay past the limit, the stream ends as a slow consumer (4008, behind what the socket
+    held) and the node forgets it."""
+    channel = channel_name()
+    with run_server() as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+            start = (await http.get("/poll", params={"channel": channel, "timeout": 0})).json()
+            await publish(http, channel, *["r" * 20_000] * 100)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(DEADLINE)
+            sock.connect(("127.0.0.1", server.port))
+            request = f"GET /stream?channel={channel}&cursor={start['cursor']} HTTP/1.1\r\nHost: t\r\n\r\n"
+            sock.sendall(request.encode())
+            received = sock.recv(4096)  # the head and the ready line; then nothing is read
+            for i in range(400):
+                await publish(http, channel, "x" * 60_000)
+                if i % 5 == 4 and await slow_consumers(http, "stream"):
+                    break
+            else:
+                raise AssertionError("the stream never overflowed")
+            with sock:  # up to the response's last chunk
+                while not received.endswith(b"\r\n0\r\n\r\n") and (
+                    chunk := await asyncio.to_thread(sock.recv, 1 << 20)
+                ):
+                    received += chunk
+            deadline = time.monotonic() + DEADLINE
+            while server.node.connection_counts().get("stream", 0):
+                assert time.monotonic() < deadline, "the stream did not leave the node"
+                await asyncio.sleep(0.01)
+    lines = [orjson.loads(line) for line in dechunk(received.partition(b"\r\n\r\n")[2]).splitlines()]
+    assert lines[0]["op"] == "ready"
+    assert [line["offset"] for line in lines[1:101]] == list(range(1, 101))  # the replay, whole
+    assert lines[-1]["op"] == "disconnect" and lines[-1]["code"] == 4008
