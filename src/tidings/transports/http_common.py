@@ -549,40 +549,34 @@ def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.Tim
 
 class Heartbeat:
     """A stream's keep-alive, on both engines: ``beat()`` once the stream has written nothing
-    for ``interval`` seconds (``sse.heartbeat``).
+    for a while, so that no two writes are more than ``interval`` (``sse.heartbeat``) apart,
+    plus the loop's latency, and a proxy whose idle timeout is above the setting never cuts an
+    idle stream.
 
-    So no two writes are more than ``interval`` apart (plus the loop's latency), and a proxy
-    whose idle timeout is above ``sse.heartbeat`` never cuts an idle stream. (A timer that only
-    looks every ``interval`` whether anything was written lets up to twice that pass.) The
-    stream calls :meth:`wrote` after each write; one timer per stream, re-armed for the moment
-    the stream would have been idle for ``interval``; :meth:`cancel` when the stream ends.
+    One timer per stream ticks every ``interval / 2``; a tick that finds nothing written since
+    the tick before beats. A write falls between two ticks, so the beat comes less than
+    ``interval`` after it; an idle stream's beats (writes themselves) come every ``interval``.
+    (Ticking every ``interval`` lets up to twice that pass.) The writer sets :attr:`wrote`
+    after each write: one store, no clock read, on the delivery path. :meth:`cancel` when the
+    stream ends.
     """
 
-    __slots__ = ("_beat", "_handle", "_interval", "_loop", "last_write")
-
-    # A timer may fire this early (libuv counts in milliseconds): a beat that is due within it is
-    # sent now rather than re-armed for a moment.
-    EARLY = 0.005
+    __slots__ = ("_beat", "_handle", "_loop", "_tick_every", "wrote")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float,
                  beat: Callable[[], None]) -> None:
         self._loop = loop
-        self._interval = interval
+        self._tick_every = interval / 2
         self._beat = beat
-        self.last_write = loop.time()
-        self._handle = loop.call_later(interval, self._fire)
+        self.wrote = False
+        self._handle = loop.call_later(self._tick_every, self._tick)
 
-    def wrote(self) -> None:
-        self.last_write = self._loop.time()
-
-    def _fire(self) -> None:
-        now = self._loop.time()
-        wait = self.last_write + self._interval - now
-        if wait <= self.EARLY:
+    def _tick(self) -> None:
+        if self.wrote:
+            self.wrote = False
+        else:
             self._beat()
-            self.last_write = now
-            wait = self._interval
-        self._handle = self._loop.call_later(wait, self._fire)
+        self._handle = self._loop.call_later(self._tick_every, self._tick)
 
     def cancel(self) -> None:
         self._handle.cancel()
@@ -600,7 +594,7 @@ async def _write(send: Send, outbox: Outbox[bytes], heartbeat: Heartbeat,
             await send({"type": "http.response.body", "body": body, "more_body": True})
         finally:
             sending[0] = False
-        heartbeat.wrote()
+        heartbeat.wrote = True
 
 
 async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,

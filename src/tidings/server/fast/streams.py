@@ -373,8 +373,9 @@ class FastStream(PushExchange):
         if self._lost:
             return
         self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        if self._heartbeat is not None:
-            self._heartbeat.wrote()
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            heartbeat.wrote = True
         if self._backlog.overflows(self._t.get_write_buffer_size()):
             assert self._stream is not None
             self.node.metrics.outbox_overflow(self.transport_name)
