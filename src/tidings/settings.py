@@ -71,8 +71,12 @@ class Limits(_Section):
     handshake_timeout: float = Field(10.0, gt=0, description="Seconds to complete a request.")
     idle_timeout: float = Field(60.0, gt=0, description="Seconds without traffic or pong.")
     ping_interval: float = Field(25.0, gt=0, description="Seconds between server pings.")
-    outbox_bytes: int = Field(1048576, ge=1024, description="Queued bytes before 4008.")
-    outbox_messages: int = Field(10000, ge=10, description="Queued messages before 4008.")
+    outbox_bytes: int = Field(1048576, ge=1024,
+                              description="Live bytes not yet read by a client before 4008.")
+    # Kept so that existing files still load; the slow-consumer rule is one, in bytes, on every
+    # engine (tidings.outbox.Backlog): the fast engine cannot count messages in a write buffer.
+    outbox_messages: int = Field(10000, ge=10,
+                                 description="Deprecated, no effect: the limit is outbox_bytes.")
     max_poll_timeout: float = Field(60.0, ge=0, description="Cap of a long poll's timeout.")
     history_limit: int = Field(1000, ge=1, description="Most publications one history read returns.")
 
@@ -149,8 +153,9 @@ class ApiKey(_Section):
 
 
 class SSESettings(_Section):
-    retry_ms: int = Field(2000, ge=0, description="retry: sent first on every SSE stream.")
-    heartbeat: float = Field(15.0, gt=0, description="Seconds between heartbeat comments/lines.")
+    retry_ms: int = Field(2000, ge=0, description="retry: opening every SSE stream's ready event.")
+    heartbeat: float = Field(15.0, gt=0,
+                             description="Most seconds an idle stream goes without a write.")
     max_duration: float = Field(
         0.0, ge=0, description="Seconds before the server ends an SSE or NDJSON stream so the "
         "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.")

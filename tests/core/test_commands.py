@@ -21,6 +21,7 @@ from tidings.core.commands import (
     parse_position,
     validate_event_name,
 )
+from tidings.core.cursor import encode_cursor, encode_token
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 
@@ -46,6 +47,29 @@ def test_parse_subscribe_with_since_and_token():
 
 def test_parse_subscribe_without_since():
     assert parse({"op": "subscribe", "channel": "c"}) == Subscribe(None, "c", None, None)
+
+
+def test_parse_subscribe_with_a_cursor_resumes_from_its_position_for_the_channel():
+    cursor = encode_cursor({"c": Position("x7Kq", 41), "other": Position("x7Kq", 3)})
+    command = parse({"op": "subscribe", "ref": 2, "channel": "c", "cursor": cursor})
+    assert command == Subscribe(2, "c", Position("x7Kq", 41), None)
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ({"cursor": encode_token("c", Position("e", 1)), "since": {"epoch": "e", "offset": 1}},
+     "since or cursor"),
+    ({"cursor": encode_token("other", Position("e", 1))}, "no position for c"),
+    ({"cursor": "%%%"}, "invalid cursor"),
+    ({"cursor": 7}, "cursor"),
+])
+def test_parse_subscribe_refuses_a_bad_cursor(fields: dict[str, Any], match: str):
+    error = refused({"op": "subscribe", "ref": 4, "channel": "c", **fields}, match)
+    assert error.ref == 4
+
+
+def test_unknown_fields_are_ignored():
+    assert parse({"op": "ping", "ref": 5, "new_field": [1]}) == Ping(5)
+    assert parse({"op": "subscribe", "channel": "c", "x": 1}) == Subscribe(None, "c", None, None)
 
 
 def test_parse_publish_with_defaults():

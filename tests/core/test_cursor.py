@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tidings.core.cursor import (
     MAX_CURSOR_LENGTH,
+    cursor_position,
     decode_cursor,
     decode_cursors,
     encode_cursor,
@@ -138,3 +139,13 @@ def test_decode_cursors_merge_follows_the_rule(items: list[tuple[str, str, int]]
     cursors = [encode_token(c, Position(e, o)) for c, e, o in items]
     assert decode_cursors(cursors) == expected
     assert decode_cursor(".".join(cursors)) == expected
+
+
+def test_cursor_position_is_the_channels_position_and_ignores_the_others():
+    cursor = encode_cursor({"a": Position("e", 4), "b": Position("e", 9)})
+    assert cursor_position(cursor, "b") == Position("e", 9)
+
+
+def test_cursor_position_refuses_a_cursor_without_the_channel():
+    with pytest.raises(InvalidCursor, match="no position for c"):
+        cursor_position(encode_token("a", Position("e", 4)), "c")

@@ -10,6 +10,7 @@ import tidings
 from tests.e2e.live import wait_live
 from tests.serving import RunningServer, serve
 from tidings.client.client import TRANSPORTS
+from tidings.core.cursor import encode_token
 
 DEADLINE = 10
 
@@ -110,3 +111,13 @@ async def test_every_transport_resumes_across_a_server_restart_exactly_once(
             assert isinstance(gap, tidings.Gap) and gap.requested == 2
     finally:
         node.stop()
+
+
+async def test_a_cursor_without_the_subscribed_channel_is_refused_not_read_as_the_present(
+    server: RunningServer,
+):
+    other = tidings.Position("e", 4)
+    async with tidings.Client(server.url) as client:
+        with pytest.raises(tidings.exceptions.InvalidCursor):
+            client.subscribe("mine", since=encode_token("theirs", other))
+        assert "mine" not in client.subscriptions

@@ -13,6 +13,11 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.serving import RunningServer, serve
 from tests.wsclient import WS
+from tidings.core.cursor import encode_cursor, encode_token
+from tidings.core.position import Position
+
+C_CURSOR = encode_token("c", Position("e", 1))
+OTHER_CURSOR = encode_token("other", Position("e", 1))  # holds no position for "c"
 
 
 async def publish(server: RunningServer, channel: str, data: Any, **extra: Any) -> dict[str, Any]:
@@ -66,6 +71,38 @@ async def test_resume_with_since_gets_exactly_the_missed_then_live(server: Runni
         live = await ws.messages(1)
     assert [m["offset"] for m in missed + live] == list(range(6, 12))
     assert [m["data"] for m in missed + live] == list(range(6, 12))
+
+
+async def test_subscribe_with_a_cursor_resumes_after_its_position(server: RunningServer):
+    """``cursor`` works like ``since``, on WebSocket as on every HTTP transport; a cursor of
+    several channels (an HTTP poll's) resumes each channel it names."""
+    epochs = {}
+    for i in range(1, 4):
+        for channel in ("curs:a", "curs:b"):
+            epochs[channel] = (await publish(server, channel, i))["epoch"]
+    start = encode_cursor({ch: Position(epoch, 0) for ch, epoch in epochs.items()})
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        first = (await http.get("/poll", params=[("channel", "curs:a"), ("channel", "curs:b"),
+                                                 ("cursor", start), ("timeout", "0"),
+                                                 ("limit", "3")])).json()
+    assert [(m["channel"], m["offset"]) for m in first["messages"]] == [
+        ("curs:a", 1), ("curs:b", 1), ("curs:a", 2)]
+    async with await WS.open(server.ws_url) as ws:
+        sub_a = await ws.request("subscribe", channel="curs:a", cursor=first["cursor"])
+        got_a = await ws.messages(1)
+        sub_b = await ws.request("subscribe", channel="curs:b", cursor=first["cursor"])
+        got_b = await ws.messages(2)
+    assert sub_a["op"] == sub_b["op"] == "subscribed" and sub_a["recovered"] is True
+    assert [(m["channel"], m["offset"]) for m in got_a + got_b] == [
+        ("curs:a", 3), ("curs:b", 2), ("curs:b", 3)]
+
+
+async def test_unknown_command_fields_are_ignored_and_known_ones_checked(server: RunningServer):
+    async with await WS.open(server.ws_url) as ws:
+        sub = await ws.request("subscribe", channel="fields", future_option={"x": 1})
+        assert sub["op"] == "subscribed"
+        bad = await ws.request("subscribe", channel="fields2", since="yesterday")
+        assert bad["op"] == "error" and bad["code"] == "bad_request"
 
 
 async def test_resume_older_than_history_says_not_recovered_without_duplicates(
@@ -151,6 +188,12 @@ async def test_join_is_announced_to_present_subscribers(server: RunningServer):
         ('{"op":"subscribe","ref":7,"channel":"c","since":{"epoch":"e","offset":-1}}',
          "bad_request"),
         ('{"op":"history","ref":8,"channel":"c","limit":0}', "bad_request"),
+        ('{"op":"subscribe","ref":9,"channel":"c","cursor":"' + C_CURSOR + '",'
+         '"since":{"epoch":"e","offset":1}}', "bad_request"),
+        ('{"op":"subscribe","ref":10,"channel":"c","cursor":"' + OTHER_CURSOR + '"}',
+         "bad_request"),
+        ('{"op":"subscribe","ref":11,"channel":"c","cursor":"!!not a cursor"}', "bad_request"),
+        ('{"op":"subscribe","ref":12,"channel":"c","cursor":12}', "bad_request"),
     ],
 )
 async def test_bad_command_gets_an_error_reply_and_the_connection_survives(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 from httpx_sse import aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 DEADLINE = 10.0
 
@@ -92,8 +93,6 @@ class SSEReader(Reader):
         async with aconnect_sse(self.client, "GET", "/sse", params=self.params()) as source:
             source.response.raise_for_status()
             async for event in source.aiter_sse():
-                if not event.data:
-                    continue  # httpx-sse reports the data-less retry block; browsers do not
                 item = orjson.loads(event.data)
                 if event.event in ("ready", "gap", "disconnect"):
                     item["op"] = event.event
@@ -164,3 +163,25 @@ def reader(kind: str, client: httpx.AsyncClient, channels: list[str],
 
 TRANSPORTS = ["sse", "stream", "longpoll", "poll"]
 PATHS = {"sse": "/sse", "stream": "/stream", "longpoll": "/poll", "poll": "/poll"}
+
+
+async def slow_consumers(http: httpx.AsyncClient, transport: str) -> float:
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tidings_slow_consumer_disconnects_total" and \
+                    sample.labels.get("transport") == transport:
+                return sample.value
+    return 0.0
+
+
+def dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body (up to its last chunk, or as far as it goes)."""
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out, body = out + body[:size], body[size + 2:]
+    return out

@@ -24,7 +24,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from tidings.core.cursor import decode_cursor
+from tidings.core.cursor import cursor_position
 from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
@@ -162,9 +162,13 @@ class Client:
         return self.token
 
     def subscribe(self, channel: str, *, since: Position | str | None = None) -> Subscription:
-        """Subscribe to ``channel``; ``since`` (a Position or a cursor) resumes after it."""
+        """Subscribe to ``channel``; ``since`` (a Position or a cursor) resumes after it.
+
+        A cursor that holds no position for ``channel`` raises
+        :class:`~tidings.exceptions.InvalidCursor` (as the server refuses it), rather than
+        subscribing from the present."""
         if isinstance(since, str):
-            since = decode_cursor(since).get(channel)
+            since = cursor_position(since, channel)
         if channel in self.subscriptions:
             raise BadRequest(f"already subscribed to {channel}")
         sub = Subscription(self, channel, since)

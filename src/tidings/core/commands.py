@@ -3,6 +3,10 @@
 Every command is a JSON object with ``op`` and an optional integer ``ref`` that the reply echoes.
 :func:`parse_command` returns a command value or raises :class:`CommandError`, which carries the
 ``ref`` (when one could be read) so the error reply can name the command it answers.
+
+The rule of every transport (docs/reference/protocol.md, "Unknown fields and parameters"): fields
+a command does not know are ignored, so a newer client can talk to an older server; the fields
+it knows are checked strictly, and a bad one is refused (``bad_request``), never dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 import orjson
 
 from tidings.core.channels import validate_channel
+from tidings.core.cursor import cursor_position
 from tidings.core.position import EPOCH_ALPHABET, Position
 from tidings.exceptions import BadRequest, TidingsError
 
@@ -146,6 +151,19 @@ def parse_position(value: object) -> Position | None:
     return Position(epoch, offset)
 
 
+def _resume(obj: dict[str, Any], channel: str) -> Position | None:
+    """Where a subscription resumes: ``since`` or the channel's position in ``cursor``."""
+    since = parse_position(obj.get("since"))
+    cursor = obj.get("cursor")
+    if cursor is None:
+        return since
+    if since is not None:
+        raise BadRequest("give since or cursor, not both")
+    if not isinstance(cursor, str):
+        raise BadRequest("field 'cursor' must be a string")
+    return cursor_position(cursor, channel)
+
+
 def _limit(obj: dict[str, Any], default: int, maximum: int) -> int:
     # A history_limit below the default must not refuse a command that gives no limit.
     limit = obj.get("limit", min(default, maximum))
@@ -179,8 +197,8 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
         ref = _ref(obj)
         op = obj.get("op")
         if op == "subscribe":
-            return Subscribe(ref, _channel(obj), parse_position(obj.get("since")),
-                             _str(obj, "token", max_len=8192))
+            channel = _channel(obj)
+            return Subscribe(ref, channel, _resume(obj, channel), _str(obj, "token", max_len=8192))
         if op == "publish":
             if "data" not in obj:
                 raise BadRequest("missing field 'data'")

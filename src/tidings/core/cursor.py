@@ -18,7 +18,8 @@ from tidings.core.channels import validate_channel
 from tidings.core.position import EPOCH_ALPHABET, Position
 from tidings.exceptions import BadRequest, InvalidCursor
 
-__all__ = ["MAX_CURSOR_LENGTH", "decode_cursor", "decode_cursors", "encode_cursor", "encode_token"]
+__all__ = ["MAX_CURSOR_LENGTH", "cursor_position", "decode_cursor", "decode_cursors", "encode_cursor",
+           "encode_token"]
 
 MAX_CURSOR_LENGTH = 64 * 1024
 
@@ -69,3 +70,17 @@ def decode_cursors(cursors: Iterable[str]) -> dict[str, Position]:
             if known is None or known.epoch != position.epoch or position.offset > known.offset:
                 merged[channel] = position
     return merged
+
+
+def cursor_position(cursor: str, channel: str) -> Position:
+    """The position ``cursor`` holds for ``channel`` (a WebSocket ``subscribe`` from a cursor).
+
+    Positions of other channels are ignored, as on the HTTP transports, so one cursor of a
+    multi-channel stream resumes each of its channels. Raises :class:`InvalidCursor` when the
+    cursor is malformed or holds no position for ``channel``: resuming from the present instead
+    would lose what the client asked for without telling it.
+    """
+    position = decode_cursor(cursor).get(channel)
+    if position is None:
+        raise InvalidCursor(f"invalid cursor: it holds no position for {channel[:200]}")
+    return position

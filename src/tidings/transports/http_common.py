@@ -5,16 +5,21 @@ long polling (:mod:`~tidings.transports.long_poll`) differ only in how they fram
 subscription produces. Everything else lives here, once:
 
 - :func:`parse_request` turns the query string and headers into a :class:`StreamRequest`
-  (channels, merged resume positions, credentials, ``timeout``/``limit``), refusing anything
-  unknown or malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON.
+  (channels, merged resume positions, credentials, ``timeout``/``limit``), refusing a known
+  parameter that is malformed with a :class:`~tidings.exceptions.TidingsError` answered as JSON
+  and ignoring unknown ones (cache-busters, newer clients).
 - :class:`StreamSubscriber` is the hub's subscriber and the node's connection for one request.
   While its channels are being subscribed (history read, recovery merged) it holds what
   arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
   message comes after), the gaps, the recovered publications and, live, each publication with
   the stream's cursor.
-- :func:`serve_stream` is the one streaming loop (SSE and NDJSON): an outbox drained in batches,
-  one ``http.response.body`` per batch, heartbeats when idle, an end on overflow, ``disconnect``,
-  token expiry or ``sse.max_duration``, and a watcher of ``http.disconnect``.
+- :func:`serve_stream` is the one streaming loop (SSE and NDJSON) of the ASGI path: an outbox
+  drained in batches, one ``http.response.body`` per batch, heartbeats when idle, an end on
+  overflow, ``disconnect``, token expiry or ``sse.max_duration``, and a watcher of
+  ``http.disconnect``. The rules it shares with the fast engine's streams
+  (:mod:`tidings.server.fast.streams`) live here or in :mod:`tidings.outbox` once:
+  :class:`Heartbeat`, :class:`~tidings.outbox.Backlog` (slow consumers, replay allowance),
+  :func:`close_timeout`, :func:`end_timers` and the framing.
 
 Cursors on a stream over one channel are the channel's token, so the shared pre-encoded bytes of
 :class:`~tidings.core.wire.frames.EncodedPublication` go out unchanged; a stream over several
@@ -54,10 +59,12 @@ from tidings.settings import Settings
 __all__ = [
     "Endpoint",
     "Framing",
+    "Heartbeat",
     "Sink",
     "StreamRequest",
     "StreamSubscriber",
     "checked_request",
+    "close_timeout",
     "cors_headers",
     "parse_request",
     "serve_stream",
@@ -112,10 +119,10 @@ def _query(scope: Scope, allowed_names: frozenset[str]) -> dict[str, list[str]]:
                  (field.partition("=") for field in raw.split("&") if field)]
     query: dict[str, list[str]] = {}
     for name, value in pairs:
-        if name not in allowed_names:
-            known = ", ".join(sorted(allowed_names))
-            raise BadRequest(f"unknown query parameter {name[:40]!r} (known: {known})")
-        query.setdefault(name, []).append(value)
+        # Unknown parameters are ignored (cache-busters such as jQuery's ``_=``, newer clients):
+        # the rule of every transport, see docs/reference/protocol.md.
+        if name in allowed_names:
+            query.setdefault(name, []).append(value)
     return query
 
 
@@ -484,7 +491,9 @@ class Framing(Protocol):
     content_type: bytes
     heartbeat: bytes
 
-    def preamble(self, settings: Settings) -> bytes: ...
+    def preamble(self, settings: Settings) -> bytes:
+        """What opens the ``ready`` notice (SSE: its ``retry:`` field, in the same block)."""
+        ...
 
     def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes: ...
 
@@ -496,28 +505,40 @@ class Framing(Protocol):
 
 
 class StreamSink:
-    """Frames everything into a bounded outbox that the stream's writer drains."""
+    """Frames everything into a bounded outbox that the stream's writer drains.
 
-    __slots__ = ("framing", "outbox", "preamble", "wrote")
+    Until :attr:`live` is set, what the subscription produces (the ``ready`` notice, gaps, a
+    resume's replay) is pushed as allowed by the :class:`~tidings.outbox.Backlog` rule: the fast
+    engine likewise allows everything it holds until the response head is out.
+    """
+
+    __slots__ = ("framing", "live", "outbox", "preamble")
 
     def __init__(self, framing: Framing, outbox: Outbox[bytes], preamble: bytes) -> None:
         self.framing = framing
         self.outbox = outbox
         self.preamble = preamble
-        self.wrote = False
+        self.live = False
 
     def ready(self, positions: dict[str, Position], cursor: str) -> None:
-        self.outbox.push(self.preamble + self.framing.ready(positions, cursor))
+        self.outbox.push(self.preamble + self.framing.ready(positions, cursor), bounded=self.live)
 
     def gap(self, gap: Gap, cursor: str) -> None:
-        self.outbox.push(self.framing.gap(gap, cursor))
+        self.outbox.push(self.framing.gap(gap, cursor), bounded=self.live)
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        self.outbox.push(self.framing.publication(encoded, cursor, single))
+        self.outbox.push(self.framing.publication(encoded, cursor, single), bounded=self.live)
 
 
 STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
                            (b"x-content-type-options", b"nosniff")]
+
+
+def close_timeout(settings: Settings) -> float:
+    """Seconds a connection being closed gets to take its farewell (a WebSocket close frame, a
+    stream's ``disconnect`` notice) before it is cut: a client that reads nothing is not
+    waited for."""
+    return min(10.0, settings.limits.idle_timeout)
 
 
 async def watch_disconnect(receive: Receive, stream: StreamSubscriber) -> None:
@@ -544,23 +565,43 @@ def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.Tim
     return timers
 
 
-class _Heartbeat:
-    """Pushes a heartbeat into an idle stream every ``interval`` (one timer, no task)."""
+class Heartbeat:
+    """A stream's keep-alive, on both engines: ``beat()`` once the stream has written nothing
+    for a while, so that no two writes are more than ``interval`` (``sse.heartbeat``) apart,
+    plus the loop's latency, and a proxy whose idle timeout is above the setting never cuts an
+    idle stream.
 
-    def __init__(self, sink: StreamSink, interval: float) -> None:
-        self.sink = sink
-        self.interval = interval
-        self.handle = asyncio.get_running_loop().call_later(interval, self.beat)
+    One timer per stream ticks every ``interval / 2``; a tick that finds nothing written since
+    the tick before beats. A write falls between two ticks, so the beat comes less than
+    ``interval`` after it; an idle stream's beats (writes themselves) come every ``interval``.
+    (Ticking every ``interval`` lets up to twice that pass.) The writer sets :attr:`wrote`
+    after each write: one store, no clock read, on the delivery path. :meth:`cancel` when the
+    stream ends.
+    """
 
-    def beat(self) -> None:
-        if not self.sink.wrote:
-            self.sink.outbox.push(self.sink.framing.heartbeat)
-        self.sink.wrote = False
-        self.handle = asyncio.get_running_loop().call_later(self.interval, self.beat)
+    __slots__ = ("_beat", "_handle", "_loop", "_tick_every", "wrote")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float,
+                 beat: Callable[[], None]) -> None:
+        self._loop = loop
+        self._tick_every = interval / 2
+        self._beat = beat
+        self.wrote = False
+        self._handle = loop.call_later(self._tick_every, self._tick)
+
+    def _tick(self) -> None:
+        if self.wrote:
+            self.wrote = False
+        else:
+            self._beat()
+        self._handle = self._loop.call_later(self._tick_every, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
-async def _write(send: Send, sink: StreamSink, sending: list[bool]) -> None:
-    outbox = sink.outbox
+async def _write(send: Send, outbox: Outbox[bytes], heartbeat: Heartbeat,
+                 sending: list[bool]) -> None:
     while True:
         batch = await outbox.wait_batch()
         if not batch:
@@ -571,15 +612,14 @@ async def _write(send: Send, sink: StreamSink, sending: list[bool]) -> None:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         finally:
             sending[0] = False
-        sink.wrote = True
+        heartbeat.wrote = True
 
 
 async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,
                        framing: Framing, transport: str) -> None:
     """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
     settings = node.settings
-    limits = settings.limits
-    outbox: Outbox[bytes] = Outbox(limits.outbox_bytes, limits.outbox_messages)
+    outbox: Outbox[bytes] = Outbox(settings.limits.outbox_bytes)
     sink = StreamSink(framing, outbox, framing.preamble(settings))
     stream = StreamSubscriber(node, request, transport, sink)
     def overflow() -> None:
@@ -604,32 +644,46 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
     except TidingsError as exc:
         await answer_error(send, exc, request.cors)
         return
+    sink.live = True
     headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
-    watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, stream))
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(watch_disconnect(receive, stream))
     timers = end_timers(stream, settings)
-    heartbeat = _Heartbeat(sink, settings.sse.heartbeat)
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        try:
-            await _write(send, sink, sending)
-        except asyncio.CancelledError:
-            if stream.closing is None or task is None:
-                raise
-            task.uncancel()  # interrupted: the peer is not reading, so no farewell either
-            return
-        if not stream.gone:
-            reason = stream.closing
-            last = framing.farewell(reason) if reason is not None else b""
-            await send({"type": "http.response.body", "body": last, "more_body": False})
-    except OSError:
-        pass  # the client went away mid-write
-    finally:
-        heartbeat.handle.cancel()
+
+    def beat() -> None:
+        outbox.push(framing.heartbeat)
+
+    heartbeat = Heartbeat(loop, settings.sse.heartbeat, beat)
+
+    async def leave() -> None:
+        heartbeat.cancel()
         for timer in timers:
             timer.cancel()
         watcher.cancel()
         outbox.close()
         await stream.close()
+
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            await _write(send, outbox, heartbeat, sending)
+        except asyncio.CancelledError:
+            if stream.closing is None or task is None:
+                raise
+            task.uncancel()  # interrupted: what the client could not take is dropped
+        if not stream.gone:
+            reason = stream.closing
+            await leave()  # before waiting on a client that may not read
+            # uvicorn writes a body once the socket has drained: the farewell goes out behind
+            # what the socket holds if the client reads it in time, else the client is cut
+            last = framing.farewell(reason) if reason is not None else b""
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(close_timeout(settings)):
+                    await send({"type": "http.response.body", "body": last, "more_body": False})
+    except OSError:
+        pass  # the client went away mid-write
+    finally:
+        await leave()
 
 
 def encode(value: Any) -> bytes:

@@ -1,7 +1,8 @@
 """Server-Sent Events (``GET /sse``): a ``text/event-stream`` any EventSource can read.
 
-The stream opens with ``retry:`` (settings ``sse.retry_ms``) and an ``event: ready`` whose ``id:``
-is the stream's starting cursor, so a reconnect before any publication resumes from there instead
+The stream opens with an ``event: ready`` whose ``id:`` is the stream's starting cursor and whose
+block starts with ``retry:`` (settings ``sse.retry_ms``; one block, so the first event a client
+sees carries data), so a reconnect before any publication resumes from there instead
 of replaying. Each publication is ``id: <cursor>`` / ``event: <publication event>`` /
 ``data: <publication JSON with its cursor>``; an EventSource sends the last id back as
 ``Last-Event-ID`` when it reconnects, which this endpoint merges with any ``cursor`` parameter.

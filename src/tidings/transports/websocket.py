@@ -349,8 +349,7 @@ class WebSocketConnection(CommandHandler):
                  lease: ConnectionLease | None = None, address: str | None = None) -> None:
         self.send = send
         limits = node.settings.limits
-        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, limits.outbox_messages,
-                                          self._overflow)
+        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, self._overflow)
         self._closing: Disconnect | None = None
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames

@@ -42,8 +42,8 @@ def test_sse_event_refuses_ids_and_events_that_could_inject_fields(bad: str):
 def test_sse_comment_and_retry():
     assert sse_comment() == b": \n\n"
     assert sse_comment("ping") == b": ping\n\n"
-    assert sse_retry(3000) == b"retry: 3000\n\n"
-    assert sse_retry(-5) == b"retry: 0\n\n"
+    assert sse_retry(3000) == b"retry: 3000\n"  # a field of the block it opens
+    assert sse_retry(-5) == b"retry: 0\n"
     with pytest.raises(ValueError, match="comment"):
         sse_comment("a\nb")
 

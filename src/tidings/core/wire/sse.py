@@ -42,8 +42,10 @@ def sse_comment(text: str = "") -> bytes:
 
 
 def sse_retry(milliseconds: int) -> bytes:
-    """A ``retry:`` line: the reconnection delay an EventSource should use."""
-    return b"retry: %d\n\n" % max(0, int(milliseconds))
+    """A ``retry:`` field (the reconnection delay an EventSource should use), to open the block
+    of an event that carries data: a block of ``retry:`` alone is an event with no data, which
+    some clients (httpx-sse) hand to the application as a message with empty data."""
+    return b"retry: %d\n" % max(0, int(milliseconds))
 
 
 @dataclass(frozen=True, slots=True)

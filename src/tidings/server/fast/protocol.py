@@ -46,6 +46,7 @@ from tidings.core.wire.frames import EncodedPublication, ws_text_frame
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
+from tidings.outbox import Backlog
 from tidings.server.fast.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.server.fast.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.server.fast.streams import HTTP_ROUTES, owned, serve_http
@@ -67,6 +68,7 @@ from tidings.server.fast.websocket import (
     handshake_response,
     http_error_response,
 )
+from tidings.transports.http_common import close_timeout
 from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler, Refused, admit
 
 __all__ = ["EchoWebSocket", "FastContext", "FastProtocol", "FastWebSocket"]
@@ -131,7 +133,7 @@ class FastContext:
             self.ping_interval = limits.ping_interval
             self.idle_timeout = limits.idle_timeout
             self.handshake_timeout = limits.handshake_timeout
-            self.close_timeout = min(10.0, limits.idle_timeout)
+            self.close_timeout = close_timeout(settings)
         self.routes = tuple(routes)
         self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
 
@@ -388,16 +390,12 @@ class FrameConnection(asyncio.Protocol):
     :meth:`send_frame` (or ``deliver``), so frames leave in the order they were queued.
     """
 
-    __slots__ = ("_allowance", "_ctx", "_last_rx", "_limit", "_parser", "_pending", "_state", "_t",
-                 "_timer")
+    __slots__ = ("_ctx", "_last_rx", "_parser", "_pending", "_slow", "_state", "_t", "_timer")
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, max_size: int,
                  outbox_bytes: int, max_frames: int | None = None) -> None:
         self._ctx = ctx
-        self._limit = outbox_bytes
-        # Bytes of a resume's replay still counted in the write buffer: a replay is bounded by
-        # the history size, and must not cut off a client that resumes from far back.
-        self._allowance = 0
+        self._slow = Backlog(outbox_bytes)  # the write buffer is the outbox
         self._t = transport
         self._parser = FrameParser(max_size, max_frames)
         self._pending: list[bytes] | None = None
@@ -454,15 +452,12 @@ class FrameConnection(asyncio.Protocol):
             self._pending.append(frame)
 
     def _check_buffer(self) -> None:
-        size = self._t.get_write_buffer_size()
-        if size > self._limit + self._allowance:
+        if self._slow.overflows(self._t.get_write_buffer_size()):
             self._overflow()
-        elif size <= self._limit:
-            self._allowance = 0  # the replay has drained
 
     def send_replay(self, frame: bytes) -> None:
         """Queue a frame of a resume's replay: it does not count against the outbox limit."""
-        self._allowance += len(frame)
+        self._slow.allow(len(frame))
         self.send_frame(frame)
 
     def _overflow(self) -> None:

@@ -34,11 +34,13 @@ from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
 from tidings.logs import access_log, log_event, request_id, request_id_for
 from tidings.node import Node
+from tidings.outbox import Backlog
 from tidings.server.errors import error_body
 from tidings.server.fast.http import Headers, RequestHead, response_head
 from tidings.transports.http_common import (
     STREAM_HEADERS,
     Framing,
+    Heartbeat,
     StreamRequest,
     StreamSubscriber,
     answer,
@@ -289,12 +291,12 @@ class FastStream(PushExchange):
     """``GET /sse`` and ``GET /stream`` on the fast path: the subscriber's :class:`Sink`.
 
     What the subscription produces before the response head is out (the ready notice, gaps, a
-    resume's replay) is held and written right after the head; a replay does not count against
-    the outbox limit, since it is bounded by the channel's history.
+    resume's replay) is held and written right after the head, allowed by the
+    :class:`~tidings.outbox.Backlog` rule (a replay is bounded by the channel's history).
     """
 
-    __slots__ = ("_allowance", "_ended", "_heartbeat", "_pending", "_preamble", "_stream",
-                 "_timers", "_wrote")
+    __slots__ = ("_backlog", "_ended", "_heartbeat", "_pending", "_preamble", "_stream",
+                 "_timers")
 
     framing: Framing
 
@@ -305,9 +307,8 @@ class FastStream(PushExchange):
         self._preamble = b""
         self._stream: StreamSubscriber | None = None
         self._ended = False
-        self._wrote = False
-        self._allowance = 0
-        self._heartbeat: asyncio.TimerHandle | None = None
+        self._backlog = Backlog(ctx.outbox_bytes)
+        self._heartbeat: Heartbeat | None = None
         self._timers: list[asyncio.TimerHandle] = []
 
     async def serve_request(self, request: StreamRequest) -> None:
@@ -334,17 +335,16 @@ class FastStream(PushExchange):
         headers = [(b"content-type", self.framing.content_type), *STREAM_HEADERS, *request.cors,
                    (b"x-request-id", self._rid.encode())]
         self._t.write(response_head(200, headers, chunked=True, keep_alive=self._keep_alive))
+        self._heartbeat = Heartbeat(self._ctx.loop, settings.sse.heartbeat, self._beat)
         if held:
             body = b"".join(held)
-            self._allowance = len(body)
+            self._backlog.allow(len(body))
             self._write(body)
-        if self._ended:  # the replay overflowed
+        if self._ended:  # gone, or overflowed, at once
             return
         if stream.closing is not None:  # ended while subscribing (a drain)
             self._end()
             return
-        loop = self._ctx.loop
-        self._heartbeat = loop.call_later(settings.sse.heartbeat, self._beat)
         self._timers = end_timers(stream, settings)
 
     # the Sink: what the subscription produces, in order ----------------------------------------
@@ -384,21 +384,16 @@ class FastStream(PushExchange):
         if self._lost:
             return
         self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        self._wrote = True
-        size = self._t.get_write_buffer_size()
-        limit = self._ctx.outbox_bytes
-        if size > limit + self._allowance:
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            heartbeat.wrote = True
+        if self._backlog.overflows(self._t.get_write_buffer_size()):
             assert self._stream is not None
             self.node.metrics.outbox_overflow(self.transport_name)
             self._stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
-        elif size <= limit:
-            self._allowance = 0  # the replay has drained
 
     def _beat(self) -> None:
-        if not self._wrote:
-            self._send(self.framing.heartbeat)
-        self._wrote = False
-        self._heartbeat = self._ctx.loop.call_later(self.node.settings.sse.heartbeat, self._beat)
+        self._send(self.framing.heartbeat)
 
     # ending ------------------------------------------------------------------------------------
 
