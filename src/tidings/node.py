@@ -241,15 +241,19 @@ class Node:
         server API, broadcast, inbound webhooks) comes through here, so nothing the broker stores
         is undeliverable (:mod:`tidings.core.payload`).
         """
-        data_json = self.check_publish(channel, data, event)
-        return await self._store(channel, data, data_json, event, idempotency_key, hold)
+        options, data_json = self._check(channel, data, event)
+        return await self._store(channel, data, data_json, event, options, idempotency_key, hold)
 
     def check_publish(self, channel: str, data: Any, event: str = "message") -> bytes:
         """Raise what :meth:`publish` would refuse ``data`` on ``channel`` with, storing nothing;
         returns ``data`` as compact JSON."""
+        return self._check(channel, data, event)[1]
+
+    def _check(self, channel: str, data: Any, event: str) -> tuple[NamespaceOptions, bytes]:
         validate_channel(channel)
         validate_event_name(event)
-        return self.data_rules.encode(channel, data, self.options(channel))
+        options = self.options(channel)
+        return options, self.data_rules.encode(channel, data, options)
 
     async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
                         idempotency_key: str | None = None) -> list[PublishResult]:
@@ -258,17 +262,19 @@ class Node:
         Every channel is checked (name, event, data against its namespace's limits) before any
         is stored, so a refusal stores nothing. Waits once for flow control, at the end.
         """
-        encoded = [self.check_publish(channel, data, event) for channel in channels]
-        results = [await self._store(channel, data, data_json, event, idempotency_key, False)
-                   for channel, data_json in zip(channels, encoded, strict=True)]
+        checked = [self._check(channel, data, event) for channel in channels]
+        results = [await self._store(channel, data, data_json, event, options, idempotency_key,
+                                     False)
+                   for channel, (options, data_json) in zip(channels, checked, strict=True)]
         if self.flow.lagging():
             await self.flow.hold()
         return results
 
     async def _store(self, channel: str, data: Any, data_json: bytes, event: str,
-                     idempotency_key: str | None, hold: bool) -> PublishResult:
+                     options: NamespaceOptions, idempotency_key: str | None,
+                     hold: bool) -> PublishResult:
         result = await self.broker.publish(
-            channel, data, event=event, options=self.options(channel),
+            channel, data, event=event, options=options,
             idempotency_key=idempotency_key, publication_id=random_id(), now_ms=now_ms(),
             data_json=data_json,
         )
