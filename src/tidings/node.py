@@ -244,12 +244,9 @@ class Node:
         options, data_json = self._check(channel, data, event)
         return await self._store(channel, data, data_json, event, options, idempotency_key, hold)
 
-    def check_publish(self, channel: str, data: Any, event: str = "message") -> bytes:
-        """Raise what :meth:`publish` would refuse ``data`` on ``channel`` with, storing nothing;
-        returns ``data`` as compact JSON."""
-        return self._check(channel, data, event)[1]
-
     def _check(self, channel: str, data: Any, event: str) -> tuple[NamespaceOptions, bytes]:
+        """What :meth:`publish` refuses, raised before anything is stored; else the channel's
+        options and ``data`` as compact JSON."""
         validate_channel(channel)
         validate_event_name(event)
         options = self.options(channel)
@@ -262,10 +259,18 @@ class Node:
         Every channel is checked (name, event, data against its namespace's limits) before any
         is stored, so a refusal stores nothing. Waits once for flow control, at the end.
         """
-        checked = [self._check(channel, data, event) for channel in channels]
+        if not channels:
+            return []
+        _, data_json = self._check(channels[0], data, event)  # one encode for every channel
+        checked = []
+        for channel in channels:
+            validate_channel(channel)
+            options = self.options(channel)
+            self.data_rules.check_size(channel, data_json, options)
+            checked.append(options)
         results = [await self._store(channel, data, data_json, event, options, idempotency_key,
                                      False)
-                   for channel, (options, data_json) in zip(channels, checked, strict=True)]
+                   for channel, options in zip(channels, checked, strict=True)]
         if self.flow.lagging():
             await self.flow.hold()
         return results

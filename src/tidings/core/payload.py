@@ -103,12 +103,17 @@ class DataRules:
             body = self._encode_wrapped(data) if self._long else self._encode_counted(data)
         except orjson.JSONEncodeError as exc:
             raise self._refusal(exc) from None
+        self._long = len(body) > COUNT_BELOW
+        self.check_size(channel, body, options)
+        return body
+
+    @staticmethod
+    def check_size(channel: str, body: bytes, options: NamespaceOptions) -> None:
+        """TooLarge if ``body`` (encoded data) is over the namespace's ``max_message_bytes``."""
         size = len(body)
-        self._long = size > COUNT_BELOW
         if size > options.max_message_bytes:
             raise TooLarge(f"data is {size} bytes, over the {options.max_message_bytes} bytes "
                            f"max_message_bytes of namespace {namespace_of(channel)!r}")
-        return body
 
     def _encode_counted(self, data: Any) -> bytes:
         # Nesting n levels takes 2n bytes and n brackets. Counting costs about a nanosecond a
