@@ -241,15 +241,16 @@ class Node:
         server API, broadcast, inbound webhooks) comes through here, so nothing the broker stores
         is undeliverable (:mod:`tidings.core.payload`).
         """
-        data_json = self.check_publish(channel, data, event)
-        return await self._store(channel, data, data_json, event, idempotency_key, hold)
+        options, data_json = self._check(channel, data, event)
+        return await self._store(channel, data, data_json, event, options, idempotency_key, hold)
 
-    def check_publish(self, channel: str, data: Any, event: str = "message") -> bytes:
-        """Raise what :meth:`publish` would refuse ``data`` on ``channel`` with, storing nothing;
-        returns ``data`` as compact JSON."""
+    def _check(self, channel: str, data: Any, event: str) -> tuple[NamespaceOptions, bytes]:
+        """What :meth:`publish` refuses, raised before anything is stored; else the channel's
+        options and ``data`` as compact JSON."""
         validate_channel(channel)
         validate_event_name(event)
-        return self.data_rules.encode(channel, data, self.options(channel))
+        options = self.options(channel)
+        return options, self.data_rules.encode(channel, data, options)
 
     async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
                         idempotency_key: str | None = None) -> list[PublishResult]:
@@ -258,17 +259,27 @@ class Node:
         Every channel is checked (name, event, data against its namespace's limits) before any
         is stored, so a refusal stores nothing. Waits once for flow control, at the end.
         """
-        encoded = [self.check_publish(channel, data, event) for channel in channels]
-        results = [await self._store(channel, data, data_json, event, idempotency_key, False)
-                   for channel, data_json in zip(channels, encoded, strict=True)]
+        if not channels:
+            return []
+        _, data_json = self._check(channels[0], data, event)  # one encode for every channel
+        checked = []
+        for channel in channels:
+            validate_channel(channel)
+            options = self.options(channel)
+            self.data_rules.check_size(channel, data_json, options)
+            checked.append(options)
+        results = [await self._store(channel, data, data_json, event, options, idempotency_key,
+                                     False)
+                   for channel, options in zip(channels, checked, strict=True)]
         if self.flow.lagging():
             await self.flow.hold()
         return results
 
     async def _store(self, channel: str, data: Any, data_json: bytes, event: str,
-                     idempotency_key: str | None, hold: bool) -> PublishResult:
+                     options: NamespaceOptions, idempotency_key: str | None,
+                     hold: bool) -> PublishResult:
         result = await self.broker.publish(
-            channel, data, event=event, options=self.options(channel),
+            channel, data, event=event, options=options,
             idempotency_key=idempotency_key, publication_id=random_id(), now_ms=now_ms(),
             data_json=data_json,
         )

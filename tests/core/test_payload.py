@@ -59,6 +59,23 @@ def test_a_long_body_is_checked_exactly_too() -> None:
         rules.encode("a", "y" * 99_999, options)
 
 
+def test_the_rule_is_the_same_whatever_came_before() -> None:
+    # After a long body the next is encoded wrapped at once: only the cost may differ.
+    rules = DataRules(64)
+    options = NamespaceOptions(max_message_bytes=100_000)
+    long_text = "x" * (COUNT_BELOW + 1)
+    sequence = [(nested(64, long_text), True), (nested(65), False), (nested(64), True),
+                (nested(65, long_text), False), (nested(65, long_text), False),
+                (nested(64, long_text), True), ({"a": 1}, True), (nested(64, long_text), True),
+                (nested(300), False), (nested(64, long_text), True), ("short", True)]
+    for data, accepted in sequence:
+        if accepted:
+            assert rules.encode("a", data, options) == orjson.dumps(data)
+        else:
+            with pytest.raises(BadRequest, match="deeper than 64 levels"):
+                rules.encode("a", data, options)
+
+
 def test_many_brackets_that_do_not_nest_are_accepted() -> None:
     flat = [[1]] * 40 + ["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]
     assert orjson.loads(DataRules(2).encode("a", flat, NamespaceOptions())) == flat

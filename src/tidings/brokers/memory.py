@@ -14,6 +14,7 @@ from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import History, resolve_since
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
+from tidings.core.wire.frames import SPLICE_FROM
 
 __all__ = ["MemoryBroker"]
 
@@ -86,9 +87,10 @@ class MemoryBroker:
         if idempotency_key is not None:
             self._idempotency[(channel, idempotency_key)] = (publication, now_ms)
         if self._handler is not None:
-            self._handler.on_publication(publication if data_json is None else Publication(
-                channel, offset, history.epoch, publication_id, now_ms, event, data,
-                data_json=data_json))
+            if data_json is not None and len(data_json) >= SPLICE_FROM:  # the fan-out splices
+                publication = Publication(channel, offset, history.epoch, publication_id,
+                                          now_ms, event, data, data_json=data_json)
+            self._handler.on_publication(publication)
         return PublishResult(publication)
 
     async def publish_control(self, channel: str, message: dict[str, Any]) -> None:

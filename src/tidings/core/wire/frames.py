@@ -18,8 +18,8 @@ from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
-__all__ = ["EncodedPublication", "encode_json", "line_safe", "publication_json", "reply", "too_many_frames",
-           "ws_text_frame"]
+__all__ = ["SPLICE_FROM", "EncodedPublication", "encode_json", "line_safe", "publication_json",
+           "reply", "too_many_frames", "ws_text_frame"]
 
 # U+0085, U+2028 and U+2029 are line breaks to str.splitlines() and to httpx's
 # ``Response.aiter_lines()`` (the usual way to read NDJSON in Python), though not to JSON or the
