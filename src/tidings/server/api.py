@@ -153,7 +153,7 @@ async def broadcast(body: BroadcastIn, node: NodeDep) -> BroadcastOut:
     for channel in body.channels:
         validate_channel(channel)
     results = [await _publish_one(node, ch, body, hold=False) for ch in body.channels]
-    await node.flow.hold()  # once for the request, not once per channel
+    await node.flow.hold(body.channels)  # once for the request, not once per channel
     return BroadcastOut(results=results)
 
 
