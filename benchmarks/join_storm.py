@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -40,10 +41,10 @@ def stat(pid: int) -> tuple[float, int]:
     return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def mask(payload: bytes) -> bytes:
+def mask(payload: bytes, opcode: int = 1) -> bytes:
     key = os.urandom(4)
     body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes([0x81, 0x80 | len(payload)]) + key + body
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
 
 
 class Client:
@@ -51,9 +52,20 @@ class Client:
         self.subscribed = asyncio.Event()
         self.joins = 0
         self.closed_with: int | None = None
+        self.at = 0.0  # when it was subscribed (monotonic)
+        self.attempts = 0
+        self.failed = ""  # why it never got subscribed
 
     async def run(self, port: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for self.attempts in range(1, 6):  # a full accept queue refuses: back off, as clients do
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.2 * 2**self.attempts)
+        else:
+            self.failed = "connect"
+            return
         try:
             key = base64.b64encode(os.urandom(16)).decode()
             writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
@@ -61,6 +73,7 @@ class Client:
                          .encode())
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 101 "):
+                self.failed = head.split(b"\r\n", 1)[0].decode()
                 return
             writer.write(mask(orjson.dumps({"op": "subscribe", "ref": 1, "channel": CHANNEL})))
             while True:
@@ -69,6 +82,9 @@ class Client:
                 if size >= 126:
                     size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8))
                 payload = await reader.readexactly(size)
+                if b[0] & 0x0F == 9:  # a ping: an idle client still answers
+                    writer.write(mask(payload, 10))
+                    continue
                 if b[0] & 0x0F == 8:
                     self.closed_with = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
                     return
@@ -76,9 +92,11 @@ class Client:
                     op = orjson.loads(payload)["op"]
                     self.joins += op == "join"
                     if op == "subscribed":
+                        self.at = time.monotonic()
                         self.subscribed.set()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not self.subscribed.is_set():
+                self.failed = type(exc).__name__
         finally:
             writer.close()
 
@@ -90,8 +108,17 @@ def free_port() -> int:
         return port
 
 
+def start(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
+           "PYTHONPATH": str(ROOT / "src")}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--config",
+                                 str(config), "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
 async def main(a: argparse.Namespace) -> dict[str, object]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     scratch = Path(tempfile.mkdtemp(prefix="join-storm-"))
     config = scratch / "tidings.toml"
@@ -100,12 +127,7 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
         text += "[namespaces.room]\npresence = true\njoin_leave = true\n"
     config.write_text(text)
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
-           "PYTHONPATH": str(ROOT / "src")}
-    log = (scratch / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--config", str(config),
-                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                              env=env)
+    server = start(config, port, scratch / "server.log")
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -127,7 +149,7 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
             subscribed += 1
         except TimeoutError:
             pass
-    took = time.monotonic() - started
+    took = max((c.at for c in clients), default=started) - started
     cpu1, rss1 = stat(server.pid)
     stopping = time.monotonic()
     server.send_signal(signal.SIGTERM)
@@ -143,6 +165,8 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
         "subscribe_all_s": round(took, 2), "server_cpu_s": round(cpu1 - cpu0, 2),
         "rss_per_connection_kb": round((rss1 - rss0) / max(subscribed, 1) / 1024, 2),
         "join_frames": sum(c.joins for c in clients),
+        "failures": dict(Counter(c.failed for c in clients if c.failed)),
+        "connect_retries": sum(max(0, c.attempts - 1) for c in clients),
         "closed_1012": sum(c.closed_with == 1012 for c in clients),
         "sigterm_to_exit_s": round(stopped, 2), "exit_code": code,
         "drain_timeout": a.drain_timeout,
