@@ -49,8 +49,8 @@ log = logging.getLogger("tidings.node")
 connection_log = logging.getLogger("tidings.connections")
 
 PRESENCE_TTL = 60.0
-# A poll is a connection for one request: its lines are access lines (tidings.logs.access_level).
 _ANNOUNCEMENTS = frozenset({"join", "leave"})
+# A poll is a connection for one request: its lines are access lines (tidings.logs.access_level).
 _REQUEST_SCOPED = frozenset({"longpoll", "poll"})
 
 
