@@ -53,7 +53,7 @@ ENV = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env"))
 HARNESS_PY = ENV / "py" / "bin" / "python"
 
 # the peers run side by side with tidings (pushpin is optional: it needs an apt package)
-DEFAULT_PEERS = "tidings,node-ws,rawref,starlette,socketio"
+DEFAULT_PEERS = "tidings,tidings-defaults,node-ws,rawref,starlette,socketio"
 SUITE_SCENARIOS = "F1,F2,S1,N1,C1,L1"
 
 Record = dict[str, Any]

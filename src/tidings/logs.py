@@ -13,7 +13,10 @@ to it) with:
 :class:`RequestIdMiddleware` gives every HTTP request and WebSocket a request id (an incoming
 ``X-Request-ID`` if it is sane, else a new one), echoes it in the response's ``X-Request-ID``
 header, puts it in a :mod:`contextvars` variable that the formatters read, and writes one access
-line per HTTP request (``tidings.access``; probes and scrapes at DEBUG).
+line per HTTP request (``tidings.access``). Access lines are DEBUG lines unless
+``access_log = true`` makes them INFO (probes and scrapes stay at DEBUG): formatting and writing
+a line per request took half of a long-polling node's capacity at the default level, so a node
+as it comes does not pay for it. :func:`access_level` is the one check both engines make.
 
 Structured events use :func:`log_event`: the message is a readable summary and the fields travel
 as ``extra={"fields": {...}}``, so the JSON formatter emits them as keys.
@@ -40,6 +43,7 @@ __all__ = [
     "RedactingFilter",
     "RequestIdMiddleware",
     "TextFormatter",
+    "access_level",
     "configure_logging",
     "log_event",
     "redact",
@@ -73,6 +77,16 @@ _PATTERNS = [
 _QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 access_log = logging.getLogger("tidings.access")
+# the level of per-request lines: INFO with settings.access_log (set by configure_logging)
+_request_level = logging.DEBUG
+
+
+def access_level(path: str | None = None) -> int | None:
+    """The level of a request's access line (``path``: a probe or scrape is quieter), or None
+    when it would not be written; also the level of a request-scoped connection's lines (a
+    poll's open and close). Cheap: the caller builds the line only when it gets a level."""
+    level = logging.DEBUG if path in _QUIET_PATHS else _request_level
+    return level if access_log.isEnabledFor(level) else None
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -166,6 +180,8 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO,
 
 def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler:
     """Send every log record through one redacting handler in ``settings.log_format``."""
+    global _request_level
+    _request_level = logging.INFO if settings.access_log else logging.DEBUG
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     handler.addFilter(RedactingFilter(secrets_of(settings)))
@@ -229,9 +245,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if kind == "http":
-                path = scope.get("path", "")
-                level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+            path = scope.get("path", "")
+            level = access_level(path)
+            if kind == "http" and level is not None:
                 query = scope.get("query_string", b"").decode("latin-1")
                 log_event(access_log, "request", level, method=scope.get("method"),
                           path=path + (f"?{query}" if query else ""), status=status or None,

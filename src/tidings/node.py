@@ -38,7 +38,7 @@ from tidings.core.recovery import Recovered, Recovery
 from tidings.flow import PublishFlow
 from tidings.hub import Hub, Subscriber
 from tidings.ids import random_id
-from tidings.logs import log_event
+from tidings.logs import access_level, log_event
 from tidings.metrics import Metrics
 from tidings.presence.base import ClientInfo, PresenceManager
 from tidings.presence.memory import MemoryPresence
@@ -50,6 +50,16 @@ log = logging.getLogger("tidings.node")
 connection_log = logging.getLogger("tidings.connections")
 
 PRESENCE_TTL = 60.0
+_ANNOUNCEMENTS = frozenset({"join", "leave"})
+# A poll is a connection for one request: its lines are access lines (tidings.logs.access_level).
+_REQUEST_SCOPED = frozenset({"longpoll", "poll"})
+
+
+def _line_level(connection: Connection) -> int | None:
+    """The level of a connection's open and close lines, None when they would not be written."""
+    if connection.transport in _REQUEST_SCOPED:
+        return access_level()
+    return logging.INFO if connection_log.isEnabledFor(logging.INFO) else None
 
 
 class Connection(Protocol):
@@ -207,6 +217,13 @@ class Node:
         self.hub.fan_out(publication)
 
     def on_control(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("op") in _ANNOUNCEMENTS and (
+            self.hub.subscriber_count(channel)
+            > self.options(channel).join_leave_max_subscribers
+        ):
+            # Each join goes to every subscriber: N subscribers joining cost N²/2 frames. Past
+            # the cap a node passes none on, so a join storm costs it O(1) per subscriber.
+            return
         if message.get("reconnect"):
             # What the node missed while its broker link was down concerns the subscribers
             # that were live then, not those that read their own history since (Hub.control).
@@ -233,7 +250,7 @@ class Node:
 
         Before it returns it waits while the node's deliveries lag (publisher flow control,
         :mod:`tidings.flow`), unless ``hold`` is false: a caller that publishes several times
-        for one request then waits once itself, with ``await node.flow.hold()``.
+        for one request then waits once itself, with ``await node.flow.hold(channels)``.
 
         Raises BadRequest for a bad channel or event name or data that is not JSON or nests
         deeper than ``limits.max_json_depth``, TooLarge for data over the namespace's
@@ -271,8 +288,8 @@ class Node:
         results = [await self._store(channel, data, data_json, event, options, idempotency_key,
                                      False)
                    for channel, options in zip(channels, checked, strict=True)]
-        if self.flow.lagging():
-            await self.flow.hold()
+        if self.flow.lagging(channels):
+            await self.flow.hold(channels)
         return results
 
     async def _store(self, channel: str, data: Any, data_json: bytes, event: str,
@@ -289,8 +306,8 @@ class Node:
                 hook(result.publication)
         for async_hook in self.publish_hooks:
             await async_hook(result.publication)
-        if hold and self.flow.lagging():
-            await self.flow.hold()
+        if hold and self.flow.lagging((channel,)):
+            await self.flow.hold((channel,))
         return result
 
     # subscribing -----------------------------------------------------------------------------
@@ -380,17 +397,25 @@ class Node:
         return answer.publications, answer.position, None
 
     async def join(self, channel: str, client: ClientInfo) -> None:
+        """``client`` subscribed to ``channel``: kept in presence, announced (per its options)."""
+        options = self.options(channel)
         self._joined[(channel, client.client)] = client
-        await self.presence.add(channel, client, PRESENCE_TTL, time.time())
-        if self.options(channel).join_leave:
+        if options.presence:
+            await self.presence.add(channel, client, PRESENCE_TTL, time.time())
+        if options.join_leave:
             await self.broker.publish_control(channel, {"op": "join", "channel": channel,
                                                         "client": client.to_dict()})
 
     async def leave(self, channel: str, client: ClientInfo) -> None:
+        """``client`` left ``channel``. A draining node announces no leave: its clients were
+        all told to reconnect, and a leave per client to every other would be N² frames while
+        the drain's clock runs."""
         if self._joined.pop((channel, client.client), None) is None:
             return
-        await self.presence.remove(channel, client.client)
-        if self.options(channel).join_leave:
+        options = self.options(channel)
+        if options.presence:
+            await self.presence.remove(channel, client.client)
+        if options.join_leave and not self.draining:
             await self.broker.publish_control(channel, {"op": "leave", "channel": channel,
                                                         "client": client.to_dict()})
 
@@ -402,6 +427,8 @@ class Node:
             await asyncio.sleep(PRESENCE_TTL / 3)
             now = time.time()
             for (channel, _), client in list(self._joined.items()):
+                if not self.options(channel).presence:
+                    continue  # joined for join/leave messages only
                 with contextlib.suppress(Exception):
                     await self.presence.add(channel, client, PRESENCE_TTL, now)
 
@@ -411,7 +438,10 @@ class Node:
         self.connections[connection.client_id] = connection
         self._opened[connection.client_id] = time.monotonic()
         self.metrics.connection_opened(connection.transport)
-        log_event(connection_log, "open", transport=connection.transport,
+        level = _line_level(connection)
+        if level is None:
+            return
+        log_event(connection_log, "open", level, transport=connection.transport,
                   client=connection.client_id, user=connection.user,
                   address=getattr(connection, "address", None))
 
@@ -421,11 +451,13 @@ class Node:
             code, reason, by = close_details(connection)
             name = _code_name(code) if code is not None else "ended"
             self.metrics.connection_closed(connection.transport, name)
-            log_event(connection_log, "close", transport=connection.transport,
-                      client=connection.client_id, user=connection.user,
-                      address=getattr(connection, "address", None),
-                      duration_s=round(time.monotonic() - opened, 3), code=code,
-                      reason=reason or name, by=by)
+            level = _line_level(connection)
+            if level is not None:
+                log_event(connection_log, "close", level, transport=connection.transport,
+                          client=connection.client_id, user=connection.user,
+                          address=getattr(connection, "address", None),
+                          duration_s=round(time.monotonic() - opened, 3), code=code,
+                          reason=reason or name, by=by)
         self._unregistered.set()
 
     def disconnect_user(self, user: str, reason: Disconnect) -> int:

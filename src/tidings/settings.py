@@ -85,8 +85,11 @@ class NamespaceSettings(_Section):
     public: bool = Field(True, description="Anonymous clients may subscribe.")
     private: bool = Field(False, description="Only token grants allow anything.")
     client_publish: bool = Field(True, description="Clients may publish over WebSocket.")
-    presence: bool = Field(True, description="Presence is kept and may be read.")
-    join_leave: bool = Field(True, description="Subscribers get join/leave messages.")
+    presence: bool = Field(False, description="Presence is kept and may be read.")
+    join_leave: bool = Field(False, description="Subscribers get join/leave messages.")
+    join_leave_max_subscribers: int = Field(
+        100, ge=0, description="Join/leave messages stop on a node while the channel has more "
+        "subscribers there than this (a join storm is not quadratic).")
     history_size: int = Field(100, ge=0, le=1_000_000, description="Publications kept.")
     history_ttl: float = Field(3600.0, ge=0, description="Seconds a publication is kept (0: no TTL).")
     max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
@@ -259,6 +262,9 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="Allow a non-loopback bind without secrets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines: text or json.")
+    access_log: bool = Field(
+        False, description="One INFO line per HTTP request and per poll (tidings.access); off, "
+        "they are DEBUG lines.")
     demo: bool = Field(True, description="Serve the demo pages at /.")
     websocket: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds to drain on SIGTERM.")
@@ -344,7 +350,9 @@ class Settings(BaseSettings):
         def convert(ns: NamespaceSettings) -> NamespaceOptions:
             return NamespaceOptions(
                 public=ns.public, private=ns.private, client_publish=ns.client_publish,
-                presence=ns.presence, join_leave=ns.join_leave, history_size=ns.history_size,
+                presence=ns.presence, join_leave=ns.join_leave,
+                join_leave_max_subscribers=ns.join_leave_max_subscribers,
+                history_size=ns.history_size,
                 history_ttl=ns.history_ttl,
                 max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
             )

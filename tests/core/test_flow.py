@@ -101,3 +101,17 @@ def test_terms_end_and_closed_connections_are_forgotten():
     gauge.forget("b")
     gauge.forget("b")
     assert len(gauge) == 0
+
+
+def test_the_lag_among_some_sentinels_counts_only_those():
+    gauge: LagGauge[str] = LagGauge(sentinels=3, fresh=1.0)
+    for key in ("a1", "a2", "b1"):
+        gauge.enlist(key, 0.0)
+        gauge.echoed(key, gauge.probe(key, 0.0), 0.001)
+    gauge.probe("a1", 1.0)  # the two on channel a stop reading
+    gauge.probe("a2", 1.0)
+    gauge.echoed("b1", gauge.probe("b1", 1.0), 1.002)
+    assert gauge.lag(1.5) == pytest.approx(0.499)  # the node as a whole: two of three behind
+    assert gauge.lag(1.5, lambda key: key.startswith("b")) == pytest.approx(0.001)
+    assert gauge.lag(1.5, lambda key: key.startswith("a")) == pytest.approx(0.499)
+    assert gauge.lag(1.5, lambda key: key.startswith("c")) == 0.0  # none of them: no measure

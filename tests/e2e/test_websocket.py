@@ -175,6 +175,45 @@ async def test_join_is_announced_to_present_subscribers(server: RunningServer):
             assert msg["channel"] == "chat:hall" and msg["client"]["client"]
 
 
+async def test_a_namespace_as_it_comes_sends_no_join_or_leave_and_keeps_no_presence():
+    with serve() as server:  # the defaults, no namespace configured
+        async with await WS.open(server.ws_url) as a, await WS.open(server.ws_url) as b:
+            assert (await a.request("subscribe", channel="plain"))["op"] == "subscribed"
+            assert (await b.request("subscribe", channel="plain"))["op"] == "subscribed"
+            assert (await b.request("unsubscribe", channel="plain"))["op"] == "unsubscribed"
+            await publish(server, "plain", "after")
+            # a join or leave would be queued before the publication
+            assert (await a.recv())["op"] == "message"
+            refused = await a.request("presence", channel="plain")
+            assert refused["op"] == "error" and refused["code"] == "forbidden"
+
+
+async def test_join_leave_works_without_presence_and_stops_past_its_cap():
+    ns = {"room": {"join_leave": True, "join_leave_max_subscribers": 2}}
+    with serve(namespaces=ns) as server:
+        async with await WS.open(server.ws_url) as a, await WS.open(server.ws_url) as b, \
+                await WS.open(server.ws_url) as c:
+            assert (await a.request("subscribe", channel="room:1"))["op"] == "subscribed"
+            assert (await b.request("subscribe", channel="room:1"))["op"] == "subscribed"
+            joined = await a.recv()
+            assert joined["op"] == "join" and joined["client"]["client"]
+            # a third subscriber is past the cap of 2: no join, no leave
+            assert (await c.request("subscribe", channel="room:1"))["op"] == "subscribed"
+            assert (await c.request("unsubscribe", channel="room:1"))["op"] == "unsubscribed"
+            await publish(server, "room:1", "after")
+            assert (await a.recv())["op"] == "message"
+            assert (await b.recv())["op"] == "message"
+
+
+async def test_a_subscriber_gets_no_join_for_itself(server: RunningServer):
+    async with await WS.open(server.ws_url) as ws:  # chat: presence and join/leave on
+        assert (await ws.request("subscribe", channel="chat:self"))["op"] == "subscribed"
+        await publish(server, "chat:self", "after")
+        assert (await ws.recv())["op"] == "message"
+        present = await ws.request("presence", channel="chat:self")
+        assert len(present["clients"]) == 1  # it is present all the same
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [

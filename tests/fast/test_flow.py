@@ -7,6 +7,7 @@ so: a client that has not read what was sent to it has not answered the ping beh
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import httpx
@@ -133,3 +134,61 @@ async def test_without_flow_control_or_probes_nothing_is_held(engine: str):
                 await asyncio.sleep(0.05)
             assert metric((await client.get("/metrics")).text, "tidings_publishes_held_total") == 0
         await gone(ws)
+
+
+async def serial_latencies(client: httpx.AsyncClient, channel: str, count: int) -> list[float]:
+    """Each answer's wait, ``count`` publishes one after the other."""
+    waited = []
+    for i in range(count):
+        started = time.monotonic()
+        r = await client.post("/api/publish", json={"channel": channel, "data": i})
+        assert r.status_code == 200, r.text
+        waited.append(time.monotonic() - started)
+    return waited
+
+
+async def test_stalled_subscribers_of_one_channel_do_not_hold_the_publishers_of_another():
+    # The attack: 30 anonymous subscribers of "a" that read nothing (not even the pings behind
+    # the data) while "a" gets publications, so they become the sentinels. Serial publishes
+    # to "b" keep at least half their rate without the attack, measured here the same way
+    # (medians: the machine's other load comes and goes; a held answer waits 0.1 s).
+    with serve(engine="fast") as server:  # default flow settings: 10 ms target, 0.1 s hold
+        readers = [await WS.open(server.ws_url) for _ in range(2)]
+        for reader in readers:
+            assert (await reader.request("subscribe", channel="b"))["op"] == "subscribed"
+
+        async def read_all(ws: WS) -> None:
+            async for _ in ws.conn:  # the library answers pings as it reads
+                pass
+
+        reading = [asyncio.create_task(read_all(reader)) for reader in readers]
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client, \
+                httpx.AsyncClient(base_url=server.url, timeout=30) as trickler:
+            async def trickle() -> None:  # "a" keeps getting data, held or not
+                while True:
+                    await trickler.post("/api/publish", json={"channel": "a", "data": "x" * 100})
+                    await asyncio.sleep(0.01)
+
+            feeding = asyncio.create_task(trickle())
+            await serial_latencies(client, "b", 20)  # warm-up
+            calm = statistics.median(await serial_latencies(client, "b", 100))
+            attackers = []
+            for _ in range(30):
+                ws = await RawWS.open(server.port)
+                ws.send(client_frame(OP_TEXT, b'{"op":"subscribe","ref":1,"channel":"a"}'))
+                attackers.append(ws)
+            # the attack is on once most sentinels are attackers: the node's lag shows it
+            deadline = time.monotonic() + 10
+            while metric((await client.get("/metrics")).text,
+                         "tidings_delivery_lag_seconds") < 0.05:
+                assert time.monotonic() < deadline, "the stalled clients never became sentinels"
+                await asyncio.sleep(0.01)
+            attacked = statistics.median(await serial_latencies(client, "b", 100))
+            assert attacked <= 2 * calm, f"{1 / attacked:.0f}/s under attack, {1 / calm:.0f}/s calm"
+            feeding.cancel()
+        for task in reading:
+            task.cancel()
+        for reader in readers:
+            await reader.close()
+        for ws in attackers:
+            await gone(ws)

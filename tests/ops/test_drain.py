@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
+import os
 import signal
 import time
 from pathlib import Path
@@ -16,9 +18,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.fast.test_framing import client_frame
 from tests.ops.process import free_port, running
 from tests.serving import RunningServer
 from tests.wsclient import WS
+from tidings.server.fast.websocket import OP_CLOSE, OP_TEXT
 
 DEADLINE = 10.0
 DRAIN_TIMEOUT = 5.0
@@ -224,3 +228,81 @@ async def test_sigterm_ends_sse_streams_with_a_notice_and_answers_held_long_poll
     assert answered.status_code == 200 and answered.json()["messages"] == []
     assert code in SIGTERM_EXIT
     assert elapsed < DRAIN_TIMEOUT
+
+
+STORM = 2000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def storm_subscriber(port: int, channel: str, subscribed: asyncio.Event) -> int:
+    """A WebSocket client that subscribes, then reads until the server ends the connection;
+    returns how many join frames it got. (No deadline per read: it is idle most of the time.)"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    joins = 0
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        writer.write(client_frame(OP_TEXT, orjson.dumps(
+            {"op": "subscribe", "ref": 1, "channel": channel})))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readexactly(2)
+                size = head[1] & 0x7F
+                if size >= 126:
+                    size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8))
+                payload = await reader.readexactly(size)
+                opcode = head[0] & 0x0F
+                if opcode == OP_CLOSE:
+                    break
+                if opcode == OP_TEXT:
+                    op = orjson.loads(payload)["op"]
+                    joins += op == "join"
+                    if op == "subscribed":
+                        subscribed.set()
+    finally:
+        writer.close()
+    return joins
+
+
+async def test_a_join_storm_is_not_quadratic_and_sigterm_still_drains_in_time(tmp_path: Path):
+    # 2,000 clients subscribe to one channel of a namespace with presence and join/leave on.
+    # Each join goes to every subscriber: without a bound that is 2 million frames (the node
+    # sat at full CPU for minutes with 10,000, and SIGTERM could not stop it).
+    path = tmp_path / "tidings.toml"
+    path.write_text(f"drain_timeout = {DRAIN_TIMEOUT}\n"
+                    f"[limits]\nmax_connections_per_ip = {STORM}\n"
+                    "[namespaces.room]\npresence = true\njoin_leave = true\n")
+    with running(path, free_port(), tmp_path / "server.log") as server:
+        cpu_before = cpu_seconds(server.process.pid)
+        flags = [asyncio.Event() for _ in range(STORM)]
+        clients = []
+        for start in range(0, STORM, 250):  # in waves, as fast as the loopback takes them
+            clients += [asyncio.create_task(storm_subscriber(server.port, "room:hall", flag))
+                        for flag in flags[start:start + 250]]
+            await asyncio.sleep(0)
+        deadline = time.monotonic() + 60
+        for flag in flags:
+            await asyncio.wait_for(flag.wait(), max(0.1, deadline - time.monotonic()))
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+            present = (await http.get("/api/channels/room:hall/presence")).json()
+        assert len(present["clients"]) == STORM
+        cpu = cpu_seconds(server.process.pid) - cpu_before
+        started = time.monotonic()
+        server.terminate()
+        code = await asyncio.to_thread(server.wait, DRAIN_TIMEOUT + 5)
+        elapsed = time.monotonic() - started
+        joins = await asyncio.wait_for(asyncio.gather(*clients), DEADLINE)
+    assert code in SIGTERM_EXIT, server.output()[-2000:]
+    # at most join_leave_max_subscribers (100) joins reach each client, 5,000 frames in all
+    # (before the bound: 2 million, 6 s of CPU here, and 10 s to shut down)
+    assert max(joins) <= 100 and sum(joins) <= 100 * 101 // 2, (max(joins), sum(joins))
+    assert cpu < 4, f"the storm cost the server {cpu:.1f}s of CPU"
+    assert elapsed < DRAIN_TIMEOUT + 2, f"shutdown took {elapsed:.1f}s"

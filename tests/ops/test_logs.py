@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from tests.ops.process import free_port, running
 from tests.wsclient import WS
@@ -30,7 +31,7 @@ async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secret
     tmp_path: Path,
 ):
     cfg = tmp_path / "tidings.toml"
-    cfg.write_text(f'log_format = "json"\napi_key = "{API_KEY}"\n'
+    cfg.write_text(f'log_format = "json"\naccess_log = true\napi_key = "{API_KEY}"\n'
                    f'token_secret = "{TOKEN_SECRET}"\n')
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, TOKEN_SECRET,
                        algorithm="HS256")
@@ -67,6 +68,31 @@ async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secret
     assert opened["client"] == closed["client"] and closed["address"] == "127.0.0.1"
     assert closed["code"] == 1000 and closed["by"] == "client" and closed["duration_s"] >= 0
     assert any(r["logger"] == "tidings.server" and "drain" in r["message"] for r in logged)
+
+
+@pytest.mark.parametrize("engine", ["fast", "uvicorn"])
+async def test_the_defaults_write_no_line_per_request_or_poll(tmp_path: Path, engine: str):
+    # A line per request halved a long-polling node's capacity at the default level: the
+    # access lines (and a poll's connection lines) are opt-in (access_log = true, above).
+    cfg = tmp_path / "tidings.toml"
+    cfg.write_text(f'[server]\nengine = "{engine}"\n')  # nothing else: the defaults
+    with running(cfg, free_port(), tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for _ in range(3):
+                assert (await http.get("/api/info")).status_code == 200
+                short = await http.get("/poll", params={"channel": "quiet", "timeout": 0})
+                assert short.status_code == 200
+                long = await http.get("/poll", params={"channel": "quiet", "timeout": 0.05})
+                assert long.status_code == 200
+        async with await WS.open(server.ws_url) as ws:  # a WebSocket's lines stay
+            assert (await ws.request("subscribe", channel="quiet"))["op"] == "subscribed"
+        server.terminate()
+        server.wait(15)
+        output = server.output()
+    assert "drain" in output  # the log was written
+    assert "open transport=ws" in output and "close transport=ws" in output
+    for per_request in ("/api/info", "/poll", "transport=longpoll", "transport=poll"):
+        assert per_request not in output, output
 
 
 def test_redact_masks_tokens_keys_and_authorization_headers():

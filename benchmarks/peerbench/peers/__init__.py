@@ -7,12 +7,13 @@ from .pushpin import Pushpin, PushpinDefault
 from .rawref import RawRef
 from .socketio import SocketIO, SocketIOLegacyWs
 from .starlette import StarletteWs
-from .tidings import Tidings
+from .tidings import Tidings, TidingsDefaults
 
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (
         Tidings,
+        TidingsDefaults,
         NodeWs,
         SocketIO,
         SocketIOLegacyWs,

@@ -171,3 +171,21 @@ class Tidings(Peer):
                 k, v = line.split(" ", 1)
                 res[k] = v
         return res
+
+
+class TidingsDefaults(Tidings):
+    """``tidings serve`` as it comes: no settings file at all, so the defaults stay measured.
+
+    Everything a user would meet is in: INFO logs, the demo pages, the 10 ms flow target, and
+    the limit of 1,000 connections per address (C1's 10,000 connections from one loopback
+    address go past it: the refused ones are what a user would see too).
+    """
+
+    name = "tidings-defaults"
+    label = "tidings (no settings file)"
+    port = 18602
+
+    def commands(self) -> list[Cmd]:
+        env = {"PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
+        argv = [tidings_python(), "-m", "tidings", "serve", "--port", str(self.port)]
+        return [Cmd("tidings-defaults", argv, env=env)]

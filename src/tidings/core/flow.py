@@ -14,12 +14,18 @@ what the outbox limit (4008) is for. While a probe is out, its age already count
 seen while it grows, not only once the echo is back. A sample goes stale after ``fresh``
 seconds: a node whose sentinels say nothing new is not taken to be behind.
 
+A lag may also be asked of some sentinels only (``among``): a publish waits for the sentinels
+that receive its channel. A client that stops reading lags on its own, and a probe cannot tell
+that from the node falling behind; counted only for its own channels, a handful of stalled
+clients holds the publishers whose publications they fail to read, not every publisher.
+
 Pure logic: the caller sends the probes (:meth:`LagGauge.probe` gives the payload) and reports
 the echoes (:meth:`LagGauge.echoed`), with its own clock's ``now``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["LagGauge"]
@@ -113,9 +119,13 @@ class LagGauge(Generic[K]):
         sentinel.sampled = now
         return True
 
-    def lag(self, now: float) -> float:
-        """The node's lag in seconds: the lower median of its sentinels' (0 without any)."""
-        values = sorted(s.value(now, self.fresh) for s in self._sentinels.values())
+    def lag(self, now: float, among: Callable[[K], bool] | None = None) -> float:
+        """The lag in seconds: the lower median of the sentinels' (0 without any); ``among``:
+        of those sentinels only (the ones that receive a channel, say)."""
+        sentinels = self._sentinels
+        values = sorted(
+            s.value(now, self.fresh) for key, s in sentinels.items() if among is None or among(key)
+        )
         if not values:
             return 0.0
         return values[(len(values) - 1) // 2]

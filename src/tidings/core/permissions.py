@@ -36,6 +36,7 @@ class NamespaceOptions:
     client_publish: bool = False
     presence: bool = False
     join_leave: bool = False
+    join_leave_max_subscribers: int = 100
     history_size: int = 100
     history_ttl: float = 3600.0
     max_message_bytes: int = 65536

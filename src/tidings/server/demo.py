@@ -66,12 +66,17 @@ def demo_settings(settings: Settings) -> Settings:
     """``settings`` plus what the demos need and the user did not configure.
 
     The ``jobs`` namespace is the default namespace with a history long enough for a whole job;
+    the chat demo's ``chat`` namespace is the default namespace with presence and join/leave
+    messages (both off by default, as in Centrifugo: a namespace asks for them);
     a ``[receivers.demo]`` (provider ``standard``, a random secret) receives the demo webhooks.
     """
     namespaces = dict(settings.namespaces)
     if "jobs" not in namespaces:
         base = namespaces.get("default", NamespaceSettings())
         namespaces["jobs"] = base.model_copy(update={"history_size": max(base.history_size, 1000)})
+    if "chat" not in namespaces:
+        base = namespaces.get("default", NamespaceSettings())
+        namespaces["chat"] = base.model_copy(update={"presence": True, "join_leave": True})
     receivers = dict(settings.receivers)
     if RECEIVER not in receivers:
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()

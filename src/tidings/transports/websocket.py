@@ -165,6 +165,8 @@ class CommandHandler:
         raise NotImplementedError
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("op") == "join" and message["client"].get("client") == self.client_id:
+            return  # its own join: the subscribed reply already said so (protocol.md)
         self.queue(orjson.dumps(message).decode())
 
     def _watch_expiry(self) -> None:
@@ -309,7 +311,8 @@ class CommandHandler:
             raise
         self.session.subscribed(channel)
         # not if the subscription ended meanwhile (its subscription token expired)
-        if channel in self.session.subscriptions and self.node.options(channel).presence:
+        options = self.node.options(channel)
+        if channel in self.session.subscriptions and (options.presence or options.join_leave):
             await self.node.join(channel, self._client_info())
 
     def _client_info(self) -> ClientInfo:
@@ -317,7 +320,8 @@ class CommandHandler:
         return ClientInfo(self.client_id, creds.user, creds.info)
 
     async def _leave(self, channel: str) -> None:
-        if self.node.options(channel).presence:
+        options = self.node.options(channel)
+        if options.presence or options.join_leave:
             await self.node.leave(channel, self._client_info())
 
     async def release(self) -> None:

@@ -557,6 +557,10 @@ class FrameConnection(asyncio.Protocol):
     def on_lost(self) -> None:
         return None
 
+    def receives(self, channel: str) -> bool:
+        """Whether publications on ``channel`` come here (a flow-control sentinel's question)."""
+        return False
+
 
 class FastWebSocket(FrameConnection, CommandHandler):
     """A tidings client on the fast path: commands from text frames, pre-built frames out."""
@@ -584,6 +588,9 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def on_peer_close(self, code: int | None) -> None:
         self.peer_close = code
+
+    def receives(self, channel: str) -> bool:
+        return channel in self.session.subscriptions
 
     def close(self, code: int | None, reason: str = "", *, now: bool = False) -> None:
         if not self._state and self.peer_close is None and code is not None:

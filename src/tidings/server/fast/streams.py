@@ -32,7 +32,7 @@ from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
-from tidings.logs import access_log, log_event, request_id, request_id_for
+from tidings.logs import access_level, access_log, log_event, request_id, request_id_for
 from tidings.node import Node
 from tidings.outbox import Backlog
 from tidings.server.errors import error_body
@@ -162,10 +162,11 @@ class HttpExchange(asyncio.Protocol):
         self._completed = True
         ctx = self._ctx
         ctx.server_state.connections.discard(self)
-        if access_log.isEnabledFor(logging.INFO):
+        level = access_level(self._head.path)
+        if level is not None:
             path = self._head.path
             query = self._head.query.decode("latin-1")
-            log_event(access_log, "request", method=self._head.method,
+            log_event(access_log, "request", level, method=self._head.method,
                       path=path + (f"?{query}" if query else ""), status=self._status or None,
                       duration_ms=round((time.monotonic() - self._when) * 1000, 1),
                       client=self.node.security.client_ip(self._scope))
