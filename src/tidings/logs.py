@@ -77,15 +77,14 @@ _PATTERNS = [
 _QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 access_log = logging.getLogger("tidings.access")
-# the level of per-request lines: INFO with settings.access_log (set by configure_logging)
-_request_level = logging.DEBUG
 
 
-def access_level(path: str | None = None) -> int | None:
-    """The level of a request's access line (``path``: a probe or scrape is quieter), or None
-    when it would not be written; also the level of a request-scoped connection's lines (a
-    poll's open and close). Cheap: the caller builds the line only when it gets a level."""
-    level = logging.DEBUG if path in _QUIET_PATHS else _request_level
+def access_level(enabled: bool, path: str | None = None) -> int | None:
+    """The level of a request's access line (``enabled``: the node's ``access_log`` setting;
+    ``path``: a probe or scrape is quieter), or None when it would not be written; also the level
+    of a request-scoped connection's lines (a poll's open and close). Cheap: the caller builds
+    the line only when it gets a level."""
+    level = logging.INFO if enabled and path not in _QUIET_PATHS else logging.DEBUG
     return level if access_log.isEnabledFor(level) else None
 
 
@@ -180,8 +179,6 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO,
 
 def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler:
     """Send every log record through one redacting handler in ``settings.log_format``."""
-    global _request_level
-    _request_level = logging.INFO if settings.access_log else logging.DEBUG
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     handler.addFilter(RedactingFilter(secrets_of(settings)))
@@ -210,9 +207,11 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 class RequestIdMiddleware:
     """See the module docstring. Pure ASGI, so streaming responses pass through untouched."""
 
-    def __init__(self, app: Any, trusted_proxies: TrustedProxies | None = None) -> None:
+    def __init__(self, app: Any, trusted_proxies: TrustedProxies | None = None,
+                 access_log: bool = False) -> None:
         self.app = app
         self.trusted = trusted_proxies if trusted_proxies is not None else TrustedProxies()
+        self.access_log = access_log
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -246,7 +245,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope.get("path", "")
-            level = access_level(path)
+            level = access_level(self.access_log, path)
             if kind == "http" and level is not None:
                 query = scope.get("query_string", b"").decode("latin-1")
                 log_event(access_log, "request", level, method=scope.get("method"),

@@ -55,10 +55,10 @@ _ANNOUNCEMENTS = frozenset({"join", "leave"})
 _REQUEST_SCOPED = frozenset({"longpoll", "poll"})
 
 
-def _line_level(connection: Connection) -> int | None:
+def _line_level(connection: Connection, access_log: bool) -> int | None:
     """The level of a connection's open and close lines, None when they would not be written."""
     if connection.transport in _REQUEST_SCOPED:
-        return access_level()
+        return access_level(access_log)
     return logging.INFO if connection_log.isEnabledFor(logging.INFO) else None
 
 
@@ -438,7 +438,7 @@ class Node:
         self.connections[connection.client_id] = connection
         self._opened[connection.client_id] = time.monotonic()
         self.metrics.connection_opened(connection.transport)
-        level = _line_level(connection)
+        level = _line_level(connection, self.settings.access_log)
         if level is None:
             return
         log_event(connection_log, "open", level, transport=connection.transport,
@@ -451,7 +451,7 @@ class Node:
             code, reason, by = close_details(connection)
             name = _code_name(code) if code is not None else "ended"
             self.metrics.connection_closed(connection.transport, name)
-            level = _line_level(connection)
+            level = _line_level(connection, self.settings.access_log)
             if level is not None:
                 log_event(connection_log, "close", level, transport=connection.transport,
                           client=connection.client_id, user=connection.user,

@@ -236,5 +236,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(WebSocketRoutes, router=app.router, websocket=settings.websocket)
-    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies)
+    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies,
+                       access_log=node.settings.access_log)
     return app

@@ -162,7 +162,7 @@ class HttpExchange(asyncio.Protocol):
         self._completed = True
         ctx = self._ctx
         ctx.server_state.connections.discard(self)
-        level = access_level(self._head.path)
+        level = access_level(self.node.settings.access_log, self._head.path)
         if level is not None:
             path = self._head.path
             query = self._head.query.decode("latin-1")
