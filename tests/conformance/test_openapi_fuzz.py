@@ -54,7 +54,7 @@ def fuzz(server: RunningServer, modes: list[Any], headers: dict[str, str] | None
          schema_headers: dict[str, str] | None = None) -> int:
     # the document follows the API key like the API itself
     schema = schemathesis.openapi.from_url(f"{server.url}/api/openapi.json",
-                                           headers=schema_headers)
+                                           headers=schema_headers or {})
     base = f"{server.url}/api"
     operations = 0
     for result in schema.get_all_operations():
