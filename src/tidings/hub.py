@@ -6,6 +6,13 @@ onto its outbox. Subscribers whose history is still being read (RECOVERING) are 
 the hot loop over live subscribers does no per-subscriber state check; their publications are
 buffered in their :class:`~tidings.core.recovery.Recovery` instead.
 
+A subscriber whose recovery is merged is CATCHING until the broker's link hands over a
+publication after the position the merge left it at: the link can lag behind the history read
+(on Redis they are two connections), and what it hands over until then the subscriber already
+has (:func:`~tidings.core.recovery.is_new_to`). The first new publication makes it LIVE, before
+the live loop runs, so the hot loop stays free of the check; with a link that does not lag, that
+is the next publication.
+
 Metrics cost nothing per subscriber: the hub keeps, per channel, how many live subscribers each
 transport has (updated on promote/remove), so a fan-out adds its batch sizes to
 :attr:`Hub.delivered` with one dict update per transport. One fan-out in ``sample_every`` hands
@@ -19,7 +26,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tidings.core.events import Publication
-from tidings.core.recovery import Recovery
+from tidings.core.position import Position
+from tidings.core.recovery import Recovery, is_new_to, notice_concerns
 from tidings.core.wire.frames import EncodedPublication
 
 __all__ = ["Hub", "Subscriber"]
@@ -45,6 +53,7 @@ def transport_of(subscriber: Subscriber) -> str:
 
 class Hub:
     __slots__ = (
+        "_catching",
         "_countdown",
         "_live",
         "_live_transports",
@@ -61,6 +70,8 @@ class Hub:
         self._live: dict[str, dict[Subscriber, int]] = {}
         self.generation = 0
         self._recovering: dict[str, dict[Subscriber, Recovery]] = {}
+        # CATCHING subscribers: the position their recovery left them at, and their generation.
+        self._catching: dict[str, dict[Subscriber, tuple[Position, int]]] = {}
         self.deliveries = 0
         # metrics (see the module docstring)
         self._live_transports: dict[str, dict[str, int]] = {}
@@ -75,16 +86,28 @@ class Hub:
         self._recovering.setdefault(channel, {})[subscriber] = recovery
         return first
 
-    def promote(self, channel: str, subscriber: Subscriber) -> None:
-        """Move ``subscriber`` from RECOVERING to LIVE (the caller has merged its recovery)."""
+    def promote(self, channel: str, subscriber: Subscriber, position: Position | None = None
+                ) -> None:
+        """Move ``subscriber`` from RECOVERING on (the caller has merged its recovery).
+
+        ``position``: where the merge left it (the last publication it was given, or the
+        position read); it then is CATCHING (module docstring) until a publication after it
+        arrives. None makes it LIVE at once.
+        """
         recovering = self._recovering.get(channel)
         if recovering is not None:
             recovering.pop(subscriber, None)
             if not recovering:
                 del self._recovering[channel]
+        if position is None:
+            self._go_live(channel, subscriber, self.generation)
+        else:
+            self._catching.setdefault(channel, {})[subscriber] = (position, self.generation)
+
+    def _go_live(self, channel: str, subscriber: Subscriber, generation: int) -> None:
         live = self._live.setdefault(channel, {})
         if subscriber not in live:
-            live[subscriber] = self.generation
+            live[subscriber] = generation
             counts = self._live_transports.setdefault(channel, {})
             transport = transport_of(subscriber)
             counts[transport] = counts.get(transport, 0) + 1
@@ -100,13 +123,14 @@ class Hub:
                 del counts[transport]
                 if not counts:
                     del self._live_transports[channel]
-        for index in (self._live, self._recovering):
+        index: dict[str, Any]
+        for index in (self._live, self._recovering, self._catching):
             subs = index.get(channel)
             if subs is not None and subscriber in subs:
                 del subs[subscriber]
                 if not subs:
                     del index[channel]
-        return channel not in self._live and channel not in self._recovering
+        return not self.has_channel(channel)
 
     def fan_out(self, publication: Publication) -> EncodedPublication | None:
         """Deliver ``publication`` to this process's subscribers of its channel."""
@@ -115,6 +139,9 @@ class Hub:
         if recovering:
             for recovery in recovering.values():
                 recovery.buffer(publication)
+        catching = self._catching.get(channel)
+        if catching:
+            self._catch_up(channel, catching, publication)
         live = self._live.get(channel)
         if not live:
             return None
@@ -132,6 +159,16 @@ class Hub:
             self._countdown = self.sample_every
             self._sample(targets[-1], publication.time)
         return encoded
+
+    def _catch_up(self, channel: str, catching: dict[Subscriber, tuple[Position, int]],
+                  publication: Publication) -> None:
+        """Make LIVE the catching subscribers ``publication`` is new to; drop it for the rest."""
+        for subscriber, (position, generation) in tuple(catching.items()):
+            if is_new_to(position, publication):
+                del catching[subscriber]
+                self._go_live(channel, subscriber, generation)
+        if not catching and self._catching.get(channel) is catching:
+            del self._catching[channel]
 
     def _sample(self, subscriber: Subscriber, time_ms: int) -> None:
         assert self.on_latency is not None
@@ -151,6 +188,20 @@ class Hub:
         (whose ``available_from`` the node computed for itself) could make it skip a
         publication it has yet to receive.
         """
+        catching = self._catching.get(channel)
+        if catching:
+            for subscriber, (position, generation) in tuple(catching.items()):
+                if before_generation is not None and generation >= before_generation:
+                    continue
+                if not notice_concerns(position, message):
+                    continue
+                if message.get("op") == "gap":  # told of a loss: it continues from the present
+                    del catching[subscriber]
+                    self._go_live(channel, subscriber, generation)
+                else:
+                    subscriber.control(channel, message)
+            if not catching and self._catching.get(channel) is catching:
+                del self._catching[channel]
         live = self._live.get(channel)
         if not live:
             return
@@ -161,27 +212,31 @@ class Hub:
     def channels(self) -> dict[str, int]:
         """Subscriber counts by channel on this process (live and recovering)."""
         counts = {ch: len(subs) for ch, subs in self._live.items()}
-        for ch, subs in self._recovering.items():
-            counts[ch] = counts.get(ch, 0) + len(subs)
+        for index in (self._recovering, self._catching):
+            for ch, subs in index.items():
+                counts[ch] = counts.get(ch, 0) + len(subs)
         return counts
 
     def subscriptions_by_transport(self) -> dict[str, int]:
-        """Subscriptions on this process by transport (live and recovering); O(recovering)."""
+        """Subscriptions on this process by transport (every state); O(recovering + catching)."""
         totals: dict[str, int] = {}
         for counts in self._live_transports.values():
             for transport, count in counts.items():
                 totals[transport] = totals.get(transport, 0) + count
-        for subs in self._recovering.values():
-            for subscriber in subs:
-                transport = transport_of(subscriber)
-                totals[transport] = totals.get(transport, 0) + 1
+        index: dict[str, Any]
+        for index in (self._recovering, self._catching):
+            for subs in index.values():
+                for subscriber in subs:
+                    transport = transport_of(subscriber)
+                    totals[transport] = totals.get(transport, 0) + 1
         return totals
 
     def subscriber_count(self, channel: str) -> int:
-        return len(self._live.get(channel, ())) + len(self._recovering.get(channel, ()))
+        return (len(self._live.get(channel, ())) + len(self._recovering.get(channel, ()))
+                + len(self._catching.get(channel, ())))
 
     def is_recovering(self, channel: str, subscriber: Subscriber) -> bool:
         return subscriber in self._recovering.get(channel, {})
 
     def has_channel(self, channel: str) -> bool:
-        return channel in self._live or channel in self._recovering
+        return channel in self._live or channel in self._recovering or channel in self._catching

@@ -349,7 +349,7 @@ class Node:
         if not self.hub.is_recovering(channel, subscriber):
             return result  # unsubscribed meanwhile
         on_ready(result)
-        self.hub.promote(channel, subscriber)
+        self.hub.promote(channel, subscriber, result.position)
         return result
 
     async def read_since(self, channel: str, since: Position | None) -> Page | Gap | Position:

@@ -19,6 +19,9 @@ from tidings.brokers.base import Broker
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
+from tidings.core.recovery import Recovered
+from tidings.core.wire.frames import EncodedPublication
+from tidings.node import Node
 from tidings.presence.base import ClientInfo, PresenceManager
 from tidings.presence.memory import MemoryPresence
 
@@ -49,6 +52,22 @@ class Recorder:
 
     def offsets(self, channel: str) -> list[int]:
         return [p.offset for p in self.publications if p.channel == channel]
+
+
+class ResumingSubscriber:
+    """A hub subscriber that records the offsets it is sent: recovered, then live."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def ready(self, result: Recovered) -> None:
+        self.offsets.extend(p.offset for p in result.publications)
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        self.offsets.append(publication.publication.offset)
+
+    def control(self, channel: str, message: dict[str, Any]) -> None:
+        pass
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 5.0,
@@ -178,6 +197,31 @@ class BrokerConformance:
         await wait_until(lambda: len(first_seen.offsets("shared")) == 5, what="first node")
         assert second_seen.offsets("shared") == [1, 2, 3, 4, 5]
 
+    async def test_a_node_resuming_while_another_publishes_gets_each_publication_once(
+            self, broker_factory: BrokerFactory, started: Callable[[], Any]) -> None:
+        """The node's merge of history and live (tidings.core.recovery) over this broker: a
+        subscriber resumes after offset 1 while a burst is published (from another node when
+        the broker has several), many times; it gets offsets 2..7 once each, in order."""
+        node = Node(broker=broker_factory())
+        await node.start()
+        try:
+            publisher = (await started())[0] if self.multi_node else node.broker
+            now = int(time.time() * 1000)  # the node reads history at the real time
+            for attempt in range(30):
+                channel = f"race:{attempt}"
+                first = await publish(publisher, channel, 0, at=now)
+                sink = ResumingSubscriber()
+                burst = asyncio.gather(*(publish(publisher, channel, i, at=now)
+                                         for i in range(5)))
+                await node.subscribe(sink, channel, first.position, sink.ready)
+                await burst
+                await publish(publisher, channel, "last", at=now)
+                await wait_until(lambda s=sink: 7 in s.offsets, what=f"offset 7 on {channel}")
+                assert sink.offsets == [2, 3, 4, 5, 6, 7], (attempt, sink.offsets)
+                await node.unsubscribe(sink, channel)
+        finally:
+            await node.stop()
+
     async def test_control_messages_reach_the_handler(self, broker: Broker,
                                                       recorder: Recorder) -> None:
         await broker.subscribe("room")
@@ -280,6 +324,8 @@ class BrokerConformance:
         assert answer.epoch == current.epoch
         assert answer.position == current
         assert (answer.requested, answer.available_from) == (3, 1)
+        # then what history still has: the new epoch from its first offset
+        assert [p.offset for p in answer.publications] == [1, 2, 3]
 
     async def test_since_returns_a_gap_when_history_no_longer_reaches_back(
             self, broker: Broker) -> None:

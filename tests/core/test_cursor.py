@@ -14,6 +14,7 @@ from tidings.core.cursor import (
     decode_cursors,
     encode_cursor,
     encode_token,
+    positions_for,
 )
 from tidings.core.position import Position
 from tidings.exceptions import InvalidCursor
@@ -149,3 +150,25 @@ def test_cursor_position_is_the_channels_position_and_ignores_the_others():
 def test_cursor_position_refuses_a_cursor_without_the_channel():
     with pytest.raises(InvalidCursor, match="no position for c"):
         cursor_position(encode_token("a", Position("e", 4)), "c")
+
+
+def test_positions_for_gives_the_positions_of_the_subscribed_channels():
+    cursor = encode_cursor({"a": Position("AAAAAAAA", 3), "b": Position("AAAAAAAA", 5)})
+    assert positions_for(cursor, ("a", "b", "c")) == {"a": Position("AAAAAAAA", 3),
+                                                      "b": Position("AAAAAAAA", 5)}
+    assert positions_for([cursor, encode_token("a", Position("AAAAAAAA", 4))], {"a", "b"}) == {
+        "a": Position("AAAAAAAA", 4), "b": Position("AAAAAAAA", 5)}
+
+
+def test_positions_for_refuses_a_cursor_naming_a_channel_not_subscribed():
+    cursor = encode_cursor({"a": Position("AAAAAAAA", 3), "b": Position("AAAAAAAA", 5)})
+    with pytest.raises(InvalidCursor, match="'b'"):
+        positions_for(cursor, ["a"])
+
+
+def test_positions_for_refuses_a_cut_cursor_that_decodes_to_another_channel():
+    token = encode_token("news:sports", Position("AAAAAAAA", 3))
+    cut = token[:len(token) - len(token) % 4 - 4]
+    assert decode_cursor(cut).keys() != {"news:sports"}  # it still decodes, elsewhere
+    with pytest.raises(InvalidCursor, match="does not include"):
+        positions_for(cut, ["news:sports"])

@@ -28,10 +28,17 @@ def filled(count: int, size: int = 10, ttl: float = 0, step_ms: int = 0) -> Hist
 
 # resolve_since --------------------------------------------------------------------------------
 
-def test_resolve_since_returns_gap_when_epoch_changed():
+def test_resolve_since_returns_gap_with_the_new_epoch_from_its_first_offset_when_epoch_changed():
     window = [pub(1), pub(2)]
     answer = resolve_since(CH, Position(OTHER_EPOCH, 40), Position(EPOCH, 2), window, 10)
-    assert answer == Gap(CH, EPOCH, 41, 1, Position(EPOCH, 2), [])
+    assert answer == Gap(CH, EPOCH, 41, 1, Position(EPOCH, 2), [pub(1), pub(2)])
+
+
+def test_resolve_since_after_an_epoch_change_hands_over_at_most_limit_publications():
+    window = [pub(1), pub(2), pub(3)]
+    answer = resolve_since(CH, Position(OTHER_EPOCH, 1), Position(EPOCH, 3), window, 2)
+    assert isinstance(answer, Gap)
+    assert answer.publications == [pub(1), pub(2)]
 
 
 def test_resolve_since_returns_gap_when_epoch_changed_and_history_is_empty():
@@ -132,6 +139,7 @@ def test_since_returns_gap_when_epoch_changed():
     assert isinstance(answer, Gap)
     assert (answer.epoch, answer.requested, answer.available_from) == (EPOCH, 3, 1)
     assert answer.position == Position(EPOCH, 3)
+    assert answer.publications == [pub(1), pub(2), pub(3)]
 
 
 def test_since_returns_the_publications_after_the_position():
@@ -243,6 +251,8 @@ def test_since_agrees_with_a_list_model(size: int, ttl: float,
             assert answer.requested == offset + 1
             assert answer.available_from == (kept[0].offset if kept else None)
             assert answer.epoch == EPOCH
+            # another epoch: what history still has; a position ahead: nothing comes after it
+            assert answer.publications == (kept[:limit] if other_epoch else [])
         elif offset == latest or (after and after[0].offset == offset + 1):
             assert isinstance(answer, Page), answer
             assert answer.publications == after[:limit]

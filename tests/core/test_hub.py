@@ -10,7 +10,7 @@ from tidings.core.recovery import Recovery
 from tidings.core.wire.frames import EncodedPublication
 from tidings.hub import Hub
 
-from .helpers import EPOCH, pub
+from .helpers import EPOCH, OTHER_EPOCH, pub
 
 CH = "chat:lobby"
 
@@ -148,3 +148,58 @@ def test_channels_and_counts_include_live_and_recovering():
     assert hub.subscriber_count("zzz") == 0
     assert hub.has_channel("b")
     assert not hub.has_channel("zzz")
+
+
+# CATCHING: the broker's link lagging behind the history read -----------------------------------
+
+def test_a_subscriber_promoted_at_a_position_drops_what_the_link_hands_over_up_to_it():
+    hub = Hub()
+    sub = Recorder()
+    hub.add_recovering(CH, sub, Recovery(CH, Position(EPOCH, 1)))
+    hub.promote(CH, sub, Position(EPOCH, 3))  # history gave it 2 and 3; the link has not yet
+    for offset in (2, 3, 4, 5):
+        hub.fan_out(pub(offset))
+    assert [e.publication.offset for e in sub.delivered] == [4, 5]
+
+
+def test_a_catching_subscriber_drops_another_epoch_until_a_gap_notice_announces_it():
+    hub = Hub()
+    sub = Recorder()
+    hub.promote(CH, sub, Position(EPOCH, 3))
+    hub.fan_out(pub(3, epoch=OTHER_EPOCH))  # the link still handing over an older epoch
+    assert sub.delivered == []
+    notice = {"op": "gap", "channel": CH, "epoch": OTHER_EPOCH, "requested": 4,
+              "available_from": 1}
+    hub.control(CH, notice)
+    hub.fan_out(pub(1, epoch=OTHER_EPOCH))
+    assert sub.controls == [(CH, notice)]
+    assert [e.publication.position for e in sub.delivered] == [Position(OTHER_EPOCH, 1)]
+
+
+def test_a_catching_subscriber_is_not_told_of_a_gap_its_history_covered():
+    hub = Hub()
+    sub = Recorder()
+    hub.promote(CH, sub, Position(EPOCH, 9))
+    covered = {"op": "gap", "channel": CH, "epoch": EPOCH, "requested": 3, "available_from": 8}
+    hub.control(CH, covered)
+    hub.fan_out(pub(9))
+    assert (sub.controls, sub.delivered) == ([], [])
+    lost = {"op": "gap", "channel": CH, "epoch": EPOCH, "requested": 3, "available_from": 12}
+    hub.control(CH, lost)
+    assert sub.controls == [(CH, lost)]
+
+
+def test_a_catching_subscriber_gets_join_and_leave_and_counts_until_removed():
+    hub = Hub()
+    sub = Recorder()
+    hub.promote(CH, sub, Position(EPOCH, 0))
+    join = {"op": "join", "channel": CH}
+    hub.control(CH, join)
+    assert sub.controls == [(CH, join)]
+    assert hub.channels() == {CH: 1}
+    assert hub.subscriber_count(CH) == 1
+    assert hub.subscriptions_by_transport() == {"other": 1}
+    assert hub.remove(CH, sub) is True
+    assert not hub.has_channel(CH)
+    hub.fan_out(pub(1))
+    assert sub.delivered == []

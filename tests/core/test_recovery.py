@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import History
 from tidings.core.position import Position
-from tidings.core.recovery import Recovered, Recovery
+from tidings.core.recovery import Recovered, Recovery, is_new_to, notice_concerns
 
 from .helpers import EPOCH, OTHER_EPOCH, pub
 
@@ -80,10 +80,21 @@ def test_finish_after_a_gap_is_not_recovered_and_sends_survivors_then_live():
 def test_finish_after_an_epoch_change_continues_from_the_present():
     recovery = Recovery(CH, Position(OTHER_EPOCH, 40))
     recovery.buffer(pub(3))
-    gap = Gap(CH, EPOCH, 41, 1, Position(EPOCH, 2), [])
+    gap = Gap(CH, EPOCH, 41, None, Position(EPOCH, 2), [])
     result = recovery.finish(gap)
     assert result.recovered is False
     assert offsets(result) == [3]
+    assert result.position == Position(EPOCH, 3)
+
+
+def test_finish_after_an_epoch_change_sends_the_new_epoch_from_its_first_offset_then_live():
+    recovery = Recovery(CH, Position(OTHER_EPOCH, 40))
+    recovery.buffer(pub(2))
+    recovery.buffer(pub(3))
+    gap = Gap(CH, EPOCH, 41, 1, Position(EPOCH, 2), [pub(1), pub(2)])
+    result = recovery.finish(gap)
+    assert (result.recovered, result.gap) == (False, gap)
+    assert offsets(result) == [1, 2, 3]
     assert result.position == Position(EPOCH, 3)
 
 
@@ -185,3 +196,19 @@ def test_resume_through_history_and_live_is_gap_free_or_reports_the_gap(
         if got:
             assert got == list(range(got[0], total + 1))
         assert tail == max(total, result.position.offset)
+
+
+def test_is_new_to_compares_offsets_within_one_epoch_only():
+    at = Position(EPOCH, 3)
+    assert [is_new_to(at, pub(n)) for n in (2, 3, 4)] == [False, False, True]
+    assert is_new_to(at, pub(9, epoch=OTHER_EPOCH)) is False
+
+
+def test_notice_concerns_a_subscriber_only_if_it_loses_something_after_its_position():
+    at = Position(EPOCH, 5)
+    gap = {"op": "gap", "epoch": EPOCH, "requested": 2}
+    assert notice_concerns(at, {**gap, "available_from": 6}) is False
+    assert notice_concerns(at, {**gap, "available_from": 7}) is True
+    assert notice_concerns(at, {**gap, "available_from": None}) is True
+    assert notice_concerns(at, {**gap, "epoch": OTHER_EPOCH, "available_from": 1}) is True
+    assert notice_concerns(at, {"op": "join"}) is True

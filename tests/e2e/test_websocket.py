@@ -122,15 +122,35 @@ async def test_resume_older_than_history_says_not_recovered_without_duplicates(
     assert [m["offset"] for m in survived + live] == [8, 9, 10, 11]
 
 
-async def test_resume_with_a_wrong_epoch_says_not_recovered(server: RunningServer):
+async def test_resume_with_a_wrong_epoch_says_not_recovered_then_sends_what_history_has(
+        server: RunningServer):
     await publish(server, "news", "a")
     async with await WS.open(server.ws_url) as ws:
         sub = await ws.request("subscribe", channel="news", since={"epoch": "AAAAAAAA",
                                                                    "offset": 1})
         assert sub["recovered"] is False and sub["requested"] == 2
+        assert sub["available_from"] == 1
         await publish(server, "news", "b")
-        msgs = await ws.messages(1)
-    assert [m["data"] for m in msgs] == ["b"]
+        msgs = await ws.messages(2)
+    assert [m["data"] for m in msgs] == ["a", "b"]
+
+
+async def test_resume_across_a_memory_node_restart_gets_a_gap_then_the_new_epoch_from_offset_1():
+    with serve() as before:
+        old = await publish(before, "news", "old")
+    with serve() as after:  # memory broker: history lost, a new epoch
+        for i in range(3):
+            await publish(after, "news", i)
+        async with await WS.open(after.ws_url) as ws:
+            sub = await ws.request("subscribe", channel="news",
+                                   since={"epoch": old["epoch"], "offset": old["offset"]})
+            assert (sub["recovered"], sub["requested"], sub["available_from"]) == (False, 2, 1)
+            assert sub["epoch"] != old["epoch"]
+            missed = await ws.messages(3)
+            await publish(after, "news", "live")
+            live = await ws.messages(1)
+    assert [(m["offset"], m["data"]) for m in missed + live] == [(1, 0), (2, 1), (3, 2),
+                                                                (4, "live")]
 
 
 async def test_idempotent_publish_returns_the_same_offset_twice(server: RunningServer):

@@ -118,6 +118,52 @@ async def test_transport_reports_a_gap_when_history_no_longer_reaches_back(
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_transport_resumes_across_an_epoch_change_with_a_gap_then_the_new_epoch(
+        engine: str, kind: str) -> None:
+    channel = channel_name()
+    with run_server() as before:
+        async with httpx.AsyncClient(base_url=before.url, timeout=DEADLINE) as client:
+            await publish(client, channel, "old")
+            answer = await client.get("/poll", params={"channel": channel, "timeout": 0})
+            cursor = answer.json()["cursor"]
+    with run_server() as after:  # memory broker: history lost, a new epoch
+        async with httpx.AsyncClient(base_url=after.url, timeout=DEADLINE) as client:
+            await publish(client, channel, "a", "b", "c")
+            sub = reader(kind, client, [channel], cursor)
+            await sub.start()
+            try:
+                items = await sub.take(4)
+                await publish(client, channel, "live")
+                live = await sub.take(1)
+            finally:
+                await sub.close()
+    gap = items[0]
+    assert gap["op"] == "gap"
+    assert (gap["channel"], gap["requested"], gap["available_from"]) == (channel, 2, 1)
+    assert [(m["offset"], m["data"]) for m in items[1:] + live] == [
+        (1, "a"), (2, "b"), (3, "c"), (4, "live")]
+    assert {m["epoch"] for m in items[1:]} == {gap["epoch"]}
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_transport_refuses_a_cursor_naming_a_channel_not_subscribed(
+        client: httpx.AsyncClient, kind: str) -> None:
+    channel = channel_name("news")
+    await publish(client, channel, 1)
+    cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
+    # A cut cursor can still decode, to another channel: "…news:1a2b3c" becomes "…news:1a2".
+    cut = cursor[:len(cursor) - len(cursor) % 4 - 4]
+    for wanted, given in ((channel, cut), ("other", cursor)):
+        params = {"channel": wanted, "cursor": given, **({"timeout": "0"} if kind == "poll"
+                                                          else {})}
+        response = await client.get(PATHS[kind], params=params)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "bad_request"
+        assert "channel" in error["message"] and "not include" in error["message"]
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_refuses_a_bad_cursor_with_a_json_400(
         client: httpx.AsyncClient, kind: str) -> None:
     params = {"channel": "c", "cursor": "not*a*cursor"}

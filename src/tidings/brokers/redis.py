@@ -660,11 +660,13 @@ class RedisBroker:
                 await self._catch_up(sub)  # a hole: fill it from history first
                 if sub.last is not None and publication.offset <= sub.last.offset:
                     return
-        elif last is not None:
-            # The epoch changed under a live link (flushed Redis, expired meta): say so.
+        elif (known := sub.resume_from) is not None and known.epoch != publication.epoch:
+            # The epoch changed under a live link (flushed Redis, expired meta): say so, also
+            # before the first delivery (the baseline's epoch is what subscribers read), since
+            # the hub hands a new epoch only to those told of it (core.recovery.is_new_to).
             self._control_to(handler, sub.channel, {
                 "op": "gap", "channel": sub.channel, "epoch": publication.epoch,
-                "requested": last.offset + 1, "available_from": publication.offset})
+                "requested": known.offset + 1, "available_from": publication.offset})
         self._deliver(handler, publication, sub)
 
     async def _catch_up_name(self, name: bytes, *, reconnect: bool = False) -> None:
@@ -682,8 +684,9 @@ class RedisBroker:
         if handler is None or start is None:
             return
         position = start
-        switched = False
         while True:
+            # A Gap carries what history still has (a new epoch from its first offset): it is
+            # handed over after the notice, then the pages after it.
             answer = await self._since(sub.channel, position, CATCH_UP_PAGE, None, 0)
             if isinstance(answer, Gap):
                 notice: dict[str, Any] = {"op": "gap", **answer.to_dict()}
@@ -691,15 +694,6 @@ class RedisBroker:
                     notice["reconnect"] = True
                 self._control_to(handler, sub.channel, notice)
                 position = answer.position
-                if (not switched and not answer.publications and answer.available_from is not None
-                        and answer.epoch != start.epoch):
-                    # A new epoch (Redis restarted empty) whose history was written while the
-                    # link was down: the gap names it as available, so hand it over, from its
-                    # first offset, rather than skipping to the present.
-                    position = Position(answer.epoch, answer.available_from - 1)
-                    sub.last = position
-                    switched = True
-                    continue
             for publication in answer.publications:
                 self._deliver(handler, publication, sub)
                 position = publication.position

@@ -6,20 +6,31 @@ A token depends only on one channel's position, so it is computed once per publi
 by every subscriber; a multi-channel stream's cursor is the join of its channels' tokens. Decoding
 merges repeated channels by keeping the later position in the same epoch (and the last one given
 when epochs differ), so cursors from several transports can be passed together.
+
+A cursor given to resume a subscription must name only channels the subscription has
+(:func:`positions_for`, the one validation every transport calls): a cut or garbled token can
+still decode, to another channel, and ignoring it would silently start from the present.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from tidings.core.channels import validate_channel
 from tidings.core.position import EPOCH_ALPHABET, Position
 from tidings.exceptions import BadRequest, InvalidCursor
 
-__all__ = ["MAX_CURSOR_LENGTH", "cursor_position", "decode_cursor", "decode_cursors", "encode_cursor",
-           "encode_token"]
+__all__ = [
+    "MAX_CURSOR_LENGTH",
+    "cursor_position",
+    "decode_cursor",
+    "decode_cursors",
+    "encode_cursor",
+    "encode_token",
+    "positions_for",
+]
 
 MAX_CURSOR_LENGTH = 64 * 1024
 
@@ -84,3 +95,18 @@ def cursor_position(cursor: str, channel: str) -> Position:
     if position is None:
         raise InvalidCursor(f"invalid cursor: it holds no position for {channel[:200]}")
     return position
+
+
+def positions_for(cursors: str | Iterable[str], channels: Collection[str]) -> dict[str, Position]:
+    """The resume positions that ``cursors`` (one cursor, or several to merge) give ``channels``.
+
+    Raises :class:`InvalidCursor` (a ``bad_request``) if a cursor is malformed or names a channel
+    not in ``channels``, naming that channel. A channel the cursors do not name is absent from
+    the answer (it starts from the present).
+    """
+    positions = decode_cursors([cursors] if isinstance(cursors, str) else cursors)
+    for channel in positions:
+        if channel not in channels:
+            raise InvalidCursor(f"invalid cursor: it names channel {channel!r}, which this "
+                                "subscription does not include (a cut or mixed-up cursor?)")
+    return positions

@@ -28,11 +28,18 @@ def resolve_since(
 
     The caller owes: ``window`` is every publication still in history after ``requested.offset``
     (or, when that is unknown, the whole history), in offset order, all in ``current.epoch``.
+
+    A Gap carries what history still has after the loss, up to ``limit``: from another epoch,
+    the current epoch from its oldest kept offset (an offset of another epoch says nothing of
+    this one); within the epoch, what follows the requested position. A position ahead of the
+    channel's gets an empty Gap: nothing in history comes after it.
     """
     first_wanted = requested.offset + 1
-    if requested.epoch != current.epoch or requested.offset > current.offset:
-        return Gap(channel, current.epoch, first_wanted, window[0].offset if window else None,
-                   current, [])
+    oldest = window[0].offset if window else None
+    if requested.epoch != current.epoch:
+        return Gap(channel, current.epoch, first_wanted, oldest, current, list(window[:limit]))
+    if requested.offset > current.offset:
+        return Gap(channel, current.epoch, first_wanted, oldest, current, [])
     if requested.offset == current.offset:
         return Page([], current)
     after = [p for p in window if p.offset >= first_wanted]

@@ -5,16 +5,51 @@ channel keep arriving. :class:`Recovery` buffers them and :meth:`Recovery.finish
 history part first, then buffered live publications that come after it, each offset once. A live
 publication that skips ahead of what was read is kept (history was read before it was appended);
 one from another epoch than the answer's is dropped, since it can only be older.
+
+The merge does not end at ``finish``: the broker's live link and the history read are two
+different paths (on Redis, two connections), so the read can return publications the link has
+yet to hand over. Until the link passes the position ``finish`` left the subscriber at, what it
+hands over is filtered by the same rule, :func:`is_new_to` (the hub keeps such subscribers
+apart, CATCHING, and makes them LIVE at the first publication that is new to them). One rule,
+here, for every transport on both engines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.position import Position
 
-__all__ = ["Recovered", "Recovery"]
+__all__ = ["Recovered", "Recovery", "is_new_to", "notice_concerns"]
+
+
+def is_new_to(position: Position, publication: Publication) -> bool:
+    """Whether a subscriber that has received everything up to ``position`` lacks ``publication``.
+
+    Offsets compare within one epoch only. A publication of another epoch is taken as older (a
+    link still handing over what preceded the epoch the subscriber read): a newer epoch reaches
+    a subscriber only after the gap notice that announces it (:func:`notice_concerns`).
+    """
+    return publication.epoch == position.epoch and publication.offset > position.offset
+
+
+def notice_concerns(position: Position, notice: Mapping[str, Any]) -> bool:
+    """Whether a broker's control ``notice`` is news to a subscriber at ``position``.
+
+    A gap notice (``{"op": "gap", "epoch", "requested", "available_from"}``) concerns it if it
+    moves the channel to another epoch, or loses an offset after ``position`` (history no longer
+    holds ``position.offset + 1``); a subscriber whose own history read already covered the lost
+    range is not told twice. Other notices (join, leave) concern every subscriber.
+    """
+    if notice.get("op") != "gap":
+        return True
+    if notice.get("epoch") != position.epoch:
+        return True
+    available = notice.get("available_from")
+    return not isinstance(available, int) or available > position.offset + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +101,11 @@ class Recovery:
             if last.epoch == position.epoch and last.offset > position.offset:
                 position = last
         merged = list(history)
+        mark = Position(position.epoch, merged[-1].offset if merged else position.offset)
         for pub in self.buffered:
-            if pub.epoch != position.epoch:
-                continue
-            top = merged[-1].offset if merged else position.offset
-            if pub.offset <= top:
-                continue
-            merged.append(pub)
+            if is_new_to(mark, pub):
+                merged.append(pub)
+                mark = pub.position
         if merged and merged[-1].epoch == position.epoch and merged[-1].offset > position.offset:
             position = merged[-1].position
         self.buffered = []

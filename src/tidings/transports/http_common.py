@@ -42,7 +42,7 @@ import orjson
 from tidings.auth.apikeys import bearer_token
 from tidings.auth.limits import ConnectionLease
 from tidings.core.channels import validate_channel
-from tidings.core.cursor import decode_cursors, encode_token
+from tidings.core.cursor import encode_token, positions_for
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
@@ -186,7 +186,7 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
 
     ``headers`` are the request's (lower-case names), ``cors`` the answer's CORS headers. Resume
     positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header (the
-    later position of a channel wins); positions of channels not requested are ignored.
+    later position of a channel wins); a cursor naming a channel not requested is refused.
     """
     query = _query(scope, POLL_PARAMS if poll else STREAM_PARAMS)
     credentials = await _credentials(node, headers, query)
@@ -194,14 +194,13 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
     cursors = list(query.get("cursor", []))
     if last_event_id and headers.get("last-event-id"):
         cursors.append(headers["last-event-id"])
-    since = decode_cursors(cursors) if cursors else {}
+    since = positions_for(cursors, channels) if cursors else {}
     limits = node.settings.limits
     timeout = parse_timeout(_one(query, "timeout"), limits.max_poll_timeout) if poll else 0.0
     limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
-    wanted = {ch: since[ch] for ch in channels if ch in since}
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
-    return StreamRequest(channels, wanted, credentials, timeout, limit, headers, cors, lease)
+    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease)
 
 
 # CORS -----------------------------------------------------------------------------------------
