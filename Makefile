@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test test-latest lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test test-long test-latest lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ serve: $(VENV)/.installed
 ## test: install the test extras and run the whole suite
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-long: the long runs of the races and bounds that make test checks in short (minutes)
+test-long: $(STAMP)
+	$(PY) -m pytest -m long $(PYTEST_ARGS)
 
 ## test-latest: the suite against the newest releases allowed by pyproject.toml, in .venv-latest
 ## (drift shows here first, not as a red main); a failure here means: fix, then `make lock`

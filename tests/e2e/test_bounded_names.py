@@ -113,7 +113,7 @@ async def test_names_nobody_uses_leave_no_entry_behind():
     await names_leave_no_entry(OPS)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 async def test_fifty_thousand_names_nobody_uses_leave_no_entry_behind():
     await names_leave_no_entry(50_000)
 

@@ -183,7 +183,7 @@ async def test_resumes_across_nodes_racing_a_burst_get_each_publication_exactly_
     assert wrong == [], f"{len(wrong)} of 90 resumes were not exact: {wrong[:5]}"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 async def test_many_resumes_across_nodes_racing_bursts_get_each_publication_exactly_once(
     redis: RedisServer,
 ) -> None:

@@ -272,10 +272,13 @@ def check_ledger(ledger: Ledger, accepted: dict[Key, str], first: Key) -> list[s
 def complete(ledger: Ledger, last: int | Key) -> bool:
     """The consumer has seen ``last`` (or failed, which the check reports)."""
     if isinstance(last, tuple):
+        # A gap notice with no ``available_from`` in the awaited epoch says "nothing there yet"
+        # (the notice that enters a new epoch comes before its publications), not that ``last``
+        # was lost: only a gap whose history starts past ``last`` stands in for it.
         epoch, offset = last
         return ledger.error is not None or any(
             i.epoch == epoch and (i.offset >= offset if isinstance(i, Publication)
-                                  else (i.available_from is None or i.available_from > offset))
+                                  else (i.available_from is not None and i.available_from > offset))
             for i in ledger.items)
     return ledger.error is not None or ledger.last_offset() >= last or any(
         isinstance(i, Gap) and (i.available_from is None or i.available_from > last)
