@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test test-long test-latest lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test coverage-core test-long test-latest lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ serve: $(VENV)/.installed
 ## test: install the test extras and run the whole suite
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## coverage-core: the sans-I/O core's own tests, with a floor on their branch coverage (CI runs it)
+CORE_COVERAGE_FLOOR ?= 99
+coverage-core: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/core --cov=tidings.core --cov-branch \
+	    --cov-report=term --cov-fail-under=$(CORE_COVERAGE_FLOOR)
 
 ## test-long: the long runs of the races and bounds that make test checks in short (minutes)
 test-long: $(STAMP)
