@@ -29,9 +29,10 @@ import orjson
 import pytest
 
 from tests.fast.test_framing import client_frame
+from tests.rawws import RawWS
 from tests.serving import ENGINE, RunningServer, serve
 from tests.wsclient import WS
-from tidings.server.fast.websocket import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
+from tidings.server.fast.websocket import OP_CLOSE, OP_CONT, OP_TEXT
 
 DEADLINE = 10.0
 
@@ -97,40 +98,6 @@ def assert_json_error(raw: bytes, status: int, code: str) -> str:
     assert error["code"] == code
     message: str = error["message"]
     return message
-
-
-class RawWS:
-    """A WebSocket opened over a raw socket, for frames no library client sends."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> RawWS:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(upgrade_request("/ws"))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        return cls(reader, writer)
-
-    async def frame(self) -> tuple[int, bytes]:
-        head = await asyncio.wait_for(self.reader.readexactly(2), DEADLINE)
-        n = head[1] & 0x7F
-        if n == 126:
-            n = int.from_bytes(await self.reader.readexactly(2), "big")
-        elif n == 127:
-            n = int.from_bytes(await self.reader.readexactly(8), "big")
-        return head[0] & 0x0F, await self.reader.readexactly(n)
-
-    async def data_frame(self) -> tuple[int, bytes]:
-        while True:
-            opcode, payload = await self.frame()
-            if opcode != OP_PING:
-                return opcode, payload
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 # A WebSocket upgrade is taken on /ws only ------------------------------------------------------
