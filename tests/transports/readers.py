@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -185,3 +187,12 @@ def dechunk(body: bytes) -> bytes:
             break
         out, body = out + body[:size], body[size + 2:]
     return out
+
+
+async def wait_until(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,18 +21,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.transports.conftest import TOKEN_SECRET, run_server
+from tests.transports.readers import wait_until
 
 PER_IP = 20
 PER_USER = 5
 KINDS = ("sse", "stream", "poll")
-
-
-async def until(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def counted(server: Any, *, user: str | None = None) -> int:
@@ -61,7 +54,7 @@ class Held:
                 self.http.get("/poll", params={**params, "timeout": "10"})
             )
             # held once the server counts it; refused once answered
-            await until(lambda: task.done() or counted(self.server) > before, "the poll held")
+            await wait_until(lambda: task.done() or counted(self.server) > before, "the poll held")
             if task.done():
                 return task.result()
             self.tasks.append(task)
@@ -121,7 +114,7 @@ async def test_the_ip_limit_holds_for_each_http_transport_and_frees_on_close(eng
         async with client(server) as http, held(server, http, kind) as requests:
             for i in range(PER_IP):
                 assert await requests.open(f"lim-{kind}-{i}") is None, i
-            await until(lambda: counted(server) == PER_IP, "every request counted")
+            await wait_until(lambda: counted(server) == PER_IP, "every request counted")
             assert_refused(await requests.open(f"lim-{kind}-over"), kind)
             # the count is shared with the other transports: no WebSocket either
             async with connect(server.ws_url) as ws:
@@ -129,10 +122,10 @@ async def test_the_ip_limit_holds_for_each_http_transport_and_frees_on_close(eng
                     await asyncio.wait_for(ws.recv(), 10)
                 assert ws.close_code == 4029
             await requests.close_one()  # a slot comes back once one ends
-            await until(lambda: counted(server) == PER_IP - 1, "the closed request released")
+            await wait_until(lambda: counted(server) == PER_IP - 1, "the closed request released")
             assert await requests.open(f"lim-{kind}-again") is None
             assert counted(server) == PER_IP
-        await until(lambda: counted(server) == 0, "every request released")
+        await wait_until(lambda: counted(server) == 0, "every request released")
 
 
 async def test_a_burst_of_every_transport_at_once_admits_exactly_the_limit(engine: str):
@@ -161,14 +154,14 @@ async def test_a_burst_of_every_transport_at_once_admits_exactly_the_limit(engin
                 return sum(1 for t in tasks if t.done() and not t.cancelled())
 
             try:
-                await until(lambda: counted(server) + refused() == len(tasks), "every answer")
+                await wait_until(lambda: counted(server) + refused() == len(tasks), "every answer")
                 assert counted(server) == PER_IP
                 assert {t.result() for t in tasks if t.done()} == {429}
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            await until(lambda: counted(server) == 0, "every request released")
+            await wait_until(lambda: counted(server) == 0, "every request released")
 
 
 async def test_opening_and_abandoning_hundreds_of_requests_leaks_no_slot(engine: str):
@@ -184,7 +177,7 @@ async def test_opening_and_abandoning_hundreds_of_requests_leaks_no_slot(engine:
                 assert bad.status_code == 400
             async with connect(server.ws_url):
                 pass
-            await until(lambda: counted(server) == 0, "the count back to zero")
+            await wait_until(lambda: counted(server) == 0, "the count back to zero")
             async with held(server, http, "sse") as streams, held(server, http, "poll") as polls:
                 for i in range(PER_IP // 2):
                     assert await streams.open(f"after-{i}") is None
@@ -200,7 +193,7 @@ async def test_the_user_limit_holds_for_http_transports_and_websockets(engine: s
                 assert await streams.open(f"user-{i}") is None
             async with held(server, http, "poll", {"token": token}) as polls:
                 assert await polls.open("user-poll") is None
-                await until(lambda: counted(server, user="ann") == PER_USER, "ann counted")
+                await wait_until(lambda: counted(server, user="ann") == PER_USER, "ann counted")
                 for kind in KINDS:
                     async with held(server, http, kind, {"token": token}) as extra:
                         assert_refused(await extra.open(f"user-over-{kind}"), kind)
@@ -210,6 +203,6 @@ async def test_the_user_limit_holds_for_http_transports_and_websockets(engine: s
                     assert ws.close_code == 4029
                 async with held(server, http, "poll") as anonymous:  # not held back by ann
                     assert await anonymous.open("anonymous") is None
-            await until(lambda: counted(server, user="ann") == PER_USER - 1, "poll released")
+            await wait_until(lambda: counted(server, user="ann") == PER_USER - 1, "poll released")
             assert await streams.open("user-again") is None
-        await until(lambda: counted(server, user="ann") == 0, "ann released")
+        await wait_until(lambda: counted(server, user="ann") == 0, "ann released")

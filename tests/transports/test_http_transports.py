@@ -26,6 +26,7 @@ from tests.transports.readers import (
     publish,
     reader,
     slow_consumers,
+    wait_until,
 )
 
 DEADLINE = 15.0
@@ -47,12 +48,19 @@ def offsets(items: list[dict[str, Any]]) -> list[int]:
     return [item["offset"] for item in items]
 
 
-async def wait_until(condition: Any, what: str, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+
+async def resume_then_live(kind: str, client: httpx.AsyncClient, channel: str, cursor: str,
+                           replayed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Resume ``channel`` from ``cursor`` on ``kind``: the first ``replayed`` items, then the one
+    live publication published after them."""
+    sub = reader(kind, client, [channel], cursor)
+    await sub.start()
+    try:
+        items = await sub.take(replayed)
+        await publish(client, channel, "live")
+        return items, await sub.take(1)
+    finally:
+        await sub.close()
 
 
 # each transport ---------------------------------------------------------------------------------
@@ -102,14 +110,7 @@ async def test_transport_reports_a_gap_when_history_no_longer_reaches_back(
     await publish(client, channel, 1)
     cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
     await publish(client, channel, *range(2, 8))  # history keeps 5..7 only
-    sub = reader(kind, client, [channel], cursor)
-    await sub.start()
-    try:
-        items = await sub.take(4)
-        await publish(client, channel, "live")
-        live = await sub.take(1)
-    finally:
-        await sub.close()
+    items, live = await resume_then_live(kind, client, channel, cursor, 4)
     gap = items[0]
     assert gap["op"] == "gap"
     assert (gap["channel"], gap["requested"], gap["available_from"]) == (channel, 2, 5)
@@ -129,14 +130,7 @@ async def test_transport_resumes_across_an_epoch_change_with_a_gap_then_the_new_
     with run_server() as after:  # memory broker: history lost, a new epoch
         async with httpx.AsyncClient(base_url=after.url, timeout=DEADLINE) as client:
             await publish(client, channel, "a", "b", "c")
-            sub = reader(kind, client, [channel], cursor)
-            await sub.start()
-            try:
-                items = await sub.take(4)
-                await publish(client, channel, "live")
-                live = await sub.take(1)
-            finally:
-                await sub.close()
+            items, live = await resume_then_live(kind, client, channel, cursor, 4)
     gap = items[0]
     assert gap["op"] == "gap"
     assert (gap["channel"], gap["requested"], gap["available_from"]) == (channel, 2, 1)
