@@ -1,7 +1,7 @@
 """A real tidings server on a free loopback port, for tests (uvicorn in a background thread).
 
-``engine`` picks how it serves: ``"fast"`` (the standalone fast path, ``server.engine = "fast"``)
-or ``"asgi"`` (everything through the ASGI app). The e2e tests run on both (``tests/e2e/conftest.py``
+``engine`` picks how it serves: ``"sockets"`` (alias ``"fast"``: the owned-socket engine,
+``server.engine = "fast"``) or ``"asgi"`` (everything through the ASGI app). The e2e tests run on both (``tests/e2e/conftest.py``
 sets :data:`ENGINE` per test).
 """
 
@@ -22,7 +22,7 @@ from tidings.server.run import TidingsServer, uvicorn_config
 from tidings.settings import Settings, load_settings
 
 ENGINE: ContextVar[str] = ContextVar("tidings_test_engine", default="fast")
-_ENGINE_SETTING = {"fast": "fast", "asgi": "uvicorn"}
+_ENGINE_SETTING = {"fast": "fast", "sockets": "fast", "asgi": "uvicorn"}
 
 
 @dataclass
@@ -57,7 +57,7 @@ def serve(settings: Settings | None = None, *, engine: str | None = None, certfi
           keyfile: Any = None, **overrides: Any) -> Iterator[RunningServer]:
     """Run a node until the block ends; ``overrides`` are settings (port defaults to 0);
     ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does;
-    ``engine`` is ``"fast"`` or ``"asgi"`` (default: :data:`ENGINE`)."""
+    ``engine`` is ``"sockets"`` (or ``"fast"``) or ``"asgi"`` (default: :data:`ENGINE`)."""
     overrides.setdefault("port", 0)
     server_settings = {"engine": _ENGINE_SETTING[engine or ENGINE.get()]}
     server_settings.update(overrides.pop("server", {}))

@@ -1,0 +1,552 @@
+"""One behaviour suite for both serving engines (issue 18, item 4), built like the broker suite.
+
+A test module subclasses :class:`EngineConformance` and sets :attr:`~EngineConformance.engine`
+(``"sockets"``: the owned-socket engine, ``server.engine = "fast"``; ``"asgi"``: everything through
+the ASGI app); its :attr:`~EngineConformance.differs` names the tests that engine still fails, each
+with the row of issue 18 it breaks. Those run as ``xfail(strict=True)``: they are the spec for
+the engines' shared machines, and flip to a failure (to be removed from ``differs``) once the
+engine behaves. Every test here asserts what both engines must do; where a difference is
+inherent (docs/topics/engines.md), the test says so and asserts only what is common.
+
+Real servers on loopback (:func:`tests.serving.serve`), real clients (``websockets``, ``httpx``,
+raw sockets and :class:`tests.rawws.RawWS` for what no library sends), small timeouts and
+bounded waits, never a timing ratio.
+
+Rows of issue 18 and other transport rules already tested on both engines elsewhere (not copied
+here, see docs/topics/engines.md for the list):
+
+- replay outside the outbox limit on SSE and NDJSON, heartbeat spacing of an idle stream, the
+  first SSE block, a resumed client that then reads nothing cut as slow:
+  ``tests/transports/test_streams.py``;
+- an unread NDJSON stream ended with a 4008 notice:
+  ``tests/transports/test_http_transports.py::test_a_stream_that_is_not_read_is_ended_as_a_slow_consumer``;
+- a client leaving a held long poll leaves nothing behind:
+  ``tests/transports/test_http_transports.py::test_a_client_leaving_a_held_long_poll_leaves_nothing_behind``;
+- a user's streams ended by ``/api/disconnect`` with a notice, the close log line:
+  ``tests/transports/test_http_transports.py``;
+- a slow WebSocket subscriber closed with 4008, others unaffected; binary 1003, invalid JSON
+  1007, an oversize frame 1009, bad commands answered with an error:
+  ``tests/e2e/test_websocket.py``; a message of too many frames 1009, an internal error 1011:
+  ``tests/e2e/test_hostile_clients.py``;
+- connection limits on every transport: ``tests/transports/test_connection_limits.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import jwt
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.rawws import OP_CLOSE, OP_PING, OP_TEXT, RawWS, client_frame
+from tests.serving import RunningServer, serve
+from tests.transports.readers import (
+    channel_name,
+    dechunk,
+    publish,
+    slow_consumers,
+    wait_until,
+)
+from tidings.core.cursor import cursor_position
+
+__all__ = ["EngineConformance"]
+
+DEADLINE = 10.0
+SECRET = "engine-conformance-secret-0123456789abcdef"
+OP_CONT, OP_BINARY = 0x0, 0x2  # RFC 6455 opcodes tests.rawws does not name
+STREAMS = ["sse", "stream"]
+PATHS = {"sse": "/sse", "stream": "/stream"}
+# The slow-consumer tests: a small outbox, big publications, a client receive buffer of 4 KB.
+SMALL_OUTBOX = 65536
+BIG = "x" * 60_000
+# Inherent difference: the sockets engine holds a publish's answer while a WebSocket subscriber
+# of its channel lags (flow control, measured by pings behind the data; docs/topics/flow.md), the
+# ASGI engine cannot measure that. Off where a test's subscriber stops reading on purpose.
+NO_FLOW = {"enabled": False}
+TCP_ESTABLISHED = "01"  # the state column of /proc/net/tcp (include/net/tcp_states.h)
+
+
+async def overflows(http: httpx.AsyncClient, transport: str) -> float:
+    """``tidings_outbox_overflows_total`` of ``transport``."""
+    for family in text_string_to_metric_families((await http.get("/metrics")).text):
+        for sample in family.samples:
+            if sample.name == "tidings_outbox_overflows_total" and \
+                    sample.labels.get("transport") == transport:
+                return sample.value
+    return 0.0
+
+
+def token(user: str, ttl: float = 600) -> str:
+    return jwt.encode({"sub": user, "exp": int(time.time() + ttl)}, SECRET, algorithm="HS256")
+
+
+async def soon_expiring_token(user: str) -> str:
+    """A token that expires 0.5 to 1 s from now (``exp`` is in whole seconds)."""
+    if time.time() % 1 > 0.5:
+        await asyncio.sleep(1.01 - time.time() % 1)
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 1}, SECRET, algorithm="HS256")
+
+
+def server_end_established(server_port: int, client: socket.socket) -> bool:
+    """Whether the server's end of ``client``'s connection is still open (Linux: the kernel's
+    table of IPv4 TCP sockets; the server runs in this process, its socket is listed there).
+    Once the server has closed it, it is gone or in a closing state (FIN-WAIT-1 while the
+    kernel still holds bytes the client never read)."""
+    client_port = client.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if int(local.split(":")[1], 16) == server_port and \
+                int(remote.split(":")[1], 16) == client_port:
+            return state == TCP_ESTABLISHED
+    return False
+
+
+def unread_socket(port: int, request: bytes) -> socket.socket:
+    """A client socket with a 4 KB receive buffer that sends ``request`` and reads only the
+    first 4 KB of the answer: a consumer that stopped reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DEADLINE)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def http_get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+
+def ws_upgrade() -> bytes:
+    return (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def read_to_end(sock: socket.socket) -> bytes:
+    """What ``sock`` holds until the server ends the response (its last chunk) or the
+    connection."""
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while not received.endswith(b"\r\n0\r\n\r\n") and (
+            chunk := await asyncio.to_thread(sock.recv, 1 << 20)
+        ):
+            received += chunk
+    return received
+
+
+def sse_events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` of each event of an event-stream body (comments skipped)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            name, _, value = line.partition(": ")
+            if name in ("event", "data"):
+                fields[name] = value
+        if "data" in fields:
+            events.append((fields.get("event", "message"), orjson.loads(fields["data"])))
+    return events
+
+
+async def items(response: httpx.Response, kind: str) -> AsyncIterator[dict[str, Any]]:
+    """The items of an SSE or NDJSON response as it reads them, heartbeats left out; notices
+    carry ``op`` (``ready``, ``gap``, ``disconnect``), publications do not."""
+    if kind == "stream":
+        async for line in response.aiter_lines():
+            if line and (item := orjson.loads(line)).get("op") != "heartbeat":
+                yield item
+        return
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            item = orjson.loads(line.removeprefix("data: "))
+            if event in ("ready", "gap", "disconnect"):
+                item["op"] = event
+            yield item
+        elif not line:
+            event = ""
+
+
+async def stream_items(http: httpx.AsyncClient, kind: str, params: dict[str, Any]
+                       ) -> list[dict[str, Any]]:
+    """Every item of an SSE or NDJSON stream until the server ends it; fails if it does not
+    end within the deadline."""
+    async with asyncio.timeout(DEADLINE), http.stream("GET", PATHS[kind], params=params) as response:
+        assert response.status_code == 200, await response.aread()
+        return [item async for item in items(response, kind)]
+
+
+class EngineConformance:
+    """The suite. See the module docstring for what a subclass provides."""
+
+    #: ``"sockets"`` or ``"asgi"`` (:func:`tests.serving.serve`'s ``engine``).
+    engine: ClassVar[str]
+    #: Tests this engine still fails: name → ``"issue 18: <row>: <what it does>"``.
+    differs: ClassVar[dict[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _known_difference(self, request: pytest.FixtureRequest) -> None:
+        reason = self.differs.get(request.function.__name__)
+        if reason is not None:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+    def serve(self, **settings: Any) -> contextlib.AbstractContextManager[RunningServer]:
+        return serve(engine=self.engine, **settings)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def server(cls) -> Iterator[RunningServer]:
+        """One node per engine for the tests that need no settings of their own: frames up to
+        4 KB, tokens signed with :data:`SECRET`."""
+        with serve(engine=cls.engine, token_secret=SECRET,
+                   limits={"max_frame_bytes": 4096}) as running:
+            yield running
+
+    @pytest.fixture
+    async def http(self, server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as client:
+            yield client
+
+    # row 1: a resume's replay does not count against the outbox limit ----------------------------
+    # (SSE and NDJSON: tests/transports/test_streams.py)
+
+    @pytest.mark.parametrize("how", ["since", "cursor"])
+    async def test_a_websocket_resume_longer_than_the_outbox_limit_is_replayed_whole(
+            self, how: str) -> None:
+        """100 publications of 20 KB (twice the default ``limits.outbox_bytes``) after the
+        position a WebSocket subscribe names: ``subscribed``, then all 100, no 4008."""
+        channel = channel_name()
+        payload = "r" * 20_000
+        with self.serve() as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                assert server.settings.limits.outbox_bytes < 100 * len(payload)
+                start = (await http.get("/poll", params={"channel": channel,
+                                                         "timeout": 0})).json()["cursor"]
+                await publish(http, channel, *[payload] * 100)
+            position = cursor_position(start, channel)
+            resume: dict[str, Any] = {"cursor": start} if how == "cursor" else {
+                "since": {"epoch": position.epoch, "offset": position.offset}}
+            async with connect(server.ws_url, max_size=None, open_timeout=DEADLINE) as ws:
+                await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel,
+                                            **resume}).decode())
+                frames = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+                          for _ in range(101)]
+        assert frames[0]["op"] == "subscribed" and frames[0]["recovered"] is True, frames[0]
+        assert [f["offset"] for f in frames[1:]] == list(range(1, 101))
+        assert all(f["op"] == "message" and f["data"] == payload for f in frames[1:])
+
+    # row 2: the slow-consumer rule is one byte rule ----------------------------------------------
+
+    @pytest.mark.parametrize("kind", ["ws", "sse", "stream"])
+    async def test_more_messages_at_once_than_outbox_messages_are_not_a_slow_consumer(
+            self, kind: str) -> None:
+        """``limits.outbox_messages`` is deprecated and has no effect, the rule is bytes: a
+        client of 50 channels gets 4 broadcasts to all of them, each 50 messages queued at
+        once (one fan-out), five times ``outbox_messages = 10``, a few KB: it gets all 200."""
+        channels = [channel_name() for _ in range(50)]
+        with self.serve(limits={"outbox_messages": 10}) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                if kind == "ws":
+                    async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
+                        for ref, channel in enumerate(channels, 1):
+                            await ws.send(orjson.dumps({"op": "subscribe", "ref": ref,
+                                                        "channel": channel}).decode())
+                        for _ in channels:
+                            assert orjson.loads(await ws.recv())["op"] == "subscribed"
+                        await self._broadcasts(http, channels)
+                        got = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+                               for _ in range(4 * len(channels))]
+                else:
+                    async with http.stream("GET", PATHS[kind],
+                                           params=[("channel", ch) for ch in channels]) as response:
+                        stream = items(response, kind)
+                        assert (await anext(stream))["op"] == "ready"
+                        await self._broadcasts(http, channels)
+                        got = [await anext(stream) for _ in range(4 * len(channels))]
+                assert await overflows(http, kind) == 0
+        assert sorted((item["channel"], item["offset"]) for item in got) == sorted(
+            (channel, offset) for channel in channels for offset in range(1, 5))
+
+    @staticmethod
+    async def _broadcasts(http: httpx.AsyncClient, channels: list[str]) -> None:
+        for i in range(4):
+            answer = await http.post("/api/broadcast", json={"channels": channels,
+                                                             "data": [i, "b" * 50]})
+            assert answer.status_code == 200, answer.text
+
+    # row 3: the notice when a stream's outbox overflows ------------------------------------------
+    # (NDJSON: tests/transports/test_http_transports.py; WebSocket 4008: tests/e2e)
+
+    async def test_an_unread_sse_stream_is_ended_with_a_disconnect_event(self) -> None:
+        """A client that stops reading fills its socket, then the outbox: the stream ends with
+        ``event: disconnect`` (4008, reconnect) behind what the socket held, then its last
+        chunk; the node forgets it."""
+        channel = channel_name()
+        with self.serve(limits={"outbox_bytes": SMALL_OUTBOX}, flow=NO_FLOW) as server:
+            sock = unread_socket(server.port, http_get(f"/sse?channel={channel}"))
+            with sock:
+                received = sock.recv(4096)  # the head and the ready event; then nothing is read
+                async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                    await self._until_slow(http, channel, "sse")
+                    received += await read_to_end(sock)
+            await wait_until(lambda: server.node.connection_counts().get("sse", 0) == 0,
+                             "the stream to leave the node")
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert received.endswith(b"\r\n0\r\n\r\n"), received[-200:]
+        events = sse_events(dechunk(body))
+        assert events[0][0] == "ready"
+        assert events[-1] == ("disconnect", {"code": 4008, "reason": events[-1][1]["reason"],
+                                             "reconnect": True})
+
+    @staticmethod
+    async def _until_slow(http: httpx.AsyncClient, channel: str, transport: str) -> None:
+        """Publish 60 KB publications until ``transport``'s outbox overflows (the moment it
+        does, not when the connection is gone: that is what the tests look at)."""
+        for i in range(400):
+            await publish(http, channel, BIG)
+            if i % 5 == 4 and await overflows(http, transport):
+                return
+        raise AssertionError(f"the {transport} client never overflowed")
+
+    @pytest.mark.parametrize("kind", ["ws", "sse", "stream"])
+    async def test_a_slow_consumer_that_never_reads_is_cut_within_the_close_timeout(
+            self, kind: str) -> None:
+        """The farewell (close frame, ``disconnect`` notice) waits behind what the socket holds
+        for ``close_timeout`` = min(10 s, ``limits.idle_timeout``); a client that reads none of
+        it is then let go: the server closes its end, so the connection holds no buffer or
+        file descriptor of the server process."""
+        if sys.platform != "linux":
+            pytest.skip("reads /proc/net/tcp (Linux)")
+        channel = channel_name()
+        idle = 0.5
+        with self.serve(limits={"outbox_bytes": SMALL_OUTBOX, "idle_timeout": idle},
+                        flow=NO_FLOW) as server:
+            if kind == "ws":
+                sock = unread_socket(server.port, ws_upgrade())
+                assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+                sock.sendall(client_frame(OP_TEXT, orjson.dumps(
+                    {"op": "subscribe", "ref": 1, "channel": channel})))
+                await wait_until(lambda: server.node.hub.subscriber_count(channel) == 1,
+                                 "the subscription")
+            else:
+                sock = unread_socket(server.port, http_get(f"{PATHS[kind]}?channel={channel}"))
+                sock.recv(4096)
+            with sock:
+                async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                    await self._until_slow(http, channel, kind)
+                assert server_end_established(server.port, sock)  # the farewell is waiting
+                await wait_until(lambda: not server_end_established(server.port, sock),
+                                 "the server to let the connection go", deadline=idle + 1.5)
+
+    # row 4: the WebSocket close-handshake timeout ------------------------------------------------
+
+    async def test_a_client_that_never_answers_the_close_frame_is_cut_after_the_close_timeout(
+            self) -> None:
+        """The server closes (here: 1007 for a frame that is not JSON) and waits for the
+        client's close frame at most ``close_timeout`` = min(10 s, ``limits.idle_timeout``)."""
+        idle = 0.5
+        with self.serve(limits={"idle_timeout": idle}) as server:
+            ws = await RawWS.open(server.port)
+            try:
+                ws.send(client_frame(OP_TEXT, b"not json"))
+                opcode, payload = await ws.data_frame()
+                assert (opcode, int.from_bytes(payload[:2], "big")) == (OP_CLOSE, 1007)
+                # no answer: the server must not wait for ever (nor 10 s)
+                with contextlib.suppress(ConnectionError):
+                    async with asyncio.timeout(idle + 1.5):
+                        assert await ws.reader.read() == b""
+            finally:
+                ws.close()
+
+    # row 5: a held long poll that ends -----------------------------------------------------------
+    # (the client leaving mid-hold: tests/transports/test_http_transports.py)
+
+    @pytest.mark.parametrize("end", ["publication", "timeout", "server"])
+    async def test_a_held_long_poll_has_left_the_node_when_its_answer_arrives(
+            self, server: RunningServer, http: httpx.AsyncClient, end: str) -> None:
+        """Unsubscribe, then answer, on both engines: when the client has the answer (a
+        publication, the timeout, the server's disconnect of its user), the hub holds no
+        subscriber for the poll and the node no connection."""
+        channel = channel_name()
+        user = f"poller-{end}"
+        node = server.node
+        params = {"channel": channel, "timeout": 0.5 if end == "timeout" else DEADLINE}
+        held = asyncio.ensure_future(http.get("/poll", params=params, headers={
+            "Authorization": f"Bearer {token(user)}"}))
+        await wait_until(lambda: node.hub.subscriber_count(channel) == 1, "a held poll")
+        if end == "publication":
+            await publish(http, channel, "wake")
+        elif end == "server":
+            answer = await http.post("/api/disconnect", json={"user": user})
+            assert answer.json()["disconnected"] == 1
+        response = await held
+        # read at once: both engines leave before they answer
+        assert node.hub.subscriber_count(channel) == 0
+        assert not any(c.user == user for c in list(node.connections.values()))
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["cache-control"] == "no-cache"
+        body = response.json()
+        assert set(body) == {"messages", "cursor", "gaps"}
+        assert [m["data"] for m in body["messages"]] == (["wake"] if end == "publication" else [])
+
+    # row 6: heartbeats and farewells -------------------------------------------------------------
+    # (heartbeat spacing: tests/transports/test_streams.py)
+
+    @pytest.mark.parametrize("kind", STREAMS)
+    async def test_a_stream_ends_at_max_duration_with_one_notice(self, kind: str) -> None:
+        """``sse.max_duration``: ready, then one ``disconnect`` (1001, reconnect), then the
+        response ends properly (its last chunk)."""
+        with self.serve(sse={"max_duration": 0.5}) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                items = await stream_items(http, kind, {"channel": channel_name()})
+        assert [item["op"] for item in items] == ["ready", "disconnect"]
+        assert {k: v for k, v in items[1].items() if k != "op"} == {
+            "code": 1001, "reason": "stream time limit: reconnect and resume", "reconnect": True}
+
+    async def test_a_shutdown_says_goodbye_alike_on_every_transport(self) -> None:
+        """The drain: WebSocket close 1012, SSE and NDJSON one ``disconnect`` notice (1012,
+        reconnect) and the end of the response, a held long poll answered (no messages)."""
+        with self.serve() as server:
+            channel = channel_name()
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                ws = await connect(server.ws_url, open_timeout=DEADLINE)
+                await ws.send(orjson.dumps({"op": "subscribe", "ref": 1,
+                                            "channel": channel}).decode())
+                streams = {kind: asyncio.ensure_future(
+                    stream_items(http, kind, {"channel": channel})) for kind in STREAMS}
+                poll = asyncio.ensure_future(http.get("/poll", params={
+                    "channel": channel, "timeout": DEADLINE}))
+                await wait_until(lambda: server.node.hub.subscriber_count(channel) == 4,
+                                 "four subscribers")
+                server.server.should_exit = True
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), DEADLINE)
+                items = {kind: await task for kind, task in streams.items()}
+                answer = await poll
+        assert ws.close_code == 1012
+        for kind, got in items.items():
+            assert [item["op"] for item in got] == ["ready", "disconnect"], kind
+            assert {k: v for k, v in got[1].items() if k != "op"} == {
+                "code": 1012, "reason": "service restart: reconnect and resume",
+                "reconnect": True}, kind
+        assert answer.status_code == 200 and answer.json()["messages"] == []
+
+    async def test_a_draining_node_sends_a_new_websocket_away_with_1012(
+            self, server: RunningServer) -> None:
+        server.node.draining = True
+        try:
+            ws = await RawWS.open(server.port)
+            assert await ws.close_code() == 1012
+        finally:
+            server.node.draining = False
+
+    # token expiry --------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", ["ws", *STREAMS])
+    async def test_an_expiring_token_ends_the_connection_with_4001(
+            self, server: RunningServer, http: httpx.AsyncClient, kind: str) -> None:
+        """A connection opened with a token ends when the token expires: WebSocket close 4001,
+        a stream's ``disconnect`` notice 4001 (reconnect with a new token)."""
+        channel = channel_name()
+        expiring = await soon_expiring_token(f"expiring-{kind}")
+        if kind == "ws":
+            async with connect(f"{server.ws_url}?token={expiring}", open_timeout=DEADLINE) as ws:
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), DEADLINE)
+            assert ws.close_code == 4001
+            return
+        items = await stream_items(http, kind, {"channel": channel, "token": expiring})
+        assert [item["op"] for item in items] == ["ready", "disconnect"]
+        assert items[1]["code"] == 4001 and items[1]["reconnect"] is True
+
+    # WebSocket protocol, raw frames --------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("wire", "code"),
+        [
+            pytest.param(client_frame(OP_TEXT, b'{"op":"ping"}', mask=False), 1002,
+                         id="unmasked"),
+            pytest.param(client_frame(OP_TEXT, b'{"op":"ping"}', rsv=2), 1002, id="rsv"),
+            pytest.param(client_frame(5, b""), 1002, id="opcode"),
+            pytest.param(client_frame(OP_TEXT, b'{"op":"\xff"}'), 1007, id="utf8"),
+            pytest.param(client_frame(OP_TEXT, b"\xce", fin=False) + client_frame(OP_CONT, b"A"),
+                         1007, id="utf8-fragment"),
+            pytest.param(client_frame(OP_TEXT, b"x" * 5000), 1009, id="too-big"),
+            pytest.param(client_frame(OP_CLOSE, (1005).to_bytes(2, "big")), 1002,
+                         id="close-1005"),
+            pytest.param(client_frame(OP_BINARY, b"binary"), 1003, id="binary"),
+            pytest.param(client_frame(OP_TEXT, b"not json"), 1007, id="not-json"),
+        ],
+    )
+    async def test_a_protocol_violation_closes_with_the_documented_code(
+            self, server: RunningServer, wire: bytes, code: int) -> None:
+        ws = await RawWS.open(server.port)
+        ws.send(wire)
+        assert await ws.close_code() == code
+
+    async def test_a_client_close_is_echoed_with_its_code(self, server: RunningServer) -> None:
+        ws = await RawWS.open(server.port)
+        ws.send(client_frame(OP_CLOSE, (4321).to_bytes(2, "big") + b"bye"))
+        assert await ws.close_code() == 4321
+
+    async def test_a_client_ping_gets_a_pong_with_its_payload(self, server: RunningServer) -> None:
+        ws = await RawWS.open(server.port)
+        try:
+            ws.send(client_frame(OP_PING, b"hello"))
+            assert await ws.data_frame() == (0xA, b"hello")
+        finally:
+            ws.close()
+
+    async def test_a_fragmented_command_is_carried_out(self, server: RunningServer) -> None:
+        ws = await RawWS.open(server.port)
+        try:
+            text = b'{"op":"ping","ref":7}'
+            ws.send(client_frame(OP_TEXT, text[:5], fin=False)
+                    + client_frame(OP_CONT, text[5:12], fin=False) + client_frame(OP_CONT, text[12:]))
+            assert await ws.json() == {"op": "pong", "ref": 7}
+        finally:
+            ws.close()
+
+    # keepalive -----------------------------------------------------------------------------------
+
+    async def test_an_idle_websocket_is_pinged_and_closed_with_1011_if_it_never_answers(
+            self) -> None:
+        """Inherent difference: the ASGI engine's pings are uvicorn's (a 4-byte payload, the
+        pong awaited ``idle_timeout`` after each ping); the sockets engine's are empty and it
+        closes ``idle_timeout`` after the last byte received. Common: a ping within
+        ``ping_interval``, then 1011 for a client that answers nothing."""
+        ping, idle = 0.2, 0.6
+        with self.serve(limits={"ping_interval": ping, "idle_timeout": idle}) as server:
+            ws = await RawWS.open(server.port)
+            async with asyncio.timeout(ping + 2):
+                opcode, _ = await ws.frame()
+            assert opcode == OP_PING
+            async with asyncio.timeout(ping + idle + 3):
+                assert await ws.close_code() == 1011
+
+    async def test_a_websocket_that_answers_pings_outlives_the_idle_timeout(self) -> None:
+        ping, idle = 0.2, 0.6
+        with self.serve(limits={"ping_interval": ping, "idle_timeout": idle}) as server:
+            async with connect(server.ws_url, open_timeout=DEADLINE) as ws:  # answers pings
+                await asyncio.sleep(2 * idle)
+                await ws.send('{"op":"ping","ref":1}')
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {
+                    "op": "pong", "ref": 1}
+
