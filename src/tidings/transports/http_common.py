@@ -51,6 +51,7 @@ from tidings.core.recovery import Recovered
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
 from tidings.ids import random_id
+from tidings.machines.backlog import close_timeout as backlog_close_timeout
 from tidings.node import Node
 from tidings.server.errors import error_body
 from tidings.settings import Settings
@@ -473,10 +474,8 @@ STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering
 
 
 def close_timeout(settings: Settings) -> float:
-    """Seconds a connection being closed gets to take its farewell (a WebSocket close frame, a
-    stream's ``disconnect`` notice) before it is cut: a client that reads nothing is not
-    waited for."""
-    return min(10.0, settings.limits.idle_timeout)
+    """:func:`tidings.machines.backlog.close_timeout` of ``settings``."""
+    return backlog_close_timeout(settings.limits.idle_timeout)
 
 
 def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:

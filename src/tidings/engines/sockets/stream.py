@@ -15,7 +15,7 @@ from tidings.engines.sockets.exchange import PushExchange
 from tidings.engines.sockets.http import RequestHead, response_head
 from tidings.exceptions import TidingsError
 from tidings.logs import request_id
-from tidings.outbox import Backlog
+from tidings.machines.backlog import Backlog
 from tidings.transports.http_common import (
     STREAM_HEADERS,
     Framing,

@@ -27,8 +27,8 @@ from tidings.core.wire.websocket import (
     encode_frame,
     unmask,
 )
+from tidings.machines.backlog import Backlog
 from tidings.node import Node
-from tidings.outbox import Backlog
 from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler
 
 try:  # the C helper that ships with the websockets package
