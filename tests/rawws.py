@@ -11,7 +11,7 @@ import os
 import orjson
 
 from tests.fast.test_framing import client_frame
-from tidings.server.fast.websocket import OP_CLOSE, OP_PING, OP_TEXT, accept_key
+from tidings.core.wire.websocket import OP_CLOSE, OP_PING, OP_TEXT, accept_key
 
 DEADLINE = 10.0
 

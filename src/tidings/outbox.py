@@ -8,8 +8,9 @@ and the transport closes the connection as a slow consumer (close code 4008, a `
 notice on HTTP streams), so one slow reader never stalls or bloats the others. Memory for an idle
 connection: the object, an empty deque, no task-side objects.
 
-:class:`Backlog` is the slow-consumer rule of every engine and transport: the ASGI path applies it
-to what waits in an :class:`Outbox`, the fast engine to its transports' write buffers.
+:class:`~tidings.machines.backlog.Backlog` is the slow-consumer rule of every engine and
+transport: the ASGI path applies it to what waits in an :class:`Outbox`, the fast engine to its
+transports' write buffers.
 """
 
 from __future__ import annotations
@@ -19,42 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Backlog", "Outbox"]
+from tidings.machines.backlog import Backlog
+
+__all__ = ["Backlog", "Outbox"]  # Backlog: re-exported from tidings.machines.backlog
 
 T = TypeVar("T", str, bytes)
-
-
-class Backlog:
-    """When a consumer is slow: the one rule (``limits.outbox_bytes``) for every engine.
-
-    A connection's *backlog* is the bytes written to it that its peer has not taken yet (what
-    waits in its outbox, or in its transport's write buffer). Past ``limit`` the consumer is slow
-    and is cut (4008). Bytes that are bounded by something else are *allowed* on top of the limit
-    (:meth:`allow`): a resume's replay, bounded by the channel's history, and what a stream
-    produces before it goes live (its ``ready`` notice, gaps and replay). Counting them would cut
-    every client that resumes from further back than the limit, on every retry. The allowance
-    lasts until the backlog is back within the limit, i.e. until the client has read the replay;
-    from then on only live data the client fails to read counts.
-
-    Pure arithmetic, no I/O: the caller reports the backlog it measures after each write.
-    """
-
-    __slots__ = ("allowance", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.allowance = 0
-
-    def allow(self, size: int) -> None:
-        """Let ``size`` more bytes (replay) sit in the backlog without counting."""
-        self.allowance += size
-
-    def overflows(self, backlog: int) -> bool:
-        """Whether a backlog of ``backlog`` bytes makes the consumer slow."""
-        if backlog <= self.limit:
-            self.allowance = 0  # the allowed bytes have been taken
-            return False
-        return backlog > self.limit + self.allowance
 
 
 class Outbox(Generic[T]):

@@ -32,7 +32,7 @@ from tests.fast.test_framing import client_frame
 from tests.rawws import RawWS
 from tests.serving import ENGINE, RunningServer, serve
 from tests.wsclient import WS
-from tidings.server.fast.websocket import OP_CLOSE, OP_CONT, OP_TEXT
+from tidings.core.wire.websocket import OP_CLOSE, OP_CONT, OP_TEXT
 
 DEADLINE = 10.0
 

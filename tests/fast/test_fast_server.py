@@ -11,7 +11,7 @@ import pytest
 from tests.fast.test_framing import client_frame
 from tests.rawws import RawWS
 from tests.serving import RunningServer, serve
-from tidings.server.fast.websocket import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
+from tidings.core.wire.websocket import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
 
 DEADLINE = 10.0
 

@@ -18,7 +18,7 @@ from tests.fast.test_fast_server import RawWS
 from tests.fast.test_framing import client_frame
 from tests.serving import serve
 from tests.wsclient import WS
-from tidings.server.fast.websocket import OP_PING, OP_PONG, OP_TEXT
+from tidings.core.wire.websocket import OP_PING, OP_PONG, OP_TEXT
 
 SUBSCRIBE = b'{"op":"subscribe","ref":1,"channel":"flow"}'
 

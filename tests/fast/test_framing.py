@@ -7,8 +7,7 @@ import os
 import pytest
 
 from tidings.core.wire.frames import ws_text_frame
-from tidings.server.fast.http import HeadError, HeadParser, match_route
-from tidings.server.fast.websocket import (
+from tidings.core.wire.websocket import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -29,6 +28,7 @@ from tidings.server.fast.websocket import (
     encode_frame,
     parse_close,
 )
+from tidings.engines.sockets.http import HeadError, HeadParser, match_route
 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True,

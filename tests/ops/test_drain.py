@@ -22,7 +22,7 @@ from tests.fast.test_framing import client_frame
 from tests.ops.process import free_port, running
 from tests.serving import RunningServer
 from tests.wsclient import WS
-from tidings.server.fast.websocket import OP_CLOSE, OP_TEXT
+from tidings.core.wire.websocket import OP_CLOSE, OP_TEXT
 
 DEADLINE = 10.0
 DRAIN_TIMEOUT = 5.0

@@ -22,6 +22,9 @@ from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp
 
 from tidings.core.disconnect import CloseCode
+from tidings.engines.asgi.poll import PollEndpoint
+from tidings.engines.asgi.stream import SSEEndpoint, StreamEndpoint
+from tidings.engines.asgi.websocket import WebSocketEndpoint
 from tidings.exceptions import TidingsError
 from tidings.logs import RequestIdMiddleware
 from tidings.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -32,10 +35,6 @@ from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
 from tidings.server.errors import error_body, install_error_handlers
 from tidings.server.static_files import StaticFiles
 from tidings.settings import Settings
-from tidings.transports.http_stream import StreamEndpoint
-from tidings.transports.long_poll import PollEndpoint
-from tidings.transports.sse import SSEEndpoint
-from tidings.transports.websocket import WebSocketEndpoint
 from tidings.webhooks.service import WebhookService
 
 __all__ = ["TidingsApp", "create_app"]

@@ -40,13 +40,13 @@ log = logging.getLogger("tidings.server")
 def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
                    keyfile: Path | None = None) -> uvicorn.Config:
     """uvicorn's config for ``settings``. With ``server.engine = "fast"`` (the default) uvicorn
-    runs :class:`~tidings.server.fast.protocol.FastProtocol`, which serves ``/ws`` on sockets it
+    runs :class:`~tidings.engines.sockets.protocol.FastProtocol`, which serves ``/ws`` on sockets it
     owns and hands every other request to :func:`~tidings.server.protocols.protocol_path`'s
     protocol (the ASGI app); with ``"uvicorn"`` everything goes through the ASGI app."""
     limits = settings.limits
     http: Any = protocol_path()
     if settings.server.engine == "fast":
-        from tidings.server.fast.protocol import FastProtocol
+        from tidings.engines.sockets.protocol import FastProtocol
 
         http = FastProtocol
     return uvicorn.Config(

@@ -17,7 +17,7 @@ subscription produces. Everything else lives here, once:
   drained in batches, one ``http.response.body`` per batch, heartbeats when idle, an end on
   overflow, ``disconnect``, token expiry or ``sse.max_duration``, and a watcher of
   ``http.disconnect``. The rules it shares with the fast engine's streams
-  (:mod:`tidings.server.fast.streams`) live here or in :mod:`tidings.outbox` once:
+  (:mod:`tidings.engines.sockets.exchange`) live here or in :mod:`tidings.outbox` once:
   :class:`Heartbeat`, :class:`~tidings.outbox.Backlog` (slow consumers, replay allowance),
   :func:`close_timeout`, :func:`end_timers` and the framing.
 
@@ -51,13 +51,12 @@ from tidings.core.recovery import Recovered
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
 from tidings.ids import random_id
+from tidings.machines.backlog import close_timeout as backlog_close_timeout
 from tidings.node import Node
-from tidings.outbox import Outbox
 from tidings.server.errors import error_body
 from tidings.settings import Settings
 
 __all__ = [
-    "Endpoint",
     "Framing",
     "Heartbeat",
     "Sink",
@@ -67,7 +66,6 @@ __all__ = [
     "close_timeout",
     "cors_headers",
     "parse_request",
-    "serve_stream",
 ]
 
 Scope = dict[str, Any]
@@ -275,38 +273,6 @@ async def checked_request(node: Node, scope: Scope, headers: Mapping[str, str], 
         return None
 
 
-class Endpoint:
-    """Base of the raw ASGI endpoints: method dispatch, CORS preflight, draining, errors.
-
-    Subclasses implement :meth:`serve` for a validated GET; a TidingsError raised before the
-    response starts is answered as ``{"error": …}`` with its status.
-    """
-
-    transport = "http"
-    poll = False
-    last_event_id = False
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = header_map(scope)
-        if scope.get("method", "GET") == "OPTIONS":
-            status, preflight_headers = preflight(self.node, headers)
-            await answer(send, status, b"", preflight_headers)
-            return
-        request = await checked_request(self.node, scope, headers, send, poll=self.poll,
-                                        last_event_id=self.last_event_id)
-        if request is not None:
-            try:
-                await self.serve(request, receive, send)
-            finally:
-                request.release()
-
-    async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
-
-
 # the streaming subscriber -------------------------------------------------------------------
 
 class Sink(Protocol):
@@ -503,51 +469,13 @@ class Framing(Protocol):
     def farewell(self, reason: Disconnect) -> bytes: ...
 
 
-class StreamSink:
-    """Frames everything into a bounded outbox that the stream's writer drains.
-
-    Until :attr:`live` is set, what the subscription produces (the ``ready`` notice, gaps, a
-    resume's replay) is pushed as allowed by the :class:`~tidings.outbox.Backlog` rule: the fast
-    engine likewise allows everything it holds until the response head is out.
-    """
-
-    __slots__ = ("framing", "live", "outbox", "preamble")
-
-    def __init__(self, framing: Framing, outbox: Outbox[bytes], preamble: bytes) -> None:
-        self.framing = framing
-        self.outbox = outbox
-        self.preamble = preamble
-        self.live = False
-
-    def ready(self, positions: dict[str, Position], cursor: str) -> None:
-        self.outbox.push(self.preamble + self.framing.ready(positions, cursor), bounded=self.live)
-
-    def gap(self, gap: Gap, cursor: str) -> None:
-        self.outbox.push(self.framing.gap(gap, cursor), bounded=self.live)
-
-    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        self.outbox.push(self.framing.publication(encoded, cursor, single), bounded=self.live)
-
-
 STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
                            (b"x-content-type-options", b"nosniff")]
 
 
 def close_timeout(settings: Settings) -> float:
-    """Seconds a connection being closed gets to take its farewell (a WebSocket close frame, a
-    stream's ``disconnect`` notice) before it is cut: a client that reads nothing is not
-    waited for."""
-    return min(10.0, settings.limits.idle_timeout)
-
-
-async def watch_disconnect(receive: Receive, stream: StreamSubscriber) -> None:
-    """Notice the client going away even while nothing is written (servers drop late writes)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            stream.gone = True
-            stream.disconnect(disconnect(CloseCode.GOING_AWAY, "client went away"))
-            return
+    """:func:`tidings.machines.backlog.close_timeout` of ``settings``."""
+    return backlog_close_timeout(settings.limits.idle_timeout)
 
 
 def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:
@@ -597,92 +525,6 @@ class Heartbeat:
 
     def cancel(self) -> None:
         self._handle.cancel()
-
-
-async def _write(send: Send, outbox: Outbox[bytes], heartbeat: Heartbeat,
-                 sending: list[bool]) -> None:
-    while True:
-        batch = await outbox.wait_batch()
-        if not batch:
-            return
-        body = batch[0] if len(batch) == 1 else b"".join(batch)
-        sending[0] = True
-        try:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        finally:
-            sending[0] = False
-        heartbeat.wrote = True
-
-
-async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,
-                       framing: Framing, transport: str) -> None:
-    """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
-    settings = node.settings
-    outbox: Outbox[bytes] = Outbox(settings.limits.outbox_bytes)
-    sink = StreamSink(framing, outbox, framing.preamble(settings))
-    stream = StreamSubscriber(node, request, transport, sink)
-    def overflow() -> None:
-        node.metrics.outbox_overflow(transport)
-        stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
-
-    outbox.on_overflow = overflow
-    stream.on_end.append(outbox.close)
-    # A client that stops reading fills its socket and a write then waits for ever: ending the
-    # stream (overflow, disconnect, time limit) interrupts that write, so the request ends and
-    # the subscriber leaves the node instead of lingering.
-    sending = [False]
-    task = asyncio.current_task()
-
-    def interrupt() -> None:
-        if sending[0] and task is not None:
-            task.cancel()
-
-    stream.on_end.append(interrupt)
-    try:
-        await stream.start()
-    except TidingsError as exc:
-        await answer_error(send, exc, request.cors)
-        return
-    sink.live = True
-    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
-    loop = asyncio.get_running_loop()
-    watcher = loop.create_task(watch_disconnect(receive, stream))
-    timers = end_timers(stream, settings)
-
-    def beat() -> None:
-        outbox.push(framing.heartbeat)
-
-    heartbeat = Heartbeat(loop, settings.sse.heartbeat, beat)
-
-    async def leave() -> None:
-        heartbeat.cancel()
-        for timer in timers:
-            timer.cancel()
-        watcher.cancel()
-        outbox.close()
-        await stream.close()
-
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        try:
-            await _write(send, outbox, heartbeat, sending)
-        except asyncio.CancelledError:
-            if stream.closing is None or task is None:
-                raise
-            task.uncancel()  # interrupted: what the client could not take is dropped
-        if not stream.gone:
-            reason = stream.closing
-            await leave()  # before waiting on a client that may not read
-            # uvicorn writes a body once the socket has drained: the farewell goes out behind
-            # what the socket holds if the client reads it in time, else the client is cut
-            last = framing.farewell(reason) if reason is not None else b""
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(close_timeout(settings)):
-                    await send({"type": "http.response.body", "body": last, "more_body": False})
-    except OSError:
-        pass  # the client went away mid-write
-    finally:
-        await leave()
 
 
 def encode(value: Any) -> bytes:

@@ -17,18 +17,13 @@ from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.settings import Settings
 from tidings.transports.http_common import (
-    Endpoint,
-    Receive,
-    Send,
-    StreamRequest,
     encode,
     farewell_fields,
     gap_fields,
     ready_fields,
-    serve_stream,
 )
 
-__all__ = ["NDJSONFraming", "StreamEndpoint"]
+__all__ = ["NDJSONFraming"]
 
 
 class NDJSONFraming:
@@ -55,11 +50,3 @@ class NDJSONFraming:
         return ndjson_line(encode({"op": "disconnect", **farewell_fields(reason)}))
 
 
-class StreamEndpoint(Endpoint):
-    """The ASGI endpoint of ``/stream``."""
-
-    transport = "stream"
-    framing = NDJSONFraming()
-
-    async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        await serve_stream(self.node, request, receive, send, self.framing, self.transport)

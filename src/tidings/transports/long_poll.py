@@ -17,7 +17,6 @@ are those between the requested and the returned cursor), so ``If-None-Match`` w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 
@@ -30,19 +29,16 @@ from tidings.ids import random_id
 from tidings.node import Node
 from tidings.transports.http_common import (
     CursorTracker,
-    Endpoint,
     Headers,
-    Receive,
     Send,
     StreamRequest,
-    StreamSubscriber,
     answer,
     answer_error,
     encode,
     gap_fields,
 )
 
-__all__ = ["POLL_HEADERS", "PollEndpoint", "PollSink", "etag_of", "poll_body",
+__all__ = ["POLL_HEADERS", "PollSink", "etag_of", "poll_body",
            "serve_short_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
@@ -109,40 +105,6 @@ class PollSink:
         return poll_body(self.messages, self.cursor, self.gaps)
 
 
-async def _held(sink: PollSink, receive: Receive, seconds: float) -> None:
-    """Wait for news, the timeout, or ``http.disconnect`` (whichever is first)."""
-    async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.get_running_loop().create_task(gone())
-    try:
-        await asyncio.wait((sink.news, watcher), timeout=seconds,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
-
-
-async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: Send) -> None:
-    """Subscribe, wait for news (or the timeout, or the client leaving), answer."""
-    sink = PollSink(request.limit)
-    stream = StreamSubscriber(node, request, "longpoll", sink)
-    stream.on_end.append(sink.wake)
-    try:
-        await stream.start()
-    except TidingsError as exc:
-        await answer_error(send, exc, request.cors)
-        return
-    try:
-        if not sink.news.done():
-            await _held(sink, receive, request.timeout)
-    finally:
-        await stream.close()
-    await answer(send, 200, sink.body(), POLL_HEADERS + request.cors)
-
-
 def _merge_by_time(pages: Mapping[str, list[Publication]], limit: int) -> list[Publication]:
     """Up to ``limit`` publications, oldest first across channels, each channel in order."""
     heads = {ch: 0 for ch, pubs in pages.items() if pubs}
@@ -206,19 +168,6 @@ async def serve_short_poll(node: Node, request: StreamRequest, send: Send) -> No
         await short_poll(node, request, send)
     finally:
         node.unregister(connection)
-
-
-class PollEndpoint(Endpoint):
-    """The ASGI endpoint of ``/poll`` (long polling; short polling with ``timeout=0``)."""
-
-    transport = "longpoll"
-    poll = True
-
-    async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        if request.timeout > 0:
-            await long_poll(self.node, request, receive, send)
-        else:
-            await serve_short_poll(self.node, request, send)
 
 
 class _ShortPoll:

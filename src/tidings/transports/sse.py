@@ -22,18 +22,13 @@ from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.sse import sse_comment, sse_event, sse_retry
 from tidings.settings import Settings
 from tidings.transports.http_common import (
-    Endpoint,
-    Receive,
-    Send,
-    StreamRequest,
     encode,
     farewell_fields,
     gap_fields,
     ready_fields,
-    serve_stream,
 )
 
-__all__ = ["RESERVED_EVENTS", "SSEEndpoint", "SSEFraming"]
+__all__ = ["RESERVED_EVENTS", "SSEFraming"]
 
 RESERVED_EVENTS = frozenset({"ready", "gap", "disconnect"})
 
@@ -65,12 +60,3 @@ class SSEFraming:
         return sse_event("disconnect", encode(farewell_fields(reason)))
 
 
-class SSEEndpoint(Endpoint):
-    """The ASGI endpoint of ``/sse``."""
-
-    transport = "sse"
-    last_event_id = True
-    framing = SSEFraming()
-
-    async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
-        await serve_stream(self.node, request, receive, send, self.framing, self.transport)

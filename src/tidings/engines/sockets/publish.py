@@ -20,14 +20,14 @@ from pydantic import ValidationError
 
 from tidings.core.channels import validate_channel
 from tidings.core.commands import validate_event_name
+from tidings.engines.sockets.exchange import HttpExchange, request_scope
+from tidings.engines.sockets.http import RequestHead
 from tidings.exceptions import TidingsError
 from tidings.server.api import PublishIn, _publish_one
-from tidings.server.fast.http import RequestHead
-from tidings.server.fast.streams import HttpExchange, request_scope
 from tidings.transports.http_common import answer, answer_error
 
 if TYPE_CHECKING:
-    from tidings.server.fast.protocol import FastContext
+    from tidings.engines.sockets.protocol import FastContext
 
 __all__ = ["PUBLISH_ROUTE", "FastPublish", "publish_length", "serve_publish"]
 

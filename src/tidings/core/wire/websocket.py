@@ -27,11 +27,10 @@ import base64
 import binascii
 import codecs
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tidings.core.wire.frames import too_many_frames
-from tidings.server.errors import raw_error_response
 
 __all__ = [
     "OP_BINARY",
@@ -49,20 +48,16 @@ __all__ = [
     "Pong",
     "ProtocolError",
     "TextMessage",
+    "Unmask",
     "accept_key",
     "check_handshake",
     "close_frame",
     "encode_frame",
     "handshake_response",
-    "http_error_response",
     "parse_close",
+    "unmask",
     "valid_close_code",
 ]
-
-try:  # the C helper that ships with the websockets package
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - websockets is a dependency; pure Python fallback
-    _apply_mask = None  # type: ignore[assignment]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -124,12 +119,6 @@ def handshake_response(accept: str, headers: list[tuple[str, str]] | None = None
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
     ).encode("ascii")
-
-
-def http_error_response(status: int, message: str) -> bytes:
-    """An HTTP error with a JSON body that closes the connection (for refused handshakes)."""
-    extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
-    return raw_error_response(status, message, headers=extra)
 
 
 # Server frames --------------------------------------------------------------------------------
@@ -223,12 +212,15 @@ def parse_close(payload: bytes) -> CloseReceived | ProtocolError:
     return CloseReceived(code, reason)
 
 
+Unmask = Callable[[bytes | bytearray, bytes | bytearray], bytes]
+
+
 def unmask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
-    if _apply_mask is not None:
-        return _apply_mask(data, mask)
-    n = len(data)  # pragma: no cover
-    key = int.from_bytes((bytes(mask) * (n // 4 + 1))[:n], "big")  # pragma: no cover
-    return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")  # pragma: no cover
+    """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 5.3), in pure Python; an engine passes
+    :class:`FrameParser` a C implementation where it has one (``websockets.speedups``)."""
+    n = len(data)
+    key = int.from_bytes((bytes(mask) * (n // 4 + 1))[:n], "big")
+    return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
 
 
 class FrameParser:
@@ -239,9 +231,11 @@ class FrameParser:
     """
 
     __slots__ = ("_buf", "_decoder", "_failed", "_frag_op", "_frames", "_parts", "_size",
-                 "max_frames", "max_size")
+                 "_unmask", "max_frames", "max_size")
 
-    def __init__(self, max_size: int, max_frames: int | None = None) -> None:
+    def __init__(self, max_size: int, max_frames: int | None = None,
+                 unmask: Unmask = unmask) -> None:
+        self._unmask = unmask
         self.max_size = max_size
         self.max_frames = max_frames
         self._frames = 0  # frames of the fragmented message in progress
@@ -304,7 +298,7 @@ class FrameParser:
             start = pos + head + 4
             if end - start < length:
                 break
-            payload = unmask(buf[start:start + length], buf[pos + head:start])
+            payload = self._unmask(buf[start:start + length], buf[pos + head:start])
             pos = start + length
             if not self._frame(opcode, bool(fin), payload, events):
                 return 0

@@ -1,0 +1,1 @@
+"""The ASGI engine (see :mod:`tidings.engines`)."""

@@ -1,0 +1,1 @@
+"""The owned-socket engine (see :mod:`tidings.engines`)."""
