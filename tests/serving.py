@@ -1,8 +1,8 @@
 """A real tidings server on a free loopback port, for tests (uvicorn in a background thread).
 
 ``engine`` picks how it serves: ``"sockets"`` (alias ``"fast"``: the owned-socket engine,
-``server.engine = "fast"``) or ``"asgi"`` (everything through the ASGI app). The e2e tests run on both (``tests/e2e/conftest.py``
-sets :data:`ENGINE` per test).
+``server.engine = "fast"``) or ``"asgi"`` (everything through the ASGI app). The e2e tests run
+on both (``tests/e2e/conftest.py`` sets :data:`ENGINE` per test).
 """
 
 from __future__ import annotations

@@ -56,7 +56,6 @@ from tests.transports.readers import (
     channel_name,
     dechunk,
     publish,
-    slow_consumers,
     wait_until,
 )
 from tidings.core.cursor import cursor_position
