@@ -132,6 +132,48 @@ def ws_upgrade() -> bytes:
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
+def publish_request(channel: str, data: Any) -> bytes:
+    body = orjson.dumps({"channel": channel, "data": data})
+    return (f"POST /api/publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class HTTPConnection:
+    """One raw HTTP/1.1 connection; reads answers by Content-Length or chunks."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> HTTPConnection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """The next answer: status, headers (lower-case names), body (de-chunked)."""
+        async with asyncio.timeout(DEADLINE):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {name.lower(): value.strip() for name, _, value in
+                       (line.partition(":") for line in lines[1:] if line)}
+            if headers.get("transfer-encoding") != "chunked":
+                body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+                return int(lines[0].split()[1]), headers, body
+            body = b""
+            while size := int((await self.reader.readuntil(b"\r\n"))[:-2], 16):
+                body += (await self.reader.readexactly(size + 2))[:-2]
+            await self.reader.readexactly(2)
+            return int(lines[0].split()[1]), headers, body
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
 async def read_to_end(sock: socket.socket) -> bytes:
     """What ``sock`` holds until the server ends the response (its last chunk) or the
     connection."""
@@ -326,8 +368,8 @@ class EngineConformance:
             self, kind: str) -> None:
         """The farewell (close frame, ``disconnect`` notice) waits behind what the socket holds
         for ``close_timeout`` = min(10 s, ``limits.idle_timeout``); a client that reads none of
-        it is then let go: the server closes its end, so the connection holds no buffer or
-        file descriptor of the server process."""
+        it is then let go: the node forgets it and the server closes its end, so the connection
+        holds no buffer or file descriptor of the server process."""
         if sys.platform != "linux":
             pytest.skip("reads /proc/net/tcp (Linux)")
         channel = channel_name()
@@ -348,7 +390,8 @@ class EngineConformance:
                 async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
                     await self._until_slow(http, channel, kind)
                 assert server_end_established(server.port, sock)  # the farewell is waiting
-                await wait_until(lambda: not server_end_established(server.port, sock),
+                await wait_until(lambda: not server_end_established(server.port, sock)
+                                 and kind not in server.node.connection_counts(),
                                  "the server to let the connection go", deadline=idle + 1.5)
 
     # row 4: the WebSocket close-handshake timeout ------------------------------------------------
@@ -438,7 +481,7 @@ class EngineConformance:
                         await asyncio.wait_for(ws.recv(), DEADLINE)
                 items = {kind: await task for kind, task in streams.items()}
                 answer = await poll
-        assert ws.close_code == 1012
+        assert (ws.close_code, ws.close_reason) == (1012, "service restart: reconnect and resume")
         for kind, got in items.items():
             assert [item["op"] for item in got] == ["ready", "disconnect"], kind
             assert {k: v for k, v in got[1].items() if k != "op"} == {
@@ -469,7 +512,8 @@ class EngineConformance:
                 with pytest.raises(ConnectionClosed):
                     while True:
                         await asyncio.wait_for(ws.recv(), DEADLINE)
-            assert ws.close_code == 4001
+            assert (ws.close_code, ws.close_reason) == (
+                4001, "token expired: reconnect with a new token")
             return
         items = await stream_items(http, kind, {"channel": channel, "token": expiring})
         assert [item["op"] for item in items] == ["ready", "disconnect"]
@@ -488,6 +532,16 @@ class EngineConformance:
             pytest.param(client_frame(OP_TEXT, b"\xce", fin=False) + client_frame(OP_CONT, b"A"),
                          1007, id="utf8-fragment"),
             pytest.param(client_frame(OP_TEXT, b"x" * 5000), 1009, id="too-big"),
+            pytest.param(client_frame(OP_TEXT, b"x" * 3000, fin=False)
+                         + client_frame(OP_CONT, b"x" * 3000), 1009, id="too-big-in-fragments"),
+            pytest.param(client_frame(OP_PING, b"p" * 126), 1002, id="long-ping"),
+            pytest.param(client_frame(OP_PING, b"p", fin=False), 1002, id="fragmented-ping"),
+            pytest.param(client_frame(OP_CONT, b"x"), 1002, id="lone-continuation"),
+            pytest.param(client_frame(OP_TEXT, b"{", fin=False) + client_frame(OP_TEXT, b"}"),
+                         1002, id="text-inside-a-message"),
+            pytest.param(client_frame(OP_CLOSE, b"\x03"), 1002, id="close-1-byte"),
+            pytest.param(client_frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"\xff"), 1007,
+                         id="close-reason-utf8"),
             pytest.param(client_frame(OP_CLOSE, (1005).to_bytes(2, "big")), 1002,
                          id="close-1005"),
             pytest.param(client_frame(OP_BINARY, b"binary"), 1003, id="binary"),
@@ -523,14 +577,60 @@ class EngineConformance:
         finally:
             ws.close()
 
+    # HTTP/1.1 connections -------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", ["sse", "stream", "longpoll"])
+    async def test_a_push_answer_that_ends_leaves_the_connection_open_for_the_next_request(
+            self, kind: str) -> None:
+        """Keep-alive: a stream ended by the server (``sse.max_duration``, its last chunk) or a
+        long poll answered at its timeout, then the next request on the same connection."""
+        channel = channel_name()
+        path = {"sse": "/sse?", "stream": "/stream?", "longpoll": "/poll?timeout=0.3&"}[kind]
+        with self.serve(sse={"max_duration": 0.3}) as server:
+            conn = await HTTPConnection.open(server.port)
+            try:
+                conn.send(http_get(f"{path}channel={channel}"))
+                status, headers, body = await conn.answer()
+                conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
+                after = await conn.answer()
+            finally:
+                await conn.close()
+        assert status == 200
+        if kind == "longpoll":
+            assert orjson.loads(body)["messages"] == []
+        else:
+            assert headers["transfer-encoding"] == "chunked"
+            assert b"disconnect" in body and b"1001" in body
+        assert after[0] == 200 and "cursor" in orjson.loads(after[2])
+
+    async def test_pipelined_publishes_and_polls_are_answered_in_order(
+            self, server: RunningServer) -> None:
+        """Three publishes and a poll in one write: every answer comes back, in order."""
+        channel = channel_name()
+        conn = await HTTPConnection.open(server.port)
+        try:
+            conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
+            cursor = orjson.loads((await conn.answer())[2])["cursor"]
+            conn.send(b"".join(publish_request(channel, i) for i in (1, 2, 3))
+                      + http_get(f"/poll?channel={channel}&timeout=0&cursor={cursor}"))
+            offsets = [orjson.loads((await conn.answer())[2])["offset"] for _ in range(3)]
+            status, headers, body = await conn.answer()
+        finally:
+            await conn.close()
+        assert offsets == [1, 2, 3]
+        assert status == 200 and headers["content-type"] == "application/json"
+        assert [m["data"] for m in orjson.loads(body)["messages"]] == [1, 2, 3]
+
     # keepalive -----------------------------------------------------------------------------------
 
     async def test_an_idle_websocket_is_pinged_and_closed_with_1011_if_it_never_answers(
             self) -> None:
         """Inherent difference: the ASGI engine's pings are uvicorn's (a 4-byte payload, the
-        pong awaited ``idle_timeout`` after each ping); the sockets engine's are empty and it
-        closes ``idle_timeout`` after the last byte received. Common: a ping within
-        ``ping_interval``, then 1011 for a client that answers nothing."""
+        pong awaited ``idle_timeout`` after each ping, an ASGI app sees no pongs); the sockets
+        engine's are empty and it closes ``idle_timeout`` after the last byte received, so a
+        client that sends commands but never answers a ping stays open there and is closed
+        (1011) on the ASGI engine. Common: a ping within ``ping_interval``, then 1011 for a
+        client that sends nothing at all (the reasons differ, uvicorn's is its own)."""
         ping, idle = 0.2, 0.6
         with self.serve(limits={"ping_interval": ping, "idle_timeout": idle}) as server:
             ws = await RawWS.open(server.port)
