@@ -127,9 +127,12 @@ def http_get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
 
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+
+
 def ws_upgrade() -> bytes:
-    return (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return (f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 def publish_request(channel: str, data: Any) -> bytes:
@@ -553,6 +556,31 @@ class EngineConformance:
         ws = await RawWS.open(server.port)
         ws.send(wire)
         assert await ws.close_code() == code
+
+    @pytest.mark.parametrize(("headers", "status", "code"), [
+        pytest.param("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short", 400, "bad_request",
+                     id="bad-key"),
+        pytest.param("Sec-WebSocket-Version: 13", 400, "bad_request", id="no-key"),
+        pytest.param(f"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: {WS_KEY}", 426,
+                     "upgrade_required", id="version-8"),
+        pytest.param(f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+                     "Origin: http://evil.example", 403, "forbidden", id="foreign-origin"),
+    ])
+    async def test_a_refused_upgrade_is_answered_with_a_json_error(
+            self, server: RunningServer, headers: str, status: int, code: str) -> None:
+        """Bad input gets a clear error, a status and a JSON body, before any upgrade; a version
+        other than 13 gets 426 naming the version spoken (RFC 6455 4.4)."""
+        conn = await HTTPConnection.open(server.port)
+        try:
+            conn.send(f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\n{headers}\r\n\r\n".encode())
+            got, answer_headers, body = await conn.answer()
+        finally:
+            await conn.close()
+        assert (got, answer_headers.get("content-type")) == (status, "application/json"), body
+        assert orjson.loads(body)["error"]["code"] == code
+        if status == 426:
+            assert answer_headers["sec-websocket-version"] == "13"
 
     async def test_a_client_close_is_echoed_with_its_code(self, server: RunningServer) -> None:
         ws = await RawWS.open(server.port)

@@ -19,4 +19,8 @@ class TestASGIEngine(EngineConformance):
         "test_a_client_that_never_answers_the_close_frame_is_cut_after_the_close_timeout": (
             "issue 18: WebSocket close-handshake timeout: uvicorn waits 10 s for the client's "
             "close frame whatever limits.idle_timeout says"),
+        "test_a_refused_upgrade_is_answered_with_a_json_error": (
+            "the WebSocket handshake is refused by uvicorn and websockets, not by tidings: "
+            "text/plain bodies (an empty one for a foreign origin), 400 for version 8 "
+            "(RFC 6455: 426 with Sec-WebSocket-Version)"),
     }
