@@ -631,6 +631,41 @@ class EngineConformance:
             assert b"disconnect" in body and b"1001" in body
         assert after[0] == 200 and "cursor" in orjson.loads(after[2])
 
+    @pytest.mark.parametrize(("path", "expected"), [
+        ("/sse?channel=h", {"content-type": "text/event-stream", "cache-control": "no-cache",
+                            "x-accel-buffering": "no", "x-content-type-options": "nosniff",
+                            "transfer-encoding": "chunked"}),
+        ("/stream?channel=h", {"content-type": "application/x-ndjson",
+                               "cache-control": "no-cache", "x-accel-buffering": "no",
+                               "x-content-type-options": "nosniff",
+                               "transfer-encoding": "chunked"}),
+        ("/poll?channel=h&timeout=0.1", {"content-type": "application/json",
+                                         "cache-control": "no-cache", "content-length": "*"}),
+        ("/poll?channel=h&timeout=0", {"content-type": "application/json",
+                                       "cache-control": "no-cache", "content-length": "*",
+                                       "etag": "*"}),
+        ("/sse", {"content-type": "application/json", "content-length": "*"}),
+    ])
+    async def test_a_push_answer_has_the_same_headers_on_both_engines(
+            self, path: str, expected: dict[str, str]) -> None:
+        """Exactly these headers (``*``: any value), the CORS ones for an allowed origin and a
+        request id; nothing one engine adds and the other does not."""
+        cors = {"access-control-allow-credentials": "true",
+                "access-control-allow-origin": "http://t",
+                "access-control-expose-headers": "ETag, Retry-After, Content-Type",
+                "vary": "Origin"}
+        with self.serve(sse={"max_duration": 0.2}) as server:
+            conn = await HTTPConnection.open(server.port)
+            try:
+                conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: http://t\r\n\r\n".encode())
+                _, headers, _ = await conn.answer()
+            finally:
+                await conn.close()
+        assert len(headers.pop("x-request-id")) == 32
+        headers.pop("date", None)
+        assert {name: "*" if expected.get(name) == "*" else value
+                for name, value in headers.items()} == {**expected, **cors}
+
     async def test_pipelined_publishes_and_polls_are_answered_in_order(
             self, server: RunningServer) -> None:
         """Three publishes and a poll in one write: every answer comes back, in order."""
