@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import sys
 import time
@@ -238,12 +239,14 @@ class EngineConformance:
 
     #: ``"sockets"`` or ``"asgi"`` (:func:`tests.serving.serve`'s ``engine``).
     engine: ClassVar[str]
-    #: Tests this engine still fails: name → ``"issue 18: <row>: <what it does>"``.
+    #: Tests this engine still fails: a test's name (all its cases) or ``name[case]`` → what the
+    #: engine does instead (and the row of issue 18's table, if it is one).
     differs: ClassVar[dict[str, str]] = {}
 
     @pytest.fixture(autouse=True)
     def _known_difference(self, request: pytest.FixtureRequest) -> None:
-        reason = self.differs.get(request.function.__name__)
+        reason = self.differs.get(request.node.name) or self.differs.get(
+            request.function.__name__)
         if reason is not None:
             request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
@@ -521,6 +524,49 @@ class EngineConformance:
         items = await stream_items(http, kind, {"channel": channel, "token": expiring})
         assert [item["op"] for item in items] == ["ready", "disconnect"]
         assert items[1]["code"] == 4001 and items[1]["reconnect"] is True
+
+    # the node's close line ---------------------------------------------------------------------
+    # (streams: tests/transports/test_http_transports.py::test_the_close_log_says_who_ended_a_stream)
+
+    @pytest.mark.parametrize(("end", "code", "by"), [
+        pytest.param("client-close", 1000, "client", id="client-close"),
+        pytest.param("client-vanishes", 1006, "client", id="client-vanishes"),
+        pytest.param("invalid-json", 1007, "server", id="invalid-json"),
+        pytest.param("server-disconnect", 1008, "server", id="server-disconnect"),
+    ])
+    async def test_the_close_line_of_a_websocket_says_who_ended_it_and_how(
+            self, server: RunningServer, http: httpx.AsyncClient,
+            caplog: pytest.LogCaptureFixture, end: str, code: int, by: str) -> None:
+        """One ``close`` line per connection (``tidings.connections``) with the code and who
+        closed: a client's close frame, a client gone without one (1006, as RFC 6455 names
+        it), the server's close for bad input, the server's disconnect of a user."""
+        caplog.set_level(logging.INFO, logger="tidings.connections")
+        user = f"closer-{end}"
+        ws = await RawWS.open(server.port, f"/ws?token={token(user)}")
+        try:
+            ws.send(client_frame(OP_TEXT, b'{"op":"ping","ref":1}'))
+            assert (await ws.json())["op"] == "pong"
+            if end == "client-close":
+                ws.send(client_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+                await ws.data_frame()
+            elif end == "invalid-json":
+                ws.send(client_frame(OP_TEXT, b"not json"))
+                await ws.close_code()
+            elif end == "server-disconnect":
+                assert (await http.post("/api/disconnect", json={"user": user})).json() == {
+                    "disconnected": 1}
+                await ws.close_code()
+        finally:
+            ws.close()
+
+        def closes() -> list[dict[str, Any]]:
+            return [r.fields for r in list(caplog.records)  # type: ignore[attr-defined]
+                    if getattr(r, "fields", {}).get("event") == "close"
+                    and r.fields.get("user") == user]  # type: ignore[attr-defined]
+
+        await wait_until(lambda: bool(closes()), "the close line")
+        [line] = closes()
+        assert (line["transport"], line["code"], line["by"]) == ("ws", code, by), line
 
     # WebSocket protocol, raw frames --------------------------------------------------------------
 
