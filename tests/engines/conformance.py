@@ -65,6 +65,7 @@ __all__ = ["EngineConformance"]
 
 DEADLINE = 10.0
 SECRET = "engine-conformance-secret-0123456789abcdef"
+API_KEY = "engine-conformance-key-0123456789abcdef"
 OP_CONT, OP_BINARY = 0x0, 0x2  # RFC 6455 opcodes tests.rawws does not name
 STREAMS = ["sse", "stream"]
 PATHS = {"sse": "/sse", "stream": "/stream"}
@@ -136,9 +137,10 @@ def ws_upgrade() -> bytes:
             f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
-def publish_request(channel: str, data: Any) -> bytes:
+def publish_request(channel: str, data: Any, key: str | None = None) -> bytes:
     body = orjson.dumps({"channel": channel, "data": data})
-    return (f"POST /api/publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (f"POST /api/publish HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -729,6 +731,57 @@ class EngineConformance:
         assert offsets == [1, 2, 3]
         assert status == 200 and headers["content-type"] == "application/json"
         assert [m["data"] for m in orjson.loads(body)["messages"]] == [1, 2, 3]
+
+    async def test_a_publish_whose_body_arrives_in_pieces_is_published_once(
+            self, server: RunningServer) -> None:
+        channel = channel_name()
+        raw = publish_request(channel, {"text": "x" * 500})
+        conn = await HTTPConnection.open(server.port)
+        try:
+            for i in range(0, len(raw), 97):
+                conn.send(raw[i:i + 97])
+                await conn.writer.drain()
+                await asyncio.sleep(0.005)
+            status, headers, body = await conn.answer()
+            conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
+            position = orjson.loads((await conn.answer())[2])["cursor"]
+        finally:
+            await conn.close()
+        assert status == 200 and len(headers["x-request-id"]) == 32
+        assert orjson.loads(body)["offset"] == 1
+        assert cursor_position(position, channel).offset == 1  # published once
+
+    @pytest.mark.parametrize(("request_bytes", "status", "code"), [
+        pytest.param(publish_request("refused", 1, key="wrong-key-0123456789"), 401,
+                     "unauthorized", id="wrong-key"),
+        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 9\r\n\r\n{\"data\":1", 400, "bad_request",
+                     id="bad-json"),
+        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 4000\r\n\r\n" + b" " * 4000, 413, "too_large",
+                     id="too-large"),
+        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n"
+                     b"1a\r\n{\"channel\":\"c h\",\"data\":1}\r\n0\r\n\r\n", 400,
+                     "bad_request", id="chunked-bad-channel"),
+    ])
+    async def test_a_refused_publish_gets_the_api_s_answer_and_publishes_nothing(
+            self, request_bytes: bytes, status: int, code: str) -> None:
+        with self.serve(api_key=API_KEY, limits={"max_request_bytes": 2048}) as server:
+            conn = await HTTPConnection.open(server.port)
+            try:
+                conn.send(request_bytes)
+                got, _, body = await conn.answer()
+            finally:
+                await conn.close()
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                answer = await http.get("/poll", params={"channel": "refused", "timeout": 0})
+        assert cursor_position(answer.json()["cursor"], "refused").offset == 0
+        assert got == status, body
+        assert orjson.loads(body)["error"]["code"] == code
 
     # keepalive -----------------------------------------------------------------------------------
 
