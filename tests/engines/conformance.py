@@ -264,6 +264,30 @@ class EngineConformance:
                    limits={"max_frame_bytes": 4096}) as running:
             yield running
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def slow_server(cls) -> Iterator[RunningServer]:
+        """For the outbox tests: a 64 KB outbox, ``outbox_messages`` at its minimum (deprecated,
+        no effect), a close timeout of 0.5 s (``limits.idle_timeout``), no flow control."""
+        with serve(engine=cls.engine, flow=NO_FLOW, limits={
+                "outbox_bytes": SMALL_OUTBOX, "outbox_messages": 10, "idle_timeout": 0.5,
+        }) as running:
+            yield running
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def short_streams(cls) -> Iterator[RunningServer]:
+        """Streams end after 0.3 s (``sse.max_duration``)."""
+        with serve(engine=cls.engine, sse={"max_duration": 0.3}) as running:
+            yield running
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def pinging(cls) -> Iterator[RunningServer]:
+        """WebSocket pings every 0.2 s, closed after 0.8 s without an answer."""
+        with serve(engine=cls.engine, limits={"ping_interval": 0.2, "idle_timeout": 0.8}) as running:
+            yield running
+
     @pytest.fixture
     async def http(self, server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as client:
@@ -274,25 +298,26 @@ class EngineConformance:
 
     @pytest.mark.parametrize("how", ["since", "cursor"])
     async def test_a_websocket_resume_longer_than_the_outbox_limit_is_replayed_whole(
-            self, how: str) -> None:
-        """100 publications of 20 KB (twice the default ``limits.outbox_bytes``) after the
-        position a WebSocket subscribe names: ``subscribed``, then all 100, no 4008."""
+            self, slow_server: RunningServer, how: str) -> None:
+        """100 publications of 20 KB (twice the default ``limits.outbox_bytes``, thirty times
+        this server's) after the position a WebSocket subscribe names: ``subscribed``, then
+        all 100, no 4008."""
+        server = slow_server
         channel = channel_name()
         payload = "r" * 20_000
-        with self.serve() as server:
-            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
-                assert server.settings.limits.outbox_bytes < 100 * len(payload)
-                start = (await http.get("/poll", params={"channel": channel,
-                                                         "timeout": 0})).json()["cursor"]
-                await publish(http, channel, *[payload] * 100)
-            position = cursor_position(start, channel)
-            resume: dict[str, Any] = {"cursor": start} if how == "cursor" else {
-                "since": {"epoch": position.epoch, "offset": position.offset}}
-            async with connect(server.ws_url, max_size=None, open_timeout=DEADLINE) as ws:
-                await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel,
-                                            **resume}).decode())
-                frames = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
-                          for _ in range(101)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+            assert server.settings.limits.outbox_bytes < 100 * len(payload)
+            start = (await http.get("/poll", params={"channel": channel,
+                                                     "timeout": 0})).json()["cursor"]
+            await publish(http, channel, *[payload] * 100)
+        position = cursor_position(start, channel)
+        resume: dict[str, Any] = {"cursor": start} if how == "cursor" else {
+            "since": {"epoch": position.epoch, "offset": position.offset}}
+        async with connect(server.ws_url, max_size=None, open_timeout=DEADLINE) as ws:
+            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel,
+                                        **resume}).decode())
+            frames = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+                      for _ in range(101)]
         assert frames[0]["op"] == "subscribed" and frames[0]["recovered"] is True, frames[0]
         assert [f["offset"] for f in frames[1:]] == list(range(1, 101))
         assert all(f["op"] == "message" and f["data"] == payload for f in frames[1:])
@@ -304,30 +329,39 @@ class EngineConformance:
             self, kind: str) -> None:
         """``limits.outbox_messages`` is deprecated and has no effect, the rule is bytes: a
         client of 50 channels gets 4 broadcasts to all of them, each 50 messages queued at
-        once (one fan-out), five times ``outbox_messages = 10``, a few KB: it gets all 200."""
+        once (one fan-out), five times ``outbox_messages = 10``, under ``outbox_bytes``: it gets
+        all 200 (with their 50-channel cursors, a few hundred KB)."""
         channels = [channel_name() for _ in range(50)]
         with self.serve(limits={"outbox_messages": 10}) as server:
-            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
-                if kind == "ws":
-                    async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
-                        for ref, channel in enumerate(channels, 1):
-                            await ws.send(orjson.dumps({"op": "subscribe", "ref": ref,
-                                                        "channel": channel}).decode())
-                        for _ in channels:
-                            assert orjson.loads(await ws.recv())["op"] == "subscribed"
-                        await self._broadcasts(http, channels)
-                        got = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
-                               for _ in range(4 * len(channels))]
-                else:
-                    async with http.stream("GET", PATHS[kind],
-                                           params=[("channel", ch) for ch in channels]) as response:
-                        stream = items(response, kind)
-                        assert (await anext(stream))["op"] == "ready"
-                        await self._broadcasts(http, channels)
-                        got = [await anext(stream) for _ in range(4 * len(channels))]
-                assert await overflows(http, kind) == 0
+            got = await self._four_broadcasts_to(server, kind, channels)
         assert sorted((item["channel"], item["offset"]) for item in got) == sorted(
             (channel, offset) for channel in channels for offset in range(1, 5))
+
+    async def _four_broadcasts_to(self, server: RunningServer, kind: str, channels: list[str]
+                                  ) -> list[dict[str, Any]]:
+        """What a ``kind`` client of ``channels`` gets of 4 broadcasts to them, published while
+        it does not read; checks that its outbox did not overflow."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+            before = await overflows(http, kind)
+            if kind == "ws":
+                async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
+                    for ref, channel in enumerate(channels, 1):
+                        await ws.send(orjson.dumps({"op": "subscribe", "ref": ref,
+                                                    "channel": channel}).decode())
+                    for _ in channels:
+                        assert orjson.loads(await ws.recv())["op"] == "subscribed"
+                    await self._broadcasts(http, channels)
+                    got = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+                           for _ in range(4 * len(channels))]
+            else:
+                async with http.stream("GET", PATHS[kind],
+                                       params=[("channel", ch) for ch in channels]) as response:
+                    stream = items(response, kind)
+                    assert (await anext(stream))["op"] == "ready"
+                    await self._broadcasts(http, channels)
+                    got = [await anext(stream) for _ in range(4 * len(channels))]
+            assert await overflows(http, kind) == before
+        return got
 
     @staticmethod
     async def _broadcasts(http: httpx.AsyncClient, channels: list[str]) -> None:
@@ -365,62 +399,60 @@ class EngineConformance:
     async def _until_slow(http: httpx.AsyncClient, channel: str, transport: str) -> None:
         """Publish 60 KB publications until ``transport``'s outbox overflows (the moment it
         does, not when the connection is gone: that is what the tests look at)."""
+        before = await overflows(http, transport)
         for i in range(400):
             await publish(http, channel, BIG)
-            if i % 5 == 4 and await overflows(http, transport):
+            if i % 5 == 4 and await overflows(http, transport) > before:
                 return
         raise AssertionError(f"the {transport} client never overflowed")
 
     @pytest.mark.parametrize("kind", ["ws", "sse", "stream"])
     async def test_a_slow_consumer_that_never_reads_is_cut_within_the_close_timeout(
-            self, kind: str) -> None:
+            self, slow_server: RunningServer, kind: str) -> None:
         """The farewell (close frame, ``disconnect`` notice) waits behind what the socket holds
         for ``close_timeout`` = min(10 s, ``limits.idle_timeout``); a client that reads none of
         it is then let go: the node forgets it and the server closes its end, so the connection
         holds no buffer or file descriptor of the server process."""
         if sys.platform != "linux":
             pytest.skip("reads /proc/net/tcp (Linux)")
+        server = slow_server
         channel = channel_name()
-        idle = 0.5
-        with self.serve(limits={"outbox_bytes": SMALL_OUTBOX, "idle_timeout": idle},
-                        flow=NO_FLOW) as server:
-            if kind == "ws":
-                sock = unread_socket(server.port, ws_upgrade())
-                assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
-                sock.sendall(client_frame(OP_TEXT, orjson.dumps(
-                    {"op": "subscribe", "ref": 1, "channel": channel})))
-                await wait_until(lambda: server.node.hub.subscriber_count(channel) == 1,
-                                 "the subscription")
-            else:
-                sock = unread_socket(server.port, http_get(f"{PATHS[kind]}?channel={channel}"))
-                sock.recv(4096)
-            with sock:
-                async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
-                    await self._until_slow(http, channel, kind)
-                assert server_end_established(server.port, sock)  # the farewell is waiting
-                await wait_until(lambda: not server_end_established(server.port, sock)
-                                 and kind not in server.node.connection_counts(),
-                                 "the server to let the connection go", deadline=idle + 1.5)
+        if kind == "ws":
+            sock = unread_socket(server.port, ws_upgrade())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+            sock.sendall(client_frame(OP_TEXT, orjson.dumps(
+                {"op": "subscribe", "ref": 1, "channel": channel})))
+            await wait_until(lambda: server.node.hub.subscriber_count(channel) == 1,
+                             "the subscription")
+        else:
+            sock = unread_socket(server.port, http_get(f"{PATHS[kind]}?channel={channel}"))
+            sock.recv(4096)
+        with sock:
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                await self._until_slow(http, channel, kind)
+            assert server_end_established(server.port, sock)  # the farewell is waiting
+            await wait_until(lambda: not server_end_established(server.port, sock)
+                             and server.node.hub.subscriber_count(channel) == 0,
+                             "the server to let the connection go",
+                             deadline=server.settings.limits.idle_timeout + 1.5)
 
     # row 4: the WebSocket close-handshake timeout ------------------------------------------------
 
     async def test_a_client_that_never_answers_the_close_frame_is_cut_after_the_close_timeout(
-            self) -> None:
+            self, slow_server: RunningServer) -> None:
         """The server closes (here: 1007 for a frame that is not JSON) and waits for the
         client's close frame at most ``close_timeout`` = min(10 s, ``limits.idle_timeout``)."""
-        idle = 0.5
-        with self.serve(limits={"idle_timeout": idle}) as server:
-            ws = await RawWS.open(server.port)
-            try:
-                ws.send(client_frame(OP_TEXT, b"not json"))
-                opcode, payload = await ws.data_frame()
-                assert (opcode, int.from_bytes(payload[:2], "big")) == (OP_CLOSE, 1007)
-                # no answer: the server must not wait for ever (nor 10 s)
-                with contextlib.suppress(ConnectionError):
-                    async with asyncio.timeout(idle + 1.5):
-                        assert await ws.reader.read() == b""
-            finally:
-                ws.close()
+        ws = await RawWS.open(slow_server.port)
+        try:
+            ws.send(client_frame(OP_TEXT, b"not json"))
+            opcode, payload = await ws.data_frame()
+            assert (opcode, int.from_bytes(payload[:2], "big")) == (OP_CLOSE, 1007)
+            # no answer: the server must not wait for ever (nor 10 s)
+            with contextlib.suppress(ConnectionError):
+                async with asyncio.timeout(slow_server.settings.limits.idle_timeout + 1.5):
+                    assert await ws.reader.read() == b""
+        finally:
+            ws.close()
 
     # row 5: a held long poll that ends -----------------------------------------------------------
     # (the client leaving mid-hold: tests/transports/test_http_transports.py)
@@ -458,12 +490,12 @@ class EngineConformance:
     # (heartbeat spacing: tests/transports/test_streams.py)
 
     @pytest.mark.parametrize("kind", STREAMS)
-    async def test_a_stream_ends_at_max_duration_with_one_notice(self, kind: str) -> None:
+    async def test_a_stream_ends_at_max_duration_with_one_notice(
+            self, short_streams: RunningServer, kind: str) -> None:
         """``sse.max_duration``: ready, then one ``disconnect`` (1001, reconnect), then the
         response ends properly (its last chunk)."""
-        with self.serve(sse={"max_duration": 0.5}) as server:
-            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
-                items = await stream_items(http, kind, {"channel": channel_name()})
+        async with httpx.AsyncClient(base_url=short_streams.url, timeout=DEADLINE) as http:
+            items = await stream_items(http, kind, {"channel": channel_name()})
         assert [item["op"] for item in items] == ["ready", "disconnect"]
         assert {k: v for k, v in items[1].items() if k != "op"} == {
             "code": 1001, "reason": "stream time limit: reconnect and resume", "reconnect": True}
@@ -657,20 +689,19 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", ["sse", "stream", "longpoll"])
     async def test_a_push_answer_that_ends_leaves_the_connection_open_for_the_next_request(
-            self, kind: str) -> None:
+            self, short_streams: RunningServer, kind: str) -> None:
         """Keep-alive: a stream ended by the server (``sse.max_duration``, its last chunk) or a
         long poll answered at its timeout, then the next request on the same connection."""
         channel = channel_name()
         path = {"sse": "/sse?", "stream": "/stream?", "longpoll": "/poll?timeout=0.3&"}[kind]
-        with self.serve(sse={"max_duration": 0.3}) as server:
-            conn = await HTTPConnection.open(server.port)
-            try:
-                conn.send(http_get(f"{path}channel={channel}"))
-                status, headers, body = await conn.answer()
-                conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
-                after = await conn.answer()
-            finally:
-                await conn.close()
+        conn = await HTTPConnection.open(short_streams.port)
+        try:
+            conn.send(http_get(f"{path}channel={channel}"))
+            status, headers, body = await conn.answer()
+            conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
+            after = await conn.answer()
+        finally:
+            await conn.close()
         assert status == 200
         if kind == "longpoll":
             assert orjson.loads(body)["messages"] == []
@@ -695,20 +726,19 @@ class EngineConformance:
         ("/sse", {"content-type": "application/json", "content-length": "*"}),
     ])
     async def test_a_push_answer_has_the_same_headers_on_both_engines(
-            self, path: str, expected: dict[str, str]) -> None:
+            self, short_streams: RunningServer, path: str, expected: dict[str, str]) -> None:
         """Exactly these headers (``*``: any value), the CORS ones for an allowed origin and a
         request id; nothing one engine adds and the other does not."""
         cors = {"access-control-allow-credentials": "true",
                 "access-control-allow-origin": "http://t",
                 "access-control-expose-headers": "ETag, Retry-After, Content-Type",
                 "vary": "Origin"}
-        with self.serve(sse={"max_duration": 0.2}) as server:
-            conn = await HTTPConnection.open(server.port)
-            try:
-                conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: http://t\r\n\r\n".encode())
-                _, headers, _ = await conn.answer()
-            finally:
-                await conn.close()
+        conn = await HTTPConnection.open(short_streams.port)
+        try:
+            conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: http://t\r\n\r\n".encode())
+            _, headers, _ = await conn.answer()
+        finally:
+            await conn.close()
         assert len(headers.pop("x-request-id")) == 32
         headers.pop("date", None)
         assert {name: "*" if expected.get(name) == "*" else value
@@ -786,28 +816,26 @@ class EngineConformance:
     # keepalive -----------------------------------------------------------------------------------
 
     async def test_an_idle_websocket_is_pinged_and_closed_with_1011_if_it_never_answers(
-            self) -> None:
+            self, pinging: RunningServer) -> None:
         """Inherent difference: the ASGI engine's pings are uvicorn's (a 4-byte payload, the
         pong awaited ``idle_timeout`` after each ping, an ASGI app sees no pongs); the sockets
         engine's are empty and it closes ``idle_timeout`` after the last byte received, so a
         client that sends commands but never answers a ping stays open there and is closed
         (1011) on the ASGI engine. Common: a ping within ``ping_interval``, then 1011 for a
         client that sends nothing at all (the reasons differ, uvicorn's is its own)."""
-        ping, idle = 0.2, 0.6
-        with self.serve(limits={"ping_interval": ping, "idle_timeout": idle}) as server:
-            ws = await RawWS.open(server.port)
-            async with asyncio.timeout(ping + 2):
-                opcode, _ = await ws.frame()
-            assert opcode == OP_PING
-            async with asyncio.timeout(ping + idle + 3):
-                assert await ws.close_code() == 1011
+        limits = pinging.settings.limits
+        ws = await RawWS.open(pinging.port)
+        async with asyncio.timeout(limits.ping_interval + 2):
+            opcode, _ = await ws.frame()
+        assert opcode == OP_PING
+        async with asyncio.timeout(limits.ping_interval + limits.idle_timeout + 3):
+            assert await ws.close_code() == 1011
 
-    async def test_a_websocket_that_answers_pings_outlives_the_idle_timeout(self) -> None:
-        ping, idle = 0.2, 0.6
-        with self.serve(limits={"ping_interval": ping, "idle_timeout": idle}) as server:
-            async with connect(server.ws_url, open_timeout=DEADLINE) as ws:  # answers pings
-                await asyncio.sleep(2 * idle)
-                await ws.send('{"op":"ping","ref":1}')
-                assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {
-                    "op": "pong", "ref": 1}
+    async def test_a_websocket_that_answers_pings_outlives_the_idle_timeout(
+            self, pinging: RunningServer) -> None:
+        async with connect(pinging.ws_url, open_timeout=DEADLINE) as ws:  # answers pings
+            await asyncio.sleep(1.5 * pinging.settings.limits.idle_timeout)
+            await ws.send('{"op":"ping","ref":1}')
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {
+                "op": "pong", "ref": 1}
 
