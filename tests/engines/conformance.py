@@ -3,9 +3,9 @@
 A test module subclasses :class:`EngineConformance` and sets :attr:`~EngineConformance.engine`
 (``"sockets"``: the owned-socket engine, ``server.engine = "fast"``; ``"asgi"``: everything through
 the ASGI app); its :attr:`~EngineConformance.differs` names the tests that engine still fails, each
-with the row of issue 18 it breaks. Those run as ``xfail(strict=True)``: they are the spec for
-the engines' shared machines, and flip to a failure (to be removed from ``differs``) once the
-engine behaves. Every test here asserts what both engines must do; where a difference is
+with what it does instead. Those run as ``xfail(strict=True)``: they are the spec for the
+engines' shared machines, and flip to a failure (to be removed from ``differs``) once the engine
+behaves. Every test here asserts what both engines must do; where a difference is
 inherent (docs/topics/engines.md), the test says so and asserts only what is common.
 
 Real servers on loopback (:func:`tests.serving.serve`), real clients (``websockets``, ``httpx``,
@@ -13,7 +13,7 @@ raw sockets and :class:`tests.rawws.RawWS` for what no library sends), small tim
 bounded waits, never a timing ratio.
 
 Rows of issue 18 and other transport rules already tested on both engines elsewhere (not copied
-here, see docs/topics/engines.md for the list):
+here):
 
 - replay outside the outbox limit on SSE and NDJSON, heartbeat spacing of an idle stream, the
   first SSE block, a resumed client that then reads nothing cut as slow:
