@@ -49,7 +49,8 @@ def forbidden_in(modules: set[str]) -> list[str]:
 
 def test_the_core_has_every_module_this_test_imports():
     names = core_modules()
-    for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse"):
+    for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse",
+                     "tidings.core.wire.websocket"):
         assert expected in names
     # a typo or a new subpackage would otherwise go unchecked
     assert len(names) >= 15
