@@ -48,7 +48,7 @@ from tidings.core.wire.websocket import (
     valid_close_code,
 )
 
-FUZZ = settings(max_examples=60, deadline=None)
+FUZZ = settings(max_examples=100, deadline=None)  # the file runs in seconds
 
 # Reference: RFC 6455 ------------------------------------------------------------------------
 
