@@ -54,11 +54,7 @@ def forbidden_in(modules: set[str]) -> list[str]:
 def test_the_core_has_every_module_this_test_imports():
     names = core_modules()
     for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse",
-<<<<<<< HEAD
                      "tidings.core.wire.websocket", "tidings.machines.backlog"):
-=======
-                     "tidings.core.wire.websocket"):
->>>>>>> wire
         assert expected in names
     # a typo or a new subpackage would otherwise go unchecked
     assert len(names) >= 15
