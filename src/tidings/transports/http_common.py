@@ -52,6 +52,7 @@ from tidings.server.errors import error_body
 from tidings.settings import Settings
 
 __all__ = [
+    "ABORT_EXTENSION",
     "Framing",
     "Sink",
     "StreamRequest",
@@ -67,6 +68,13 @@ Scope = dict[str, Any]
 Receive = Any
 Send = Any
 Headers = list[tuple[bytes, bytes]]
+
+#: The ASGI scope extension of ``tidings serve``'s HTTP protocol
+#: (:class:`~tidings.server.protocols.GuardedHttpToolsProtocol`): ``{"abort": callable}`` cuts
+#: the connection at once, which no ASGI message does (closing waits for the write buffer to
+#: drain, for ever if the peer stopped reading). Elsewhere a stream's close timeout can only
+#: give up its farewell.
+ABORT_EXTENSION = "tidings.abort"
 
 STREAM_PARAMS = frozenset({"channel", "cursor", "token"})
 POLL_PARAMS = STREAM_PARAMS | {"timeout", "limit"}
@@ -89,6 +97,8 @@ class StreamRequest:
     cors: Headers
     #: The request counted as a connection (``[limits] max_connections_per_*``) until released.
     lease: ConnectionLease | None = None
+    #: Cuts the connection at once (:data:`ABORT_EXTENSION`), if the server offers it.
+    abort: Callable[[], None] | None = None
 
     def release(self) -> None:
         """Stop counting this request as a connection (idempotent): call it when it ends."""
@@ -193,7 +203,9 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
     limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
-    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease)
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease,
+                         abort)
 
 
 # CORS -----------------------------------------------------------------------------------------

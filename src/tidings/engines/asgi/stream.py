@@ -10,7 +10,6 @@ is under way is handed over as one body at the next (write coalescing by the wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from tidings.core.events import Gap
@@ -169,10 +168,14 @@ async def serve_stream(node: Node, request: StreamRequest, receive: Receive, sen
             # uvicorn writes a body once the socket has drained: the farewell goes out behind
             # what the socket holds if the client reads it in time, else the client is cut
             assert machine.deadline is not None
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout_at(machine.deadline):
                     await send({"type": "http.response.body", "body": last, "more_body": False})
                     machine.written(0)
+            except TimeoutError:
+                machine.tick(loop.time())
+                if machine.abort and request.abort is not None:
+                    request.abort()
     except OSError:
         pass  # the client went away mid-write
     finally:
