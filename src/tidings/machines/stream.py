@@ -98,8 +98,8 @@ class StreamMachine:
     """
 
     __slots__ = ("_backlog", "_buffered", "_config", "_cut_at", "_end_at", "_end_reason",
-                 "_framing", "_half", "_limit", "_next_beat", "_pending", "_pending_bytes",
-                 "_state", "_wrote", "abort", "closing", "deadline", "gone", "overflowed")
+                 "_framing", "_half", "_limit", "_next_beat", "_pending", "_state", "_unsent",
+                 "_wrote", "abort", "closing", "deadline", "gone", "overflowed")
 
     def __init__(self, config: StreamConfig, framing: Framing) -> None:
         self._config = config
@@ -107,7 +107,8 @@ class StreamMachine:
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
         self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        #: Bytes the peer has not taken: pending here plus what the driver last reported.
+        self._unsent = 0
         self._buffered = 0
         self._state = _SUBSCRIBING
         self._wrote = False
@@ -136,26 +137,29 @@ class StreamMachine:
         return self._push(self._framing.gap(gap, cursor))
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bool:
-        # the hot path: one framing call (usually the shared pre-encoded bytes) and an append
-        if self._state > _LIVE:
+        # the hot path: one framing call (usually the shared pre-encoded bytes), an append and
+        # one comparison (1: _LIVE, a literal rather than a global lookup)
+        if self._state > 1:
             return False
         data = self._framing.publication(encoded, cursor, single)
         pending = self._pending
+        first = not pending
         pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes + self._buffered > self._limit:
-            return self._check() or len(pending) == 1
-        return len(pending) == 1
+        unsent = self._unsent = self._unsent + len(data)
+        if unsent > self._limit:
+            return self._check() or first
+        return first
 
     def _push(self, data: bytes) -> bool:
         if self._state > _LIVE:
             return False
         pending = self._pending
+        first = not pending
         pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes + self._buffered > self._limit:
-            return self._check() or len(pending) == 1
-        return len(pending) == 1
+        unsent = self._unsent = self._unsent + len(data)
+        if unsent > self._limit:
+            return self._check() or first
+        return first
 
     # the driver's events -------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class StreamMachine:
         if self._state != _SUBSCRIBING:
             return  # ended while subscribing: the driver writes the farewell at once
         self._state = _LIVE
-        self._backlog.allow(self._pending_bytes)
+        self._backlog.allow(self._unsent)
         self._limit = self._config.outbox_bytes
         self._next_beat = now + self._half
         if self._config.max_duration > 0:
@@ -183,7 +187,7 @@ class StreamMachine:
             return b""
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
-        self._pending_bytes = 0
+        self._unsent = self._buffered
         self._wrote = True
         return data
 
@@ -191,6 +195,7 @@ class StreamMachine:
         """After a write: ``backlog`` bytes the driver holds that the peer has not taken (the
         sockets engine's transport write buffer; 0 on ASGI once ``send`` returned). After the
         farewell, 0 means it was taken: nothing is left to cut."""
+        self._unsent += backlog - self._buffered
         self._buffered = backlog
         state = self._state
         if state == _CLOSED:
@@ -198,11 +203,11 @@ class StreamMachine:
                 self._state = _DONE
                 self.deadline = None
             return
-        if state == _LIVE and self._backlog.overflows(self._pending_bytes + backlog):
+        if state == _LIVE and self._backlog.overflows(self._unsent):
             self._overflow()
 
     def _check(self) -> bool:
-        if self._backlog.overflows(self._pending_bytes + self._buffered):
+        if self._backlog.overflows(self._unsent):
             self._overflow()
             return True
         return False
@@ -262,7 +267,7 @@ class StreamMachine:
             # what the client could not take is dropped; the farewell goes behind what the
             # driver already holds
             self._pending.clear()
-            self._pending_bytes = 0
+            self._unsent = self._buffered
 
     # the end ---------------------------------------------------------------------------------------
 
@@ -287,7 +292,7 @@ class StreamMachine:
         self._pending.append(self._framing.farewell(self.closing))
         data = b"".join(self._pending)
         self._pending.clear()
-        self._pending_bytes = 0
+        self._unsent = self._buffered
         self._state = _CLOSED
         self._cut_at = self.deadline = now + self._config.close_timeout
         return data

@@ -11,7 +11,6 @@ end of the iteration (the ASGI engine hands it over at its writer's next turn).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
     from tidings.machines.stream import Framing
     from tidings.settings import Settings
-
-
-log = logging.getLogger("tidings.fast")
 
 
 __all__ = ["FastNDJSON", "FastSSE", "FastStream"]
