@@ -79,6 +79,17 @@ BENCH_ONLY ?= suite,http-transports,publish-api,webhooks,redis
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py all --only $(BENCH_ONLY) $(BENCH_ARGS)
 
+## bench-compare: tidings alone, BEFORE=<git ref> against the working tree (or AFTER=<git ref>),
+## F1 F2 S1 N1 C1 L1, runs alternating: each figure within 5 %? (~9-15 min) -> performance.md
+.PHONY: bench-compare
+ifneq ($(filter bench-compare,$(MAKECMDGOALS)),)
+ifeq ($(BEFORE),)
+$(error usage: make bench-compare BEFORE=<git ref> [AFTER=<git ref>] [BENCH_ARGS='--repeat 5'])
+endif
+endif
+bench-compare: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py compare --before '$(BEFORE)' $(if $(AFTER),--after '$(AFTER)') $(BENCH_ARGS)
+
 ## soak: a steady mixed load for 10 minutes, reporting RSS, fds, tasks and latency over time
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --duration 600
