@@ -51,7 +51,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.rawws import OP_CLOSE, OP_PING, OP_TEXT, RawWS, client_frame
+from tests.rawws import RawWS
+from tests.rfc6455 import client_frame
 from tests.serving import RunningServer, serve
 from tests.transports.readers import (
     channel_name,
@@ -60,13 +61,13 @@ from tests.transports.readers import (
     wait_until,
 )
 from tidings.core.cursor import cursor_position
+from tidings.core.wire.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 __all__ = ["EngineConformance"]
 
 DEADLINE = 10.0
 SECRET = "engine-conformance-secret-0123456789abcdef"
 API_KEY = "engine-conformance-key-0123456789abcdef"
-OP_CONT, OP_BINARY = 0x0, 0x2  # RFC 6455 opcodes tests.rawws does not name
 STREAMS = ["sse", "stream"]
 PATHS = {"sse": "/sse", "stream": "/stream"}
 # The slow-consumer tests: a small outbox, big publications, a client receive buffer of 4 KB.
@@ -671,7 +672,7 @@ class EngineConformance:
         ws = await RawWS.open(server.port)
         try:
             ws.send(client_frame(OP_PING, b"hello"))
-            assert await ws.data_frame() == (0xA, b"hello")
+            assert await ws.data_frame() == (OP_PONG, b"hello")
         finally:
             ws.close()
 
