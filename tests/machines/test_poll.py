@@ -92,7 +92,7 @@ def test_the_timeout_is_due_at_the_deadline_not_before() -> None:
     assert poll.deadline == 105.0
     assert poll.tick(104.9) is False and not poll.due  # a timer fired early: arm it again
     assert poll.tick(105.0) is True
-    assert poll.reason is Reason.TIMEOUT
+    assert poll.reason is Reason.TIMEOUT and poll.closing is None
     assert poll.tick(106.0) is False  # due once
     assert answer(poll)["messages"] == []
 
@@ -103,6 +103,7 @@ def test_a_token_expiring_during_the_hold_is_the_deadline() -> None:
     assert poll.deadline == pytest.approx(103.0)
     assert poll.tick(103.0) is True
     assert poll.reason is Reason.TOKEN_EXPIRED
+    assert poll.closing is not None and poll.closing.code == 4001  # the close log's code
     assert answer(poll) == {"messages": [], "cursor": "c0", "gaps": []}
 
 

@@ -40,6 +40,7 @@ import hashlib
 from collections.abc import Mapping
 from enum import Enum
 
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.wire.frames import EncodedPublication, encode_json
 
@@ -149,6 +150,12 @@ class Poll:
     def gone(self) -> bool:
         """Whether the client went away (for the close log: ended by the client)."""
         return self.reason is Reason.CLIENT_GONE
+
+    @property
+    def closing(self) -> Disconnect | None:
+        """Why the server ended the poll, when the machine chose it (the token's expiry: 4001),
+        for the close log and metrics; the node's own disconnect records its reason itself."""
+        return disconnect(CloseCode.TOKEN_EXPIRED) if self.reason is Reason.TOKEN_EXPIRED else None
 
     def end(self) -> bytes | None:
         """The answer's body (None: the client is gone, write nothing). Called once the driver

@@ -29,13 +29,14 @@ from tidings.transports.http_common import (
     Headers,
     Send,
     StreamRequest,
+    StreamSubscriber,
     answer,
     answer_error,
     encode,
     gap_fields,
 )
 
-__all__ = ["POLL_HEADERS", "PollFeed", "new_poll", "serve_short_poll"]
+__all__ = ["POLL_HEADERS", "PollFeed", "leave", "new_poll", "poll_subscriber", "serve_short_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 
@@ -43,6 +44,25 @@ POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 def new_poll(request: StreamRequest, now: float) -> Poll:
     """The machine of a long poll of ``request`` (``now``: the engine's loop time)."""
     return Poll(request.limit, request.timeout, now, request.credentials.expires_at, time.time())
+
+
+def poll_subscriber(node: Node, request: StreamRequest, poll: Poll,
+                    due: Callable[[], None]) -> StreamSubscriber:
+    """The hub subscriber and node connection of a held poll: what it produces, and the node's
+    disconnect, go to ``poll``; ``due`` is called once, when the answer becomes due."""
+    feed = PollFeed(poll, due)
+    stream = StreamSubscriber(node, request, "longpoll", feed)
+    stream.on_end.append(feed.disconnect)
+    return stream
+
+
+def leave(stream: StreamSubscriber, poll: Poll) -> None:
+    """Leave the hub and the node at once (before the answer: the machine's order), recording
+    for the close log who ended the poll and why."""
+    stream.gone = poll.gone
+    if stream.closing is None:
+        stream.closing = poll.closing
+    stream.close_now()
 
 
 class PollFeed:

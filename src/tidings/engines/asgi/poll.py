@@ -15,11 +15,16 @@ from tidings.transports.http_common import (
     Receive,
     Send,
     StreamRequest,
-    StreamSubscriber,
     answer,
     answer_error,
 )
-from tidings.transports.long_poll import POLL_HEADERS, PollFeed, new_poll, serve_short_poll
+from tidings.transports.long_poll import (
+    POLL_HEADERS,
+    leave,
+    new_poll,
+    poll_subscriber,
+    serve_short_poll,
+)
 
 __all__ = ["PollEndpoint", "long_poll"]
 
@@ -38,8 +43,9 @@ async def _held(poll: Poll, due: asyncio.Future[None], wake: Callable[[], None],
             timer = loop.call_at(poll.deadline, tick)
 
     async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        with contextlib.suppress(Exception):  # a receive that fails: the client is gone too
+            while (await receive())["type"] != "http.disconnect":
+                pass
         if poll.peer_gone():
             wake()
 
@@ -64,9 +70,7 @@ async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: 
             due.set_result(None)
 
     poll = new_poll(request, loop.time())
-    feed = PollFeed(poll, wake)
-    stream = StreamSubscriber(node, request, "longpoll", feed)
-    stream.on_end.append(feed.disconnect)
+    stream = poll_subscriber(node, request, poll, wake)
     try:
         await stream.start()
     except TidingsError as exc:
@@ -76,8 +80,7 @@ async def long_poll(node: Node, request: StreamRequest, receive: Receive, send: 
         if not poll.due:
             await _held(poll, due, wake, receive)
     finally:
-        stream.gone = poll.gone
-        stream.close_now()
+        leave(stream, poll)
     body = poll.end()
     if body is not None:
         await answer(send, 200, body, POLL_HEADERS + request.cors)

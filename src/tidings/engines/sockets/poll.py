@@ -15,7 +15,13 @@ from tidings.transports.http_common import (
     StreamSubscriber,
     answer_error,
 )
-from tidings.transports.long_poll import POLL_HEADERS, PollFeed, new_poll, serve_short_poll
+from tidings.transports.long_poll import (
+    POLL_HEADERS,
+    leave,
+    new_poll,
+    poll_subscriber,
+    serve_short_poll,
+)
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
@@ -48,9 +54,7 @@ class FastPoll(PushExchange):
             return
         loop = self._ctx.loop
         poll = self._machine = new_poll(request, loop.time())
-        feed = PollFeed(poll, self._due)
-        stream = StreamSubscriber(self.node, request, "longpoll", feed)
-        stream.on_end.append(feed.disconnect)
+        stream = poll_subscriber(self.node, request, poll, self._due)
         try:
             await stream.start()
         except TidingsError as exc:
@@ -91,8 +95,7 @@ class FastPoll(PushExchange):
         if self._timer is not None:
             self._timer.cancel()
         self.on_lost = None
-        stream.gone = self._machine.gone
-        stream.close_now()
+        leave(stream, self._machine)
         body = self._machine.end()
         if body is not None:
             self.respond(200, [(b"content-type", b"application/json"),
