@@ -29,6 +29,7 @@ from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
 from tidings.server.errors import raw_error_response
+from tidings.transports.http_common import ABORT_EXTENSION
 
 __all__ = ["GuardedHttpToolsProtocol", "TidingsWebSocketProtocol", "protocol_path", "ws_protocol_path"]
 
@@ -105,6 +106,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._head_size = 0
         self._arm()
+        # ASGI has no way to cut a connection whose peer stopped reading (closing waits for the
+        # write buffer to drain, for ever): the streams' close timeout uses this (ABORT_EXTENSION)
+        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {
+            "abort": self.transport.abort}
 
     def on_headers_complete(self) -> None:
         self._heads += 1
