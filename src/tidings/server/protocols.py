@@ -28,7 +28,7 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
-from tidings.server.errors import raw_error_response
+from tidings.transports.http_errors import raw_error_response
 
 __all__ = ["GuardedHttpToolsProtocol", "TidingsWebSocketProtocol", "protocol_path", "ws_protocol_path"]
 

@@ -48,12 +48,12 @@ from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered
+from tidings.core.wire.errors import error_body
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
 from tidings.ids import random_id
 from tidings.machines.backlog import close_timeout as backlog_close_timeout
 from tidings.node import Node
-from tidings.server.errors import error_body
 from tidings.settings import Settings
 
 __all__ = [
