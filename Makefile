@@ -75,9 +75,11 @@ lock:
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 
+## lint: ruff, mypy (strict), and the import contracts of pyproject.toml (import-linter)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench-ws: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py ws-fanout

@@ -126,7 +126,7 @@ def serve(
     except SettingsError as exc:
         raise fail(str(exc), "Fix the keys named above (see docs/reference/settings.md).") from None
     if http2:
-        from tidings.server.http2 import run_http2  # Hypercorn: only for --http2 (see above)
+        from tidings.server.http2 import run_http2  # here: Hypercorn, only for --http2
 
         run_http2(settings, certfile=certfile, keyfile=keyfile)
         return
@@ -205,7 +205,7 @@ def subscribe(
     pretty: PrettyOpt = False,
 ) -> None:
     """Print publications as they arrive (NDJSON; notices such as gaps go to stderr)."""
-    from tidings.client.subscribe import run_subscribe  # the client's transports: only here
+    from tidings.client.subscribe import run_subscribe  # here: the client, only for this command
 
     try:
         asyncio.run(run_subscribe(url, channels, transport=transport, cursor=cursor, token=token,

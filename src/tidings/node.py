@@ -100,15 +100,15 @@ def make_broker(settings: Settings) -> Broker:
     url = settings.broker
     if url == "memory":
         return MemoryBroker()
-    # Each broker's module is imported only when it is the one configured: the Redis broker's
-    # client library alone is about a second of imports that a memory or SQLite node never needs.
     if url.startswith("sqlite:///"):
+        # Each broker's module is imported only when it is the one configured: the Redis broker's
+        # client library alone is about a second of imports a memory or SQLite node never needs.
         from tidings.brokers.sqlite import SQLiteBroker
 
         broker: Broker = SQLiteBroker(url.removeprefix("sqlite:///"))
         return broker
     if url.startswith(("redis://", "rediss://", "redis-cluster://")):
-        from tidings.brokers.redis import RedisBroker
+        from tidings.brokers.redis import RedisBroker  # here: see above
 
         redis_broker: Broker = RedisBroker(url)
         return redis_broker
