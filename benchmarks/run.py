@@ -11,6 +11,9 @@
                                                  the other tidings-only benchmarks
   python benchmarks/run.py all [--only A,B]      the suite, then http-transports, publish-api,
                                                  webhooks and redis (`make bench`; ~45-60 min)
+  python benchmarks/run.py compare --before REF  tidings alone, the code of REF against the working
+                                                 tree (or --after REF), runs alternating; each
+                                                 figure within 5 % of before? (issue 18)
   python benchmarks/run.py report NAME FILE...   rewrite a section of docs/topics/performance.md
   python benchmarks/run.py profile               py-spy (or cProfile) of tidings during F1
 
@@ -35,10 +38,12 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,12 +81,13 @@ def setup() -> None:
     subprocess.run(["bash", str(HARNESS / "setup.sh")], check=True)
 
 
-def harness(*args: str) -> None:
-    """Run ``bench.py`` with the harness interpreter (it pins server and load generator)."""
+def harness(*args: str, env: dict[str, str] | None = None) -> None:
+    """Run ``bench.py`` with the harness interpreter (it pins server and load generator);
+    ``env`` is added to this process's environment."""
     raise_nofile()
     cmd = [str(HARNESS_PY), str(HARNESS / "bench.py"), *args]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=HARNESS)
+    subprocess.run(cmd, check=True, cwd=HARNESS, env={**os.environ, **(env or {})})
 
 
 def load(paths: list[Path]) -> list[Record]:
@@ -92,17 +98,21 @@ def load(paths: list[Path]) -> list[Record]:
     return recs
 
 
-def measure(name: str, a: argparse.Namespace, scenarios: str) -> Path:
+def measure(name: str, a: argparse.Namespace, scenarios: str,
+            env: dict[str, str] | None = None) -> Path:
     ensure_env()
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d-%H%M', time.gmtime())}.jsonl"
+    now = time.gmtime()
+    out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d-%H%M', now)}.jsonl"
+    if out.exists():  # a second session in the same minute must not add to the first one's file
+        out = out.with_stem(f"{out.stem}{time.strftime('%S', now)}")
     args = ["run", "--peers", a.peers, "--scenarios", scenarios, "--repeat", str(a.repeat),
             "--max-s", str(a.max_s), "--quiet-max", str(a.quiet_max), "--out", str(out)]
     if a.subs:
         args += ["--subs", str(a.subs)]
     if a.msgs:
         args += ["--msgs", str(a.msgs)]
-    harness(*args)
+    harness(*args, env=env)
     return out
 
 
@@ -151,6 +161,7 @@ LP_COLS: list[tuple[str, str, int, float]] = [
     ("p50 ms", "p50_ms", 1, 1), ("p99 ms", "p99_ms", 1, 1), ("server CPU %", "server_util", 0, 100),
     ("other tenants, cores", "other_cores", 2, 1),
 ]
+COLS = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}  # by kind_of(scenario)
 SCENARIO_TITLES = {
     "F1": "F1: 1,000 WebSocket subscribers × 1,000 messages of 100 B, burst",
     "F2": "F2: 100 WebSocket subscribers × 10,000 messages, burst (publish-rate bound)",
@@ -181,7 +192,7 @@ def table(scenario: str, recs: list[Record], chart: Path | None = None) -> str:
     rows = [enrich(r) for r in recs if r["scenario"] == scenario]
     if not rows:
         return ""
-    cols = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}[kind_of(scenario)]
+    cols = COLS[kind_of(scenario)]
     title = SCENARIO_TITLES.get(scenario, scenario)
     out = [f"**{title}**", ""]
     if chart is not None:
@@ -405,16 +416,22 @@ def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
     return out
 
 
+def write_summary(name: str, recs: list[Record], files: list[Path], **extra: Any) -> None:
+    """``RESULTS/<name>.json``: the medians per scenario and peer, and what they came from."""
+    summ = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+                      for p in files],
+            "machine": recs[0].get("machine") if recs else None, "scenarios": summary(recs),
+            **extra}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
+
+
 def finish(name: str, files: list[Path], a: argparse.Namespace, command: str) -> None:
     recs = load(files)
     if name == "ws-fanout":
         recs = [r for r in recs if r["scenario"] == "F1"]
-    summ = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
-                      for p in files],
-            "machine": recs[0].get("machine") if recs else None, "scenarios": summary(recs)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
+    write_summary(name, recs, files)
     print("\n".join(table(s, recs) for s in sorted({r["scenario"] for r in recs})))
     if not getattr(a, "no_docs", False):
         write_docs(name, section(name, recs, files, command, write_charts(name, recs)))
@@ -592,6 +609,174 @@ def run_all(a: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+# ------------------------------------------------------------------ before/after (issue 18)
+# The two sides are peers of the harness (peers/tidings.py), each run from its own copy of src/;
+# the rest of the run (harness, load generator, settings, interpreter) is the same for both.
+SIDES = {"before": "tidings-before", "after": "tidings-after"}
+WITHIN = 0.05  # after may be this much worse than before
+WITHIN_TEXT = f"within {WITHIN * 100:g} % of before"
+# the figures compared, by kind_of(scenario); their labels and digits come from COLS
+COMPARED = {"fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "server_us_per_delivery"),
+            "idle": ("rss_kb_per_conn", "server_cpu_us_per_conn"),
+            "lp": ("rt_per_s", "p50_ms", "p99_ms")}
+HIGHER_IS_BETTER = {"deliveries_per_s", "rt_per_s"}  # for the others (time, memory) lower is
+SECONDS_PER_RUN = 15  # one full-size run here with its quiet check (records' run_s: 11-14 s)
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+
+def resolve(ref: str, option: str) -> str:
+    """The commit ``ref`` names, or exit saying that it names none."""
+    found = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if found.returncode:
+        sys.exit(f"{option} {ref!r}: no such commit in {REPO} (try a branch, a tag, HEAD~N or a "
+                 "commit hash)")
+    return found.stdout.strip()
+
+
+def export_src(ref: str | None, dest: Path) -> tuple[Path, str]:
+    """A copy of ``src/`` as it is at ``ref`` (None: the working tree now, uncommitted changes
+    included) in ``dest``, and what the records call it. A copy, so that editing the checkout
+    during a long run changes neither side."""
+    dest.mkdir(parents=True)
+    if ref is None:
+        shutil.copytree(REPO / "src", dest / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        head = git("rev-parse", "--short", "HEAD").stdout.strip()
+        changed = git("status", "--porcelain", "--", "src").stdout.strip()
+        return dest / "src", f"working tree ({head}{' + uncommitted changes' if changed else ''})"
+    commit = resolve(ref, "--before/--after")
+    tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"],
+                         capture_output=True, check=False)
+    if tar.returncode:
+        sys.exit(f"{ref!r} has no src/ to export: {tar.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar.stdout, check=True)
+    short = commit[:7]
+    return dest / "src", short if ref.startswith(short) else f"{ref} ({short})"
+
+
+def check_import(src: Path, what: str) -> None:
+    """Exit unless tidings' interpreter imports the package from ``src`` (and not, say, from an
+    editable install that would win over PYTHONPATH): else both sides would run the same code."""
+    found = subprocess.run([str(tidings_python()), "-c", "import tidings; print(tidings.__file__)"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
+    where = Path(found.stdout.strip() or "?")
+    if found.returncode or not where.is_relative_to(src):
+        why = found.stderr.strip().splitlines()[-1:] or [f"it came from {where}"]
+        sys.exit(f"{what}: {tidings_python()} does not import tidings from {src}: {why[0]}")
+
+
+def compare_rows(recs: list[Record]) -> list[Record]:
+    """One row per scenario and compared figure: both sides' values, medians, after/before, and
+    whether after is within WITHIN of before, the right way round (None: no ratio to judge)."""
+    rows: list[Record] = []
+    for scen in SCENARIO_TITLES:
+        runs = {side: [enrich(r) for r in recs if r["scenario"] == scen and r["peer"] == peer]
+                for side, peer in SIDES.items()}
+        if not any(runs.values()):
+            continue
+        ok = {side: ok_runs(rs) for side, rs in runs.items()}
+        labels = {key: (label, nd, scale) for label, key, nd, scale in COLS[kind_of(scen)]}
+        for key in COMPARED[kind_of(scen)]:
+            label, nd, scale = labels[key]
+            if key.endswith("_ms"):  # 7 against 7 would hide a ratio of 0.95
+                nd = max(nd, 1)
+            row: Record = {"scenario": scen, "metric": label, "key": key, "digits": nd,
+                           "scale": scale, "higher_is_better": key in HIGHER_IS_BETTER}
+            for side, rs in runs.items():
+                row[side] = [r.get(key) for r in ok[side]]
+                row[f"{side}_median"] = median(row[side])
+                row[f"{side}_runs"] = f"{len(ok[side])}/{len(rs)}"
+                if not ok[side]:  # why this side has no figure
+                    row[f"{side}_why"] = (f"{rs[0]['status']}: {rs[0].get('error') or ''}"
+                                          .rstrip(": ") if rs else "not run")
+            b, a = row["before_median"], row["after_median"]
+            row["ratio"] = a / b if a is not None and b else None
+            row["within"] = (None if row["ratio"] is None else
+                             row["ratio"] >= 1 - WITHIN if row["higher_is_better"] else
+                             row["ratio"] <= 1 + WITHIN)
+            rows.append(row)
+    return rows
+
+
+def compare_table(rows: list[Record]) -> str:
+    """The comparison as Markdown: one line per figure, and a closing line that counts them."""
+    out = [f"| scenario | figure | better | before | after | after/before | {WITHIN_TEXT} |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sides = [cell(r[side], r["digits"], r["scale"]) if f"{side}_why" not in r
+                 else r[f"{side}_why"] for side in SIDES]
+        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        within = {None: "–", True: "yes", False: "**no**"}[r["within"]]
+        better = "higher" if r["higher_is_better"] else "lower"
+        out.append(f"| {r['scenario']} | {r['metric']} | {better} | {' | '.join(sides)} "
+                   f"| {ratio} | {within} |")
+    judged = [r for r in rows if r["within"] is not None]
+    worse = [f"{r['scenario']} {r['metric']} ({r['ratio']:.3f})" for r in judged
+             if not r["within"]]
+    unjudged = sorted({r["scenario"] for r in rows if r["within"] is None})
+    end = f"{len(judged) - len(worse)} of {len(judged)} figures {WITHIN_TEXT}"
+    end += f"; not: {', '.join(worse)}" if worse else ""
+    end += f"; no ratio for {', '.join(unjudged)}" if unjudged else ""
+    return "\n".join(out) + f"\n\n{end}.\n"
+
+
+def sides_line(recs: list[Record]) -> str:
+    """"before: HEAD~3 (1a2b3c4); after: working tree (…)", from the records' versions."""
+    def rev(peer: str) -> str:
+        return next((str(r["versions"]["commit"]) for r in recs
+                     if r["peer"] == peer and (r.get("versions") or {}).get("commit")), "?")
+    return "; ".join(f"**{side}**: `{rev(peer)}`" for side, peer in SIDES.items())
+
+
+def compare_finish(files: list[Path], a: argparse.Namespace, command: str) -> bool:
+    """Table, summary JSON and performance.md section of a comparison; False if some scenario
+    has no ratio (a side without a usable run)."""
+    recs = [r for r in load(files) if r["peer"] in SIDES.values()]
+    rows = compare_rows(recs)
+    write_summary("compare", recs, files, sides=sides_line(recs), comparison=[
+        {k: v for k, v in r.items() if k not in ("digits", "scale")} for r in rows])
+    print("\n".join(filter(None, (table(s, recs) for s in SCENARIO_TITLES))))
+    print(sides_line(recs).replace("*", "").replace("`", "") + "\n")
+    print(compare_table(rows))
+    if not getattr(a, "no_docs", False):
+        write_docs("compare", f"{sides_line(recs)}.\n\n{compare_table(rows)}\n"
+                              + section("compare", recs, files, command))
+    return all(r["within"] is not None for r in rows)
+
+
+def compare(a: argparse.Namespace) -> None:
+    """Export both sides, run them alternating through the harness, then compare_finish()."""
+    scens = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scens if s not in SCENARIO_TITLES]
+    if unknown or not scens:
+        sys.exit(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
+                 f"known: {', '.join(SCENARIO_TITLES)}")
+    if a.repeat < 1:
+        sys.exit("--repeat must be 1 or more")
+    resolve(a.before, "--before")  # both refs before any work, so that a typo costs nothing
+    if a.after:
+        resolve(a.after, "--after")
+    ensure_env()
+    env = {"TIDINGS_PYTHON": str(tidings_python())}  # the interpreter checked is the one run
+    with tempfile.TemporaryDirectory(prefix="tidings-compare-") as tmp:
+        for side, ref in (("before", a.before), ("after", a.after)):
+            src, rev = export_src(ref, Path(tmp) / side)
+            check_import(src, f"{side} ({rev})")
+            env |= {f"TIDINGS_{side.upper()}_SRC": str(src), f"TIDINGS_{side.upper()}_REV": rev}
+            print(f"{side}: {rev}, src/ copied to {src}", flush=True)
+        runs = len(scens) * a.repeat * len(SIDES)
+        print(f"{runs} runs of tidings alone, before and after in turn (about "
+              f"{max(1, round(runs * SECONDS_PER_RUN / 60))} min at full size)", flush=True)
+        a.peers = ",".join(SIDES.values())
+        out = measure("compare", a, ",".join(scens), env)
+    command = "python benchmarks/run.py " + shlex.join(sys.argv[1:])
+    if not compare_finish([out], a, command):
+        sys.exit("some scenario has no ratio: a side had no usable run (see its row)")
+
+
 # ------------------------------------------------------------------ profiling
 def profile(a: argparse.Namespace) -> None:
     """F1 on tidings with a sampling profiler attached (py-spy if installed, else cProfile).
@@ -695,6 +880,35 @@ def top_frames(raw: Path, n: int = 30) -> None:
 
 
 # ------------------------------------------------------------------ command line
+def run_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs the harness."""
+    p.add_argument("--repeat", type=int, default=3, help="runs per peer (medians reported)")
+    p.add_argument("--subs", type=int, default=0, help="override the subscriber count")
+    p.add_argument("--msgs", type=int, default=0, help="override the message count")
+    p.add_argument("--max-s", type=float, default=120.0, help="deadline of one measurement")
+    p.add_argument("--quiet-max", type=float, default=10.0,
+                   help="longest wait for other processes to calm down before a run")
+    p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
+
+
+COMPARE_HELP = """\
+tidings alone, the code of one git ref (--before) against another (--after; default: the working
+tree as it is now, uncommitted changes included), side by side in one session. Each side's src/
+is copied to a temporary folder and run with the same interpreter, harness and settings; the runs
+alternate before, after, before, after… (repeats outermost), so that a change in the machine's
+load hits both sides alike. Per scenario and figure: both medians, after/before, and whether
+after is within 5 % of before (for deliveries/s and round trips/s higher is better, for
+latencies, memory and CPU lower is). Writes benchmarks/results/compare-<date>.jsonl (one line per
+run), benchmarks/results/compare.json and, unless --no-docs, the `compare` section of
+docs/topics/performance.md. A full-size run takes about 15 s, so the six scenarios x 3 repeats
+x 2 sides take about 9-15 minutes.
+
+  python benchmarks/run.py compare --before main
+  python benchmarks/run.py compare --before main --after HEAD --scenarios F1,C1 --repeat 5
+  python benchmarks/run.py compare --before HEAD~3 --scenarios F1 --repeat 1 --subs 100 --msgs 100
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -705,23 +919,28 @@ def main() -> None:
                         ("all", "the suite, then the tidings-only benchmarks (--only picks)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--peers", default=DEFAULT_PEERS)
-        p.add_argument("--repeat", type=int, default=3, help="runs per peer (medians reported)")
-        p.add_argument("--subs", type=int, default=0, help="override the subscriber count")
-        p.add_argument("--msgs", type=int, default=0, help="override the message count")
-        p.add_argument("--max-s", type=float, default=120.0, help="deadline of one measurement")
-        p.add_argument("--quiet-max", type=float, default=10.0,
-                       help="longest wait for other processes to calm down before a run")
-        p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
+        run_options(p)
         if name in ("suite", "all"):
             p.add_argument("--scenarios", default=SUITE_SCENARIOS)
         if name == "all":
             p.add_argument("--only", default=ALL_STEPS,
                            help=f"comma-separated steps, in order (default {ALL_STEPS})")
+    c = sub.add_parser("compare", help="tidings before and after a change, runs alternating "
+                       "(issue 18: each figure within 5 %%?)", description=COMPARE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--before", required=True, metavar="REF",
+                   help="git ref of the code before (branch, tag, HEAD~N, commit)")
+    c.add_argument("--after", metavar="REF",
+                   help="git ref of the code after (default: the working tree as it is)")
+    c.add_argument("--scenarios", default=SUITE_SCENARIOS,
+                   help=f"comma-separated, of {', '.join(SCENARIO_TITLES)} (default %(default)s)")
+    run_options(c)
     for name in ("http-transports", "publish-api", "webhooks", "redis"):
         p = sub.add_parser(name, help=STEPS[name][0])
         p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
     r = sub.add_parser("report", help="rewrite performance.md tables from result files")
-    r.add_argument("name", help="ws-fanout, suite, publish-api (its JSON), or another section")
+    r.add_argument("name", help="ws-fanout, suite, compare, publish-api (its JSON), or another "
+                   "section")
     r.add_argument("files", nargs="+", type=Path)
     pr = sub.add_parser("profile", help="profile tidings during F1")
     pr.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
@@ -738,8 +957,13 @@ def main() -> None:
         run_all(a)
     elif a.cmd in STEPS:
         run_step(a.cmd, a)
+    elif a.cmd == "compare":
+        compare(a)
     elif a.cmd == "report" and a.name == "publish-api":
         publish_finish(a.files[0].resolve(), a)
+    elif a.cmd == "report" and a.name == "compare":
+        if not compare_finish([p.resolve() for p in a.files], a, "python benchmarks/run.py compare"):
+            sys.exit("some scenario has no ratio: a side had no usable run (see its row)")
     elif a.cmd == "report":
         files = [p.resolve() for p in a.files]
         cmd = f"python benchmarks/run.py {'ws-fanout' if a.name == 'ws-fanout' else 'suite'}"

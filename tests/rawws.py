@@ -10,7 +10,7 @@ import os
 
 import orjson
 
-from tests.fast.test_framing import client_frame
+from tests.rfc6455 import client_frame
 from tidings.core.wire.websocket import OP_CLOSE, OP_PING, OP_TEXT, accept_key
 
 DEADLINE = 10.0

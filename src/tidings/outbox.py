@@ -4,8 +4,9 @@ Fan-out calls :meth:`Outbox.push` synchronously and never waits on a socket. A c
 task drains everything queued in one go (:meth:`Outbox.wait_batch`), so a burst becomes one write
 where the transport can batch. When the :class:`Backlog` rule says the consumer is slow, the
 outbox *overflows*: it drops everything, refuses further pushes and calls ``on_overflow`` once,
-and the transport closes the connection as a slow consumer (close code 4008, a ``disconnect``
-notice on HTTP streams), so one slow reader never stalls or bloats the others. Memory for an idle
+and the transport closes the connection as a slow consumer (close code 4008), so one slow reader
+never stalls or bloats the others. (HTTP streams keep what they produce in their machine,
+:class:`~tidings.machines.stream.StreamMachine`, which applies the same rule.) Memory for an idle
 connection: the object, an empty deque, no task-side objects.
 
 :class:`~tidings.machines.backlog.Backlog` is the slow-consumer rule of every engine and

@@ -124,6 +124,19 @@ def test_a_stored_publication_decodes_unchanged() -> None:
                                       {"deep": nested(MAX_DELIVERABLE_DEPTH - 1)})
 
 
+def test_a_short_stored_publication_decodes_unchanged_from_bytes_or_text() -> None:
+    # too short to nest past MAX_DELIVERABLE_DEPTH: taken as it is, brackets uncounted
+    raw = stored(nested(3))
+    assert len(raw) <= 2 * MAX_DELIVERABLE_DEPTH
+    expected = Publication("c", 7, "ep", "id1", 5, "message", nested(3))
+    assert publication_from_json(raw) == publication_from_json(raw.decode()) == expected
+
+
+def test_a_stored_publication_with_many_brackets_but_shallow_data_decodes_unchanged() -> None:
+    wide = [[{}] for _ in range(MAX_DELIVERABLE_DEPTH)]  # three brackets a level, two levels deep
+    assert publication_from_json(stored(wide).decode()).data == wide
+
+
 def test_a_stored_publication_too_deep_to_deliver_is_withheld_keeping_its_place() -> None:
     publication = publication_from_json(stored(nested(253)))
     assert (publication.channel, publication.offset, publication.epoch, publication.id,

@@ -1,4 +1,5 @@
-"""The core is sans-I/O: importing it must not import any I/O or framework library.
+"""The core and the transports' machines are sans-I/O: importing them must not import any I/O or
+framework library.
 
 Each check runs in a fresh interpreter, so modules imported by other tests do not count.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import tidings.core
+import tidings.machines
 
 FORBIDDEN = {
     "asyncio", "socket", "ssl", "selectors", "select", "sqlite3", "http", "urllib.request",
@@ -26,9 +28,11 @@ SRC = Path(tidings.core.__file__).resolve().parents[2]
 
 
 def core_modules() -> list[str]:
-    names = ["tidings.core"]
-    for info in pkgutil.walk_packages(tidings.core.__path__, "tidings.core."):
-        names.append(info.name)
+    """Every module of the sans-I/O packages: ``tidings.core`` and ``tidings.machines``."""
+    names = ["tidings.core", "tidings.machines"]
+    for package in (tidings.core, tidings.machines):
+        prefix = package.__name__ + "."
+        names.extend(info.name for info in pkgutil.walk_packages(package.__path__, prefix))
     return sorted(names)
 
 
@@ -49,7 +53,8 @@ def forbidden_in(modules: set[str]) -> list[str]:
 
 def test_the_core_has_every_module_this_test_imports():
     names = core_modules()
-    for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse"):
+    for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse",
+                     "tidings.core.wire.websocket", "tidings.machines.backlog"):
         assert expected in names
     # a typo or a new subpackage would otherwise go unchecked
     assert len(names) >= 15
@@ -66,7 +71,8 @@ def test_core_modules_import_no_io_library():
     )
     modules = imported_after(stub + imports)
     assert "tidings.core.session" in modules
-    assert not any(m.startswith(("tidings.node", "tidings.server", "tidings.hub")) for m in modules)
+    assert not any(m.startswith(("tidings.node", "tidings.server", "tidings.hub", "tidings.engines",
+                                 "tidings.transports", "tidings.settings")) for m in modules)
     assert forbidden_in(modules) == []
 
 

@@ -234,6 +234,14 @@ def test_a_subscription_token_grant_ends_at_its_expiry():
     assert s.grants == {} and s.next_expiry() == NOW + 60
 
 
+def test_without_a_connection_token_expiry_only_the_grants_expire():
+    s = session(Credentials(user="alice"))  # e.g. an API key: no exp
+    assert s.next_expiry() is None
+    s.grant("secret:x", TOKEN_CAPS, NOW + 5)
+    s.grant("secret:y", TOKEN_CAPS, NOW + 2)
+    assert s.next_expiry() == NOW + 2
+
+
 def test_an_expired_grant_ends_the_subscriptions_it_alone_allowed():
     creds = Credentials(user="alice", grants={"chat:*": frozenset({Capability.SUBSCRIBE})},
                         expires_at=NOW + 60)

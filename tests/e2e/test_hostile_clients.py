@@ -29,8 +29,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.fast.test_framing import client_frame
 from tests.rawws import RawWS
+from tests.rfc6455 import client_frame
 from tests.serving import ENGINE, RunningServer, serve
 from tests.wsclient import WS
 from tidings.core.wire.websocket import OP_CLOSE, OP_CONT, OP_TEXT

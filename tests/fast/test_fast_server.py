@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fast.test_framing import client_frame
 from tests.rawws import RawWS
+from tests.rfc6455 import client_frame
 from tests.serving import RunningServer, serve
 from tidings.core.wire.websocket import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tests.fast.test_fast_server import RawWS
-from tests.fast.test_framing import client_frame
+from tests.rfc6455 import client_frame
 from tests.serving import serve
 from tests.wsclient import WS
 from tidings.core.wire.websocket import OP_PING, OP_PONG, OP_TEXT

@@ -154,3 +154,80 @@ def test_publish_api_section_and_charts(bench: ModuleType, tmp_path: Path) -> No
     for name in ("throughput", "latency"):
         assert_png(bench.IMG / f"bench-publish-api-{name}.png")
         assert f"](../img/bench-publish-api-{name}.png)" in text
+
+
+def compare_records() -> list[dict[str, Any]]:
+    """Two runs a side: F1 and L1 measured on both, C1 failing after; plus a row to ignore."""
+    before, after = "tidings-before", "tidings-after"
+    lb, la = "tidings before: main (1a2b3c4)", "tidings after: working tree (5d6e7f8)"
+    fan = {before: [(90_000, 40.0, 70.0, 6.0), (110_000, 40.0, 90.0, 8.0)],
+           after: [(95_000, 30.0, 85.0, 7.7), (97_000, 30.0, 85.0, 7.7)]}
+    recs = [record(peer, label, "F1", rep, deliveries_per_s=d, p50_ms=p50, p99_ms=p99,
+                   server_us_per_delivery=us, lost=0)
+            for peer, label in ((before, lb), (after, la))
+            for rep, (d, p50, p99, us) in enumerate(fan[peer], 1)]
+    recs += [record(peer, label, "L1", rep, rt_per_s=rt, p50_ms=5.0, p99_ms=20.0)
+             for peer, label, rt in ((before, lb, 5_000), (after, la, 4_500)) for rep in (1, 2)]
+    recs += [record(before, lb, "C1", rep, rss_kb_per_conn=3.1, server_cpu_us_per_conn=440)
+             for rep in (1, 2)]
+    recs += [record(after, la, "C1", rep, status="error",
+                    error="RuntimeError: server process exited with 1") for rep in (1, 2)]
+    for r in recs:
+        r["versions"] = {"tidings": "0.1.0",
+                         "commit": "main (1a2b3c4)" if r["peer"] == before
+                         else "working tree (5d6e7f8)"}
+    recs.append(record("tidings", "tidings (this checkout)", "F1", 1, deliveries_per_s=1))
+    return recs
+
+
+def test_compare_table_judges_each_figure_the_right_way_round(bench: ModuleType) -> None:
+    text = bench.compare_table(bench.compare_rows(compare_records()))
+    lines = text.splitlines()
+    assert lines[0] == ("| scenario | figure | better | before | after | after/before "
+                        "| within 5 % of before |")
+    body = lines[2:]
+    # throughput 4 % lower: within; p50 25 % lower: a gain; p99 and CPU/delivery higher: losses
+    assert body[:4] == [
+        "| F1 | deliveries/s | higher | 100,000 [90,000–110,000] | 96,000 [95,000–97,000] "
+        "| 0.960 | yes |",
+        "| F1 | p50 ms | lower | 40.0 | 30.0 | 0.750 | yes |",
+        "| F1 | p99 ms | lower | 80.0 [70.0–90.0] | 85.0 | 1.062 | **no** |",
+        "| F1 | server CPU µs/delivery | lower | 7.0 [6.0–8.0] | 7.7 | 1.100 | **no** |",
+    ]
+    # a side without a usable run says why, and there is no ratio to judge
+    assert body[4:6] == [
+        "| C1 | RSS KiB/conn | lower | 3.1 | error: RuntimeError: server process exited with 1 "
+        "| – | – |",
+        "| C1 | server CPU µs/conn | lower | 440 | error: RuntimeError: server process exited "
+        "with 1 | – | – |",
+    ]
+    assert body[6] == "| L1 | round trips/s | higher | 5,000 | 4,500 | 0.900 | **no** |"
+    assert body[7:9] == ["| L1 | p50 ms | lower | 5.0 | 5.0 | 1.000 | yes |",
+                         "| L1 | p99 ms | lower | 20.0 | 20.0 | 1.000 | yes |"]
+    assert lines[-1] == ("4 of 7 figures within 5 % of before; not: F1 p99 ms (1.062), "
+                         "F1 server CPU µs/delivery (1.100), L1 round trips/s (0.900); "
+                         "no ratio for C1.")
+
+
+def test_compare_section_and_summary(bench: ModuleType, tmp_path: Path) -> None:
+    jsonl = tmp_path / "compare-test.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in compare_records()))
+    bench.DOC.write_text("x\n<!-- bench:compare begin -->\nold\n<!-- bench:compare end -->\ny\n")
+
+    complete = bench.compare_finish([jsonl], argparse.Namespace(no_docs=False), "run.py compare")
+
+    assert complete is False  # C1 has no ratio
+    text = bench.DOC.read_text()
+    assert text.startswith("x\n") and text.endswith("y\n") and "old" not in text
+    section = text.split("<!-- bench:compare begin -->")[1].split("<!-- bench:compare end -->")[0]
+    assert section.startswith("\n**before**: `main (1a2b3c4)`; "
+                              "**after**: `working tree (5d6e7f8)`.\n\n| scenario | figure |")
+    # then the per-side detail, without the row of the other peer in the file
+    assert "| tidings before: main (1a2b3c4) | 2/2 | 100,000 [90,000–110,000] |" in section
+    assert "| tidings after: working tree (5d6e7f8) | error |" in section
+    assert "tidings (this checkout)" not in section
+    summary = json.loads((bench.RESULTS / "compare.json").read_text())
+    f1 = {r["key"]: r for r in summary["comparison"] if r["scenario"] == "F1"}
+    assert f1["deliveries_per_s"]["before_median"] == 100_000
+    assert (f1["p99_ms"]["within"], f1["p50_ms"]["within"]) == (False, True)
+    assert summary["scenarios"]["F1"]["tidings-after"]["deliveries_per_s"] == 96_000

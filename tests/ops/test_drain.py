@@ -18,8 +18,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fast.test_framing import client_frame
 from tests.ops.process import free_port, running
+from tests.rfc6455 import client_frame
 from tests.serving import RunningServer
 from tests.wsclient import WS
 from tidings.core.wire.websocket import OP_CLOSE, OP_TEXT

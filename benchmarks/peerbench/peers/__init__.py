@@ -7,13 +7,15 @@ from .pushpin import Pushpin, PushpinDefault
 from .rawref import RawRef
 from .socketio import SocketIO, SocketIOLegacyWs
 from .starlette import StarletteWs
-from .tidings import Tidings, TidingsDefaults
+from .tidings import Tidings, TidingsAfter, TidingsBefore, TidingsDefaults
 
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (
         Tidings,
         TidingsDefaults,
+        TidingsBefore,
+        TidingsAfter,
         NodeWs,
         SocketIO,
         SocketIOLegacyWs,

@@ -8,6 +8,11 @@ The server runs with the interpreter in ``$TIDINGS_PYTHON`` (default: ``<repo>/.
 if it exists, else ``/work/main/.venv/bin/python``) and ``PYTHONPATH=<repo>/src``, so the code
 under test is this checkout's. The run's settings file (``tidings-bench.toml`` in the run's
 scratch directory) differs from the defaults only where a benchmark needs it; see ``BENCH_TOML``.
+
+``tidings-before`` and ``tidings-after`` are the same server run from another copy of ``src/``
+(``$TIDINGS_BEFORE_SRC``, ``$TIDINGS_AFTER_SRC``, described in the records by
+``$TIDINGS_BEFORE_REV``, ``$TIDINGS_AFTER_REV``): ``run.py compare`` exports two git refs and runs
+both through the same harness, so that only the server's code differs between them.
 """
 
 from __future__ import annotations
@@ -70,11 +75,21 @@ class Tidings(Peer):
     def config_path(self) -> str:
         return os.path.join(self.rundir, "tidings-bench.toml")
 
+    def src(self) -> str:
+        """The ``src/`` folder whose ``tidings`` package the server runs."""
+        return SRC
+
+    def rev(self) -> str:
+        """What the records call that code."""
+        return subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+
     def commands(self) -> list[Cmd]:
         path = self.config_path()
         with open(path, "w") as f:
             f.write(BENCH_TOML)
-        env = {"PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
+        env = {"PYTHONPATH": self.src(), "PYTHONUNBUFFERED": "1"}
         argv = [
             tidings_python(),
             "-m",
@@ -158,14 +173,11 @@ class Tidings(Peer):
                 capture_output=True,
                 text=True,
                 timeout=30,
-                env={**os.environ, "PYTHONPATH": SRC},
+                env={**os.environ, "PYTHONPATH": self.src()},
             ).stdout.split("\n")
         except (OSError, subprocess.TimeoutExpired):
             return {}
-        commit = subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        res = {"tidings": out[0].strip() if out else "?", "commit": commit}
+        res = {"tidings": out[0].strip() if out else "?", "commit": self.rev()}
         for line in out[1:]:
             if " " in line:
                 k, v = line.split(" ", 1)
@@ -186,6 +198,42 @@ class TidingsDefaults(Tidings):
     port = 18602
 
     def commands(self) -> list[Cmd]:
-        env = {"PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
+        env = {"PYTHONPATH": self.src(), "PYTHONUNBUFFERED": "1"}
         argv = [tidings_python(), "-m", "tidings", "serve", "--port", str(self.port)]
         return [Cmd("tidings-defaults", argv, env=env)]
+
+
+class TidingsBefore(Tidings):
+    """The tuned server from the copy of ``src/`` in ``$TIDINGS_BEFORE_SRC`` (``run.py compare``)."""
+
+    name = "tidings-before"
+    label = "tidings before"
+    port = 18603
+    side = "BEFORE"
+
+    def __init__(self, rundir: str):
+        super().__init__(rundir)
+        rev = os.environ.get(f"TIDINGS_{self.side}_REV")
+        if rev:  # the tables' row label says which code it was
+            self.label = f"{self.label}: {rev}"
+
+    def src(self) -> str:
+        src = os.environ.get(f"TIDINGS_{self.side}_SRC")
+        if not src:
+            raise RuntimeError(
+                f"{self.name} runs the code of a git ref, named by $TIDINGS_{self.side}_SRC: "
+                "use `python benchmarks/run.py compare --before REF`"
+            )
+        return src
+
+    def rev(self) -> str:
+        return os.environ.get(f"TIDINGS_{self.side}_REV") or self.src()
+
+
+class TidingsAfter(TidingsBefore):
+    """The same, from ``$TIDINGS_AFTER_SRC``: the other side of the comparison."""
+
+    name = "tidings-after"
+    label = "tidings after"
+    port = 18604
+    side = "AFTER"

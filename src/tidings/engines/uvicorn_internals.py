@@ -89,6 +89,7 @@ from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
 from tidings.core.wire.websocket import unmask
+from tidings.transports.http_common import ABORT_EXTENSION
 from tidings.transports.http_errors import raw_error_response
 
 try:
@@ -169,6 +170,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._head_size = 0
         self._arm()
+        # ASGI has no way to cut a connection whose peer stopped reading (closing waits for the
+        # write buffer to drain, for ever): the streams' close timeout uses this (ABORT_EXTENSION)
+        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {
+            "abort": self.transport.abort}
 
     def on_headers_complete(self) -> None:
         self._heads += 1

@@ -13,13 +13,9 @@ subscription produces. Everything else lives here, once:
   arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
   message comes after), the gaps, the recovered publications and, live, each publication with
   the stream's cursor.
-- :func:`serve_stream` is the one streaming loop (SSE and NDJSON) of the ASGI path: an outbox
-  drained in batches, one ``http.response.body`` per batch, heartbeats when idle, an end on
-  overflow, ``disconnect``, token expiry or ``sse.max_duration``, and a watcher of
-  ``http.disconnect``. The rules it shares with the fast engine's streams
-  (:mod:`tidings.engines.sockets.exchange`) live here or in :mod:`tidings.outbox` once:
-  :class:`Heartbeat`, :class:`~tidings.outbox.Backlog` (slow consumers, replay allowance),
-  :func:`close_timeout`, :func:`end_timers` and the framing.
+- :func:`stream_config` gives a stream's numbers to its machine
+  (:class:`~tidings.machines.stream.StreamMachine`: heartbeats, the slow-consumer rule and the
+  replay allowance, the farewells and every end of a stream, for both engines' drivers).
 
 Cursors on a stream over one channel are the channel's token, so the shared pre-encoded bytes of
 :class:`~tidings.core.wire.frames.EncodedPublication` go out unchanged; a stream over several
@@ -28,10 +24,8 @@ channels splices its composite cursor (:meth:`EncodedPublication.with_cursor`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,7 +37,7 @@ from tidings.auth.apikeys import bearer_token
 from tidings.auth.limits import ConnectionLease
 from tidings.core.channels import validate_channel
 from tidings.core.cursor import encode_token, positions_for
-from tidings.core.disconnect import CloseCode, Disconnect, disconnect
+from tidings.core.disconnect import CloseCode, Disconnect
 from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
 from tidings.core.position import Position
@@ -53,12 +47,13 @@ from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
 from tidings.ids import random_id
 from tidings.machines.backlog import close_timeout as backlog_close_timeout
+from tidings.machines.stream import Framing, StreamConfig
 from tidings.node import Node
 from tidings.settings import Settings
 
 __all__ = [
+    "ABORT_EXTENSION",
     "Framing",
-    "Heartbeat",
     "Sink",
     "StreamRequest",
     "StreamSubscriber",
@@ -66,12 +61,20 @@ __all__ = [
     "close_timeout",
     "cors_headers",
     "parse_request",
+    "stream_config",
 ]
 
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
 Headers = list[tuple[bytes, bytes]]
+
+#: The ASGI scope extension of ``tidings serve``'s HTTP protocol
+#: (:class:`~tidings.engines.uvicorn_internals.GuardedHttpToolsProtocol`): ``{"abort": callable}`` cuts
+#: the connection at once, which no ASGI message does (closing waits for the write buffer to
+#: drain, for ever if the peer stopped reading). Elsewhere a stream's close timeout can only
+#: give up its farewell.
+ABORT_EXTENSION = "tidings.abort"
 
 STREAM_PARAMS = frozenset({"channel", "cursor", "token"})
 POLL_PARAMS = STREAM_PARAMS | {"timeout", "limit"}
@@ -94,6 +97,8 @@ class StreamRequest:
     cors: Headers
     #: The request counted as a connection (``[limits] max_connections_per_*``) until released.
     lease: ConnectionLease | None = None
+    #: Cuts the connection at once (:data:`ABORT_EXTENSION`), if the server offers it.
+    abort: Callable[[], None] | None = None
 
     def release(self) -> None:
         """Stop counting this request as a connection (idempotent): call it when it ends."""
@@ -198,7 +203,9 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
     limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
-    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease)
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease,
+                         abort)
 
 
 # CORS -----------------------------------------------------------------------------------------
@@ -328,6 +335,8 @@ class StreamSubscriber:
         self.closing: Disconnect | None = None
         self.gone = False
         self.on_end: list[Callable[[], None]] = []
+        #: Where :meth:`close_info` comes from when a machine knows better (a stream's).
+        self.info: Callable[[], tuple[int | None, str, str]] | None = None
         self._held: list[EncodedPublication | Gap] | None = []
         self._results: dict[str, Recovered] = {}
         self._tracker: CursorTracker | None = None
@@ -363,6 +372,8 @@ class StreamSubscriber:
 
     def close_info(self) -> tuple[int | None, str, str]:
         """``(code, reason, by)`` for the node's close log line and metrics."""
+        if self.info is not None:
+            return self.info()
         if self.gone:
             return int(CloseCode.GOING_AWAY), "client went away", "client"
         if self.closing is not None:
@@ -450,25 +461,6 @@ def farewell_fields(reason: Disconnect) -> dict[str, Any]:
 
 # streaming ----------------------------------------------------------------------------------------
 
-class Framing(Protocol):
-    """How one streaming transport turns notices and publications into bytes."""
-
-    content_type: bytes
-    heartbeat: bytes
-
-    def preamble(self, settings: Settings) -> bytes:
-        """What opens the ``ready`` notice (SSE: its ``retry:`` field, in the same block)."""
-        ...
-
-    def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes: ...
-
-    def gap(self, gap: Gap, cursor: str) -> bytes: ...
-
-    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bytes: ...
-
-    def farewell(self, reason: Disconnect) -> bytes: ...
-
-
 STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
                            (b"x-content-type-options", b"nosniff")]
 
@@ -478,53 +470,12 @@ def close_timeout(settings: Settings) -> float:
     return backlog_close_timeout(settings.limits.idle_timeout)
 
 
-def end_timers(stream: StreamSubscriber, settings: Settings) -> list[asyncio.TimerHandle]:
-    """End the stream at ``sse.max_duration`` and when the token expires (whichever is first)."""
-    loop = asyncio.get_running_loop()
-    timers = []
-    if settings.sse.max_duration > 0:
-        reason = disconnect(CloseCode.GOING_AWAY, "stream time limit: reconnect and resume")
-        timers.append(loop.call_later(settings.sse.max_duration, stream.disconnect, reason))
-    expires = stream.request.credentials.expires_at
-    if expires is not None:
-        timers.append(loop.call_later(max(0.0, expires - time.time()), stream.disconnect,
-                                      disconnect(CloseCode.TOKEN_EXPIRED)))
-    return timers
-
-
-class Heartbeat:
-    """A stream's keep-alive, on both engines: ``beat()`` once the stream has written nothing
-    for a while, so that no two writes are more than ``interval`` (``sse.heartbeat``) apart,
-    plus the loop's latency, and a proxy whose idle timeout is above the setting never cuts an
-    idle stream.
-
-    One timer per stream ticks every ``interval / 2``; a tick that finds nothing written since
-    the tick before beats. A write falls between two ticks, so the beat comes less than
-    ``interval`` after it; an idle stream's beats (writes themselves) come every ``interval``.
-    (Ticking every ``interval`` lets up to twice that pass.) The writer sets :attr:`wrote`
-    after each write: one store, no clock read, on the delivery path. :meth:`cancel` when the
-    stream ends.
-    """
-
-    __slots__ = ("_beat", "_handle", "_loop", "_tick_every", "wrote")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float,
-                 beat: Callable[[], None]) -> None:
-        self._loop = loop
-        self._tick_every = interval / 2
-        self._beat = beat
-        self.wrote = False
-        self._handle = loop.call_later(self._tick_every, self._tick)
-
-    def _tick(self) -> None:
-        if self.wrote:
-            self.wrote = False
-        else:
-            self._beat()
-        self._handle = self._loop.call_later(self._tick_every, self._tick)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
+def stream_config(settings: Settings) -> StreamConfig:
+    """The numbers of :class:`~tidings.machines.stream.StreamMachine` from ``settings``."""
+    return StreamConfig(heartbeat=settings.sse.heartbeat,
+                        outbox_bytes=settings.limits.outbox_bytes,
+                        close_timeout=close_timeout(settings),
+                        max_duration=settings.sse.max_duration)
 
 
 def encode(value: Any) -> bytes:

@@ -15,7 +15,6 @@ from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.ndjson import ndjson_line
-from tidings.settings import Settings
 from tidings.transports.http_common import (
     encode,
     farewell_fields,
@@ -27,13 +26,12 @@ __all__ = ["NDJSONFraming"]
 
 
 class NDJSONFraming:
-    """NDJSON lines (see the module docstring)."""
+    """NDJSON lines (see the module docstring); pure."""
 
     content_type = b"application/x-ndjson"
     heartbeat = b'{"op":"heartbeat"}\n'
 
-    def preamble(self, settings: Settings) -> bytes:
-        return b""
+    preamble = b""
 
     def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes:
         return ndjson_line(encode({"op": "ready", **ready_fields(positions, cursor)}))

@@ -20,7 +20,6 @@ from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.sse import sse_comment, sse_event, sse_retry
-from tidings.settings import Settings
 from tidings.transports.http_common import (
     encode,
     farewell_fields,
@@ -34,13 +33,14 @@ RESERVED_EVENTS = frozenset({"ready", "gap", "disconnect"})
 
 
 class SSEFraming:
-    """Event-stream bytes (see the module docstring)."""
+    """Event-stream bytes (see the module docstring); pure, of plain numbers."""
 
     content_type = b"text/event-stream"
     heartbeat = sse_comment("heartbeat")
 
-    def preamble(self, settings: Settings) -> bytes:
-        return sse_retry(settings.sse.retry_ms)
+    def __init__(self, retry_ms: int) -> None:
+        #: The ``retry:`` field (``sse.retry_ms``) that opens the ready notice's block.
+        self.preamble = sse_retry(retry_ms)
 
     def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes:
         return sse_event("ready", encode(ready_fields(positions, cursor)), cursor)

@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 from tidings.core.cursor import decode_cursor, encode_token
 from tidings.core.events import Publication
 from tidings.core.wire import SSEParser
-from tidings.core.wire.frames import EncodedPublication, encode_json, reply
+from tidings.core.wire.frames import (
+    SPLICE_FROM,
+    EncodedPublication,
+    encode_json,
+    reply,
+    ws_text_frame,
+)
 
 from ..helpers import pub
 from ..strategies import channels, json_values
@@ -40,6 +46,13 @@ def test_ws_text_is_a_message_frame_with_the_channel_cursor_and_is_cached():
     frame = orjson.loads(encoded.ws_text)
     assert frame == {"op": "message", **p.to_dict(), "cursor": encoded.token}
     assert encoded.ws_text is encoded.ws_text
+
+
+def test_ws_frame_is_ws_text_in_one_text_frame_built_once():
+    encoded = EncodedPublication(pub(3, data="x" * 300))  # past the 7-bit length
+    assert encoded.ws_frame == ws_text_frame(encoded.ws_text.encode())
+    assert encoded.ws_frame[:2] == b"\x81\x7e"
+    assert encoded.ws_frame is encoded.ws_frame
 
 
 def test_sse_is_an_event_with_the_cursor_as_id_and_is_cached():
@@ -81,8 +94,11 @@ def test_every_transport_carries_the_same_publication_and_a_resumable_cursor(
     assert decode_cursor(message.last_event_id) == {channel: p.position}
 
 
+# Any JSON, and any JSON padded past SPLICE_FROM so that it is spliced in (built rather than drawn
+# long: forty drawn values made Hypothesis's input-too-slow health check fail under coverage).
 @given(data=st.one_of(json_values, st.text(min_size=300, max_size=400),
-                      st.lists(json_values, min_size=40, max_size=60)))
+                      st.builds(lambda value, pad: {"value": value, "pad": "x" * pad},
+                                json_values, st.integers(SPLICE_FROM, 2 * SPLICE_FROM))))
 def test_a_publication_carrying_its_data_json_encodes_to_the_same_bytes(data: object):
     # Node.publish hands the bytes of its check on (data_json); the fan-out splices them in.
     plain = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data)

@@ -256,13 +256,15 @@ class FrameParser:
             buf = data
         events: list[Event] = []
         pos = self._parse(buf, events)
-        if self._failed:
+        held = self._buf
+        if self._failed or pos == len(buf):
             self._buf = None
-        elif pos < len(buf):
-            rest = buf[pos:]
-            self._buf = rest if isinstance(rest, bytearray) else bytearray(rest)
+        elif buf is held:
+            # in place: a bytearray drops its head without copying the rest, so a frame that
+            # trickles in a byte at a time costs no more than one that arrives whole
+            del held[:pos]
         else:
-            self._buf = None
+            self._buf = bytearray(buf[pos:])
         return events
 
     def _fail(self, events: list[Event], code: int, reason: str) -> int:

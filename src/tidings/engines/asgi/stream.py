@@ -1,162 +1,185 @@
-"""``GET /sse`` and ``GET /stream`` on the ASGI engine: one writer loop per stream."""
+"""``GET /sse`` and ``GET /stream`` on the ASGI engine: a driver of
+:class:`~tidings.machines.stream.StreamMachine`, one writer loop per stream.
+
+The machine holds every rule (heartbeats, the slow-consumer rule and its replay allowance, the
+farewells, the time limits, the close timeout); this module moves its bytes to ``send``, its
+one timer to the loop and ``http.disconnect`` to it. What the machine produces while a ``send``
+is under way is handed over as one body at the next (write coalescing by the writer loop).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 
-from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.engines.asgi.endpoint import Endpoint
 from tidings.exceptions import TidingsError
+from tidings.machines.stream import StreamMachine
 from tidings.node import Node
-from tidings.outbox import Outbox
 from tidings.transports.http_common import (
     STREAM_HEADERS,
     Framing,
-    Heartbeat,
     Receive,
     Send,
     StreamRequest,
     StreamSubscriber,
     answer_error,
-    close_timeout,
-    end_timers,
+    stream_config,
 )
 from tidings.transports.http_stream import NDJSONFraming
 from tidings.transports.sse import SSEFraming
 
-__all__ = ["SSEEndpoint", "StreamEndpoint", "StreamSink", "serve_stream", "watch_disconnect"]
+__all__ = ["SSEEndpoint", "StreamEndpoint", "serve_stream"]
 
 
-class StreamSink:
-    """Frames everything into a bounded outbox that the stream's writer drains.
+class _Driver:
+    """The subscriber's sink and the I/O of one stream: wakes the writer, runs the timer."""
 
-    Until :attr:`live` is set, what the subscription produces (the ``ready`` notice, gaps, a
-    resume's replay) is pushed as allowed by the :class:`~tidings.outbox.Backlog` rule: the fast
-    engine likewise allows everything it holds until the response head is out.
-    """
+    __slots__ = ("_loop", "_timer", "machine", "sending", "task", "waiter")
 
-    __slots__ = ("framing", "live", "outbox", "preamble")
+    def __init__(self, machine: StreamMachine) -> None:
+        self.machine = machine
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.sending = False
+        self.task = asyncio.current_task()
 
-    def __init__(self, framing: Framing, outbox: Outbox[bytes], preamble: bytes) -> None:
-        self.framing = framing
-        self.outbox = outbox
-        self.preamble = preamble
-        self.live = False
+    # the Sink ----------------------------------------------------------------------------------
 
     def ready(self, positions: dict[str, Position], cursor: str) -> None:
-        self.outbox.push(self.preamble + self.framing.ready(positions, cursor), bounded=self.live)
+        if self.machine.ready(positions, cursor):
+            self.wake()
 
     def gap(self, gap: Gap, cursor: str) -> None:
-        self.outbox.push(self.framing.gap(gap, cursor), bounded=self.live)
+        if self.machine.gap(gap, cursor):
+            self.wake()
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        self.outbox.push(self.framing.publication(encoded, cursor, single), bounded=self.live)
+        if self.machine.publication(encoded, cursor, single):
+            self.wake()
 
+    # events ------------------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        # A client that stops reading fills its socket and a write then waits for ever: the
+        # stream's end interrupts that write, so the request ends and the subscriber leaves
+        # the node instead of lingering (what the client could not take is dropped).
+        if self.sending and self.task is not None and (self.machine.ending or self.machine.gone):
+            self.task.cancel()
 
+    def arm(self) -> None:
+        """Keep the one timer on the machine's deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = self.machine.deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._tick)
 
-async def watch_disconnect(receive: Receive, stream: StreamSubscriber) -> None:
-    """Notice the client going away even while nothing is written (servers drop late writes)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            stream.gone = True
-            stream.disconnect(disconnect(CloseCode.GOING_AWAY, "client went away"))
-            return
+    def _tick(self) -> None:
+        self._timer = None
+        self.machine.tick(self._loop.time())
+        self.arm()
+        self.wake()
 
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
+    async def write(self, send: Send) -> None:
+        """Write what the machine produces until the stream ends."""
+        machine = self.machine
+        loop = self._loop
+        while not (machine.ending or machine.ended):
+            body = machine.data_to_send()
+            if not body:
+                self.waiter = loop.create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+                continue
+            self.sending = True
+            try:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            finally:
+                self.sending = False
+            machine.written(0)  # uvicorn has it: what waits is what the machine holds
 
-
-async def _write(send: Send, outbox: Outbox[bytes], heartbeat: Heartbeat,
-                 sending: list[bool]) -> None:
-    while True:
-        batch = await outbox.wait_batch()
-        if not batch:
-            return
-        body = batch[0] if len(batch) == 1 else b"".join(batch)
-        sending[0] = True
-        try:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        finally:
-            sending[0] = False
-        heartbeat.wrote = True
+    async def watch(self, receive: Receive) -> None:
+        """Notice the client going away even while nothing is written (servers drop late
+        writes)."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.machine.peer_gone()
+        self.wake()
 
 
 async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,
                        framing: Framing, transport: str) -> None:
     """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
-    settings = node.settings
-    outbox: Outbox[bytes] = Outbox(settings.limits.outbox_bytes)
-    sink = StreamSink(framing, outbox, framing.preamble(settings))
-    stream = StreamSubscriber(node, request, transport, sink)
-    def overflow() -> None:
-        node.metrics.outbox_overflow(transport)
-        stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
+    machine = StreamMachine(stream_config(node.settings), framing)
+    driver = _Driver(machine)
+    stream = StreamSubscriber(node, request, transport, driver)
+    stream.info = machine.close_info
 
-    outbox.on_overflow = overflow
-    stream.on_end.append(outbox.close)
-    # A client that stops reading fills its socket and a write then waits for ever: ending the
-    # stream (overflow, disconnect, time limit) interrupts that write, so the request ends and
-    # the subscriber leaves the node instead of lingering.
-    sending = [False]
-    task = asyncio.current_task()
+    def ended_by_server() -> None:
+        assert stream.closing is not None
+        if machine.disconnect(stream.closing):
+            driver.wake()
 
-    def interrupt() -> None:
-        if sending[0] and task is not None:
-            task.cancel()
-
-    stream.on_end.append(interrupt)
+    stream.on_end.append(ended_by_server)
     try:
         await stream.start()
     except TidingsError as exc:
         await answer_error(send, exc, request.cors)
         return
-    sink.live = True
-    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
     loop = asyncio.get_running_loop()
-    watcher = loop.create_task(watch_disconnect(receive, stream))
-    timers = end_timers(stream, settings)
-
-    def beat() -> None:
-        outbox.push(framing.heartbeat)
-
-    heartbeat = Heartbeat(loop, settings.sse.heartbeat, beat)
+    expires = request.credentials.expires_at
+    machine.open(loop.time(), None if expires is None else expires - time.time())
+    driver.arm()
+    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
+    watcher = loop.create_task(driver.watch(receive))
 
     async def leave() -> None:
-        heartbeat.cancel()
-        for timer in timers:
-            timer.cancel()
+        driver.cancel()
         watcher.cancel()
-        outbox.close()
         await stream.close()
 
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
-            await _write(send, outbox, heartbeat, sending)
+            await driver.write(send)
         except asyncio.CancelledError:
-            if stream.closing is None or task is None:
+            if not (machine.ending or machine.gone) or driver.task is None:
                 raise
-            task.uncancel()  # interrupted: what the client could not take is dropped
-        if not stream.gone:
-            reason = stream.closing
+            driver.task.uncancel()  # interrupted by the end
+        if machine.overflowed:
+            node.metrics.outbox_overflow(transport)
+        if machine.ending:
+            last = machine.farewell(loop.time())
             await leave()  # before waiting on a client that may not read
             # uvicorn writes a body once the socket has drained: the farewell goes out behind
             # what the socket holds if the client reads it in time, else the client is cut
-            last = framing.farewell(reason) if reason is not None else b""
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(close_timeout(settings)):
+            assert machine.deadline is not None
+            try:
+                async with asyncio.timeout_at(machine.deadline):
                     await send({"type": "http.response.body", "body": last, "more_body": False})
+                    machine.written(0)
+            except TimeoutError:
+                machine.tick(loop.time())
+                if machine.abort and request.abort is not None:
+                    request.abort()
     except OSError:
         pass  # the client went away mid-write
     finally:
         await leave()
-
-
 
 
 class SSEEndpoint(Endpoint):
@@ -164,7 +187,10 @@ class SSEEndpoint(Endpoint):
 
     transport = "sse"
     last_event_id = True
-    framing = SSEFraming()
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.framing = SSEFraming(node.settings.sse.retry_ms)
 
     async def serve(self, request: StreamRequest, receive: Receive, send: Send) -> None:
         await serve_stream(self.node, request, receive, send, self.framing, self.transport)

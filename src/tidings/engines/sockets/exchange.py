@@ -5,12 +5,13 @@ The same endpoints as :mod:`tidings.transports.sse`, :mod:`~tidings.transports.h
 the poll answers are all shared with them), answered on the socket the fast server owns instead
 of through uvicorn's HTTP protocol and the ASGI stack:
 
-- a stream (:class:`FastStream`) is the hub subscriber's sink itself: each publication's
-  pre-encoded event (``EncodedPublication.sse`` / ``.ndjson``, the same bytes for every stream of
-  the channel) is appended to the connection's pending list and written once per loop iteration
-  as one HTTP chunk, exactly like WebSocket frames (:class:`~.protocol.FrameConnection`). No task,
+- a stream (:class:`FastStream`) is the hub subscriber's sink itself, driving the stream's
+  machine (:class:`~tidings.machines.stream.StreamMachine`): each publication's pre-encoded
+  event (``EncodedPublication.sse`` / ``.ndjson``, the same bytes for every stream of the
+  channel) is appended to the machine's pending list and written once per loop iteration as one
+  HTTP chunk, exactly like WebSocket frames (:class:`~.protocol.FrameConnection`). No task,
   queue or ASGI message exists per publication or per idle stream; the transport's write buffer
-  is the outbox (past ``limits.outbox_bytes`` the stream ends as a slow consumer);
+  is reported to the machine after each write (its slow-consumer rule counts it);
 - a long poll (:class:`FastPoll`) is held by a callback and a timer, no task, and answered with
   one write; a short poll is answered at once.
 

@@ -1,13 +1,19 @@
-"""``GET /sse`` and ``GET /stream`` on the owned-socket engine: chunked streams written from the
-subscriber's sink."""
+"""``GET /sse`` and ``GET /stream`` on the owned-socket engine: a driver of
+:class:`~tidings.machines.stream.StreamMachine` writing chunks on the socket it owns.
+
+The machine holds every rule (heartbeats, the slow-consumer rule and its replay allowance, the
+farewells, the time limits, the close timeout); this module writes its bytes as HTTP chunks,
+reports the transport's write buffer after each write, and keeps its one timer. Inherent to this
+engine (``server.coalesce_writes``): what a loop iteration produces goes out as one chunk, at the
+end of the iteration (the ASGI engine hands it over at its writer's next turn).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from typing import TYPE_CHECKING
 
-from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.events import Gap
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
@@ -15,24 +21,21 @@ from tidings.engines.sockets.exchange import PushExchange
 from tidings.engines.sockets.http import RequestHead, response_head
 from tidings.exceptions import TidingsError
 from tidings.logs import request_id
-from tidings.machines.backlog import Backlog
+from tidings.machines.stream import StreamMachine
 from tidings.transports.http_common import (
     STREAM_HEADERS,
-    Framing,
-    Heartbeat,
     StreamRequest,
     StreamSubscriber,
     answer_error,
-    end_timers,
+    stream_config,
 )
 from tidings.transports.http_stream import NDJSONFraming
 from tidings.transports.sse import SSEFraming
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
-
-
-log = logging.getLogger("tidings.fast")
+    from tidings.machines.stream import Framing
+    from tidings.settings import Settings
 
 
 __all__ = ["FastNDJSON", "FastSSE", "FastStream"]
@@ -41,150 +44,141 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 class FastStream(PushExchange):
-    """``GET /sse`` and ``GET /stream`` on the fast path: the subscriber's :class:`Sink`.
+    """``GET /sse`` and ``GET /stream`` on the owned sockets: the subscriber's :class:`Sink`.
 
     What the subscription produces before the response head is out (the ready notice, gaps, a
-    resume's replay) is held and written right after the head, allowed by the
-    :class:`~tidings.outbox.Backlog` rule (a replay is bounded by the channel's history).
+    resume's replay) waits in the machine and is written right after the head.
     """
 
-    __slots__ = ("_backlog", "_ended", "_heartbeat", "_pending", "_preamble", "_stream",
-                 "_timers")
+    __slots__ = ("_finished", "_live", "_m", "_stream", "_timer")
 
-    framing: Framing
+    _m: StreamMachine  # made with the subscriber, in serve_request
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
                  rest: bytes) -> None:
         super().__init__(ctx, transport, head, rest)
-        self._pending: list[bytes] | None = []  # held until the head is out
-        self._preamble = b""
         self._stream: StreamSubscriber | None = None
-        self._ended = False
-        self._backlog = Backlog(ctx.outbox_bytes)
-        self._heartbeat: Heartbeat | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        self._live = False  # the head is out
+        self._finished = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def framing(self, settings: Settings) -> Framing:
+        raise NotImplementedError
 
     async def serve_request(self, request: StreamRequest) -> None:
-        node = self.node
-        settings = node.settings
-        self._preamble = self.framing.preamble(settings)
-        stream = self._stream = StreamSubscriber(node, request, self.transport_name, self)
-        stream.on_end.append(self._end)
+        settings = self.node.settings
+        framing = self.framing(settings)
+        machine = self._m = StreamMachine(stream_config(settings), framing)
+        stream = self._stream = StreamSubscriber(self.node, request, self.transport_name, self)
+        stream.info = machine.close_info
+        stream.on_end.append(self._ended_by_server)
         self.on_lost = self._gone
         try:
             await stream.start()
         except TidingsError as exc:
             self.on_lost = None
-            self._pending = None
             await answer_error(self.send, exc, request.cors)
             self.complete()
             return
-        held, self._pending = self._pending or [], None
         self._started = True
         self._status = 200
         if self._lost:  # the client left while the subscriptions were being made
             self._ctx.spawn(self._close())
             return
-        headers = [(b"content-type", self.framing.content_type), *STREAM_HEADERS, *request.cors,
+        expires = request.credentials.expires_at
+        machine.open(self._ctx.loop.time(), None if expires is None else expires - time.time())
+        headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors,
                    (b"x-request-id", self._rid.encode())]
         self._t.write(response_head(200, headers, chunked=True, keep_alive=self._keep_alive))
-        self._heartbeat = Heartbeat(self._ctx.loop, settings.sse.heartbeat, self._beat)
-        if held:
-            body = b"".join(held)
-            self._backlog.allow(len(body))
-            self._write(body)
-        if self._ended:  # gone, or overflowed, at once
-            return
-        if stream.closing is not None:  # ended while subscribing (a drain)
-            self._end()
-            return
-        self._timers = end_timers(stream, settings)
+        self._live = True
+        self._arm()
+        self.flush()
 
     # the Sink: what the subscription produces, in order ----------------------------------------
 
     def ready(self, positions: dict[str, Position], cursor: str) -> None:
-        self._send(self._preamble + self.framing.ready(positions, cursor))
+        if self._m.ready(positions, cursor):
+            self._wake()
 
     def gap(self, gap: Gap, cursor: str) -> None:
-        self._send(self.framing.gap(gap, cursor))
+        if self._m.gap(gap, cursor):
+            self._wake()
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        self._send(self.framing.publication(encoded, cursor, single))
+        if self._m.publication(encoded, cursor, single):
+            self._wake()
 
     # writing -----------------------------------------------------------------------------------
 
-    def _send(self, data: bytes) -> None:
-        if self._ended:
-            return
-        pending = self._pending
-        if pending is not None:
-            pending.append(data)
-        elif not self._ctx.coalesce:
-            self._write(data)
-        else:
-            self._pending = [data]
+    def _wake(self) -> None:
+        if not self._live:
+            return  # serve_request flushes once the head is out
+        if self._ctx.coalesce:
             self._ctx.mark_dirty(self)
+        else:
+            self.flush()
 
     def flush(self) -> None:
-        """Write the pending events as one chunk (the context calls it once per iteration)."""
-        pending = self._pending
-        if pending is None or not self._started:
+        """Write what the machine holds as one chunk (the context calls it once per iteration),
+        or the farewell."""
+        if self._finished or not self._live:
             return
-        self._pending = None
-        self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+        machine = self._m
+        data = machine.data_to_send()
+        if data and not self._lost:
+            self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            machine.written(self._t.get_write_buffer_size())
+        if machine.ending or machine.ended:
+            self._finish()
 
-    def _write(self, data: bytes) -> None:
-        if self._lost:
-            return
-        self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        heartbeat = self._heartbeat
-        if heartbeat is not None:
-            heartbeat.wrote = True
-        if self._backlog.overflows(self._t.get_write_buffer_size()):
-            assert self._stream is not None
+    def _finish(self) -> None:
+        self._finished = True
+        machine = self._m
+        if machine.overflowed:
             self.node.metrics.outbox_overflow(self.transport_name)
-            self._stream.disconnect(disconnect(CloseCode.SLOW_CONSUMER))
+        if machine.ending:
+            last = machine.farewell(self._ctx.loop.time())
+            if not self._lost:
+                self._t.writelines((b"%x\r\n" % len(last), last, b"\r\n", LAST_CHUNK))
+                machine.written(self._t.get_write_buffer_size())
+            if machine.deadline is not None:
+                self._keep_alive = False  # the connection may be cut: never reused
+            self._arm()
+        self._ctx.spawn(self._close())
 
-    def _beat(self) -> None:
-        self._send(self.framing.heartbeat)
+    # timers and ends ---------------------------------------------------------------------------
 
-    # ending ------------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        """Keep the one timer on the machine's deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = self._m.deadline
+        self._timer = None if deadline is None else self._ctx.loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        machine = self._m
+        machine.tick(self._ctx.loop.time())
+        if machine.abort:  # the farewell was not taken in time
+            self._t.abort()
+            return
+        self._arm()
+        self.flush()
+
+    def _ended_by_server(self) -> None:
+        stream = self._stream
+        assert stream is not None and stream.closing is not None
+        if self._m.disconnect(stream.closing):
+            self._wake()
 
     def _gone(self) -> None:
-        if self._stream is not None:
-            self._stream.gone = True
-            self._stream.disconnect(disconnect(CloseCode.GOING_AWAY, "client went away"))
-
-    def _end(self) -> None:
-        """The stream ends (client gone, server's disconnect, overflow, time limit, drain)."""
-        if self._ended or not self._started:  # still subscribing: serve() ends it after the head
-            return
-        self._ended = True
-        stream = self._stream
-        assert stream is not None
-        reason = stream.closing
-        if not (self._lost or stream.gone):
-            pending = self._pending or []
-            self._pending = None
-            if reason is not None and reason.code == CloseCode.SLOW_CONSUMER:
-                # what the client could not take is dropped; the farewell waits behind what
-                # the socket holds, and the connection is cut if it is not read in time
-                pending = []
-                self._keep_alive = False
-                self._ctx.loop.call_later(self._ctx.close_timeout, self._t.abort)
-            if reason is not None:
-                pending.append(self.framing.farewell(reason))
-            body = b"".join(pending)
-            self._t.writelines((b"%x\r\n" % len(body), body, b"\r\n", LAST_CHUNK) if body
-                               else (LAST_CHUNK,))
-        self._ctx.spawn(self._close())
+        self._m.peer_gone()
+        self._wake()
 
     async def _close(self) -> None:
         request_id.set(self._rid)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        for timer in self._timers:
-            timer.cancel()
+        if self._m.deadline is None and self._timer is not None:
+            self._timer.cancel()
         self.on_lost = None
         stream = self._stream
         if stream is not None:
@@ -193,18 +187,25 @@ class FastStream(PushExchange):
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self._stream is not None:
-            self._stream.disconnect(disconnect(CloseCode.SERVICE_RESTART))
+        if self._stream is not None and self._m.drain():
+            self._wake()
 
 
 class FastSSE(FastStream):
     __slots__ = ()
     transport_name = "sse"
     last_event_id = True
-    framing = SSEFraming()
+
+    def framing(self, settings: Settings) -> Framing:
+        return SSEFraming(settings.sse.retry_ms)
 
 
 class FastNDJSON(FastStream):
     __slots__ = ()
     transport_name = "stream"
-    framing = NDJSONFraming()
+
+    def framing(self, settings: Settings) -> Framing:
+        return _NDJSON
+
+
+_NDJSON = NDJSONFraming()
