@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -46,13 +47,13 @@ from tidings.core.commands import (
 )
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
+from tidings.core.presence import ClientInfo
 from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
 from tidings.ids import random_id
 from tidings.node import Node
-from tidings.presence.base import ClientInfo
 
 __all__ = ["CommandHandler", "Refused", "admit"]
 
@@ -64,8 +65,6 @@ Send = Any
 
 
 def _query_param(scope: Scope, name: str) -> str | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     return values[0] if values else None
 

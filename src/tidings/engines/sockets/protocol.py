@@ -35,8 +35,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 from weakref import WeakKeyDictionary
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
+from uvicorn import Config
 
 from tidings.core.wire.websocket import (
     HandshakeError,
@@ -50,6 +49,7 @@ from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
 from tidings.engines.sockets.websocket import EchoWebSocket, FastWebSocket, FrameConnection
+from tidings.engines.uvicorn_internals import GuardedHttpToolsProtocol, ServerState
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
@@ -186,8 +186,6 @@ _contexts: WeakKeyDictionary[ServerState, FastContext] = WeakKeyDictionary()
 
 def _fallback_class() -> Callable[..., asyncio.Protocol]:
     """The protocol ``tidings serve`` would use without the fast path."""
-    from tidings.server.protocols import GuardedHttpToolsProtocol
-
     return GuardedHttpToolsProtocol
 
 

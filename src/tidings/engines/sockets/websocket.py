@@ -25,16 +25,11 @@ from tidings.core.wire.websocket import (
     TextMessage,
     close_frame,
     encode_frame,
-    unmask,
 )
+from tidings.engines.uvicorn_internals import apply_mask as fast_unmask  # websockets' C helper
 from tidings.machines.backlog import Backlog
 from tidings.node import Node
 from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler
-
-try:  # the C helper that ships with the websockets package
-    from websockets.speedups import apply_mask as fast_unmask
-except ImportError:  # pragma: no cover - websockets is a dependency; the core's pure Python
-    fast_unmask = unmask  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext

@@ -1,23 +1,83 @@
-"""uvicorn's HTTP protocol with a request deadline against slowloris clients.
+"""Everything tidings builds on the internals of uvicorn and of ``websockets``: the one module
+that touches what those libraries neither export nor document, because no public extension point
+does the job. Nothing else in tidings imports their private modules (a test checks it).
 
-uvicorn drops idle keep-alive connections, but not a connection that never sends a request or
-sends its head a byte at a time. Here every request must arrive whole (head and body, or the
-head of an upgrade) within ``timeout_keep_alive`` seconds of the connection opening or of the
-request's first byte, else the connection is closed. ``tidings serve`` sets that timeout from
-``limits.handshake_timeout``.
+- :class:`GuardedHttpToolsProtocol`: uvicorn's httptools protocol with a request deadline against
+  slowloris clients and a bound on the request head (it overrides the protocol's parser
+  callbacks). uvicorn drops idle keep-alive connections, but not a connection that never sends a
+  request or sends its head a byte at a time: here every request must arrive whole (head and
+  body, or the head of an upgrade) within ``timeout_keep_alive`` seconds of the connection
+  opening or of the request's first byte, else the connection is closed. ``tidings serve`` sets
+  that timeout from ``limits.handshake_timeout``.
+- :class:`TidingsWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol on a ``websockets``
+  ``ServerProtocol`` with one correction (its undocumented ``recv_frame``): a Close frame in the
+  middle of a fragmented message ends the connection with the normal closing handshake (RFC 6455
+  5.4: control frames may be injected between fragments) instead of failing it with 1002
+  (Autobahn case 7.1.5); and a bound on a message's frames (``limits.max_message_frames``, 1009
+  past it): ``websockets`` bounds a message's bytes, not its frames, and a stream of empty
+  continuation frames costs a parse and a list entry each. Refused handshakes get the JSON error
+  body of every refusal of tidings.
+- What the owned-socket engine needs to live inside uvicorn: uvicorn's per-server state
+  (:class:`ServerState`), whose ``connections`` uvicorn's graceful shutdown closes
+  (:func:`track_connection`, :func:`forget_connection`); the app, which uvicorn loads on first use
+  (:func:`load_config`); and handing a connection, with the bytes read so far, to uvicorn's HTTP
+  protocol (:func:`hand_over`).
+- The C mask helper that ships with ``websockets`` (:func:`apply_mask`).
 
-And uvicorn's sans-I/O WebSocket protocol, with one correction to the ``websockets`` state
-machine underneath: a Close frame in the middle of a fragmented message ends the connection with
-the normal closing handshake (RFC 6455 5.4: control frames may be injected between fragments)
-instead of failing it with 1002 (Autobahn case 7.1.5); and a bound on a message's frames
-(``limits.max_message_frames``, 1009 past it): ``websockets`` bounds a message's bytes, not its
-frames, and a stream of empty continuation frames costs a parse and a list entry each.
+These were written for and tested with the versions in :data:`SUPPORTED`, the range
+``pyproject.toml`` allows (a test checks that the two agree; ``make test-bounds`` runs the engine
+tests on the lowest and the highest). Importing this module with another version installed fails
+at once, with an ImportError naming the versions supported, rather than later and obscurely.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import re
+from collections.abc import Callable
 from typing import Any, cast
+
+__all__ = ["SUPPORTED", "GuardedHttpToolsProtocol", "ServerState", "TidingsWebSocketProtocol",
+           "apply_mask", "forget_connection", "hand_over", "load_config", "protocol_path",
+           "track_connection", "unsupported_versions", "ws_protocol_path"]
+
+# name -> (lowest supported, first unsupported): the bounds of pyproject.toml's dependencies
+SUPPORTED: dict[str, tuple[str, str]] = {"uvicorn": ("0.55", "0.56"), "websockets": ("17.0", "18")}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"0.55.0"`` → ``(0, 55, 0)``: the release numbers (a pre-release counts as its release)."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+def unsupported_versions(version: Callable[[str], str] = importlib.metadata.version) -> list[str]:
+    """The installed packages of :data:`SUPPORTED` outside their range, as ``"name version"``."""
+    found = []
+    for name, (lowest, below) in SUPPORTED.items():
+        try:
+            installed = version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+            continue
+        if not _release(lowest) <= _release(installed) < _release(below):
+            found.append(f"{name} {installed}")
+    return found
+
+
+def _check_versions() -> None:
+    found = unsupported_versions()
+    if found:
+        wanted = " ".join(f"'{name}>={lowest},<{below}'" for name, (lowest, below)
+                          in SUPPORTED.items())
+        raise ImportError(
+            f"tidings' serving engines build on internals of uvicorn and websockets and support "
+            f"{wanted} only; installed: {', '.join(found)}. Install supported versions "
+            f"(pip install {wanted}), or run the ASGI app (tidings.create_app()) on another server.")
+
+
+_check_versions()  # before the imports below, which are the first to break on another version
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -28,10 +88,14 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
-from tidings.server.errors import raw_error_response
+from tidings.core.wire.websocket import unmask
 from tidings.transports.http_common import ABORT_EXTENSION
+from tidings.transports.http_errors import raw_error_response
 
-__all__ = ["GuardedHttpToolsProtocol", "TidingsWebSocketProtocol", "protocol_path", "ws_protocol_path"]
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - built for every platform websockets has wheels for
+    apply_mask = unmask  # type: ignore[assignment]
 
 
 class _HeadTooLarge(Exception):
@@ -142,8 +206,6 @@ def protocol_path() -> str:
     return f"{__name__}:{GuardedHttpToolsProtocol.__name__}"
 
 
-
-
 class _TooManyFrames(PayloadTooBig):
     """A message in more frames than allowed: ``websockets`` closes with 1009 and this reason."""
 
@@ -182,11 +244,14 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn.__class__ = _ServerProtocol  # same state, one method corrected
+        # uvicorn made a plain ServerProtocol, nothing read or sent yet: in its place, one of the
+        # subclass made with the same arguments (uvicorn's extensions, frame limit and logger)
+        conn = _ServerProtocol(extensions=self.conn.available_extensions,
+                               max_size=config.ws_max_size, logger=self.conn.logger)
         node = getattr(config.app, "node", None)
         if node is not None:
-            cast(_ServerProtocol, self.conn).max_frames = node.settings.limits.max_message_frames
-
+            conn.max_frames = node.settings.limits.max_message_frames
+        self.conn = conn
 
     def handle_handshake_exception(self) -> None:
         # websockets could not read the upgrade request: its own answer (414 or 431 past its
@@ -203,3 +268,31 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
 
 def ws_protocol_path() -> str:
     return f"{__name__}:{TidingsWebSocketProtocol.__name__}"
+
+
+def track_connection(server_state: ServerState, protocol: asyncio.Protocol) -> None:
+    """Count ``protocol`` among the server's connections: uvicorn's graceful shutdown calls its
+    ``shutdown()`` (which ``protocol`` must have) and waits for it to be forgotten."""
+    cast(set[asyncio.Protocol], server_state.connections).add(protocol)
+
+
+def forget_connection(server_state: ServerState, protocol: asyncio.Protocol) -> None:
+    cast(set[asyncio.Protocol], server_state.connections).discard(protocol)
+
+
+def load_config(config: Config) -> None:
+    """Load the app (and the rest of ``config``) if uvicorn has not yet: a protocol may be made
+    before uvicorn's own would have done it."""
+    if not config.loaded:
+        config.load()
+
+
+def hand_over(transport: asyncio.Transport, data: bytes, config: Config, server_state: ServerState,
+              app_state: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    """Give a connection whose first ``data`` was read elsewhere to uvicorn's HTTP protocol (the
+    ASGI app), as if uvicorn had accepted it itself."""
+    protocol = GuardedHttpToolsProtocol(config=config, server_state=server_state,
+                                        app_state=app_state, _loop=loop)
+    protocol.connection_made(transport)
+    transport.set_protocol(protocol)
+    protocol.data_received(data)
