@@ -28,6 +28,8 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
+from tidings.engines.sockets.transport import cut
+from tidings.machines.backlog import close_timeout
 from tidings.server.errors import raw_error_response
 
 __all__ = ["GuardedHttpToolsProtocol", "TidingsWebSocketProtocol", "protocol_path", "ws_protocol_path"]
@@ -180,7 +182,19 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.__class__ = _ServerProtocol  # same state, one method corrected
         node = getattr(config.app, "node", None)
         if node is not None:
-            cast(_ServerProtocol, self.conn).max_frames = node.settings.limits.max_message_frames
+            limits = node.settings.limits
+            cast(_ServerProtocol, self.conn).max_frames = limits.max_message_frames
+            # the wait for the client's answer to our close frame: the one close-handshake
+            # timeout of every engine (uvicorn's own is 10 s)
+            self.close_timeout = close_timeout(limits.idle_timeout)
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The app is done. uvicorn then closes the transport, which first writes what it holds:
+        # a client that reads nothing would hold the connection for ever. It gets the close
+        # timeout, then is cut.
+        if self.handshake_complete:
+            self.loop.call_later(self.close_timeout, cut, self.transport)
 
 
     def handle_handshake_exception(self) -> None:

@@ -54,7 +54,7 @@ from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
 from tidings.transports.http_common import close_timeout
-from tidings.transports.websocket import Refused, admit
+from tidings.transports.websocket import Refused, admit, websocket_config
 
 __all__ = ["FastContext", "FastProtocol", "serve_http"]
 
@@ -71,9 +71,9 @@ class FastContext:
     the ASGI fallback protocol, and the list of connections with frames to write."""
 
     __slots__ = ("_dirty", "_next_probe", "_scheduled", "app_state", "close_timeout", "coalesce",
-                 "config", "echo", "fallback", "flow", "handshake_timeout", "idle_timeout", "loop",
-                 "max_frame", "max_frames", "max_head", "max_request", "node", "outbox_bytes",
-                 "ping_interval", "routes", "server_state", "tasks", "ws_paths")
+                 "config", "echo", "fallback", "flow", "handshake_timeout", "loop", "max_frames", "max_head",
+                 "max_request", "node", "outbox_bytes", "routes", "server_state", "tasks",
+                 "ws_config", "ws_paths")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -107,15 +107,13 @@ class FastContext:
             self.coalesce = settings.server.coalesce_writes
             if self.node.flow.enabled:
                 self.flow = self.node.flow
-            self.max_frame = limits.max_frame_bytes
             self.max_request = limits.max_request_bytes
             self.max_head = limits.max_header_bytes
             self.max_frames = limits.max_message_frames
             self.outbox_bytes = limits.outbox_bytes
-            self.ping_interval = limits.ping_interval
-            self.idle_timeout = limits.idle_timeout
             self.handshake_timeout = limits.handshake_timeout
             self.close_timeout = close_timeout(settings)
+            self.ws_config = websocket_config(settings)
         self.routes = tuple(routes)
         self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
 
@@ -155,7 +153,7 @@ class FastContext:
         # the first ones in fan-out order are likely the first ones their clients read, too.
         if flushed and not gauge.full:
             connection = random.choice(flushed)
-            if isinstance(connection, FastWebSocket) and not connection._state:
+            if isinstance(connection, FastWebSocket) and not connection.closing:
                 gauge.enlist(connection, now)
         for sentinel in gauge.idle():
             cast(FrameConnection, sentinel).probe(gauge.probe(sentinel, now))
