@@ -20,6 +20,7 @@ from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.websocket import BinaryMessage, TextMessage
+from tidings.engines.timer import Timer
 from tidings.hub import LatencyObserver
 from tidings.machines.websocket import ABORTED, WebSocketMachine
 from tidings.node import Node
@@ -38,7 +39,7 @@ __all__ = ["WebSocketConnection", "WebSocketEndpoint"]
 class WebSocketConnection(CommandHandler):
     """One client's WebSocket over ASGI: its machine, a writer task and a timer."""
 
-    __slots__ = ("_armed", "_probe", "_timer", "_waiter", "machine", "reader", "send", "writer",
+    __slots__ = ("_probe", "_timer", "_waiter", "machine", "reader", "send", "writer",
                  *HANDLER_SLOTS)
 
     def __init__(self, node: Node, send: Send, session: Session,
@@ -50,8 +51,7 @@ class WebSocketConnection(CommandHandler):
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed: float | None = None
+        self._timer = Timer(loop, self._tick)
         self._probe: tuple[int, LatencyObserver] | None = None
         super().__init__(node, session, lease, address)
 
@@ -86,16 +86,9 @@ class WebSocketConnection(CommandHandler):
             for task in (self.writer, self.reader):
                 if task is not None and not task.done():
                     task.cancel()
-        deadline = machine.deadline
-        if deadline != self._armed:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._armed = deadline
-            self._timer = None if deadline is None else asyncio.get_running_loop().call_at(
-                deadline, self._tick)
+        self._timer.at(machine.deadline)
 
     def _tick(self) -> None:
-        self._timer = self._armed = None
         ended = self.machine.tick(asyncio.get_running_loop().time(), time.time())
         if ended:
             self.grants_ended(ended)
@@ -152,8 +145,7 @@ class WebSocketConnection(CommandHandler):
 
     async def cleanup(self) -> None:
         self.machine.gone()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.at(None)
         writer = self.writer
         if writer is not None and not writer.done():
             writer.cancel()

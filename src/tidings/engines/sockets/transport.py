@@ -12,7 +12,7 @@ __all__ = ["cut"]
 _LINGER_OFF = struct.pack("ii", 1, 0)
 
 
-def cut(transport: asyncio.BaseTransport) -> None:
+def cut(transport: asyncio.Transport) -> None:
     """End the connection at once, with a reset.
 
     ``transport.abort()`` alone drops what the transport buffers, but what the kernel holds for

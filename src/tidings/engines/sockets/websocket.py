@@ -19,36 +19,22 @@ from typing import TYPE_CHECKING
 
 from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
+from tidings.core.wire import websocket as wire
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
-from tidings.core.wire.websocket import (
-    OP_BINARY,
-    OP_PING,
-    FrameParser,
-    Pong,
-    close_frame,
-    encode_frame,
-    unmask,
-)
 from tidings.engines.sockets.transport import cut
-from tidings.machines.websocket import (
-    ABORTED,
-    CLOSED,
-    CLOSING,
-    OPEN,
-    WIRE_FRAMES,
-    WebSocketConfig,
-    WebSocketMachine,
-)
+from tidings.engines.timer import Timer
+from tidings.machines.websocket import ABORTED, CLOSED, CLOSING, OPEN, WIRE_FRAMES, WebSocketMachine
 from tidings.node import Node
 from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler
 
 try:  # the C helper that ships with the websockets package
     from websockets.speedups import apply_mask as fast_unmask
 except ImportError:  # pragma: no cover - websockets is a dependency; the core's pure Python
-    fast_unmask = unmask  # type: ignore[assignment]
+    fast_unmask = wire.unmask  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
+    from tidings.machines.websocket import WebSocketConfig
 
 __all__ = ["EchoWebSocket", "FastWebSocket", "FrameConnection"]
 
@@ -63,17 +49,16 @@ class FrameConnection(asyncio.Protocol):
     leave in the order they were queued.
     """
 
-    __slots__ = ("_armed", "_ctx", "_parser", "_t", "_timer", "machine")
+    __slots__ = ("_ctx", "_parser", "_t", "_timer", "machine")
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, config: WebSocketConfig,
                  max_frames: int | None = None, session: Session | None = None) -> None:
         self._ctx = ctx
         self._t = transport
-        self._parser = FrameParser(config.max_frame_bytes, max_frames, fast_unmask)
+        self._parser = wire.FrameParser(config.max_frame_bytes, max_frames, fast_unmask)
         self.machine: WebSocketMachine[bytes] = WebSocketMachine(
             config, ctx.loop.time(), WIRE_FRAMES, session)
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed: float | None = None
+        self._timer = Timer(ctx.loop, self._tick)
 
     def open(self, response: bytes, rest: bytes = b"") -> None:
         """Send the 101 response, take over the transport, read what followed the head."""
@@ -116,7 +101,7 @@ class FrameConnection(asyncio.Protocol):
 
     def probe(self, token: bytes) -> None:
         """A flow-control ping, behind every frame written or queued so far."""
-        if self.machine.push(encode_frame(OP_PING, token)):
+        if self.machine.push(wire.encode_frame(wire.OP_PING, token)):
             self.flush()
 
     def act(self) -> None:
@@ -126,7 +111,7 @@ class FrameConnection(asyncio.Protocol):
         frames = machine.take()
         farewell = machine.take_farewell()
         if farewell is not None:
-            frames.append(close_frame(*farewell))
+            frames.append(wire.close_frame(*farewell))
         if frames:
             transport.write(b"".join(frames))
             if machine.written(transport.get_write_buffer_size()):
@@ -144,16 +129,9 @@ class FrameConnection(asyncio.Protocol):
                 transport.resume_reading()
             else:
                 transport.pause_reading()
-        deadline = machine.deadline
-        if deadline != self._armed:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._armed = deadline
-            self._timer = None if deadline is None else self._ctx.loop.call_at(
-                deadline, self._tick)
+        self._timer.at(machine.deadline)
 
     def _tick(self) -> None:
-        self._timer = self._armed = None
         ended = self.machine.tick(self._ctx.loop.time(), time.time())
         if ended:
             self.grants_ended(ended)
@@ -166,7 +144,7 @@ class FrameConnection(asyncio.Protocol):
         machine = self.machine
         machine.heard(ctx.loop.time())
         for event in self._parser.feed(data):
-            if isinstance(event, Pong):
+            if isinstance(event, wire.Pong):
                 if ctx.flow is not None:
                     token = ctx.flow.echoed(self, event.payload, ctx.loop.time())
                     if token is not None:
@@ -177,14 +155,9 @@ class FrameConnection(asyncio.Protocol):
             self.start_commands()
         self.act()
 
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes itself
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.machine.gone()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = self._armed = None
+        self._timer.at(None)
         if self._ctx.flow is not None:
             self._ctx.flow.gauge.forget(self)
         self._ctx.server_state.connections.discard(self)
@@ -273,4 +246,4 @@ class EchoWebSocket(FrameConnection):
             if isinstance(message, str):
                 self.send_frame(ws_text_frame(message.encode()))
             else:
-                self.send_frame(encode_frame(OP_BINARY, message))
+                self.send_frame(wire.encode_frame(wire.OP_BINARY, message))
