@@ -372,8 +372,9 @@ class WebSocketMachine(Generic[T]):
             self._schedule()
             return []
         ended: list[str] = []
-        session = self.session
-        if now >= self._expire_at and session is not None:
+        if now >= self._expire_at:
+            session = self.session
+            assert session is not None  # an expiry is watched only with a session
             if session.expired(wall_now):
                 self._close(int(_EXPIRED.code), _EXPIRED.reason, now)
                 return []
