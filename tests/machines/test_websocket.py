@@ -65,12 +65,15 @@ def session(expires_in: float | None = None) -> Session:
     return Session(NAMESPACES, credentials=Credentials(user="alice", expires_at=expires))
 
 
-def wire(m: WebSocketMachine[Any]) -> list[Any]:
-    """What a driver writes now: the frames, then the close frame if it is due."""
-    out: list[Any] = list(m.take())
-    farewell = m.take_farewell()
-    if farewell is not None:
-        out.append(("close", *farewell))
+def wire(m: WebSocketMachine[Any], farewell_first: bool = False) -> list[Any]:
+    """What a driver writes now: the frames, then the close frame if it is due (asked for
+    first or last: the machine gives it only after the frames)."""
+    out: list[Any] = []
+    for take_frames in ([False, True, False] if farewell_first else [True, False]):
+        if take_frames:
+            out.extend(m.take())
+        elif (farewell := m.take_farewell()) is not None:
+            out.append(("close", *farewell))
     return out
 
 
@@ -394,9 +397,10 @@ step = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(step, max_size=60), st.booleans())
+@given(st.lists(st.tuples(step, st.sampled_from(["no", "frames first", "close first"])),
+                max_size=60), st.booleans())
 def test_nothing_is_written_after_the_close_frame_and_a_deadline_exists_while_open(
-        steps: list[tuple[str, Any]], counted: bool) -> None:
+        steps: list[tuple[tuple[str, Any], str]], counted: bool) -> None:
     config = ASGI if counted else CONFIG
     m: WebSocketMachine[bytes] = WebSocketMachine(
         WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
@@ -405,7 +409,7 @@ def test_nothing_is_written_after_the_close_frame_and_a_deadline_exists_while_op
     m.watch_expiry(T0, WALL)
     now = T0
     out: list[Any] = []
-    for kind, arg in steps:
+    for (kind, arg), write in steps:
         if kind == "push":
             m.push(b"d" * arg)
         elif kind == "replay":
@@ -434,13 +438,15 @@ def test_nothing_is_written_after_the_close_frame_and_a_deadline_exists_while_op
                 assert m.deadline is None or m.deadline > now  # never in the past after tick
         else:
             m.gone()
-        out.extend(wire(m))
+        if write != "no":  # a driver may write later (the end of the loop iteration)
+            out.extend(wire(m, farewell_first=write == "close first"))
         if m.state == OPEN:
             assert m.deadline is not None  # keepalive, at least
         elif m.state in (CLOSING, CLOSED):
             assert m.deadline is not None  # the cut
         else:
             assert m.deadline is None
+    out.extend(wire(m))  # what is left, at last
     closes = [i for i, item in enumerate(out) if isinstance(item, tuple)]
     assert len(closes) <= 1
     if closes:
