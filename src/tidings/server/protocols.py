@@ -11,7 +11,10 @@ machine underneath: a Close frame in the middle of a fragmented message ends the
 the normal closing handshake (RFC 6455 5.4: control frames may be injected between fragments)
 instead of failing it with 1002 (Autobahn case 7.1.5); and a bound on a message's frames
 (``limits.max_message_frames``, 1009 past it): ``websockets`` bounds a message's bytes, not its
-frames, and a stream of empty continuation frames costs a parse and a list entry each.
+frames, and a stream of empty continuation frames costs a parse and a list entry each. Its wait
+for the client's answer to a close frame is the close-handshake timeout of every engine
+(:func:`tidings.machines.backlog.close_timeout`), and a connection whose app has ended is cut
+(reset) if the client has not taken everything within it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
-"""The WebSocket transport (``GET /ws``): the command handler every WebSocket path shares, and
-its ASGI adapter.
+"""The WebSocket transport (``GET /ws``): what every WebSocket engine shares.
 
 :class:`CommandHandler` holds one client's :class:`~tidings.core.session.Session` and carries out
 its commands against the node; it needs only "queue this text frame", "deliver this publication"
-(live or replayed) and "close with this reason" from its transport. :func:`admit` is the one
-admission check (origin, draining, token, connection limits). Two transports subclass the
-handler: :class:`WebSocketConnection` here (ASGI; an :class:`~tidings.outbox.Outbox` and one
-writer task, so a ``subscribed`` reply always precedes the recovered and live messages) and the
-standalone server's connection in :mod:`tidings.engines.sockets.protocol`, which writes pre-encoded
-frames straight to its socket. Frames from the client are handled one at a time, in order.
+(live or replayed) and "carry out what the machine says" (:meth:`~CommandHandler.act`) from its
+engine. The connection's rules (the close handshake, the slow consumer, keepalive, the order of
+commands, token expiry, the drain) are its :class:`~tidings.machines.websocket.WebSocketMachine`'s;
+:func:`websocket_config` gives the machine its numbers. :func:`admit` is the one admission check
+(origin, draining, token, connection limits). The drivers:
+:class:`~tidings.engines.asgi.websocket.WebSocketConnection` (ASGI; one writer task, so a
+``subscribed`` reply always precedes the recovered and live messages) and
+:class:`~tidings.engines.sockets.websocket.FastWebSocket` (the owned-socket engine, which writes
+pre-encoded frames straight to its socket). Frames from the client are handled one at a time,
+in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
@@ -16,8 +19,7 @@ connection stays open. A full outbox closes with 4008 (slow consumer). While the
 a new connection is accepted and closed at once with 1012 (service restart: come back).
 
 Ops: the node writes one log line when a connection opens and one when it closes
-(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
-given here.
+(``tidings.connections``), with the address and the :meth:`CommandHandler.close_info` given here.
 """
 
 from __future__ import annotations

@@ -11,13 +11,14 @@ sockets, lifespan, signals, graceful shutdown and TLS; every connection starts a
   app), exactly as if uvicorn had accepted the connection itself.
 
 A :class:`FastWebSocket` is a :class:`~tidings.transports.websocket.CommandHandler` (the commands,
-shared with the ASGI path) driven by the sans-I/O framing of :mod:`.websocket`. Fan-out calls
-:meth:`FastWebSocket.deliver`, which appends the publication's pre-built frame (``ws_frame``, the
-same bytes for every subscriber) to the connection's pending list; one ``call_soon`` per loop
-iteration writes each dirty connection's frames with one ``transport.write``. The transport's
-write buffer is the outbox: past ``limits.outbox_bytes`` the client is closed as slow (4008) and
-further frames are dropped. No task, queue or event exists per idle connection: keepalive is one
-timer handle, and a task runs only while a client's commands are being carried out.
+shared with the ASGI path) whose rules are its :class:`~tidings.machines.websocket.WebSocketMachine`'s
+(:mod:`.websocket` is the driver). Fan-out calls :meth:`FastWebSocket.deliver`, which appends the
+publication's pre-built frame (``ws_frame``, the same bytes for every subscriber) to the machine's
+pending list; one ``call_soon`` per loop iteration writes each dirty connection's frames with one
+``transport.write``. The transport's write buffer is the outbox: past ``limits.outbox_bytes`` the
+client is closed as slow (4008) and further frames are dropped. No task, queue or event exists
+per idle connection: keepalive and token expiry are one timer handle, and a task runs only while
+a client's commands are being carried out.
 
 ``GET /sse``, ``/stream``, ``/poll`` and ``POST /api/publish`` are answered here too, by the
 exchanges of :mod:`.streams` and :mod:`.publish`, which write through the same pending-list and
