@@ -120,6 +120,15 @@ def test_the_client_gets_close_timeout_to_answer_then_the_connection_is_cut():
     assert m.tick(T0 + 10, WALL) == []
 
 
+def test_the_hot_path_may_append_to_pending_which_takes_nothing_once_closing():
+    m = machine()
+    m.pending.append(b"a")  # a driver's deliver: then a write is scheduled (its length is 1)
+    m.receive(CloseReceived(1000, ""))
+    m.pending.append(b"late")
+    assert len(m.pending) == 0
+    assert wire(m) == [b"a", ("close", 1000, "")]
+
+
 def test_the_clients_answer_ends_the_handshake():
     m = machine()
     m.close(disconnect(CloseCode.NORMAL))
@@ -383,6 +392,7 @@ EVENTS: list[Event] = [TextMessage("c"), TextMessage("x" * 101), BinaryMessage(b
                        ProtocolError(1002, "bad")]
 step = st.one_of(
     st.tuples(st.just("push"), st.integers(1, 400)),
+    st.tuples(st.just("append"), st.integers(1, 400)),  # the sockets driver's deliver
     st.tuples(st.just("replay"), st.integers(1, 2000)),
     st.tuples(st.just("written"), st.integers(0, 3000)),
     st.tuples(st.just("receive"), st.integers(0, len(EVENTS) - 1)),
@@ -412,6 +422,8 @@ def test_nothing_is_written_after_the_close_frame_and_a_deadline_exists_while_op
     for (kind, arg), write in steps:
         if kind == "push":
             m.push(b"d" * arg)
+        elif kind == "append":
+            m.pending.append(b"a" * arg)
         elif kind == "replay":
             m.replay(b"r" * arg)
         elif kind == "written":

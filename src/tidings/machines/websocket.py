@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
@@ -105,6 +105,18 @@ T = TypeVar("T", str, bytes)
 T_co = TypeVar("T_co", str, bytes, covariant=True)
 
 
+class _Closed(list[Any]):
+    """:attr:`WebSocketMachine.pending` once the connection closes: it takes nothing."""
+
+    __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        return None
+
+
+_CLOSED = _Closed()
+
+
 class ControlFrames(Protocol[T_co]):
     """The control frames a driver that owns the wire sends (see :data:`WIRE_FRAMES`)."""
 
@@ -151,7 +163,7 @@ class WebSocketMachine(Generic[T]):
     of the wire, or the text of a message). ``frames``: how to make a ping and a pong (None:
     the driver's server answers pings and sends its own)."""
 
-    __slots__ = ("_config", "_count", "_cut_at", "_expire_at", "_farewell", "_frames",
+    __slots__ = ("_config", "_count", "_cut_at", "_expire_at", "_farewell", "_frames", "_held",
                  "_keep_at", "_last_heard", "_server_close", "_slow_told", "backlog", "commands",
                  "deadline", "peer_code", "pending", "queued", "reading", "running", "session",
                  "slow", "state")
@@ -163,8 +175,11 @@ class WebSocketMachine(Generic[T]):
         self.session = session
         self._count = config.count_queue
         self.backlog = Backlog(config.outbox_bytes)
-        #: Frames to write, in order (:meth:`take`).
+        #: Frames to write, in order (:meth:`take`). The hot path (a driver that measures its
+        #: backlog itself) may append to it directly, and schedule a write when its length
+        #: becomes 1: once the connection closes, it is a list that takes nothing.
         self.pending: list[T] = []
+        self._held: list[T] = []  # what was pending when the connection began to close
         self.queued = 0  # bytes in ``pending`` (with ``count_queue``)
         self.state = OPEN
         self._farewell: tuple[int | None, str] | None = None
@@ -208,26 +223,29 @@ class WebSocketMachine(Generic[T]):
         if self.state:
             return False
         self.backlog.allow(len(frame))
-        self.pending.append(frame)
+        pending = self.pending
+        pending.append(frame)
         if self._count:
             self.queued += len(frame)
-        return len(self.pending) == 1
+        return len(pending) == 1
 
     def take(self) -> list[T]:
         """The frames to write now, in order (the caller's list; the driver then reports
         :meth:`written`)."""
         frames = self.pending
-        if not frames:
-            return []
-        self.pending = []
-        self.queued = 0
+        if frames:
+            self.pending = []
+            self.queued = 0
+            return frames
+        frames = self._held  # closing: what was pending then
+        self._held = []
         return frames
 
     def take_farewell(self) -> tuple[int | None, str] | None:
         """The close frame's ``(code, reason)`` (code None: an empty close frame), once, when
         every frame before it has been taken; else None."""
         farewell = self._farewell
-        if farewell is None or self.pending:
+        if farewell is None or self.pending or self._held:
             return None
         self._farewell = None
         return farewell
@@ -249,7 +267,7 @@ class WebSocketMachine(Generic[T]):
 
     def _overflow(self) -> None:
         self.slow = True
-        self.pending.clear()  # what the client could not take is dropped; the close goes last
+        self.pending = []  # what the client could not take is dropped; the close goes last
         self.queued = 0
         self._close(int(_SLOW.code), _SLOW.reason)
 
@@ -336,15 +354,24 @@ class WebSocketMachine(Generic[T]):
     def _close(self, code: int, reason: str, now: float | None = None) -> None:
         self._server_close = (code, reason)
         self._farewell = (code, reason)
+        self._stop()
         self.state = CLOSING
         self.commands.clear()
         self.reading = True  # the client's answer is to be read
         self._cut_at = _NEVER if now is None else now + self._config.close_timeout
         self._schedule()
 
+    def _stop(self) -> None:
+        """Nothing more is queued: what is pending is held for the close frame to follow."""
+        if self.state == OPEN:
+            self._held = self.pending
+            self.pending = _CLOSED
+            self.queued = 0
+
     def _end(self) -> None:
         """The close handshake is over (or skipped): close the socket once the farewell is out;
         cut it if that takes longer than ``close_timeout``."""
+        self._stop()
         self.state = CLOSED
         self.commands.clear()
         self._schedule()
@@ -413,7 +440,7 @@ class WebSocketMachine(Generic[T]):
 
     def _abort(self) -> None:
         self.state = ABORTED
-        self.pending.clear()
+        self._held = []
         self._farewell = None
         self.deadline = None
 
@@ -422,8 +449,9 @@ class WebSocketMachine(Generic[T]):
         received one)."""
         if self.state == OPEN:
             self.peer_code = code
+        self._stop()
         self.state = GONE
-        self.pending.clear()
+        self._held = []
         self.commands.clear()
         self._farewell = None
         self.deadline = None

@@ -72,8 +72,7 @@ class FrameConnection(asyncio.Protocol):
             self.data_received(rest)
 
     @property
-    def closing(self) -> bool:
-        """The connection is closing or closed: nothing more is sent."""
+    def closing(self) -> bool:  # nothing more is sent
         return self.machine.state != OPEN
 
     # writing ---------------------------------------------------------------------------------
@@ -207,9 +206,11 @@ class FastWebSocket(FrameConnection, CommandHandler):
     def receives(self, channel: str) -> bool:
         return channel in self.session.subscriptions
 
-    # the hub's Subscriber, hot: one list append per publication and subscriber
+    # the hub's Subscriber, hot: one append to the machine's list (which takes nothing once closing)
     def deliver(self, publication: EncodedPublication) -> None:
-        if self.machine.push(publication.ws_frame):
+        pending = self.machine.pending
+        pending.append(publication.ws_frame)
+        if len(pending) == 1:
             self._soon()
 
     def replay(self, publication: EncodedPublication) -> None:
