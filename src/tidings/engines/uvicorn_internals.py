@@ -27,7 +27,10 @@ does the job. Nothing else in tidings imports their private modules (a test chec
 These were written for and tested with the versions in :data:`SUPPORTED`, the range
 ``pyproject.toml`` allows (a test checks that the two agree; ``make test-bounds`` runs the engine
 tests on the lowest and the highest). Importing this module with another version installed fails
-at once, with an ImportError naming the versions supported, rather than later and obscurely.
+at once, with an ImportError naming the versions supported, rather than later and obscurely. Its wait
+for the client's answer to a close frame is the close-handshake timeout of every engine
+(:func:`tidings.machines.backlog.close_timeout`), and a connection whose app has ended is cut
+(reset) if the client has not taken everything within it.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
 from tidings.core.wire.websocket import unmask
+from tidings.engines.transport import cut
+from tidings.machines.backlog import close_timeout
 from tidings.transports.http_common import ABORT_EXTENSION
 from tidings.transports.http_errors import raw_error_response
 
@@ -250,8 +255,21 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
                                max_size=config.ws_max_size, logger=self.conn.logger)
         node = getattr(config.app, "node", None)
         if node is not None:
-            conn.max_frames = node.settings.limits.max_message_frames
+            limits = node.settings.limits
+            conn.max_frames = limits.max_message_frames
+            # the wait for the client's answer to our close frame: the one close-handshake
+            # timeout of every engine (uvicorn's own is 10 s)
+            self.close_timeout = close_timeout(limits.idle_timeout)
         self.conn = conn
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The app is done. uvicorn then closes the transport, which first writes what it holds:
+        # a client that reads nothing would hold the connection for ever. It gets the close
+        # timeout, then is cut.
+        if self.handshake_complete:
+            self.loop.call_later(self.close_timeout, cut, self.transport)
+
 
     def handle_handshake_exception(self) -> None:
         # websockets could not read the upgrade request: its own answer (414 or 431 past its
