@@ -178,7 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # ASGI has no way to cut a connection whose peer stopped reading (closing waits for the
         # write buffer to drain, for ever): the streams' close timeout uses this (ABORT_EXTENSION)
         self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {
-            "abort": self.transport.abort}
+            "abort": lambda: cut(self.transport)}
 
     def on_headers_complete(self) -> None:
         self._heads += 1
