@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-core test-long test-latest lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test coverage-core test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | diff constraints.txt - | grep '^[<>] [A-Za-z]' || true
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
+## test-bounds: the engine tests on the lowest and on the highest uvicorn and websockets that
+## pyproject.toml allows, in .venv-lowest and .venv-highest (every other package as constraints.txt
+## pins it); the engines build on their internals (src/tidings/engines/uvicorn_internals.py).
+## BOUNDS=lowest or BOUNDS=highest runs one side; BOUNDS_TESTS picks the tests.
+BOUNDS ?= both
+BOUNDS_TESTS ?= tests/fast tests/e2e/test_websocket.py tests/e2e/test_hostile_clients.py tests/transports -x
+test-bounds:
+	PYTHON=$(PYTHON) bash scripts/test_bounds.sh $(BOUNDS) $(BOUNDS_TESTS)
+
 ## lock: pin what pyproject.toml allows today into constraints.txt (then run `make test`)
 lock:
 	rm -rf .venv-lock
@@ -66,9 +75,11 @@ lock:
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 
+## lint: ruff, mypy (strict), and the import contracts of pyproject.toml (import-linter)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench-ws: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py ws-fanout
@@ -103,6 +114,6 @@ conformance: $(STAMP)
 	$(PY) -m pytest tests/conformance -m "slow or not slow"
 
 clean:
-	rm -rf $(VENV) .venv-latest .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .venv-latest .venv-lowest .venv-highest .pytest_cache .mypy_cache .ruff_cache .coverage
 
 include benchmarks/Makefile.inc

@@ -18,7 +18,11 @@ import typer
 from rich.console import Console
 
 from tidings._version import __version__
+from tidings.auth import cli as auth_cli
+from tidings.config_cli import app as config_app
 from tidings.exceptions import TidingsError
+from tidings.settings import SettingsError, load_settings
+from tidings.webhooks import cli as webhooks_cli
 
 app = typer.Typer(
     name="tidings",
@@ -112,8 +116,9 @@ def serve(
         "--http2", help="Serve HTTP/2 with Hypercorn (h2 over TLS, h2c without).")] = False,
 ) -> None:
     """Run a tidings node (the server)."""
+    # Here, not at the top: the whole server (uvicorn, the app, the node) is a second of
+    # imports every other command of the CLI would pay for nothing.
     from tidings.server.run import run
-    from tidings.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(config, host=host, port=port, broker=broker, log_level=log_level,
@@ -121,7 +126,7 @@ def serve(
     except SettingsError as exc:
         raise fail(str(exc), "Fix the keys named above (see docs/reference/settings.md).") from None
     if http2:
-        from tidings.server.http2 import run_http2
+        from tidings.server.http2 import run_http2  # here: Hypercorn, only for --http2
 
         run_http2(settings, certfile=certfile, keyfile=keyfile)
         return
@@ -200,7 +205,7 @@ def subscribe(
     pretty: PrettyOpt = False,
 ) -> None:
     """Print publications as they arrive (NDJSON; notices such as gaps go to stderr)."""
-    from tidings.client.subscribe import run_subscribe
+    from tidings.client.subscribe import run_subscribe  # here: the client, only for this command
 
     try:
         asyncio.run(run_subscribe(url, channels, transport=transport, cursor=cursor, token=token,
@@ -216,10 +221,6 @@ def subscribe(
 
 
 def _mount_subcommands() -> None:
-    from tidings.auth import cli as auth_cli
-    from tidings.config_cli import app as config_app
-    from tidings.webhooks import cli as webhooks_cli
-
     app.add_typer(auth_cli.app)  # token, keys
     app.add_typer(config_app, name="config")
     app.add_typer(webhooks_cli.app, name="webhooks")

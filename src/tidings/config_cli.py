@@ -192,6 +192,8 @@ def show(
 
 def effective(settings: Settings) -> dict[str, Any]:
     """The settings as plain JSON values (unmasked: mask before showing them)."""
+    # Here, not at the top: the webhook service (FastAPI, the node) would add a second and a half
+    # to every `tidings config` command, for this one key.
     from tidings.webhooks.service import store_location
 
     data: dict[str, Any] = settings.model_dump(mode="json")

@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
+from tidings.auth.proxy import TrustedProxies, client_address
 from tidings.ids import new_request_id
-from tidings.server.proxy import TrustedProxies, client_address
 from tidings.settings import Settings
 
 __all__ = [

@@ -34,13 +34,14 @@ from tidings.core.events import Gap, Page, Publication
 from tidings.core.payload import DataRules
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
+from tidings.core.presence import ClientInfo
 from tidings.core.recovery import Recovered, Recovery
 from tidings.flow import PublishFlow
 from tidings.hub import Hub, Subscriber
 from tidings.ids import random_id
 from tidings.logs import access_level, log_event
 from tidings.metrics import Metrics
-from tidings.presence.base import ClientInfo, PresenceManager
+from tidings.presence.base import PresenceManager
 from tidings.presence.memory import MemoryPresence
 from tidings.settings import Settings
 
@@ -100,12 +101,14 @@ def make_broker(settings: Settings) -> Broker:
     if url == "memory":
         return MemoryBroker()
     if url.startswith("sqlite:///"):
-        from tidings.brokers.sqlite import SQLiteBroker  # type: ignore[import-not-found,unused-ignore]
+        # Each broker's module is imported only when it is the one configured: the Redis broker's
+        # client library alone is about a second of imports a memory or SQLite node never needs.
+        from tidings.brokers.sqlite import SQLiteBroker
 
         broker: Broker = SQLiteBroker(url.removeprefix("sqlite:///"))
         return broker
     if url.startswith(("redis://", "rediss://", "redis-cluster://")):
-        from tidings.brokers.redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
+        from tidings.brokers.redis import RedisBroker  # here: see above
 
         redis_broker: Broker = RedisBroker(url)
         return redis_broker

@@ -19,10 +19,11 @@ from tidings.brokers.base import Broker
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
+from tidings.core.presence import ClientInfo
 from tidings.core.recovery import Recovered
 from tidings.core.wire.frames import EncodedPublication
 from tidings.node import Node
-from tidings.presence.base import ClientInfo, PresenceManager
+from tidings.presence.base import PresenceManager
 from tidings.presence.memory import MemoryPresence
 
 __all__ = ["BrokerConformance", "BrokerFactory", "Recorder", "publish", "wait_until"]

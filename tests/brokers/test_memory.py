@@ -40,7 +40,7 @@ async def test_reading_never_published_channels_keeps_no_entry():
 
 
 async def test_memory_presence_forgets_a_channel_whose_leases_all_ended():
-    from tidings.presence.base import ClientInfo
+    from tidings.core.presence import ClientInfo
     from tidings.presence.memory import MemoryPresence
 
     presence = MemoryPresence()

@@ -23,13 +23,13 @@ from tests.brokers.conformance import (
 )
 from tests.redis_server import RedisServer
 from tidings.brokers.redis import RedisBroker, channel_keys
+from tidings.brokers.redis_presence import RedisPresence
 from tidings.core.events import Gap, Publication
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position
+from tidings.core.presence import ClientInfo
 from tidings.exceptions import Unavailable
 from tidings.node import Node, make_broker, make_presence
-from tidings.presence.base import ClientInfo
-from tidings.presence.redis import RedisPresence
 from tidings.settings import Settings
 
 

@@ -2,7 +2,8 @@
 costs the server more than a bounded amount of memory and time (docs/topics/security.md).
 
 - a WebSocket upgrade of a route that serves none: 404 and the JSON error body;
-- a message in more frames than ``limits.max_message_frames``: closed with 1009;
+- a message in more frames than ``limits.max_message_frames``: closed with 1009; a Close between
+  a message's fragments: the normal closing handshake;
 - a request line over 65,535 bytes, a head with bare LF line ends: 400 and the JSON body;
 - bytes sent before the 101 while admission waits: reading pauses, the buffer stays small;
 - a head over ``limits.max_header_bytes`` (any route): 431 and the JSON body;
@@ -142,6 +143,20 @@ async def test_a_message_of_max_frames_is_taken_and_one_frame_more_closes_with_1
     assert opcode == OP_CLOSE
     assert int.from_bytes(payload[:2], "big") == 1009
     assert payload[2:].decode() == "message in over 16 frames"
+
+
+async def test_a_close_between_the_fragments_of_a_message_is_answered_with_the_normal_close(
+        server: RunningServer):
+    """Autobahn case 7.1.5: control frames may come between a message's fragments (RFC 6455 5.4),
+    a Close too: the unfinished message is dropped and the closing handshake goes as for any
+    other Close (its code echoed), rather than failing the connection with 1002."""
+    ws = await RawWS.open(server.port)
+    close = client_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
+    ws.send(client_frame(OP_TEXT, b'{"op":"pi', fin=False) + close)
+    opcode, payload = await ws.data_frame()
+    ws.close()
+    assert opcode == OP_CLOSE
+    assert int.from_bytes(payload[:2], "big") == 1000
 
 
 async def _ping_rtt(ws: WS) -> float:

@@ -101,6 +101,12 @@ async def soon_expiring_token(user: str) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time()) + 1}, SECRET, algorithm="HS256")
 
 
+def client_end_established(client: socket.socket) -> bool:
+    """Whether ``client``'s own kernel still has its connection open (Linux, TCP_INFO): a
+    reset from the server ends it even while unread data waits in its receive buffer."""
+    return client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1  # ESTABLISHED
+
+
 def server_end_established(server_port: int, client: socket.socket) -> bool:
     """Whether the server's end of ``client``'s connection is still open (Linux: the kernel's
     table of IPv4 TCP sockets; the server runs in this process, its socket is listed there).
@@ -412,8 +418,9 @@ class EngineConformance:
             self, slow_server: RunningServer, kind: str) -> None:
         """The farewell (close frame, ``disconnect`` notice) waits behind what the socket holds
         for ``close_timeout`` = min(10 s, ``limits.idle_timeout``); a client that reads none of
-        it is then let go: the node forgets it and the server closes its end, so the connection
-        holds no buffer or file descriptor of the server process."""
+        it is then cut: the node forgets it and the server resets the connection, so it holds
+        no buffer or file descriptor of the server process, nor bytes in its kernel, and the
+        client knows at once (what its own kernel holds aside)."""
         if sys.platform != "linux":
             pytest.skip("reads /proc/net/tcp (Linux)")
         server = slow_server
@@ -433,8 +440,9 @@ class EngineConformance:
                 await self._until_slow(http, channel, kind)
             assert server_end_established(server.port, sock)  # the farewell is waiting
             await wait_until(lambda: not server_end_established(server.port, sock)
+                             and not client_end_established(sock)
                              and server.node.hub.subscriber_count(channel) == 0,
-                             "the server to let the connection go",
+                             "the server to cut the connection",
                              deadline=server.settings.limits.idle_timeout + 1.5)
 
     # row 4: the WebSocket close-handshake timeout ------------------------------------------------

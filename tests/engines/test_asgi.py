@@ -15,14 +15,6 @@ class TestASGIEngine(EngineConformance):
             "issue 18: close info: a client gone without a close frame is logged as 1005 "
             "(uvicorn's code for no status); the other engine says 1000 (normal), RFC 6455 7.1.5 "
             "says 1006"),
-        "test_a_slow_consumer_that_never_reads_is_cut_within_the_close_timeout[ws]": (
-            "issue 18: close-handshake timeout: a WebSocket that reads nothing is given up after "
-            "5 s (CLOSE_TIMEOUT, not close_timeout), and the server's end of the connection stays "
-            "open for ever, its write buffer full (uvicorn closes a transport only once its "
-            "buffer drains; the streams abort it through the tidings.abort extension)"),
-        "test_a_client_that_never_answers_the_close_frame_is_cut_after_the_close_timeout": (
-            "issue 18: WebSocket close-handshake timeout: uvicorn waits 10 s for the client's "
-            "close frame whatever limits.idle_timeout says"),
         "test_a_refused_upgrade_is_answered_with_a_json_error": (
             "the WebSocket handshake is refused by uvicorn and websockets, not by tidings: "
             "text/plain bodies (an empty one for a foreign origin), 400 for version 8 "

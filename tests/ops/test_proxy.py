@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.server.proxy import TrustedProxies, client_address
+from tidings.auth.proxy import TrustedProxies, client_address
 
 TRUSTED = TrustedProxies.parse(["127.0.0.1/32", "10.0.0.0/8"])
 

@@ -454,6 +454,27 @@ async def test_a_client_leaving_a_held_long_poll_leaves_nothing_behind(
     await wait_until(lambda: "longpoll" not in node.connection_counts(), "the node to forget it")
 
 
+async def test_a_held_long_poll_is_answered_when_its_token_expires(
+        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    """The token's expiry ends the hold like its timeout (machines/poll.py): the answer has what
+    the poll has and its cursor, the poll has left the hub, and the next poll with the same
+    token is refused 401, so the client fetches a new token and resumes from the cursor."""
+    channel = channel_name()
+    expiring = token("expiring-poller", {"*": ["subscribe"]}, ttl=2)  # 1 to 2 s from now
+    headers = {"Authorization": f"Bearer {expiring}"}
+    async with asyncio.timeout(8):  # the hold is 10 s: the expiry comes first
+        response = await client.get("/poll", params={"channel": channel, "timeout": 10},
+                                    headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["messages"] == [] and body["gaps"] == [] and body["cursor"]
+    assert http_server.node.hub.subscriber_count(channel) == 0
+    again = await client.get("/poll", params={"channel": channel, "cursor": body["cursor"],
+                                              "timeout": 10}, headers=headers)
+    assert again.status_code == 401
+    assert again.json()["error"]["code"] == "unauthorized"
+
+
 async def test_500_concurrent_long_polls_are_released_by_one_publish(
         http_server: LiveServer, client: httpx.AsyncClient) -> None:
     channel = channel_name()

@@ -25,6 +25,7 @@ from tidings.auth.tokens import mint_token
 from tidings.core.channels import validate_channel, validate_pattern
 from tidings.core.permissions import Capability
 from tidings.exceptions import BadRequest
+from tidings.settings import SettingsError, load_settings
 
 __all__ = ["app", "create_key_command", "keys_app", "parse_grant", "token_command"]
 
@@ -61,8 +62,6 @@ def parse_grant(text: str) -> tuple[str, list[str]]:
 
 
 def _load_secret(config: Path | None) -> tuple[str, Any]:
-    from tidings.settings import SettingsError, load_settings
-
     try:
         settings = load_settings(config)
     except SettingsError as exc:

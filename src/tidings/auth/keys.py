@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -183,8 +184,6 @@ _MAX_JWKS_BYTES = 1 << 20
 
 
 async def _httpx_fetch(url: str, seconds: float) -> bytes:
-    import httpx  # imported here: only deployments with jwks_url need it
-
     async with (
         httpx.AsyncClient(timeout=seconds, follow_redirects=False) as client,
         client.stream("GET", url, headers={"Accept": "application/json"}) as response,

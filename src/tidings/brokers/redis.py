@@ -11,7 +11,7 @@ they share one cluster slot and one Lua script can touch them all:
   ``XRANGE``), fields ``p`` (the publication JSON) and ``t`` (its time, ms).
 - ``{tidings:<ch>}:idem:<key>``: the publication JSON an idempotency key produced, ``PX`` window.
 - ``{tidings:<ch>}:pub``: the Pub/Sub channel (sharded ``SPUBLISH``/``SSUBSCRIBE`` on a cluster).
-- ``{tidings:<ch>}:presence`` / ``:presence:exp``: see :mod:`tidings.presence.redis`.
+- ``{tidings:<ch>}:presence`` / ``:presence:exp``: see :mod:`tidings.brokers.redis_presence`.
 
 History bounds: size by an exact ``XADD MAXLEN``; TTL three ways: readers drop entries older than
 ``history_ttl`` (by ``now_ms``, so the window is exact), each publish trims an expired prefix of at
@@ -60,23 +60,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import importlib.resources
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from tidings.brokers._resp import RespAddress, RespConnection
 from tidings.brokers.base import BrokerHandler, PublishResult
+from tidings.brokers.redis_client import (
+    PREFIX,
+    CommandGate,
+    channel_keys,
+    channel_of_pubsub,
+    load_script,
+    redis_client,
+    translated,
+)
+from tidings.brokers.redis_presence import RedisPresence
 from tidings.core.events import Gap, Page, Publication
 from tidings.core.history import resolve_since
 from tidings.core.payload import publication_from_json
@@ -84,16 +88,12 @@ from tidings.core.permissions import NamespaceOptions
 from tidings.core.position import Position, new_epoch
 from tidings.exceptions import BadRequest, StartupError, Unavailable
 
-if TYPE_CHECKING:
-    from tidings.presence.redis import RedisPresence
-
 __all__ = ["RedisBroker", "channel_keys", "redis_client"]
 
 log = logging.getLogger("tidings.brokers.redis")
 
 T = TypeVar("T")
 
-PREFIX = "tidings"
 CATCH_UP_PAGE = 1000
 # A read of a channel never published to stores its epoch (so the position it answers stays
 # valid for the first publication), but only for a day: reads of arbitrary names must not fill
@@ -103,47 +103,8 @@ _PUBLICATION = b"P"[0]
 _CONTROL = b"C"[0]
 
 
-def load_script(name: str) -> str:
-    """The text of ``tidings/brokers/lua/<name>`` (packaged with the module)."""
-    return importlib.resources.files("tidings.brokers").joinpath("lua", name).read_text("utf-8")
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelKeys:
-    meta: str
-    history: str
-    pubsub: str
-    presence: str
-    presence_expiry: str
-
-    def idempotency(self, key: str) -> str:
-        return f"{self.meta[:-len(':meta')]}:idem:{key}"
-
-
-@functools.lru_cache(maxsize=16384)
-def channel_keys(channel: str) -> ChannelKeys:
-    """The Redis keys of ``channel``; all in one cluster slot thanks to the ``{…}`` hash tag."""
-    tag = f"{{{PREFIX}:{channel}}}"
-    return ChannelKeys(f"{tag}:meta", f"{tag}:history", f"{tag}:pub", f"{tag}:presence",
-                       f"{tag}:presence:exp")
-
-
-def channel_of_pubsub(name: bytes) -> str:
-    """``{tidings:<ch>}:pub`` → ``<ch>`` (channel names never contain braces)."""
-    return name.decode()[len(PREFIX) + 2: -len("}:pub")]
-
-
-@contextlib.asynccontextmanager
-async def translated(what: str) -> AsyncIterator[None]:
-    """Turn every failure to reach Redis into Unavailable (the one translation point)."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise Unavailable(f"redis {what} failed: {exc}") from exc
 
 
 def _without_password(url: str) -> str:
@@ -158,36 +119,6 @@ def _reason(exc: BaseException) -> str:
     """What redis-py said (not our translation of it), on one line."""
     cause = exc.__cause__ if isinstance(exc, Unavailable) and exc.__cause__ else exc
     return " ".join(str(cause).split()) or type(cause).__name__
-
-
-def redis_client(url: str, *, command_timeout: float = 10.0, max_connections: int = 100
-                 ) -> aioredis.Redis | RedisCluster:
-    """A redis-py client for a broker URL: ``redis://`` / ``rediss://`` (one Redis, no library
-    retries: a retried ``EVALSHA`` whose reply was lost would apply twice) or
-    ``redis-cluster://host:port`` (any node; redis-py follows failovers itself)."""
-    common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": command_timeout,
-                              "max_connections": max_connections}
-    if url.startswith("redis-cluster://"):
-        parts = urlsplit(url)
-        return RedisCluster(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                            username=parts.username, password=parts.password, **common)
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
-
-
-class CommandGate:
-    """Bounds the commands in flight to the client's connection pool, and translates failures.
-
-    redis-py's pools raise "Too many connections" past their size instead of waiting, so a burst
-    of concurrent publishes would fail; behind this gate the burst queues instead.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._slots = asyncio.Semaphore(limit)
-
-    @contextlib.asynccontextmanager
-    async def __call__(self, what: str) -> AsyncIterator[None]:
-        async with self._slots, translated(what):
-            yield
 
 
 class _Subscription:
@@ -440,9 +371,7 @@ class RedisBroker:
             await self._redis.aclose()
 
     def presence_manager(self) -> RedisPresence:
-        """A :class:`tidings.presence.redis.RedisPresence` sharing this broker's client."""
-        from tidings.presence.redis import RedisPresence  # here: that module imports this one
-
+        """A :class:`~tidings.brokers.redis_presence.RedisPresence` sharing this broker's client."""
         return RedisPresence(self._redis, self._gate)
 
     # publishing --------------------------------------------------------------------------------

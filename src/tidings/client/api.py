@@ -29,9 +29,10 @@ from tidings.exceptions import (
     Unavailable,
 )
 
-__all__ = ["AsyncServerAPI", "History", "ServerAPI", "error_from_response"]
+__all__ = ["ERROR_TYPES", "AsyncServerAPI", "History", "ServerAPI", "error_from_response"]
 
-_ERRORS: dict[str, type[TidingsError]] = {
+# an error's JSON ``code`` -> the exception it stands for (the HTTP API's and WebSocket replies')
+ERROR_TYPES: dict[str, type[TidingsError]] = {
     cls.code: cls
     for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
                 Unavailable, Internal)
@@ -45,7 +46,7 @@ def error_from_response(response: httpx.Response) -> TidingsError:
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "internal", f"HTTP {response.status_code}: {response.text[:200]}"
-    return _ERRORS.get(code, Internal)(message)
+    return ERROR_TYPES.get(code, Internal)(message)
 
 
 class History:

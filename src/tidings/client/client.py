@@ -20,35 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from tidings.core.cursor import cursor_position
+from tidings.client.http import run_http
+from tidings.client.ws import WSSession
+from tidings.core.cursor import cursor_position, encode_cursor
 from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 
-__all__ = ["TRANSPORTS", "Backoff", "Client", "Subscription"]
+__all__ = ["TRANSPORTS", "Client", "Subscription"]
 
 TRANSPORTS = ("ws", "sse", "stream", "longpoll", "poll")
 TokenSource = Callable[[], str | Awaitable[str]]
 Item = Publication | Gap
-
-
-class Backoff:
-    """Exponential backoff with full jitter: a random delay in ``[0, min(cap, base * 2**n))``."""
-
-    def __init__(self, base: float = 0.25, cap: float = 10.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next_delay(self) -> float:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Subscription:
@@ -68,8 +54,6 @@ class Subscription:
 
     @property
     def cursor(self) -> str | None:
-        from tidings.core.cursor import encode_cursor
-
         return encode_cursor({self.channel: self.position}) if self.position else None
 
     def __aiter__(self) -> AsyncIterator[Item]:
@@ -122,12 +106,6 @@ class Subscription:
         self._queue.put_nowait(StopAsyncIteration())
 
 
-def gap_from(obj: dict[str, Any], position: Position | None = None) -> Gap:
-    epoch = str(obj["epoch"])
-    return Gap(str(obj["channel"]), epoch, int(obj["requested"]), obj.get("available_from"),
-               position or Position(epoch, 0))
-
-
 class Client:
     """A connection to a tidings server over one transport. See the module docstring."""
 
@@ -146,7 +124,7 @@ class Client:
         self.long_poll_timeout = long_poll_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.subscriptions: dict[str, Subscription] = {}
-        self._ws: Any = None  # the WebSocket session (tidings.client.ws.WSSession), lazily
+        self._ws: WSSession | None = None  # made on first use
 
     async def __aenter__(self) -> Client:
         return self
@@ -176,8 +154,6 @@ class Client:
         if self.transport == "ws":
             self._session().add(sub)
         else:
-            from tidings.client.http import run_http  # the HTTP transports' loops
-
             sub.task = asyncio.get_running_loop().create_task(run_http(self, sub))
         return sub
 
@@ -215,10 +191,8 @@ class Client:
             await self._ws.remove(sub)
         sub.finish()
 
-    def _session(self) -> Any:
+    def _session(self) -> WSSession:
         if self._ws is None:
-            from tidings.client.ws import WSSession
-
             self._ws = WSSession(self)
         return self._ws
 

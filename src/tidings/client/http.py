@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from tidings.client.api import error_from_response
+from tidings.client.resume import Backoff, gap_from
 from tidings.core.cursor import decode_cursor
 from tidings.core.events import Publication
 from tidings.core.position import Position
@@ -43,14 +45,10 @@ async def _headers(client: Client) -> dict[str, str]:
 
 
 def _error(response: httpx.Response) -> TidingsError:
-    from tidings.client.api import error_from_response
-
     return error_from_response(response)
 
 
 def _dispatch(sub: Subscription, kind: str, obj: dict[str, Any]) -> None:
-    from tidings.client.client import gap_from
-
     if kind == "ready":
         position = obj.get("channels", {}).get(sub.channel)
         if position:
@@ -138,8 +136,6 @@ async def _with_heartbeat(chunks: AsyncIterator[bytes], timeout: float) -> Async
 
 async def run_http(client: Client, sub: Subscription) -> None:
     """The loop of one subscription over ``client.transport``; ends when cancelled."""
-    from tidings.client.client import Backoff
-
     backoff = Backoff(*client.backoff)
     async with httpx.AsyncClient(base_url=client.base_url, timeout=httpx.Timeout(30, read=None)) \
             as http:

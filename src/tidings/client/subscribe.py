@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,6 @@ async def run_subscribe(url: str, channels: list[str], *, transport: str, cursor
     """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``.
 
     ``interval`` is the short-polling period in seconds."""
-    import asyncio
-
     async with Client(url, token=token, transport=transport, poll_interval=interval) as client:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

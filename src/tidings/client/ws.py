@@ -12,6 +12,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tidings.client.api import ERROR_TYPES
+from tidings.client.resume import Backoff, gap_from
 from tidings.core.disconnect import CloseCode
 from tidings.core.events import Publication
 from tidings.core.position import Position
@@ -38,8 +40,6 @@ class WSSession:
     """Keeps one WebSocket open while the client needs it; see the module docstring."""
 
     def __init__(self, client: Client) -> None:
-        from tidings.client.client import Backoff
-
         self.client = client
         self.subs: dict[str, Subscription] = {}
         self.conn: ClientConnection | None = None
@@ -82,9 +82,7 @@ class WSSession:
         finally:
             self.pending.pop(ref, None)
         if reply["op"] == "error":
-            from tidings.client.api import _ERRORS
-
-            raise _ERRORS.get(reply["code"], TidingsError)(reply["message"])
+            raise ERROR_TYPES.get(reply["code"], TidingsError)(reply["message"])
         return reply
 
     async def close(self) -> None:
@@ -159,8 +157,6 @@ class WSSession:
                 sub.publication(Publication.from_dict(msg))
             return
         if op == "gap":  # the server's broker link lost publications: say so, go on
-            from tidings.client.client import gap_from
-
             sub = self.subs.get(msg.get("channel", ""))
             if sub is not None:
                 sub.gap(gap_from(msg, sub.latest))
@@ -175,8 +171,6 @@ class WSSession:
             self._subscribe_error(msg)
 
     def _subscribed(self, msg: dict[str, Any]) -> None:
-        from tidings.client.client import gap_from
-
         self._subscribing.pop(msg.get("ref", -1), None)
         sub = self.subs.get(msg["channel"])
         if sub is None:
@@ -187,10 +181,8 @@ class WSSession:
             sub.gap(gap_from(msg, position))
 
     def _subscribe_error(self, msg: dict[str, Any]) -> None:
-        from tidings.client.api import _ERRORS
-
         # A refused subscribe has no pending request: fail the subscription its ref names.
         channel = self._subscribing.pop(msg["ref"], None)
         sub = self.subs.pop(channel, None) if channel is not None else None
         if sub is not None:
-            sub.fail(_ERRORS.get(msg.get("code", ""), TidingsError)(msg.get("message", "")))
+            sub.fail(ERROR_TYPES.get(msg.get("code", ""), TidingsError)(msg.get("message", "")))

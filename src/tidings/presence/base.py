@@ -3,24 +3,18 @@
 Contract: ``add`` records (or refreshes) a client in a channel for ``ttl`` seconds from ``now``;
 entries not refreshed within their lease vanish from ``list``; ``remove`` is idempotent. Nodes
 refresh the leases of their live clients well within the ttl, so a crashed node's clients vanish.
+
+:class:`ClientInfo` (:mod:`tidings.core.presence`) is importable from here too: it is what a
+presence manager keeps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from tidings.core.presence import ClientInfo
 
 __all__ = ["ClientInfo", "PresenceManager"]
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    client: str
-    user: str
-    info: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"client": self.client, "user": self.user, "info": self.info}
 
 
 class PresenceManager(Protocol):

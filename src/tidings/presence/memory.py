@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidings.presence.base import ClientInfo
+from tidings.core.presence import ClientInfo
 
 __all__ = ["MemoryPresence"]
 

@@ -18,13 +18,13 @@ from starlette.types import Scope as ASGIScope
 
 from tidings._version import __version__
 from tidings.auth.apikeys import Scope
-from tidings.brokers.base import PublishResult
 from tidings.core.channels import validate_channel
 from tidings.core.disconnect import CloseCode, disconnect
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
 from tidings.node import Node
 from tidings.server.errors import install_error_handlers
+from tidings.transports.publish import PublishIn, PublishOut, publish_one, publish_out
 from tidings.webhooks.api import make_router
 from tidings.webhooks.service import WebhookService
 
@@ -52,22 +52,6 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PublishIn(_In):
-    channel: str = Field(description="Channel name.")
-    data: Any = Field(description="Any JSON value.")
-    event: str = Field("message", description="Event type (SSE event name).")
-    idempotency_key: str | None = Field(None, max_length=200,
-                                        description="Publishing twice with one key publishes once.")
-
-
-class PublishOut(BaseModel):
-    channel: str
-    offset: int
-    epoch: str
-    id: str
-    duplicate: bool = False
 
 
 class BroadcastIn(_In):
@@ -136,24 +120,13 @@ router = APIRouter()
 NodeDep = Annotated[Node, Depends(node_dependency)]
 
 
-def _out(result: PublishResult) -> PublishOut:
-    pub = result.publication
-    return PublishOut(channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id,
-                      duplicate=result.duplicate)
-
-
-async def _publish_one(node: Node, channel: str, body: PublishIn) -> PublishOut:
-    return _out(await node.publish(channel, body.data, event=body.event,
-                                   idempotency_key=body.idempotency_key))
-
-
 @router.post("/publish", dependencies=[Depends(require("publish"))])
 async def publish(body: PublishIn, node: NodeDep) -> PublishOut:
     """Publish ``data`` to ``channel``: appended to history, delivered to every subscriber.
 
     Refused with 400 when ``data`` nests deeper than ``limits.max_json_depth`` and with 413 when
     it is over the namespace's ``max_message_bytes`` (compact JSON)."""
-    return await _publish_one(node, body.channel, body)
+    return await publish_one(node, body.channel, body)
 
 
 @router.post("/broadcast", dependencies=[Depends(require("publish"))])
@@ -164,7 +137,7 @@ async def broadcast(body: BroadcastIn, node: NodeDep) -> BroadcastOut:
     ``max_message_bytes``, too deep), nothing is published."""
     results = await node.broadcast(body.channels, body.data, event=body.event,
                                    idempotency_key=body.idempotency_key)
-    return BroadcastOut(results=[_out(result) for result in results])
+    return BroadcastOut(results=[publish_out(result) for result in results])
 
 
 @router.get("/channels", dependencies=[Depends(require("read"))])

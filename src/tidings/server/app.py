@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp
 
 from tidings.core.disconnect import CloseCode
+from tidings.core.wire.errors import error_body
 from tidings.engines.asgi.poll import PollEndpoint
 from tidings.engines.asgi.stream import SSEEndpoint, StreamEndpoint
 from tidings.engines.asgi.websocket import WebSocketEndpoint
@@ -32,7 +33,7 @@ from tidings.node import Node
 from tidings.server.admin import Admin
 from tidings.server.api import create_api
 from tidings.server.demo import Demo, demo_settings, page_routes, static_pages
-from tidings.server.errors import error_body, install_error_handlers
+from tidings.server.errors import install_error_handlers
 from tidings.server.static_files import StaticFiles
 from tidings.settings import Settings
 from tidings.webhooks.service import WebhookService

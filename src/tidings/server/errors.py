@@ -1,4 +1,5 @@
-"""The one place errors become HTTP answers: ``{"error": {"code", "message"}}`` with a status.
+"""The one place exceptions become the app's HTTP answers: the JSON error body
+(:mod:`tidings.core.wire.errors`) with a status.
 
 Foreign exceptions (validation, routing, anything unexpected) are translated here, once.
 """
@@ -7,53 +8,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from http import HTTPStatus
 from typing import Any
 
-import orjson
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tidings.core.wire.errors import error_body, error_code
 from tidings.exceptions import TidingsError
 
-__all__ = ["error_body", "error_code", "error_response", "install_error_handlers", "raw_error_response"]
+__all__ = ["error_response", "install_error_handlers"]
 
 log = logging.getLogger("tidings.server")
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "bad_request", 409: "conflict", 413: "too_large", 414: "too_large",
-               422: "bad_request", 426: "upgrade_required", 429: "rate_limited",
-               431: "too_large", 503: "unavailable"}
-
-
-def error_code(status: int) -> str:
-    """The body's ``code`` for an HTTP status that has no more precise one."""
-    return _HTTP_CODES.get(status, "internal" if status >= 500 else "bad_request")
-
-
-def error_body(code: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message}})
 
 
 def error_response(status: int, code: str, message: str,
                    headers: Mapping[str, str] | None = None) -> Response:
     return Response(error_body(code, message), status, headers=headers,
                     media_type="application/json")
-
-
-def raw_error_response(status: int, message: str, code: str | None = None,
-                       headers: Mapping[str, str] | None = None) -> bytes:
-    """A whole HTTP/1.1 error answer, JSON body included, that closes the connection: for the
-    protocols that refuse a request before any ASGI app sees it (a bad head, a head too large,
-    a refused WebSocket handshake)."""
-    body = error_body(code or error_code(status), message)
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{extra}"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("latin-1") + body
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

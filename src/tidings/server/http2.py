@@ -115,7 +115,7 @@ def run_http2(settings: Settings, *, certfile: Path | None = None,
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop
+        import uvloop  # here: it is not on every platform (Windows)
     except ImportError:  # pragma: no cover - uvloop is not on Windows
         runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:

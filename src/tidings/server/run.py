@@ -26,10 +26,11 @@ from typing import Any, cast
 
 import uvicorn
 
+from tidings.engines.sockets.protocol import FastProtocol
+from tidings.engines.uvicorn_internals import protocol_path, ws_protocol_path
 from tidings.logs import configure_logging
 from tidings.node import Node
 from tidings.server.app import create_app
-from tidings.server.protocols import protocol_path, ws_protocol_path
 from tidings.settings import Settings
 
 __all__ = ["TidingsServer", "run", "uvicorn_config"]
@@ -41,13 +42,11 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
                    keyfile: Path | None = None) -> uvicorn.Config:
     """uvicorn's config for ``settings``. With ``server.engine = "fast"`` (the default) uvicorn
     runs :class:`~tidings.engines.sockets.protocol.FastProtocol`, which serves ``/ws`` on sockets it
-    owns and hands every other request to :func:`~tidings.server.protocols.protocol_path`'s
+    owns and hands every other request to :func:`~tidings.engines.uvicorn_internals.protocol_path`'s
     protocol (the ASGI app); with ``"uvicorn"`` everything goes through the ASGI app."""
     limits = settings.limits
     http: Any = protocol_path()
     if settings.server.engine == "fast":
-        from tidings.engines.sockets.protocol import FastProtocol
-
         http = FastProtocol
     return uvicorn.Config(
         create_app(settings),
@@ -69,7 +68,7 @@ def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
         ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None,
         server_header=False,
-        proxy_headers=False,  # tidings.server.proxy reads X-Forwarded-For from trusted proxies
+        proxy_headers=False,  # tidings.auth.proxy reads X-Forwarded-For from trusted proxies
     )
 
 

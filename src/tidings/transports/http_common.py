@@ -42,13 +42,13 @@ from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
 from tidings.core.position import Position
 from tidings.core.recovery import Recovered
+from tidings.core.wire.errors import error_body
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
 from tidings.ids import random_id
 from tidings.machines.backlog import close_timeout as backlog_close_timeout
 from tidings.machines.stream import Framing, StreamConfig
 from tidings.node import Node
-from tidings.server.errors import error_body
 from tidings.settings import Settings
 
 __all__ = [
@@ -70,7 +70,7 @@ Send = Any
 Headers = list[tuple[bytes, bytes]]
 
 #: The ASGI scope extension of ``tidings serve``'s HTTP protocol
-#: (:class:`~tidings.server.protocols.GuardedHttpToolsProtocol`): ``{"abort": callable}`` cuts
+#: (:class:`~tidings.engines.uvicorn_internals.GuardedHttpToolsProtocol`): ``{"abort": callable}`` cuts
 #: the connection at once, which no ASGI message does (closing waits for the write buffer to
 #: drain, for ever if the peer stopped reading). Elsewhere a stream's close timeout can only
 #: give up its farewell.

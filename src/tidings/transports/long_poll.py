@@ -1,24 +1,20 @@
-"""Polling (``GET /poll``): long polling, and short polling as its ``timeout=0`` case.
+"""Polling (``GET /poll``): what both engines share around the poll machine
+(:mod:`tidings.machines.poll`, where the rules live).
 
 Answer: ``{"messages": [publication + cursor, …], "cursor": "…", "gaps": [gap, …]}``; the next
 poll passes ``cursor`` back and misses nothing.
 
-Long polling (``timeout`` > 0, capped by ``limits.max_poll_timeout``) subscribes like a stream
-and answers as soon as there is news (a batch of up to ``limit`` messages, or a gap), else with
-an empty list at the timeout. Without a cursor it waits for the next publication. While held it
-watches ``http.disconnect`` and leaves the hub at once when the client goes away.
-
-Short polling (``timeout=0``) never touches the hub: it reads history and answers. Its ``ETag``
-is derived from the answer's cursor, which for a given URL names exactly one answer (the messages
-are those between the requested and the returned cursor), so ``If-None-Match`` with the last
-``ETag`` gets ``304`` and an empty body when nothing is new.
+Long polling (``timeout`` > 0, capped by ``limits.max_poll_timeout``): :class:`PollFeed` is the
+stream subscriber's sink of a held poll, feeding a :class:`~tidings.machines.poll.Poll` and
+telling the engine when the answer is due. Short polling (``timeout=0``) never touches the hub:
+:func:`serve_short_poll` reads history and answers, with an ``ETag`` derived from the answer's
+cursor (``304`` when ``If-None-Match`` names it).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 
 from tidings.core.disconnect import Disconnect
 from tidings.core.events import Gap, Publication
@@ -26,97 +22,74 @@ from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
 from tidings.ids import random_id
+from tidings.machines.poll import Poll, merge_by_time, poll_body, short_poll_status
 from tidings.node import Node
 from tidings.transports.http_common import (
     CursorTracker,
     Headers,
     Send,
     StreamRequest,
+    StreamSubscriber,
     answer,
     answer_error,
     encode,
     gap_fields,
 )
 
-__all__ = ["POLL_HEADERS", "PollSink", "etag_of", "poll_body",
-           "serve_short_poll"]
+__all__ = ["POLL_HEADERS", "PollFeed", "leave", "new_poll", "poll_subscriber", "serve_short_poll"]
 
 POLL_HEADERS: Headers = [(b"cache-control", b"no-cache")]
 
 
-def poll_body(messages: list[bytes], cursor: str, gaps: list[bytes]) -> bytes:
-    """The answer's JSON, spliced from already-encoded messages (no re-encoding)."""
-    return b"".join((b'{"messages":[', b",".join(messages), b'],"cursor":', encode(cursor),
-                     b',"gaps":[', b",".join(gaps), b"]}"))
+def new_poll(request: StreamRequest, now: float) -> Poll:
+    """The machine of a long poll of ``request`` (``now``: the engine's loop time)."""
+    return Poll(request.limit, request.timeout, now, request.credentials.expires_at, time.time())
 
 
-def etag_of(cursor: str) -> str:
-    return '"' + hashlib.blake2b(cursor.encode(), digest_size=12).hexdigest() + '"'
+def poll_subscriber(node: Node, request: StreamRequest, poll: Poll,
+                    due: Callable[[], None]) -> StreamSubscriber:
+    """The hub subscriber and node connection of a held poll: what it produces, and the node's
+    disconnect, go to ``poll``; ``due`` is called once, when the answer becomes due."""
+    feed = PollFeed(poll, due)
+    stream = StreamSubscriber(node, request, "longpoll", feed)
+    stream.on_end.append(feed.disconnect)
+    return stream
 
 
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
-    return etag in tags
+def leave(stream: StreamSubscriber, poll: Poll) -> None:
+    """Leave the hub and the node at once (before the answer: the machine's order), recording
+    for the close log who ended the poll and why."""
+    stream.gone = poll.gone
+    if stream.closing is None:
+        stream.closing = poll.closing
+    stream.close_now()
 
 
-class PollSink:
-    """Collects one poll's answer: up to ``limit`` messages, the gaps, the cursor after them."""
+class PollFeed:
+    """The stream subscriber's sink of a held poll: what the subscription produces goes to the
+    machine; ``due`` is called once, when the answer becomes due (the engine answers at the end
+    of the loop iteration). ``disconnect`` is the subscriber's ``on_end`` hook."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.messages: list[bytes] = []
-        self.gaps: list[bytes] = []
-        self.cursor = ""
-        self.news = asyncio.get_running_loop().create_future()
-        #: Also called (once, soon after) when ``news`` is set: for a poll held by a callback
-        #: rather than by a task awaiting ``news``.
-        self.on_news: Callable[[], None] | None = None
+    __slots__ = ("due", "poll")
 
-    def wake(self) -> None:
-        if self.news.done():
-            return
-        self.news.set_result(None)
-        if self.on_news is not None:
-            # soon, not now: publications of this loop iteration still join the answer, and
-            # the caller (a fan-out) is not re-entered
-            asyncio.get_running_loop().call_soon(self.on_news)
+    def __init__(self, poll: Poll, due: Callable[[], None]) -> None:
+        self.poll = poll
+        self.due = due
 
     def ready(self, positions: dict[str, Position], cursor: str) -> None:
-        self.cursor = cursor
+        self.poll.ready(cursor)
 
     def gap(self, gap: Gap, cursor: str) -> None:
-        self.gaps.append(encode(gap_fields(gap, cursor)))
-        self.cursor = cursor
-        self.wake()
+        if self.poll.gap(encode(gap_fields(gap, cursor)), cursor):
+            self.due()
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        if len(self.messages) >= self.limit:
-            return  # the cursor stays after the last message sent; the next poll reads the rest
-        # On one channel, the NDJSON line minus its newline is the message: shared bytes.
-        self.messages.append(encoded.ndjson[:-1] if single else encoded.with_cursor(cursor))
-        self.cursor = cursor
-        self.wake()
+        if self.poll.publication(encoded, cursor, single):
+            self.due()
 
-    def body(self) -> bytes:
-        return poll_body(self.messages, self.cursor, self.gaps)
-
-
-def _merge_by_time(pages: Mapping[str, list[Publication]], limit: int) -> list[Publication]:
-    """Up to ``limit`` publications, oldest first across channels, each channel in order."""
-    heads = {ch: 0 for ch, pubs in pages.items() if pubs}
-    merged: list[Publication] = []
-    while heads and len(merged) < limit:
-        channel = min(heads, key=lambda ch: (pages[ch][heads[ch]].time, ch))
-        merged.append(pages[channel][heads[channel]])
-        heads[channel] += 1
-        if heads[channel] == len(pages[channel]):
-            del heads[channel]
-    return merged
-
+    def disconnect(self) -> None:
+        if self.poll.disconnect():
+            self.due()
 
 async def _read(node: Node, request: StreamRequest
                 ) -> tuple[dict[str, Position], dict[str, list[Publication]], list[Gap]]:
@@ -148,16 +121,14 @@ async def short_poll(node: Node, request: StreamRequest, send: Send) -> None:
     tracker = CursorTracker(starts)
     gap_bytes = [encode(gap_fields(gap, tracker.cursor)) for gap in gaps]
     messages = []
-    for pub in _merge_by_time(pages, request.limit):
+    for pub in merge_by_time(pages, request.limit):
         encoded = EncodedPublication(pub)
         messages.append(encoded.with_cursor(tracker.advance(encoded)))
     cursor = tracker.cursor
-    etag = etag_of(cursor)
+    status, etag = short_poll_status(cursor, request.headers.get("if-none-match"))
     headers = [(b"etag", etag.encode()), *POLL_HEADERS, *request.cors]
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        await answer(send, 304, b"", headers)
-        return
-    await answer(send, 200, poll_body(messages, cursor, gap_bytes), headers)
+    await answer(send, status, poll_body(messages, cursor, gap_bytes) if status == 200 else b"",
+                 headers)
 
 
 async def serve_short_poll(node: Node, request: StreamRequest, send: Send) -> None:

@@ -1,14 +1,17 @@
-"""The WebSocket transport (``GET /ws``): the command handler every WebSocket path shares, and
-its ASGI adapter.
+"""The WebSocket transport (``GET /ws``): what every WebSocket engine shares.
 
 :class:`CommandHandler` holds one client's :class:`~tidings.core.session.Session` and carries out
 its commands against the node; it needs only "queue this text frame", "deliver this publication"
-(live or replayed) and "close with this reason" from its transport. :func:`admit` is the one
-admission check (origin, draining, token, connection limits). Two transports subclass the
-handler: :class:`WebSocketConnection` here (ASGI; an :class:`~tidings.outbox.Outbox` and one
-writer task, so a ``subscribed`` reply always precedes the recovered and live messages) and the
-standalone server's connection in :mod:`tidings.engines.sockets.protocol`, which writes pre-encoded
-frames straight to its socket. Frames from the client are handled one at a time, in order.
+(live or replayed) and "carry out what the machine says" (:meth:`~CommandHandler.act`) from its
+engine. The connection's rules (the close handshake, the slow consumer, keepalive, the order of
+commands, token expiry, the drain) are its :class:`~tidings.machines.websocket.WebSocketMachine`'s;
+:func:`websocket_config` gives the machine its numbers. :func:`admit` is the one admission check
+(origin, draining, token, connection limits). The drivers:
+:class:`~tidings.engines.asgi.websocket.WebSocketConnection` (ASGI; one writer task, so a
+``subscribed`` reply always precedes the recovered and live messages) and
+:class:`~tidings.engines.sockets.websocket.FastWebSocket` (the owned-socket engine, which writes
+pre-encoded frames straight to its socket). Frames from the client are handled one at a time,
+in order.
 
 Bad input: a binary frame closes with 1003, invalid JSON with 1007, a frame over the size limit
 with 1009; a valid JSON frame that is not a valid command gets an ``error`` reply and the
@@ -16,8 +19,7 @@ connection stays open. A full outbox closes with 4008 (slow consumer). While the
 a new connection is accepted and closed at once with 1012 (service restart: come back).
 
 Ops: the node writes one log line when a connection opens and one when it closes
-(``tidings.connections``), with the address and the :meth:`WebSocketConnection.close_info`
-given here.
+(``tidings.connections``), with the address and the :meth:`CommandHandler.close_info` given here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -46,15 +49,18 @@ from tidings.core.commands import (
 )
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
+from tidings.core.presence import ClientInfo
 from tidings.core.recovery import Recovered
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication, reply
 from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
 from tidings.ids import random_id
+from tidings.machines.backlog import close_timeout
+from tidings.machines.websocket import WebSocketConfig, WebSocketMachine
 from tidings.node import Node
-from tidings.presence.base import ClientInfo
+from tidings.settings import Settings
 
-__all__ = ["CommandHandler", "Refused", "admit"]
+__all__ = ["CommandHandler", "Refused", "admit", "websocket_config"]
 
 log = logging.getLogger("tidings.ws")
 
@@ -64,10 +70,24 @@ Send = Any
 
 
 def _query_param(scope: Scope, name: str) -> str | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     return values[0] if values else None
+
+
+def websocket_config(settings: Settings, *, server_pings: bool = False) -> WebSocketConfig:
+    """The rules' numbers of a ``/ws`` connection. ``server_pings``: the server below the
+    driver sends the keepalive pings and times out a silent client (uvicorn, from the same
+    settings: ``ws_ping_interval``, ``ws_ping_timeout``), and its driver cannot see pongs; its
+    backlog is what waits in the machine (the ASGI writer awaits each send)."""
+    limits = settings.limits
+    return WebSocketConfig(
+        max_frame_bytes=limits.max_frame_bytes,
+        outbox_bytes=limits.outbox_bytes,
+        close_timeout=close_timeout(limits.idle_timeout),
+        ping_interval=None if server_pings else limits.ping_interval,
+        idle_timeout=limits.idle_timeout,
+        count_queue=server_pings,
+    )
 
 
 class Refused(Exception):
@@ -117,9 +137,14 @@ class CommandHandler:
     :meth:`disconnect` (close with this reason). It feeds each text frame to :meth:`handle`, one at
     a time and in order, and calls :meth:`release` once when the connection is gone.
 
-    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket``,
-    ``_expiry``) are declared by each subclass (:data:`HANDLER_SLOTS`), so that a subclass may also
-    derive from another slotted class (an ``asyncio.Protocol`` base).
+    The connection's rules (when to close and how, keepalive, token expiry, the slow consumer)
+    are its :class:`~tidings.machines.websocket.WebSocketMachine`'s (:attr:`machine`, made by the
+    subclass before this initializer runs); after an input to it, the subclass's :meth:`act`
+    carries out what it says (writes, the close, the timer).
+
+    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket``) are
+    declared by each subclass (:data:`HANDLER_SLOTS`), so that a subclass may also derive from
+    another slotted class (an ``asyncio.Protocol`` base).
     """
 
     if not TYPE_CHECKING:  # slots declared by the subclasses; mypy would refuse the assignments
@@ -131,7 +156,7 @@ class CommandHandler:
     lease: ConnectionLease | None
     address: str | None
     _bucket: TokenBucket | None
-    _expiry: asyncio.TimerHandle | None
+    machine: WebSocketMachine[Any]
 
     def __init__(self, node: Node, session: Session, lease: ConnectionLease | None = None,
                  address: str | None = None) -> None:
@@ -141,7 +166,6 @@ class CommandHandler:
         self.lease = lease
         self.address = address
         self._bucket = None
-        self._expiry = None
         self._watch_expiry()
 
     @property
@@ -159,8 +183,17 @@ class CommandHandler:
     def replay(self, publication: EncodedPublication) -> None:
         raise NotImplementedError
 
-    def disconnect(self, reason: Disconnect) -> None:
+    def act(self) -> None:
+        """Carry out what the machine says after an input (write, close, re-arm the timer)."""
         raise NotImplementedError
+
+    def disconnect(self, reason: Disconnect) -> None:
+        if self.machine.close(reason):
+            self.act()
+
+    def close_info(self) -> tuple[int | None, str, str]:
+        """``(code, reason, by)`` for the node's close log line and metrics."""
+        return self.machine.close_info()
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
         if message.get("op") == "join" and message["client"].get("client") == self.client_id:
@@ -168,32 +201,34 @@ class CommandHandler:
         self.queue(orjson.dumps(message).decode())
 
     def _watch_expiry(self) -> None:
-        """Close with 4001 when the token expires, unless a ``connect`` refreshes it first;
-        end the subscriptions a subscription token alone allowed when that token expires."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        expires = self.session.next_expiry()
-        if expires is not None:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_at(loop.time() + max(0.0, expires - time.time()),
-                                        self._expired)
+        """The token or the grants changed: the machine wakes at the next expiry (then closes
+        with 4001, unless a ``connect`` refreshed the token, or ends the subscriptions a
+        subscription token alone allowed: :meth:`grants_ended`)."""
+        self.machine.watch_expiry(asyncio.get_running_loop().time(), time.time())
+        self.act()
 
-    def _expired(self) -> None:
-        self._expiry = None
-        now = time.time()
-        if self.session.expired(now):
-            self.disconnect(disconnect(CloseCode.TOKEN_EXPIRED))
-            return
-        for channel in self.session.expire_grants(now):
+    def grants_ended(self, channels: list[str]) -> None:
+        """Leave the channels whose subscription-token grants ended, and tell the client."""
+        for channel in channels:
             self.node.leave_now(self, channel)
             if self.node.options(channel).presence:
                 self.node.spawn(self._leave(channel))
             self.queue(reply("unsubscribed", None, channel=channel, code="unauthorized",
                              message="subscription token expired: subscribe again with a new "
                                      "token (and since, to miss nothing)"))
-        # timers may fire a little early (uvloop rounds to milliseconds): then this re-arms
-        self._watch_expiry()
+
+    async def run_commands(self) -> None:
+        """Carry out the client's messages the machine holds, one at a time and in order; an
+        exception (a bug, not the client's) closes with 1011."""
+        machine = self.machine
+        try:
+            while (text := machine.next_command()) is not None:
+                assert isinstance(text, str)  # binary messages are refused (1003)
+                await self.handle(text)
+        except Exception:
+            log.exception("a WebSocket command failed")
+            machine.failed()
+        self.act()
 
     def _take_publish_token(self) -> None:
         limits = self.node.settings.limits
@@ -324,8 +359,6 @@ class CommandHandler:
 
     async def release(self) -> None:
         """Leave every channel and forget the connection (the transport has stopped)."""
-        if self._expiry is not None:
-            self._expiry.cancel()
         if self.lease is not None:
             self.lease.release()
         for channel in list(self.session.subscriptions):
@@ -336,7 +369,7 @@ class CommandHandler:
         self.node.unregister(self)
 
 
-HANDLER_SLOTS = ("_bucket", "_expiry", "address", "client_id", "lease", "node", "session")
+HANDLER_SLOTS = ("_bucket", "address", "client_id", "lease", "node", "session")
 
 
 def publication_frame(publication: Publication) -> str:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from tidings.exceptions import BadRequest
-from tidings.webhooks.service import WebhookService
 from tidings.webhooks.store import Delivery, Endpoint
+
+if TYPE_CHECKING:  # the service mounts this router
+    from tidings.webhooks.service import WebhookService
 
 __all__ = ["EndpointIn", "EndpointOut", "EndpointPatch", "ReplayIn", "make_router"]
 

@@ -30,6 +30,7 @@ small fraction of the lease. Failures raise :class:`tidings.exceptions.Unavailab
 
 from __future__ import annotations
 
+import importlib.resources
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from tidings.brokers.redis import CommandGate, redis_client
+from tidings.brokers.redis_client import CommandGate, redis_client
 from tidings.webhooks.store import (
     Attempt,
     Delivery,
@@ -64,8 +65,6 @@ def is_redis_url(url: str) -> bool:
 
 
 def _load(name: str) -> str:
-    import importlib.resources
-
     return importlib.resources.files("tidings.webhooks").joinpath("lua", name).read_text("utf-8")
 
 

@@ -28,7 +28,9 @@ from tidings.core.events import Publication
 from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound, StartupError
 from tidings.node import Node
 from tidings.settings import Settings
+from tidings.webhooks.api import make_router
 from tidings.webhooks.dispatcher import Dispatcher, Sender
+from tidings.webhooks.receiver import ReceiverEndpoint
 from tidings.webhooks.redis_store import RedisWebhookStore, is_redis_url
 from tidings.webhooks.retry import RetryPolicy
 from tidings.webhooks.signing import SigningKey, generate_secret
@@ -161,16 +163,12 @@ class WebhookService:
         """Add the webhook routes under ``prefix`` (with ``dependencies``, e.g. the API-key
         check) to a FastAPI app or APIRouter, and the /hooks/{name} receiver to ``root``
         (default: the same app)."""
-        from tidings.webhooks.api import make_router
-
         app.include_router(make_router(self, dependencies=dependencies, prefix=prefix))
         (root if root is not None else app).add_route(
             "/hooks/{name}", self.receiver(), methods=["POST"], include_in_schema=False)
 
     def receiver(self) -> Any:
         """The ASGI endpoint of ``POST /hooks/{name}``."""
-        from tidings.webhooks.receiver import ReceiverEndpoint
-
         return ReceiverEndpoint(self.node, self.store, dedup_ttl=self.settings.inbound_dedup_ttl)
 
     def _count(self, outcome: str) -> None:

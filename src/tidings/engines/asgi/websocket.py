@@ -1,140 +1,156 @@
-"""``/ws`` on the ASGI engine: frames through an Outbox and one writer task per connection."""
+"""``/ws`` on the ASGI engine: the driver of
+:class:`~tidings.machines.websocket.WebSocketMachine` over ASGI messages.
+
+The endpoint reads the server's messages into the machine and carries out the client's commands
+in turn; one writer task per connection sends what the machine holds, then its close. One timer
+per connection (the machine's deadline). The server below (uvicorn) parses frames, answers
+pings, sends its own keepalive pings and times out a silent client, from the same settings
+(``limits.ping_interval``, ``limits.idle_timeout``): that part of the rules is the server's
+here (docs/topics/engines.md). Every other rule is the machine's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import time
 from typing import Any
 
 from tidings.auth.limits import ConnectionLease
-from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.session import Session
 from tidings.core.wire.frames import EncodedPublication
+from tidings.core.wire.websocket import BinaryMessage, TextMessage
+from tidings.engines.timer import Timer
 from tidings.hub import LatencyObserver
+from tidings.machines.websocket import ABORTED, WebSocketMachine
 from tidings.node import Node
-from tidings.outbox import Outbox
 from tidings.transports.http_common import Receive, Scope, Send
-from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler, Refused, admit
+from tidings.transports.websocket import (
+    HANDLER_SLOTS,
+    CommandHandler,
+    Refused,
+    admit,
+    websocket_config,
+)
 
-__all__ = ["CLOSE_TIMEOUT", "WebSocketConnection", "WebSocketEndpoint"]
-
-log = logging.getLogger("tidings.ws")
-
-
-CLOSE_TIMEOUT = 5.0  # seconds a closing ASGI connection waits for its close frame to be written
+__all__ = ["WebSocketConnection", "WebSocketEndpoint"]
 
 
 class WebSocketConnection(CommandHandler):
-    """One client's WebSocket over ASGI: its frames go through an Outbox and a writer task."""
+    """One client's WebSocket over ASGI: its machine, a writer task and a timer."""
 
-    __slots__ = ("_closing", "_probe", "_sending", "outbox", "peer_close", "reader", "send",
-                 "writer", *HANDLER_SLOTS)
+    __slots__ = ("_probe", "_timer", "_waiter", "machine", "reader", "send", "writer",
+                 *HANDLER_SLOTS)
 
     def __init__(self, node: Node, send: Send, session: Session,
                  lease: ConnectionLease | None = None, address: str | None = None) -> None:
         self.send = send
-        limits = node.settings.limits
-        self.outbox: Outbox[str] = Outbox(limits.outbox_bytes, self._overflow)
-        self._closing: Disconnect | None = None
+        loop = asyncio.get_running_loop()
+        self.machine: WebSocketMachine[str] = WebSocketMachine(
+            websocket_config(node.settings, server_pings=True), loop.time(), session=session)
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
-        self._sending = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer = Timer(loop, self._tick)
         self._probe: tuple[int, LatencyObserver] | None = None
-        self.peer_close: int | None = None
         super().__init__(node, session, lease, address)
 
     # Subscriber ------------------------------------------------------------------------------
 
     def deliver(self, publication: EncodedPublication) -> None:
-        self.outbox.push(publication.ws_text)
+        if self.machine.push(publication.ws_text):
+            self.act()
 
     def replay(self, publication: EncodedPublication) -> None:
-        self.outbox.push(publication.ws_text, bounded=False)
+        if self.machine.replay(publication.ws_text):
+            self.act()
 
-    # Connection ------------------------------------------------------------------------------
-
-    def disconnect(self, reason: Disconnect) -> None:
-        if self._closing is None:
-            self._closing = reason
-        self.outbox.close()
-        self._interrupt_send()
-
-    def _overflow(self) -> None:
-        self._closing = self._closing or disconnect(CloseCode.SLOW_CONSUMER)
-        self.node.metrics.outbox_overflow(self.transport)
-        self._interrupt_send()
-
-    def _interrupt_send(self) -> None:
-        """Stop a write that waits on a socket the peer no longer drains (it never would end)."""
-        if self._sending and self.writer is not None:
-            self.writer.cancel()
-
-    def close_info(self) -> tuple[int | None, str, str]:
-        """``(code, reason, by)`` for the node's close log line and metrics."""
-        if self._closing is not None:
-            return int(self._closing.code), self._closing.reason, "server"
-        return self.peer_close or int(CloseCode.NORMAL), "", "client"
+    def queue(self, frame: str) -> None:
+        if self.machine.push(frame):
+            self.act()
 
     def mark_latency(self, time_ms: int, observe: LatencyObserver) -> None:
         """Observe publish → write for the publication just queued (the hub samples)."""
         self._probe = (time_ms, observe)
 
-    # writing ---------------------------------------------------------------------------------
+    # the machine's orders --------------------------------------------------------------------
 
-    def queue(self, frame: str) -> None:
-        self.outbox.push(frame)
+    def act(self) -> None:
+        machine = self.machine
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if machine.take_overflow():
+            self.node.metrics.outbox_overflow(self.transport)
+        if machine.state == ABORTED:  # the client took nothing in time: stop reading, writing
+            for task in (self.writer, self.reader):
+                if task is not None and not task.done():
+                    task.cancel()
+        self._timer.at(machine.deadline)
+
+    def _tick(self) -> None:
+        ended = self.machine.tick(asyncio.get_running_loop().time(), time.time())
+        if ended:
+            self.grants_ended(ended)
+        self.act()
 
     async def write_loop(self) -> None:
-        """Write the outbox until it closes, then the close frame.
-
-        A client that stops reading fills its socket, and a write then waits for ever; closing
-        the connection (overflow: 4008, or any disconnect) interrupts that write. The close frame
-        gets :data:`CLOSE_TIMEOUT` seconds; a peer that does not take it in that time is not
-        waited for: the endpoint's reader is stopped, so the connection leaves the node.
-        """
+        """Send what the machine holds, in order, then its close frame."""
+        machine = self.machine
         send = self.send
-        outbox = self.outbox
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                batch = await outbox.wait_batch()
-                if not batch:
-                    break
-                probe, self._probe = self._probe, None
-                for frame in batch:
-                    if outbox.closed:  # overflowed or disconnected: what is left is dropped
-                        break
-                    self._sending = True
-                    try:
+                frames = machine.take()
+                if frames:
+                    probe, self._probe = self._probe, None
+                    for frame in frames:
                         await send({"type": "websocket.send", "text": frame})
-                    finally:
-                        self._sending = False
-                if probe is not None:
-                    probe[1](probe[0])
-        except asyncio.CancelledError:
-            if not outbox.closed:
-                raise  # cancelled from outside, not interrupted by a close
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+                    if probe is not None:
+                        probe[1](probe[0])
+                    continue
+                farewell = machine.take_farewell()
+                if farewell is not None:
+                    code, reason = farewell
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+                if machine.state:
+                    return
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
         except Exception:  # the peer went away mid-write; the reader notices the disconnect
             return
-        reason = self._closing or disconnect(CloseCode.NORMAL)
-        try:
-            await asyncio.wait_for(send({"type": "websocket.close", "code": int(reason.code),
-                                         "reason": reason.reason}), CLOSE_TIMEOUT)
-        except TimeoutError:
-            self._stop_reader()
-        except Exception:
-            return
 
-    def _stop_reader(self) -> None:
-        reader = self.reader
-        if reader is not None and not reader.done():
-            reader.cancel()
+    async def read_loop(self, receive: Receive) -> None:
+        machine = self.machine
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                machine.gone(message.get("code"))
+                self.act()
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            machine.receive(TextMessage(text) if text is not None else
+                            BinaryMessage(message.get("bytes") or b""))
+            if machine.start_commands():
+                await self.run_commands()
+            else:
+                self.act()
 
     async def cleanup(self) -> None:
-        self.outbox.close()
+        self.machine.gone()
+        self._timer.at(None)
+        writer = self.writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         await self.release()
 
 
@@ -152,11 +168,13 @@ class WebSocketEndpoint:
         try:
             session, lease = await admit(node, scope)
         except Refused as refused:
+            reason = refused.reason
             if refused.accept:
                 await send({"type": "websocket.accept"})
-                await _close(send, refused.reason)
+                await send({"type": "websocket.close", "code": int(reason.code),
+                            "reason": reason.reason})
             else:  # before accept: the server answers the upgrade with 403
-                await send({"type": "websocket.close", "code": int(refused.reason.code)})
+                await send({"type": "websocket.close", "code": int(reason.code)})
             return
         rid = scope.get("state", {}).get("request_id")
         await send({"type": "websocket.accept",
@@ -164,52 +182,13 @@ class WebSocketEndpoint:
         conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope))
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
+        conn.reader = reader = asyncio.current_task()
         try:
-            conn.reader = asyncio.current_task()
-            try:
-                await self._read_loop(conn, receive)
-            except asyncio.CancelledError:
-                if conn._closing is None and not conn.outbox.closed:
-                    raise
-                # stopped by the writer: the peer took no close frame in time
-                if conn.reader is not None:
-                    conn.reader.uncancel()
-            finally:
-                conn.reader = None
+            await conn.read_loop(receive)
+        except asyncio.CancelledError:
+            if conn.machine.state != ABORTED or reader is None:
+                raise
+            reader.uncancel()  # stopped by the machine: the peer took nothing in time
         finally:
+            conn.reader = None
             await conn.cleanup()
-            if conn.writer is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(conn.writer, 5)
-
-    async def _read_loop(self, conn: WebSocketConnection, receive: Receive) -> None:
-        max_frame = self.node.settings.limits.max_frame_bytes
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                conn.peer_close = message.get("code")
-                conn.outbox.close()
-                return
-            if kind != "websocket.receive":
-                continue
-            text = message.get("text")
-            if text is None:
-                conn.disconnect(disconnect(CloseCode.UNSUPPORTED_DATA))
-                return
-            if len(text) > max_frame:
-                conn.disconnect(disconnect(CloseCode.MESSAGE_TOO_BIG,
-                                           f"frame over {max_frame} bytes"))
-                return
-            try:
-                await conn.handle(text)
-            except Exception:  # a bug, not the client's: 1011, as on the fast engine
-                log.exception("a WebSocket command failed")
-                conn.disconnect(disconnect(CloseCode.INTERNAL_ERROR))
-                return
-            if conn._closing is not None:
-                return
-
-
-async def _close(send: Send, reason: Disconnect) -> None:
-    await send({"type": "websocket.close", "code": int(reason.code), "reason": reason.reason})

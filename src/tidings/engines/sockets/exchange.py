@@ -28,10 +28,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tidings.core.wire.errors import error_body
 from tidings.engines.sockets.http import Headers, RequestHead, response_head
 from tidings.logs import access_level, access_log, log_event, request_id, request_id_for
 from tidings.node import Node
-from tidings.server.errors import error_body
 from tidings.transports.http_common import (
     StreamRequest,
     answer,

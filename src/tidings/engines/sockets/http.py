@@ -17,7 +17,7 @@ from typing import Any
 
 import httptools
 
-from tidings.server.errors import raw_error_response
+from tidings.transports.http_errors import raw_error_response
 
 __all__ = ["HeadError", "HeadParser", "RequestHead", "http_error_response", "match_route",
            "response_head"]

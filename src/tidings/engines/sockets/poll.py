@@ -1,37 +1,41 @@
-"""``GET /poll`` on the owned-socket engine: long polls held by a callback and a timer."""
+"""``GET /poll`` on the owned-socket engine: long polls held by a callback and a timer (no task),
+driving the poll machine (:mod:`tidings.machines.poll`, where the rules are)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 from tidings.engines.sockets.exchange import PushExchange
 from tidings.engines.sockets.http import RequestHead
 from tidings.exceptions import TidingsError
+from tidings.machines.poll import Poll
 from tidings.transports.http_common import (
     StreamRequest,
     StreamSubscriber,
     answer_error,
 )
-from tidings.transports.long_poll import POLL_HEADERS, PollSink, serve_short_poll
+from tidings.transports.long_poll import (
+    POLL_HEADERS,
+    leave,
+    new_poll,
+    poll_subscriber,
+    serve_short_poll,
+)
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
-
-
-log = logging.getLogger("tidings.fast")
-
 
 __all__ = ["FastPoll"]
 
 
 class FastPoll(PushExchange):
     """``GET /poll`` on the fast path. A long poll is held by no task: once subscribed, the
-    sink's news (a publication, a gap, the end of the subscription), its timer or the client
-    leaving calls :meth:`_answer`, which leaves the hub and writes the answer in one go."""
+    machine's inputs (the subscription's news, the node's disconnect, the timer, the client
+    leaving) that make the answer due schedule :meth:`_answer`, which leaves the hub, then
+    writes the answer in one go."""
 
-    __slots__ = ("_poll", "_timer")
+    __slots__ = ("_machine", "_stream", "_timer")
 
     transport_name = "longpoll"
     poll = True
@@ -39,7 +43,8 @@ class FastPoll(PushExchange):
     def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
                  rest: bytes) -> None:
         super().__init__(ctx, transport, head, rest)
-        self._poll: tuple[StreamSubscriber, PollSink, StreamRequest] | None = None
+        self._machine: Poll | None = None
+        self._stream: StreamSubscriber | None = None  # set while held
         self._timer: asyncio.TimerHandle | None = None
 
     async def serve_request(self, request: StreamRequest) -> None:
@@ -47,36 +52,53 @@ class FastPoll(PushExchange):
             await serve_short_poll(self.node, request, self.send)
             self.complete()
             return
-        sink = PollSink(request.limit)
-        stream = StreamSubscriber(self.node, request, "longpoll", sink)
-        stream.on_end.append(sink.wake)
+        loop = self._ctx.loop
+        poll = self._machine = new_poll(request, loop.time())
+        stream = poll_subscriber(self.node, request, poll, self._due)
         try:
             await stream.start()
         except TidingsError as exc:
             await answer_error(self.send, exc, request.cors)
             self.complete()
             return
-        self._poll = (stream, sink, request)
-        if sink.news.done() or self._lost:
+        self._stream = stream
+        if self._lost:
+            poll.peer_gone()
+        if poll.due:  # news already (a resume), or the node's disconnect, or the client left
             self._answer()
             return
-        sink.on_news = self._answer
-        self._timer = self._ctx.loop.call_later(request.timeout, sink.wake)
-        self.on_lost = sink.wake
+        self.on_lost = self._gone
+        self._timer = loop.call_at(poll.deadline, self._tick)
+
+    def _due(self) -> None:
+        # at the end of this loop iteration: publications of the same iteration join the answer,
+        # and the caller (a fan-out) is not re-entered. Before the hold, serve_request answers.
+        if self._stream is not None:
+            self._ctx.loop.call_soon(self._answer)
+
+    def _tick(self) -> None:
+        assert self._machine is not None
+        if self._machine.tick(self._ctx.loop.time()):
+            self._answer()
+        elif not self._machine.due:  # fired early
+            self._timer = self._ctx.loop.call_at(self._machine.deadline, self._tick)
+
+    def _gone(self) -> None:
+        assert self._machine is not None
+        if self._machine.peer_gone():
+            self._answer()
 
     def _answer(self) -> None:
-        poll, self._poll = self._poll, None
-        if poll is None:
+        stream, self._stream = self._stream, None
+        if stream is None or self._machine is None:
             return
-        stream, sink, request = poll
         if self._timer is not None:
             self._timer.cancel()
         self.on_lost = None
-        stream.close_now()
-        body = sink.body()
-        self.respond(200, [(b"content-type", b"application/json"),
-                           (b"content-length", b"%d" % len(body)), *POLL_HEADERS, *request.cors],
-                     body)
+        leave(stream, self._machine)
+        body = self._machine.end()
+        if body is not None:
+            self.respond(200, [(b"content-type", b"application/json"),
+                               (b"content-length", b"%d" % len(body)), *POLL_HEADERS,
+                               *stream.request.cors], body)
         self.complete()
-
-

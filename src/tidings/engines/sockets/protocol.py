@@ -11,13 +11,14 @@ sockets, lifespan, signals, graceful shutdown and TLS; every connection starts a
   app), exactly as if uvicorn had accepted the connection itself.
 
 A :class:`FastWebSocket` is a :class:`~tidings.transports.websocket.CommandHandler` (the commands,
-shared with the ASGI path) driven by the sans-I/O framing of :mod:`.websocket`. Fan-out calls
-:meth:`FastWebSocket.deliver`, which appends the publication's pre-built frame (``ws_frame``, the
-same bytes for every subscriber) to the connection's pending list; one ``call_soon`` per loop
-iteration writes each dirty connection's frames with one ``transport.write``. The transport's
-write buffer is the outbox: past ``limits.outbox_bytes`` the client is closed as slow (4008) and
-further frames are dropped. No task, queue or event exists per idle connection: keepalive is one
-timer handle, and a task runs only while a client's commands are being carried out.
+shared with the ASGI path) whose rules are its :class:`~tidings.machines.websocket.WebSocketMachine`'s
+(:mod:`.websocket` is the driver). Fan-out calls :meth:`FastWebSocket.deliver`, which appends the
+publication's pre-built frame (``ws_frame``, the same bytes for every subscriber) to the machine's
+pending list; one ``call_soon`` per loop iteration writes each dirty connection's frames with one
+``transport.write``. The transport's write buffer is the outbox: past ``limits.outbox_bytes`` the
+client is closed as slow (4008) and further frames are dropped. No task, queue or event exists
+per idle connection: keepalive and token expiry are one timer handle, and a task runs only while
+a client's commands are being carried out.
 
 ``GET /sse``, ``/stream``, ``/poll`` and ``POST /api/publish`` are answered here too, by the
 exchanges of :mod:`.streams` and :mod:`.publish`, which write through the same pending-list and
@@ -35,8 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 from weakref import WeakKeyDictionary
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
+from uvicorn import Config
 
 from tidings.core.wire.websocket import (
     HandshakeError,
@@ -50,11 +50,12 @@ from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
 from tidings.engines.sockets.websocket import EchoWebSocket, FastWebSocket, FrameConnection
+from tidings.engines.uvicorn_internals import GuardedHttpToolsProtocol, ServerState
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
 from tidings.transports.http_common import close_timeout
-from tidings.transports.websocket import Refused, admit
+from tidings.transports.websocket import Refused, admit, websocket_config
 
 __all__ = ["FastContext", "FastProtocol", "serve_http"]
 
@@ -71,9 +72,9 @@ class FastContext:
     the ASGI fallback protocol, and the list of connections with frames to write."""
 
     __slots__ = ("_dirty", "_next_probe", "_scheduled", "app_state", "close_timeout", "coalesce",
-                 "config", "echo", "fallback", "flow", "handshake_timeout", "idle_timeout", "loop",
-                 "max_frame", "max_frames", "max_head", "max_request", "node", "outbox_bytes",
-                 "ping_interval", "routes", "server_state", "tasks", "ws_paths")
+                 "config", "echo", "fallback", "flow", "handshake_timeout", "loop", "max_frames", "max_head",
+                 "max_request", "node", "outbox_bytes", "routes", "server_state", "tasks",
+                 "ws_config", "ws_paths")
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -107,15 +108,13 @@ class FastContext:
             self.coalesce = settings.server.coalesce_writes
             if self.node.flow.enabled:
                 self.flow = self.node.flow
-            self.max_frame = limits.max_frame_bytes
             self.max_request = limits.max_request_bytes
             self.max_head = limits.max_header_bytes
             self.max_frames = limits.max_message_frames
             self.outbox_bytes = limits.outbox_bytes
-            self.ping_interval = limits.ping_interval
-            self.idle_timeout = limits.idle_timeout
             self.handshake_timeout = limits.handshake_timeout
             self.close_timeout = close_timeout(settings)
+            self.ws_config = websocket_config(settings)
         self.routes = tuple(routes)
         self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
 
@@ -155,7 +154,7 @@ class FastContext:
         # the first ones in fan-out order are likely the first ones their clients read, too.
         if flushed and not gauge.full:
             connection = random.choice(flushed)
-            if isinstance(connection, FastWebSocket) and not connection._state:
+            if isinstance(connection, FastWebSocket) and not connection.closing:
                 gauge.enlist(connection, now)
         for sentinel in gauge.idle():
             cast(FrameConnection, sentinel).probe(gauge.probe(sentinel, now))
@@ -186,8 +185,6 @@ _contexts: WeakKeyDictionary[ServerState, FastContext] = WeakKeyDictionary()
 
 def _fallback_class() -> Callable[..., asyncio.Protocol]:
     """The protocol ``tidings serve`` would use without the fast path."""
-    from tidings.server.protocols import GuardedHttpToolsProtocol
-
     return GuardedHttpToolsProtocol
 
 

@@ -23,8 +23,9 @@ from tidings.core.commands import validate_event_name
 from tidings.engines.sockets.exchange import HttpExchange, request_scope
 from tidings.engines.sockets.http import RequestHead
 from tidings.exceptions import TidingsError
-from tidings.server.api import PublishIn, _publish_one
 from tidings.transports.http_common import answer, answer_error
+from tidings.transports.publish import PublishIn
+from tidings.transports.publish import publish_one as _publish_one
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext

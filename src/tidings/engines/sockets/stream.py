@@ -19,6 +19,7 @@ from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.engines.sockets.exchange import PushExchange
 from tidings.engines.sockets.http import RequestHead, response_head
+from tidings.engines.transport import cut
 from tidings.exceptions import TidingsError
 from tidings.logs import request_id
 from tidings.machines.stream import StreamMachine
@@ -160,7 +161,7 @@ class FastStream(PushExchange):
         machine = self._m
         machine.tick(self._ctx.loop.time())
         if machine.abort:  # the farewell was not taken in time
-            self._t.abort()
+            cut(self._t)
             return
         self._arm()
         self.flush()

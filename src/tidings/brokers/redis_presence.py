@@ -1,10 +1,12 @@
-"""Presence in Redis, shared by every node on the same Redis (or Redis Cluster).
+"""Presence in Redis, shared by every node on the same Redis (or Redis Cluster): the presence
+manager a Redis broker makes (:meth:`~tidings.brokers.redis.RedisBroker.presence_manager`).
 
-Per channel, two keys in the channel's slot (see :func:`tidings.brokers.redis.channel_keys`): a
-hash ``client id → client JSON`` and a sorted set ``client id → lease end (Unix ms)``. ``add``
-writes both and keeps the keys alive a minute past the longest lease (so an abandoned channel
-vanishes); ``list`` first drops the leases that ended, then reads the hash; each is one Lua script,
-so a reader never sees a client whose lease ended. Time is the caller's ``now`` (seconds).
+Per channel, two keys in the channel's slot (see
+:func:`tidings.brokers.redis_client.channel_keys`): a hash ``client id → client JSON`` and a
+sorted set ``client id → lease end (Unix ms)``. ``add`` writes both and keeps the keys alive a
+minute past the longest lease (so an abandoned channel vanishes); ``list`` first drops the leases
+that ended, then reads the hash; each is one Lua script, so a reader never sees a client whose
+lease ended. Time is the caller's ``now`` (seconds).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from tidings.brokers.redis import CommandGate, channel_keys, load_script
-from tidings.presence.base import ClientInfo
+from tidings.brokers.redis_client import CommandGate, channel_keys, load_script
+from tidings.core.presence import ClientInfo
 
 __all__ = ["RedisPresence"]
 
