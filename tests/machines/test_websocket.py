@@ -171,7 +171,13 @@ def test_an_empty_client_close_is_echoed_empty():
     m = machine()
     m.receive(CloseReceived(None, ""))
     assert wire(m) == [("close", None, "")]
-    assert m.close_info() == (1000, "", "client")
+    assert m.close_info() == (1005, "", "client")
+
+
+def test_a_client_gone_without_a_close_frame_is_logged_as_abnormal():
+    m = machine()
+    m.gone()
+    assert m.close_info() == (1006, "", "client")
 
 
 def test_a_protocol_error_closes_with_its_code_at_once():

@@ -271,6 +271,14 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
             self.loop.call_later(self.close_timeout, cut, self.transport)
 
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if (self.handshake_complete and self.initial_response is None
+                and self.conn.close_rcvd is None and self.conn.close_sent is None):
+            # gone without a close frame: 1006 (abnormal closure, RFC 6455 7.1.5) for the app,
+            # which reads this first; uvicorn's own says 1005 (that of an empty close frame)
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        super().connection_lost(exc)
+
     def handle_handshake_exception(self) -> None:
         # websockets could not read the upgrade request: its own answer (414 or 431 past its
         # line and header limits, else none) becomes a JSON error like every other refusal

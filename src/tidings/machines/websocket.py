@@ -89,6 +89,8 @@ AT_ONCE = 0.0
 # states, in order
 OPEN = 0  #: frames flow both ways
 CLOSING = 1  #: the server's close frame is due or out; the client's answer is awaited
+NO_STATUS = 1005  #: logged for an empty close frame (RFC 6455 7.1.5)
+ABNORMAL = 1006  #: logged for a client gone without a close frame
 CLOSED = 2  #: the handshake is over: close the socket (once the farewell is written)
 ABORTED = 3  #: the client took nothing within ``close_timeout``: cut the connection
 GONE = 4  #: the connection is gone: nothing more to do
@@ -292,7 +294,8 @@ class WebSocketMachine(Generic[T]):
             if self._frames is not None:
                 self.push(self._frames.pong(event.payload))
         elif isinstance(event, CloseReceived):
-            self.peer_code = event.code
+            # an empty close frame is logged as "no status received" (RFC 6455 7.1.5)
+            self.peer_code = NO_STATUS if event.code is None else event.code
             self._farewell = (event.code, "")  # the echo, then the end
             self._end()
         elif isinstance(event, ProtocolError):
@@ -446,9 +449,10 @@ class WebSocketMachine(Generic[T]):
 
     def gone(self, code: int | None = None) -> None:
         """The connection is gone (``code``: the client's close code, if the driver's server
-        received one)."""
+        received one; None: the client vanished without a close frame, logged as 1006, abnormal
+        closure, RFC 6455 7.1.5)."""
         if self.state == OPEN:
-            self.peer_code = code
+            self.peer_code = ABNORMAL if code is None else code
         self._stop()
         self.state = GONE
         self._held = []
