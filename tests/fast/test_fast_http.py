@@ -59,68 +59,6 @@ def poll_request(channel: str, cursor: str = "") -> bytes:
     return f"GET /poll?{query} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
 
-async def test_pipelined_publishes_and_polls_are_answered_in_order_on_one_connection(
-        fast: RunningServer) -> None:
-    conn = await Conn.open(fast.port)
-    try:
-        conn.writer.write(poll_request("pipe"))
-        status, _, body = await conn.answer()
-        cursor = orjson.loads(body)["cursor"]
-        # three publishes and a poll in one write: every answer comes back, in order
-        conn.writer.write(publish_request("pipe", 1) + publish_request("pipe", 2)
-                          + publish_request("pipe", 3) + poll_request("pipe", cursor))
-        offsets = [orjson.loads((await conn.answer())[2])["offset"] for _ in range(3)]
-        status, headers, body = await conn.answer()
-    finally:
-        await conn.close()
-    assert offsets == [1, 2, 3]
-    assert status == 200 and headers["content-type"] == "application/json"
-    assert [m["data"] for m in orjson.loads(body)["messages"]] == [1, 2, 3]
-
-
-async def test_a_publish_whose_body_arrives_in_pieces_is_published_once(
-        fast: RunningServer) -> None:
-    conn = await Conn.open(fast.port)
-    raw = publish_request("pieces", {"text": "x" * 500})
-    try:
-        for i in range(0, len(raw), 97):
-            conn.writer.write(raw[i:i + 97])
-            await conn.writer.drain()
-            await asyncio.sleep(0.005)
-        status, headers, body = await conn.answer()
-        conn.writer.write(poll_request("pieces", ""))
-        _, _, position = await conn.answer()
-    finally:
-        await conn.close()
-    assert status == 200 and len(headers["x-request-id"]) == 32
-    assert orjson.loads(body)["offset"] == 1
-    assert orjson.loads(position)["cursor"]  # the channel is at offset 1: published once
-
-
-@pytest.mark.parametrize(("request_bytes", "status", "code"), [
-    (publish_request("refused", 1, key="wrong-key"), 401, "unauthorized"),
-    (b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + API_KEY.encode()
-     + b"\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"data\":1", 400,
-     "bad_request"),
-    (b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + API_KEY.encode()
-     + b"\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n" + b" " * 4000, 413,
-     "too_large"),
-    (b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + API_KEY.encode()
-     + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-     + b"1a\r\n{\"channel\":\"c h\",\"data\":1}\r\n0\r\n\r\n", 400, "bad_request"),
-])
-async def test_refused_publishes_get_the_api_s_own_answer_and_publish_nothing(
-        fast: RunningServer, request_bytes: bytes, status: int, code: str) -> None:
-    conn = await Conn.open(fast.port)
-    try:
-        conn.writer.write(request_bytes)
-        got, _, body = await conn.answer()
-    finally:
-        await conn.close()
-    assert got == status, body
-    assert orjson.loads(body)["error"]["code"] == code
-
-
 async def test_a_connection_moves_between_fast_answers_and_the_asgi_app(
         fast: RunningServer) -> None:
     conn = await Conn.open(fast.port)
@@ -135,22 +73,4 @@ async def test_a_connection_moves_between_fast_answers_and_the_asgi_app(
         await conn.close()
     assert status == 200 and orjson.loads(body)["offset"] == 2
 
-
-async def test_a_stream_that_ends_leaves_the_connection_open_for_the_next_request(
-        fast: RunningServer) -> None:
-    conn = await Conn.open(fast.port)
-    try:
-        conn.writer.write(b"GET /stream?channel=ends HTTP/1.1\r\nHost: t\r\n\r\n")
-        head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), DEADLINE)
-        assert b"transfer-encoding: chunked" in head.lower()
-        await asyncio.wait_for(conn.reader.readuntil(b"\r\n"), DEADLINE)  # the ready chunk
-        await asyncio.wait_for(conn.reader.readuntil(b"\r\n"), DEADLINE)
-        # sse.max_duration (1 s) ends the stream with a notice and the last chunk
-        rest = await asyncio.wait_for(conn.reader.readuntil(b"0\r\n\r\n"), DEADLINE)
-        conn.writer.write(poll_request("ends"))
-        status, _, _ = await conn.answer()
-    finally:
-        await conn.close()
-    assert b'"op":"disconnect"' in rest
-    assert status == 200
 
