@@ -88,10 +88,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from tidings.core.wire.frames import too_many_frames
-from tidings.core.wire.websocket import unmask
+from tidings.core.wire.websocket import HandshakeError, check_handshake, unmask
 from tidings.engines.transport import cut
 from tidings.machines.backlog import close_timeout
 from tidings.transports.http_common import ABORT_EXTENSION
@@ -278,6 +279,23 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
             # which reads this first; uvicorn's own says 1005 (that of an empty close frame)
             self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
         super().connection_lost(exc)
+
+    def handle_connect(self, event: Request) -> None:
+        # websockets refuses a malformed upgrade with a text/plain 400 (426 for another version
+        # too, without naming ours): the same check and JSON answer as the owned-socket engine
+        headers: dict[str, str] = {}
+        for name, value in event.headers.raw_items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        try:
+            check_handshake("GET", headers)
+        except HandshakeError as exc:
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            extra = {"Sec-WebSocket-Version": "13"} if exc.status == 426 else None
+            self.transport.write(raw_error_response(exc.status, exc.message, headers=extra))
+            self.transport.close()
+            return
+        super().handle_connect(event)
 
     def handle_handshake_exception(self) -> None:
         # websockets could not read the upgrade request: its own answer (414 or 431 past its

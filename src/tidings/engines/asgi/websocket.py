@@ -18,6 +18,7 @@ from typing import Any
 
 from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
+from tidings.core.wire.errors import error_body
 from tidings.core.wire.frames import EncodedPublication
 from tidings.core.wire.websocket import BinaryMessage, TextMessage
 from tidings.engines.timer import Timer
@@ -173,7 +174,15 @@ class WebSocketEndpoint:
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": int(reason.code),
                             "reason": reason.reason})
-            else:  # before accept: the server answers the upgrade with 403
+            elif "websocket.http.response" in scope.get("extensions", {}):
+                # the ASGI extension for answering an upgrade with an HTTP response: the JSON
+                # error of every refusal
+                body = error_body("forbidden", reason.reason)
+                await send({"type": "websocket.http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", b"%d" % len(body))]})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:  # a server without it answers a close before accept with a bare 403
                 await send({"type": "websocket.close", "code": int(reason.code)})
             return
         rid = scope.get("state", {}).get("request_id")
