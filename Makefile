@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-core test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test coverage-machines coverage-core test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,15 +30,24 @@ $(BENCH_STAMP): pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
 serve: $(VENV)/.installed
 	$(VENV)/bin/tidings serve $(ARGS)
 
-## test: install the test extras and run the whole suite
+## test: install the test extras and run the whole suite, with the package's branch coverage and
+## its floor (a part of the suite: make test PYTEST_ARGS="tests/x --no-cov")
+COVERAGE_FLOOR ?= 93
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --cov=tidings --cov-branch --cov-report=term \
+	    --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
-## coverage-core: the sans-I/O core's own tests, with a floor on their branch coverage (CI runs it)
-CORE_COVERAGE_FLOOR ?= 100
-coverage-core: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests/core --cov=tidings.core --cov-branch \
-	    --cov-report=term --cov-fail-under=$(CORE_COVERAGE_FLOOR)
+## coverage-machines: the sans-I/O core and the transports' machines, from their own tests
+## (tests/core, tests/machines), at 100 % branch coverage (CI runs it)
+MACHINES_COVERAGE_FLOOR ?= 100
+MACHINES_TESTS := tests/core tests/machines
+coverage-machines: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(MACHINES_TESTS) --cov=tidings.core \
+	    --cov=tidings.machines --cov-branch --cov-report=term-missing \
+	    --cov-fail-under=$(MACHINES_COVERAGE_FLOOR)
+
+# the former name, which .ci/run still calls
+coverage-core: coverage-machines
 
 ## test-long: the long runs of the races and bounds that make test checks in short (minutes)
 test-long: $(STAMP)

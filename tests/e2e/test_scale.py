@@ -20,6 +20,14 @@ from tests.wsclient import WS
 pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
 
 
+@pytest.fixture(autouse=True)
+def engine() -> str:
+    """Once, not once per engine (tests/e2e/conftest.py): these nodes are ``tidings serve``
+    processes on its default engine, which the engine fixture does not reach; what is tested here
+    is the broker between them."""
+    return "fast"
+
+
 @contextlib.contextmanager
 def nodes(broker: str, count: int) -> Iterator[list[NodeProcess]]:
     started: list[NodeProcess] = []
