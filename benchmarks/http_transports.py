@@ -59,6 +59,7 @@ class Result:
 
 # the server ---------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,15 +68,17 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TIDINGS_LOG_LEVEL": "warning",
-           "TIDINGS_NAMESPACES": json.dumps({"bench": {"history_size": 5000,
-                                                       "presence": False}}),
-           # every client is on loopback: the per-address limit counts HTTP streams and polls too
-           "TIDINGS_LIMITS": json.dumps({"outbox_bytes": 64 * 1024 * 1024,
-                                         "outbox_messages": 100000,
-                                         "max_connections_per_ip": 100000})}
-    proc = subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--port", str(port)],
-                            env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "TIDINGS_LOG_LEVEL": "warning",
+        "TIDINGS_NAMESPACES": json.dumps({"bench": {"history_size": 5000, "presence": False}}),
+        # every client is on loopback: the per-address limit counts HTTP streams and polls too
+        "TIDINGS_LIMITS": json.dumps(
+            {"outbox_bytes": 64 * 1024 * 1024, "outbox_messages": 100000, "max_connections_per_ip": 100000}
+        ),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--port", str(port)], env=env)
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(proc.pid, {0})
     deadline = time.monotonic() + 20
@@ -103,6 +106,7 @@ def server_cpu(pid: int) -> float:
 
 # raw HTTP/1.1 -------------------------------------------------------------------------------------
 
+
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], int]:
     """Status, headers and the head's size in bytes."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -129,8 +133,10 @@ class Publisher:
 
     def request(self, n: int) -> bytes:
         body = orjson.dumps({"channel": CHANNEL, "data": {"n": n, "pad": self.payload}})
-        return (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+        return (
+            b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        ) + body
 
     async def run(self, first: int, count: int, connections: int = 4) -> None:
         async def one(numbers: range) -> None:
@@ -140,11 +146,12 @@ class Publisher:
                 _, headers, _ = await read_head(reader)
                 await reader.readexactly(int(headers[b"content-length"]))
             writer.close()
-        await asyncio.gather(*(one(range(first + i, first + count, connections))
-                               for i in range(connections)))
+
+        await asyncio.gather(*(one(range(first + i, first + count, connections)) for i in range(connections)))
 
 
 # fan-out ------------------------------------------------------------------------------------------
+
 
 class Counter:
     def __init__(self, subscribers: int, messages: int) -> None:
@@ -165,8 +172,9 @@ class StreamClient(asyncio.Protocol):
     """One SSE or NDJSON subscriber as a bare protocol (a callback per chunk, no reader task):
     counts publications by a marker, chunk edges included."""
 
-    def __init__(self, path: str, messages: int, counter: Counter, live: list[int],
-                 ready: asyncio.Event) -> None:
+    def __init__(
+        self, path: str, messages: int, counter: Counter, live: list[int], ready: asyncio.Event
+    ) -> None:
         self.request = get(f"{path}?channel={CHANNEL}")
         self.messages = messages
         self.counter = counter
@@ -190,7 +198,7 @@ class StreamClient(asyncio.Protocol):
             return
         self.counter.bytes_down += len(data)
         found = (self.tail + data).count(MARKER)
-        self.tail = data[-(len(MARKER) - 1):]
+        self.tail = data[-(len(MARKER) - 1) :]
         self.seen += found
         self.counter.add(found)
         if self.seen >= self.messages:
@@ -201,11 +209,13 @@ class StreamClient(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def stream_subscriber(port: int, path: str, messages: int, counter: Counter,
-                            ready: asyncio.Event, live: list[int]) -> None:
+async def stream_subscriber(
+    port: int, path: str, messages: int, counter: Counter, ready: asyncio.Event, live: list[int]
+) -> None:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(
-        lambda: StreamClient(path, messages, counter, live, ready), "127.0.0.1", port)
+        lambda: StreamClient(path, messages, counter, live, ready), "127.0.0.1", port
+    )
     try:
         await client.closed
     finally:
@@ -264,26 +274,27 @@ async def open_all(coros: list[Any], concurrency: int = 100) -> list[asyncio.Tas
     """Start the clients, at most ``concurrency`` connection attempts at once."""
     tasks = []
     for start in range(0, len(coros), concurrency):
-        batch = [asyncio.ensure_future(c) for c in coros[start:start + concurrency]]
+        batch = [asyncio.ensure_future(c) for c in coros[start : start + concurrency]]
         tasks.extend(batch)
         await asyncio.sleep(0.01)
     return tasks
 
 
-async def fan_out(transport: str, port: int, pid: int, subscribers: int, messages: int,
-                  first: int, deadline: float) -> Result:
+async def fan_out(
+    transport: str, port: int, pid: int, subscribers: int, messages: int, first: int, deadline: float
+) -> Result:
     counter = Counter(subscribers, messages)
     ready = asyncio.Event()
     live = [0, subscribers]
     if transport == "longpoll":
         cursor = await current_cursor(port)
-        tasks = await open_all([long_poller(port, messages, counter, cursor)
-                                for _ in range(subscribers)])
+        tasks = await open_all([long_poller(port, messages, counter, cursor) for _ in range(subscribers)])
         await wait_subscribed(port, subscribers)
     else:
         path = "/sse" if transport == "sse" else "/stream"
-        tasks = await open_all([stream_subscriber(port, path, messages, counter, ready, live)
-                                for _ in range(subscribers)])
+        tasks = await open_all(
+            [stream_subscriber(port, path, messages, counter, ready, live) for _ in range(subscribers)]
+        )
         await asyncio.wait_for(ready.wait(), 60)
     counter.bytes_down = counter.bytes_up = counter.requests = 0
     cpu0, t0, own0 = server_cpu(pid), time.perf_counter(), client_cpu()
@@ -294,11 +305,22 @@ async def fan_out(transport: str, port: int, pid: int, subscribers: int, message
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return Result(transport, subscribers, messages, counter.delivered, seconds, cpu,
-                  client_cpu() - own0, counter.bytes_down, counter.bytes_up, counter.requests)
+    return Result(
+        transport,
+        subscribers,
+        messages,
+        counter.delivered,
+        seconds,
+        cpu,
+        client_cpu() - own0,
+        counter.bytes_down,
+        counter.bytes_up,
+        counter.requests,
+    )
 
 
 # short polling ------------------------------------------------------------------------------------
+
 
 async def short_poller(port: int, path: str, etag: str, until: float, counter: Counter) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -316,16 +338,17 @@ async def short_poller(port: int, path: str, etag: str, until: float, counter: C
     writer.close()
 
 
-async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: int,
-                        path: str = "") -> Result:
+async def short_polling(
+    port: int, pid: int, pollers: int, seconds: float, new: int, path: str = ""
+) -> Result:
     """Requests/s when each request finds ``new`` (0 or 1) new messages (or of ``path``)."""
     if path:  # a reference: the HTTP stack's own cost per request
         counter = Counter(pollers, 1)
         cpu0, t0 = server_cpu(pid), time.perf_counter()
-        await asyncio.gather(*(short_poller(port, path, "", t0 + seconds, counter)
-                               for _ in range(pollers)))
-        return _poll_result(f"reference: GET {path}", pollers, 0, counter,
-                            time.perf_counter() - t0, server_cpu(pid) - cpu0)
+        await asyncio.gather(*(short_poller(port, path, "", t0 + seconds, counter) for _ in range(pollers)))
+        return _poll_result(
+            f"reference: GET {path}", pollers, 0, counter, time.perf_counter() - t0, server_cpu(pid) - cpu0
+        )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get(f"/poll?channel={CHANNEL}&timeout=0"))
     _, headers, _ = await read_head(reader)
@@ -342,22 +365,37 @@ async def short_polling(port: int, pid: int, pollers: int, seconds: float, new: 
         path, etag = f"{path}&cursor={behind}", ""
     counter = Counter(pollers, 1)
     cpu0, t0 = server_cpu(pid), time.perf_counter()
-    await asyncio.gather(*(short_poller(port, path, etag, t0 + seconds, counter)
-                           for _ in range(pollers)))
-    return _poll_result(f"short poll, {new} new" + (" (304)" if not new else " (200)"),
-                        pollers, new, counter, time.perf_counter() - t0, server_cpu(pid) - cpu0)
+    await asyncio.gather(*(short_poller(port, path, etag, t0 + seconds, counter) for _ in range(pollers)))
+    return _poll_result(
+        f"short poll, {new} new" + (" (304)" if not new else " (200)"),
+        pollers,
+        new,
+        counter,
+        time.perf_counter() - t0,
+        server_cpu(pid) - cpu0,
+    )
 
 
-def _poll_result(name: str, pollers: int, new: int, counter: Counter, elapsed: float,
-                 cpu: float) -> Result:
-    result = Result(name, pollers, new, counter.delivered, elapsed, cpu, 0.0,
-                    counter.bytes_down, counter.bytes_up, counter.requests)
+def _poll_result(name: str, pollers: int, new: int, counter: Counter, elapsed: float, cpu: float) -> Result:
+    result = Result(
+        name,
+        pollers,
+        new,
+        counter.delivered,
+        elapsed,
+        cpu,
+        0.0,
+        counter.bytes_down,
+        counter.bytes_up,
+        counter.requests,
+    )
     result.extra["requests_per_s"] = counter.requests / elapsed
     result.extra["cpu_us_per_request"] = cpu / max(1, counter.requests) * 1e6
     return result
 
 
 # report -------------------------------------------------------------------------------------------
+
 
 def median_result(runs: list[Result]) -> Result:
     """The run with the median delivery rate (one run's figures stay consistent)."""
@@ -371,16 +409,20 @@ def fan_out_row(r: Result) -> str:
     complete = "yes" if r.delivered >= r.subscribers * r.messages else f"{per_msg:.0f}/msg"
     up = r.bytes_up / max(1, r.delivered)
     req = f"{r.requests / max(1, r.delivered):.3f}" if r.requests else "-"
-    return (f"| {r.transport} | {r.subscribers:,} x {r.messages:,} | {complete} | {r.seconds:.2f} "
-            f"| {rate:,.0f} | {r.per_delivery_us:.1f} | {r.server_cpu:.1f} | {r.client_cpu:.1f} "
-            f"| {r.bytes_down / max(1, r.delivered):.0f} | {up:.1f} | {req} |")
+    return (
+        f"| {r.transport} | {r.subscribers:,} x {r.messages:,} | {complete} | {r.seconds:.2f} "
+        f"| {rate:,.0f} | {r.per_delivery_us:.1f} | {r.server_cpu:.1f} | {r.client_cpu:.1f} "
+        f"| {r.bytes_down / max(1, r.delivered):.0f} | {up:.1f} | {req} |"
+    )
 
 
 def poll_row(r: Result) -> str:
     per = max(1, r.requests)
-    return (f"| {r.transport} | {r.subscribers} | {r.extra['requests_per_s']:,.0f} "
-            f"| {r.extra['cpu_us_per_request']:.0f} | {r.bytes_down / per:.0f} "
-            f"| {r.bytes_up / per:.0f} |")
+    return (
+        f"| {r.transport} | {r.subscribers} | {r.extra['requests_per_s']:,.0f} "
+        f"| {r.extra['cpu_us_per_request']:.0f} | {r.bytes_down / per:.0f} "
+        f"| {r.bytes_up / per:.0f} |"
+    )
 
 
 def markdown(fan: list[Result], polls: list[Result], args: argparse.Namespace) -> str:
@@ -410,8 +452,7 @@ def markdown(fan: list[Result], polls: list[Result], args: argparse.Namespace) -
         "With nothing new each request carries the last `ETag` and gets `304` with an empty "
         "body; with one new message each request's cursor is one behind the latest.",
         "",
-        "| case | clients | requests/s | server CPU µs/request | bytes down/request "
-        "| bytes up/request |",
+        "| case | clients | requests/s | server CPU µs/request | bytes down/request | bytes up/request |",
         "| --- | --- | --- | --- | --- | --- |",
         *(poll_row(r) for r in polls),
         "",
@@ -445,17 +486,21 @@ async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
         for transport in args.transports.split(","):
             runs = []
             for _ in range(args.repeat):
-                runs.append(await fan_out(transport, port, proc.pid, args.subscribers,
-                                          args.messages, first, args.deadline))
+                runs.append(
+                    await fan_out(
+                        transport, port, proc.pid, args.subscribers, args.messages, first, args.deadline
+                    )
+                )
                 first += args.messages
             fan.append(median_result(runs))
             print(json.dumps(asdict(fan[-1])), file=sys.stderr)
-        baseline = await short_polling(port, proc.pid, args.pollers, args.seconds, 0,
-                                       path="/healthz")
+        baseline = await short_polling(port, proc.pid, args.pollers, args.seconds, 0, path="/healthz")
         polls.append(baseline)
         for new in (0, 1):
-            runs = [await short_polling(port, proc.pid, args.pollers, args.seconds, new)
-                    for _ in range(args.repeat)]
+            runs = [
+                await short_polling(port, proc.pid, args.pollers, args.seconds, new)
+                for _ in range(args.repeat)
+            ]
             polls.append(sorted(runs, key=lambda r: r.requests)[len(runs) // 2])
             print(json.dumps(asdict(polls[-1])), file=sys.stderr)
     finally:
@@ -472,11 +517,16 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--deadline", type=float, default=120.0,
-                        help="Give up on a fan-out run after this many seconds.")
+    parser.add_argument(
+        "--deadline", type=float, default=120.0, help="Give up on a fan-out run after this many seconds."
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs/topics/performance-http.md")
-    parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="Only write the report from the JSON a previous run printed.")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="Only write the report from the JSON a previous run printed.",
+    )
     parser.add_argument("--load", type=float, default=os.getloadavg()[0], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.render is not None:

@@ -68,9 +68,10 @@ class Client:
             return
         try:
             key = base64.b64encode(os.urandom(16)).decode()
-            writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
-                         f"Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                         .encode())
+            writer.write(
+                f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
+                f"Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 101 "):
                 self.failed = head.split(b"\r\n", 1)[0].decode()
@@ -109,12 +110,17 @@ def free_port() -> int:
 
 
 def start(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
-           "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "tidings", "serve", "--config",
-                                 str(config), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tidings", "serve", "--config", str(config), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 async def main(a: argparse.Namespace) -> dict[str, object]:
@@ -139,7 +145,7 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
     clients = [Client() for _ in range(a.clients)]
     tasks = []
     for i in range(0, a.clients, 500):
-        tasks += [asyncio.create_task(c.run(port)) for c in clients[i:i + 500]]
+        tasks += [asyncio.create_task(c.run(port)) for c in clients[i : i + 500]]
         await asyncio.sleep(0.05)
     deadline = started + a.max_wait
     subscribed = 0
@@ -161,14 +167,18 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
     stopped = time.monotonic() - stopping
     await asyncio.wait(tasks, timeout=10)
     result = {
-        "clients": a.clients, "join_leave": a.join_leave, "subscribed": subscribed,
-        "subscribe_all_s": round(took, 2), "server_cpu_s": round(cpu1 - cpu0, 2),
+        "clients": a.clients,
+        "join_leave": a.join_leave,
+        "subscribed": subscribed,
+        "subscribe_all_s": round(took, 2),
+        "server_cpu_s": round(cpu1 - cpu0, 2),
         "rss_per_connection_kb": round((rss1 - rss0) / max(subscribed, 1) / 1024, 2),
         "join_frames": sum(c.joins for c in clients),
         "failures": dict(Counter(c.failed for c in clients if c.failed)),
         "connect_retries": sum(max(0, c.attempts - 1) for c in clients),
         "closed_1012": sum(c.closed_with == 1012 for c in clients),
-        "sigterm_to_exit_s": round(stopped, 2), "exit_code": code,
+        "sigterm_to_exit_s": round(stopped, 2),
+        "exit_code": code,
         "drain_timeout": a.drain_timeout,
     }
     return result

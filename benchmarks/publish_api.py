@@ -63,13 +63,19 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def latency_summary(values_ms: list[float], expected: int) -> dict[str, Any]:
-    return {"samples": len(values_ms), "lost": expected - len(values_ms),
-            **{f"p{int(q * 100)}_ms": round(v, 2) if (v := percentile(values_ms, q)) is not None
-               else None for q in (0.5, 0.9, 0.99)},
-            "max_ms": round(max(values_ms), 2) if values_ms else None}
+    return {
+        "samples": len(values_ms),
+        "lost": expected - len(values_ms),
+        **{
+            f"p{int(q * 100)}_ms": round(v, 2) if (v := percentile(values_ms, q)) is not None else None
+            for q in (0.5, 0.9, 0.99)
+        },
+        "max_ms": round(max(values_ms), 2) if values_ms else None,
+    }
 
 
 # 1. throughput ------------------------------------------------------------------------------------
+
 
 async def throughput(port: int, pid: int, conns: int, seconds: float, first: int) -> dict[str, Any]:
     publisher = Publisher(port)
@@ -103,14 +109,21 @@ async def throughput(port: int, pid: int, conns: int, seconds: float, first: int
     for _, writer in opened:
         writer.close()
     n = len(latencies)
-    return {"conns": conns, "requests": n, "errors": errors[0], "seconds": round(elapsed, 3),
-            "requests_per_s": round(n / elapsed), **{
-                k: v for k, v in latency_summary(latencies, n).items() if k.endswith("_ms")},
-            "server_cpu_us_per_request": round(cpu / max(n, 1) * 1e6, 1),
-            "server_util": round(cpu / elapsed, 3), "client_util": round(own / elapsed, 3)}
+    return {
+        "conns": conns,
+        "requests": n,
+        "errors": errors[0],
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(n / elapsed),
+        **{k: v for k, v in latency_summary(latencies, n).items() if k.endswith("_ms")},
+        "server_cpu_us_per_request": round(cpu / max(n, 1) * 1e6, 1),
+        "server_util": round(cpu / elapsed, 3),
+        "client_util": round(own / elapsed, 3),
+    }
 
 
 # 2. publish -> first delivery -----------------------------------------------------------------
+
 
 def seq_of(publication: bytes) -> int | None:
     try:
@@ -154,8 +167,10 @@ async def sse_subscriber(port: int, arrived: dict[int, float], ready: asyncio.Ev
 async def first_delivery(port: int, rate: float, seconds: float, first: int) -> dict[str, Any]:
     arrivals: dict[str, dict[int, float]] = {"WebSocket": {}, "SSE": {}}
     readies = {name: asyncio.Event() for name in arrivals}
-    tasks = [asyncio.ensure_future(ws_subscriber(port, arrivals["WebSocket"], readies["WebSocket"])),
-             asyncio.ensure_future(sse_subscriber(port, arrivals["SSE"], readies["SSE"]))]
+    tasks = [
+        asyncio.ensure_future(ws_subscriber(port, arrivals["WebSocket"], readies["WebSocket"])),
+        asyncio.ensure_future(sse_subscriber(port, arrivals["SSE"], readies["SSE"])),
+    ]
     try:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies.values())), DEADLINE)
         publisher = Publisher(port)
@@ -192,6 +207,7 @@ async def first_delivery(port: int, rate: float, seconds: float, first: int) -> 
 
 # the run ---------------------------------------------------------------------------------------
 
+
 def versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
@@ -199,8 +215,12 @@ def versions() -> dict[str, str]:
 
     found = {"tidings": tidings.__version__}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        found["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                         capture_output=True, text=True, timeout=10).stdout.strip()
+        found["commit"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     for dist in ("uvicorn", "uvloop", "websockets", "orjson"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[dist] = metadata.version(dist)
@@ -217,41 +237,65 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for rep in range(1, args.repeat + 1):
             for conns in args.conns:
-                print(f"[{len(runs) + 1}/{total}] {conns} connection(s), run {rep}/{args.repeat} …",
-                      end=" ", flush=True)
+                print(
+                    f"[{len(runs) + 1}/{total}] {conns} connection(s), run {rep}/{args.repeat} …",
+                    end=" ",
+                    flush=True,
+                )
                 r = await throughput(port, proc.pid, conns, args.seconds, first)
                 first += r["requests"] + 100_000
                 runs.append({"rep": rep, **r})
-                print(f"{r['requests_per_s']:,} requests/s, p50 {r['p50_ms']} ms, "
-                      f"p99 {r['p99_ms']} ms, {r['server_cpu_us_per_request']} µs CPU/request"
-                      + (f", {r['errors']} errors" if r["errors"] else ""), flush=True)
-        print(f"publish -> first delivery, {args.rate:g}/s for {args.latency_seconds:g} s …",
-              end=" ", flush=True)
+                print(
+                    f"{r['requests_per_s']:,} requests/s, p50 {r['p50_ms']} ms, "
+                    f"p99 {r['p99_ms']} ms, {r['server_cpu_us_per_request']} µs CPU/request"
+                    + (f", {r['errors']} errors" if r["errors"] else ""),
+                    flush=True,
+                )
+        print(
+            f"publish -> first delivery, {args.rate:g}/s for {args.latency_seconds:g} s …",
+            end=" ",
+            flush=True,
+        )
         latency = await first_delivery(port, args.rate, args.latency_seconds, first + 10_000_000)
-        print("; ".join(f"{k.split(' (')[0]} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms"
-                        for k, v in latency["paths"].items()), flush=True)
+        print(
+            "; ".join(
+                f"{k.split(' (')[0]} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms"
+                for k, v in latency["paths"].items()
+            ),
+            flush=True,
+        )
     finally:
         proc.terminate()
         proc.wait(15)
     return {
         "benchmark": "publish-api",
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "started": started, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "python": platform.python_version()},
+        "started": started,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
         "pinned": {"server": [0], "loadgen": [1]} if (os.cpu_count() or 1) >= 2 else None,
         "load_average_before": [round(x, 2) for x in args.load],
         "versions": versions(),
         "command": " ".join(["benchmarks/publish_api.py", *sys.argv[1:]]),
-        "seconds_per_run": args.seconds, "repeat": args.repeat,
-        "throughput": runs, "latency": latency,
+        "seconds_per_run": args.seconds,
+        "repeat": args.repeat,
+        "throughput": runs,
+        "latency": latency,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conns", type=lambda s: [int(c) for c in s.split(",")], default=[1, 4, 16],
-                        help="keep-alive publisher connections, one throughput run each")
+    parser.add_argument(
+        "--conns",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 4, 16],
+        help="keep-alive publisher connections, one throughput run each",
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="length of a throughput run")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per N")
     parser.add_argument("--rate", type=float, default=100.0, help="paced publishes/s (latency)")

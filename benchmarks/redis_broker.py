@@ -87,15 +87,21 @@ class CpuMeter:
 
 
 def pids(redis_server: RedisServer | None, started: list[NodeProcess]) -> dict[str, int]:
-    found = {f"node{n + 1}": node.proc.pid for n, node in enumerate(started)
-             if node.proc is not None}
+    found = {f"node{n + 1}": node.proc.pid for n, node in enumerate(started) if node.proc is not None}
     if redis_server is not None and redis_server.process is not None:
         found["redis"] = redis_server.process.pid
     return found
 
 
-async def subscriber(url: str, ready: asyncio.Event, counts: list[int], index: int,
-                     last: list[float], expected: int, deadline: float) -> None:
+async def subscriber(
+    url: str,
+    ready: asyncio.Event,
+    counts: list[int],
+    index: int,
+    last: list[float],
+    expected: int,
+    deadline: float,
+) -> None:
     async with connect(url, max_size=2**22, open_timeout=20, ping_interval=None) as ws:
         await ws.send(json.dumps({"op": "subscribe", "channel": CHANNEL, "ref": 1}))
         while True:
@@ -106,8 +112,9 @@ async def subscriber(url: str, ready: asyncio.Event, counts: list[int], index: i
         await read_until(ws, counts, index, last, expected, deadline)
 
 
-async def read_until(ws: ClientConnection, counts: list[int], index: int, last: list[float],
-                     expected: int, deadline: float) -> None:
+async def read_until(
+    ws: ClientConnection, counts: list[int], index: int, last: list[float], expected: int, deadline: float
+) -> None:
     loop = asyncio.get_running_loop()
     while counts[index] < expected:
         remaining = deadline - loop.time()
@@ -122,8 +129,9 @@ async def read_until(ws: ClientConnection, counts: list[int], index: int, last: 
             last[0] = time.perf_counter()
 
 
-async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int,
-                 meter_pids: dict[str, int]) -> dict[str, Any]:
+async def fanout(
+    urls: list[str], publish_url: str, subs: int, msgs: int, meter_pids: dict[str, int]
+) -> dict[str, Any]:
     counts = [0] * subs
     last = [0.0]
     loop = asyncio.get_running_loop()
@@ -131,8 +139,9 @@ async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int,
     deadline = loop.time() + 60 + msgs * subs / 2000  # generous, but bounded
     tasks = []
     for i in range(subs):
-        tasks.append(asyncio.create_task(subscriber(
-            urls[i % len(urls)], readies[i], counts, i, last, msgs, deadline)))
+        tasks.append(
+            asyncio.create_task(subscriber(urls[i % len(urls)], readies[i], counts, i, last, msgs, deadline))
+        )
         if i % 50 == 49:
             await asyncio.sleep(0)
     try:
@@ -159,16 +168,22 @@ async def fanout(urls: list[str], publish_url: str, subs: int, msgs: int,
     await asyncio.gather(*tasks, return_exceptions=True)
     received = sum(counts)
     elapsed = max(last[0], published) - started
-    return {"subscribers": subs, "messages": msgs, "expected": subs * msgs,
-            "received": received, "lost": subs * msgs - received,
-            "publish_seconds": round(published - started, 3),
-            "seconds": round(elapsed, 3),
-            "deliveries_per_s": round(received / elapsed) if elapsed > 0 else 0,
-            "cpu_seconds": meter.stop()}
+    return {
+        "subscribers": subs,
+        "messages": msgs,
+        "expected": subs * msgs,
+        "received": received,
+        "lost": subs * msgs - received,
+        "publish_seconds": round(published - started, 3),
+        "seconds": round(elapsed, 3),
+        "deliveries_per_s": round(received / elapsed) if elapsed > 0 else 0,
+        "cpu_seconds": meter.stop(),
+    }
 
 
-async def publish_rate(urls: list[str], publishers: int, seconds: float,
-                       meter_pids: dict[str, int]) -> dict[str, Any]:
+async def publish_rate(
+    urls: list[str], publishers: int, seconds: float, meter_pids: dict[str, int]
+) -> dict[str, Any]:
     ok = 0
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -178,16 +193,18 @@ async def publish_rate(urls: list[str], publishers: int, seconds: float,
         i = 0
         while time.perf_counter() < stop_at:
             i += 1
-            response = await client.post("/api/publish", json={
-                "channel": f"bench:rate{(n * 7 + i) % 100}", "data": {"n": i}})
+            response = await client.post(
+                "/api/publish", json={"channel": f"bench:rate{(n * 7 + i) % 100}", "data": {"n": i}}
+            )
             if response.status_code == 200:
                 ok += 1
             else:
                 errors += 1
 
-    clients = [httpx.AsyncClient(base_url=url, timeout=30,
-                                 limits=httpx.Limits(max_connections=publishers))
-               for url in urls]
+    clients = [
+        httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=publishers))
+        for url in urls
+    ]
     meter = CpuMeter(meter_pids)
     started = time.perf_counter()
     try:
@@ -196,9 +213,15 @@ async def publish_rate(urls: list[str], publishers: int, seconds: float,
         for client in clients:
             await client.aclose()
     elapsed = time.perf_counter() - started
-    return {"nodes": len(urls), "publishers": publishers, "seconds": round(elapsed, 3),
-            "publications": ok, "errors": errors, "publications_per_s": round(ok / elapsed),
-            "cpu_seconds": meter.stop()}
+    return {
+        "nodes": len(urls),
+        "publishers": publishers,
+        "seconds": round(elapsed, 3),
+        "publications": ok,
+        "errors": errors,
+        "publications_per_s": round(ok / elapsed),
+        "cpu_seconds": meter.stop(),
+    }
 
 
 async def main() -> tuple[dict[str, Any], str]:
@@ -210,10 +233,16 @@ async def main() -> tuple[dict[str, Any], str]:
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/redis_broker.json"))
     args = parser.parse_args()
     results: dict[str, Any] = {
-        "benchmark": "redis_broker (issue 6)", "cores": os.cpu_count(),
-        "python": platform.python_version(), "websockets": websockets.__version__,
-        "pinned": False, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_average_before": list(os.getloadavg()), "fanout": {}, "publish": {}}
+        "benchmark": "redis_broker (issue 6)",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "pinned": False,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_before": list(os.getloadavg()),
+        "fanout": {},
+        "publish": {},
+    }
 
     def show(name: str, value: dict[str, Any]) -> None:
         print(f"{name}: {json.dumps(value)}", flush=True)
@@ -221,25 +250,31 @@ async def main() -> tuple[dict[str, Any], str]:
     with nodes("memory", 1) as started:
         (one,) = started
         results["fanout"]["memory-1-node"] = r = await fanout(
-            [one.ws_url], one.url, args.subs, args.msgs, pids(None, started))
+            [one.ws_url], one.url, args.subs, args.msgs, pids(None, started)
+        )
         show("fan-out, memory broker, 1 node", r)
         results["publish"]["memory-1-node"] = r = await publish_rate(
-            [one.url], args.publishers, args.publish_seconds, pids(None, started))
+            [one.url], args.publishers, args.publish_seconds, pids(None, started)
+        )
         show("publish, memory broker, 1 node (reference)", r)
     with RedisServer() as redis_server, nodes(redis_server.url, 2) as started:
         one, two = started
         both = pids(redis_server, started)
         results["fanout"]["redis-1-node"] = r = await fanout(
-            [one.ws_url], one.url, args.subs, args.msgs, both)
+            [one.ws_url], one.url, args.subs, args.msgs, both
+        )
         show("fan-out, redis broker, 1 node", r)
         results["fanout"]["redis-2-nodes"] = r = await fanout(
-            [one.ws_url, two.ws_url], one.url, args.subs, args.msgs, both)
+            [one.ws_url, two.ws_url], one.url, args.subs, args.msgs, both
+        )
         show("fan-out, redis broker, 2 nodes", r)
         results["publish"]["redis-1-node"] = r = await publish_rate(
-            [one.url], args.publishers, args.publish_seconds, both)
+            [one.url], args.publishers, args.publish_seconds, both
+        )
         show("publish, redis broker, 1 node", r)
         results["publish"]["redis-2-nodes"] = r = await publish_rate(
-            [one.url, two.url], args.publishers, args.publish_seconds, both)
+            [one.url, two.url], args.publishers, args.publish_seconds, both
+        )
         show("publish, redis broker, 2 nodes", r)
     results["load_average_after"] = list(os.getloadavg())
     return results, args.json

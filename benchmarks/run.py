@@ -98,16 +98,28 @@ def load(paths: list[Path]) -> list[Record]:
     return recs
 
 
-def measure(name: str, a: argparse.Namespace, scenarios: str,
-            env: dict[str, str] | None = None) -> Path:
+def measure(name: str, a: argparse.Namespace, scenarios: str, env: dict[str, str] | None = None) -> Path:
     ensure_env()
     RESULTS.mkdir(exist_ok=True)
     now = time.gmtime()
     out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d-%H%M', now)}.jsonl"
     if out.exists():  # a second session in the same minute must not add to the first one's file
         out = out.with_stem(f"{out.stem}{time.strftime('%S', now)}")
-    args = ["run", "--peers", a.peers, "--scenarios", scenarios, "--repeat", str(a.repeat),
-            "--max-s", str(a.max_s), "--quiet-max", str(a.quiet_max), "--out", str(out)]
+    args = [
+        "run",
+        "--peers",
+        a.peers,
+        "--scenarios",
+        scenarios,
+        "--repeat",
+        str(a.repeat),
+        "--max-s",
+        str(a.max_s),
+        "--quiet-max",
+        str(a.quiet_max),
+        "--out",
+        str(out),
+    ]
     if a.subs:
         args += ["--subs", str(a.subs)]
     if a.msgs:
@@ -144,21 +156,30 @@ def peer_order(recs: list[Record]) -> list[str]:
 
 
 FANOUT_COLS: list[tuple[str, str, int, float]] = [
-    ("deliveries/s", "deliveries_per_s", 0, 1), ("p50 ms", "p50_ms", 1, 1),
-    ("p99 ms", "p99_ms", 0, 1), ("lost", "lost", 0, 1),
+    ("deliveries/s", "deliveries_per_s", 0, 1),
+    ("p50 ms", "p50_ms", 1, 1),
+    ("p99 ms", "p99_ms", 0, 1),
+    ("lost", "lost", 0, 1),
     ("server RSS MiB", "server_rss_mb", 0, 1),
     ("server CPU µs/delivery", "server_us_per_delivery", 1, 1),
     ("server core busy %", "server_core_busy", 0, 100),
-    ("loadgen CPU %", "client_util", 0, 100), ("other tenants, cores", "other_cores", 2, 1),
+    ("loadgen CPU %", "client_util", 0, 100),
+    ("other tenants, cores", "other_cores", 2, 1),
 ]
 IDLE_COLS: list[tuple[str, str, int, float]] = [
-    ("opened", "opened", 0, 1), ("live", "live_after_probe", 0, 1),
-    ("RSS KiB/conn", "rss_kb_per_conn", 1, 1), ("RSS MiB after", "rss_mb_after", 0, 1),
-    ("server CPU µs/conn", "server_cpu_us_per_conn", 0, 1), ("open s", "open_s", 1, 1),
+    ("opened", "opened", 0, 1),
+    ("live", "live_after_probe", 0, 1),
+    ("RSS KiB/conn", "rss_kb_per_conn", 1, 1),
+    ("RSS MiB after", "rss_mb_after", 0, 1),
+    ("server CPU µs/conn", "server_cpu_us_per_conn", 0, 1),
+    ("open s", "open_s", 1, 1),
 ]
 LP_COLS: list[tuple[str, str, int, float]] = [
-    ("round trips/s", "rt_per_s", 0, 1), ("msgs/s", "msgs_per_s", 0, 1),
-    ("p50 ms", "p50_ms", 1, 1), ("p99 ms", "p99_ms", 1, 1), ("server CPU %", "server_util", 0, 100),
+    ("round trips/s", "rt_per_s", 0, 1),
+    ("msgs/s", "msgs_per_s", 0, 1),
+    ("p50 ms", "p50_ms", 1, 1),
+    ("p99 ms", "p99_ms", 1, 1),
+    ("server CPU %", "server_util", 0, 100),
     ("other tenants, cores", "other_cores", 2, 1),
 ]
 COLS = {"fanout": FANOUT_COLS, "idle": IDLE_COLS, "lp": LP_COLS}  # by kind_of(scenario)
@@ -197,8 +218,7 @@ def table(scenario: str, recs: list[Record], chart: Path | None = None) -> str:
     out = [f"**{title}**", ""]
     if chart is not None:
         out += [image_link(title, chart), ""]
-    out += ["| peer | runs | " + " | ".join(c[0] for c in cols) + " |",
-           "|---|---|" + "---|" * len(cols)]
+    out += ["| peer | runs | " + " | ".join(c[0] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for peer in peer_order(rows):
         rs = [r for r in rows if r["peer"] == peer]
         if all(r["status"] == "unsupported" for r in rs):
@@ -217,10 +237,24 @@ def table(scenario: str, recs: list[Record], chart: Path | None = None) -> str:
 
 def summary(recs: list[Record]) -> dict[str, Any]:
     """Medians per scenario and peer (the JSON next to the raw records)."""
-    keys = ["deliveries_per_s", "p50_ms", "p99_ms", "max_ms", "lost", "server_rss_mb",
-            "server_us_per_delivery", "server_util", "client_util", "rss_kb_per_conn",
-            "rss_mb_after", "opened", "live_after_probe", "server_cpu_us_per_conn", "rt_per_s",
-            "msgs_per_s"]
+    keys = [
+        "deliveries_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "lost",
+        "server_rss_mb",
+        "server_us_per_delivery",
+        "server_util",
+        "client_util",
+        "rss_kb_per_conn",
+        "rss_mb_after",
+        "opened",
+        "live_after_probe",
+        "server_cpu_us_per_conn",
+        "rt_per_s",
+        "msgs_per_s",
+    ]
     out: dict[str, Any] = {}
     for r in recs:
         enrich(r)
@@ -229,8 +263,12 @@ def summary(recs: list[Record]) -> dict[str, Any]:
         for peer in peer_order(rows):
             rs = [r for r in rows if r["peer"] == peer]
             ok = ok_runs(rs)
-            entry: dict[str, Any] = {"label": rs[0]["label"], "runs": len(rs), "ok": len(ok),
-                                     "status": rs[0]["status"] if not ok else "ok"}
+            entry: dict[str, Any] = {
+                "label": rs[0]["label"],
+                "runs": len(rs),
+                "ok": len(ok),
+                "status": rs[0]["status"] if not ok else "ok",
+            }
             if not ok:
                 entry["why"] = rs[0].get("error")
             for k in keys:
@@ -257,9 +295,11 @@ def machine_line(recs: list[Record]) -> str:
     cpu = cpu_model() or "?"
     server = ",".join(map(str, recs[0].get("server_cpus", []))) if recs else "?"
     client = ",".join(map(str, recs[0].get("client_cpus", []))) if recs else "?"
-    return (f"{m.get('cpus', '?')} vCPUs ({cpu}), kernel {m.get('kernel', '?')}, "
-            f"Python {m.get('python', '?')}; runs {span}; server pinned to CPU {server}, "
-            f"load generator to CPU {client}")
+    return (
+        f"{m.get('cpus', '?')} vCPUs ({cpu}), kernel {m.get('kernel', '?')}, "
+        f"Python {m.get('python', '?')}; runs {span}; server pinned to CPU {server}, "
+        f"load generator to CPU {client}"
+    )
 
 
 def image_link(title: str, path: Path) -> str:
@@ -267,19 +307,21 @@ def image_link(title: str, path: Path) -> str:
     return f"![{title}]({Path(os.path.relpath(path, DOC.parent)).as_posix()})"
 
 
-def section(name: str, recs: list[Record], files: list[Path], command: str,
-            charts: dict[str, Path] | None = None) -> str:
-    scens = [s for s in ("F1", "F2", "S1", "N1", "C1", "L1", "L2")
-             if any(r["scenario"] == s for r in recs)]
+def section(
+    name: str, recs: list[Record], files: list[Path], command: str, charts: dict[str, Path] | None = None
+) -> str:
+    scens = [s for s in ("F1", "F2", "S1", "N1", "C1", "L1", "L2") if any(r["scenario"] == s for r in recs)]
     charts = charts or {}
     reps = max((r.get("rep", 1) for r in recs), default=1)
-    rels = ", ".join(f"`{p.relative_to(REPO)}`" if p.is_relative_to(REPO) else f"`{p}`"
-                     for p in files)
-    head = [f"Generated by `{command}` from {rels}. Cells: median [min–max] over the runs "
-            f"counted in *runs* (up to {reps} per peer); every run starts a fresh server.", "",
-            f"Machine: {machine_line(recs)}.", ""]
-    tid = next((r.get("versions") for r in recs if r["peer"] == "tidings" and r.get("versions")),
-               None)
+    rels = ", ".join(f"`{p.relative_to(REPO)}`" if p.is_relative_to(REPO) else f"`{p}`" for p in files)
+    head = [
+        f"Generated by `{command}` from {rels}. Cells: median [min–max] over the runs "
+        f"counted in *runs* (up to {reps} per peer); every run starts a fresh server.",
+        "",
+        f"Machine: {machine_line(recs)}.",
+        "",
+    ]
+    tid = next((r.get("versions") for r in recs if r["peer"] == "tidings" and r.get("versions")), None)
     if tid:
         head += ["tidings: " + ", ".join(f"{k} {v}" for k, v in tid.items()) + ".", ""]
     head.append("")
@@ -293,8 +335,7 @@ def write_docs(name: str, body: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
     block = f"{begin}\n{body}\n{end}"
     if begin in text and end in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text,
-                      flags=re.S)
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip("\n") + f"\n\n## Results: {name}\n\n{block}\n"
     DOC.write_text(text)
@@ -326,28 +367,43 @@ def pyplot() -> Any:
     return plt
 
 
-def bar_chart(plt: Any, path: Path, title: str, note: str, labels: list[str],
-              panels: list[tuple[str, list[Bar | None]]], highlight: set[int]) -> Path:
+def bar_chart(
+    plt: Any,
+    path: Path,
+    title: str,
+    note: str,
+    labels: list[str],
+    panels: list[tuple[str, list[Bar | None]]],
+    highlight: set[int],
+) -> Path:
     """Horizontal bars, one row per label, one panel per measure; rows in ``highlight`` stand out.
     A ``None`` value is drawn as an empty row."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(8, max(2.4, 1.5 + 0.34 * len(labels))),
-                             dpi=100, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(8, max(2.4, 1.5 + 0.34 * len(labels))), dpi=100, sharey=True, squeeze=False
+    )
     from matplotlib import ticker  # only here: run.py itself needs no matplotlib
+
     rows = list(range(len(labels)))
     for ax, (xlabel, bars) in zip(axes[0], panels, strict=True):
         meds = [b[0] if b else 0.0 for b in bars]
         err = [[b[0] - b[1] if b else 0.0 for b in bars], [b[2] - b[0] if b else 0.0 for b in bars]]
-        ax.barh(rows, meds, xerr=err if any(map(any, err)) else None, capsize=2,
-                error_kw={"elinewidth": 0.8},
-                color=[HIGHLIGHT if i in highlight else OTHERS for i in rows])
+        ax.barh(
+            rows,
+            meds,
+            xerr=err if any(map(any, err)) else None,
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+            color=[HIGHLIGHT if i in highlight else OTHERS for i in rows],
+        )
         top = max((b[2] for b in bars if b), default=0.0) or 1.0
         for i, b in enumerate(bars):
             text = "n/a" if b is None else f"{b[0]:,.0f}" if b[0] >= 100 else f"{b[0]:,.1f}"
             ax.text((b[2] if b else 0) + top * 0.02, i, text, va="center", fontsize=7)
         ax.set_xlim(0, top * 1.22)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(
-            lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:g}"))
+        ax.xaxis.set_major_formatter(
+            ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 10_000 else f"{v:g}")
+        )
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
@@ -364,7 +420,7 @@ def bar_chart(plt: Any, path: Path, title: str, note: str, labels: list[str],
 
 
 def short_label(label: str) -> str:
-    """"Node ws (broadcast loop)" -> "Node ws": the charts' row labels."""
+    """ "Node ws (broadcast loop)" -> "Node ws": the charts' row labels."""
     return label.split(" (", 1)[0]
 
 
@@ -372,9 +428,11 @@ def chart_note(recs: list[Record], extra: str = "") -> str:
     m = recs[0].get("machine", {}) if recs else {}
     days = sorted({str(r["when"])[:10] for r in recs if r.get("when")})
     cpu = cpu_model()
-    return (f"{m.get('cpus', '?')} vCPUs{f' ({cpu})' if cpu else ''}, kernel {m.get('kernel', '?')}, "
-            f"Python {m.get('python', '?')}; {' – '.join(days[:1] + days[1:][-1:]) or '?'}"
-            f"{extra}")
+    return (
+        f"{m.get('cpus', '?')} vCPUs{f' ({cpu})' if cpu else ''}, kernel {m.get('kernel', '?')}, "
+        f"Python {m.get('python', '?')}; {' – '.join(days[:1] + days[1:][-1:]) or '?'}"
+        f"{extra}"
+    )
 
 
 def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
@@ -405,12 +463,16 @@ def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
                 col.append((statistics.median(vals), min(vals), max(vals)) if vals else None)
         if not labels:
             continue
-        note = chart_note(rows, f"; median of up to {reps} runs, bars min–max; "
-                                "server on 1 pinned core")
-        out[scen] = bar_chart(plt, IMG / f"bench-{name}-{scen}.png",
-                              SCENARIO_TITLES[scen], note, labels,
-                              [(label, col) for (label, _), col in zip(panels, values, strict=True)],
-                              highlight)
+        note = chart_note(rows, f"; median of up to {reps} runs, bars min–max; server on 1 pinned core")
+        out[scen] = bar_chart(
+            plt,
+            IMG / f"bench-{name}-{scen}.png",
+            SCENARIO_TITLES[scen],
+            note,
+            labels,
+            [(label, col) for (label, _), col in zip(panels, values, strict=True)],
+            highlight,
+        )
     if out:
         print(f"wrote {len(out)} chart(s) to {IMG}")
     return out
@@ -418,11 +480,13 @@ def write_charts(name: str, recs: list[Record]) -> dict[str, Path]:
 
 def write_summary(name: str, recs: list[Record], files: list[Path], **extra: Any) -> None:
     """``RESULTS/<name>.json``: the medians per scenario and peer, and what they came from."""
-    summ = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
-                      for p in files],
-            "machine": recs[0].get("machine") if recs else None, "scenarios": summary(recs),
-            **extra}
+    summ = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in files],
+        "machine": recs[0].get("machine") if recs else None,
+        "scenarios": summary(recs),
+        **extra,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(summ, indent=1, sort_keys=True) + "\n")
 
@@ -449,47 +513,74 @@ def publish_section(res: Record, path: Path, charts: dict[str, Path]) -> str:
     runs = res["throughput"]
     lat = res["latency"]
     rel = f"`{path.relative_to(REPO)}`" if path.is_relative_to(REPO) else f"`{path}`"
-    out = [f"Generated by `python benchmarks/run.py publish-api` (`{res.get('command', '?')}`) "
-           f"from {rel}. Cells: median [min–max] over the runs counted in *runs*, "
-           f"{res.get('seconds_per_run', '?')} s each, interleaved; one server for all of them.", "",
-           f"Machine: {machine_line(publish_recs(res))}; 1-minute load average before the run "
-           f"{res.get('load_average_before', ['?'])[0]}.", ""]
+    out = [
+        f"Generated by `python benchmarks/run.py publish-api` (`{res.get('command', '?')}`) "
+        f"from {rel}. Cells: median [min–max] over the runs counted in *runs*, "
+        f"{res.get('seconds_per_run', '?')} s each, interleaved; one server for all of them.",
+        "",
+        f"Machine: {machine_line(publish_recs(res))}; 1-minute load average before the run "
+        f"{res.get('load_average_before', ['?'])[0]}.",
+        "",
+    ]
     if res.get("versions"):
         out += ["tidings: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
     out += [f"**{PUBLISH_TITLES['throughput']}**", ""]
     if "throughput" in charts:
         out += [image_link(PUBLISH_TITLES["throughput"], charts["throughput"]), ""]
-    cols = [("requests/s", "requests_per_s", 0, 1.0), ("p50 ms", "p50_ms", 2, 1.0),
-            ("p99 ms", "p99_ms", 1, 1.0), ("server CPU µs/request", "server_cpu_us_per_request", 0, 1.0),
-            ("server CPU %", "server_util", 0, 100.0), ("loadgen CPU %", "client_util", 0, 100.0),
-            ("errors", "errors", 0, 1.0)]
-    out += ["| connections | runs | " + " | ".join(c[0] for c in cols) + " |",
-            "|---|---|" + "---|" * len(cols)]
+    cols = [
+        ("requests/s", "requests_per_s", 0, 1.0),
+        ("p50 ms", "p50_ms", 2, 1.0),
+        ("p99 ms", "p99_ms", 1, 1.0),
+        ("server CPU µs/request", "server_cpu_us_per_request", 0, 1.0),
+        ("server CPU %", "server_util", 0, 100.0),
+        ("loadgen CPU %", "client_util", 0, 100.0),
+        ("errors", "errors", 0, 1.0),
+    ]
+    out += [
+        "| connections | runs | " + " | ".join(c[0] for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for conns in sorted({r["conns"] for r in runs}):
         rs = [r for r in runs if r["conns"] == conns]
-        out.append(f"| {conns} | {len(rs)} | "
-                   + " | ".join(cell([r.get(k) for r in rs], nd, sc) for _, k, nd, sc in cols) + " |")
-    title = (f"{PUBLISH_TITLES['latency']}: {lat['rate']:g} publishes/s for {lat['seconds']:g} s "
-             f"({lat['publications']:,} publications)")
+        out.append(
+            f"| {conns} | {len(rs)} | "
+            + " | ".join(cell([r.get(k) for r in rs], nd, sc) for _, k, nd, sc in cols)
+            + " |"
+        )
+    title = (
+        f"{PUBLISH_TITLES['latency']}: {lat['rate']:g} publishes/s for {lat['seconds']:g} s "
+        f"({lat['publications']:,} publications)"
+    )
     out += ["", f"**{title}**", ""]
     if "latency" in charts:
         out += [image_link(PUBLISH_TITLES["latency"], charts["latency"]), ""]
-    out += ["| from the request being sent to | samples | p50 ms | p90 ms | p99 ms | max ms | lost |",
-            "|---|---|---|---|---|---|---|"]
+    out += [
+        "| from the request being sent to | samples | p50 ms | p90 ms | p99 ms | max ms | lost |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for what, v in lat["paths"].items():
         what = what.split(" (", 1)[0]
-        out.append(f"| {what} | {v['samples']:,} | "
-                   + " | ".join(cell([v.get(k)], 2) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
-                   + f" | {v['lost']:,} |")
+        out.append(
+            f"| {what} | {v['samples']:,} | "
+            + " | ".join(cell([v.get(k)], 2) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+            + f" | {v['lost']:,} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def publish_recs(res: Record) -> list[Record]:
     """What machine_line() and chart_note() read, from a publish_api.py result."""
     pinned = res.get("pinned") or {}
-    return [{"machine": res.get("machine", {}), "when": w, "server_cpus": pinned.get("server", []),
-             "client_cpus": pinned.get("loadgen", [])}
-            for w in (res.get("started"), res.get("when")) if w]
+    return [
+        {
+            "machine": res.get("machine", {}),
+            "when": w,
+            "server_cpus": pinned.get("server", []),
+            "client_cpus": pinned.get("loadgen", []),
+        }
+        for w in (res.get("started"), res.get("when"))
+        if w
+    ]
 
 
 def publish_charts(res: Record) -> dict[str, Path]:
@@ -508,23 +599,34 @@ def publish_charts(res: Record) -> dict[str, Path]:
         return found
 
     reps = max((sum(r["conns"] == c for r in runs) for c in conns), default=0)
-    out = {"throughput": bar_chart(
-        plt, IMG / "bench-publish-api-throughput.png", PUBLISH_TITLES["throughput"].replace("`", ""),
-        chart_note(recs, f"; median of {reps} runs, bars min–max; server on 1 pinned core"),
-        [f"{c} connection{'s' if c > 1 else ''}" for c in conns],
-        [("requests/s (median, min–max)", bars("requests_per_s")),
-         ("p99 request latency, ms", bars("p99_ms"))], set(range(len(conns))))}
+    out = {
+        "throughput": bar_chart(
+            plt,
+            IMG / "bench-publish-api-throughput.png",
+            PUBLISH_TITLES["throughput"].replace("`", ""),
+            chart_note(recs, f"; median of {reps} runs, bars min–max; server on 1 pinned core"),
+            [f"{c} connection{'s' if c > 1 else ''}" for c in conns],
+            [
+                ("requests/s (median, min–max)", bars("requests_per_s")),
+                ("p99 request latency, ms", bars("p99_ms")),
+            ],
+            set(range(len(conns))),
+        )
+    }
     paths = list(lat["paths"].items())
 
     def point(key: str) -> list[Bar | None]:
         return [(v[key], v[key], v[key]) if v.get(key) is not None else None for _, v in paths]
 
     out["latency"] = bar_chart(
-        plt, IMG / "bench-publish-api-latency.png",
+        plt,
+        IMG / "bench-publish-api-latency.png",
         f"{PUBLISH_TITLES['latency']} ({lat['rate']:g}/s)",
         chart_note(recs, f"; {lat['publications']:,} publications"),
         [k.split(" (", 1)[0] for k, _ in paths],
-        [("p50, ms", point("p50_ms")), ("p99, ms", point("p99_ms"))], set(range(1, len(paths))))
+        [("p50, ms", point("p50_ms")), ("p99, ms", point("p99_ms"))],
+        set(range(1, len(paths))),
+    )
     print(f"wrote {len(out)} chart(s) to {IMG}")
     return out
 
@@ -533,8 +635,10 @@ def publish_finish(path: Path, a: argparse.Namespace) -> None:
     res = json.loads(path.read_text())
     for conns in sorted({r["conns"] for r in res["throughput"]}):
         rs = [r for r in res["throughput"] if r["conns"] == conns]
-        print(f"{conns:>3} connection(s): {cell([r['requests_per_s'] for r in rs])} requests/s, "
-              f"p99 {cell([r['p99_ms'] for r in rs], 1)} ms")
+        print(
+            f"{conns:>3} connection(s): {cell([r['requests_per_s'] for r in rs])} requests/s, "
+            f"p99 {cell([r['p99_ms'] for r in rs], 1)} ms"
+        )
     if not getattr(a, "no_docs", False):
         write_docs("publish-api", publish_section(res, path, publish_charts(res)))
 
@@ -556,14 +660,24 @@ def tidings_script(script: str, *args: str) -> None:
 # name: (what it does and writes, about how long here)
 STEPS = {
     "suite": ("every scenario, tidings and its peers side by side -> performance.md", "30-45 min"),
-    "http-transports": ("http_transports.py: SSE, NDJSON, long and short polling -> "
-                        "docs/topics/performance-http.md", "2-3 min"),
-    "publish-api": ("publish_api.py: POST /api/publish requests/s and publish -> first delivery "
-                    "-> results/publish-api.json, performance.md", "1 min"),
-    "webhooks": ("webhooks.py: webhook delivery rate, latency, drain after an outage -> "
-                 "results/webhooks.json", "5-7 min"),
-    "redis": ("redis_broker.py: Redis broker vs memory, 1 and 2 nodes -> results/redis_broker.json "
-              "(needs redis-server)", "1.5 min"),
+    "http-transports": (
+        "http_transports.py: SSE, NDJSON, long and short polling -> docs/topics/performance-http.md",
+        "2-3 min",
+    ),
+    "publish-api": (
+        "publish_api.py: POST /api/publish requests/s and publish -> first delivery "
+        "-> results/publish-api.json, performance.md",
+        "1 min",
+    ),
+    "webhooks": (
+        "webhooks.py: webhook delivery rate, latency, drain after an outage -> results/webhooks.json",
+        "5-7 min",
+    ),
+    "redis": (
+        "redis_broker.py: Redis broker vs memory, 1 and 2 nodes -> results/redis_broker.json "
+        "(needs redis-server)",
+        "1.5 min",
+    ),
 }
 ALL_STEPS = ",".join(STEPS)
 
@@ -576,8 +690,11 @@ def run_step(step: str, a: argparse.Namespace) -> None:
         tidings_script("http_transports.py")
     elif step == "publish-api":
         path = RESULTS / "publish-api.json"
-        tidings_script("publish_api.py", "--json",
-                       str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path))
+        tidings_script(
+            "publish_api.py",
+            "--json",
+            str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+        )
         publish_finish(path, a)
     elif step == "webhooks":
         tidings_script("webhooks.py", "--json", str(RESULTS / "webhooks.json"))
@@ -595,16 +712,22 @@ def run_all(a: argparse.Namespace) -> None:
     failed: list[str] = []
     for i, step in enumerate(steps, 1):
         what, takes = STEPS[step]
-        print(f"\n== [{i}/{len(steps)}] {step} (about {takes}): {what}; "
-              f"elapsed {(time.monotonic() - started) / 60:.1f} min ==", flush=True)
+        print(
+            f"\n== [{i}/{len(steps)}] {step} (about {takes}): {what}; "
+            f"elapsed {(time.monotonic() - started) / 60:.1f} min ==",
+            flush=True,
+        )
         try:
             run_step(step, a)
         except (subprocess.CalledProcessError, OSError) as exc:
             failed.append(step)
             print(f"!! {step} failed: {exc}", flush=True)
-    print(f"\n== {len(steps) - len(failed)}/{len(steps)} benchmark(s) done in "
-          f"{(time.monotonic() - started) / 60:.1f} min"
-          + (f"; failed: {', '.join(failed)}" if failed else "") + " ==")
+    print(
+        f"\n== {len(steps) - len(failed)}/{len(steps)} benchmark(s) done in "
+        f"{(time.monotonic() - started) / 60:.1f} min"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + " =="
+    )
     if failed:
         sys.exit(1)
 
@@ -616,9 +739,11 @@ SIDES = {"before": "tidings-before", "after": "tidings-after"}
 WITHIN = 0.05  # after may be this much worse than before
 WITHIN_TEXT = f"within {WITHIN * 100:g} % of before"
 # the figures compared, by kind_of(scenario); their labels and digits come from COLS
-COMPARED = {"fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "server_us_per_delivery"),
-            "idle": ("rss_kb_per_conn", "server_cpu_us_per_conn"),
-            "lp": ("rt_per_s", "p50_ms", "p99_ms")}
+COMPARED = {
+    "fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "server_us_per_delivery"),
+    "idle": ("rss_kb_per_conn", "server_cpu_us_per_conn"),
+    "lp": ("rt_per_s", "p50_ms", "p99_ms"),
+}
 HIGHER_IS_BETTER = {"deliveries_per_s", "rt_per_s"}  # for the others (time, memory) lower is
 SECONDS_PER_RUN = 15  # one full-size run here with its quiet check (records' run_s: 11-14 s)
 
@@ -631,8 +756,7 @@ def resolve(ref: str, option: str) -> str:
     """The commit ``ref`` names, or exit saying that it names none."""
     found = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if found.returncode:
-        sys.exit(f"{option} {ref!r}: no such commit in {REPO} (try a branch, a tag, HEAD~N or a "
-                 "commit hash)")
+        sys.exit(f"{option} {ref!r}: no such commit in {REPO} (try a branch, a tag, HEAD~N or a commit hash)")
     return found.stdout.strip()
 
 
@@ -642,14 +766,16 @@ def export_src(ref: str | None, dest: Path) -> tuple[Path, str]:
     during a long run changes neither side."""
     dest.mkdir(parents=True)
     if ref is None:
-        shutil.copytree(REPO / "src", dest / "src",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        shutil.copytree(
+            REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        )
         head = git("rev-parse", "--short", "HEAD").stdout.strip()
         changed = git("status", "--porcelain", "--", "src").stdout.strip()
         return dest / "src", f"working tree ({head}{' + uncommitted changes' if changed else ''})"
     commit = resolve(ref, "--before/--after")
-    tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"],
-                         capture_output=True, check=False)
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"], capture_output=True, check=False
+    )
     if tar.returncode:
         sys.exit(f"{ref!r} has no src/ to export: {tar.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(dest)], input=tar.stdout, check=True)
@@ -660,8 +786,12 @@ def export_src(ref: str | None, dest: Path) -> tuple[Path, str]:
 def check_import(src: Path, what: str) -> None:
     """Exit unless tidings' interpreter imports the package from ``src`` (and not, say, from an
     editable install that would win over PYTHONPATH): else both sides would run the same code."""
-    found = subprocess.run([str(tidings_python()), "-c", "import tidings; print(tidings.__file__)"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
+    found = subprocess.run(
+        [str(tidings_python()), "-c", "import tidings; print(tidings.__file__)"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
     where = Path(found.stdout.strip() or "?")
     if found.returncode or not where.is_relative_to(src):
         why = found.stderr.strip().splitlines()[-1:] or [f"it came from {where}"]
@@ -673,8 +803,10 @@ def compare_rows(recs: list[Record]) -> list[Record]:
     whether after is within WITHIN of before, the right way round (None: no ratio to judge)."""
     rows: list[Record] = []
     for scen in SCENARIO_TITLES:
-        runs = {side: [enrich(r) for r in recs if r["scenario"] == scen and r["peer"] == peer]
-                for side, peer in SIDES.items()}
+        runs = {
+            side: [enrich(r) for r in recs if r["scenario"] == scen and r["peer"] == peer]
+            for side, peer in SIDES.items()
+        }
         if not any(runs.values()):
             continue
         ok = {side: ok_runs(rs) for side, rs in runs.items()}
@@ -683,39 +815,54 @@ def compare_rows(recs: list[Record]) -> list[Record]:
             label, nd, scale = labels[key]
             if key.endswith("_ms"):  # 7 against 7 would hide a ratio of 0.95
                 nd = max(nd, 1)
-            row: Record = {"scenario": scen, "metric": label, "key": key, "digits": nd,
-                           "scale": scale, "higher_is_better": key in HIGHER_IS_BETTER}
+            row: Record = {
+                "scenario": scen,
+                "metric": label,
+                "key": key,
+                "digits": nd,
+                "scale": scale,
+                "higher_is_better": key in HIGHER_IS_BETTER,
+            }
             for side, rs in runs.items():
                 row[side] = [r.get(key) for r in ok[side]]
                 row[f"{side}_median"] = median(row[side])
                 row[f"{side}_runs"] = f"{len(ok[side])}/{len(rs)}"
                 if not ok[side]:  # why this side has no figure
-                    row[f"{side}_why"] = (f"{rs[0]['status']}: {rs[0].get('error') or ''}"
-                                          .rstrip(": ") if rs else "not run")
+                    row[f"{side}_why"] = (
+                        f"{rs[0]['status']}: {rs[0].get('error') or ''}".rstrip(": ") if rs else "not run"
+                    )
             b, a = row["before_median"], row["after_median"]
             row["ratio"] = a / b if a is not None and b else None
-            row["within"] = (None if row["ratio"] is None else
-                             row["ratio"] >= 1 - WITHIN if row["higher_is_better"] else
-                             row["ratio"] <= 1 + WITHIN)
+            row["within"] = (
+                None
+                if row["ratio"] is None
+                else row["ratio"] >= 1 - WITHIN
+                if row["higher_is_better"]
+                else row["ratio"] <= 1 + WITHIN
+            )
             rows.append(row)
     return rows
 
 
 def compare_table(rows: list[Record]) -> str:
     """The comparison as Markdown: one line per figure, and a closing line that counts them."""
-    out = [f"| scenario | figure | better | before | after | after/before | {WITHIN_TEXT} |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"| scenario | figure | better | before | after | after/before | {WITHIN_TEXT} |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        sides = [cell(r[side], r["digits"], r["scale"]) if f"{side}_why" not in r
-                 else r[f"{side}_why"] for side in SIDES]
+        sides = [
+            cell(r[side], r["digits"], r["scale"]) if f"{side}_why" not in r else r[f"{side}_why"]
+            for side in SIDES
+        ]
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
         within = {None: "–", True: "yes", False: "**no**"}[r["within"]]
         better = "higher" if r["higher_is_better"] else "lower"
-        out.append(f"| {r['scenario']} | {r['metric']} | {better} | {' | '.join(sides)} "
-                   f"| {ratio} | {within} |")
+        out.append(
+            f"| {r['scenario']} | {r['metric']} | {better} | {' | '.join(sides)} | {ratio} | {within} |"
+        )
     judged = [r for r in rows if r["within"] is not None]
-    worse = [f"{r['scenario']} {r['metric']} ({r['ratio']:.3f})" for r in judged
-             if not r["within"]]
+    worse = [f"{r['scenario']} {r['metric']} ({r['ratio']:.3f})" for r in judged if not r["within"]]
     unjudged = sorted({r["scenario"] for r in rows if r["within"] is None})
     end = f"{len(judged) - len(worse)} of {len(judged)} figures {WITHIN_TEXT}"
     end += f"; not: {', '.join(worse)}" if worse else ""
@@ -724,10 +871,18 @@ def compare_table(rows: list[Record]) -> str:
 
 
 def sides_line(recs: list[Record]) -> str:
-    """"before: HEAD~3 (1a2b3c4); after: working tree (…)", from the records' versions."""
+    """ "before: HEAD~3 (1a2b3c4); after: working tree (…)", from the records' versions."""
+
     def rev(peer: str) -> str:
-        return next((str(r["versions"]["commit"]) for r in recs
-                     if r["peer"] == peer and (r.get("versions") or {}).get("commit")), "?")
+        return next(
+            (
+                str(r["versions"]["commit"])
+                for r in recs
+                if r["peer"] == peer and (r.get("versions") or {}).get("commit")
+            ),
+            "?",
+        )
+
     return "; ".join(f"**{side}**: `{rev(peer)}`" for side, peer in SIDES.items())
 
 
@@ -736,14 +891,21 @@ def compare_finish(files: list[Path], a: argparse.Namespace, command: str) -> bo
     has no ratio (a side without a usable run)."""
     recs = [r for r in load(files) if r["peer"] in SIDES.values()]
     rows = compare_rows(recs)
-    write_summary("compare", recs, files, sides=sides_line(recs), comparison=[
-        {k: v for k, v in r.items() if k not in ("digits", "scale")} for r in rows])
+    write_summary(
+        "compare",
+        recs,
+        files,
+        sides=sides_line(recs),
+        comparison=[{k: v for k, v in r.items() if k not in ("digits", "scale")} for r in rows],
+    )
     print("\n".join(filter(None, (table(s, recs) for s in SCENARIO_TITLES))))
     print(sides_line(recs).replace("*", "").replace("`", "") + "\n")
     print(compare_table(rows))
     if not getattr(a, "no_docs", False):
-        write_docs("compare", f"{sides_line(recs)}.\n\n{compare_table(rows)}\n"
-                              + section("compare", recs, files, command))
+        write_docs(
+            "compare",
+            f"{sides_line(recs)}.\n\n{compare_table(rows)}\n" + section("compare", recs, files, command),
+        )
     return all(r["within"] is not None for r in rows)
 
 
@@ -752,8 +914,9 @@ def compare(a: argparse.Namespace) -> None:
     scens = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     unknown = [s for s in scens if s not in SCENARIO_TITLES]
     if unknown or not scens:
-        sys.exit(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
-                 f"known: {', '.join(SCENARIO_TITLES)}")
+        sys.exit(
+            f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIO_TITLES)}"
+        )
     if a.repeat < 1:
         sys.exit("--repeat must be 1 or more")
     resolve(a.before, "--before")  # both refs before any work, so that a typo costs nothing
@@ -768,8 +931,11 @@ def compare(a: argparse.Namespace) -> None:
             env |= {f"TIDINGS_{side.upper()}_SRC": str(src), f"TIDINGS_{side.upper()}_REV": rev}
             print(f"{side}: {rev}, src/ copied to {src}", flush=True)
         runs = len(scens) * a.repeat * len(SIDES)
-        print(f"{runs} runs of tidings alone, before and after in turn (about "
-              f"{max(1, round(runs * SECONDS_PER_RUN / 60))} min at full size)", flush=True)
+        print(
+            f"{runs} runs of tidings alone, before and after in turn (about "
+            f"{max(1, round(runs * SECONDS_PER_RUN / 60))} min at full size)",
+            flush=True,
+        )
         a.peers = ",".join(SIDES.values())
         out = measure("compare", a, ",".join(scens), env)
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:])
@@ -788,21 +954,57 @@ def profile(a: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "profile-F1.jsonl"
     if a.cprofile or not Path(pyspy).exists():
-        harness("run", "--peers", "tidings", "--scenarios", "F1", "--repeat", "1", "--cprofile",
-                "--msgs", str(a.msgs or 300), "--quiet-max", str(a.quiet_max), "--out", str(out))
+        harness(
+            "run",
+            "--peers",
+            "tidings",
+            "--scenarios",
+            "F1",
+            "--repeat",
+            "1",
+            "--cprofile",
+            "--msgs",
+            str(a.msgs or 300),
+            "--quiet-max",
+            str(a.quiet_max),
+            "--out",
+            str(out),
+        )
         prof = rundir / "tidings.prof"
         print(f"cProfile written to {prof}")
-        subprocess.run([str(HARNESS_PY), "-c",
-                        "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('tottime')"
-                        ".print_stats(30)", str(prof)], check=False)
+        subprocess.run(
+            [
+                str(HARNESS_PY),
+                "-c",
+                "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('tottime').print_stats(30)",
+                str(prof),
+            ],
+            check=False,
+        )
         return
     # py-spy attaches to the server that the harness started, once the burst has begun (the
     # harness opens loadgen-pub.log when it starts the publisher), and samples for --seconds.
     shutil.rmtree(rundir, ignore_errors=True)
     raise_nofile()
-    cmd = [str(HARNESS_PY), str(HARNESS / "bench.py"), "run", "--peers", "tidings",
-           "--scenarios", "F1", "--repeat", "1", "--quiet-max", str(a.quiet_max),
-           "--msgs", str(a.msgs or 1500), "--max-s", "180", "--out", str(out)]
+    cmd = [
+        str(HARNESS_PY),
+        str(HARNESS / "bench.py"),
+        "run",
+        "--peers",
+        "tidings",
+        "--scenarios",
+        "F1",
+        "--repeat",
+        "1",
+        "--quiet-max",
+        str(a.quiet_max),
+        "--msgs",
+        str(a.msgs or 1500),
+        "--max-s",
+        "180",
+        "--out",
+        str(out),
+    ]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=HARNESS)
     deadline = time.monotonic() + 300
@@ -817,11 +1019,25 @@ def profile(a: argparse.Namespace) -> None:
         sys.exit("could not attach py-spy: the tidings server or the burst was not found")
     raw = RESULTS / "profile-F1.txt"
     client_cpus = {1} if (os.cpu_count() or 1) > 1 else set()
-    subprocess.run([pyspy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                    "--output", str(raw), "--duration", str(a.seconds), "--nonblocking"],
-                   check=False,
-                   preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus
-                   else None)
+    subprocess.run(
+        [
+            pyspy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--duration",
+            str(a.seconds),
+            "--nonblocking",
+        ],
+        check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus else None,
+    )
     proc.wait(timeout=600)
     print(f"py-spy collapsed stacks in {raw.relative_to(REPO)}")
     top_frames(raw)
@@ -886,8 +1102,12 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subs", type=int, default=0, help="override the subscriber count")
     p.add_argument("--msgs", type=int, default=0, help="override the message count")
     p.add_argument("--max-s", type=float, default=120.0, help="deadline of one measurement")
-    p.add_argument("--quiet-max", type=float, default=10.0,
-                   help="longest wait for other processes to calm down before a run")
+    p.add_argument(
+        "--quiet-max",
+        type=float,
+        default=10.0,
+        help="longest wait for other processes to calm down before a run",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
 
 
@@ -910,37 +1130,49 @@ x 2 sides take about 9-15 minutes.
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help="install the peers' dependencies into $PEERBENCH_ENV")
-    for name, help_ in (("ws-fanout", "issue 2: WebSocket fan-out, tidings and peers"),
-                        ("suite", "every scenario, tidings and peers"),
-                        ("all", "the suite, then the tidings-only benchmarks (--only picks)")):
+    for name, help_ in (
+        ("ws-fanout", "issue 2: WebSocket fan-out, tidings and peers"),
+        ("suite", "every scenario, tidings and peers"),
+        ("all", "the suite, then the tidings-only benchmarks (--only picks)"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--peers", default=DEFAULT_PEERS)
         run_options(p)
         if name in ("suite", "all"):
             p.add_argument("--scenarios", default=SUITE_SCENARIOS)
         if name == "all":
-            p.add_argument("--only", default=ALL_STEPS,
-                           help=f"comma-separated steps, in order (default {ALL_STEPS})")
-    c = sub.add_parser("compare", help="tidings before and after a change, runs alternating "
-                       "(issue 18: each figure within 5 %%?)", description=COMPARE_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--before", required=True, metavar="REF",
-                   help="git ref of the code before (branch, tag, HEAD~N, commit)")
-    c.add_argument("--after", metavar="REF",
-                   help="git ref of the code after (default: the working tree as it is)")
-    c.add_argument("--scenarios", default=SUITE_SCENARIOS,
-                   help=f"comma-separated, of {', '.join(SCENARIO_TITLES)} (default %(default)s)")
+            p.add_argument(
+                "--only", default=ALL_STEPS, help=f"comma-separated steps, in order (default {ALL_STEPS})"
+            )
+    c = sub.add_parser(
+        "compare",
+        help="tidings before and after a change, runs alternating (issue 18: each figure within 5 %%?)",
+        description=COMPARE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument(
+        "--before",
+        required=True,
+        metavar="REF",
+        help="git ref of the code before (branch, tag, HEAD~N, commit)",
+    )
+    c.add_argument(
+        "--after", metavar="REF", help="git ref of the code after (default: the working tree as it is)"
+    )
+    c.add_argument(
+        "--scenarios",
+        default=SUITE_SCENARIOS,
+        help=f"comma-separated, of {', '.join(SCENARIO_TITLES)} (default %(default)s)",
+    )
     run_options(c)
     for name in ("http-transports", "publish-api", "webhooks", "redis"):
         p = sub.add_parser(name, help=STEPS[name][0])
         p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
     r = sub.add_parser("report", help="rewrite performance.md tables from result files")
-    r.add_argument("name", help="ws-fanout, suite, compare, publish-api (its JSON), or another "
-                   "section")
+    r.add_argument("name", help="ws-fanout, suite, compare, publish-api (its JSON), or another section")
     r.add_argument("files", nargs="+", type=Path)
     pr = sub.add_parser("profile", help="profile tidings during F1")
     pr.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")

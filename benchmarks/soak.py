@@ -122,8 +122,11 @@ class Node:
             env[f"TIDINGS_{key.upper()}"] = json.dumps(value)
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "serve", "--port", str(self.port), "--stats",
-                 str(self.stats)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                [sys.executable, __file__, "serve", "--port", str(self.port), "--stats", str(self.stats)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def wait_ready(self, timeout: float = 20) -> None:
@@ -169,8 +172,7 @@ class Node:
 class Subscriber:
     """One subscriber that comes and goes, resuming from its own position each time."""
 
-    def __init__(self, url: str, channel: str, transport: str, since: Any,
-                 latencies: list[float]) -> None:
+    def __init__(self, url: str, channel: str, transport: str, since: Any, latencies: list[float]) -> None:
         self.url, self.channel, self.transport = url, channel, transport
         self.position = since
         self.latencies = latencies
@@ -182,8 +184,9 @@ class Subscriber:
     def start(self) -> None:
         import tidings
 
-        self.client = tidings.Client(self.url, transport=self.transport, backoff=(0.05, 1.0),
-                                     poll_interval=0.25, long_poll_timeout=5.0)
+        self.client = tidings.Client(
+            self.url, transport=self.transport, backoff=(0.05, 1.0), poll_interval=0.25, long_poll_timeout=5.0
+        )
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -195,8 +198,9 @@ class Subscriber:
                 continue
             expected = self.position.offset + 1
             if item.epoch != self.position.epoch or item.offset != expected:
-                self.problems.append(f"{self.transport}:{self.channel}: got {item.offset}, "
-                                     f"expected {expected}")
+                self.problems.append(
+                    f"{self.transport}:{self.channel}: got {item.offset}, expected {expected}"
+                )
             self.position = item.position
             self.received += 1
             self.latencies.append(time.time() * 1000 - item.time)
@@ -230,10 +234,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
-async def run(duration: float = 600.0, *, clients: int = 60, channels: int = 6, rate: float = 50.0,
-              churn: float = 0.1, sample: float = 5.0, warmup: float = 10.0,
-              bounds: Bounds | None = None, workdir: Path | None = None,
-              progress: bool = False) -> Report:
+async def run(
+    duration: float = 600.0,
+    *,
+    clients: int = 60,
+    channels: int = 6,
+    rate: float = 50.0,
+    churn: float = 0.1,
+    sample: float = 5.0,
+    warmup: float = 10.0,
+    bounds: Bounds | None = None,
+    workdir: Path | None = None,
+    progress: bool = False,
+) -> Report:
     """Run the soak and return its report (``report.ok`` says whether it held)."""
     import random
 
@@ -258,8 +271,9 @@ async def run(duration: float = 600.0, *, clients: int = 60, channels: int = 6, 
                 starts[name] = Position(body["epoch"], body["offset"])
             for i in range(clients):
                 name = names[i % channels]
-                sub = Subscriber(node.url, name, report.transports[i % len(report.transports)],
-                                 starts[name], latencies)
+                sub = Subscriber(
+                    node.url, name, report.transports[i % len(report.transports)], starts[name], latencies
+                )
                 sub.start()
                 subscribers.append(sub)
             loop = asyncio.get_running_loop()
@@ -271,8 +285,9 @@ async def run(duration: float = 600.0, *, clients: int = 60, channels: int = 6, 
                 due = int((now - begin) * rate)
                 while published < due:
                     name = names[published % channels]
-                    response = await http.post("/api/publish",
-                                               json={"channel": name, "data": {"n": published}})
+                    response = await http.post(
+                        "/api/publish", json={"channel": name, "data": {"n": published}}
+                    )
                     if response.status_code != 200:
                         report.problems.append(f"publish answered {response.status_code}")
                     else:
@@ -282,11 +297,19 @@ async def run(duration: float = 600.0, *, clients: int = 60, channels: int = 6, 
                     next_sample += sample
                     info = (await http.get("/api/info")).json()
                     window, latencies[:] = list(latencies), []
-                    report.samples.append(Sample(
-                        round(now - begin, 1), round(node.rss_mb(), 2), node.fds(), node.tasks(),
-                        sum(info["connections"].values()), published,
-                        sum(s.received for s in subscribers),
-                        percentile(window, 0.5), percentile(window, 0.99)))
+                    report.samples.append(
+                        Sample(
+                            round(now - begin, 1),
+                            round(node.rss_mb(), 2),
+                            node.fds(),
+                            node.tasks(),
+                            sum(info["connections"].values()),
+                            published,
+                            sum(s.received for s in subscribers),
+                            percentile(window, 0.5),
+                            percentile(window, 0.99),
+                        )
+                    )
                     if progress:
                         print(json.dumps(asdict(report.samples[-1])), flush=True)
                     for sub in rng.sample(subscribers, int(len(subscribers) * churn)):
@@ -297,15 +320,18 @@ async def run(duration: float = 600.0, *, clients: int = 60, channels: int = 6, 
             report.published = published
             deadline = loop.time() + 30
             while loop.time() < deadline and any(  # noqa: ASYNC110 (a deadline-bounded poll)
-                    s.position.offset < last[s.channel] for s in subscribers):
+                s.position.offset < last[s.channel] for s in subscribers
+            ):
                 await asyncio.sleep(0.1)
             for sub in subscribers:
                 if sub.position.offset < last[sub.channel]:
-                    report.problems.append(f"{sub.transport}:{sub.channel} stopped at "
-                                           f"{sub.position.offset} of {last[sub.channel]}")
+                    report.problems.append(
+                        f"{sub.transport}:{sub.channel} stopped at "
+                        f"{sub.position.offset} of {last[sub.channel]}"
+                    )
     finally:
         for i in range(0, len(subscribers), 50):
-            await asyncio.gather(*(s.stop() for s in subscribers[i:i + 50]))
+            await asyncio.gather(*(s.stop() for s in subscribers[i : i + 50]))
         node.stop()
     report.delivered = sum(s.received for s in subscribers)
     for sub in subscribers:
@@ -321,8 +347,11 @@ def analyse(report: Report, warmup: float, bounds: Bounds) -> None:
     first, last = steady[:third], steady[-third:]
 
     def growth(attr: str) -> float:
-        return round(statistics.median(getattr(s, attr) for s in last)
-                     - statistics.median(getattr(s, attr) for s in first), 2)
+        return round(
+            statistics.median(getattr(s, attr) for s in last)
+            - statistics.median(getattr(s, attr) for s in first),
+            2,
+        )
 
     report.growth = {"rss_mb": growth("rss_mb"), "fds": growth("fds"), "tasks": growth("tasks")}
     if report.growth["rss_mb"] > bounds.rss_mb:
@@ -335,19 +364,27 @@ def analyse(report: Report, warmup: float, bounds: Bounds) -> None:
 
 def markdown(report: Report) -> str:
     lines = [
-        "# Soak", "",
+        "# Soak",
+        "",
         f"{report.duration:g} s, {report.clients} subscribers over {', '.join(report.transports)}, "
         f"{report.rate:g} publications/s; {report.published} published, {report.delivered} "
-        f"delivered, {report.reconnects} leave-and-resume cycles.", "",
+        f"delivered, {report.reconnects} leave-and-resume cycles.",
+        "",
         "| t (s) | RSS (MB) | fds | tasks | connections | published | delivered | p50 (ms) | p99 (ms) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in report.samples:
-        lines.append(f"| {s.t} | {s.rss_mb} | {s.fds} | {s.tasks} | {s.connections} | {s.published} "
-                     f"| {s.delivered} | {s.p50_ms} | {s.p99_ms} |")
-    lines += ["", f"Growth, first third to last third after warm-up: {report.growth}.", "",
-              "Result: " + ("OK" if report.ok else "FAILED: " + "; ".join(report.problems[:10])),
-              ""]
+        lines.append(
+            f"| {s.t} | {s.rss_mb} | {s.fds} | {s.tasks} | {s.connections} | {s.published} "
+            f"| {s.delivered} | {s.p50_ms} | {s.p99_ms} |"
+        )
+    lines += [
+        "",
+        f"Growth, first third to last third after warm-up: {report.growth}.",
+        "",
+        "Result: " + ("OK" if report.ok else "FAILED: " + "; ".join(report.problems[:10])),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -375,10 +412,19 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown here")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    report = asyncio.run(run(
-        args.duration, clients=args.clients, channels=args.channels, rate=args.rate,
-        churn=args.churn, sample=args.sample, warmup=args.warmup, progress=True,
-        bounds=Bounds(args.max_rss_growth_mb, args.max_fd_growth, args.max_task_growth)))
+    report = asyncio.run(
+        run(
+            args.duration,
+            clients=args.clients,
+            channels=args.channels,
+            rate=args.rate,
+            churn=args.churn,
+            sample=args.sample,
+            warmup=args.warmup,
+            progress=True,
+            bounds=Bounds(args.max_rss_growth_mb, args.max_fd_growth, args.max_task_growth),
+        )
+    )
     if args.json:
         args.json.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")
     if args.markdown:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RECEIVER = r'''
+RECEIVER = r"""
 import asyncio, json, sys, time
 state = {"fail": False}
 first = {}
@@ -95,7 +95,7 @@ try:
 except ImportError:
     pass
 asyncio.run(main())
-'''
+"""
 
 
 class Receiver:
@@ -132,18 +132,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from tidings.webhooks.service import WebhookService
 
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", RECEIVER, str(args.endpoints),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**27)
+        sys.executable,
+        "-c",
+        RECEIVER,
+        str(args.endpoints),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**27,
+    )
     receiver = Receiver(process)
     assert process.stdout is not None
     ports = json.loads(await process.stdout.readline())
     schedule = [float(x) for x in args.schedule.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(webhooks={
-            "allow_private": ["127.0.0.0/8"], "store": str(Path(tmp) / "bench.db"),
-            "retry_schedule": schedule, "throttle_floor": 0.0,
-            "concurrency_per_endpoint": args.concurrency,
-        }, namespaces={"default": {"history_size": 10}})
+        settings = Settings(
+            webhooks={
+                "allow_private": ["127.0.0.0/8"],
+                "store": str(Path(tmp) / "bench.db"),
+                "retry_schedule": schedule,
+                "throttle_floor": 0.0,
+                "concurrency_per_endpoint": args.concurrency,
+            },
+            namespaces={"default": {"history_size": 10}},
+        )
         node = Node(settings)
         await node.start()
         service = WebhookService(node)
@@ -159,13 +170,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def publish(i: int) -> None:
                 async with sem:
                     await node.publish(f"bench:{i % 100}", {"i": i, "pad": "x" * 100})
+
             await asyncio.gather(*(publish(i) for i in range(n)))
             publish_s = time.monotonic() - started
             stats = await receiver.wait_taken(n * e, 600)
             delivered_s = stats["last_first"] - wall
             lat = (await receiver.ask("latencies"))["latencies"]
             result: dict[str, Any] = {
-                "publications": n, "endpoints": e, "deliveries": n * e,
+                "publications": n,
+                "endpoints": e,
+                "deliveries": n * e,
                 "publish_per_s": round(n / publish_s),
                 "deliveries_per_s": round(n * e / delivered_s),
                 "first_attempt_p50_ms": round(percentile(lat, 0.50), 1),
@@ -183,11 +197,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(1 / args.latency_rate)
                 await receiver.wait_taken(count * e, 600)
                 lat = (await receiver.ask("latencies"))["latencies"]
-                result.update({
-                    "paced_publish_per_s": args.latency_rate,
-                    "paced_first_attempt_p50_ms": round(percentile(lat, 0.50), 1),
-                    "paced_first_attempt_p99_ms": round(percentile(lat, 0.99), 1),
-                })
+                result.update(
+                    {
+                        "paced_publish_per_s": args.latency_rate,
+                        "paced_first_attempt_p50_ms": round(percentile(lat, 0.50), 1),
+                        "paced_first_attempt_p99_ms": round(percentile(lat, 0.99), 1),
+                    }
+                )
             if args.outage > 0:
                 await receiver.ask("reset")
                 await receiver.ask("fail")
@@ -200,11 +216,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await receiver.ask("ok")
                 recovered = time.monotonic()
                 await receiver.wait_taken(count * e, 600)
-                result.update({
-                    "outage_s": args.outage, "outage_publications": count,
-                    "drain_s": round(time.monotonic() - recovered, 2),
-                    "schedule": schedule,
-                })
+                result.update(
+                    {
+                        "outage_s": args.outage,
+                        "outage_publications": count,
+                        "drain_s": round(time.monotonic() - recovered, 2),
+                        "schedule": schedule,
+                    }
+                )
             return result
         finally:
             await service.stop()
@@ -223,13 +242,15 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--outage-rate", type=float, default=100.0, help="publications/s")
     parser.add_argument("--schedule", default="1,2,4,8,15,30,60")
-    parser.add_argument("--latency-rate", type=float, default=20.0,
-                        help="publications/s of the paced latency phase")
+    parser.add_argument(
+        "--latency-rate", type=float, default=20.0, help="publications/s of the paced latency phase"
+    )
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

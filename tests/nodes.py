@@ -16,8 +16,14 @@ from tests.redis_server import free_port
 
 
 class NodeProcess:
-    def __init__(self, *, broker: str, port: int | None = None, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        broker: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.broker = broker
         self.port = port or free_port()
         self.env = env or {}
@@ -35,14 +41,20 @@ class NodeProcess:
     def start(self, timeout: float = 20) -> NodeProcess:
         env = {**os.environ, "TIDINGS_LOG_LEVEL": "warning", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidings", "serve", "--port", str(self.port), "--broker",
-             self.broker], env=env, cwd=self.cwd, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+            [sys.executable, "-m", "tidings", "serve", "--port", str(self.port), "--broker", self.broker],
+            env=env,
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited: {self.proc.stderr.read().decode()[-2000:]}"
-                                   if self.proc.stderr else "node exited")
+                raise RuntimeError(
+                    f"node exited: {self.proc.stderr.read().decode()[-2000:]}"
+                    if self.proc.stderr
+                    else "node exited"
+                )
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self

@@ -62,13 +62,13 @@ def _answers(port: int) -> bool:
 class RedisServer:
     """One redis-server on 127.0.0.1:<port>, data in its own temporary directory."""
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False,
-                 directory: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, directory: Path | None = None
+    ) -> None:
         self.port = port if port is not None else free_port()
         self.cluster = cluster
         self._own_dir = directory is None
-        self.dir = directory if directory is not None else Path(
-            tempfile.mkdtemp(prefix="tidings-redis-"))
+        self.dir = directory if directory is not None else Path(tempfile.mkdtemp(prefix="tidings-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,15 +77,36 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "no", "--protected-mode", "no",
-            "--logfile", str(self.dir / "redis.log"), "--dbfilename", "dump.rdb",
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--dbfilename",
+            "dump.rdb",
         ]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-node-timeout", "2000"]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_for(lambda: _answers(self.port), timeout, f"redis-server on {self.port}")
         except BaseException:
@@ -94,8 +115,9 @@ class RedisServer:
         return self
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([REDIS_CLI, "-p", str(self.port), *args], capture_output=True,
-                              timeout=10, check=True)
+        done = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), *args], capture_output=True, timeout=10, check=True
+        )
         return done.stdout.decode()
 
     def kill(self) -> None:
@@ -139,10 +161,18 @@ class RedisCluster:
             for node in self.nodes:
                 node.start()
             subprocess.run(
-                [REDIS_CLI, "--cluster", "create",
-                 *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, timeout=timeout, check=True,
+                [
+                    REDIS_CLI,
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                timeout=timeout,
+                check=True,
             )
             wait_for(self._healthy, timeout, "cluster_state:ok on every node")
         except BaseException:

@@ -9,8 +9,15 @@ import os
 __all__ = ["client_frame", "client_header", "server_frames"]
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | None = None,
-                 mask: bool = True, rsv: int = 0) -> bytes:
+def client_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    key: bytes | None = None,
+    mask: bool = True,
+    rsv: int = 0,
+) -> bytes:
     """A frame as a client sends it (RFC 6455 5.2): masked with ``key`` (a fresh random one if
     None) unless ``mask`` is False."""
     n = len(payload)
@@ -31,9 +38,12 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | 
 def client_header(opcode: int, length: int, *, fin: bool = True) -> bytes:
     """The header alone (no mask key, no payload) of a masked client frame of ``length`` bytes."""
     return bytes(((0x80 if fin else 0) | opcode,)) + (
-        bytes((0x80 | length,)) if length <= 125
-        else b"\xfe" + length.to_bytes(2, "big") if length <= 0xFFFF
-        else b"\xff" + length.to_bytes(8, "big"))
+        bytes((0x80 | length,))
+        if length <= 125
+        else b"\xfe" + length.to_bytes(2, "big")
+        if length <= 0xFFFF
+        else b"\xff" + length.to_bytes(8, "big")
+    )
 
 
 def server_frames(wire: bytes) -> list[tuple[bool, int, int, bytes]]:
@@ -46,12 +56,12 @@ def server_frames(wire: bytes) -> list[tuple[bool, int, int, bytes]]:
         assert not b1 & 0x80, "a server must not mask"
         n, pos = b1 & 0x7F, pos + 2
         if n == 126:
-            n, pos = int.from_bytes(wire[pos:pos + 2], "big"), pos + 2
+            n, pos = int.from_bytes(wire[pos : pos + 2], "big"), pos + 2
             assert n > 125, "not the shortest length encoding"
         elif n == 127:
-            n, pos = int.from_bytes(wire[pos:pos + 8], "big"), pos + 8
+            n, pos = int.from_bytes(wire[pos : pos + 8], "big"), pos + 8
             assert 0xFFFF < n < 2**63, "not the shortest length encoding"
         assert pos + n <= len(wire), "truncated frame"
-        frames.append((bool(b0 & 0x80), b0 >> 4 & 7, b0 & 0x0F, wire[pos:pos + n]))
+        frames.append((bool(b0 & 0x80), b0 >> 4 & 7, b0 & 0x0F, wire[pos : pos + n]))
         pos += n
     return frames

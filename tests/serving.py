@@ -53,8 +53,14 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, timeout: floa
 
 
 @contextlib.contextmanager
-def serve(settings: Settings | None = None, *, engine: str | None = None, certfile: Any = None,
-          keyfile: Any = None, **overrides: Any) -> Iterator[RunningServer]:
+def serve(
+    settings: Settings | None = None,
+    *,
+    engine: str | None = None,
+    certfile: Any = None,
+    keyfile: Any = None,
+    **overrides: Any,
+) -> Iterator[RunningServer]:
     """Run a node until the block ends; ``overrides`` are settings (port defaults to 0);
     ``certfile``/``keyfile`` serve TLS as ``tidings serve --certfile --keyfile`` does;
     ``engine`` is ``"sockets"`` (or ``"fast"``) or ``"asgi"`` (default: :data:`ENGINE`)."""
@@ -64,8 +70,7 @@ def serve(settings: Settings | None = None, *, engine: str | None = None, certfi
     if settings is None:
         settings = load_settings(server=server_settings, **overrides)
     else:
-        settings = settings.model_copy(update={"server": settings.server.model_copy(
-            update=server_settings)})
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=server_settings)})
     config = uvicorn_config(settings, certfile=certfile, keyfile=keyfile)
     config.log_level = "warning"
     server = TidingsServer(config)

@@ -26,15 +26,24 @@ PYPROJECT = SRC.parents[1] / "pyproject.toml"
 # (module, function, imported module) -> why the import is made there and not at the top. Anything
 # else imported inside a function hides a cycle or a layer crossing: move it, or pass it in.
 LOCAL_IMPORTS = {
-    ("tidings/cli.py", "serve", "tidings.server.run"):
-        "the whole server is a second of imports every other CLI command would pay for nothing",
+    (
+        "tidings/cli.py",
+        "serve",
+        "tidings.server.run",
+    ): "the whole server is a second of imports every other CLI command would pay for nothing",
     ("tidings/cli.py", "serve", "tidings.server.http2"): "Hypercorn, only for --http2",
     ("tidings/cli.py", "subscribe", "tidings.client.subscribe"): "the client, only for this command",
-    ("tidings/config_cli.py", "effective", "tidings.webhooks.service"):
-        "the webhook service (FastAPI, the node), for one key of `tidings config`",
+    (
+        "tidings/config_cli.py",
+        "effective",
+        "tidings.webhooks.service",
+    ): "the webhook service (FastAPI, the node), for one key of `tidings config`",
     ("tidings/node.py", "make_broker", "tidings.brokers.sqlite"): "imported only when configured",
-    ("tidings/node.py", "make_broker", "tidings.brokers.redis"):
-        "imported only when configured: redis-py is a second of imports",
+    (
+        "tidings/node.py",
+        "make_broker",
+        "tidings.brokers.redis",
+    ): "imported only when configured: redis-py is a second of imports",
     ("tidings/server/http2.py", "run_http2", "uvloop"): "uvloop is not on every platform",
 }
 
@@ -105,8 +114,11 @@ def private_imports(name: str, tree: ast.Module) -> list[str]:
 
 
 def test_uvicorn_and_websockets_internals_are_imported_by_one_module():
-    outside = {name: found for name, tree, _ in modules() if name != INTERNALS
-               and (found := private_imports(name, tree))}
+    outside = {
+        name: found
+        for name, tree, _ in modules()
+        if name != INTERNALS and (found := private_imports(name, tree))
+    }
     assert outside == {}
     internals = ast.parse((SRC / "engines/uvicorn_internals.py").read_text("utf-8"))
     assert "uvicorn.protocols.http.httptools_impl" in private_imports(INTERNALS, internals)

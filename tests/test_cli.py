@@ -12,20 +12,48 @@ import pytest
 
 from tests.serving import RunningServer
 
-COMMANDS = ["serve", "publish", "subscribe", "history", "presence", "token", "keys", "keys create",
-            "webhooks", "webhooks add", "webhooks list", "webhooks show", "webhooks deliveries",
-            "webhooks replay", "webhooks rotate", "webhooks test", "listen"]
+COMMANDS = [
+    "serve",
+    "publish",
+    "subscribe",
+    "history",
+    "presence",
+    "token",
+    "keys",
+    "keys create",
+    "webhooks",
+    "webhooks add",
+    "webhooks list",
+    "webhooks show",
+    "webhooks deliveries",
+    "webhooks replay",
+    "webhooks rotate",
+    "webhooks test",
+    "listen",
+]
 
 
-def tidings(*args: str, url: str | None = None, input: str | None = None,
-            timeout: float = 30, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+def tidings(
+    *args: str,
+    url: str | None = None,
+    input: str | None = None,
+    timeout: float = 30,
+    columns: int | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if url:
         env["TIDINGS_URL"] = url
     if columns:
         env["COLUMNS"] = str(columns)
-    return subprocess.run([sys.executable, "-m", "tidings", *args], capture_output=True,
-                          text=True, env=env, input=input, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_version():
@@ -57,12 +85,30 @@ def test_publish_history_and_subscribe_round_trip(server: RunningServer):
     assert [json.loads(x)["offset"] for x in lines.stdout.splitlines()] == [3, 4]
     history = tidings("history", "cli:news", url=server.url)
     assert [json.loads(x)["data"] for x in history.stdout.splitlines()] == [
-        {"n": 1}, "plain text", {"n": 3}, "four"]
+        {"n": 1},
+        "plain text",
+        {"n": 3},
+        "four",
+    ]
     cursor = json.loads(history.stdout.splitlines()[0])
     sub = subprocess.Popen(
-        [sys.executable, "-m", "tidings", "subscribe", "cli:news", "--count", "3", "--url",
-         server.url, "--cursor", _cursor_after(cursor)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tidings",
+            "subscribe",
+            "cli:news",
+            "--count",
+            "3",
+            "--url",
+            server.url,
+            "--cursor",
+            _cursor_after(cursor),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = sub.communicate(timeout=30)
     assert sub.returncode == 0, err
     assert [json.loads(x)["offset"] for x in out.splitlines()] == [2, 3, 4]

@@ -17,9 +17,22 @@ def _typescript() -> Path:
     if not TSC.exists():
         if shutil.which("npm") is None:
             pytest.skip("npm is not installed: cannot fetch TypeScript")
-        result = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
-                                 "--prefix", str(PREFIX), "typescript@5"],
-                                capture_output=True, text=True, timeout=300, check=False)
+        result = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(PREFIX),
+                "typescript@5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         if result.returncode != 0:
             pytest.skip(f"TypeScript could not be installed from npm: {result.stderr[-300:]}")
     return TSC
@@ -27,6 +40,11 @@ def _typescript() -> Path:
 
 def test_typescript_declarations_check_an_example():
     tsc = _typescript()
-    result = subprocess.run([str(tsc), "-p", str(ROOT / "examples" / "typescript")],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(tsc), "-p", str(ROOT / "examples" / "typescript")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

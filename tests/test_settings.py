@@ -12,7 +12,7 @@ def test_defaults_bind_loopback_in_memory():
 
 def test_toml_and_environment_are_merged_and_env_wins(tmp_path: Path, monkeypatch):
     cfg = tmp_path / "t.toml"
-    cfg.write_text('port = 9000\n[limits]\nidle_timeout = 30\n[namespaces.chat]\nhistory_size = 5\n')
+    cfg.write_text("port = 9000\n[limits]\nidle_timeout = 30\n[namespaces.chat]\nhistory_size = 5\n")
     monkeypatch.setenv("TIDINGS_LIMITS__IDLE_TIMEOUT", "12")
     s = load_settings(cfg)
     assert s.port == 9000 and s.limits.idle_timeout == 12

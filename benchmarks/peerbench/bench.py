@@ -497,9 +497,26 @@ async def cmd_run(a) -> None:
 
 
 BRIEF = (
-    "peer", "scenario", "rep", "status", "error", "deliveries_per_s", "p50_ms", "p99_ms",
-    "max_ms", "lost", "server_cpu_s", "client_util", "cores", "other_cpu_s",
-    "background_cores_at_start", "quiet_wait_s", "stop", "opened", "rss_kb_per_conn", "rt_per_s",
+    "peer",
+    "scenario",
+    "rep",
+    "status",
+    "error",
+    "deliveries_per_s",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "lost",
+    "server_cpu_s",
+    "client_util",
+    "cores",
+    "other_cpu_s",
+    "background_cores_at_start",
+    "quiet_wait_s",
+    "stop",
+    "opened",
+    "rss_kb_per_conn",
+    "rt_per_s",
     "run_s",
 )
 
@@ -530,8 +547,7 @@ def progress(rec: dict, started: float, done: int, total: int) -> str:
     eta = elapsed / done * (total - done)
     return (
         f"{rec.get('run_s', 0):.1f} s{f' (+{wait:.0f} s waiting for quiet)' if wait >= 2 else ''}, "
-        f"{fig}; elapsed {clock(elapsed)}"
-        + (f", ETA ~{clock(eta)}" if done < total else "")
+        f"{fig}; elapsed {clock(elapsed)}" + (f", ETA ~{clock(eta)}" if done < total else "")
     )
 
 
@@ -620,18 +636,14 @@ def cmd_report(a) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--peers", default=",".join(PEERS))
     r.add_argument("--scenarios", default="F1,F2,S1,C1")
     r.add_argument("--repeat", type=int, default=3)
     r.add_argument("--out", default=DEFAULT_OUT)
-    r.add_argument(
-        "--server-cpus", default="0", help="CPU list for the server processes ('' = any)"
-    )
+    r.add_argument("--server-cpus", default="0", help="CPU list for the server processes ('' = any)")
     r.add_argument("--client-cpus", default="1", help="CPU list for the load generator ('' = any)")
     r.add_argument("--conns", type=int, default=4, help="publisher connections")
     r.add_argument("--conc", type=int, default=100, help="subscriber connects in flight")

@@ -307,9 +307,7 @@ async def open_subs(peer, a, sh: Shared, n: int) -> tuple[list, dict]:
                     else:
                         host, port, path = peer.stream_path(a.channel)
                         accept = "application/x-ndjson"
-                    req = (
-                        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\n\r\n"
-                    ).encode()
+                    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: {accept}\r\n\r\n").encode()
                     _, sub = await loop.create_connection(lambda: SseSub(sh, req), host, port)
                 await asyncio.wait_for(sub.ready, 30)
                 subs.append(sub)
@@ -600,9 +598,7 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--probe-timeout", type=float, default=30.0)
     ap.add_argument("--duration", type=float, default=10.0, help="lp role: seconds of polling")
-    ap.add_argument(
-        "--lp-interval", type=float, default=0.002, help="lp role: seconds between publishes"
-    )
+    ap.add_argument("--lp-interval", type=float, default=0.002, help="lp role: seconds between publishes")
     a = ap.parse_args()
     fn = {"sub": role_sub, "pub": role_pub, "idle": role_idle, "lp": role_lp}[a.role]
     uvloop.run(fn(a))

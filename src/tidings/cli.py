@@ -36,8 +36,7 @@ out = Console()
 
 DEFAULT_URL = "http://127.0.0.1:8600"
 UrlOpt = Annotated[str, typer.Option("--url", envvar="TIDINGS_URL", help="Server base URL.")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="TIDINGS_API_KEY",
-                                            help="Server API key.")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="TIDINGS_API_KEY", help="Server API key.")]
 PrettyOpt = Annotated[bool, typer.Option("--pretty", help="Readable output instead of NDJSON.")]
 
 
@@ -49,8 +48,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """tidings: a realtime event hub."""
 
@@ -80,8 +80,9 @@ def api_call(url: str, api_key: str | None, method: str, path: str, **kwargs: An
         with api_client(url, api_key) as client:
             response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        raise fail(f"cannot reach {url}: {exc}",
-                   "Is the server running (tidings serve)? Set TIDINGS_URL or --url.") from None
+        raise fail(
+            f"cannot reach {url}: {exc}", "Is the server running (tidings serve)? Set TIDINGS_URL or --url."
+        ) from None
     body = response.json() if response.content else {}
     if response.status_code >= 400:
         error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -102,18 +103,20 @@ def serve(
     # The defaults live in Settings (None: not given, the file or environment decides). Not
     # "[default: …]" in a help text: rich reads it as markup and drops it.
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(
-        help="Port (default 8600; 0 = any free).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
-                                                envvar="TIDINGS_CONFIG")] = None,
-    broker: Annotated[str | None, typer.Option(
-        help="memory (default) | sqlite:///f.db | redis://… | redis-cluster://…")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8600; 0 = any free).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML settings file.", envvar="TIDINGS_CONFIG")
+    ] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="memory (default) | sqlite:///f.db | redis://… | redis-cluster://…")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
     insecure: Annotated[bool, typer.Option(help="Allow a public bind without secrets.")] = False,
     certfile: Annotated[Path | None, typer.Option(help="TLS certificate (serves https/wss).")] = None,
     keyfile: Annotated[Path | None, typer.Option(help="TLS private key.")] = None,
-    http2: Annotated[bool, typer.Option(
-        "--http2", help="Serve HTTP/2 with Hypercorn (h2 over TLS, h2c without).")] = False,
+    http2: Annotated[
+        bool, typer.Option("--http2", help="Serve HTTP/2 with Hypercorn (h2 over TLS, h2c without).")
+    ] = False,
 ) -> None:
     """Run a tidings node (the server)."""
     # Here, not at the top: the whole server (uvicorn, the app, the node) is a second of
@@ -121,8 +124,9 @@ def serve(
     from tidings.server.run import run
 
     try:
-        settings = load_settings(config, host=host, port=port, broker=broker, log_level=log_level,
-                                 insecure=insecure or None)
+        settings = load_settings(
+            config, host=host, port=port, broker=broker, log_level=log_level, insecure=insecure or None
+        )
     except SettingsError as exc:
         raise fail(str(exc), "Fix the keys named above (see docs/reference/settings.md).") from None
     if http2:
@@ -136,8 +140,9 @@ def serve(
 @app.command()
 def publish(
     channel: Annotated[str, typer.Argument(help="Channel name, e.g. chat:lobby.")],
-    data: Annotated[str | None, typer.Argument(
-        help="JSON (or a plain string); '-' reads NDJSON lines from stdin.")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="JSON (or a plain string); '-' reads NDJSON lines from stdin.")
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read DATA from a file.")] = None,
     event: Annotated[str, typer.Option(help="Event type.")] = "message",
     idempotency_key: Annotated[str | None, typer.Option(help="Publish at most once per key.")] = None,
@@ -208,16 +213,24 @@ def subscribe(
     from tidings.client.subscribe import run_subscribe  # here: the client, only for this command
 
     try:
-        asyncio.run(run_subscribe(url, channels, transport=transport, cursor=cursor, token=token,
-                                  count=count, emit=lambda obj: emit(obj, pretty),
-                                  notice=lambda obj: err.print(f"[yellow]{obj}[/]")))
+        asyncio.run(
+            run_subscribe(
+                url,
+                channels,
+                transport=transport,
+                cursor=cursor,
+                token=token,
+                count=count,
+                emit=lambda obj: emit(obj, pretty),
+                notice=lambda obj: err.print(f"[yellow]{obj}[/]"),
+            )
+        )
     except KeyboardInterrupt:
         pass
     except TidingsError as exc:
         raise fail(f"{exc.code}: {exc.message}") from None
     except (OSError, ValueError) as exc:
-        raise fail(str(exc), "Is the server running (tidings serve)? Set TIDINGS_URL or --url.") \
-            from None
+        raise fail(str(exc), "Is the server running (tidings serve)? Set TIDINGS_URL or --url.") from None
 
 
 def _mount_subcommands() -> None:

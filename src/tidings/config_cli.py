@@ -27,8 +27,13 @@ from tidings.settings import Settings, SettingsError, is_loopback, load_settings
 
 __all__ = ["app", "check_file", "mask_secrets", "to_toml"]
 
-app = typer.Typer(name="config", help="Check and show settings.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="config",
+    help="Check and show settings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 MASK = "********"
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]+@")
@@ -60,8 +65,11 @@ def _safe_bind_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
         return None
     if raw.get("token_secret") and (raw.get("api_key") or raw.get("api_keys")):
         return None
-    return ("host", f"host {host!r} is not loopback: set token_secret and api_key, "
-                    "or insecure = true to serve without them")
+    return (
+        "host",
+        f"host {host!r} is not loopback: set token_secret and api_key, "
+        "or insecure = true to serve without them",
+    )
 
 
 def _explain(key: str, message: str) -> tuple[str, str]:
@@ -118,8 +126,11 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                                for k, v in value.items() if v is not None) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+            + " }"
+        )
     raise TypeError(f"no TOML for {value!r}")
 
 
@@ -147,15 +158,15 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     return text + "".join(tables)
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="The TOML settings file to check.",
-                                           exists=False, dir_okay=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="The TOML settings file to check.", exists=False, dir_okay=False)
+]
 
 
 @app.command()
 def check(
     file: ConfigArg,
-    env: Annotated[bool, typer.Option("--env/--no-env",
-                                      help="Also apply TIDINGS_* variables.")] = False,
+    env: Annotated[bool, typer.Option("--env/--no-env", help="Also apply TIDINGS_* variables.")] = False,
 ) -> None:
     """Validate FILE and report every problem with its key (exit 1 if any)."""
     problems = check_file(file, environment=env)
@@ -170,8 +181,9 @@ def check(
 
 @app.command()
 def show(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
-                                                envvar="TIDINGS_CONFIG")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML settings file.", envvar="TIDINGS_CONFIG")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="toml or json.")] = "toml",
 ) -> None:
     """Print the effective settings (defaults < file < environment), secrets masked."""

@@ -56,8 +56,10 @@ class PublishFlow:
         # A probe every half target: a lag over the target is seen within half of it.
         self.interval = settings.lag_target / 2
         self.gauge: LagGauge[Sentinel] = LagGauge(
-            sentinels=settings.sentinels, term=settings.sentinel_term,
-            fresh=max(4 * settings.lag_target, 0.05))
+            sentinels=settings.sentinels,
+            term=settings.sentinel_term,
+            fresh=max(4 * settings.lag_target, 0.05),
+        )
         self._waiters: dict[asyncio.Future[None], Channels] = {}
         self.held = 0  # publishes whose answer waited (tidings_publishes_held_total)
 

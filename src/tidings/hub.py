@@ -86,8 +86,7 @@ class Hub:
         self._recovering.setdefault(channel, {})[subscriber] = recovery
         return first
 
-    def promote(self, channel: str, subscriber: Subscriber, position: Position | None = None
-                ) -> None:
+    def promote(self, channel: str, subscriber: Subscriber, position: Position | None = None) -> None:
         """Move ``subscriber`` from RECOVERING on (the caller has merged its recovery).
 
         ``position``: where the merge left it (the last publication it was given, or the
@@ -160,8 +159,9 @@ class Hub:
             self._sample(targets[-1], publication.time)
         return encoded
 
-    def _catch_up(self, channel: str, catching: dict[Subscriber, tuple[Position, int]],
-                  publication: Publication) -> None:
+    def _catch_up(
+        self, channel: str, catching: dict[Subscriber, tuple[Position, int]], publication: Publication
+    ) -> None:
         """Make LIVE the catching subscribers ``publication`` is new to; drop it for the rest."""
         for subscriber, (position, generation) in tuple(catching.items()):
             if is_new_to(position, publication):
@@ -178,8 +178,7 @@ class Hub:
         else:
             self.on_latency(time_ms)
 
-    def control(self, channel: str, message: dict[str, Any], *,
-                before_generation: int | None = None) -> None:
+    def control(self, channel: str, message: dict[str, Any], *, before_generation: int | None = None) -> None:
         """Hand a non-history message to the channel's live subscribers.
 
         ``before_generation``: only to those that went live before it. A gap notice for what the
@@ -232,8 +231,11 @@ class Hub:
         return totals
 
     def subscriber_count(self, channel: str) -> int:
-        return (len(self._live.get(channel, ())) + len(self._recovering.get(channel, ()))
-                + len(self._catching.get(channel, ())))
+        return (
+            len(self._live.get(channel, ()))
+            + len(self._recovering.get(channel, ()))
+            + len(self._catching.get(channel, ()))
+        )
 
     def is_recovering(self, channel: str, subscriber: Subscriber) -> bool:
         return subscriber in self._recovering.get(channel, {})

@@ -61,13 +61,24 @@ def request_id_for(incoming: str | None) -> str:
     """A request's id: the client's ``X-Request-ID`` if it is sane, else a new one."""
     return incoming if incoming is not None and _SANE_ID.match(incoming) else new_request_id()
 
+
 _PATTERNS = [
     # query parameters and form fields carrying credentials
-    (re.compile(r"(?i)\b((?:access_)?token|api_key|apikey|key|secret|password|signature)"
-                r"=([^&\s\"']+)"), r"\1=" + MASK),
+    (
+        re.compile(
+            r"(?i)\b((?:access_)?token|api_key|apikey|key|secret|password|signature)"
+            r"=([^&\s\"']+)"
+        ),
+        r"\1=" + MASK,
+    ),
     # Authorization headers, as headers or in reprs of header lists
-    (re.compile(r"(?i)\b(authorization['\"]?\s*[:,=]\s*\(?(?-i:b)?['\"]?)(bearer\s+|basic\s+)?"
-                r"[^'\"\s,)]+"), r"\1\2" + MASK),
+    (
+        re.compile(
+            r"(?i)\b(authorization['\"]?\s*[:,=]\s*\(?(?-i:b)?['\"]?)(bearer\s+|basic\s+)?"
+            r"[^'\"\s,)]+"
+        ),
+        r"\1\2" + MASK,
+    ),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer " + MASK),
     # JWT-shaped strings (three base64url parts, the first a JSON header)
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
@@ -123,11 +134,11 @@ class RedactingFilter(logging.Filter):
         record.args = None
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            record.fields = {k: redact(v, self.secrets) if isinstance(v, str) else v
-                             for k, v in fields.items()}
+            record.fields = {
+                k: redact(v, self.secrets) if isinstance(v, str) else v for k, v in fields.items()
+            }
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info),
-                                     self.secrets)
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self.secrets)
         return True
 
 
@@ -168,8 +179,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO,
-              **fields: Any) -> None:
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``event`` with structured ``fields`` (readable text: ``event k=v …``)."""
     if not logger.isEnabledFor(level):
         return
@@ -207,8 +217,9 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 class RequestIdMiddleware:
     """See the module docstring. Pure ASGI, so streaming responses pass through untouched."""
 
-    def __init__(self, app: Any, trusted_proxies: TrustedProxies | None = None,
-                 access_log: bool = False) -> None:
+    def __init__(
+        self, app: Any, trusted_proxies: TrustedProxies | None = None, access_log: bool = False
+    ) -> None:
         self.app = app
         self.trusted = trusted_proxies if trusted_proxies is not None else TrustedProxies()
         self.access_log = access_log
@@ -248,9 +259,14 @@ class RequestIdMiddleware:
             level = access_level(self.access_log, path)
             if kind == "http" and level is not None:
                 query = scope.get("query_string", b"").decode("latin-1")
-                log_event(access_log, "request", level, method=scope.get("method"),
-                          path=path + (f"?{query}" if query else ""), status=status or None,
-                          duration_ms=round((time.monotonic() - started) * 1000, 1),
-                          client=client_address(scope, self.trusted))
+                log_event(
+                    access_log,
+                    "request",
+                    level,
+                    method=scope.get("method"),
+                    path=path + (f"?{query}" if query else ""),
+                    status=status or None,
+                    duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    client=client_address(scope, self.trusted),
+                )
             request_id.reset(token)
-

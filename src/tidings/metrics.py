@@ -43,8 +43,7 @@ __all__ = ["BROKER_OPERATIONS", "CONTENT_TYPE", "LATENCY_BUCKETS", "METRIC_NAMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                   5.0, 10.0)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Every metric family a node exports (as named in the exposition), with its labels.
 METRIC_NAMES: dict[str, tuple[str, ...]] = {
@@ -69,8 +68,17 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 #: The broker calls counted in ``tidings_broker_operations_total`` / ``_errors_total``.
-BROKER_OPERATIONS = ("publish", "publish_control", "subscribe", "unsubscribe", "since", "latest",
-                     "position", "channels", "ping")
+BROKER_OPERATIONS = (
+    "publish",
+    "publish_control",
+    "subscribe",
+    "unsubscribe",
+    "since",
+    "latest",
+    "position",
+    "channels",
+    "ping",
+)
 
 T = TypeVar("T")
 
@@ -83,34 +91,45 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
-        connections = GaugeMetricFamily("tidings_connections", "Open client connections.",
-                                        labels=["transport"])
+        connections = GaugeMetricFamily(
+            "tidings_connections", "Open client connections.", labels=["transport"]
+        )
         for transport, count in sorted(node.connection_counts().items()):
             connections.add_metric([transport], count)
         yield connections
-        subscriptions = GaugeMetricFamily("tidings_subscriptions",
-                                          "Channel subscriptions of this node's clients.",
-                                          labels=["transport"])
+        subscriptions = GaugeMetricFamily(
+            "tidings_subscriptions", "Channel subscriptions of this node's clients.", labels=["transport"]
+        )
         for transport, count in sorted(node.hub.subscriptions_by_transport().items()):
             subscriptions.add_metric([transport], count)
         yield subscriptions
-        yield CounterMetricFamily("tidings_publications", "Publications accepted by this node.",
-                                  value=node.publications)
+        yield CounterMetricFamily(
+            "tidings_publications", "Publications accepted by this node.", value=node.publications
+        )
         deliveries = CounterMetricFamily(
-            "tidings_deliveries", "Publications handed to subscribers' outboxes (live fan-out).",
-            labels=["transport"])
+            "tidings_deliveries",
+            "Publications handed to subscribers' outboxes (live fan-out).",
+            labels=["transport"],
+        )
         for transport, count in sorted(node.hub.delivered.items()):
             deliveries.add_metric([transport], count)
         yield deliveries
-        yield GaugeMetricFamily("tidings_broker_available", "1 while the broker answers.",
-                                value=1 if node.broker_available else 0)
-        yield GaugeMetricFamily("tidings_draining", "1 while the node drains for shutdown.",
-                                value=1 if node.draining else 0)
-        yield GaugeMetricFamily("tidings_delivery_lag_seconds",
-                                "How long deliveries wait for their clients (flow control's gauge).",
-                                value=node.flow.lag())
-        yield CounterMetricFamily("tidings_publishes_held", "Publishes whose answer waited "
-                                  "for the deliveries to catch up.", value=node.flow.held)
+        yield GaugeMetricFamily(
+            "tidings_broker_available", "1 while the broker answers.", value=1 if node.broker_available else 0
+        )
+        yield GaugeMetricFamily(
+            "tidings_draining", "1 while the node drains for shutdown.", value=1 if node.draining else 0
+        )
+        yield GaugeMetricFamily(
+            "tidings_delivery_lag_seconds",
+            "How long deliveries wait for their clients (flow control's gauge).",
+            value=node.flow.lag(),
+        )
+        yield CounterMetricFamily(
+            "tidings_publishes_held",
+            "Publishes whose answer waited for the deliveries to catch up.",
+            value=node.flow.held,
+        )
 
 
 class _CountsCollector(Collector):
@@ -124,14 +143,31 @@ class _CountsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
         for name, doc, labels, counts in (
-                ("tidings_connections_opened", "Client connections accepted.", ["transport"],
-                 {(k,): v for k, v in m.opened.items()}),
-                ("tidings_disconnects", "Client connections closed, by close reason.",
-                 ["transport", "reason"], m.closed),
-                ("tidings_broker_operations", "Broker calls made by this node.", ["operation"],
-                 {(k,): v[0] for k, v in m.broker_calls.items()}),
-                ("tidings_broker_errors", "Broker calls that failed.", ["operation"],
-                 {(k,): v[1] for k, v in m.broker_calls.items()})):
+            (
+                "tidings_connections_opened",
+                "Client connections accepted.",
+                ["transport"],
+                {(k,): v for k, v in m.opened.items()},
+            ),
+            (
+                "tidings_disconnects",
+                "Client connections closed, by close reason.",
+                ["transport", "reason"],
+                m.closed,
+            ),
+            (
+                "tidings_broker_operations",
+                "Broker calls made by this node.",
+                ["operation"],
+                {(k,): v[0] for k, v in m.broker_calls.items()},
+            ),
+            (
+                "tidings_broker_errors",
+                "Broker calls that failed.",
+                ["operation"],
+                {(k,): v[1] for k, v in m.broker_calls.items()},
+            ),
+        ):
             family = CounterMetricFamily(name, doc, labels=labels)
             for key, value in sorted(counts.items()):
                 family.add_metric(list(key), value, created=m.created)
@@ -149,27 +185,41 @@ class Metrics:
         self.delivery_latency = Histogram(
             "tidings_delivery_latency_seconds",
             "Seconds from publish to the write on a subscriber's connection (sampled fan-outs).",
-            buckets=LATENCY_BUCKETS, registry=r)
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.created = time.time()
         self.opened: dict[str, int] = {}
         self.closed: dict[tuple[str, str], int] = {}
         self.broker_calls: dict[str, list[int]] = {}  # operation: [calls, errors]
         r.register(_CountsCollector(self))
-        self.outbox_overflows = Counter("tidings_outbox_overflows",
-                                        "Outboxes that overflowed (the client was too slow).",
-                                        ["transport"], registry=r)
-        self.slow_consumers = Counter("tidings_slow_consumer_disconnects",
-                                      "Connections closed as slow consumers (4008).",
-                                      ["transport"], registry=r)
-        self.webhook_attempts = Counter("tidings_webhook_attempts",
-                                        "Outbound webhook delivery attempts, by outcome.",
-                                        ["outcome"], registry=r)
-        self.webhook_queue_depth = Gauge("tidings_webhook_queue_depth",
-                                         "Outbound webhook deliveries queued or in flight.",
-                                         registry=r)
-        self.inbound_webhooks = Counter("tidings_inbound_webhooks",
-                                        "Inbound webhook requests, by receiver and outcome.",
-                                        ["receiver", "outcome"], registry=r)
+        self.outbox_overflows = Counter(
+            "tidings_outbox_overflows",
+            "Outboxes that overflowed (the client was too slow).",
+            ["transport"],
+            registry=r,
+        )
+        self.slow_consumers = Counter(
+            "tidings_slow_consumer_disconnects",
+            "Connections closed as slow consumers (4008).",
+            ["transport"],
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "tidings_webhook_attempts",
+            "Outbound webhook delivery attempts, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_queue_depth = Gauge(
+            "tidings_webhook_queue_depth", "Outbound webhook deliveries queued or in flight.", registry=r
+        )
+        self.inbound_webhooks = Counter(
+            "tidings_inbound_webhooks",
+            "Inbound webhook requests, by receiver and outcome.",
+            ["receiver", "outcome"],
+            registry=r,
+        )
         if node is not None:
             r.register(_NodeCollector(node))
 
@@ -223,8 +273,7 @@ class Metrics:
             except AttributeError:
                 return
 
-    def _counted(self, operation: str,
-                 method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    def _counted(self, operation: str, method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         counts = self.broker_calls.setdefault(operation, [0, 0])
 
         @functools.wraps(method)

@@ -149,14 +149,18 @@ def now_ms() -> int:
 class Node:
     """See the module docstring. Not reusable: start once, stop once."""
 
-    def __init__(self, settings: Settings | None = None, *, broker: Broker | None = None,
-                 presence: PresenceManager | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: Broker | None = None,
+        presence: PresenceManager | None = None,
+    ) -> None:
         self.settings = settings if settings is not None else Settings()
         self.namespaces = self.settings.namespace_rules()
         self.data_rules = DataRules(self.settings.limits.max_json_depth)
         self.broker = broker if broker is not None else make_broker(self.settings)
-        self.presence = presence if presence is not None else make_presence(
-            self.settings, self.broker)
+        self.presence = presence if presence is not None else make_presence(self.settings, self.broker)
         self.hub = Hub()
         self.security = Security(self.settings)
         self.connections: dict[str, Connection] = {}
@@ -221,8 +225,7 @@ class Node:
 
     def on_control(self, channel: str, message: dict[str, Any]) -> None:
         if message.get("op") in _ANNOUNCEMENTS and (
-            self.hub.subscriber_count(channel)
-            > self.options(channel).join_leave_max_subscribers
+            self.hub.subscriber_count(channel) > self.options(channel).join_leave_max_subscribers
         ):
             # Each join goes to every subscriber: N subscribers joining cost N²/2 frames. Past
             # the cap a node passes none on, so a join storm costs it O(1) per subscriber.
@@ -247,8 +250,15 @@ class Node:
     def options(self, channel: str) -> NamespaceOptions:
         return self.namespaces.for_channel(channel)
 
-    async def publish(self, channel: str, data: Any, *, event: str = "message",
-                      idempotency_key: str | None = None, hold: bool = True) -> PublishResult:
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        event: str = "message",
+        idempotency_key: str | None = None,
+        hold: bool = True,
+    ) -> PublishResult:
         """Append to history and fan out; returns the publication (or the earlier duplicate).
 
         Before it returns it waits while the node's deliveries lag (publisher flow control,
@@ -272,8 +282,9 @@ class Node:
         options = self.options(channel)
         return options, self.data_rules.encode(channel, data, options)
 
-    async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
-                        idempotency_key: str | None = None) -> list[PublishResult]:
+    async def broadcast(
+        self, channels: list[str], data: Any, *, event: str = "message", idempotency_key: str | None = None
+    ) -> list[PublishResult]:
         """:meth:`publish` to each channel, all or nothing as far as the checks go.
 
         Every channel is checked (name, event, data against its namespace's limits) before any
@@ -288,19 +299,32 @@ class Node:
             options = self.options(channel)
             self.data_rules.check_size(channel, data_json, options)
             checked.append(options)
-        results = [await self._store(channel, data, data_json, event, options, idempotency_key,
-                                     False)
-                   for channel, options in zip(channels, checked, strict=True)]
+        results = [
+            await self._store(channel, data, data_json, event, options, idempotency_key, False)
+            for channel, options in zip(channels, checked, strict=True)
+        ]
         if self.flow.lagging(channels):
             await self.flow.hold(channels)
         return results
 
-    async def _store(self, channel: str, data: Any, data_json: bytes, event: str,
-                     options: NamespaceOptions, idempotency_key: str | None,
-                     hold: bool) -> PublishResult:
+    async def _store(
+        self,
+        channel: str,
+        data: Any,
+        data_json: bytes,
+        event: str,
+        options: NamespaceOptions,
+        idempotency_key: str | None,
+        hold: bool,
+    ) -> PublishResult:
         result = await self.broker.publish(
-            channel, data, event=event, options=options,
-            idempotency_key=idempotency_key, publication_id=random_id(), now_ms=now_ms(),
+            channel,
+            data,
+            event=event,
+            options=options,
+            idempotency_key=idempotency_key,
+            publication_id=random_id(),
+            now_ms=now_ms(),
             data_json=data_json,
         )
         if not result.duplicate:
@@ -331,9 +355,14 @@ class Node:
         elif not future.done():  # another subscriber is asking the broker: wait for it
             await asyncio.shield(future)
 
-    async def subscribe(self, subscriber: Subscriber, channel: str, since: Position | None,
-                        on_ready: Callable[[Recovered], None],
-                        recovery: Recovery | None = None) -> Recovered:
+    async def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Position | None,
+        on_ready: Callable[[Recovered], None],
+        recovery: Recovery | None = None,
+    ) -> Recovered:
         """Subscribe ``subscriber`` to ``channel``, resuming after ``since`` if given.
 
         ``on_ready`` is called synchronously with the merged result right before the subscriber
@@ -387,8 +416,9 @@ class Node:
 
     # history and presence --------------------------------------------------------------------
 
-    async def history(self, channel: str, since: Position | None, limit: int
-                      ) -> tuple[list[Publication], Position, Gap | None]:
+    async def history(
+        self, channel: str, since: Position | None, limit: int
+    ) -> tuple[list[Publication], Position, Gap | None]:
         """Publications after ``since`` (or the latest ``limit``), the position, and any gap."""
         options = self.options(channel)
         if since is None:
@@ -406,8 +436,9 @@ class Node:
         if options.presence:
             await self.presence.add(channel, client, PRESENCE_TTL, time.time())
         if options.join_leave:
-            await self.broker.publish_control(channel, {"op": "join", "channel": channel,
-                                                        "client": client.to_dict()})
+            await self.broker.publish_control(
+                channel, {"op": "join", "channel": channel, "client": client.to_dict()}
+            )
 
     async def leave(self, channel: str, client: ClientInfo) -> None:
         """``client`` left ``channel``. A draining node announces no leave: its clients were
@@ -419,8 +450,9 @@ class Node:
         if options.presence:
             await self.presence.remove(channel, client.client)
         if options.join_leave and not self.draining:
-            await self.broker.publish_control(channel, {"op": "leave", "channel": channel,
-                                                        "client": client.to_dict()})
+            await self.broker.publish_control(
+                channel, {"op": "leave", "channel": channel, "client": client.to_dict()}
+            )
 
     async def presence_of(self, channel: str) -> list[ClientInfo]:
         return await self.presence.list(channel, time.time())
@@ -444,9 +476,15 @@ class Node:
         level = _line_level(connection, self.settings.access_log)
         if level is None:
             return
-        log_event(connection_log, "open", level, transport=connection.transport,
-                  client=connection.client_id, user=connection.user,
-                  address=getattr(connection, "address", None))
+        log_event(
+            connection_log,
+            "open",
+            level,
+            transport=connection.transport,
+            client=connection.client_id,
+            user=connection.user,
+            address=getattr(connection, "address", None),
+        )
 
     def unregister(self, connection: Connection) -> None:
         if self.connections.pop(connection.client_id, None) is not None:
@@ -456,11 +494,19 @@ class Node:
             self.metrics.connection_closed(connection.transport, name)
             level = _line_level(connection, self.settings.access_log)
             if level is not None:
-                log_event(connection_log, "close", level, transport=connection.transport,
-                          client=connection.client_id, user=connection.user,
-                          address=getattr(connection, "address", None),
-                          duration_s=round(time.monotonic() - opened, 3), code=code,
-                          reason=reason or name, by=by)
+                log_event(
+                    connection_log,
+                    "close",
+                    level,
+                    transport=connection.transport,
+                    client=connection.client_id,
+                    user=connection.user,
+                    address=getattr(connection, "address", None),
+                    duration_s=round(time.monotonic() - opened, 3),
+                    code=code,
+                    reason=reason or name,
+                    by=by,
+                )
         self._unregistered.set()
 
     def disconnect_user(self, user: str, reason: Disconnect) -> int:
@@ -499,8 +545,7 @@ class Node:
             except Exception:
                 log.exception("drain hook %r failed", hook)
         if not finished:
-            log.warning("drain timeout (%.1fs): %d connections still open", timeout,
-                        len(self.connections))
+            log.warning("drain timeout (%.1fs): %d connections still open", timeout, len(self.connections))
         return finished
 
     def connection_counts(self) -> dict[str, int]:

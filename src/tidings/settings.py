@@ -54,29 +54,34 @@ class _Section(BaseModel):
 class Limits(_Section):
     publish_rate: float = Field(50.0, gt=0, description="Publishes per second per connection.")
     publish_burst: int = Field(100, ge=1, description="Burst of the per-connection publish rate.")
-    max_message_bytes: int = Field(65536, ge=64,
-                                   description="Default size limit of a message's data (JSON).")
-    max_json_depth: int = Field(64, ge=1, le=MAX_JSON_DEPTH,
-                                description="Most nested arrays/objects a message's data may hold.")
+    max_message_bytes: int = Field(65536, ge=64, description="Default size limit of a message's data (JSON).")
+    max_json_depth: int = Field(
+        64, ge=1, le=MAX_JSON_DEPTH, description="Most nested arrays/objects a message's data may hold."
+    )
     max_frame_bytes: int = Field(1048576, ge=1024, description="Largest WebSocket frame accepted.")
     max_request_bytes: int = Field(1048576, ge=1024, description="Largest server API body.")
     max_header_bytes: int = Field(
-        65536, ge=1024, description="Largest request head (request line and headers) "
-        "on every route; over it: 431.")
+        65536,
+        ge=1024,
+        description="Largest request head (request line and headers) on every route; over it: 431.",
+    )
     max_message_frames: int = Field(
-        1024, ge=1, description="Most frames (fragments) of one WebSocket message; over it: 1009.")
+        1024, ge=1, description="Most frames (fragments) of one WebSocket message; over it: 1009."
+    )
     max_connections_per_ip: int = Field(1000, ge=1, description="Concurrent connections per IP.")
     max_connections_per_user: int = Field(100, ge=1, description="Concurrent connections per user.")
     max_subscriptions_per_connection: int = Field(128, ge=1, description="Channels per connection.")
     handshake_timeout: float = Field(10.0, gt=0, description="Seconds to complete a request.")
     idle_timeout: float = Field(60.0, gt=0, description="Seconds without traffic or pong.")
     ping_interval: float = Field(25.0, gt=0, description="Seconds between server pings.")
-    outbox_bytes: int = Field(1048576, ge=1024,
-                              description="Live bytes not yet read by a client before 4008.")
+    outbox_bytes: int = Field(
+        1048576, ge=1024, description="Live bytes not yet read by a client before 4008."
+    )
     # Kept so that existing files still load; the slow-consumer rule is one, in bytes, on every
     # engine (tidings.outbox.Backlog): the fast engine cannot count messages in a write buffer.
-    outbox_messages: int = Field(10000, ge=10,
-                                 description="Deprecated, no effect: the limit is outbox_bytes.")
+    outbox_messages: int = Field(
+        10000, ge=10, description="Deprecated, no effect: the limit is outbox_bytes."
+    )
     max_poll_timeout: float = Field(60.0, ge=0, description="Cap of a long poll's timeout.")
     history_limit: int = Field(1000, ge=1, description="Most publications one history read returns.")
 
@@ -88,8 +93,11 @@ class NamespaceSettings(_Section):
     presence: bool = Field(False, description="Presence is kept and may be read.")
     join_leave: bool = Field(False, description="Subscribers get join/leave messages.")
     join_leave_max_subscribers: int = Field(
-        100, ge=0, description="Join/leave messages stop on a node while the channel has more "
-        "subscribers there than this (a join storm is not quadratic).")
+        100,
+        ge=0,
+        description="Join/leave messages stop on a node while the channel has more "
+        "subscribers there than this (a join storm is not quadratic).",
+    )
     history_size: int = Field(100, ge=0, le=1_000_000, description="Publications kept.")
     history_ttl: float = Field(3600.0, ge=0, description="Seconds a publication is kept (0: no TTL).")
     max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
@@ -99,8 +107,19 @@ Scope = Literal["publish", "read", "admin"]
 ALL_SCOPES: list[Scope] = ["publish", "read", "admin"]
 
 _TOKEN_ALGORITHMS = (
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512", "EdDSA",
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 _ORIGIN_RE = re.compile(r"(?:\*|null|[a-z][a-z0-9+.-]*://(?:\*\.)?[^/:*?#@\s]+(?::[0-9]{1,5})?)")
 
@@ -118,9 +137,7 @@ class AuthSettings(_Section):
     public_key_file: Path | None = Field(
         None, description="PEM public key or certificate (RS*/PS*/ES*/EdDSA)."
     )
-    jwks_url: str | None = Field(
-        None, description="JWKS document URL, cached and refreshed on unknown kid."
-    )
+    jwks_url: str | None = Field(None, description="JWKS document URL, cached and refreshed on unknown kid.")
     jwks_file: Path | None = Field(None, description="JWKS document file.")
     audience: str | list[str] | None = Field(None, description="Required aud claim (any of).")
     issuer: str | None = Field(None, description="Required iss claim.")
@@ -150,38 +167,46 @@ class AuthSettings(_Section):
 
 class ApiKey(_Section):
     key: str = Field(min_length=16, description="The key (at least 16 characters).")
-    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES),
-                                description="What the key may do.")
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES), description="What the key may do.")
     name: str = Field("", description="A label for people.")
 
 
 class SSESettings(_Section):
     retry_ms: int = Field(2000, ge=0, description="retry: opening every SSE stream's ready event.")
-    heartbeat: float = Field(15.0, gt=0,
-                             description="Most seconds an idle stream goes without a write.")
+    heartbeat: float = Field(15.0, gt=0, description="Most seconds an idle stream goes without a write.")
     max_duration: float = Field(
-        0.0, ge=0, description="Seconds before the server ends an SSE or NDJSON stream so the "
-        "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.")
+        0.0,
+        ge=0,
+        description="Seconds before the server ends an SSE or NDJSON stream so the "
+        "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.",
+    )
 
 
 class ServerSettings(_Section):
     engine: Literal["fast", "uvicorn"] = Field(
-        "fast", description="fast: tidings answers /ws, /sse, /stream, /poll and POST /api/publish "
-        "on sockets it owns, below ASGI; uvicorn: all through ASGI.")
+        "fast",
+        description="fast: tidings answers /ws, /sse, /stream, /poll and POST /api/publish "
+        "on sockets it owns, below ASGI; uvicorn: all through ASGI.",
+    )
     debug_echo: bool = Field(False, description="fast engine: serve /ws-echo (for the Autobahn suite).")
     coalesce_writes: bool = Field(
-        True, description="fast engine: one socket write per connection per loop iteration.")
+        True, description="fast engine: one socket write per connection per loop iteration."
+    )
 
 
 class FlowSettings(_Section):
     enabled: bool = Field(
-        True, description="Hold a publish's answer while the node's deliveries lag (measured by "
-        "WebSocket pings behind the data on the fast engine).")
+        True,
+        description="Hold a publish's answer while the node's deliveries lag (measured by "
+        "WebSocket pings behind the data on the fast engine).",
+    )
     lag_target: float = Field(
-        0.01, gt=0, le=10, description="Seconds of delivery lag above which publish answers wait.")
+        0.01, gt=0, le=10, description="Seconds of delivery lag above which publish answers wait."
+    )
     max_hold: float = Field(0.1, ge=0, le=60, description="Longest a publish answer waits.")
-    sentinels: int = Field(3, ge=1, le=64,
-                           description="Connections probed at a time; the lag is their median.")
+    sentinels: int = Field(
+        3, ge=1, le=64, description="Connections probed at a time; the lag is their median."
+    )
     sentinel_term: float = Field(2.0, gt=0, description="Seconds a connection stays a sentinel.")
 
 
@@ -197,23 +222,33 @@ class WebhookSettings(_Section):
     disable_after: float = Field(5 * 86400.0, gt=0, description="Seconds failing before disable.")
     rotation_grace: float = Field(86400.0, ge=0, description="Seconds an old secret still signs.")
     store: str = Field(
-        "", description="Where the delivery queue lives: '' follows the broker (memory: in memory; "
+        "",
+        description="Where the delivery queue lives: '' follows the broker (memory: in memory; "
         "sqlite:///x.db: x-webhooks.db beside it; Redis: in that Redis), 'memory', or a SQLite "
-        "file (one node per file).")
+        "file (one node per file).",
+    )
     retry_after_max: float = Field(3600.0, ge=0, description="Largest Retry-After honoured.")
     throttle_floor: float = Field(60.0, ge=0, description="Least delay after a 429 or a timeout.")
     response_cap: int = Field(65536, ge=1024, description="Bytes of a response body read at most.")
     synchronous: Literal["normal", "full"] = Field(
-        "normal", description="SQLite synchronous: normal (process crash) or full (power loss).")
+        "normal", description="SQLite synchronous: normal (process crash) or full (power loss)."
+    )
     inbound_dedup_ttl: float = Field(
-        3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered.")
+        3 * 86400.0, gt=0, description="Seconds an inbound delivery id is remembered."
+    )
     ca_file: str = Field("", description="PEM CA bundle for https endpoints ('' = system CAs).")
     lease: float = Field(
-        30.0, gt=0, description="Redis queue: seconds a node holds a delivery without renewing "
-        "(a dead node's deliveries go to another node after this).")
+        30.0,
+        gt=0,
+        description="Redis queue: seconds a node holds a delivery without renewing "
+        "(a dead node's deliveries go to another node after this).",
+    )
     poll_interval: float = Field(
-        1.0, gt=0, description="Redis queue: seconds between polls for due deliveries and lease "
-        "renewals (at most a third of the lease is used).")
+        1.0,
+        gt=0,
+        description="Redis queue: seconds between polls for due deliveries and lease "
+        "renewals (at most a third of the lease is used).",
+    )
 
     @field_validator("allow_private")
     @classmethod
@@ -232,7 +267,8 @@ class ReceiverSettings(_Section):
     algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="hmac provider: digest.")
     event_header: str | None = Field(None, description="hmac provider: header naming the event type.")
     id_header: str | None = Field(
-        None, description="hmac provider: the header carrying a delivery id (dedup).")
+        None, description="hmac provider: the header carrying a delivery id (dedup)."
+    )
 
 
 class Settings(BaseSettings):
@@ -263,23 +299,28 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines: text or json.")
     access_log: bool = Field(
-        False, description="One INFO line per HTTP request and per poll (tidings.access); off, "
-        "they are DEBUG lines.")
+        False,
+        description="One INFO line per HTTP request and per poll (tidings.access); off, "
+        "they are DEBUG lines.",
+    )
     demo: bool = Field(True, description="Serve the demo pages at /.")
     websocket: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
     drain_timeout: float = Field(10.0, ge=0, description="Seconds to drain on SIGTERM.")
     limits: Limits = Field(default_factory=Limits, description="Limits against abuse and overload.")
     sse: SSESettings = Field(default_factory=SSESettings, description="Server-Sent Events.")
     namespaces: dict[str, NamespaceSettings] = Field(
-        default_factory=dict, description="Options by namespace (see [namespaces.NAME]).")
-    webhooks: WebhookSettings = Field(default_factory=WebhookSettings,
-                                      description="Outbound webhook delivery.")
+        default_factory=dict, description="Options by namespace (see [namespaces.NAME])."
+    )
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings, description="Outbound webhook delivery."
+    )
     receivers: dict[str, ReceiverSettings] = Field(
-        default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME]).")
-    server: ServerSettings = Field(default_factory=ServerSettings,
-                                   description="How `tidings serve` serves.")
-    flow: FlowSettings = Field(default_factory=FlowSettings,
-                               description="Publisher flow control (see docs/topics/flow.md).")
+        default_factory=dict, description="Inbound webhook receivers (see [receivers.NAME])."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings, description="How `tidings serve` serves.")
+    flow: FlowSettings = Field(
+        default_factory=FlowSettings, description="Publisher flow control (see docs/topics/flow.md)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -322,22 +363,26 @@ class Settings(BaseSettings):
         if value != "memory" and not value.startswith(
             ("sqlite:///", "redis://", "rediss://", "redis-cluster://")
         ):
-            raise ValueError("use memory, sqlite:///path.db, redis://host:port/db or redis-cluster://host:port")
+            raise ValueError(
+                "use memory, sqlite:///path.db, redis://host:port/db or redis-cluster://host:port"
+            )
         return value
 
     @model_validator(mode="after")
     def _webhook_store(self) -> Settings:
-        if self.webhooks.store and self.broker.startswith(("redis://", "rediss://",
-                                                           "redis-cluster://")):
+        if self.webhooks.store and self.broker.startswith(("redis://", "rediss://", "redis-cluster://")):
             raise ValueError(
                 "webhooks.store: with a Redis broker the webhook queue lives in that Redis, "
-                "shared by every node; remove webhooks.store")
+                "shared by every node; remove webhooks.store"
+            )
         return self
 
     @model_validator(mode="after")
     def _safe_bind(self) -> Settings:
-        if not is_loopback(self.host) and not self.insecure and not (
-            self.token_secret and (self.api_key or self.api_keys)
+        if (
+            not is_loopback(self.host)
+            and not self.insecure
+            and not (self.token_secret and (self.api_key or self.api_keys))
         ):
             raise ValueError(
                 f"host {self.host!r} is not loopback: set token_secret and api_key, "
@@ -347,15 +392,20 @@ class Settings(BaseSettings):
 
     def namespace_rules(self) -> Namespaces:
         """The core's view of the namespaces (message limits resolved)."""
+
         def convert(ns: NamespaceSettings) -> NamespaceOptions:
             return NamespaceOptions(
-                public=ns.public, private=ns.private, client_publish=ns.client_publish,
-                presence=ns.presence, join_leave=ns.join_leave,
+                public=ns.public,
+                private=ns.private,
+                client_publish=ns.client_publish,
+                presence=ns.presence,
+                join_leave=ns.join_leave,
                 join_leave_max_subscribers=ns.join_leave_max_subscribers,
                 history_size=ns.history_size,
                 history_ttl=ns.history_ttl,
                 max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
             )
+
         options = {name: convert(ns) for name, ns in self.namespaces.items()}
         default = options.get(DEFAULT_NAMESPACE) or convert(NamespaceSettings())
         return Namespaces(options, default)

@@ -59,21 +59,33 @@ def _table(title: str, intro: str, rows: list[str]) -> str:
 
 def render_reference() -> str:
     parts = [_HEAD]
-    parts.append(_table("Top level", "Keys at the top of the file.",
-                        _rows(Settings, "", "TIDINGS_")))
+    parts.append(_table("Top level", "Keys at the top of the file.", _rows(Settings, "", "TIDINGS_")))
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            parts.append(_table(f"[{name}]", field.description or f"The `[{name}]` section.",
-                                _rows(annotation, f"{name}.", f"TIDINGS_{name.upper()}__")))
-    parts.append(_table(
-        "[namespaces.NAME]",
-        "Options per namespace (the part of a channel name before the first `:`); "
-        "`[namespaces.default]` applies to channels without a namespace and to namespaces "
-        "without their own section.",
-        _rows(NamespaceSettings, "namespaces.NAME.", None)))
-    parts.append(_table("[receivers.NAME]", "Inbound webhook receivers, served at `POST /hooks/NAME`.",
-                        _rows(ReceiverSettings, "receivers.NAME.", None)))
+            parts.append(
+                _table(
+                    f"[{name}]",
+                    field.description or f"The `[{name}]` section.",
+                    _rows(annotation, f"{name}.", f"TIDINGS_{name.upper()}__"),
+                )
+            )
+    parts.append(
+        _table(
+            "[namespaces.NAME]",
+            "Options per namespace (the part of a channel name before the first `:`); "
+            "`[namespaces.default]` applies to channels without a namespace and to namespaces "
+            "without their own section.",
+            _rows(NamespaceSettings, "namespaces.NAME.", None),
+        )
+    )
+    parts.append(
+        _table(
+            "[receivers.NAME]",
+            "Inbound webhook receivers, served at `POST /hooks/NAME`.",
+            _rows(ReceiverSettings, "receivers.NAME.", None),
+        )
+    )
     return "".join(parts)
 
 

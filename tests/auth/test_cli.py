@@ -49,17 +49,13 @@ def test_token_mints_a_connection_token_the_verifier_accepts() -> None:
 def test_token_mints_a_subscription_token() -> None:
     code, out, _ = mint("--sub", "ann", "--subscription", "room:7")
     assert code == 0
-    grant = TokenVerifier(secret=SECRET).verify_subscription_nowait(
-        out.strip(), channel="room:7", user="ann"
-    )
+    grant = TokenVerifier(secret=SECRET).verify_subscription_nowait(out.strip(), channel="room:7", user="ann")
     assert grant.channel == "room:7"
 
 
 def test_token_carries_the_configured_audience_and_issuer(tmp_path: Path) -> None:
     config = tmp_path / "tidings.toml"
-    config.write_text(
-        f'token_secret = "{SECRET}"\n[auth]\naudience = "hub"\nissuer = "https://idp.test"\n'
-    )
+    config.write_text(f'token_secret = "{SECRET}"\n[auth]\naudience = "hub"\nissuer = "https://idp.test"\n')
     result = runner.invoke(app, ["token", "--sub", "bob", "--config", str(config)])
     assert result.exit_code == 0, result.stderr
     verifier = TokenVerifier.from_settings(load_settings(config))

@@ -93,9 +93,7 @@ async def test_first_token_fetches_the_jwks_and_later_ones_use_the_cache(
     assert server.requests == 1
 
 
-async def test_unknown_kid_refreshes_once_then_is_rate_limited(
-    server: JWKSServer, keys: Keys
-) -> None:
+async def test_unknown_kid_refreshes_once_then_is_rate_limited(server: JWKSServer, keys: Keys) -> None:
     clock = Clock()
     server.document = {"keys": [jwk_of(keys.rsa, "k1")]}
     verifier = verifier_for(server.url, clock)
@@ -175,9 +173,7 @@ async def test_hs256_tokens_never_trigger_a_jwks_fetch(server: JWKSServer, keys:
     assert server.requests == 0
 
 
-async def test_nowait_verification_answers_from_the_cache_only(
-    server: JWKSServer, keys: Keys
-) -> None:
+async def test_nowait_verification_answers_from_the_cache_only(server: JWKSServer, keys: Keys) -> None:
     server.document = {"keys": [jwk_of(keys.rsa, "k1")]}
     verifier = verifier_for(server.url, Clock())
     token = sign(claims(), keys.rsa, "RS256", "k1")
@@ -196,9 +192,7 @@ async def test_subscription_tokens_use_the_jwks_too(server: JWKSServer, keys: Ke
     assert grant.channel == "room:1"
 
 
-async def test_verifier_from_settings_fetches_the_configured_jwks_url(
-    server: JWKSServer, keys: Keys
-) -> None:
+async def test_verifier_from_settings_fetches_the_configured_jwks_url(server: JWKSServer, keys: Keys) -> None:
     server.document = {"keys": [jwk_of(keys.rsa, "k1")]}
     settings = load_settings(auth={"jwks_url": server.url, "issuer": "https://idp.test"})
     verifier = TokenVerifier.from_settings(settings)
@@ -206,9 +200,7 @@ async def test_verifier_from_settings_fetches_the_configured_jwks_url(
     assert (await verifier.verify_connection(token, now=NOW)).user == "42"
 
 
-async def test_an_oversized_or_invalid_document_is_a_failed_fetch(
-    server: JWKSServer, keys: Keys
-) -> None:
+async def test_an_oversized_or_invalid_document_is_a_failed_fetch(server: JWKSServer, keys: Keys) -> None:
     server.document = {"keys": [{"kty": "RSA", "n": "A" * (1 << 20)}]}
     cache = JWKSCache(server.url, min_interval=0)
     assert not await cache.refresh(0.0)

@@ -210,17 +210,13 @@ def test_garbage_in_the_header_stops_at_the_last_trusted_hop() -> None:
         ("::ffff:198.51.100.7", "198.51.100.7"),
     ],
 )
-def test_forwarded_addresses_may_carry_ports_brackets_and_mapped_forms(
-    value: str, expected: str
-) -> None:
+def test_forwarded_addresses_may_carry_ports_brackets_and_mapped_forms(value: str, expected: str) -> None:
     assert client_address(("10.0.0.2", 1), xff(value), ["10.0.0.0/8"]) == expected
 
 
 def test_headers_may_be_a_mapping_or_str_pairs() -> None:
     proxies = ["127.0.0.1"]
-    assert (
-        client_address(("127.0.0.1", 1), {"X-Forwarded-For": "192.0.2.1"}, proxies) == "192.0.2.1"
-    )
+    assert client_address(("127.0.0.1", 1), {"X-Forwarded-For": "192.0.2.1"}, proxies) == "192.0.2.1"
     pairs = [("X-Forwarded-For", "192.0.2.2")]
     assert client_address(("127.0.0.1", 1), pairs, proxies) == "192.0.2.2"
 

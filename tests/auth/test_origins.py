@@ -128,8 +128,10 @@ def test_preflight_for_an_allowed_origin_answers_204_with_the_policy() -> None:
     assert answer.status == 204
     assert headers["Access-Control-Allow-Origin"] == "https://a.example.org"
     assert headers["Access-Control-Allow-Methods"] == "GET, OPTIONS"
-    assert headers["Access-Control-Allow-Headers"] == \
-        "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
+    assert (
+        headers["Access-Control-Allow-Headers"]
+        == "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
+    )
     assert headers["Access-Control-Allow-Credentials"] == "true"
     assert headers["Access-Control-Max-Age"] == "600"
     assert "Origin" in headers["Vary"]
@@ -158,9 +160,7 @@ def test_preflight_refusals_are_403_without_cors_headers(
 
 
 def test_cors_options_are_adjustable() -> None:
-    policy = CorsPolicy(
-        OriginPolicy(["https://a.test"]), allow_headers=["X-Custom"], allow_credentials=False
-    )
+    policy = CorsPolicy(OriginPolicy(["https://a.test"]), allow_headers=["X-Custom"], allow_credentials=False)
     answer = policy.preflight("https://a.test", "GET", "x-custom")
     assert answer.status == 204
     assert "Access-Control-Allow-Credentials" not in dict(answer.headers)

@@ -110,9 +110,7 @@ def test_public_key_file_may_be_a_certificate(keys: Keys, tmp_path: Path) -> Non
     assert verifier.verify_connection_nowait(sign(claims(), keys.rsa, "RS256"), now=NOW)
 
 
-@pytest.mark.parametrize(
-    ("alg", "key_name"), [("PS256", "rsa"), ("ES384", "ec384"), ("EdDSA", "ed")]
-)
+@pytest.mark.parametrize(("alg", "key_name"), [("PS256", "rsa"), ("ES384", "ec384"), ("EdDSA", "ed")])
 def test_other_algorithms_verify_once_listed(keys: Keys, alg: str, key_name: str) -> None:
     private = getattr(keys, key_name)
     key = VerificationKey.from_public_key(private.public_key())
@@ -150,9 +148,7 @@ def test_token_without_kid_is_tried_against_every_key_of_its_kind(keys: Keys) ->
     assert verifier.verify_connection_nowait(sign(claims(), keys.rsa, "RS256"), now=NOW)
 
 
-def test_verifier_from_settings_uses_secret_and_auth_section(
-    keys: Keys, rsa_pem_file: Path
-) -> None:
+def test_verifier_from_settings_uses_secret_and_auth_section(keys: Keys, rsa_pem_file: Path) -> None:
     settings = load_settings(
         token_secret=SECRET,
         auth={"public_key_file": str(rsa_pem_file), "audience": "tidings", "leeway": 2},
@@ -429,9 +425,7 @@ def sub_claims(**overrides: Any) -> dict[str, Any]:
 
 
 def test_subscription_token_grants_reading_its_one_channel(keys: Keys) -> None:
-    verifier = TokenVerifier(
-        secret=SECRET, keys=[VerificationKey.from_public_key(keys.ec.public_key())]
-    )
+    verifier = TokenVerifier(secret=SECRET, keys=[VerificationKey.from_public_key(keys.ec.public_key())])
     for token in (sign(sub_claims(), SECRET), sign(sub_claims(), keys.ec, "ES256")):
         grant = verifier.verify_subscription_nowait(token, channel="room:7", user="42", now=NOW)
         assert grant == SubscriptionGrant("42", "room:7", NOW + 60, "Ann")
@@ -463,16 +457,12 @@ def test_subscription_token_for_another_channel_or_user_is_forbidden() -> None:
 )
 def test_invalid_subscription_tokens_are_unauthorized(payload: dict[str, Any], match: str) -> None:
     with pytest.raises(Unauthorized, match=match):
-        hs_verifier().verify_subscription_nowait(
-            sign(payload, SECRET), channel="room:7", user="42", now=NOW
-        )
+        hs_verifier().verify_subscription_nowait(sign(payload, SECRET), channel="room:7", user="42", now=NOW)
 
 
 def test_a_connection_token_is_not_a_subscription_token() -> None:
     with pytest.raises(Unauthorized, match='need a "channel" claim'):
-        hs_verifier().verify_subscription_nowait(
-            sign(claims(), SECRET), channel="room:7", user="42", now=NOW
-        )
+        hs_verifier().verify_subscription_nowait(sign(claims(), SECRET), channel="room:7", user="42", now=NOW)
 
 
 def test_expired_subscription_token_raises_token_expired() -> None:

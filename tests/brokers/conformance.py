@@ -71,8 +71,7 @@ class ResumingSubscriber:
         pass
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 5.0,
-                     what: str = "condition") -> None:
+async def wait_until(condition: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
     """Poll ``condition`` on the loop until it holds; fail the test after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not condition():
@@ -81,12 +80,26 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0,
         await asyncio.sleep(0.005)
 
 
-async def publish(broker: Broker, channel: str, data: Any = None, *, at: int = T0,
-                  options: NamespaceOptions = OPTIONS, key: str | None = None,
-                  event: str = "message", pid: str | None = None) -> Publication:
-    result = await broker.publish(channel, data, event=event, options=options,
-                                  idempotency_key=key, publication_id=pid or f"id-{time.time_ns()}",
-                                  now_ms=at)
+async def publish(
+    broker: Broker,
+    channel: str,
+    data: Any = None,
+    *,
+    at: int = T0,
+    options: NamespaceOptions = OPTIONS,
+    key: str | None = None,
+    event: str = "message",
+    pid: str | None = None,
+) -> Publication:
+    result = await broker.publish(
+        channel,
+        data,
+        event=event,
+        options=options,
+        idempotency_key=key,
+        publication_id=pid or f"id-{time.time_ns()}",
+        now_ms=at,
+    )
     return result.publication
 
 
@@ -100,8 +113,7 @@ class BrokerConformance:
     multi_node = True
 
     @pytest.fixture
-    async def started(self, broker_factory: BrokerFactory
-                      ) -> AsyncIterator[Callable[[], Any]]:
+    async def started(self, broker_factory: BrokerFactory) -> AsyncIterator[Callable[[], Any]]:
         """An async callable that starts another broker on the same store (closed at the end)."""
         opened: list[Broker] = []
 
@@ -144,7 +156,8 @@ class BrokerConformance:
         assert position.epoch
 
     async def test_first_publication_gets_offset_one_in_the_epoch_reported_before(
-            self, broker: Broker) -> None:
+        self, broker: Broker
+    ) -> None:
         before = await broker.position("first")
         publication = await publish(broker, "first", {"n": 1})
         assert (publication.offset, publication.epoch) == (1, before.epoch)
@@ -176,7 +189,8 @@ class BrokerConformance:
     # delivery ----------------------------------------------------------------------------------
 
     async def test_handler_receives_each_publication_exactly_once_in_offset_order(
-            self, broker: Broker, recorder: Recorder) -> None:
+        self, broker: Broker, recorder: Recorder
+    ) -> None:
         await broker.subscribe("live")
         await asyncio.gather(*[publish(broker, "live", i) for i in range(50)])
         await wait_until(lambda: len(recorder.offsets("live")) >= 50, what="50 deliveries")
@@ -185,7 +199,8 @@ class BrokerConformance:
         assert recorder.offsets("live") == list(range(1, 52))
 
     async def test_publications_reach_every_node_subscribed_to_the_channel(
-            self, started: Callable[[], Any]) -> None:
+        self, started: Callable[[], Any]
+    ) -> None:
         if not self.multi_node:
             pytest.skip("this broker serves one process")
         first, first_seen = await started()
@@ -199,7 +214,8 @@ class BrokerConformance:
         assert second_seen.offsets("shared") == [1, 2, 3, 4, 5]
 
     async def test_a_node_resuming_while_another_publishes_gets_each_publication_once(
-            self, broker_factory: BrokerFactory, started: Callable[[], Any]) -> None:
+        self, broker_factory: BrokerFactory, started: Callable[[], Any]
+    ) -> None:
         """The node's merge of history and live (tidings.core.recovery) over this broker: a
         subscriber resumes after offset 1 while a burst is published (from another node when
         the broker has several), many times; it gets offsets 2..7 once each, in order."""
@@ -212,8 +228,7 @@ class BrokerConformance:
                 channel = f"race:{attempt}"
                 first = await publish(publisher, channel, 0, at=now)
                 sink = ResumingSubscriber()
-                burst = asyncio.gather(*(publish(publisher, channel, i, at=now)
-                                         for i in range(5)))
+                burst = asyncio.gather(*(publish(publisher, channel, i, at=now) for i in range(5)))
                 await node.subscribe(sink, channel, first.position, sink.ready)
                 await burst
                 await publish(publisher, channel, "last", at=now)
@@ -223,8 +238,7 @@ class BrokerConformance:
         finally:
             await node.stop()
 
-    async def test_control_messages_reach_the_handler(self, broker: Broker,
-                                                      recorder: Recorder) -> None:
+    async def test_control_messages_reach_the_handler(self, broker: Broker, recorder: Recorder) -> None:
         await broker.subscribe("room")
         message = {"op": "join", "channel": "room", "client": {"client": "c1", "user": "u"}}
         await broker.publish_control("room", message)
@@ -254,7 +268,8 @@ class BrokerConformance:
         assert (answer.requested, answer.available_from) == (2, 3)
 
     async def test_history_size_zero_keeps_nothing_but_still_counts_and_delivers(
-            self, broker: Broker, recorder: Recorder) -> None:
+        self, broker: Broker, recorder: Recorder
+    ) -> None:
         options = NamespaceOptions(history_size=0, history_ttl=0)
         await broker.subscribe("nohist")
         for i in range(3):
@@ -264,8 +279,7 @@ class BrokerConformance:
         assert position.offset == 3
         await wait_until(lambda: len(recorder.offsets("nohist")) == 3, what="deliveries")
 
-    async def test_latest_returns_the_last_n_in_offset_order_with_the_position(
-            self, broker: Broker) -> None:
+    async def test_latest_returns_the_last_n_in_offset_order_with_the_position(self, broker: Broker) -> None:
         for i in range(6):
             await publish(broker, "tail", i)
         pubs, position = await broker.latest("tail", 4, OPTIONS, T0)
@@ -274,8 +288,7 @@ class BrokerConformance:
         assert all(p.epoch == position.epoch for p in pubs)
         assert (await broker.latest("tail", 0, OPTIONS, T0))[0] == []
 
-    async def test_latest_of_an_unknown_channel_is_empty_at_offset_zero(
-            self, broker: Broker) -> None:
+    async def test_latest_of_an_unknown_channel_is_empty_at_offset_zero(self, broker: Broker) -> None:
         pubs, position = await broker.latest("void", 5, OPTIONS, T0)
         assert pubs == []
         assert position.offset == 0
@@ -311,8 +324,7 @@ class BrokerConformance:
         page = await broker.since("now", current, 10, OPTIONS, T0)
         assert page == Page([], current)
 
-    async def test_since_offset_zero_of_an_unknown_channel_is_an_empty_page(
-            self, broker: Broker) -> None:
+    async def test_since_offset_zero_of_an_unknown_channel_is_an_empty_page(self, broker: Broker) -> None:
         current = await broker.position("fresh")
         assert await broker.since("fresh", current, 10, OPTIONS, T0) == Page([], current)
 
@@ -328,8 +340,7 @@ class BrokerConformance:
         # then what history still has: the new epoch from its first offset
         assert [p.offset for p in answer.publications] == [1, 2, 3]
 
-    async def test_since_returns_a_gap_when_history_no_longer_reaches_back(
-            self, broker: Broker) -> None:
+    async def test_since_returns_a_gap_when_history_no_longer_reaches_back(self, broker: Broker) -> None:
         options = NamespaceOptions(history_size=3, history_ttl=3600)
         for i in range(10):
             await publish(broker, "lost", i, options=options)
@@ -338,11 +349,9 @@ class BrokerConformance:
         assert isinstance(answer, Gap)
         assert (answer.requested, answer.available_from) == (3, 8)
         assert [p.offset for p in answer.publications] == [8, 9, 10]
-        assert answer.to_dict() == {"channel": "lost", "epoch": epoch, "requested": 3,
-                                    "available_from": 8}
+        assert answer.to_dict() == {"channel": "lost", "epoch": epoch, "requested": 3, "available_from": 8}
 
-    async def test_since_a_position_ahead_of_the_channel_returns_a_gap(
-            self, broker: Broker) -> None:
+    async def test_since_a_position_ahead_of_the_channel_returns_a_gap(self, broker: Broker) -> None:
         await publish(broker, "ahead", 1)
         epoch = (await broker.position("ahead")).epoch
         answer = await broker.since("ahead", Position(epoch, 9), 10, OPTIONS, T0)
@@ -351,8 +360,7 @@ class BrokerConformance:
 
     # channels ----------------------------------------------------------------------------------
 
-    async def test_channels_lists_published_channels_with_their_positions(
-            self, broker: Broker) -> None:
+    async def test_channels_lists_published_channels_with_their_positions(self, broker: Broker) -> None:
         await broker.position("only:read")
         a = await publish(broker, "ns:a", 1)
         await publish(broker, "ns:b", 1)
@@ -362,12 +370,27 @@ class BrokerConformance:
     # idempotency -------------------------------------------------------------------------------
 
     async def test_an_idempotency_key_seen_before_returns_the_original_as_a_duplicate(
-            self, broker: Broker, recorder: Recorder) -> None:
+        self, broker: Broker, recorder: Recorder
+    ) -> None:
         await broker.subscribe("idem")
-        first = await broker.publish("idem", {"v": 1}, event="message", options=OPTIONS,
-                                     idempotency_key="k1", publication_id="p1", now_ms=T0)
-        again = await broker.publish("idem", {"v": 2}, event="message", options=OPTIONS,
-                                     idempotency_key="k1", publication_id="p2", now_ms=T0 + 10)
+        first = await broker.publish(
+            "idem",
+            {"v": 1},
+            event="message",
+            options=OPTIONS,
+            idempotency_key="k1",
+            publication_id="p1",
+            now_ms=T0,
+        )
+        again = await broker.publish(
+            "idem",
+            {"v": 2},
+            event="message",
+            options=OPTIONS,
+            idempotency_key="k1",
+            publication_id="p2",
+            now_ms=T0 + 10,
+        )
         assert not first.duplicate
         assert again.duplicate
         assert again.publication == first.publication
@@ -386,7 +409,8 @@ class BrokerConformance:
     # presence ----------------------------------------------------------------------------------
 
     async def test_presence_lists_added_clients_until_their_lease_ends(
-            self, presence: PresenceManager) -> None:
+        self, presence: PresenceManager
+    ) -> None:
         now = time.time()
         alice = ClientInfo("c1", "alice", {"role": "admin"})
         bob = ClientInfo("c2", "bob")
@@ -404,8 +428,7 @@ class BrokerConformance:
         await presence.add("desk", carol, 1, now + 0.9)
         assert await presence.list("desk", now + 1.5) == [carol]
 
-    async def test_presence_remove_is_idempotent_and_per_channel(
-            self, presence: PresenceManager) -> None:
+    async def test_presence_remove_is_idempotent_and_per_channel(self, presence: PresenceManager) -> None:
         now = time.time()
         dave = ClientInfo("c4", "dave")
         await presence.add("x", dave, 10, now)

@@ -18,6 +18,7 @@ class TestMemoryBroker(BrokerConformance):
 
 # Names nobody uses (Issue 17.5): reads make no entry, ended leases leave none.
 
+
 async def test_reading_never_published_channels_keeps_no_entry():
     from tidings.core.events import Gap, Page
     from tidings.core.permissions import NamespaceOptions

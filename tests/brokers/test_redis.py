@@ -36,6 +36,7 @@ from tidings.settings import Settings
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
+
 pytestmark = pytest.mark.redis
 
 
@@ -93,8 +94,14 @@ async def test_unsubscribe_stops_delivery_to_this_node(flushed_redis: RedisServe
 
 async def test_all_of_a_channels_keys_share_one_hash_slot() -> None:
     keys = channel_keys("chat:lobby")
-    names = [keys.meta, keys.history, keys.pubsub, keys.presence, keys.presence_expiry,
-             keys.idempotency("abc")]
+    names = [
+        keys.meta,
+        keys.history,
+        keys.pubsub,
+        keys.presence,
+        keys.presence_expiry,
+        keys.idempotency("abc"),
+    ]
     assert len({key_slot(name.encode()) for name in names}) == 1
     assert all(name.startswith("{tidings:chat:lobby}:") for name in names)
 
@@ -113,8 +120,7 @@ async def test_history_and_meta_keys_get_their_ttls(flushed_redis: RedisServer) 
         await broker.close()
 
 
-async def test_the_stream_expires_in_real_time_and_the_epoch_survives_it(
-        flushed_redis: RedisServer) -> None:
+async def test_the_stream_expires_in_real_time_and_the_epoch_survives_it(flushed_redis: RedisServer) -> None:
     broker, _ = await started(flushed_redis.url)
     options = NamespaceOptions(history_size=10, history_ttl=0.2)
     try:
@@ -138,8 +144,7 @@ async def test_the_stream_expires_in_real_time_and_the_epoch_survives_it(
         await broker.close()
 
 
-async def test_the_publish_trims_an_expired_prefix_of_the_stream(
-        flushed_redis: RedisServer) -> None:
+async def test_the_publish_trims_an_expired_prefix_of_the_stream(flushed_redis: RedisServer) -> None:
     broker, _ = await started(flushed_redis.url)
     options = NamespaceOptions(history_size=100, history_ttl=1)
     try:
@@ -169,7 +174,8 @@ async def test_a_flushed_redis_gives_channels_a_new_epoch(flushed_redis: RedisSe
 
 
 async def test_publish_is_unavailable_while_redis_is_down_and_works_after_a_restart(
-        own_redis: RedisServer) -> None:
+    own_redis: RedisServer,
+) -> None:
     broker, recorder = await started(own_redis.url, reconnect_max=0.2)
     try:
         await broker.subscribe("outage")
@@ -184,8 +190,7 @@ async def test_publish_is_unavailable_while_redis_is_down_and_works_after_a_rest
         await wait_until(lambda: recorder.states == [False], what="broker down")
 
         own_redis.restart()  # empty: the history is gone
-        await wait_until(lambda: recorder.states == [False, True], within=10,
-                         what="broker back")
+        await wait_until(lambda: recorder.states == [False, True], within=10, what="broker back")
         await wait_until(lambda: bool(recorder.controls), what="gap notice")
         channel, gap = recorder.controls[0]
         assert channel == "outage"
@@ -203,7 +208,8 @@ async def test_publish_is_unavailable_while_redis_is_down_and_works_after_a_rest
 
 
 async def test_publications_missed_while_the_pubsub_link_was_down_are_delivered_in_order(
-        flushed_redis: RedisServer) -> None:
+    flushed_redis: RedisServer,
+) -> None:
     listener, seen = await started(flushed_redis.url, reconnect_min=0.3, reconnect_max=0.3)
     publisher, _ = await started(flushed_redis.url)
     try:
@@ -226,8 +232,7 @@ async def test_publications_missed_while_the_pubsub_link_was_down_are_delivered_
         await publisher.close()
 
 
-async def test_a_redis_restarted_with_its_data_keeps_the_epoch_and_offsets(
-        own_redis: RedisServer) -> None:
+async def test_a_redis_restarted_with_its_data_keeps_the_epoch_and_offsets(own_redis: RedisServer) -> None:
     broker, seen = await started(own_redis.url, reconnect_min=0.05, reconnect_max=0.2)
     try:
         await broker.subscribe("kept")
@@ -271,8 +276,7 @@ async def publish_eventually(broker: RedisBroker, channel: str, data: Any) -> Pu
             await asyncio.sleep(0.05)
 
 
-async def test_a_flush_under_a_live_subscription_is_announced_as_a_gap(
-        flushed_redis: RedisServer) -> None:
+async def test_a_flush_under_a_live_subscription_is_announced_as_a_gap(flushed_redis: RedisServer) -> None:
     broker, seen = await started(flushed_redis.url)
     try:
         await broker.subscribe("reset")
@@ -283,8 +287,12 @@ async def test_a_flush_under_a_live_subscription_is_announced_as_a_gap(
             await client.flushall()
         new = await publish(broker, "reset", 3)
         await wait_until(lambda: len(seen.offsets("reset")) == 3, what="delivery after flush")
-        assert seen.controls == [("reset", {"op": "gap", "channel": "reset", "epoch": new.epoch,
-                                            "requested": 3, "available_from": 1})]
+        assert seen.controls == [
+            (
+                "reset",
+                {"op": "gap", "channel": "reset", "epoch": new.epoch, "requested": 3, "available_from": 1},
+            )
+        ]
         assert new.epoch != old.epoch
         assert seen.publications[-1] == new
     finally:
@@ -292,7 +300,8 @@ async def test_a_flush_under_a_live_subscription_is_announced_as_a_gap(
 
 
 async def test_a_live_message_that_skips_offsets_is_preceded_by_the_missing_ones(
-        flushed_redis: RedisServer) -> None:
+    flushed_redis: RedisServer,
+) -> None:
     broker, seen = await started(flushed_redis.url)
     try:
         await broker.subscribe("holes")
@@ -304,9 +313,17 @@ async def test_a_live_message_that_skips_offsets_is_preceded_by_the_missing_ones
             epoch = (await client.hget(keys.meta, "e")).decode()
             for offset in (2, 3):
                 await client.hset(keys.meta, "o", offset)
-                payload = orjson.dumps({"offset": offset, "epoch": epoch, "channel": "holes",
-                                        "id": f"x{offset}", "time": T0, "event": "message",
-                                        "data": offset})
+                payload = orjson.dumps(
+                    {
+                        "offset": offset,
+                        "epoch": epoch,
+                        "channel": "holes",
+                        "id": f"x{offset}",
+                        "time": T0,
+                        "event": "message",
+                        "data": offset,
+                    }
+                )
                 await client.xadd(keys.history, {"p": payload, "t": T0}, id=f"{offset}-0")
         await publish(broker, "holes", 4)
         await wait_until(lambda: len(seen.offsets("holes")) == 4, what="filled deliveries")
@@ -317,7 +334,8 @@ async def test_a_live_message_that_skips_offsets_is_preceded_by_the_missing_ones
 
 
 async def test_the_node_builds_a_redis_broker_and_redis_presence_from_settings(
-        flushed_redis: RedisServer) -> None:
+    flushed_redis: RedisServer,
+) -> None:
     settings = Settings(broker=flushed_redis.url)
     broker = make_broker(settings)
     assert isinstance(broker, RedisBroker)
@@ -328,8 +346,7 @@ async def test_the_node_builds_a_redis_broker_and_redis_presence_from_settings(
         assert (await node.broker.position("chat:lobby")).offset == 1
 
 
-async def test_presence_is_shared_by_every_node_on_the_same_redis(
-        flushed_redis: RedisServer) -> None:
+async def test_presence_is_shared_by_every_node_on_the_same_redis(flushed_redis: RedisServer) -> None:
     first, _ = await started(flushed_redis.url)
     second, _ = await started(flushed_redis.url)
     try:
@@ -345,7 +362,8 @@ async def test_presence_is_shared_by_every_node_on_the_same_redis(
 
 
 async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(
-        flushed_redis: RedisServer) -> None:
+    flushed_redis: RedisServer,
+) -> None:
     broker, _ = await started(flushed_redis.url, max_connections=4)
     try:
         results = await asyncio.gather(*[publish(broker, "burst", i) for i in range(200)])

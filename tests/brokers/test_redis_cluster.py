@@ -25,7 +25,8 @@ class TestRedisClusterBroker(BrokerConformance):
 
 
 async def test_channels_on_every_master_are_delivered_through_sharded_pubsub(
-        flushed_cluster: RedisCluster) -> None:
+    flushed_cluster: RedisCluster,
+) -> None:
     publisher = RedisBroker(flushed_cluster.url)
     listener = RedisBroker(flushed_cluster.url)
     seen = Recorder()
@@ -50,8 +51,7 @@ async def test_channels_on_every_master_are_delivered_through_sharded_pubsub(
         assert len(listener._listeners) == 3
         for node in flushed_cluster.nodes:
             assert node.cli("pubsub", "channels") == "\n"
-        assert await listener.channels() == {
-            c: (await listener.position(c)) for c in channels}
+        assert await listener.channels() == {c: (await listener.position(c)) for c in channels}
     finally:
         await publisher.close()
         await listener.close()

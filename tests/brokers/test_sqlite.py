@@ -151,7 +151,8 @@ async def test_handlers_see_concurrent_publishes_in_offset_order(tmp_path: Path)
 
 
 async def test_the_node_builds_a_sqlite_broker_from_a_sqlite_url(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     settings = Settings(broker="sqlite:///node.db")
     broker = make_broker(settings)
@@ -162,8 +163,7 @@ async def test_the_node_builds_a_sqlite_broker_from_a_sqlite_url(
     assert (tmp_path / "node.db").exists()
 
 
-async def test_publish_deletes_rows_beyond_the_size_and_older_than_the_ttl(
-        tmp_path: Path) -> None:
+async def test_publish_deletes_rows_beyond_the_size_and_older_than_the_ttl(tmp_path: Path) -> None:
     broker, _ = await started(tmp_path / "t.db")
     options = NamespaceOptions(history_size=5, history_ttl=1)
     try:
@@ -172,8 +172,9 @@ async def test_publish_deletes_rows_beyond_the_size_and_older_than_the_ttl(
         await publish(broker, "rows", "late", options=options, at=T0 + 1005)
 
         def stored(conn: sqlite3.Connection) -> list[int]:
-            rows = conn.execute("SELECT offset FROM publications WHERE channel = 'rows' "
-                                "ORDER BY offset").fetchall()
+            rows = conn.execute(
+                "SELECT offset FROM publications WHERE channel = 'rows' ORDER BY offset"
+            ).fetchall()
             return [int(r[0]) for r in rows]
 
         # Size keeps 5..9; the TTL (horizon T0+5) then drops offsets 5 (T0+4).

@@ -21,20 +21,28 @@ import pytest
 from tests.serving import RunningServer, serve
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 API_KEY = "browser-tests-admin-key-0123456789"
 TIMEOUT_MS = 15_000
 # README's screenshots are refreshed only on request (TIDINGS_SCREENSHOTS=1 make test), so that a
 # test run leaves the tree clean; otherwise they go to a scratch directory, still taken (a page
 # that cannot be rendered fails the test either way).
-SCREENSHOTS = (Path(__file__).resolve().parents[2] / "docs" / "img"
-               if os.environ.get("TIDINGS_SCREENSHOTS") == "1"
-               else Path(tempfile.gettempdir()) / "tidings-screenshots")
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "img"
+    if os.environ.get("TIDINGS_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "tidings-screenshots"
+)
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -46,18 +54,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def server() -> Iterator[RunningServer]:
-    with tempfile.TemporaryDirectory() as tmp, serve(
-        api_key=API_KEY,
-        webhooks={"allow_private": ["127.0.0.0/8"], "retry_schedule": [0.05],
-                  "store": str(Path(tmp) / "webhooks.db")},
-    ) as running:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve(
+            api_key=API_KEY,
+            webhooks={
+                "allow_private": ["127.0.0.0/8"],
+                "retry_schedule": [0.05],
+                "store": str(Path(tmp) / "webhooks.db"),
+            },
+        ) as running,
+    ):
         yield running
 
 
 def serves(server: RunningServer, path: str, method: str = "GET") -> bool:
     """Whether the server answers ``path`` with anything but 404."""
-    with httpx.Client(timeout=5) as client, client.stream(
-            method, f"{server.url}{path}", headers={"Authorization": f"Bearer {API_KEY}"}) as answer:
+    with (
+        httpx.Client(timeout=5) as client,
+        client.stream(
+            method, f"{server.url}{path}", headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as answer,
+    ):
         return answer.status_code != 404
 
 

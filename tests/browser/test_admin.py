@@ -28,8 +28,7 @@ def test_console_asks_for_the_key_when_the_server_has_one(page_for: Callable[...
     page.wait_for_selector("#status:has-text('enter the admin API key')")
 
 
-def test_console_publishes_and_browses_history_and_presence(
-        page_for: Callable[..., Any]) -> None:
+def test_console_publishes_and_browses_history_and_presence(page_for: Callable[..., Any]) -> None:
     chat = page_for("/chat")
     chat.fill("#nick", "operator-watch")
     chat.select_option("#room", "random")
@@ -88,14 +87,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_console_replays_a_failed_webhook_delivery_which_then_succeeds(
-        page_for: Callable[..., Any], server: RunningServer, receiver: Receiver) -> None:
+    page_for: Callable[..., Any], server: RunningServer, receiver: Receiver
+) -> None:
     needs(server, "/api/webhooks", "the webhooks")
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
-                      timeout=10) as api:
-        endpoint = api.post("/api/webhooks", json={"url": receiver.url, "channels": ["orders:*"],
-                                                   "description": "browser test"}).json()
-        api.post("/api/publish", json={"channel": "orders:eu", "data": {"order": 7}}
-                 ).raise_for_status()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as api:
+        endpoint = api.post(
+            "/api/webhooks",
+            json={"url": receiver.url, "channels": ["orders:*"], "description": "browser test"},
+        ).json()
+        api.post("/api/publish", json={"channel": "orders:eu", "data": {"order": 7}}).raise_for_status()
 
         page = open_console(page_for)
         page.click(f"#webhooks tr[data-endpoint='{endpoint['id']}'] button")

@@ -26,8 +26,7 @@ def say(page: Any, text: str) -> None:
     page.press("#text", "Enter")
 
 
-def test_chat_two_people_see_each_others_messages_and_presence(
-        page_for: Callable[..., Any]) -> None:
+def test_chat_two_people_see_each_others_messages_and_presence(page_for: Callable[..., Any]) -> None:
     ada = page_for("/chat")
     join_chat(ada, "ada")
     say(ada, "anyone here?")
@@ -48,8 +47,9 @@ def test_chat_two_people_see_each_others_messages_and_presence(
     ada.wait_for_selector("#people li:text-is('bob')", state="detached")
 
 
-def test_ticker_streams_prices_into_every_sparkline(page_for: Callable[..., Any],
-                                                    server: RunningServer) -> None:
+def test_ticker_streams_prices_into_every_sparkline(
+    page_for: Callable[..., Any], server: RunningServer
+) -> None:
     needs(server, "/sse?channel=ticker:ACME", HTTP_TRANSPORTS)
     page = page_for("/ticker")
     page.wait_for_function("""() => {
@@ -61,8 +61,7 @@ def test_ticker_streams_prices_into_every_sparkline(page_for: Callable[..., Any]
     assert page.text_content("#transport") == "via sse"
 
 
-def test_log_tail_shows_lines_as_they_stream(page_for: Callable[..., Any],
-                                             server: RunningServer) -> None:
+def test_log_tail_shows_lines_as_they_stream(page_for: Callable[..., Any], server: RunningServer) -> None:
     needs(server, "/stream?channel=logs:demo", HTTP_TRANSPORTS)
     page = page_for("/logs")
     page.wait_for_function("() => document.querySelectorAll('#tail span').length >= 4")
@@ -71,9 +70,9 @@ def test_log_tail_shows_lines_as_they_stream(page_for: Callable[..., Any],
 
 @pytest.mark.parametrize("transport", ["sse", "longpoll"])
 def test_progress_streams_and_resumes_after_a_reload(
-        transport: str, page_for: Callable[..., Any], server: RunningServer) -> None:
-    needs(server, "/sse?channel=x" if transport == "sse" else "/poll?channel=x&timeout=0",
-          HTTP_TRANSPORTS)
+    transport: str, page_for: Callable[..., Any], server: RunningServer
+) -> None:
+    needs(server, "/sse?channel=x" if transport == "sse" else "/poll?channel=x&timeout=0", HTTP_TRANSPORTS)
     page = page_for("/progress")
     if transport == "longpoll":
         page.check("#longpoll")
@@ -92,7 +91,8 @@ def test_progress_streams_and_resumes_after_a_reload(
 
 
 def test_webhook_inbox_shows_signed_events_and_rejects_tampered_ones(
-        page_for: Callable[..., Any], server: RunningServer) -> None:
+    page_for: Callable[..., Any], server: RunningServer
+) -> None:
     needs(server, "/hooks/demo", "the webhooks", method="POST")
     page = page_for("/webhooks")
     page.wait_for_selector("#status[data-state='connected']")
@@ -105,7 +105,8 @@ def test_webhook_inbox_shows_signed_events_and_rejects_tampered_ones(
 
 
 def test_transport_lab_shows_the_same_messages_on_all_five_transports(
-        page_for: Callable[..., Any], server: RunningServer) -> None:
+    page_for: Callable[..., Any], server: RunningServer
+) -> None:
     for path in ("/sse?channel=x", "/stream?channel=x", "/poll?channel=x&timeout=0"):
         needs(server, path, HTTP_TRANSPORTS)
     page = page_for("/lab")
@@ -125,14 +126,14 @@ def test_transport_lab_shows_the_same_messages_on_all_five_transports(
 
 
 def test_transport_lab_times_only_its_own_messages_not_those_published_elsewhere(
-        page_for: Callable[..., Any], server: RunningServer) -> None:
+    page_for: Callable[..., Any], server: RunningServer
+) -> None:
     for path in ("/sse?channel=x", "/stream?channel=x", "/poll?channel=x&timeout=0"):
         needs(server, path, HTTP_TRANSPORTS)
     page = page_for("/lab")
     page.wait_for_function("() => Object.keys(window.lab.clients).length === 5")
     channel = page.evaluate("() => window.lab.channel")
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"},
-                      timeout=10) as api:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as api:
         for data in ({"text": "from the CLI"}, "a plain string"):
             api.post("/api/publish", json={"channel": channel, "data": data}).raise_for_status()
 

@@ -43,7 +43,8 @@ A11Y = """() => {
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_page_loads_without_errors_failed_or_foreign_requests(
-        path: str, page_for: Callable[..., Any], server: RunningServer) -> None:
+    path: str, page_for: Callable[..., Any], server: RunningServer
+) -> None:
     ready, endpoints = PAGES[path]
     for endpoint in endpoints:
         needs(server, endpoint, "the HTTP transports")

@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(900)
 def test_autobahn_fast_set_has_no_failed_case_and_every_other_verdict_explained(tmp_path: Path):
     env = {**os.environ, "AUTOBAHN_DOCS_DIR": str(tmp_path), "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "autobahn.sh"), "fast"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=850)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "autobahn.sh"), "fast"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
     output = done.stdout + done.stderr
     summary_file = tmp_path / "autobahn-summary.json"
     if not summary_file.exists() and "SKIPPED" in output:

@@ -29,8 +29,17 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 
 from tests.serving import RunningServer, serve  # noqa: E402
 
-CODES = {"bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large",
-         "rate_limited", "unavailable", "internal"}
+CODES = {
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "too_large",
+    "rate_limited",
+    "unavailable",
+    "internal",
+}
 EXAMPLES = int(os.environ.get("TIDINGS_SCHEMATHESIS_EXAMPLES", "40"))
 API_KEY = "schemathesis-key-0123456789"
 
@@ -50,19 +59,24 @@ def check_answer(case: Any, response: Any) -> None:
         response.json()  # every success is JSON
 
 
-def fuzz(server: RunningServer, modes: list[Any], headers: dict[str, str] | None = None,
-         schema_headers: dict[str, str] | None = None) -> int:
+def fuzz(
+    server: RunningServer,
+    modes: list[Any],
+    headers: dict[str, str] | None = None,
+    schema_headers: dict[str, str] | None = None,
+) -> int:
     # the document follows the API key like the API itself
-    schema = schemathesis.openapi.from_url(f"{server.url}/api/openapi.json",
-                                           headers=schema_headers or {})
+    schema = schemathesis.openapi.from_url(f"{server.url}/api/openapi.json", headers=schema_headers or {})
     base = f"{server.url}/api"
     operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
         for mode in modes:
-            @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
                 if headers:
@@ -86,5 +100,4 @@ def test_with_an_api_key_unauthenticated_fuzzed_requests_get_401_in_the_error_sh
     key = {"Authorization": f"Bearer {API_KEY}"}
     with serve(api_key=API_KEY) as server:
         assert fuzz(server, [schemathesis.GenerationMode.POSITIVE], schema_headers=key) >= 7
-        assert fuzz(server, list(schemathesis.GenerationMode), headers=key,
-                    schema_headers=key) >= 7
+        assert fuzz(server, list(schemathesis.GenerationMode), headers=key, schema_headers=key) >= 7

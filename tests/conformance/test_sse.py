@@ -29,34 +29,46 @@ from tests.serving import RunningServer, serve
 from tidings.core.wire.sse import SSEParser
 
 LONG = "x" * 100_000
-STREAM = b"".join([
-    b"\xef\xbb\xbfretry: 200\n\n",
-    b": a comment, ignored\n\n",
-    b"id: 1\ndata: hello\n\n",
-    b"id: 2\r\ndata: crlf\r\n\r\n",
-    b"id: 3\rdata: cr\r\r",
-    b"data: line1\ndata: line2\n\n",             # multi-line data; the id stays 3
-    b"data:nospace\n\n",
-    b"data:  two\n\n",                             # only one space is stripped
-    b"event: custom\nid: 5\ndata: named\n\n",
-    b"data\n\n",                                   # a field with no colon: empty data, dispatched
-    b"data:\n\n",                                  # an empty data field, dispatched
-    b"\n",                                         # a blank line with no data: nothing
-    b"id: 6\nretry: abc\n\n",                      # no data: nothing, but the id is now 6
-    b"data: after-id\n\n",
-    b"id: a\x00b\ndata: nul-id\n\n",               # an id with NUL is ignored: still 6
-    b"id\ndata: reset\n\n",                        # an empty id resets the last event id
-    "data: 😀 ünïcödé \u2028 ☃\n\n".encode(),
-    b"data: " + LONG.encode() + b"\n\n",
-    b"event: done\ndata: end\n\n",
-    b"data: incomplete",                           # no blank line before EOF: discarded
-])
+STREAM = b"".join(
+    [
+        b"\xef\xbb\xbfretry: 200\n\n",
+        b": a comment, ignored\n\n",
+        b"id: 1\ndata: hello\n\n",
+        b"id: 2\r\ndata: crlf\r\n\r\n",
+        b"id: 3\rdata: cr\r\r",
+        b"data: line1\ndata: line2\n\n",  # multi-line data; the id stays 3
+        b"data:nospace\n\n",
+        b"data:  two\n\n",  # only one space is stripped
+        b"event: custom\nid: 5\ndata: named\n\n",
+        b"data\n\n",  # a field with no colon: empty data, dispatched
+        b"data:\n\n",  # an empty data field, dispatched
+        b"\n",  # a blank line with no data: nothing
+        b"id: 6\nretry: abc\n\n",  # no data: nothing, but the id is now 6
+        b"data: after-id\n\n",
+        b"id: a\x00b\ndata: nul-id\n\n",  # an id with NUL is ignored: still 6
+        b"id\ndata: reset\n\n",  # an empty id resets the last event id
+        "data: 😀 ünïcödé \u2028 ☃\n\n".encode(),
+        b"data: " + LONG.encode() + b"\n\n",
+        b"event: done\ndata: end\n\n",
+        b"data: incomplete",  # no blank line before EOF: discarded
+    ]
+)
 EXPECTED = [
-    ("message", "hello", "1"), ("message", "crlf", "2"), ("message", "cr", "3"),
-    ("message", "line1\nline2", "3"), ("message", "nospace", "3"), ("message", " two", "3"),
-    ("custom", "named", "5"), ("message", "", "5"), ("message", "", "5"),
-    ("message", "after-id", "6"), ("message", "nul-id", "6"), ("message", "reset", ""),
-    ("message", "😀 ünïcödé \u2028 ☃", ""), ("message", LONG, ""), ("done", "end", ""),
+    ("message", "hello", "1"),
+    ("message", "crlf", "2"),
+    ("message", "cr", "3"),
+    ("message", "line1\nline2", "3"),
+    ("message", "nospace", "3"),
+    ("message", " two", "3"),
+    ("custom", "named", "5"),
+    ("message", "", "5"),
+    ("message", "", "5"),
+    ("message", "after-id", "6"),
+    ("message", "nul-id", "6"),
+    ("message", "reset", ""),
+    ("message", "😀 ünïcödé \u2028 ☃", ""),
+    ("message", LONG, ""),
+    ("done", "end", ""),
 ]
 # httpx-sse 0.4 differs from the spec (and from Chromium) in one way, pinned here so a change is
 # noticed: a blank line dispatches an event even with no data once an id (or retry) has been set,
@@ -64,8 +76,15 @@ EXPECTED = [
 EXPECTED_HTTPX_SSE = [*EXPECTED[:9], ("message", "", "5"), ("message", "", "6"), *EXPECTED[9:]]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 PAGE = """<!doctype html><meta charset="utf-8"><script>
 window.__log = []; window.__done = false;
@@ -114,17 +133,26 @@ class PageServer:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         path = lines[0].split(" ")[1].split("?")[0]
-        self.seen.append({"path": path, **{k.lower(): v.strip() for k, _, v in
-                                           (line.partition(":") for line in lines[1:] if line)}})
+        self.seen.append(
+            {
+                "path": path,
+                **{k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)},
+            }
+        )
         if path == "/sse" and self.upstream is not None:
             await self._pass_through(head, writer)
             return
         content_type, body = self.routes.get(path, ("text/plain", b""))
         status = b"200 OK" if path in self.routes else b"404 Not Found"
-        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type.encode()
-                     + b"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 "
+            + status
+            + b"\r\nContent-Type: "
+            + content_type.encode()
+            + b"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        )
         for i in range(0, len(body), 4096):  # in pieces, so line ends fall across reads
-            writer.write(body[i:i + 4096])
+            writer.write(body[i : i + 4096])
             await writer.drain()
         writer.close()
 
@@ -164,8 +192,9 @@ class PageServer:
 
 
 @contextmanager
-def page_server(routes: dict[str, tuple[str, bytes]], upstream: int | None = None
-                ) -> Iterator[tuple[int, list[dict[str, str]]]]:
+def page_server(
+    routes: dict[str, tuple[str, bytes]], upstream: int | None = None
+) -> Iterator[tuple[int, list[dict[str, str]]]]:
     with PageServer(routes, upstream) as server:
         yield server.port, server.seen
 
@@ -174,8 +203,9 @@ def chromium_events(url: str, timeout_ms: int = 20000) -> tuple[str, list[tuple[
     """Open ``url`` in headless Chromium; returns (browser version, the page's event log)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with playwright.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM,
-                                                       headless=True, args=FLAGS)
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
         try:
             page = context.new_page()
             page.goto(url)
@@ -204,7 +234,7 @@ def test_tidings_sse_parser_reads_the_edge_case_stream_as_the_spec_says():
         parser = SSEParser()
         events = []
         for i in range(0, len(STREAM), size):
-            events += [(m.event, m.data, m.last_event_id) for m in parser.feed(STREAM[i:i + size])]
+            events += [(m.event, m.data, m.last_event_id) for m in parser.feed(STREAM[i : i + size])]
         assert events == EXPECTED, size
         assert parser.retry == 200
 
@@ -212,8 +242,10 @@ def test_tidings_sse_parser_reads_the_edge_case_stream_as_the_spec_says():
 async def test_httpx_sse_reads_the_edge_case_stream_as_the_spec_says_but_for_its_known_deviation():
     httpx_sse = pytest.importorskip("httpx_sse", reason="httpx-sse is not installed")
     with page_server({"/raw": ("text/event-stream", STREAM)}) as (port, _):
-        async with httpx.AsyncClient() as http, httpx_sse.aconnect_sse(
-                http, "GET", f"http://127.0.0.1:{port}/raw") as source:
+        async with (
+            httpx.AsyncClient() as http,
+            httpx_sse.aconnect_sse(http, "GET", f"http://127.0.0.1:{port}/raw") as source,
+        ):
             events = [(e.event, e.data, e.id) async for e in source.aiter_sse()]
     assert events == EXPECTED_HTTPX_SSE
 
@@ -221,8 +253,10 @@ async def test_httpx_sse_reads_the_edge_case_stream_as_the_spec_says_but_for_its
 @pytest.mark.browser
 def test_chromium_event_source_reads_the_edge_case_stream_as_the_spec_says():
     needs_chromium()
-    routes = {"/raw": ("text/event-stream", STREAM),
-              "/": ("text/html", page("/raw", len(EXPECTED), ["custom", "done"]))}
+    routes = {
+        "/raw": ("text/event-stream", STREAM),
+        "/": ("text/html", page("/raw", len(EXPECTED), ["custom", "done"])),
+    }
     with page_server(routes) as (port, seen):
         version, events = chromium_events(f"http://127.0.0.1:{port}/")
     assert events == EXPECTED, version
@@ -250,8 +284,7 @@ def sse_served(server: RunningServer) -> bool:
 
 @contextmanager
 def sse_server() -> Iterator[RunningServer]:
-    with serve(sse={"retry_ms": 100, "heartbeat": 1.0},
-               limits={"max_message_bytes": 131072}) as server:
+    with serve(sse={"retry_ms": 100, "heartbeat": 1.0}, limits={"max_message_bytes": 131072}) as server:
         assert sse_served(server), "/sse is not served (404)"
         yield server
 
@@ -269,8 +302,7 @@ async def test_httpx_sse_reads_tidings_publications_intact():
             events: list[Any] = []
 
             async def read() -> None:
-                async with httpx_sse.aconnect_sse(http, "GET", "/sse",
-                                                  params={"channel": "conf"}) as source:
+                async with httpx_sse.aconnect_sse(http, "GET", "/sse", params={"channel": "conf"}) as source:
                     async for event in source.aiter_sse():
                         events.append(event)
                         if event.event == "ready":
@@ -298,13 +330,18 @@ def test_chromium_reads_tidings_publications_intact_and_resumes_with_last_event_
     each publication once, in order."""
     needs_chromium()
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sse_server() as server, PageServer(
-            {"/": ("text/html", page("/sse?channel=conf", 10_000, ["ready"]))},
-            upstream=server.port) as front, \
-            httpx.Client(base_url=server.url, timeout=10) as http, \
-            playwright.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM,
-                                                       headless=True, args=FLAGS)
+    with (
+        sse_server() as server,
+        PageServer(
+            {"/": ("text/html", page("/sse?channel=conf", 10_000, ["ready"]))}, upstream=server.port
+        ) as front,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        playwright.sync_playwright() as p,
+        tempfile.TemporaryDirectory() as profile,
+    ):
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
         try:
             tab = context.new_page()
             tab.goto(f"http://127.0.0.1:{front.port}/")
@@ -312,15 +349,18 @@ def test_chromium_reads_tidings_publications_intact_and_resumes_with_last_event_
 
             def messages(n: int) -> None:
                 tab.wait_for_function(
-                    f"window.__log.filter(e => e.type === 'message').length >= {n}", timeout=15000)
+                    f"window.__log.filter(e => e.type === 'message').length >= {n}", timeout=15000
+                )
 
             half = len(DATA) // 2
             for item in DATA[:half]:
                 assert http.post("/api/publish", json={"channel": "conf", "data": item}).is_success
             messages(half)
             front.cut()
-            tab.wait_for_function("window.__log.filter(e => e.type === 'ready').length >= 1 && "
-                                  "window.__errors >= 1", timeout=15000)
+            tab.wait_for_function(
+                "window.__log.filter(e => e.type === 'ready').length >= 1 && window.__errors >= 1",
+                timeout=15000,
+            )
             for item in DATA[half:]:
                 assert http.post("/api/publish", json={"channel": "conf", "data": item}).is_success
             messages(len(DATA))

@@ -67,8 +67,7 @@ def test_validate_pattern_refuses_invalid_patterns(pattern: object):
 
 @pytest.mark.parametrize(
     ("channel", "namespace"),
-    [("chat:lobby", "chat"), ("user:42:inbox", "user"), ("lobby", DEFAULT_NAMESPACE),
-     (":x", "")],
+    [("chat:lobby", "chat"), ("user:42:inbox", "user"), ("lobby", DEFAULT_NAMESPACE), (":x", "")],
 )
 def test_namespace_is_the_part_before_the_first_colon(channel: str, namespace: str):
     assert namespace_of(channel) == namespace

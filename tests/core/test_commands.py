@@ -40,8 +40,9 @@ def refused(obj: Any, match: str, **kwargs: Any) -> CommandError:
 
 
 def test_parse_subscribe_with_since_and_token():
-    command = parse({"op": "subscribe", "ref": 1, "channel": "c",
-                     "since": {"epoch": "x7Kq", "offset": 41}, "token": "t"})
+    command = parse(
+        {"op": "subscribe", "ref": 1, "channel": "c", "since": {"epoch": "x7Kq", "offset": 41}, "token": "t"}
+    )
     assert command == Subscribe(1, "c", Position("x7Kq", 41), "t")
 
 
@@ -55,13 +56,18 @@ def test_parse_subscribe_with_a_cursor_resumes_from_its_position_for_the_channel
     assert command == Subscribe(2, "c", Position("x7Kq", 41), None)
 
 
-@pytest.mark.parametrize(("fields", "match"), [
-    ({"cursor": encode_token("c", Position("e", 1)), "since": {"epoch": "e", "offset": 1}},
-     "since or cursor"),
-    ({"cursor": encode_token("other", Position("e", 1))}, "no position for c"),
-    ({"cursor": "%%%"}, "invalid cursor"),
-    ({"cursor": 7}, "cursor"),
-])
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        (
+            {"cursor": encode_token("c", Position("e", 1)), "since": {"epoch": "e", "offset": 1}},
+            "since or cursor",
+        ),
+        ({"cursor": encode_token("other", Position("e", 1))}, "no position for c"),
+        ({"cursor": "%%%"}, "invalid cursor"),
+        ({"cursor": 7}, "cursor"),
+    ],
+)
 def test_parse_subscribe_refuses_a_bad_cursor(fields: dict[str, Any], match: str):
     error = refused({"op": "subscribe", "ref": 4, "channel": "c", **fields}, match)
     assert error.ref == 4
@@ -79,8 +85,9 @@ def test_parse_publish_with_defaults():
 
 
 def test_parse_publish_with_event_and_idempotency_key():
-    command = parse({"op": "publish", "ref": 3, "channel": "c", "data": [1],
-                     "event": "typing", "idempotency_key": "k1"})
+    command = parse(
+        {"op": "publish", "ref": 3, "channel": "c", "data": [1], "event": "typing", "idempotency_key": "k1"}
+    )
     assert command == PublishCmd(3, "c", [1], "typing", "k1")
 
 
@@ -94,8 +101,7 @@ def test_parse_the_other_commands():
 
 def test_parse_history_with_defaults_and_limit():
     assert parse({"op": "history", "channel": "c"}) == HistoryCmd(None, "c", None, 100)
-    command = parse({"op": "history", "channel": "c", "limit": 5,
-                     "since": {"epoch": "e", "offset": 0}})
+    command = parse({"op": "history", "channel": "c", "limit": 5, "since": {"epoch": "e", "offset": 0}})
     assert command == HistoryCmd(None, "c", Position("e", 0), 5)
 
 
@@ -144,8 +150,7 @@ def test_errors_carry_the_ref_of_the_command():
         ({"op": "subscribe", "channel": "c", "token": "t" * 8193}, "field 'token'"),
         ({"op": "publish", "channel": "c"}, "missing field 'data'"),
         ({"op": "publish", "channel": "c", "data": 1, "event": "a b"}, "event must be"),
-        ({"op": "publish", "channel": "c", "data": 1, "idempotency_key": "k" * 201},
-         "idempotency_key"),
+        ({"op": "publish", "channel": "c", "data": 1, "idempotency_key": "k" * 201}, "idempotency_key"),
         ({"op": "history", "channel": "c", "limit": 0}, "limit must be"),
         ({"op": "history", "channel": "c", "limit": 1001}, "limit must be"),
         ({"op": "history", "channel": "c", "limit": True}, "limit must be"),
@@ -204,6 +209,7 @@ def test_validate_event_name_refuses_the_rest(event: object):
 
 # properties ------------------------------------------------------------------------------------
 
+
 @settings(max_examples=300)
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_parse_command_on_arbitrary_text_raises_only_command_error(text: str | bytes):
@@ -211,20 +217,21 @@ def test_parse_command_on_arbitrary_text_raises_only_command_error(text: str | b
         parse_command(text)
 
 
-OPS = st.sampled_from(["subscribe", "publish", "unsubscribe", "ping", "presence", "history",
-                       "connect", "nope"])
-FIELDS = st.sampled_from(["ref", "channel", "since", "token", "data", "event",
-                          "idempotency_key", "limit"])
-FIELD_VALUES = json_values | st.fixed_dictionaries(
-    {"epoch": json_values | st.sampled_from(["e", "x7Kq"]), "offset": json_values}
-) | st.integers(-2, 2**54) | st.sampled_from(["chat:lobby", "c", "message"])
+OPS = st.sampled_from(
+    ["subscribe", "publish", "unsubscribe", "ping", "presence", "history", "connect", "nope"]
+)
+FIELDS = st.sampled_from(["ref", "channel", "since", "token", "data", "event", "idempotency_key", "limit"])
+FIELD_VALUES = (
+    json_values
+    | st.fixed_dictionaries({"epoch": json_values | st.sampled_from(["e", "x7Kq"]), "offset": json_values})
+    | st.integers(-2, 2**54)
+    | st.sampled_from(["chat:lobby", "c", "message"])
+)
 
 
 @settings(max_examples=300)
 @given(op=OPS | json_values, fields=st.dictionaries(FIELDS, FIELD_VALUES, max_size=6))
-def test_parse_command_on_arbitrary_json_raises_only_command_error(
-    op: object, fields: dict[str, Any]
-):
+def test_parse_command_on_arbitrary_json_raises_only_command_error(op: object, fields: dict[str, Any]):
     error: CommandError | None = None
     try:
         command = parse_command(orjson.dumps({"op": op, **fields}))

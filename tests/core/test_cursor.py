@@ -129,8 +129,13 @@ def test_decoding_tokens_of_arbitrary_bytes_raises_only_invalid_cursor(raws: lis
         decode_cursor(cursor)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["e", "f"]),
-                          st.integers(0, 20)), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["e", "f"]), st.integers(0, 20)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_decode_cursors_merge_follows_the_rule(items: list[tuple[str, str, int]]):
     expected: dict[str, Position] = {}
     for channel, epoch, offset in items:
@@ -154,10 +159,14 @@ def test_cursor_position_refuses_a_cursor_without_the_channel():
 
 def test_positions_for_gives_the_positions_of_the_subscribed_channels():
     cursor = encode_cursor({"a": Position("AAAAAAAA", 3), "b": Position("AAAAAAAA", 5)})
-    assert positions_for(cursor, ("a", "b", "c")) == {"a": Position("AAAAAAAA", 3),
-                                                      "b": Position("AAAAAAAA", 5)}
+    assert positions_for(cursor, ("a", "b", "c")) == {
+        "a": Position("AAAAAAAA", 3),
+        "b": Position("AAAAAAAA", 5),
+    }
     assert positions_for([cursor, encode_token("a", Position("AAAAAAAA", 4))], {"a", "b"}) == {
-        "a": Position("AAAAAAAA", 4), "b": Position("AAAAAAAA", 5)}
+        "a": Position("AAAAAAAA", 4),
+        "b": Position("AAAAAAAA", 5),
+    }
 
 
 def test_positions_for_refuses_a_cursor_naming_a_channel_not_subscribed():
@@ -168,7 +177,7 @@ def test_positions_for_refuses_a_cursor_naming_a_channel_not_subscribed():
 
 def test_positions_for_refuses_a_cut_cursor_that_decodes_to_another_channel():
     token = encode_token("news:sports", Position("AAAAAAAA", 3))
-    cut = token[:len(token) - len(token) % 4 - 4]
+    cut = token[: len(token) - len(token) % 4 - 4]
     assert decode_cursor(cut).keys() != {"news:sports"}  # it still decodes, elsewhere
     with pytest.raises(InvalidCursor, match="does not include"):
         positions_for(cut, ["news:sports"])

@@ -30,6 +30,5 @@ def test_a_page_is_complete_by_default():
 
 def test_gap_to_dict_names_what_was_lost():
     gap = Gap("chat:lobby", EPOCH, 5, 9, Position(EPOCH, 12))
-    assert gap.to_dict() == {"channel": "chat:lobby", "epoch": EPOCH, "requested": 5,
-                             "available_from": 9}
+    assert gap.to_dict() == {"channel": "chat:lobby", "epoch": EPOCH, "requested": 5, "available_from": 9}
     assert gap.publications == []

@@ -28,6 +28,7 @@ def filled(count: int, size: int = 10, ttl: float = 0, step_ms: int = 0) -> Hist
 
 # resolve_since --------------------------------------------------------------------------------
 
+
 def test_resolve_since_returns_gap_with_the_new_epoch_from_its_first_offset_when_epoch_changed():
     window = [pub(1), pub(2)]
     answer = resolve_since(CH, Position(OTHER_EPOCH, 40), Position(EPOCH, 2), window, 10)
@@ -80,6 +81,7 @@ def test_resolve_since_returns_gap_without_survivors_when_history_is_empty():
 
 
 # History --------------------------------------------------------------------------------------
+
 
 def test_history_starts_empty_at_its_offset():
     h = history(offset=7)
@@ -192,6 +194,7 @@ def test_latest_returns_the_last_limit_publications_in_order():
 
 # the reference model ---------------------------------------------------------------------------
 
+
 @dataclass
 class Model:
     """History as a plain list: every publication ever appended, filtered on read."""
@@ -202,7 +205,7 @@ class Model:
     now: int = 0
 
     def kept(self) -> list[Publication]:
-        kept = self.all[-self.size:] if self.size > 0 else []
+        kept = self.all[-self.size :] if self.size > 0 else []
         if self.ttl > 0:
             horizon = self.now - self.ttl * 1000
             kept = [p for p in kept if p.time >= horizon]
@@ -212,8 +215,9 @@ class Model:
 steps = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.integers(0, 3000)),
-        st.tuples(st.just("since"), st.integers(0, 3000), st.integers(-2, 40),
-                  st.booleans(), st.integers(1, 12)),
+        st.tuples(
+            st.just("since"), st.integers(0, 3000), st.integers(-2, 40), st.booleans(), st.integers(1, 12)
+        ),
     ),
     max_size=40,
 )
@@ -221,8 +225,7 @@ steps = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(size=st.integers(0, 8), ttl=st.sampled_from([0, 0.5, 1, 3]), steps=steps)
-def test_since_agrees_with_a_list_model(size: int, ttl: float,
-                                        steps: list[tuple[object, ...]]):
+def test_since_agrees_with_a_list_model(size: int, ttl: float, steps: list[tuple[object, ...]]):
     h = History(CH, EPOCH, size, ttl)
     model = Model(size, ttl)
     for step in steps:

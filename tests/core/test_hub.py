@@ -152,6 +152,7 @@ def test_channels_and_counts_include_live_and_recovering():
 
 # CATCHING: the broker's link lagging behind the history read -----------------------------------
 
+
 def test_a_subscriber_promoted_at_a_position_drops_what_the_link_hands_over_up_to_it():
     hub = Hub()
     sub = Recorder()
@@ -168,8 +169,7 @@ def test_a_catching_subscriber_drops_another_epoch_until_a_gap_notice_announces_
     hub.promote(CH, sub, Position(EPOCH, 3))
     hub.fan_out(pub(3, epoch=OTHER_EPOCH))  # the link still handing over an older epoch
     assert sub.delivered == []
-    notice = {"op": "gap", "channel": CH, "epoch": OTHER_EPOCH, "requested": 4,
-              "available_from": 1}
+    notice = {"op": "gap", "channel": CH, "epoch": OTHER_EPOCH, "requested": 4, "available_from": 1}
     hub.control(CH, notice)
     hub.fan_out(pub(1, epoch=OTHER_EPOCH))
     assert sub.controls == [(CH, notice)]

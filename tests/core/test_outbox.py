@@ -56,8 +56,7 @@ async def test_a_closed_outbox_refuses_pushes_and_returns_nothing():
 
 def test_overflow_by_bytes_drops_everything_and_calls_back_once():
     calls: list[None] = []
-    box: Outbox[bytes] = Outbox(max_bytes=5,
-                                on_overflow=lambda: calls.append(None))
+    box: Outbox[bytes] = Outbox(max_bytes=5, on_overflow=lambda: calls.append(None))
     assert box.push(b"12345")
     assert box.push(b"6") is False
     assert box.overflowed

@@ -64,10 +64,19 @@ def test_the_rule_is_the_same_whatever_came_before() -> None:
     rules = DataRules(64)
     options = NamespaceOptions(max_message_bytes=100_000)
     long_text = "x" * (COUNT_BELOW + 1)
-    sequence = [(nested(64, long_text), True), (nested(65), False), (nested(64), True),
-                (nested(65, long_text), False), (nested(65, long_text), False),
-                (nested(64, long_text), True), ({"a": 1}, True), (nested(64, long_text), True),
-                (nested(300), False), (nested(64, long_text), True), ("short", True)]
+    sequence = [
+        (nested(64, long_text), True),
+        (nested(65), False),
+        (nested(64), True),
+        (nested(65, long_text), False),
+        (nested(65, long_text), False),
+        (nested(64, long_text), True),
+        ({"a": 1}, True),
+        (nested(64, long_text), True),
+        (nested(300), False),
+        (nested(64, long_text), True),
+        ("short", True),
+    ]
     for data, accepted in sequence:
         if accepted:
             assert rules.encode("a", data, options) == orjson.dumps(data)
@@ -120,8 +129,9 @@ def stored(data: Any) -> bytes:
 
 def test_a_stored_publication_decodes_unchanged() -> None:
     publication = publication_from_json(stored({"deep": nested(MAX_DELIVERABLE_DEPTH - 1)}))
-    assert publication == Publication("c", 7, "ep", "id1", 5, "message",
-                                      {"deep": nested(MAX_DELIVERABLE_DEPTH - 1)})
+    assert publication == Publication(
+        "c", 7, "ep", "id1", 5, "message", {"deep": nested(MAX_DELIVERABLE_DEPTH - 1)}
+    )
 
 
 def test_a_short_stored_publication_decodes_unchanged_from_bytes_or_text() -> None:
@@ -139,8 +149,13 @@ def test_a_stored_publication_with_many_brackets_but_shallow_data_decodes_unchan
 
 def test_a_stored_publication_too_deep_to_deliver_is_withheld_keeping_its_place() -> None:
     publication = publication_from_json(stored(nested(253)))
-    assert (publication.channel, publication.offset, publication.epoch, publication.id,
-            publication.time) == ("c", 7, "ep", "id1", 5)
+    assert (publication.channel, publication.offset, publication.epoch, publication.id, publication.time) == (
+        "c",
+        7,
+        "ep",
+        "id1",
+        5,
+    )
     assert publication.event == WITHHELD_EVENT
     assert publication.data["error"]["code"] == "internal"
     orjson.dumps({"op": "history", "publications": [publication.to_dict()]})

@@ -11,8 +11,7 @@ from tidings.core.permissions import (
     allowed,
 )
 
-SUB, PUB, PRES, HIST = (Capability.SUBSCRIBE, Capability.PUBLISH, Capability.PRESENCE,
-                        Capability.HISTORY)
+SUB, PUB, PRES, HIST = (Capability.SUBSCRIBE, Capability.PUBLISH, Capability.PRESENCE, Capability.HISTORY)
 ALICE = Credentials(user="alice")
 
 

@@ -18,11 +18,44 @@ import tidings.core
 import tidings.machines
 
 FORBIDDEN = {
-    "asyncio", "socket", "ssl", "selectors", "select", "sqlite3", "http", "urllib.request",
-    "anyio", "starlette", "uvicorn", "redis", "httpx", "websockets", "fastapi", "uvloop",
-    "hypercorn", "h11", "h2", "wsproto", "aiohttp", "requests", "urllib3", "trio", "socketserver",
-    "multiprocessing", "concurrent.futures", "threading", "subprocess", "email", "smtplib",
-    "ftplib", "telnetlib", "xmlrpc", "pydantic", "typer", "jwt", "prometheus_client",
+    "asyncio",
+    "socket",
+    "ssl",
+    "selectors",
+    "select",
+    "sqlite3",
+    "http",
+    "urllib.request",
+    "anyio",
+    "starlette",
+    "uvicorn",
+    "redis",
+    "httpx",
+    "websockets",
+    "fastapi",
+    "uvloop",
+    "hypercorn",
+    "h11",
+    "h2",
+    "wsproto",
+    "aiohttp",
+    "requests",
+    "urllib3",
+    "trio",
+    "socketserver",
+    "multiprocessing",
+    "concurrent.futures",
+    "threading",
+    "subprocess",
+    "email",
+    "smtplib",
+    "ftplib",
+    "telnetlib",
+    "xmlrpc",
+    "pydantic",
+    "typer",
+    "jwt",
+    "prometheus_client",
 }
 SRC = Path(tidings.core.__file__).resolve().parents[2]
 
@@ -39,22 +72,29 @@ def core_modules() -> list[str]:
 def imported_after(code: str) -> set[str]:
     script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
-        env={"PYTHONPATH": str(SRC)}, timeout=60,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(SRC)},
+        timeout=60,
     )
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
 def forbidden_in(modules: set[str]) -> list[str]:
-    return sorted(
-        m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)
-    )
+    return sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
 
 
 def test_the_core_has_every_module_this_test_imports():
     names = core_modules()
-    for expected in ("tidings.core.session", "tidings.core.history", "tidings.core.wire.sse",
-                     "tidings.core.wire.websocket", "tidings.machines.backlog"):
+    for expected in (
+        "tidings.core.session",
+        "tidings.core.history",
+        "tidings.core.wire.sse",
+        "tidings.core.wire.websocket",
+        "tidings.machines.backlog",
+    ):
         assert expected in names
     # a typo or a new subpackage would otherwise go unchecked
     assert len(names) >= 15
@@ -71,8 +111,19 @@ def test_core_modules_import_no_io_library():
     )
     modules = imported_after(stub + imports)
     assert "tidings.core.session" in modules
-    assert not any(m.startswith(("tidings.node", "tidings.server", "tidings.hub", "tidings.engines",
-                                 "tidings.transports", "tidings.settings")) for m in modules)
+    assert not any(
+        m.startswith(
+            (
+                "tidings.node",
+                "tidings.server",
+                "tidings.hub",
+                "tidings.engines",
+                "tidings.transports",
+                "tidings.settings",
+            )
+        )
+        for m in modules
+    )
     assert forbidden_in(modules) == []
 
 

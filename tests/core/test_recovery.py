@@ -114,6 +114,7 @@ def test_finish_refuses_a_page_cut_short_by_its_limit():
 
 # properties ------------------------------------------------------------------------------------
 
+
 def check_ordered(result: Recovered, *, exact: bool = False) -> None:
     got = offsets(result)
     assert got == sorted(set(got)), "duplicates or out-of-order offsets"
@@ -178,7 +179,7 @@ def test_resume_through_history_and_live_is_gap_free_or_reports_the_gap(
     if answer is None:  # read before any publication
         answer = History(CH, EPOCH, size, 0).since(Position(EPOCH, since), max(1, size), 0)
     recovery = Recovery(CH, Position(EPOCH, since))
-    for p in everything[first_live - 1:]:
+    for p in everything[first_live - 1 :]:
         recovery.buffer(p)
     result = recovery.finish(answer)
     check_ordered(result, exact=True)

@@ -126,9 +126,15 @@ def test_a_connect_is_still_accepted_after_the_token_expired():
 
 @pytest.mark.parametrize(
     "command",
-    [Connect(1, None), Ping(1), Subscribe(1, "chat:a", None), Unsubscribe(1, "chat:a"),
-     PublishCmd(1, "chat:a", 1, "message"), PresenceCmd(1, "chat:a"),
-     HistoryCmd(1, "chat:a", None, 10)],
+    [
+        Connect(1, None),
+        Ping(1),
+        Subscribe(1, "chat:a", None),
+        Unsubscribe(1, "chat:a"),
+        PublishCmd(1, "chat:a", 1, "message"),
+        PresenceCmd(1, "chat:a"),
+        HistoryCmd(1, "chat:a", None, 10),
+    ],
 )
 def test_a_closed_session_refuses_every_command(command: object):
     s = session(ALICE)
@@ -243,8 +249,9 @@ def test_without_a_connection_token_expiry_only_the_grants_expire():
 
 
 def test_an_expired_grant_ends_the_subscriptions_it_alone_allowed():
-    creds = Credentials(user="alice", grants={"chat:*": frozenset({Capability.SUBSCRIBE})},
-                        expires_at=NOW + 60)
+    creds = Credentials(
+        user="alice", grants={"chat:*": frozenset({Capability.SUBSCRIBE})}, expires_at=NOW + 60
+    )
     s = session(creds)
     s.grant("secret:x", TOKEN_CAPS, NOW + 2)
     s.grant("chat:y", TOKEN_CAPS, NOW + 2)
@@ -302,14 +309,15 @@ def test_connect_cannot_reopen_a_closed_session():
 COMMANDS = st.one_of(
     st.builds(Connect, st.none(), st.none()),
     st.builds(Ping, st.integers(0, 5)),
-    st.builds(Subscribe, st.integers(0, 5), st.sampled_from(["chat:a", "chat:b", "secret:x",
-                                                            "news:c"]), st.none()),
+    st.builds(
+        Subscribe, st.integers(0, 5), st.sampled_from(["chat:a", "chat:b", "secret:x", "news:c"]), st.none()
+    ),
     st.builds(Unsubscribe, st.integers(0, 5), st.sampled_from(["chat:a", "chat:b", "news:c"])),
-    st.builds(PublishCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(),
-              st.just("message")),
+    st.builds(
+        PublishCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(), st.just("message")
+    ),
     st.builds(PresenceCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"])),
-    st.builds(HistoryCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(),
-              st.just(10)),
+    st.builds(HistoryCmd, st.integers(0, 5), st.sampled_from(["chat:a", "news:c"]), st.none(), st.just(10)),
     st.just("close"),
     st.just("connect-alice"),
     st.just("connect-bob"),
@@ -318,9 +326,7 @@ COMMANDS = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(COMMANDS, st.integers(0, 120)), max_size=25))
-def test_the_state_machine_keeps_its_invariants_for_any_command_sequence(
-    steps: list[tuple[object, int]]
-):
+def test_the_state_machine_keeps_its_invariants_for_any_command_sequence(steps: list[tuple[object, int]]):
     s = session(max_subscriptions=2)
     seen_states = [s.state]
     for command, dt in steps:

@@ -12,8 +12,7 @@ import tidings
 DEADLINE = 20.0
 
 
-async def wait_live(subs: Sequence[tidings.Subscription],
-                    publish: Callable[[str], Awaitable[Any]]) -> None:
+async def wait_live(subs: Sequence[tidings.Subscription], publish: Callable[[str], Awaitable[Any]]) -> None:
     """Publish markers (``"live-0"``, ``"live-1"`` …) until every subscription has read one,
     then read each one up to the last marker: every subscription is live and has nothing of the
     markers left unread.

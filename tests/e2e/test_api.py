@@ -47,8 +47,7 @@ async def test_history_since_older_than_the_window_reports_a_gap(server: Running
         for i in range(6):
             await c.post("/api/publish", json={"channel": "tiny:h", "data": i})
         body = (await c.get("/api/channels/tiny:h/history", params={"since": 1})).json()
-    assert body["gap"] == {"channel": "tiny:h", "epoch": body["epoch"], "requested": 2,
-                           "available_from": 4}
+    assert body["gap"] == {"channel": "tiny:h", "epoch": body["epoch"], "requested": 2, "available_from": 4}
     assert [p["offset"] for p in body["publications"]] == [4, 5, 6]
 
 
@@ -58,16 +57,16 @@ async def test_history_since_older_than_the_window_reports_a_gap(server: Running
         ("POST", "/api/publish", {"channel": "bad name", "data": 1}, 400, "bad_request"),
         ("POST", "/api/publish", {"channel": "a"}, 400, "bad_request"),
         ("POST", "/api/publish", {"channel": "a", "data": 1, "extra": 1}, 400, "bad_request"),
-        ("POST", "/api/publish", {"channel": "a", "data": 1, "event": "bad event"}, 400,
-         "bad_request"),
+        ("POST", "/api/publish", {"channel": "a", "data": 1, "event": "bad event"}, 400, "bad_request"),
         ("POST", "/api/broadcast", {"channels": [], "data": 1}, 400, "bad_request"),
         ("GET", "/api/channels/a/history?limit=0", None, 400, "bad_request"),
         ("GET", "/api/nope", None, 404, "not_found"),
         ("GET", "/api/publish", None, 405, "bad_request"),
     ],
 )
-async def test_bad_requests_get_json_errors(server: RunningServer, method: str, path: str,
-                                            body: object, status: int, code: str):
+async def test_bad_requests_get_json_errors(
+    server: RunningServer, method: str, path: str, body: object, status: int, code: str
+):
     async with httpx.AsyncClient(base_url=server.url) as c:
         r = await c.request(method, path, json=body)
     assert_error(r, status, code)
@@ -75,8 +74,7 @@ async def test_bad_requests_get_json_errors(server: RunningServer, method: str, 
 
 async def test_malformed_json_body_is_a_bad_request(server: RunningServer):
     async with httpx.AsyncClient(base_url=server.url) as c:
-        r = await c.post("/api/publish", content=b"{nope",
-                         headers={"content-type": "application/json"})
+        r = await c.post("/api/publish", content=b"{nope", headers={"content-type": "application/json"})
     assert_error(r, 400, "bad_request")
 
 
@@ -95,11 +93,9 @@ async def test_configured_api_key_is_required_even_on_loopback():
             body = {"channel": "a", "data": 1}
             assert_error(await c.post("/api/publish", json=body), 401, "unauthorized")
             wrong = {"Authorization": "Bearer " + "w" * 32}
-            assert_error(await c.post("/api/publish", json=body, headers=wrong), 401,
-                         "unauthorized")
+            assert_error(await c.post("/api/publish", json=body, headers=wrong), 401, "unauthorized")
             reader = {"Authorization": "Bearer " + "r" * 32}
-            assert_error(await c.post("/api/publish", json=body, headers=reader), 403,
-                         "forbidden")
+            assert_error(await c.post("/api/publish", json=body, headers=reader), 403, "forbidden")
             assert (await c.get("/api/info", headers=reader)).status_code == 200
             good = {"Authorization": f"Bearer {KEY}"}
             assert (await c.post("/api/publish", json=body, headers=good)).status_code == 200
@@ -113,8 +109,9 @@ async def test_metrics_and_the_api_description_follow_the_api_key():
         async with httpx.AsyncClient(base_url=server.url) as c:
             for path in ("/metrics", "/api/docs", "/api/openapi.json"):
                 assert_error(await c.get(path), 401, "unauthorized")
-                assert_error(await c.get(path, headers={"Authorization": "Bearer " + "w" * 32}),
-                             401, "unauthorized")
+                assert_error(
+                    await c.get(path, headers={"Authorization": "Bearer " + "w" * 32}), 401, "unauthorized"
+                )
                 assert (await c.get(path, headers=reader)).status_code == 200, path
             metrics = await c.get("/metrics", headers=reader)
             assert "tidings_connections" in metrics.text
@@ -145,15 +142,16 @@ async def test_disconnect_closes_every_connection_of_a_user():
     secret = "s" * 32
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
     with serve(token_secret=secret) as server:
-        async with await WS.open(f"{server.ws_url}?token={token}") as ws, \
-                await WS.open(server.ws_url) as anonymous:
+        async with (
+            await WS.open(f"{server.ws_url}?token={token}") as ws,
+            await WS.open(server.ws_url) as anonymous,
+        ):
             connected = await ws.request("connect", token=token)
             assert connected["user"] == "alice"
             async with httpx.AsyncClient(base_url=server.url) as c:
                 r = await c.post("/api/disconnect", json={"user": "alice"})
                 assert r.json() == {"disconnected": 1}
-                assert_error(await c.post("/api/disconnect", json={"user": ""}), 400,
-                             "bad_request")
+                assert_error(await c.post("/api/disconnect", json={"user": ""}), 400, "bad_request")
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
             assert ws.conn.close_code == 1008

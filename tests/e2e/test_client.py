@@ -38,8 +38,9 @@ async def test_ws_client_resumes_from_a_cursor_and_surfaces_gaps(server: Running
         for i in range(1, 4):
             await api.publish("news", i)
         async with tidings.Client(server.url) as client:
-            sub = client.subscribe("news", since=tidings.Position(
-                (await api.history("news")).position.epoch, 1))
+            sub = client.subscribe(
+                "news", since=tidings.Position((await api.history("news")).position.epoch, 1)
+            )
             assert [p.data for p in await take(sub, 2)] == [2, 3]  # type: ignore[attr-defined]
         for i in range(10):
             await api.publish("tiny:t", i)
@@ -54,8 +55,10 @@ async def test_ws_client_resumes_from_a_cursor_and_surfaces_gaps(server: Running
 
 async def test_ws_client_reconnects_after_a_slow_consumer_close_without_loss_or_repeats():
     with serve(limits={"outbox_messages": 10}) as server:
-        async with tidings.Client(server.url, backoff=(0.01, 0.1)) as client, \
-                tidings.AsyncServerAPI(server.url) as api:
+        async with (
+            tidings.Client(server.url, backoff=(0.01, 0.1)) as client,
+            tidings.AsyncServerAPI(server.url) as api,
+        ):
             sub = client.subscribe("burst")
             await asyncio.wait_for(client._session().connected.wait(), DEADLINE)
             await asyncio.sleep(0.1)  # let the subscribe reach the server
@@ -86,12 +89,18 @@ async def test_every_transport_resumes_across_a_server_restart_exactly_once(
 ):
     from tests.nodes import NodeProcess
 
-    node = NodeProcess(broker=f"sqlite:///{tmp_path / 'c.db'}", cwd=tmp_path,
-                       env={"TIDINGS_NAMESPACES__SMALL__HISTORY_SIZE": "5"}).start()
+    node = NodeProcess(
+        broker=f"sqlite:///{tmp_path / 'c.db'}",
+        cwd=tmp_path,
+        env={"TIDINGS_NAMESPACES__SMALL__HISTORY_SIZE": "5"},
+    ).start()
     try:
-        async with tidings.Client(node.url, transport=transport, backoff=(0.05, 0.5),
-                                  poll_interval=0.05, long_poll_timeout=2) as client, \
-                tidings.AsyncServerAPI(node.url) as api:
+        async with (
+            tidings.Client(
+                node.url, transport=transport, backoff=(0.05, 0.5), poll_interval=0.05, long_poll_timeout=2
+            ) as client,
+            tidings.AsyncServerAPI(node.url) as api,
+        ):
             sub = client.subscribe("restart")
             await wait_live([sub], lambda marker: api.publish("restart", marker))
             for i in range(1, 4):

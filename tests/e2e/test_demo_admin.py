@@ -22,9 +22,10 @@ def test_demo_settings_add_a_long_jobs_history_and_a_receiver_without_overriding
     assert (receiver.provider, receiver.channel) == ("standard", RECEIVER_CHANNEL)
     assert str(receiver.secret).startswith("whsec_")
 
-    mine = load_settings(namespaces={"jobs": {"history_size": 5}},
-                         receivers={RECEIVER: {"provider": "hmac", "secret": "s" * 20,
-                                               "channel": "mine"}})
+    mine = load_settings(
+        namespaces={"jobs": {"history_size": 5}},
+        receivers={RECEIVER: {"provider": "hmac", "secret": "s" * 20, "channel": "mine"}},
+    )
     kept = demo_settings(mine)
     assert kept.namespaces["jobs"].history_size == 5
     assert kept.receivers[RECEIVER].channel == "mine"
@@ -44,8 +45,7 @@ def test_a_demo_job_publishes_its_progress_to_its_channel() -> None:
         assert events == ["started", "progress", "progress", "progress", "done"]
 
 
-@pytest.mark.parametrize("body", [{"steps": 0}, {"steps": 201}, {"interval": "fast"},
-                                  {"steps": True}, [1]])
+@pytest.mark.parametrize("body", [{"steps": 0}, {"steps": 201}, {"interval": "fast"}, {"steps": True}, [1]])
 def test_a_demo_job_with_bad_parameters_is_refused(body: object) -> None:
     with serve() as server:
         answer = httpx.post(f"{server.url}/demo/jobs", json=body, timeout=10)
@@ -55,8 +55,18 @@ def test_a_demo_job_with_bad_parameters_is_refused(body: object) -> None:
 
 def test_demo_pages_are_served_only_with_demo_on_but_the_console_always() -> None:
     with serve() as server:
-        for path in ("/", "/chat", "/ticker", "/progress", "/logs", "/webhooks", "/lab", "/admin",
-                     "/pages/style.css", "/pages/admin.js"):
+        for path in (
+            "/",
+            "/chat",
+            "/ticker",
+            "/progress",
+            "/logs",
+            "/webhooks",
+            "/lab",
+            "/admin",
+            "/pages/style.css",
+            "/pages/admin.js",
+        ):
             assert httpx.get(server.url + path, timeout=10).status_code == 200, path
     with serve(demo=False) as server:
         assert httpx.get(f"{server.url}/", timeout=10).status_code == 404
@@ -66,8 +76,7 @@ def test_demo_pages_are_served_only_with_demo_on_but_the_console_always() -> Non
 
 def test_admin_endpoints_need_the_admin_scope() -> None:
     keys = [{"key": "reader-key-0123456789", "scopes": ["read"]}]
-    with serve(api_key=KEY, api_keys=keys) as server, \
-            httpx.Client(base_url=server.url, timeout=10) as http:
+    with serve(api_key=KEY, api_keys=keys) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get("/api/admin/auth").json() == {"key_required": True}
         assert http.get("/api/admin/snapshot").status_code == 401
         reader = {"Authorization": "Bearer reader-key-0123456789"}

@@ -25,8 +25,9 @@ async def test_mounted_app_round_trips_websocket_and_api_through_the_mount():
         return {"hello": "world"}
 
     host.mount("/realtime", realtime)
-    server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=0, log_level="warning",
-                                           ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(host, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio")
+    )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     await asyncio.to_thread(wait_started, server, thread)
@@ -34,8 +35,10 @@ async def test_mounted_app_round_trips_websocket_and_api_through_the_mount():
     base = f"http://127.0.0.1:{port}"
     try:
         assert realtime.node.started_at > 0  # the host's lifespan started the node
-        async with await WS.open(f"ws://127.0.0.1:{port}/realtime/ws") as ws, \
-                httpx.AsyncClient(base_url=base) as client:
+        async with (
+            await WS.open(f"ws://127.0.0.1:{port}/realtime/ws") as ws,
+            httpx.AsyncClient(base_url=base) as client,
+        ):
             await ws.request("subscribe", channel="mounted")
             r = await client.post("/realtime/api/publish", json={"channel": "mounted", "data": 7})
             assert r.status_code == 200

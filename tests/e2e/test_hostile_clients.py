@@ -146,7 +146,8 @@ async def test_a_message_of_max_frames_is_taken_and_one_frame_more_closes_with_1
 
 
 async def test_a_close_between_the_fragments_of_a_message_is_answered_with_the_normal_close(
-        server: RunningServer):
+    server: RunningServer,
+):
     """Autobahn case 7.1.5: control frames may come between a message's fragments (RFC 6455 5.4),
     a Close too: the unfinished message is dropped and the closing handshake goes as for any
     other Close (its code echoed), rather than failing the connection with 1002."""

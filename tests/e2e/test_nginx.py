@@ -33,8 +33,9 @@ DEADLINE = 10.0
 API_KEY = "nginx-test-key-" + "k" * 16
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
-pytestmark = pytest.mark.skipif(not Path(NGINX).exists(),
-                                reason="needs Debian's nginx (apt-get install nginx)")
+pytestmark = pytest.mark.skipif(
+    not Path(NGINX).exists(), reason="needs Debian's nginx (apt-get install nginx)"
+)
 
 
 def howto_config() -> str:
@@ -84,11 +85,19 @@ def proxy(upstream: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp = tmp_path_factory.mktemp("nginx")
     port = free_port()
     conf = nginx_conf(tmp, port, upstream.port)
-    check = subprocess.run([NGINX, "-t", "-p", str(tmp), "-c", str(conf)], capture_output=True,
-                           text=True, timeout=30, check=False)
+    check = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
-    process = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [NGINX, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + DEADLINE
@@ -109,8 +118,7 @@ def proxy(upstream: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 async def publish(base: str, channel: str, data: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as http:
-        response = await http.post("/api/publish", json={"channel": channel, "data": data},
-                                   headers=AUTH)
+        response = await http.post("/api/publish", json={"channel": channel, "data": data}, headers=AUTH)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -129,38 +137,40 @@ async def test_websocket_and_the_api_work_through_nginx(proxy: str):
 
 
 async def test_x_forwarded_for_from_nginx_is_the_client_address(
-    proxy: str, caplog: pytest.LogCaptureFixture,
+    proxy: str,
+    caplog: pytest.LogCaptureFixture,
 ):
     with caplog.at_level(logging.INFO, logger="tidings.access"):
         async with httpx.AsyncClient(base_url=proxy, timeout=DEADLINE) as http:
-            response = await http.get("/api/channels",
-                                      headers={"X-Forwarded-For": "203.0.113.7", **AUTH})
+            response = await http.get("/api/channels", headers={"X-Forwarded-For": "203.0.113.7", **AUTH})
         assert response.status_code == 200
         rid = response.headers["x-request-id"]
         for _ in range(int(DEADLINE / 0.02)):  # the access line is written after the response
-            if any(getattr(r, "fields", {}).get("path") == "/api/channels"
-                   for r in caplog.records):
+            if any(getattr(r, "fields", {}).get("path") == "/api/channels" for r in caplog.records):
                 break
             await asyncio.sleep(0.02)
-    [record] = [r for r in caplog.records if getattr(r, "fields", {}).get("path") ==
-                "/api/channels"]
+    [record] = [r for r in caplog.records if getattr(r, "fields", {}).get("path") == "/api/channels"]
     # nginx appended 127.0.0.1 (trusted); the address before it is the client's
     assert record.fields["client"] == "203.0.113.7"  # type: ignore[attr-defined]
     assert len(rid) == 32  # nginx's $request_id became tidings' request id
 
 
 async def test_sse_streams_through_nginx_without_buffering(proxy: str):
-    async with httpx.AsyncClient(base_url=proxy, timeout=DEADLINE) as http, \
-            http.stream("GET", "/sse", params={"channel": "sse:proxied"}) as response:
+    async with (
+        httpx.AsyncClient(base_url=proxy, timeout=DEADLINE) as http,
+        http.stream("GET", "/sse", params={"channel": "sse:proxied"}) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.aiter_lines()
         seen: list[str] = []
+
         async def until(predicate: Any) -> None:
             async for line in lines:
                 seen.append(line)
                 if predicate(line):
                     return
+
         await asyncio.wait_for(until(lambda line: line.startswith("event: ready")), DEADLINE)
         assert seen[0].startswith("retry:")
         await publish(proxy, "sse:proxied", "through nginx")
@@ -169,19 +179,23 @@ async def test_sse_streams_through_nginx_without_buffering(proxy: str):
 
 
 async def test_ndjson_streaming_through_nginx_without_buffering(proxy: str):
-    async with httpx.AsyncClient(base_url=proxy, timeout=DEADLINE) as http, \
-            http.stream("GET", "/stream", params={"channel": "nd:proxied"}) as response:
+    async with (
+        httpx.AsyncClient(base_url=proxy, timeout=DEADLINE) as http,
+        http.stream("GET", "/stream", params={"channel": "nd:proxied"}) as response,
+    ):
         assert response.status_code == 200
         lines = response.aiter_lines()
         first = orjson.loads(await asyncio.wait_for(anext(lines), DEADLINE))
         assert first["op"] == "ready"
         await publish(proxy, "nd:proxied", 42)
+
         async def next_publication() -> dict[str, Any]:
             async for line in lines:
                 item: dict[str, Any] = orjson.loads(line)
                 if item.get("data") == 42:
                     return item
             raise AssertionError("stream ended")
+
         item = await asyncio.wait_for(next_publication(), 3)
         assert item["channel"] == "nd:proxied" and item["cursor"]
 
@@ -192,8 +206,9 @@ async def test_long_poll_is_held_through_nginx_and_answered_by_a_publication(pro
         assert short.status_code == 200
         cursor = short.json()["cursor"]
         started = time.monotonic()
-        held = asyncio.create_task(http.get("/poll", params={
-            "channel": "lp:proxied", "cursor": cursor, "timeout": 5}))
+        held = asyncio.create_task(
+            http.get("/poll", params={"channel": "lp:proxied", "cursor": cursor, "timeout": 5})
+        )
         await asyncio.sleep(0.5)
         assert not held.done(), "the poll is held until data arrives"
         await publish(proxy, "lp:proxied", "wake up")

@@ -45,11 +45,13 @@ async def publish(node: NodeProcess, channel: str, data: Any) -> httpx.Response:
         return await client.post("/api/publish", json={"channel": channel, "data": data})
 
 
-async def check_http_transports_across_nodes(one: NodeProcess, two: NodeProcess,
-                                             three: NodeProcess) -> None:
+async def check_http_transports_across_nodes(one: NodeProcess, two: NodeProcess, three: NodeProcess) -> None:
     """SSE, streaming and long polling on nodes 2 and 3 receive what node 1 accepted."""
-    clients = [tidings.Client(node.url, transport=t, long_poll_timeout=2)
-               for node in (two, three) for t in ("sse", "stream", "longpoll")]
+    clients = [
+        tidings.Client(node.url, transport=t, long_poll_timeout=2)
+        for node in (two, three)
+        for t in ("sse", "stream", "longpoll")
+    ]
     subs = [c.subscribe("multi") for c in clients]
     try:
         await wait_live(subs, lambda marker: publish(one, "multi", marker))
@@ -76,8 +78,9 @@ async def check_multi_node_delivery(broker: str) -> None:
         assert [m["data"] for m in got_a] == [m["data"] for m in got_b] == list(range(5))
         last = got_a[2]
         async with await WS.open(three.ws_url) as c:  # a position from node 2, resumed on 3
-            sub = await c.request("subscribe", channel="news",
-                                  since={"epoch": last["epoch"], "offset": last["offset"]})
+            sub = await c.request(
+                "subscribe", channel="news", since={"epoch": last["epoch"], "offset": last["offset"]}
+            )
             assert sub["recovered"] is True
             assert [m["data"] for m in await c.messages(2)] == [3, 4]
 
@@ -114,8 +117,7 @@ async def test_a_client_moves_to_another_node_when_its_node_is_killed():
                     seen.append((await ws.messages(1, timeout=2))[0]["offset"])
         await publisher
         async with await WS.open(two.ws_url) as ws:
-            sub = await ws.request("subscribe", channel="flow",
-                                   since={"epoch": epoch, "offset": seen[-1]})
+            sub = await ws.request("subscribe", channel="flow", since={"epoch": epoch, "offset": seen[-1]})
             assert sub["recovered"] is True
             rest = await ws.messages(60 - len(seen))
         seen += [m["offset"] for m in rest]
@@ -149,8 +151,9 @@ async def test_redis_outage_gives_503_and_no_node_crashes_and_restart_empty_give
             assert any(f["op"] == "gap" for f in frames)
         assert one.alive and two.alive
         async with await WS.open(two.ws_url) as ws:
-            sub = await ws.request("subscribe", channel="outage",
-                                   since={"epoch": first["epoch"], "offset": first["offset"]})
+            sub = await ws.request(
+                "subscribe", channel="outage", since={"epoch": first["epoch"], "offset": first["offset"]}
+            )
             assert sub["recovered"] is False
 
 
@@ -163,8 +166,9 @@ async def test_sqlite_node_restarted_between_publishes_resumes_recovered(tmp_pat
         node.start()
         assert (await publish(node, "durable", 2)).json()["epoch"] == first["epoch"]
         async with await WS.open(node.ws_url) as ws:
-            sub = await ws.request("subscribe", channel="durable",
-                                   since={"epoch": first["epoch"], "offset": first["offset"]})
+            sub = await ws.request(
+                "subscribe", channel="durable", since={"epoch": first["epoch"], "offset": first["offset"]}
+            )
             assert sub["recovered"] is True
             assert [m["data"] for m in await ws.messages(1)] == [2]
     finally:

@@ -18,12 +18,10 @@ from tests.serving import serve
 from tests.wsclient import WS
 
 SECRET = "s" * 32
-NAMESPACES = {"private": {"private": True}, "public": {"public": True},
-              "members": {"public": False}}
+NAMESPACES = {"private": {"private": True}, "public": {"public": True}, "members": {"public": False}}
 
 
-def token(claims: dict[str, Any] | None = None, key: Any = SECRET, alg: str = "HS256",
-          **extra: Any) -> str:
+def token(claims: dict[str, Any] | None = None, key: Any = SECRET, alg: str = "HS256", **extra: Any) -> str:
     body = {"sub": "alice", "exp": int(time.time()) + 60, **(claims or {}), **extra}
     return jwt.encode(body, key, algorithm=alg)
 
@@ -54,8 +52,9 @@ async def test_token_grants_private_channels_and_nothing_else():
 
 def _rsa() -> tuple[Any, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return key, public
 
 
@@ -63,13 +62,14 @@ def _bad_tokens(rsa_key: Any, public_pem: bytes) -> dict[str, str]:
     good = token(key=rsa_key, alg="RS256")
     head, payload, sig = good.split(".")
     tampered_payload = jwt.utils.base64url_encode(b'{"sub":"mallory","exp":9999999999}').decode()
-    none = (jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode() + "." + payload + ".")
+    none = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode() + "." + payload + "."
     import hashlib
     import hmac as _hmac
-    signing_input = (jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}').decode() + "."
-                     + payload)
+
+    signing_input = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}').decode() + "." + payload
     confused_sig = jwt.utils.base64url_encode(
-        _hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()).decode()
+        _hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    ).decode()
     return {
         "expired": token(key=rsa_key, alg="RS256", exp=int(time.time()) - 10),
         "wrong audience": token(key=rsa_key, alg="RS256", aud="someone-else"),
@@ -83,8 +83,9 @@ def _bad_tokens(rsa_key: Any, public_pem: bytes) -> dict[str, str]:
 async def test_bad_tokens_are_refused_on_websocket_with_the_same_code(tmp_path):
     rsa_key, public_pem = _rsa()
     (tmp_path / "pub.pem").write_bytes(public_pem)
-    settings: dict[str, Any] = {"auth": {"public_key_file": str(tmp_path / "pub.pem"),
-                                         "audience": "tidings", "issuer": "me"}}
+    settings: dict[str, Any] = {
+        "auth": {"public_key_file": str(tmp_path / "pub.pem"), "audience": "tidings", "issuer": "me"}
+    }
     with serve(**settings) as server:
         good = token(key=rsa_key, alg="RS256", aud="tidings", iss="me")
         async with await WS.open(f"{server.ws_url}?token={good}") as ws:
@@ -92,13 +93,11 @@ async def test_bad_tokens_are_refused_on_websocket_with_the_same_code(tmp_path):
         for name, bad in _bad_tokens(rsa_key, public_pem).items():
             async with httpx.AsyncClient(base_url=server.url) as http:
                 for path in ("/sse", "/stream", "/poll"):
-                    params = {"channel": "x", "timeout": "0"} if path == "/poll" else \
-                        {"channel": "x"}
+                    params = {"channel": "x", "timeout": "0"} if path == "/poll" else {"channel": "x"}
                     r = await http.get(path, params={**params, "token": bad})
                     assert r.status_code == 401, (name, path)
                     assert r.json()["error"]["code"] == "unauthorized", (name, path)
-                    r = await http.get(path, params=params,
-                                       headers={"Authorization": f"Bearer {bad}"})
+                    r = await http.get(path, params=params, headers={"Authorization": f"Bearer {bad}"})
                     assert r.status_code == 401, (name, path)
             code = await close_code(f"{server.ws_url}?token={bad}")
             expected = 4001 if name == "expired" else 4003
@@ -157,8 +156,7 @@ async def test_2000_connections_from_one_ip_over_the_limit_leave_the_server_heal
             assert set(refused) == {4029}
             async with httpx.AsyncClient(base_url=server.url) as http:
                 assert (await http.get("/healthz")).status_code == 200
-                assert (await http.post("/api/publish", json={"channel": "c", "data": 1})
-                        ).status_code == 200
+                assert (await http.post("/api/publish", json={"channel": "c", "data": 1})).status_code == 200
         finally:
             await asyncio.gather(*(ws.close() for ws in held))
         async with await WS.open(server.ws_url) as ws:  # slots come back
@@ -184,8 +182,9 @@ async def test_token_expiry_closes_with_4001_unless_refreshed():
 
 async def test_subscription_token_grants_one_private_channel():
     with serve(token_secret=SECRET, namespaces=NAMESPACES) as server:
-        sub_token = jwt.encode({"sub": "", "channel": "private:room",
-                                "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        sub_token = jwt.encode(
+            {"sub": "", "channel": "private:room", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"
+        )
         async with await WS.open(server.ws_url) as ws:
             ok = await ws.request("subscribe", channel="private:room", token=sub_token)
             assert ok["op"] == "subscribed"
@@ -205,8 +204,7 @@ async def test_a_subscription_tokens_grant_ends_at_its_exp():
     rooms = {"room": {"private": True, "presence": True}}
     with serve(token_secret=SECRET, namespaces=rooms) as server:
         exp = time.time() + 1.5
-        sub_token = jwt.encode({"sub": "", "channel": "room:7", "exp": exp}, SECRET,
-                               algorithm="HS256")
+        sub_token = jwt.encode({"sub": "", "channel": "room:7", "exp": exp}, SECRET, algorithm="HS256")
         async with await WS.open(server.ws_url) as left, await WS.open(server.ws_url) as held:
             for ws in (left, held):
                 ok = await ws.request("subscribe", channel="room:7", token=sub_token)
@@ -223,10 +221,10 @@ async def test_a_subscription_tokens_grant_ends_at_its_exp():
                     refused = await ws.request(op, channel="room:7")
                     assert refused["op"] == "error" and refused["code"] == "forbidden", (op, refused)
             # a fresh token subscribes again
-            fresh = jwt.encode({"sub": "", "channel": "room:7", "exp": time.time() + 60}, SECRET,
-                               algorithm="HS256")
-            assert (await held.request("subscribe", channel="room:7", token=fresh))["op"] == \
-                "subscribed"
+            fresh = jwt.encode(
+                {"sub": "", "channel": "room:7", "exp": time.time() + 60}, SECRET, algorithm="HS256"
+            )
+            assert (await held.request("subscribe", channel="room:7", token=fresh))["op"] == "subscribed"
 
 
 @pytest.mark.parametrize("first_bytes", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
@@ -258,8 +256,10 @@ async def test_wss_and_https_sse_with_a_certificate_made_in_the_test(tmp_path):
         https = server.url.replace("http://", "https://")
         async with await WS.open(server.ws_url.replace("ws://", "wss://"), ssl=context) as ws:
             await ws.request("subscribe", channel="tls")
-            async with httpx.AsyncClient(base_url=https, verify=context) as http, \
-                    http.stream("GET", "/sse", params={"channel": "tls"}) as stream:
+            async with (
+                httpx.AsyncClient(base_url=https, verify=context) as http,
+                http.stream("GET", "/sse", params={"channel": "tls"}) as stream,
+            ):
                 assert stream.status_code == 200
                 await http.post("/api/publish", json={"channel": "tls", "data": "secret"})
                 body = b""
@@ -271,8 +271,9 @@ async def test_wss_and_https_sse_with_a_certificate_made_in_the_test(tmp_path):
 
 
 async def test_abusive_clients_do_not_cost_well_behaved_clients_any_delivery():
-    with serve(limits={"outbox_bytes": 65536, "publish_rate": 20, "publish_burst": 20,
-                       "max_frame_bytes": 4096}) as server:
+    with serve(
+        limits={"outbox_bytes": 65536, "publish_rate": 20, "publish_burst": 20, "max_frame_bytes": 4096}
+    ) as server:
         good = [await WS.open(server.ws_url) for _ in range(5)]
         for ws in good:
             await ws.request("subscribe", channel="shared")
@@ -294,8 +295,9 @@ async def test_abusive_clients_do_not_cost_well_behaved_clients_any_delivery():
         abuse = [asyncio.create_task(flood()), asyncio.create_task(garbage())]
         async with httpx.AsyncClient(base_url=server.url) as http:
             for i in range(100):
-                r = await http.post("/api/publish", json={"channel": "shared",
-                                                          "data": {"n": i, "pad": "p" * 2000}})
+                r = await http.post(
+                    "/api/publish", json={"channel": "shared", "data": {"n": i, "pad": "p" * 2000}}
+                )
                 assert r.status_code == 200
         await asyncio.gather(*abuse, return_exceptions=True)
         for ws in good:

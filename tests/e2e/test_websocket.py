@@ -22,8 +22,7 @@ OTHER_CURSOR = encode_token("other", Position("e", 1))  # holds no position for 
 
 async def publish(server: RunningServer, channel: str, data: Any, **extra: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.url) as client:
-        response = await client.post("/api/publish", json={"channel": channel, "data": data,
-                                                           **extra})
+        response = await client.post("/api/publish", json={"channel": channel, "data": data, **extra})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -63,8 +62,9 @@ async def test_resume_with_since_gets_exactly_the_missed_then_live(server: Runni
     for i in range(6, 11):
         await publish(server, "news", i)
     async with await WS.open(server.ws_url) as ws:
-        sub = await ws.request("subscribe", channel="news",
-                               since={"epoch": last["epoch"], "offset": last["offset"]})
+        sub = await ws.request(
+            "subscribe", channel="news", since={"epoch": last["epoch"], "offset": last["offset"]}
+        )
         assert sub["recovered"] is True and sub["offset"] == 10
         missed = await ws.messages(5)
         await publish(server, "news", 11)
@@ -82,11 +82,23 @@ async def test_subscribe_with_a_cursor_resumes_after_its_position(server: Runnin
             epochs[channel] = (await publish(server, channel, i))["epoch"]
     start = encode_cursor({ch: Position(epoch, 0) for ch, epoch in epochs.items()})
     async with httpx.AsyncClient(base_url=server.url) as http:
-        first = (await http.get("/poll", params=[("channel", "curs:a"), ("channel", "curs:b"),
-                                                 ("cursor", start), ("timeout", "0"),
-                                                 ("limit", "3")])).json()
+        first = (
+            await http.get(
+                "/poll",
+                params=[
+                    ("channel", "curs:a"),
+                    ("channel", "curs:b"),
+                    ("cursor", start),
+                    ("timeout", "0"),
+                    ("limit", "3"),
+                ],
+            )
+        ).json()
     assert [(m["channel"], m["offset"]) for m in first["messages"]] == [
-        ("curs:a", 1), ("curs:b", 1), ("curs:a", 2)]
+        ("curs:a", 1),
+        ("curs:b", 1),
+        ("curs:a", 2),
+    ]
     async with await WS.open(server.ws_url) as ws:
         sub_a = await ws.request("subscribe", channel="curs:a", cursor=first["cursor"])
         got_a = await ws.messages(1)
@@ -94,7 +106,10 @@ async def test_subscribe_with_a_cursor_resumes_after_its_position(server: Runnin
         got_b = await ws.messages(2)
     assert sub_a["op"] == sub_b["op"] == "subscribed" and sub_a["recovered"] is True
     assert [(m["channel"], m["offset"]) for m in got_a + got_b] == [
-        ("curs:a", 3), ("curs:b", 2), ("curs:b", 3)]
+        ("curs:a", 3),
+        ("curs:b", 2),
+        ("curs:b", 3),
+    ]
 
 
 async def test_unknown_command_fields_are_ignored_and_known_ones_checked(server: RunningServer):
@@ -112,8 +127,7 @@ async def test_resume_older_than_history_says_not_recovered_without_duplicates(
     for i in range(2, 11):
         await publish(server, "tiny:x", i)
     async with await WS.open(server.ws_url) as ws:
-        sub = await ws.request("subscribe", channel="tiny:x",
-                               since={"epoch": first["epoch"], "offset": 1})
+        sub = await ws.request("subscribe", channel="tiny:x", since={"epoch": first["epoch"], "offset": 1})
         assert sub["recovered"] is False
         assert sub["requested"] == 2 and sub["available_from"] == 8
         survived = await ws.messages(3)
@@ -123,11 +137,11 @@ async def test_resume_older_than_history_says_not_recovered_without_duplicates(
 
 
 async def test_resume_with_a_wrong_epoch_says_not_recovered_then_sends_what_history_has(
-        server: RunningServer):
+    server: RunningServer,
+):
     await publish(server, "news", "a")
     async with await WS.open(server.ws_url) as ws:
-        sub = await ws.request("subscribe", channel="news", since={"epoch": "AAAAAAAA",
-                                                                   "offset": 1})
+        sub = await ws.request("subscribe", channel="news", since={"epoch": "AAAAAAAA", "offset": 1})
         assert sub["recovered"] is False and sub["requested"] == 2
         assert sub["available_from"] == 1
         await publish(server, "news", "b")
@@ -142,15 +156,15 @@ async def test_resume_across_a_memory_node_restart_gets_a_gap_then_the_new_epoch
         for i in range(3):
             await publish(after, "news", i)
         async with await WS.open(after.ws_url) as ws:
-            sub = await ws.request("subscribe", channel="news",
-                                   since={"epoch": old["epoch"], "offset": old["offset"]})
+            sub = await ws.request(
+                "subscribe", channel="news", since={"epoch": old["epoch"], "offset": old["offset"]}
+            )
             assert (sub["recovered"], sub["requested"], sub["available_from"]) == (False, 2, 1)
             assert sub["epoch"] != old["epoch"]
             missed = await ws.messages(3)
             await publish(after, "news", "live")
             live = await ws.messages(1)
-    assert [(m["offset"], m["data"]) for m in missed + live] == [(1, 0), (2, 1), (3, 2),
-                                                                (4, "live")]
+    assert [(m["offset"], m["data"]) for m in missed + live] == [(1, 0), (2, 1), (3, 2), (4, "live")]
 
 
 async def test_idempotent_publish_returns_the_same_offset_twice(server: RunningServer):
@@ -211,8 +225,11 @@ async def test_a_namespace_as_it_comes_sends_no_join_or_leave_and_keeps_no_prese
 async def test_join_leave_works_without_presence_and_stops_past_its_cap():
     ns = {"room": {"join_leave": True, "join_leave_max_subscribers": 2}}
     with serve(namespaces=ns) as server:
-        async with await WS.open(server.ws_url) as a, await WS.open(server.ws_url) as b, \
-                await WS.open(server.ws_url) as c:
+        async with (
+            await WS.open(server.ws_url) as a,
+            await WS.open(server.ws_url) as b,
+            await WS.open(server.ws_url) as c,
+        ):
             assert (await a.request("subscribe", channel="room:1"))["op"] == "subscribed"
             assert (await b.request("subscribe", channel="room:1"))["op"] == "subscribed"
             joined = await a.recv()
@@ -242,15 +259,16 @@ async def test_a_subscriber_gets_no_join_for_itself(server: RunningServer):
         ('{"op":"subscribe","ref":3}', "bad_request"),
         ('{"op":"subscribe","ref":4,"channel":"no spaces"}', "bad_request"),
         ('{"op":"publish","ref":5,"channel":"x"}', "bad_request"),
-        ('[1,2]', "bad_request"),
+        ("[1,2]", "bad_request"),
         ('{"op":"unsubscribe","ref":6,"channel":"never"}', "not_found"),
-        ('{"op":"subscribe","ref":7,"channel":"c","since":{"epoch":"e","offset":-1}}',
-         "bad_request"),
+        ('{"op":"subscribe","ref":7,"channel":"c","since":{"epoch":"e","offset":-1}}', "bad_request"),
         ('{"op":"history","ref":8,"channel":"c","limit":0}', "bad_request"),
-        ('{"op":"subscribe","ref":9,"channel":"c","cursor":"' + C_CURSOR + '",'
-         '"since":{"epoch":"e","offset":1}}', "bad_request"),
-        ('{"op":"subscribe","ref":10,"channel":"c","cursor":"' + OTHER_CURSOR + '"}',
-         "bad_request"),
+        (
+            '{"op":"subscribe","ref":9,"channel":"c","cursor":"' + C_CURSOR + '",'
+            '"since":{"epoch":"e","offset":1}}',
+            "bad_request",
+        ),
+        ('{"op":"subscribe","ref":10,"channel":"c","cursor":"' + OTHER_CURSOR + '"}', "bad_request"),
         ('{"op":"subscribe","ref":11,"channel":"c","cursor":"!!not a cursor"}', "bad_request"),
         ('{"op":"subscribe","ref":12,"channel":"c","cursor":12}', "bad_request"),
     ],
@@ -322,8 +340,9 @@ async def test_slow_subscriber_is_disconnected_and_others_are_unaffected():
             async def publish_all() -> None:
                 async with httpx.AsyncClient(base_url=server.url) as client:
                     for i in range(300):
-                        r = await client.post("/api/publish",
-                                              json={"channel": "firehose", "data": [i, payload]})
+                        r = await client.post(
+                            "/api/publish", json={"channel": "firehose", "data": [i, payload]}
+                        )
                         assert r.status_code == 200
 
             consumer = asyncio.create_task(fast.messages(300, timeout=20))

@@ -84,8 +84,10 @@ async def overflows(http: httpx.AsyncClient, transport: str) -> float:
     """``tidings_outbox_overflows_total`` of ``transport``."""
     for family in text_string_to_metric_families((await http.get("/metrics")).text):
         for sample in family.samples:
-            if sample.name == "tidings_outbox_overflows_total" and \
-                    sample.labels.get("transport") == transport:
+            if (
+                sample.name == "tidings_outbox_overflows_total"
+                and sample.labels.get("transport") == transport
+            ):
                 return sample.value
     return 0.0
 
@@ -115,8 +117,7 @@ def server_end_established(server_port: int, client: socket.socket) -> bool:
     client_port = client.getsockname()[1]
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         local, remote, state = line.split()[1:4]
-        if int(local.split(":")[1], 16) == server_port and \
-                int(remote.split(":")[1], 16) == client_port:
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
             return state == TCP_ESTABLISHED
     return False
 
@@ -140,15 +141,19 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 
 
 def ws_upgrade() -> bytes:
-    return (f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def publish_request(channel: str, data: Any, key: str | None = None) -> bytes:
     body = orjson.dumps({"channel": channel, "data": data})
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    return (f"POST /api/publish HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST /api/publish HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class HTTPConnection:
@@ -170,8 +175,10 @@ class HTTPConnection:
         async with asyncio.timeout(DEADLINE):
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            headers = {name.lower(): value.strip() for name, _, value in
-                       (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                name.lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in lines[1:] if line)
+            }
             if headers.get("transfer-encoding") != "chunked":
                 body = await self.reader.readexactly(int(headers.get("content-length", "0")))
                 return int(lines[0].split()[1]), headers, body
@@ -234,8 +241,7 @@ async def items(response: httpx.Response, kind: str) -> AsyncIterator[dict[str, 
             event = ""
 
 
-async def stream_items(http: httpx.AsyncClient, kind: str, params: dict[str, Any]
-                       ) -> list[dict[str, Any]]:
+async def stream_items(http: httpx.AsyncClient, kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every item of an SSE or NDJSON stream until the server ends it; fails if it does not
     end within the deadline."""
     async with asyncio.timeout(DEADLINE), http.stream("GET", PATHS[kind], params=params) as response:
@@ -254,8 +260,7 @@ class EngineConformance:
 
     @pytest.fixture(autouse=True)
     def _known_difference(self, request: pytest.FixtureRequest) -> None:
-        reason = self.differs.get(request.node.name) or self.differs.get(
-            request.function.__name__)
+        reason = self.differs.get(request.node.name) or self.differs.get(request.function.__name__)
         if reason is not None:
             request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
@@ -267,8 +272,7 @@ class EngineConformance:
     def server(cls) -> Iterator[RunningServer]:
         """One node per engine for the tests that need no settings of their own: frames up to
         4 KB, tokens signed with :data:`SECRET`."""
-        with serve(engine=cls.engine, token_secret=SECRET,
-                   limits={"max_frame_bytes": 4096}) as running:
+        with serve(engine=cls.engine, token_secret=SECRET, limits={"max_frame_bytes": 4096}) as running:
             yield running
 
     @pytest.fixture(scope="class")
@@ -276,9 +280,15 @@ class EngineConformance:
     def slow_server(cls) -> Iterator[RunningServer]:
         """For the outbox tests: a 64 KB outbox, ``outbox_messages`` at its minimum (deprecated,
         no effect), a close timeout of 0.5 s (``limits.idle_timeout``), no flow control."""
-        with serve(engine=cls.engine, flow=NO_FLOW, limits={
-                "outbox_bytes": SMALL_OUTBOX, "outbox_messages": 10, "idle_timeout": 0.5,
-        }) as running:
+        with serve(
+            engine=cls.engine,
+            flow=NO_FLOW,
+            limits={
+                "outbox_bytes": SMALL_OUTBOX,
+                "outbox_messages": 10,
+                "idle_timeout": 0.5,
+            },
+        ) as running:
             yield running
 
     @pytest.fixture(scope="class")
@@ -305,7 +315,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("how", ["since", "cursor"])
     async def test_a_websocket_resume_longer_than_the_outbox_limit_is_replayed_whole(
-            self, slow_server: RunningServer, how: str) -> None:
+        self, slow_server: RunningServer, how: str
+    ) -> None:
         """100 publications of 20 KB (twice the default ``limits.outbox_bytes``, thirty times
         this server's) after the position a WebSocket subscribe names: ``subscribed``, then
         all 100, no 4008."""
@@ -314,17 +325,17 @@ class EngineConformance:
         payload = "r" * 20_000
         async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
             assert server.settings.limits.outbox_bytes < 100 * len(payload)
-            start = (await http.get("/poll", params={"channel": channel,
-                                                     "timeout": 0})).json()["cursor"]
+            start = (await http.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
             await publish(http, channel, *[payload] * 100)
         position = cursor_position(start, channel)
-        resume: dict[str, Any] = {"cursor": start} if how == "cursor" else {
-            "since": {"epoch": position.epoch, "offset": position.offset}}
+        resume: dict[str, Any] = (
+            {"cursor": start}
+            if how == "cursor"
+            else {"since": {"epoch": position.epoch, "offset": position.offset}}
+        )
         async with connect(server.ws_url, max_size=None, open_timeout=DEADLINE) as ws:
-            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel,
-                                        **resume}).decode())
-            frames = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
-                      for _ in range(101)]
+            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel, **resume}).decode())
+            frames = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) for _ in range(101)]
         assert frames[0]["op"] == "subscribed" and frames[0]["recovered"] is True, frames[0]
         assert [f["offset"] for f in frames[1:]] == list(range(1, 101))
         assert all(f["op"] == "message" and f["data"] == payload for f in frames[1:])
@@ -333,7 +344,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", ["ws", "sse", "stream"])
     async def test_more_messages_at_once_than_outbox_messages_are_not_a_slow_consumer(
-            self, kind: str) -> None:
+        self, kind: str
+    ) -> None:
         """``limits.outbox_messages`` is deprecated and has no effect, the rule is bytes: a
         client of 50 channels gets 4 broadcasts to all of them, each 50 messages queued at
         once (one fan-out), five times ``outbox_messages = 10``, under ``outbox_bytes``: it gets
@@ -342,10 +354,12 @@ class EngineConformance:
         with self.serve(limits={"outbox_messages": 10}) as server:
             got = await self._four_broadcasts_to(server, kind, channels)
         assert sorted((item["channel"], item["offset"]) for item in got) == sorted(
-            (channel, offset) for channel in channels for offset in range(1, 5))
+            (channel, offset) for channel in channels for offset in range(1, 5)
+        )
 
-    async def _four_broadcasts_to(self, server: RunningServer, kind: str, channels: list[str]
-                                  ) -> list[dict[str, Any]]:
+    async def _four_broadcasts_to(
+        self, server: RunningServer, kind: str, channels: list[str]
+    ) -> list[dict[str, Any]]:
         """What a ``kind`` client of ``channels`` gets of 4 broadcasts to them, published while
         it does not read; checks that its outbox did not overflow."""
         async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
@@ -353,16 +367,20 @@ class EngineConformance:
             if kind == "ws":
                 async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
                     for ref, channel in enumerate(channels, 1):
-                        await ws.send(orjson.dumps({"op": "subscribe", "ref": ref,
-                                                    "channel": channel}).decode())
+                        await ws.send(
+                            orjson.dumps({"op": "subscribe", "ref": ref, "channel": channel}).decode()
+                        )
                     for _ in channels:
                         assert orjson.loads(await ws.recv())["op"] == "subscribed"
                     await self._broadcasts(http, channels)
-                    got = [orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
-                           for _ in range(4 * len(channels))]
+                    got = [
+                        orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+                        for _ in range(4 * len(channels))
+                    ]
             else:
-                async with http.stream("GET", PATHS[kind],
-                                       params=[("channel", ch) for ch in channels]) as response:
+                async with http.stream(
+                    "GET", PATHS[kind], params=[("channel", ch) for ch in channels]
+                ) as response:
                     stream = items(response, kind)
                     assert (await anext(stream))["op"] == "ready"
                     await self._broadcasts(http, channels)
@@ -373,8 +391,7 @@ class EngineConformance:
     @staticmethod
     async def _broadcasts(http: httpx.AsyncClient, channels: list[str]) -> None:
         for i in range(4):
-            answer = await http.post("/api/broadcast", json={"channels": channels,
-                                                             "data": [i, "b" * 50]})
+            answer = await http.post("/api/broadcast", json={"channels": channels, "data": [i, "b" * 50]})
             assert answer.status_code == 200, answer.text
 
     # row 3: the notice when a stream's outbox overflows ------------------------------------------
@@ -392,15 +409,18 @@ class EngineConformance:
                 async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
                     await self._until_slow(http, channel, "sse")
                     received += await read_to_end(sock)
-            await wait_until(lambda: server.node.connection_counts().get("sse", 0) == 0,
-                             "the stream to leave the node")
+            await wait_until(
+                lambda: server.node.connection_counts().get("sse", 0) == 0, "the stream to leave the node"
+            )
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         assert received.endswith(b"\r\n0\r\n\r\n"), received[-200:]
         events = sse_events(dechunk(body))
         assert events[0][0] == "ready"
-        assert events[-1] == ("disconnect", {"code": 4008, "reason": events[-1][1]["reason"],
-                                             "reconnect": True})
+        assert events[-1] == (
+            "disconnect",
+            {"code": 4008, "reason": events[-1][1]["reason"], "reconnect": True},
+        )
 
     @staticmethod
     async def _until_slow(http: httpx.AsyncClient, channel: str, transport: str) -> None:
@@ -415,7 +435,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", ["ws", "sse", "stream"])
     async def test_a_slow_consumer_that_never_reads_is_cut_within_the_close_timeout(
-            self, slow_server: RunningServer, kind: str) -> None:
+        self, slow_server: RunningServer, kind: str
+    ) -> None:
         """The farewell (close frame, ``disconnect`` notice) waits behind what the socket holds
         for ``close_timeout`` = min(10 s, ``limits.idle_timeout``); a client that reads none of
         it is then cut: the node forgets it and the server resets the connection, so it holds
@@ -428,10 +449,10 @@ class EngineConformance:
         if kind == "ws":
             sock = unread_socket(server.port, ws_upgrade())
             assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
-            sock.sendall(client_frame(OP_TEXT, orjson.dumps(
-                {"op": "subscribe", "ref": 1, "channel": channel})))
-            await wait_until(lambda: server.node.hub.subscriber_count(channel) == 1,
-                             "the subscription")
+            sock.sendall(
+                client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}))
+            )
+            await wait_until(lambda: server.node.hub.subscriber_count(channel) == 1, "the subscription")
         else:
             sock = unread_socket(server.port, http_get(f"{PATHS[kind]}?channel={channel}"))
             sock.recv(4096)
@@ -439,16 +460,21 @@ class EngineConformance:
             async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
                 await self._until_slow(http, channel, kind)
             assert server_end_established(server.port, sock)  # the farewell is waiting
-            await wait_until(lambda: not server_end_established(server.port, sock)
-                             and not client_end_established(sock)
-                             and server.node.hub.subscriber_count(channel) == 0,
-                             "the server to cut the connection",
-                             deadline=server.settings.limits.idle_timeout + 1.5)
+            await wait_until(
+                lambda: (
+                    not server_end_established(server.port, sock)
+                    and not client_end_established(sock)
+                    and server.node.hub.subscriber_count(channel) == 0
+                ),
+                "the server to cut the connection",
+                deadline=server.settings.limits.idle_timeout + 1.5,
+            )
 
     # row 4: the WebSocket close-handshake timeout ------------------------------------------------
 
     async def test_a_client_that_never_answers_the_close_frame_is_cut_after_the_close_timeout(
-            self, slow_server: RunningServer) -> None:
+        self, slow_server: RunningServer
+    ) -> None:
         """The server closes (here: 1007 for a frame that is not JSON) and waits for the
         client's close frame at most ``close_timeout`` = min(10 s, ``limits.idle_timeout``)."""
         ws = await RawWS.open(slow_server.port)
@@ -468,7 +494,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("end", ["publication", "timeout", "server"])
     async def test_a_held_long_poll_has_left_the_node_when_its_answer_arrives(
-            self, server: RunningServer, http: httpx.AsyncClient, end: str) -> None:
+        self, server: RunningServer, http: httpx.AsyncClient, end: str
+    ) -> None:
         """Unsubscribe, then answer, on both engines: when the client has the answer (a
         publication, the timeout, the server's disconnect of its user), the hub holds no
         subscriber for the poll and the node no connection."""
@@ -476,8 +503,9 @@ class EngineConformance:
         user = f"poller-{end}"
         node = server.node
         params = {"channel": channel, "timeout": 0.5 if end == "timeout" else DEADLINE}
-        held = asyncio.ensure_future(http.get("/poll", params=params, headers={
-            "Authorization": f"Bearer {token(user)}"}))
+        held = asyncio.ensure_future(
+            http.get("/poll", params=params, headers={"Authorization": f"Bearer {token(user)}"})
+        )
         await wait_until(lambda: node.hub.subscriber_count(channel) == 1, "a held poll")
         if end == "publication":
             await publish(http, channel, "wake")
@@ -500,14 +528,18 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", STREAMS)
     async def test_a_stream_ends_at_max_duration_with_one_notice(
-            self, short_streams: RunningServer, kind: str) -> None:
+        self, short_streams: RunningServer, kind: str
+    ) -> None:
         """``sse.max_duration``: ready, then one ``disconnect`` (1001, reconnect), then the
         response ends properly (its last chunk)."""
         async with httpx.AsyncClient(base_url=short_streams.url, timeout=DEADLINE) as http:
             items = await stream_items(http, kind, {"channel": channel_name()})
         assert [item["op"] for item in items] == ["ready", "disconnect"]
         assert {k: v for k, v in items[1].items() if k != "op"} == {
-            "code": 1001, "reason": "stream time limit: reconnect and resume", "reconnect": True}
+            "code": 1001,
+            "reason": "stream time limit: reconnect and resume",
+            "reconnect": True,
+        }
 
     async def test_a_shutdown_says_goodbye_alike_on_every_transport(self) -> None:
         """The drain: WebSocket close 1012, SSE and NDJSON one ``disconnect`` notice (1012,
@@ -516,14 +548,15 @@ class EngineConformance:
             channel = channel_name()
             async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
                 ws = await connect(server.ws_url, open_timeout=DEADLINE)
-                await ws.send(orjson.dumps({"op": "subscribe", "ref": 1,
-                                            "channel": channel}).decode())
-                streams = {kind: asyncio.ensure_future(
-                    stream_items(http, kind, {"channel": channel})) for kind in STREAMS}
-                poll = asyncio.ensure_future(http.get("/poll", params={
-                    "channel": channel, "timeout": DEADLINE}))
-                await wait_until(lambda: server.node.hub.subscriber_count(channel) == 4,
-                                 "four subscribers")
+                await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}).decode())
+                streams = {
+                    kind: asyncio.ensure_future(stream_items(http, kind, {"channel": channel}))
+                    for kind in STREAMS
+                }
+                poll = asyncio.ensure_future(
+                    http.get("/poll", params={"channel": channel, "timeout": DEADLINE})
+                )
+                await wait_until(lambda: server.node.hub.subscriber_count(channel) == 4, "four subscribers")
                 server.server.should_exit = True
                 with pytest.raises(ConnectionClosed):
                     while True:
@@ -534,12 +567,13 @@ class EngineConformance:
         for kind, got in items.items():
             assert [item["op"] for item in got] == ["ready", "disconnect"], kind
             assert {k: v for k, v in got[1].items() if k != "op"} == {
-                "code": 1012, "reason": "service restart: reconnect and resume",
-                "reconnect": True}, kind
+                "code": 1012,
+                "reason": "service restart: reconnect and resume",
+                "reconnect": True,
+            }, kind
         assert answer.status_code == 200 and answer.json()["messages"] == []
 
-    async def test_a_draining_node_sends_a_new_websocket_away_with_1012(
-            self, server: RunningServer) -> None:
+    async def test_a_draining_node_sends_a_new_websocket_away_with_1012(self, server: RunningServer) -> None:
         server.node.draining = True
         try:
             ws = await RawWS.open(server.port)
@@ -551,7 +585,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", ["ws", *STREAMS])
     async def test_an_expiring_token_ends_the_connection_with_4001(
-            self, server: RunningServer, http: httpx.AsyncClient, kind: str) -> None:
+        self, server: RunningServer, http: httpx.AsyncClient, kind: str
+    ) -> None:
         """A connection opened with a token ends when the token expires: WebSocket close 4001,
         a stream's ``disconnect`` notice 4001 (reconnect with a new token)."""
         channel = channel_name()
@@ -561,8 +596,7 @@ class EngineConformance:
                 with pytest.raises(ConnectionClosed):
                     while True:
                         await asyncio.wait_for(ws.recv(), DEADLINE)
-            assert (ws.close_code, ws.close_reason) == (
-                4001, "token expired: reconnect with a new token")
+            assert (ws.close_code, ws.close_reason) == (4001, "token expired: reconnect with a new token")
             return
         items = await stream_items(http, kind, {"channel": channel, "token": expiring})
         assert [item["op"] for item in items] == ["ready", "disconnect"]
@@ -571,15 +605,24 @@ class EngineConformance:
     # the node's close line ---------------------------------------------------------------------
     # (streams: tests/transports/test_http_transports.py::test_the_close_log_says_who_ended_a_stream)
 
-    @pytest.mark.parametrize(("end", "code", "by"), [
-        pytest.param("client-close", 1000, "client", id="client-close"),
-        pytest.param("client-vanishes", 1006, "client", id="client-vanishes"),
-        pytest.param("invalid-json", 1007, "server", id="invalid-json"),
-        pytest.param("server-disconnect", 1008, "server", id="server-disconnect"),
-    ])
+    @pytest.mark.parametrize(
+        ("end", "code", "by"),
+        [
+            pytest.param("client-close", 1000, "client", id="client-close"),
+            pytest.param("client-vanishes", 1006, "client", id="client-vanishes"),
+            pytest.param("invalid-json", 1007, "server", id="invalid-json"),
+            pytest.param("server-disconnect", 1008, "server", id="server-disconnect"),
+        ],
+    )
     async def test_the_close_line_of_a_websocket_says_who_ended_it_and_how(
-            self, server: RunningServer, http: httpx.AsyncClient,
-            caplog: pytest.LogCaptureFixture, end: str, code: int, by: str) -> None:
+        self,
+        server: RunningServer,
+        http: httpx.AsyncClient,
+        caplog: pytest.LogCaptureFixture,
+        end: str,
+        code: int,
+        by: str,
+    ) -> None:
         """One ``close`` line per connection (``tidings.connections``) with the code and who
         closed: a client's close frame, a client gone without one (1006, as RFC 6455 names
         it), the server's close for bad input, the server's disconnect of a user."""
@@ -596,16 +639,17 @@ class EngineConformance:
                 ws.send(client_frame(OP_TEXT, b"not json"))
                 await ws.close_code()
             elif end == "server-disconnect":
-                assert (await http.post("/api/disconnect", json={"user": user})).json() == {
-                    "disconnected": 1}
+                assert (await http.post("/api/disconnect", json={"user": user})).json() == {"disconnected": 1}
                 await ws.close_code()
         finally:
             ws.close()
 
         def closes() -> list[dict[str, Any]]:
-            return [r.fields for r in list(caplog.records)  # type: ignore[attr-defined]
-                    if getattr(r, "fields", {}).get("event") == "close"
-                    and r.fields.get("user") == user]  # type: ignore[attr-defined]
+            return [
+                r.fields
+                for r in list(caplog.records)  # type: ignore[attr-defined]
+                if getattr(r, "fields", {}).get("event") == "close" and r.fields.get("user") == user
+            ]  # type: ignore[attr-defined]
 
         await wait_until(lambda: bool(closes()), "the close line")
         [line] = closes()
@@ -616,53 +660,77 @@ class EngineConformance:
     @pytest.mark.parametrize(
         ("wire", "code"),
         [
-            pytest.param(client_frame(OP_TEXT, b'{"op":"ping"}', mask=False), 1002,
-                         id="unmasked"),
+            pytest.param(client_frame(OP_TEXT, b'{"op":"ping"}', mask=False), 1002, id="unmasked"),
             pytest.param(client_frame(OP_TEXT, b'{"op":"ping"}', rsv=2), 1002, id="rsv"),
             pytest.param(client_frame(5, b""), 1002, id="opcode"),
             pytest.param(client_frame(OP_TEXT, b'{"op":"\xff"}'), 1007, id="utf8"),
-            pytest.param(client_frame(OP_TEXT, b"\xce", fin=False) + client_frame(OP_CONT, b"A"),
-                         1007, id="utf8-fragment"),
+            pytest.param(
+                client_frame(OP_TEXT, b"\xce", fin=False) + client_frame(OP_CONT, b"A"),
+                1007,
+                id="utf8-fragment",
+            ),
             pytest.param(client_frame(OP_TEXT, b"x" * 5000), 1009, id="too-big"),
-            pytest.param(client_frame(OP_TEXT, b"x" * 3000, fin=False)
-                         + client_frame(OP_CONT, b"x" * 3000), 1009, id="too-big-in-fragments"),
+            pytest.param(
+                client_frame(OP_TEXT, b"x" * 3000, fin=False) + client_frame(OP_CONT, b"x" * 3000),
+                1009,
+                id="too-big-in-fragments",
+            ),
             pytest.param(client_frame(OP_PING, b"p" * 126), 1002, id="long-ping"),
             pytest.param(client_frame(OP_PING, b"p", fin=False), 1002, id="fragmented-ping"),
             pytest.param(client_frame(OP_CONT, b"x"), 1002, id="lone-continuation"),
-            pytest.param(client_frame(OP_TEXT, b"{", fin=False) + client_frame(OP_TEXT, b"}"),
-                         1002, id="text-inside-a-message"),
+            pytest.param(
+                client_frame(OP_TEXT, b"{", fin=False) + client_frame(OP_TEXT, b"}"),
+                1002,
+                id="text-inside-a-message",
+            ),
             pytest.param(client_frame(OP_CLOSE, b"\x03"), 1002, id="close-1-byte"),
-            pytest.param(client_frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"\xff"), 1007,
-                         id="close-reason-utf8"),
-            pytest.param(client_frame(OP_CLOSE, (1005).to_bytes(2, "big")), 1002,
-                         id="close-1005"),
+            pytest.param(
+                client_frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"\xff"), 1007, id="close-reason-utf8"
+            ),
+            pytest.param(client_frame(OP_CLOSE, (1005).to_bytes(2, "big")), 1002, id="close-1005"),
             pytest.param(client_frame(OP_BINARY, b"binary"), 1003, id="binary"),
             pytest.param(client_frame(OP_TEXT, b"not json"), 1007, id="not-json"),
         ],
     )
     async def test_a_protocol_violation_closes_with_the_documented_code(
-            self, server: RunningServer, wire: bytes, code: int) -> None:
+        self, server: RunningServer, wire: bytes, code: int
+    ) -> None:
         ws = await RawWS.open(server.port)
         ws.send(wire)
         assert await ws.close_code() == code
 
-    @pytest.mark.parametrize(("headers", "status", "code"), [
-        pytest.param("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short", 400, "bad_request",
-                     id="bad-key"),
-        pytest.param("Sec-WebSocket-Version: 13", 400, "bad_request", id="no-key"),
-        pytest.param(f"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: {WS_KEY}", 426,
-                     "upgrade_required", id="version-8"),
-        pytest.param(f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
-                     "Origin: http://evil.example", 403, "forbidden", id="foreign-origin"),
-    ])
+    @pytest.mark.parametrize(
+        ("headers", "status", "code"),
+        [
+            pytest.param(
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short", 400, "bad_request", id="bad-key"
+            ),
+            pytest.param("Sec-WebSocket-Version: 13", 400, "bad_request", id="no-key"),
+            pytest.param(
+                f"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: {WS_KEY}",
+                426,
+                "upgrade_required",
+                id="version-8",
+            ),
+            pytest.param(
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\nOrigin: http://evil.example",
+                403,
+                "forbidden",
+                id="foreign-origin",
+            ),
+        ],
+    )
     async def test_a_refused_upgrade_is_answered_with_a_json_error(
-            self, server: RunningServer, headers: str, status: int, code: str) -> None:
+        self, server: RunningServer, headers: str, status: int, code: str
+    ) -> None:
         """Bad input gets a clear error, a status and a JSON body, before any upgrade; a version
         other than 13 gets 426 naming the version spoken (RFC 6455 4.4)."""
         conn = await HTTPConnection.open(server.port)
         try:
-            conn.send(f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\n{headers}\r\n\r\n".encode())
+            conn.send(
+                f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\n{headers}\r\n\r\n".encode()
+            )
             got, answer_headers, body = await conn.answer()
         finally:
             await conn.close()
@@ -688,8 +756,11 @@ class EngineConformance:
         ws = await RawWS.open(server.port)
         try:
             text = b'{"op":"ping","ref":7}'
-            ws.send(client_frame(OP_TEXT, text[:5], fin=False)
-                    + client_frame(OP_CONT, text[5:12], fin=False) + client_frame(OP_CONT, text[12:]))
+            ws.send(
+                client_frame(OP_TEXT, text[:5], fin=False)
+                + client_frame(OP_CONT, text[5:12], fin=False)
+                + client_frame(OP_CONT, text[12:])
+            )
             assert await ws.json() == {"op": "pong", "ref": 7}
         finally:
             ws.close()
@@ -698,7 +769,8 @@ class EngineConformance:
 
     @pytest.mark.parametrize("kind", ["sse", "stream", "longpoll"])
     async def test_a_push_answer_that_ends_leaves_the_connection_open_for_the_next_request(
-            self, short_streams: RunningServer, kind: str) -> None:
+        self, short_streams: RunningServer, kind: str
+    ) -> None:
         """Keep-alive: a stream ended by the server (``sse.max_duration``, its last chunk) or a
         long poll answered at its timeout, then the next request on the same connection."""
         channel = channel_name()
@@ -719,29 +791,56 @@ class EngineConformance:
             assert b"disconnect" in body and b"1001" in body
         assert after[0] == 200 and "cursor" in orjson.loads(after[2])
 
-    @pytest.mark.parametrize(("path", "expected"), [
-        ("/sse?channel=h", {"content-type": "text/event-stream", "cache-control": "no-cache",
-                            "x-accel-buffering": "no", "x-content-type-options": "nosniff",
-                            "transfer-encoding": "chunked"}),
-        ("/stream?channel=h", {"content-type": "application/x-ndjson",
-                               "cache-control": "no-cache", "x-accel-buffering": "no",
-                               "x-content-type-options": "nosniff",
-                               "transfer-encoding": "chunked"}),
-        ("/poll?channel=h&timeout=0.1", {"content-type": "application/json",
-                                         "cache-control": "no-cache", "content-length": "*"}),
-        ("/poll?channel=h&timeout=0", {"content-type": "application/json",
-                                       "cache-control": "no-cache", "content-length": "*",
-                                       "etag": "*"}),
-        ("/sse", {"content-type": "application/json", "content-length": "*"}),
-    ])
+    @pytest.mark.parametrize(
+        ("path", "expected"),
+        [
+            (
+                "/sse?channel=h",
+                {
+                    "content-type": "text/event-stream",
+                    "cache-control": "no-cache",
+                    "x-accel-buffering": "no",
+                    "x-content-type-options": "nosniff",
+                    "transfer-encoding": "chunked",
+                },
+            ),
+            (
+                "/stream?channel=h",
+                {
+                    "content-type": "application/x-ndjson",
+                    "cache-control": "no-cache",
+                    "x-accel-buffering": "no",
+                    "x-content-type-options": "nosniff",
+                    "transfer-encoding": "chunked",
+                },
+            ),
+            (
+                "/poll?channel=h&timeout=0.1",
+                {"content-type": "application/json", "cache-control": "no-cache", "content-length": "*"},
+            ),
+            (
+                "/poll?channel=h&timeout=0",
+                {
+                    "content-type": "application/json",
+                    "cache-control": "no-cache",
+                    "content-length": "*",
+                    "etag": "*",
+                },
+            ),
+            ("/sse", {"content-type": "application/json", "content-length": "*"}),
+        ],
+    )
     async def test_a_push_answer_has_the_same_headers_on_both_engines(
-            self, short_streams: RunningServer, path: str, expected: dict[str, str]) -> None:
+        self, short_streams: RunningServer, path: str, expected: dict[str, str]
+    ) -> None:
         """Exactly these headers (``*``: any value), the CORS ones for an allowed origin and a
         request id; nothing one engine adds and the other does not."""
-        cors = {"access-control-allow-credentials": "true",
-                "access-control-allow-origin": "http://t",
-                "access-control-expose-headers": "ETag, Retry-After, Content-Type",
-                "vary": "Origin"}
+        cors = {
+            "access-control-allow-credentials": "true",
+            "access-control-allow-origin": "http://t",
+            "access-control-expose-headers": "ETag, Retry-After, Content-Type",
+            "vary": "Origin",
+        }
         conn = await HTTPConnection.open(short_streams.port)
         try:
             conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: http://t\r\n\r\n".encode())
@@ -750,19 +849,22 @@ class EngineConformance:
             await conn.close()
         assert len(headers.pop("x-request-id")) == 32
         headers.pop("date", None)
-        assert {name: "*" if expected.get(name) == "*" else value
-                for name, value in headers.items()} == {**expected, **cors}
+        assert {name: "*" if expected.get(name) == "*" else value for name, value in headers.items()} == {
+            **expected,
+            **cors,
+        }
 
-    async def test_pipelined_publishes_and_polls_are_answered_in_order(
-            self, server: RunningServer) -> None:
+    async def test_pipelined_publishes_and_polls_are_answered_in_order(self, server: RunningServer) -> None:
         """Three publishes and a poll in one write: every answer comes back, in order."""
         channel = channel_name()
         conn = await HTTPConnection.open(server.port)
         try:
             conn.send(http_get(f"/poll?channel={channel}&timeout=0"))
             cursor = orjson.loads((await conn.answer())[2])["cursor"]
-            conn.send(b"".join(publish_request(channel, i) for i in (1, 2, 3))
-                      + http_get(f"/poll?channel={channel}&timeout=0&cursor={cursor}"))
+            conn.send(
+                b"".join(publish_request(channel, i) for i in (1, 2, 3))
+                + http_get(f"/poll?channel={channel}&timeout=0&cursor={cursor}")
+            )
             offsets = [orjson.loads((await conn.answer())[2])["offset"] for _ in range(3)]
             status, headers, body = await conn.answer()
         finally:
@@ -772,13 +874,14 @@ class EngineConformance:
         assert [m["data"] for m in orjson.loads(body)["messages"]] == [1, 2, 3]
 
     async def test_a_publish_whose_body_arrives_in_pieces_is_published_once(
-            self, server: RunningServer) -> None:
+        self, server: RunningServer
+    ) -> None:
         channel = channel_name()
         raw = publish_request(channel, {"text": "x" * 500})
         conn = await HTTPConnection.open(server.port)
         try:
             for i in range(0, len(raw), 97):
-                conn.send(raw[i:i + 97])
+                conn.send(raw[i : i + 97])
                 await conn.writer.drain()
                 await asyncio.sleep(0.005)
             status, headers, body = await conn.answer()
@@ -790,25 +893,45 @@ class EngineConformance:
         assert orjson.loads(body)["offset"] == 1
         assert cursor_position(position, channel).offset == 1  # published once
 
-    @pytest.mark.parametrize(("request_bytes", "status", "code"), [
-        pytest.param(publish_request("refused", 1, key="wrong-key-0123456789"), 401,
-                     "unauthorized", id="wrong-key"),
-        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
-                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 9\r\n\r\n{\"data\":1", 400, "bad_request",
-                     id="bad-json"),
-        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
-                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 4000\r\n\r\n" + b" " * 4000, 413, "too_large",
-                     id="too-large"),
-        pytest.param(b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
-                     + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n"
-                     b"1a\r\n{\"channel\":\"c h\",\"data\":1}\r\n0\r\n\r\n", 400,
-                     "bad_request", id="chunked-bad-channel"),
-    ])
+    @pytest.mark.parametrize(
+        ("request_bytes", "status", "code"),
+        [
+            pytest.param(
+                publish_request("refused", 1, key="wrong-key-0123456789"), 401, "unauthorized", id="wrong-key"
+            ),
+            pytest.param(
+                b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                + API_KEY.encode()
+                + b"\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 9\r\n\r\n{"data":1',
+                400,
+                "bad_request",
+                id="bad-json",
+            ),
+            pytest.param(
+                b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                + API_KEY.encode()
+                + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 4000\r\n\r\n" + b" " * 4000,
+                413,
+                "too_large",
+                id="too-large",
+            ),
+            pytest.param(
+                b"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                + API_KEY.encode()
+                + b"\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                b'1a\r\n{"channel":"c h","data":1}\r\n0\r\n\r\n',
+                400,
+                "bad_request",
+                id="chunked-bad-channel",
+            ),
+        ],
+    )
     async def test_a_refused_publish_gets_the_api_s_answer_and_publishes_nothing(
-            self, request_bytes: bytes, status: int, code: str) -> None:
+        self, request_bytes: bytes, status: int, code: str
+    ) -> None:
         with self.serve(api_key=API_KEY, limits={"max_request_bytes": 2048}) as server:
             conn = await HTTPConnection.open(server.port)
             try:
@@ -825,7 +948,8 @@ class EngineConformance:
     # keepalive -----------------------------------------------------------------------------------
 
     async def test_an_idle_websocket_is_pinged_and_closed_with_1011_if_it_never_answers(
-            self, pinging: RunningServer) -> None:
+        self, pinging: RunningServer
+    ) -> None:
         """Inherent difference: the ASGI engine's pings are uvicorn's (a 4-byte payload, the
         pong awaited ``idle_timeout`` after each ping, an ASGI app sees no pongs); the sockets
         engine's are empty and it closes ``idle_timeout`` after the last byte received, so a
@@ -841,10 +965,9 @@ class EngineConformance:
             assert await ws.close_code() == 1011
 
     async def test_a_websocket_that_answers_pings_outlives_the_idle_timeout(
-            self, pinging: RunningServer) -> None:
+        self, pinging: RunningServer
+    ) -> None:
         async with connect(pinging.ws_url, open_timeout=DEADLINE) as ws:  # answers pings
             await asyncio.sleep(1.5 * pinging.settings.limits.idle_timeout)
             await ws.send('{"op":"ping","ref":1}')
-            assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {
-                "op": "pong", "ref": 1}
-
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {"op": "pong", "ref": 1}

@@ -9,5 +9,4 @@ from tests.engines.conformance import EngineConformance
 
 class TestSocketsEngine(EngineConformance):
     engine = "sockets"
-    differs: ClassVar[dict[str, str]] = {
-    }
+    differs: ClassVar[dict[str, str]] = {}

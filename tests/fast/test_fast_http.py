@@ -17,8 +17,9 @@ API_KEY = "fast-http-test-key-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def fast() -> Iterator[RunningServer]:
-    with serve(engine="fast", api_key=API_KEY, limits={"max_request_bytes": 2048},
-               sse={"max_duration": 1.0}) as running:
+    with serve(
+        engine="fast", api_key=API_KEY, limits={"max_request_bytes": 2048}, sse={"max_duration": 1.0}
+    ) as running:
         yield running
 
 
@@ -39,7 +40,8 @@ class Conn:
         status = int(lines[0].split()[1])
         headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
         body = await asyncio.wait_for(
-            self.reader.readexactly(int(headers.get("content-length", "0"))), DEADLINE)
+            self.reader.readexactly(int(headers.get("content-length", "0"))), DEADLINE
+        )
         return status, headers, body
 
     async def close(self) -> None:
@@ -49,9 +51,10 @@ class Conn:
 
 def publish_request(channel: str, data: object, *, key: str = API_KEY) -> bytes:
     body = orjson.dumps({"channel": channel, "data": data})
-    return (f"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+    return (
+        f"POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def poll_request(channel: str, cursor: str = "") -> bytes:
@@ -59,8 +62,7 @@ def poll_request(channel: str, cursor: str = "") -> bytes:
     return f"GET /poll?{query} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
 
-async def test_a_connection_moves_between_fast_answers_and_the_asgi_app(
-        fast: RunningServer) -> None:
+async def test_a_connection_moves_between_fast_answers_and_the_asgi_app(fast: RunningServer) -> None:
     conn = await Conn.open(fast.port)
     try:
         conn.writer.write(publish_request("mixed", "a"))
@@ -72,5 +74,3 @@ async def test_a_connection_moves_between_fast_answers_and_the_asgi_app(
     finally:
         await conn.close()
     assert status == 200 and orjson.loads(body)["offset"] == 2
-
-

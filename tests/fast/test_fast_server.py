@@ -18,8 +18,7 @@ DEADLINE = 10.0
 
 @pytest.fixture(scope="module")
 def fast() -> Iterator[RunningServer]:
-    with serve(engine="fast", limits={"max_frame_bytes": 4096},
-               server={"debug_echo": True}) as running:
+    with serve(engine="fast", limits={"max_frame_bytes": 4096}, server={"debug_echo": True}) as running:
         yield running
 
 
@@ -57,8 +56,7 @@ async def test_echo_endpoint_echoes_text_and_binary(fast: RunningServer):
 
 
 async def test_one_write_per_frame_mode_keeps_order_and_the_slow_consumer_rule():
-    with serve(engine="fast", server={"coalesce_writes": False},
-               limits={"outbox_bytes": 65536}) as server:
+    with serve(engine="fast", server={"coalesce_writes": False}, limits={"outbox_bytes": 65536}) as server:
         ws = await RawWS.open(server.port)
         ws.send(client_frame(OP_TEXT, b'{"op":"subscribe","ref":1,"channel":"nc"}'))
         assert (await ws.json())["op"] == "subscribed"

@@ -92,8 +92,7 @@ async def test_a_broadcast_waits_once_not_once_per_channel():
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             await timed_publish(client, 0)  # held too: the subscriber is a sentinel now
             started = time.monotonic()
-            r = await client.post("/api/broadcast",
-                                  json={"channels": ["flow", "flow", "flow"], "data": 1})
+            r = await client.post("/api/broadcast", json={"channels": ["flow", "flow", "flow"], "data": 1})
             assert r.status_code == 200, r.text
             assert 0.35 <= time.monotonic() - started < 0.75  # 3 holds would take 1.2 s
         await gone(ws)
@@ -162,8 +161,11 @@ async def test_stalled_subscribers_of_one_channel_do_not_hold_the_publishers_of_
                 pass
 
         reading = [asyncio.create_task(read_all(reader)) for reader in readers]
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client, \
-                httpx.AsyncClient(base_url=server.url, timeout=30) as trickler:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=server.url, timeout=30) as trickler,
+        ):
+
             async def trickle() -> None:  # "a" keeps getting data, held or not
                 while True:
                     await trickler.post("/api/publish", json={"channel": "a", "data": "x" * 100})
@@ -179,8 +181,7 @@ async def test_stalled_subscribers_of_one_channel_do_not_hold_the_publishers_of_
                 attackers.append(ws)
             # the attack is on once most sentinels are attackers: the node's lag shows it
             deadline = time.monotonic() + 10
-            while metric((await client.get("/metrics")).text,
-                         "tidings_delivery_lag_seconds") < 0.05:
+            while metric((await client.get("/metrics")).text, "tidings_delivery_lag_seconds") < 0.05:
                 assert time.monotonic() < deadline, "the stalled clients never became sentinels"
                 await asyncio.sleep(0.01)
             attacked = statistics.median(await serial_latencies(client, "b", 100))

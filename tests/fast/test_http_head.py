@@ -25,8 +25,7 @@ def test_match_route_decides_from_the_request_line():
 
 
 def test_head_parser_reads_a_split_upgrade_request_and_says_where_frames_start():
-    raw = (b"GET /ws?token=abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-           b"Connection: Upgrade\r\n\r\n")
+    raw = b"GET /ws?token=abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     parser = HeadParser()
     assert parser.feed(raw[:20]) is None
     done = parser.feed(raw[20:] + b"\x81")

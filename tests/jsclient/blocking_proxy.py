@@ -47,8 +47,10 @@ class BlockingProxy:
             return
         path = head.split(b" ", 2)[1].decode("latin-1")
         if path.startswith("/page.html"):
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(self.page) + self.page)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(self.page) + self.page
+            )
             await writer.drain()
             writer.close()
             return

@@ -17,13 +17,22 @@ from tests.jsclient.blocking_proxy import BlockingProxy
 from tests.serving import serve
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
+    ),
 ]
 
 PAGE = b"""<!doctype html><meta charset="utf-8"><title>fallback</title>
@@ -48,8 +57,7 @@ async def test_browser_client_falls_back_and_receives_every_message_once_in_orde
         proxy.block("/ws")
         try:
             async with async_playwright() as p, httpx.AsyncClient(base_url=server.url) as api:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                  args=FLAGS)
+                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
                 page = await browser.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -66,8 +74,7 @@ async def test_browser_client_falls_back_and_receives_every_message_once_in_orde
                 await page.wait_for_function("window.got.length >= 5", timeout=15000)
                 proxy.block("/sse")
                 await publish(range(6, 11))  # while the client is switching
-                await page.wait_for_function("window.transports.includes('longpoll')",
-                                             timeout=15000)
+                await page.wait_for_function("window.transports.includes('longpoll')", timeout=15000)
                 await publish(range(11, 16))
                 await page.wait_for_function("window.got.length >= 15", timeout=15000)
                 await asyncio.sleep(0.5)  # a duplicate would arrive now, if there were one

@@ -42,6 +42,7 @@ def answer(poll: Poll) -> dict[str, Any]:
 
 # when the answer is due ---------------------------------------------------------------------------
 
+
 def test_a_held_poll_without_news_answers_nothing_with_its_starting_cursor() -> None:
     poll = held()
     assert not poll.due and poll.reason is None
@@ -156,18 +157,22 @@ def test_an_ended_poll_takes_nothing_more() -> None:
 
 # invariants over event sequences ------------------------------------------------------------------
 
-events = st.lists(st.one_of(
-    st.tuples(st.just("publication"), st.booleans()),
-    st.tuples(st.just("gap"), st.just(False)),
-    st.tuples(st.just("tick"), st.floats(min_value=0, max_value=200)),
-    st.tuples(st.just("disconnect"), st.just(False)),
-    st.tuples(st.just("gone"), st.just(False)),
-), max_size=30)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("publication"), st.booleans()),
+        st.tuples(st.just("gap"), st.just(False)),
+        st.tuples(st.just("tick"), st.floats(min_value=0, max_value=200)),
+        st.tuples(st.just("disconnect"), st.just(False)),
+        st.tuples(st.just("gone"), st.just(False)),
+    ),
+    max_size=30,
+)
 
 
 @given(events, st.integers(min_value=1, max_value=5))
 def test_any_sequence_is_due_once_and_answers_what_it_took(
-        sequence: list[tuple[str, object]], limit: int) -> None:
+    sequence: list[tuple[str, object]], limit: int
+) -> None:
     poll = held(limit=limit, timeout=50)
     dues = 0
     taken = 0
@@ -203,12 +208,17 @@ def test_any_sequence_is_due_once_and_answers_what_it_took(
 
 # the answer's body --------------------------------------------------------------------------------
 
+
 def test_the_body_splices_encoded_messages() -> None:
     assert orjson.loads(poll_body([b'{"a":1}', b'{"b":2}'], "cur", [GAP])) == {
-        "messages": [{"a": 1}, {"b": 2}], "cursor": "cur", "gaps": [orjson.loads(GAP)]}
+        "messages": [{"a": 1}, {"b": 2}],
+        "cursor": "cur",
+        "gaps": [orjson.loads(GAP)],
+    }
 
 
 # short polling ------------------------------------------------------------------------------------
+
 
 def test_merge_by_time_orders_channels_by_time_then_name_and_keeps_each_in_order() -> None:
     a = [pub(1, channel="a", time=5), pub(2, channel="a", time=9)]
@@ -216,7 +226,10 @@ def test_merge_by_time_orders_channels_by_time_then_name_and_keeps_each_in_order
     merged = merge_by_time({"b": b, "a": a, "empty": []}, 10)
     assert [(p.channel, p.offset) for p in merged] == [("a", 1), ("b", 1), ("b", 2), ("a", 2)]
     assert [(p.channel, p.offset) for p in merge_by_time({"a": a, "b": b}, 3)] == [
-        ("a", 1), ("b", 1), ("b", 2)]
+        ("a", 1),
+        ("b", 1),
+        ("b", 2),
+    ]
     assert merge_by_time({}, 3) == []
 
 
@@ -225,18 +238,22 @@ def test_the_etag_names_the_cursor() -> None:
     assert etag_of("c1").startswith('"') and etag_of("c1").endswith('"')
 
 
-@pytest.mark.parametrize(("if_none_match", "status"), [
-    (None, 200),
-    ("", 200),
-    ("*", 304),
-    (' * ', 304),
-    ("SAME", 304),
-    ('W/SAME', 304),
-    ('"other", SAME', 304),
-    ('"other"', 200),
-])
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        (None, 200),
+        ("", 200),
+        ("*", 304),
+        (" * ", 304),
+        ("SAME", 304),
+        ("W/SAME", 304),
+        ('"other", SAME', 304),
+        ('"other"', 200),
+    ],
+)
 def test_a_short_poll_is_not_modified_when_if_none_match_names_its_etag(
-        if_none_match: str | None, status: int) -> None:
+    if_none_match: str | None, status: int
+) -> None:
     etag = etag_of("cur")
     header = None if if_none_match is None else if_none_match.replace("SAME", etag)
     assert short_poll_status("cur", header) == (status, etag)

@@ -48,8 +48,10 @@ GAP = Gap("c", "e", 5, 9, Position("e", 8))
 
 
 def machine(heartbeat: float = 2.0, max_duration: float = 0.0) -> StreamMachine:
-    return StreamMachine(StreamConfig(heartbeat=heartbeat, outbox_bytes=LIMIT,
-                                      close_timeout=CLOSE, max_duration=max_duration), Bytes())
+    return StreamMachine(
+        StreamConfig(heartbeat=heartbeat, outbox_bytes=LIMIT, close_timeout=CLOSE, max_duration=max_duration),
+        Bytes(),
+    )
 
 
 def pub(m: StreamMachine, size: int) -> bool:
@@ -66,6 +68,7 @@ def live(now: float = 0.0, **config: float) -> StreamMachine:
 
 
 # what a stream produces, and when the driver is woken ---------------------------------------
+
 
 def test_the_ready_notice_opens_with_the_preamble_and_the_first_bytes_wake_the_driver() -> None:
     m = machine()
@@ -132,6 +135,7 @@ def test_a_write_report_past_the_limit_ends_the_stream() -> None:
 
 # the heartbeat --------------------------------------------------------------------------------
 
+
 def test_an_idle_stream_beats_every_heartbeat_and_a_written_one_does_not() -> None:
     m = live(heartbeat=2.0)  # the ready notice was written: that tick does not beat
     assert m.deadline == 1.0
@@ -154,6 +158,7 @@ def test_an_early_tick_does_nothing_but_keep_the_deadline() -> None:
 
 
 # the ends -----------------------------------------------------------------------------------
+
 
 def test_max_duration_ends_the_stream_with_the_time_limit_notice() -> None:
     m = live(10.0, heartbeat=20.0, max_duration=5.0)
@@ -263,23 +268,30 @@ def test_opening_twice_changes_nothing() -> None:
 
 # event sequences --------------------------------------------------------------------------------
 
-events = st.lists(st.one_of(
-    st.tuples(st.just("pub"), st.integers(1, 80)),
-    st.tuples(st.just("gap"), st.just(0)),
-    st.tuples(st.just("flush"), st.integers(0, 150)),
-    st.tuples(st.just("tick"), st.integers(0, 4)),
-    st.tuples(st.just("disconnect"), st.sampled_from([1001, 1012, 4001, 4008])),
-    st.tuples(st.just("drain"), st.just(0)),
-    st.tuples(st.just("gone"), st.just(0)),
-), max_size=40)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("pub"), st.integers(1, 80)),
+        st.tuples(st.just("gap"), st.just(0)),
+        st.tuples(st.just("flush"), st.integers(0, 150)),
+        st.tuples(st.just("tick"), st.integers(0, 4)),
+        st.tuples(st.just("disconnect"), st.sampled_from([1001, 1012, 4001, 4008])),
+        st.tuples(st.just("drain"), st.just(0)),
+        st.tuples(st.just("gone"), st.just(0)),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(replay=st.lists(st.integers(1, 80), max_size=5), steps=events,
-       max_duration=st.sampled_from([0.0, 3.0]), expires=st.sampled_from([None, -1.0, 2.5]))
+@given(
+    replay=st.lists(st.integers(1, 80), max_size=5),
+    steps=events,
+    max_duration=st.sampled_from([0.0, 3.0]),
+    expires=st.sampled_from([None, -1.0, 2.5]),
+)
 def test_any_sequence_of_events_keeps_the_stream_rules(
-        replay: list[int], steps: list[tuple[str, int]], max_duration: float,
-        expires: float | None) -> None:
+    replay: list[int], steps: list[tuple[str, int]], max_duration: float, expires: float | None
+) -> None:
     """Whatever happens: nothing is written after the end, the farewell is the last thing
     written and the only one, a deadline is never in the past after a tick, a live stream ends
     as slow only past the limit, and the machine wakes its driver when it has bytes or ends."""

@@ -47,16 +47,15 @@ WALL = 1_700_000_000.0  # the wall clock at the start
 CLOSE = 2.0
 PING = 10.0
 IDLE = 25.0
-CONFIG = WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
-                         ping_interval=PING, idle_timeout=IDLE)
-ASGI = WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
-                       count_queue=True)
+CONFIG = WebSocketConfig(
+    max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE, ping_interval=PING, idle_timeout=IDLE
+)
+ASGI = WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE, count_queue=True)
 NAMESPACES = Namespaces({"secret": NamespaceOptions(private=True)})
 EMPTY_PING = encode_frame(OP_PING, b"")
 
 
-def machine(config: WebSocketConfig = CONFIG, session: Session | None = None
-            ) -> WebSocketMachine[bytes]:
+def machine(config: WebSocketConfig = CONFIG, session: Session | None = None) -> WebSocketMachine[bytes]:
     return WebSocketMachine(config, T0, WIRE_FRAMES, session)
 
 
@@ -69,7 +68,7 @@ def wire(m: WebSocketMachine[Any], farewell_first: bool = False) -> list[Any]:
     """What a driver writes now: the frames, then the close frame if it is due (asked for
     first or last: the machine gives it only after the frames)."""
     out: list[Any] = []
-    for take_frames in ([False, True, False] if farewell_first else [True, False]):
+    for take_frames in [False, True, False] if farewell_first else [True, False]:
         if take_frames:
             out.extend(m.take())
         elif (farewell := m.take_farewell()) is not None:
@@ -199,8 +198,7 @@ def test_a_binary_message_closes_with_1003_and_a_big_one_with_1009():
 
 
 def test_the_echo_takes_binary_messages_as_commands():
-    m = machine(WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
-                                binary=True))
+    m = machine(WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE, binary=True))
     m.receive(BinaryMessage(b"\x00"))
     assert m.start_commands() and m.next_command() == b"\x00"
 
@@ -322,8 +320,11 @@ def test_an_idle_client_is_pinged_and_closed_with_1011_if_it_stays_silent():
 
 def test_without_ping_frames_only_the_idle_rule_applies():
     m: WebSocketMachine[str] = WebSocketMachine(
-        WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
-                        ping_interval=PING, idle_timeout=IDLE), T0)
+        WebSocketConfig(
+            max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE, ping_interval=PING, idle_timeout=IDLE
+        ),
+        T0,
+    )
     m.tick(T0 + PING, WALL)
     assert wire(m) == []
     m.tick(T0 + 2 * PING, WALL)
@@ -393,9 +394,16 @@ def test_a_connection_gone_takes_nothing_more():
 
 # invariants over any sequence of events ------------------------------------------------------
 
-EVENTS: list[Event] = [TextMessage("c"), TextMessage("x" * 101), BinaryMessage(b"b"),
-                       Ping(b"p"), Pong(b"q"), CloseReceived(1000, ""), CloseReceived(None, ""),
-                       ProtocolError(1002, "bad")]
+EVENTS: list[Event] = [
+    TextMessage("c"),
+    TextMessage("x" * 101),
+    BinaryMessage(b"b"),
+    Ping(b"p"),
+    Pong(b"q"),
+    CloseReceived(1000, ""),
+    CloseReceived(None, ""),
+    ProtocolError(1002, "bad"),
+]
 step = st.one_of(
     st.tuples(st.just("push"), st.integers(1, 400)),
     st.tuples(st.just("append"), st.integers(1, 400)),  # the sockets driver's deliver
@@ -413,15 +421,27 @@ step = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(step, st.sampled_from(["no", "frames first", "close first"])),
-                max_size=60), st.booleans())
+@given(
+    st.lists(st.tuples(step, st.sampled_from(["no", "frames first", "close first"])), max_size=60),
+    st.booleans(),
+)
 def test_nothing_is_written_after_the_close_frame_and_a_deadline_exists_while_open(
-        steps: list[tuple[tuple[str, Any], str]], counted: bool) -> None:
+    steps: list[tuple[tuple[str, Any], str]], counted: bool
+) -> None:
     config = ASGI if counted else CONFIG
     m: WebSocketMachine[bytes] = WebSocketMachine(
-        WebSocketConfig(max_frame_bytes=100, outbox_bytes=1000, close_timeout=CLOSE,
-                        ping_interval=PING, idle_timeout=IDLE, count_queue=config.count_queue),
-        T0, WIRE_FRAMES, session(expires_in=40))
+        WebSocketConfig(
+            max_frame_bytes=100,
+            outbox_bytes=1000,
+            close_timeout=CLOSE,
+            ping_interval=PING,
+            idle_timeout=IDLE,
+            count_queue=config.count_queue,
+        ),
+        T0,
+        WIRE_FRAMES,
+        session(expires_in=40),
+    )
     m.watch_expiry(T0, WALL)
     now = T0
     out: list[Any] = []

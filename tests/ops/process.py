@@ -53,25 +53,34 @@ class ServerProcess:
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """This environment without TIDINGS_ variables, with this checkout's source first."""
     found = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-    found["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [found.get("PYTHONPATH")])])
+    found["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [found.get("PYTHONPATH")])])
     found.update(env or {})
     return found
 
 
-def serve_failing(*args: str, cwd: Path | None = None,
-                  timeout: float = START_DEADLINE) -> subprocess.CompletedProcess[str]:
+def serve_failing(
+    *args: str, cwd: Path | None = None, timeout: float = START_DEADLINE
+) -> subprocess.CompletedProcess[str]:
     """Run ``tidings serve ARGS`` expecting it to exit on its own (a start that fails)."""
-    return subprocess.run([sys.executable, "-m", "tidings", "serve", *args], env=environment(),
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", "serve", *args],
+        env=environment(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(config: Path, port: int, log: Path, env: dict[str, str] | None = None) -> ServerProcess:
     """Start ``tidings serve`` and wait until ``/readyz`` answers 200."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tidings", "serve", "--config", str(config), "--port",
-             str(port)], stdout=out, stderr=subprocess.STDOUT, env=environment(env))
+            [sys.executable, "-m", "tidings", "serve", "--config", str(config), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment(env),
+        )
     server = ServerProcess(process, port, log)
     deadline = time.monotonic() + START_DEADLINE
     while True:
@@ -89,8 +98,7 @@ def start(config: Path, port: int, log: Path, env: dict[str, str] | None = None)
 
 
 @contextmanager
-def running(config: Path, port: int, log: Path,
-            env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running(config: Path, port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A started server, killed at the end of the block if it is still running."""
     server = start(config, port, log, env)
     try:

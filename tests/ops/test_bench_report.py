@@ -19,7 +19,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MACHINE = {"cpus": 2, "kernel": "6.1-test", "python": "3.11.7"}
 
 
-
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """benchmarks/run.py with its page, image folder and results folder in tmp_path."""
@@ -31,16 +30,28 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(module, "IMG", tmp_path / "docs" / "img")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     module.DOC.parent.mkdir(parents=True)
-    module.DOC.write_text("# Performance\n\nIntro kept.\n\n<!-- bench:suite begin -->\nold table\n"
-                          "<!-- bench:suite end -->\n\nOutro kept.\n")
+    module.DOC.write_text(
+        "# Performance\n\nIntro kept.\n\n<!-- bench:suite begin -->\nold table\n"
+        "<!-- bench:suite end -->\n\nOutro kept.\n"
+    )
     return module
 
 
-def record(peer: str, label: str, scenario: str, rep: int, status: str = "ok",
-           **figures: Any) -> dict[str, Any]:
-    return {"peer": peer, "label": label, "scenario": scenario, "rep": rep, "status": status,
-            "when": f"2026-11-28T10:0{rep}:00", "machine": MACHINE, "server_cpus": [0],
-            "client_cpus": [1], **figures}
+def record(
+    peer: str, label: str, scenario: str, rep: int, status: str = "ok", **figures: Any
+) -> dict[str, Any]:
+    return {
+        "peer": peer,
+        "label": label,
+        "scenario": scenario,
+        "rep": rep,
+        "status": status,
+        "when": f"2026-11-28T10:0{rep}:00",
+        "machine": MACHINE,
+        "server_cpus": [0],
+        "client_cpus": [1],
+        **figures,
+    }
 
 
 def synthetic(path: Path) -> Path:
@@ -52,8 +63,14 @@ def synthetic(path: Path) -> Path:
         record(sio, "Node ws (broadcast loop)", "F1", 1, deliveries_per_s=50_000, p99_ms=100.0),
         record(sio, "Node ws (broadcast loop)", "F1", 2, deliveries_per_s=70_000, p99_ms=120.0),
         record(sio, "Node ws (broadcast loop)", "F1", 3, status="error", error="RuntimeError: x"),
-        record("socketio", "python-socketio (uvicorn)", "F1", 1, status="n/a",
-               error="/ws not served (404) by this build"),
+        record(
+            "socketio",
+            "python-socketio (uvicorn)",
+            "F1",
+            1,
+            status="n/a",
+            error="/ws not served (404) by this build",
+        ),
         record(tid, node, "C1", 1, opened=10_000, live_after_probe=10_000, rss_kb_per_conn=3.3),
         record(tid, node, "L1", 1, rt_per_s=4_321, msgs_per_s=4_321, p50_ms=2.0, p99_ms=9.0),
     ]
@@ -70,8 +87,9 @@ def assert_png(path: Path) -> None:
     assert len(data) > 5_000  # bars, labels and text, not an empty canvas
 
 
-def test_report_writes_tables_with_medians_and_a_chart_linked_above_each(bench: ModuleType,
-                                                                         tmp_path: Path) -> None:
+def test_report_writes_tables_with_medians_and_a_chart_linked_above_each(
+    bench: ModuleType, tmp_path: Path
+) -> None:
     jsonl = synthetic(tmp_path / "suite-test.jsonl")
     bench.finish("suite", [jsonl], argparse.Namespace(no_docs=False), "python run.py suite")
 
@@ -80,16 +98,14 @@ def test_report_writes_tables_with_medians_and_a_chart_linked_above_each(bench: 
     assert "old table" not in text
     section = text.split("<!-- bench:suite begin -->")[1].split("<!-- bench:suite end -->")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
-    assert "| tidings (this checkout) | 3/3 | 200,000 [100,000–300,000] | 30.0 [20.0–40.0] " \
-           "| 80 [70–90] | 0 |" in "\n".join(rows)
-    assert any(r.startswith("| Node ws (broadcast loop) | 2/3 | 60,000 [50,000–70,000] |")
-               for r in rows)
-    assert any(r.startswith("| python-socketio (uvicorn) | n/a | /ws not served (404)")
-               for r in rows)
-    assert any(r.startswith("| tidings (this checkout) | 1/1 | 10,000 | 10,000 | 3.3 |")
-               for r in rows)
-    assert any(r.startswith("| tidings (this checkout) | 1/1 | 4,321 | 4,321 | 2.0 | 9.0 |")
-               for r in rows)
+    assert (
+        "| tidings (this checkout) | 3/3 | 200,000 [100,000–300,000] | 30.0 [20.0–40.0] "
+        "| 80 [70–90] | 0 |" in "\n".join(rows)
+    )
+    assert any(r.startswith("| Node ws (broadcast loop) | 2/3 | 60,000 [50,000–70,000] |") for r in rows)
+    assert any(r.startswith("| python-socketio (uvicorn) | n/a | /ws not served (404)") for r in rows)
+    assert any(r.startswith("| tidings (this checkout) | 1/1 | 10,000 | 10,000 | 3.3 |") for r in rows)
+    assert any(r.startswith("| tidings (this checkout) | 1/1 | 4,321 | 4,321 | 2.0 | 9.0 |") for r in rows)
     assert "Machine: 2 vCPUs" in section and "runs 2026-11-28T10:01:00 – 2026-11-28T10:03:00" in section
 
     for scenario in ("F1", "C1", "L1"):
@@ -101,7 +117,10 @@ def test_report_writes_tables_with_medians_and_a_chart_linked_above_each(bench: 
         block = section.split(f"**{title}**")[1]
         assert block.index(link) < block.index("| peer | runs |")
     assert sorted(p.name for p in bench.IMG.iterdir()) == [
-        "bench-suite-C1.png", "bench-suite-F1.png", "bench-suite-L1.png"]
+        "bench-suite-C1.png",
+        "bench-suite-F1.png",
+        "bench-suite-L1.png",
+    ]
 
     summary = json.loads((bench.RESULTS / "suite.json").read_text())["scenarios"]
     assert summary["F1"]["tidings"]["deliveries_per_s"] == 200_000
@@ -110,8 +129,8 @@ def test_report_writes_tables_with_medians_and_a_chart_linked_above_each(bench: 
 
 
 def test_without_matplotlib_the_tables_are_still_written_and_it_says_how_to_install_it(
-        bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
     jsonl = synthetic(tmp_path / "suite-test.jsonl")
     bench.finish("suite", [jsonl], argparse.Namespace(no_docs=False), "python run.py suite")
@@ -124,21 +143,41 @@ def test_without_matplotlib_the_tables_are_still_written_and_it_says_how_to_inst
 
 
 def test_publish_api_section_and_charts(bench: ModuleType, tmp_path: Path) -> None:
-    runs = [{"rep": rep, "conns": conns, "requests_per_s": rps, "p50_ms": 1.0 * conns,
-             "p99_ms": 5.0 * conns, "server_cpu_us_per_request": 800.0, "server_util": 0.9,
-             "client_util": 0.1, "errors": 0}
-            for rep, rps_by_conns in enumerate(([900, 1000], [1100, 1300], [1000, 1200]), 1)
-            for conns, rps in zip((1, 4), rps_by_conns, strict=True)]
-    paths = {name: {"samples": 300, "lost": lost, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 8.0,
-                    "max_ms": 10.0}
-             for name, lost in (("publish request (sent → answered)", 0),
-                                ("WebSocket subscriber (sent → first delivery)", 0),
-                                ("SSE subscriber (sent → first delivery)", 2))}
-    result = {"machine": MACHINE, "started": "2026-11-28T10:00:00", "when": "2026-11-28T10:01:00",
-              "pinned": {"server": [0], "loadgen": [1]}, "load_average_before": [0.5],
-              "versions": {"tidings": "0.1.0"}, "command": "benchmarks/publish_api.py",
-              "seconds_per_run": 4.0, "throughput": runs,
-              "latency": {"rate": 100.0, "seconds": 3.0, "publications": 300, "paths": paths}}
+    runs = [
+        {
+            "rep": rep,
+            "conns": conns,
+            "requests_per_s": rps,
+            "p50_ms": 1.0 * conns,
+            "p99_ms": 5.0 * conns,
+            "server_cpu_us_per_request": 800.0,
+            "server_util": 0.9,
+            "client_util": 0.1,
+            "errors": 0,
+        }
+        for rep, rps_by_conns in enumerate(([900, 1000], [1100, 1300], [1000, 1200]), 1)
+        for conns, rps in zip((1, 4), rps_by_conns, strict=True)
+    ]
+    paths = {
+        name: {"samples": 300, "lost": lost, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 8.0, "max_ms": 10.0}
+        for name, lost in (
+            ("publish request (sent → answered)", 0),
+            ("WebSocket subscriber (sent → first delivery)", 0),
+            ("SSE subscriber (sent → first delivery)", 2),
+        )
+    }
+    result = {
+        "machine": MACHINE,
+        "started": "2026-11-28T10:00:00",
+        "when": "2026-11-28T10:01:00",
+        "pinned": {"server": [0], "loadgen": [1]},
+        "load_average_before": [0.5],
+        "versions": {"tidings": "0.1.0"},
+        "command": "benchmarks/publish_api.py",
+        "seconds_per_run": 4.0,
+        "throughput": runs,
+        "latency": {"rate": 100.0, "seconds": 3.0, "publications": 300, "paths": paths},
+    }
     path = tmp_path / "publish-api.json"
     path.write_text(json.dumps(result))
     bench.DOC.write_text("x\n<!-- bench:publish-api begin -->\n<!-- bench:publish-api end -->\ny\n")
@@ -160,22 +199,40 @@ def compare_records() -> list[dict[str, Any]]:
     """Two runs a side: F1 and L1 measured on both, C1 failing after; plus a row to ignore."""
     before, after = "tidings-before", "tidings-after"
     lb, la = "tidings before: main (1a2b3c4)", "tidings after: working tree (5d6e7f8)"
-    fan = {before: [(90_000, 40.0, 70.0, 6.0), (110_000, 40.0, 90.0, 8.0)],
-           after: [(95_000, 30.0, 85.0, 7.7), (97_000, 30.0, 85.0, 7.7)]}
-    recs = [record(peer, label, "F1", rep, deliveries_per_s=d, p50_ms=p50, p99_ms=p99,
-                   server_us_per_delivery=us, lost=0)
-            for peer, label in ((before, lb), (after, la))
-            for rep, (d, p50, p99, us) in enumerate(fan[peer], 1)]
-    recs += [record(peer, label, "L1", rep, rt_per_s=rt, p50_ms=5.0, p99_ms=20.0)
-             for peer, label, rt in ((before, lb, 5_000), (after, la, 4_500)) for rep in (1, 2)]
-    recs += [record(before, lb, "C1", rep, rss_kb_per_conn=3.1, server_cpu_us_per_conn=440)
-             for rep in (1, 2)]
-    recs += [record(after, la, "C1", rep, status="error",
-                    error="RuntimeError: server process exited with 1") for rep in (1, 2)]
+    fan = {
+        before: [(90_000, 40.0, 70.0, 6.0), (110_000, 40.0, 90.0, 8.0)],
+        after: [(95_000, 30.0, 85.0, 7.7), (97_000, 30.0, 85.0, 7.7)],
+    }
+    recs = [
+        record(
+            peer,
+            label,
+            "F1",
+            rep,
+            deliveries_per_s=d,
+            p50_ms=p50,
+            p99_ms=p99,
+            server_us_per_delivery=us,
+            lost=0,
+        )
+        for peer, label in ((before, lb), (after, la))
+        for rep, (d, p50, p99, us) in enumerate(fan[peer], 1)
+    ]
+    recs += [
+        record(peer, label, "L1", rep, rt_per_s=rt, p50_ms=5.0, p99_ms=20.0)
+        for peer, label, rt in ((before, lb, 5_000), (after, la, 4_500))
+        for rep in (1, 2)
+    ]
+    recs += [record(before, lb, "C1", rep, rss_kb_per_conn=3.1, server_cpu_us_per_conn=440) for rep in (1, 2)]
+    recs += [
+        record(after, la, "C1", rep, status="error", error="RuntimeError: server process exited with 1")
+        for rep in (1, 2)
+    ]
     for r in recs:
-        r["versions"] = {"tidings": "0.1.0",
-                         "commit": "main (1a2b3c4)" if r["peer"] == before
-                         else "working tree (5d6e7f8)"}
+        r["versions"] = {
+            "tidings": "0.1.0",
+            "commit": "main (1a2b3c4)" if r["peer"] == before else "working tree (5d6e7f8)",
+        }
     recs.append(record("tidings", "tidings (this checkout)", "F1", 1, deliveries_per_s=1))
     return recs
 
@@ -183,30 +240,33 @@ def compare_records() -> list[dict[str, Any]]:
 def test_compare_table_judges_each_figure_the_right_way_round(bench: ModuleType) -> None:
     text = bench.compare_table(bench.compare_rows(compare_records()))
     lines = text.splitlines()
-    assert lines[0] == ("| scenario | figure | better | before | after | after/before "
-                        "| within 5 % of before |")
+    assert lines[0] == (
+        "| scenario | figure | better | before | after | after/before | within 5 % of before |"
+    )
     body = lines[2:]
     # throughput 4 % lower: within; p50 25 % lower: a gain; p99 and CPU/delivery higher: losses
     assert body[:4] == [
-        "| F1 | deliveries/s | higher | 100,000 [90,000–110,000] | 96,000 [95,000–97,000] "
-        "| 0.960 | yes |",
+        "| F1 | deliveries/s | higher | 100,000 [90,000–110,000] | 96,000 [95,000–97,000] | 0.960 | yes |",
         "| F1 | p50 ms | lower | 40.0 | 30.0 | 0.750 | yes |",
         "| F1 | p99 ms | lower | 80.0 [70.0–90.0] | 85.0 | 1.062 | **no** |",
         "| F1 | server CPU µs/delivery | lower | 7.0 [6.0–8.0] | 7.7 | 1.100 | **no** |",
     ]
     # a side without a usable run says why, and there is no ratio to judge
     assert body[4:6] == [
-        "| C1 | RSS KiB/conn | lower | 3.1 | error: RuntimeError: server process exited with 1 "
-        "| – | – |",
+        "| C1 | RSS KiB/conn | lower | 3.1 | error: RuntimeError: server process exited with 1 | – | – |",
         "| C1 | server CPU µs/conn | lower | 440 | error: RuntimeError: server process exited "
         "with 1 | – | – |",
     ]
     assert body[6] == "| L1 | round trips/s | higher | 5,000 | 4,500 | 0.900 | **no** |"
-    assert body[7:9] == ["| L1 | p50 ms | lower | 5.0 | 5.0 | 1.000 | yes |",
-                         "| L1 | p99 ms | lower | 20.0 | 20.0 | 1.000 | yes |"]
-    assert lines[-1] == ("4 of 7 figures within 5 % of before; not: F1 p99 ms (1.062), "
-                         "F1 server CPU µs/delivery (1.100), L1 round trips/s (0.900); "
-                         "no ratio for C1.")
+    assert body[7:9] == [
+        "| L1 | p50 ms | lower | 5.0 | 5.0 | 1.000 | yes |",
+        "| L1 | p99 ms | lower | 20.0 | 20.0 | 1.000 | yes |",
+    ]
+    assert lines[-1] == (
+        "4 of 7 figures within 5 % of before; not: F1 p99 ms (1.062), "
+        "F1 server CPU µs/delivery (1.100), L1 round trips/s (0.900); "
+        "no ratio for C1."
+    )
 
 
 def test_compare_section_and_summary(bench: ModuleType, tmp_path: Path) -> None:
@@ -220,8 +280,9 @@ def test_compare_section_and_summary(bench: ModuleType, tmp_path: Path) -> None:
     text = bench.DOC.read_text()
     assert text.startswith("x\n") and text.endswith("y\n") and "old" not in text
     section = text.split("<!-- bench:compare begin -->")[1].split("<!-- bench:compare end -->")[0]
-    assert section.startswith("\n**before**: `main (1a2b3c4)`; "
-                              "**after**: `working tree (5d6e7f8)`.\n\n| scenario | figure |")
+    assert section.startswith(
+        "\n**before**: `main (1a2b3c4)`; **after**: `working tree (5d6e7f8)`.\n\n| scenario | figure |"
+    )
     # then the per-side detail, without the row of the other peer in the file
     assert "| tidings before: main (1a2b3c4) | 2/2 | 100,000 [90,000–110,000] |" in section
     assert "| tidings after: working tree (5d6e7f8) | error |" in section

@@ -15,8 +15,14 @@ from tidings.config_cli import check_file, mask_secrets
 def tidings(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tidings", *args], capture_output=True,
-                          text=True, env=environment, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_config_check_reports_all_three_mistakes_with_their_keys(tmp_path: Path):
@@ -40,8 +46,7 @@ def test_config_check_reports_the_safe_bind_rule_together_with_other_mistakes(tm
     assert "not loopback" in result.stdout
 
 
-def test_config_check_accepts_a_valid_file_and_ignores_the_environment(tmp_path: Path,
-                                                                      monkeypatch):
+def test_config_check_accepts_a_valid_file_and_ignores_the_environment(tmp_path: Path, monkeypatch):
     cfg = tmp_path / "tidings.toml"
     cfg.write_text('port = 9000\ntrusted_proxies = ["10.0.0.0/8"]\n[limits]\nidle_timeout = 30\n')
     monkeypatch.setenv("TIDINGS_PORT", "not a port")
@@ -57,12 +62,24 @@ def test_config_check_reports_invalid_toml_and_missing_files(tmp_path: Path):
 
 
 def test_mask_secrets_masks_secret_names_and_url_passwords():
-    masked = mask_secrets({"api_key": "k" * 20, "auth": {"client_secret": "s"},
-                           "secret": ["a", "b"], "broker": "redis://u:pw@h:1/0", "port": 1,
-                           "api_keys": [{"key": "x" * 20, "name": "n"}]})
-    assert masked == {"api_key": "********", "auth": {"client_secret": "********"},
-                      "secret": ["********", "********"], "broker": "redis://u:********@h:1/0",
-                      "port": 1, "api_keys": [{"key": "********", "name": "n"}]}
+    masked = mask_secrets(
+        {
+            "api_key": "k" * 20,
+            "auth": {"client_secret": "s"},
+            "secret": ["a", "b"],
+            "broker": "redis://u:pw@h:1/0",
+            "port": 1,
+            "api_keys": [{"key": "x" * 20, "name": "n"}],
+        }
+    )
+    assert masked == {
+        "api_key": "********",
+        "auth": {"client_secret": "********"},
+        "secret": ["********", "********"],
+        "broker": "redis://u:********@h:1/0",
+        "port": 1,
+        "api_keys": [{"key": "********", "name": "n"}],
+    }
 
 
 SECRETS = {
@@ -81,7 +98,8 @@ def secret_config(tmp_path: Path) -> Path:
         f'broker = "redis://:{SECRETS["redis"]}@127.0.0.1:6379/0"\n'
         f'[[api_keys]]\nkey = "{SECRETS["listed"]}"\nscopes = ["publish"]\nname = "ci"\n'
         f'[receivers.github]\nprovider = "github"\nsecret = "{SECRETS["receiver"]}"\n'
-        'channel = "github:{event}"\n')
+        'channel = "github:{event}"\n'
+    )
     return cfg
 
 

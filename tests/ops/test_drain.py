@@ -31,13 +31,13 @@ SIGTERM_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has 
 
 def config(tmp_path: Path, broker: str) -> Path:
     path = tmp_path / "tidings.toml"
-    path.write_text(f'broker = "{broker}"\ndrain_timeout = {DRAIN_TIMEOUT}\n'
-                    '[namespaces.feed]\nhistory_size = 10000\n')
+    path.write_text(
+        f'broker = "{broker}"\ndrain_timeout = {DRAIN_TIMEOUT}\n[namespaces.feed]\nhistory_size = 10000\n'
+    )
     return path
 
 
-async def subscribe(url: str, channel: str, since: dict[str, Any] | None = None
-                    ) -> ClientConnection:
+async def subscribe(url: str, channel: str, since: dict[str, Any] | None = None) -> ClientConnection:
     ws = await connect(url, open_timeout=DEADLINE)
     command: dict[str, Any] = {"op": "subscribe", "ref": 1, "channel": channel}
     if since is not None:
@@ -73,8 +73,9 @@ class Publisher:
         async with httpx.AsyncClient(timeout=DEADLINE) as http:
             while not self.stopped.is_set():
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await http.post(f"{self.url}/api/publish",
-                                               json={"channel": self.channel, "data": self.next})
+                    response = await http.post(
+                        f"{self.url}/api/publish", json={"channel": self.channel, "data": self.next}
+                    )
                     if response.status_code == 200:
                         self.accepted[response.json()["offset"]] = self.next
                 self.next += 1
@@ -96,8 +97,9 @@ async def test_sigterm_during_traffic_closes_websockets_with_1012_and_exits_in_t
     with running(config(tmp_path, "memory"), port, tmp_path / "server.log") as server:
         clients = [await subscribe(server.ws_url, "feed:live") for _ in range(3)]
         seen: list[list[dict[str, Any]]] = [[] for _ in clients]
-        readers = [asyncio.create_task(read_until_closed(ws, got))
-                   for ws, got in zip(clients, seen, strict=True)]
+        readers = [
+            asyncio.create_task(read_until_closed(ws, got)) for ws, got in zip(clients, seen, strict=True)
+        ]
         publisher = Publisher(server.url, "feed:live")
         publishing = asyncio.create_task(publisher.run())
         await wait_for(lambda: all(len(got) >= 5 for got in seen), "traffic")
@@ -147,8 +149,10 @@ async def reconnect(url: str, channel: str, since: dict[str, Any] | None) -> Cli
             await asyncio.sleep(0.1)
 
 
-@pytest.mark.skipif(SQLITE_MISSING, reason="the SQLite broker (tidings.brokers.sqlite) is not "
-                    "merged yet: this test runs once it is")
+@pytest.mark.skipif(
+    SQLITE_MISSING,
+    reason="the SQLite broker (tidings.brokers.sqlite) is not merged yet: this test runs once it is",
+)
 async def test_after_sigterm_and_restart_with_sqlite_clients_resume_exactly_once(
     tmp_path: Path,
 ):
@@ -160,8 +164,9 @@ async def test_after_sigterm_and_restart_with_sqlite_clients_resume_exactly_once
     publisher: Publisher
     with running(cfg, port, log) as first:
         clients = [await subscribe(first.ws_url, channel) for _ in seen]
-        readers = [asyncio.create_task(read_until_closed(ws, got))
-                   for ws, got in zip(clients, seen, strict=True)]
+        readers = [
+            asyncio.create_task(read_until_closed(ws, got)) for ws, got in zip(clients, seen, strict=True)
+        ]
         publisher = Publisher(first.url, channel)
         publishing = asyncio.create_task(publisher.run())
         await wait_for(lambda: all(len(got) >= 20 for got in seen), "traffic before SIGTERM")
@@ -174,17 +179,20 @@ async def test_after_sigterm_and_restart_with_sqlite_clients_resume_exactly_once
         resumed = []
         for got in seen:
             last = got[-1]
-            resumed.append(await reconnect(second.ws_url, channel,
-                                           {"epoch": last["epoch"], "offset": last["offset"]}))
-        readers = [asyncio.create_task(read_until_closed(ws, got))
-                   for ws, got in zip(resumed, seen, strict=True)]
+            resumed.append(
+                await reconnect(second.ws_url, channel, {"epoch": last["epoch"], "offset": last["offset"]})
+            )
+        readers = [
+            asyncio.create_task(read_until_closed(ws, got)) for ws, got in zip(resumed, seen, strict=True)
+        ]
         before = len(publisher.accepted)
         await wait_for(lambda: len(publisher.accepted) >= before + 20, "traffic after restart")
         publisher.stopped.set()
         await publishing
         newest = max(publisher.accepted)
-        await wait_for(lambda: all(got and got[-1]["offset"] >= newest for got in seen),
-                       "every client to catch up")
+        await wait_for(
+            lambda: all(got and got[-1]["offset"] >= newest for got in seen), "every client to catch up"
+        )
         for ws in resumed:
             await ws.close()
         await asyncio.gather(*readers)
@@ -246,12 +254,13 @@ async def storm_subscriber(port: int, channel: str, subscribed: asyncio.Event) -
     joins = 0
     try:
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
-        writer.write(client_frame(OP_TEXT, orjson.dumps(
-            {"op": "subscribe", "ref": 1, "channel": channel})))
+        writer.write(client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel})))
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readexactly(2)
@@ -277,16 +286,20 @@ async def test_a_join_storm_is_not_quadratic_and_sigterm_still_drains_in_time(tm
     # Each join goes to every subscriber: without a bound that is 2 million frames (the node
     # sat at full CPU for minutes with 10,000, and SIGTERM could not stop it).
     path = tmp_path / "tidings.toml"
-    path.write_text(f"drain_timeout = {DRAIN_TIMEOUT}\n"
-                    f"[limits]\nmax_connections_per_ip = {STORM}\n"
-                    "[namespaces.room]\npresence = true\njoin_leave = true\n")
+    path.write_text(
+        f"drain_timeout = {DRAIN_TIMEOUT}\n"
+        f"[limits]\nmax_connections_per_ip = {STORM}\n"
+        "[namespaces.room]\npresence = true\njoin_leave = true\n"
+    )
     with running(path, free_port(), tmp_path / "server.log") as server:
         cpu_before = cpu_seconds(server.process.pid)
         flags = [asyncio.Event() for _ in range(STORM)]
         clients = []
         for start in range(0, STORM, 250):  # in waves, as fast as the loopback takes them
-            clients += [asyncio.create_task(storm_subscriber(server.port, "room:hall", flag))
-                        for flag in flags[start:start + 250]]
+            clients += [
+                asyncio.create_task(storm_subscriber(server.port, "room:hall", flag))
+                for flag in flags[start : start + 250]
+            ]
             await asyncio.sleep(0)
         deadline = time.monotonic() + 60
         for flag in flags:

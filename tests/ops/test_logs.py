@@ -31,21 +31,24 @@ async def test_json_logs_carry_request_ids_and_connection_lines_and_never_secret
     tmp_path: Path,
 ):
     cfg = tmp_path / "tidings.toml"
-    cfg.write_text(f'log_format = "json"\naccess_log = true\napi_key = "{API_KEY}"\n'
-                   f'token_secret = "{TOKEN_SECRET}"\n')
-    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, TOKEN_SECRET,
-                       algorithm="HS256")
+    cfg.write_text(
+        f'log_format = "json"\naccess_log = true\napi_key = "{API_KEY}"\ntoken_secret = "{TOKEN_SECRET}"\n'
+    )
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, TOKEN_SECRET, algorithm="HS256")
     with running(cfg, free_port(), tmp_path / "server.log") as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            info = await http.get("/api/info", headers={"Authorization": f"Bearer {API_KEY}",
-                                                        "X-Request-ID": "req-123"})
+            info = await http.get(
+                "/api/info", headers={"Authorization": f"Bearer {API_KEY}", "X-Request-ID": "req-123"}
+            )
             assert info.status_code == 200
             assert info.headers["x-request-id"] == "req-123"
-            fresh = await http.get("/api/info", params={"token": token},
-                                   headers={"X-Request-ID": "no spaces allowed"})
+            fresh = await http.get(
+                "/api/info", params={"token": token}, headers={"X-Request-ID": "no spaces allowed"}
+            )
             assert len(fresh.headers["x-request-id"]) == 32  # a new id replaced the insane one
-        async with await WS.open(f"{server.ws_url}?token={token}",
-                                 additional_headers={"X-Request-ID": "ws-42"}) as ws:
+        async with await WS.open(
+            f"{server.ws_url}?token={token}", additional_headers={"X-Request-ID": "ws-42"}
+        ) as ws:
             assert ws.conn.response is not None
             assert ws.conn.response.headers["x-request-id"] == "ws-42"
             assert (await ws.request("subscribe", channel="logged"))["op"] == "subscribed"
@@ -97,9 +100,11 @@ async def test_the_defaults_write_no_line_per_request_or_poll(tmp_path: Path, en
 
 def test_redact_masks_tokens_keys_and_authorization_headers():
     jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
-    text = (f'GET /sse?channel=a&token={jwt_like}&x=1 "Authorization: Bearer abc.def" '
-            f"headers=[(b'authorization', b'Bearer zzz')] api_key=sekrit whsec_abcdef "
-            f"{jwt_like} my-secret-value")
+    text = (
+        f'GET /sse?channel=a&token={jwt_like}&x=1 "Authorization: Bearer abc.def" '
+        f"headers=[(b'authorization', b'Bearer zzz')] api_key=sekrit whsec_abcdef "
+        f"{jwt_like} my-secret-value"
+    )
     out = redact(text, ["my-secret-value"])
     for leaked in (jwt_like, "abc.def", "zzz", "sekrit", "abcdef", "my-secret-value"):
         assert leaked not in out

@@ -34,8 +34,7 @@ def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]
     return samples
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-          **labels: str) -> float:
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -73,8 +72,7 @@ async def test_metrics_parse_and_move_with_traffic(server: RunningServer):
     assert value(after, "tidings_broker_errors_total", operation="publish") == 0
     assert value(after, "tidings_broker_available") == 1
     assert value(after, "tidings_delivery_latency_seconds_sum") < 5
-    closed = await wait_metric(server, "tidings_disconnects_total", 2, transport="ws",
-                               reason="normal")
+    closed = await wait_metric(server, "tidings_disconnects_total", 2, transport="ws", reason="normal")
     assert closed == 2
     final = scrape(server)
     assert value(final, "tidings_connections", transport="ws") == 0
@@ -90,8 +88,11 @@ async def test_a_slow_consumer_is_counted():
             async with httpx.AsyncClient(base_url=server.url) as http:
                 for i in range(400):  # the client reads nothing: TCP buffers fill, then the outbox
                     await http.post("/api/publish", json={"channel": "slow", "data": payload})
-                    if i % 10 == 9 and value(await asyncio.to_thread(scrape, server),
-                                             "tidings_outbox_overflows_total", transport="ws"):
+                    if i % 10 == 9 and value(
+                        await asyncio.to_thread(scrape, server),
+                        "tidings_outbox_overflows_total",
+                        transport="ws",
+                    ):
                         break
             try:
                 while True:
@@ -99,8 +100,7 @@ async def test_a_slow_consumer_is_counted():
             except ConnectionClosed:
                 pass
             assert ws.close_code == 4008
-        assert await wait_metric(server, "tidings_slow_consumer_disconnects_total", 1,
-                                 transport="ws") == 1
+        assert await wait_metric(server, "tidings_slow_consumer_disconnects_total", 1, transport="ws") == 1
         assert value(scrape(server), "tidings_outbox_overflows_total", transport="ws") == 1
 
 
@@ -126,9 +126,11 @@ async def test_every_exported_metric_is_documented():
         node.metrics.outbox_overflow("ws")
         node.metrics.observe_latency(0.01)
         node.metrics.connection_opened("ws")
-        exported = {family.name for family in
-                    text_string_to_metric_families(node.metrics.exposition().decode())
-                    if not family.name.endswith("_created")}
+        exported = {
+            family.name
+            for family in text_string_to_metric_families(node.metrics.exposition().decode())
+            if not family.name.endswith("_created")
+        }
     counters = {name.removesuffix("_total") for name in METRIC_NAMES}
     assert exported == counters, "tidings.metrics.METRIC_NAMES is out of date"
     doc = (ROOT / "docs" / "reference" / "metrics.md").read_text()

@@ -10,8 +10,7 @@ TRUSTED = TrustedProxies.parse(["127.0.0.1/32", "10.0.0.0/8"])
 
 
 def scope(peer: str, *forwarded: str) -> dict[str, Any]:
-    return {"client": (peer, 5555),
-            "headers": [(b"x-forwarded-for", value.encode()) for value in forwarded]}
+    return {"client": (peer, 5555), "headers": [(b"x-forwarded-for", value.encode()) for value in forwarded]}
 
 
 def test_the_header_is_ignored_from_an_untrusted_peer():

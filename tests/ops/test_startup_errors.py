@@ -36,26 +36,25 @@ def cluster() -> Iterator[RedisCluster]:
 
 @redis_only
 @pytest.mark.parametrize("http2", [False, True], ids=["uvicorn", "http2"])
-def test_redis_url_at_a_cluster_node_says_use_redis_cluster(cluster: RedisCluster,
-                                                            http2: bool) -> None:
+def test_redis_url_at_a_cluster_node_says_use_redis_cluster(cluster: RedisCluster, http2: bool) -> None:
     port = cluster.nodes[0].port
-    result = serve_failing("--broker", f"redis://127.0.0.1:{port}/0", "--port", str(free_port()),
-                           *(["--http2"] if http2 else []))
-    assert_one_line_failure(result, "Redis Cluster node",
-                            f'broker = "redis-cluster://127.0.0.1:{port}"')
+    result = serve_failing(
+        "--broker", f"redis://127.0.0.1:{port}/0", "--port", str(free_port()), *(["--http2"] if http2 else [])
+    )
+    assert_one_line_failure(result, "Redis Cluster node", f'broker = "redis-cluster://127.0.0.1:{port}"')
 
 
 @redis_only
 def test_redis_cluster_url_at_a_plain_redis_says_use_redis() -> None:
     with RedisServer() as plain:
-        result = serve_failing("--broker", f"redis-cluster://127.0.0.1:{plain.port}",
-                               "--port", str(free_port()))
+        result = serve_failing(
+            "--broker", f"redis-cluster://127.0.0.1:{plain.port}", "--port", str(free_port())
+        )
     assert_one_line_failure(result, "not a cluster node", f'"redis://127.0.0.1:{plain.port}/0"')
 
 
 def test_an_unreachable_redis_is_one_line() -> None:
     nobody = free_port()
-    result = serve_failing("--broker", f"redis://:hunter2@127.0.0.1:{nobody}/0",
-                           "--port", str(free_port()))
+    result = serve_failing("--broker", f"redis://:hunter2@127.0.0.1:{nobody}/0", "--port", str(free_port()))
     assert_one_line_failure(result, f"127.0.0.1:{nobody}", "does not answer")
     assert "hunter2" not in result.stderr

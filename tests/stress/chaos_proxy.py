@@ -50,8 +50,13 @@ class ChaosStats:
 class _Link:
     """One proxied connection: the client's streams, the server's streams, two pumps."""
 
-    def __init__(self, proxy: ChaosProxy, client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                 server: tuple[asyncio.StreamReader, asyncio.StreamWriter], rng: random.Random) -> None:
+    def __init__(
+        self,
+        proxy: ChaosProxy,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        rng: random.Random,
+    ) -> None:
         self.proxy = proxy
         self.client_reader, self.client_writer = client
         self.server_reader, self.server_writer = server
@@ -134,7 +139,7 @@ class _Link:
         for start in range(0, len(data), step):
             if self.closed.is_set():
                 return
-            writer.write(data[start:start + step])
+            writer.write(data[start : start + step])
             await writer.drain()
             await asyncio.sleep(self.rng.uniform(0, proxy.max_trickle_delay))
 
@@ -142,9 +147,18 @@ class _Link:
 class ChaosProxy:
     """See the module docstring. ``port`` is known once started (``async with`` or ``start()``)."""
 
-    def __init__(self, upstream_port: int, *, seed: int = 0, mean_lifetime: float = 2.0,
-                 stall_rate: float = 0.03, max_stall: float = 0.5, slow_rate: float = 0.03,
-                 max_trickle: int = 16, max_trickle_delay: float = 0.005) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        seed: int = 0,
+        mean_lifetime: float = 2.0,
+        stall_rate: float = 0.03,
+        max_stall: float = 0.5,
+        slow_rate: float = 0.03,
+        max_trickle: int = 16,
+        max_trickle_delay: float = 0.005,
+    ) -> None:
         self.upstream_port = upstream_port
         self.seed = seed
         self.mean_lifetime = mean_lifetime
@@ -201,8 +215,7 @@ class ChaosProxy:
         assert task is not None
         self._accepting.add(task)
         try:
-            upstream = await asyncio.wait_for(
-                asyncio.open_connection(LOOPBACK, self.upstream_port), 10)
+            upstream = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, self.upstream_port), 10)
         except (OSError, TimeoutError):
             self.stats.refused += 1
             writer.transport.abort()

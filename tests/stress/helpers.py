@@ -39,8 +39,7 @@ def free_port() -> int:
         return port
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-                   interval: float = 0.02) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -55,9 +54,15 @@ class NodeProcess:
     Settings go through ``TIDINGS_*`` environment variables (nested sections as JSON).
     """
 
-    def __init__(self, workdir: Path, *, broker: str = "memory", port: int | None = None,
-                 settings: dict[str, Any] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        broker: str = "memory",
+        port: int | None = None,
+        settings: dict[str, Any] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.broker = broker
         self.port = port or free_port()
@@ -85,9 +90,22 @@ class NodeProcess:
     def start(self, timeout: float = 20) -> None:
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidings", "serve", "--port", str(self.port),
-             "--broker", self.broker, "--log-level", "warning"],
-            cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tidings",
+                "serve",
+                "--port",
+                str(self.port),
+                "--broker",
+                self.broker,
+                "--log-level",
+                "warning",
+            ],
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             preexec_fn=self.preexec,
         )
         log.close()
@@ -184,10 +202,21 @@ class Ledger:
 class Consumer:
     """A ``tidings.Client`` reading one channel into a :class:`Ledger`, in a task."""
 
-    def __init__(self, url: str, channel: str, transport: str, since: Position | None,
-                 name: str = "", **client_options: Any) -> None:
-        options: dict[str, Any] = {"backoff": (0.05, 0.5), "poll_interval": 0.2,
-                                   "long_poll_timeout": 2.0, "heartbeat_timeout": 30.0}
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        transport: str,
+        since: Position | None,
+        name: str = "",
+        **client_options: Any,
+    ) -> None:
+        options: dict[str, Any] = {
+            "backoff": (0.05, 0.5),
+            "poll_interval": 0.2,
+            "long_poll_timeout": 2.0,
+            "heartbeat_timeout": 30.0,
+        }
         options.update(client_options)
         self.client = tidings.Client(url, transport=transport, **options)
         self.ledger = Ledger(name or f"{transport}:{channel}", channel, transport)
@@ -215,7 +244,7 @@ class Consumer:
 
 async def close_all(consumers: list[Consumer]) -> None:
     for i in range(0, len(consumers), 100):
-        await asyncio.gather(*(c.close() for c in consumers[i:i + 100]))
+        await asyncio.gather(*(c.close() for c in consumers[i : i + 100]))
 
 
 Key = tuple[str, int]  # (epoch, offset)
@@ -277,12 +306,21 @@ def complete(ledger: Ledger, last: int | Key) -> bool:
         # was lost: only a gap whose history starts past ``last`` stands in for it.
         epoch, offset = last
         return ledger.error is not None or any(
-            i.epoch == epoch and (i.offset >= offset if isinstance(i, Publication)
-                                  else (i.available_from is not None and i.available_from > offset))
-            for i in ledger.items)
-    return ledger.error is not None or ledger.last_offset() >= last or any(
-        isinstance(i, Gap) and (i.available_from is None or i.available_from > last)
-        for i in ledger.items)
+            i.epoch == epoch
+            and (
+                i.offset >= offset
+                if isinstance(i, Publication)
+                else (i.available_from is not None and i.available_from > offset)
+            )
+            for i in ledger.items
+        )
+    return (
+        ledger.error is not None
+        or ledger.last_offset() >= last
+        or any(
+            isinstance(i, Gap) and (i.available_from is None or i.available_from > last) for i in ledger.items
+        )
+    )
 
 
 class Publisher:
@@ -321,8 +359,7 @@ class Publisher:
             for n in range(count):
                 for channel in channels:
                     try:
-                        response = http.post("/api/publish",
-                                             json={"channel": channel, "data": {"n": n}})
+                        response = http.post("/api/publish", json={"channel": channel, "data": {"n": n}})
                     except httpx.HTTPError:
                         self.refused += 1
                         continue
@@ -349,5 +386,5 @@ class Publisher:
 async def gather_bounded(coros: list[Awaitable[Any]], batch: int = 100) -> list[Any]:
     out: list[Any] = []
     for i in range(0, len(coros), batch):
-        out.extend(await asyncio.gather(*coros[i:i + batch]))
+        out.extend(await asyncio.gather(*coros[i : i + batch]))
     return out

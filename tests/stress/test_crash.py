@@ -50,31 +50,45 @@ def redis_available() -> bool:
     return server_available()
 
 
-async def start_consumers(url: str, publisher: Publisher, per_transport: int,
-                          only: tuple[str, ...] | None = None) -> list[Consumer]:
+async def start_consumers(
+    url: str, publisher: Publisher, per_transport: int, only: tuple[str, ...] | None = None
+) -> list[Consumer]:
     served, _ = await served_transports(url)
     served = [t for t in served if only is None or t in only]
     consumers = []
     for i in range(per_transport * len(served)):
         channel = CHANNELS[i % len(CHANNELS)]
         transport = served[i % len(served)]
-        consumer = Consumer(url, channel, transport, Position(publisher.epochs[channel], 1),
-                            name=f"{transport}#{i}", backoff=(0.05, 0.5))
+        consumer = Consumer(
+            url,
+            channel,
+            transport,
+            Position(publisher.epochs[channel], 1),
+            name=f"{transport}#{i}",
+            backoff=(0.05, 0.5),
+        )
         consumer.start()
         consumers.append(consumer)
     return consumers
 
 
 def problems_of(consumers: list[Consumer], publisher: Publisher) -> list[str]:
-    return [p for c in consumers
-            for p in check_ledger(c.ledger, publisher.accepted[c.ledger.channel],
-                                  (publisher.epochs[c.ledger.channel], 2))]
+    return [
+        p
+        for c in consumers
+        for p in check_ledger(
+            c.ledger, publisher.accepted[c.ledger.channel], (publisher.epochs[c.ledger.channel], 2)
+        )
+    ]
 
 
 async def converge(consumers: list[Consumer], publisher: Publisher, timeout: float = 60) -> None:
     last = dict(publisher.last)
-    await wait_for(lambda: all(complete(c.ledger, last[c.ledger.channel]) for c in consumers),
-                   timeout, "every consumer to reach the last accepted publication")
+    await wait_for(
+        lambda: all(complete(c.ledger, last[c.ledger.channel]) for c in consumers),
+        timeout,
+        "every consumer to reach the last accepted publication",
+    )
 
 
 @pytest.mark.skipif(not sqlite_available(), reason="the SQLite broker is not in this tree yet")
@@ -98,8 +112,7 @@ async def test_a_node_sigkilled_and_restarted_on_sqlite_loses_nothing(tmp_path: 
         await converge(consumers, publisher)
         async with httpx.AsyncClient(base_url=node.url) as http:  # the history kept all of it
             for channel in CHANNELS:
-                body = (await http.get(f"/api/channels/{channel}/history",
-                                       params={"limit": 1000})).json()
+                body = (await http.get(f"/api/channels/{channel}/history", params={"limit": 1000})).json()
                 stored = {(p["epoch"], p["offset"]): p["id"] for p in body["publications"]}
                 assert publisher.accepted[channel].items() <= stored.items()
     finally:
@@ -118,12 +131,16 @@ async def test_a_node_sigkilled_and_restarted_on_sqlite_loses_nothing(tmp_path: 
 
 @pytest.mark.redis
 @pytest.mark.skipif(not redis_available(), reason="the Redis broker or redis-server is missing")
-@pytest.mark.parametrize("transports", [
-    pytest.param(("ws", "sse", "stream"), id="streams"),
-    pytest.param(("longpoll", "poll"), id="polls"),
-])
+@pytest.mark.parametrize(
+    "transports",
+    [
+        pytest.param(("ws", "sse", "stream"), id="streams"),
+        pytest.param(("longpoll", "poll"), id="polls"),
+    ],
+)
 async def test_redis_sigkilled_and_restarted_empty_every_loss_is_reported_as_a_gap(
-        tmp_path: Path, transports: tuple[str, ...]):
+    tmp_path: Path, transports: tuple[str, ...]
+):
     from tests.redis_server import RedisServer
 
     with RedisServer() as redis:
@@ -170,9 +187,13 @@ def small_disk(tmp_path: Path, size: str = "2m") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted under ``tmp_path`` (needs root and CAP_SYS_ADMIN)."""
     mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-            capture_output=True).returncode != 0:
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
     try:
         yield mount
@@ -207,8 +228,7 @@ async def test_sqlite_on_a_full_disk_answers_503_and_loses_nothing_accepted(tmp_
             blob = "x" * 4096
             async with httpx.AsyncClient(base_url=node.url) as http:
                 for _ in range(200):  # until the disk refuses (journal pages may still fit)
-                    response = await http.post("/api/publish",
-                                               json={"channel": CHANNELS[0], "data": blob})
+                    response = await http.post("/api/publish", json={"channel": CHANNELS[0], "data": blob})
                     statuses.add(response.status_code)
                     if response.status_code == 200:
                         body = response.json()
@@ -250,14 +270,16 @@ async def test_sqlite_on_a_read_only_disk_refuses_to_start_and_loses_nothing_acc
             await publisher.steady(CHANNELS, 5, rate=50)
             node.stop()
             remount = await asyncio.to_thread(
-                subprocess.run, ["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+                subprocess.run, ["mount", "-o", "remount,ro", str(disk)], capture_output=True
+            )
             if remount.returncode != 0:
                 pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
             with pytest.raises(RuntimeError, match="cannot open"):
                 node.start(timeout=30)
             assert not await publisher.publish(CHANNELS[0], "while read-only")
-            await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,rw", str(disk)],
-                                    check=True, capture_output=True)
+            await asyncio.to_thread(
+                subprocess.run, ["mount", "-o", "remount,rw", str(disk)], check=True, capture_output=True
+            )
             node.start()
             await publisher.steady(CHANNELS, 5, rate=50)
             await converge(consumers, publisher)

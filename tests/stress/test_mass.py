@@ -24,20 +24,34 @@ from tests.stress.helpers import (
 )
 from tidings.core.position import Position
 
-SETTINGS = {"namespaces": {"mass": {"history_size": 10000, "join_leave": False, "presence": False}},
-            "limits": {"max_connections_per_ip": 100000, "max_connections_per_user": 100000,
-                       "outbox_bytes": 262144, "outbox_messages": 1000, "max_message_bytes": 131072},
-            "sse": {"heartbeat": 2.0}}
+SETTINGS = {
+    "namespaces": {"mass": {"history_size": 10000, "join_leave": False, "presence": False}},
+    "limits": {
+        "max_connections_per_ip": 100000,
+        "max_connections_per_user": 100000,
+        "outbox_bytes": 262144,
+        "outbox_messages": 1000,
+        "max_message_bytes": 131072,
+    },
+    "sse": {"heartbeat": 2.0},
+}
 
 
-async def start_consumers(url: str, transports: list[str], count: int, channels: list[str],
-                          publisher: Publisher) -> list[Consumer]:
+async def start_consumers(
+    url: str, transports: list[str], count: int, channels: list[str], publisher: Publisher
+) -> list[Consumer]:
     consumers = []
     for i in range(count):
         channel = channels[i % len(channels)]
         transport = transports[i % len(transports)]
-        consumer = Consumer(url, channel, transport, Position(publisher.epochs[channel], 1),
-                            name=f"{transport}#{i}", backoff=(0.1, 1.0))
+        consumer = Consumer(
+            url,
+            channel,
+            transport,
+            Position(publisher.epochs[channel], 1),
+            name=f"{transport}#{i}",
+            backoff=(0.1, 1.0),
+        )
         consumer.start()
         consumers.append(consumer)
         if i % 100 == 99:
@@ -59,24 +73,33 @@ async def test_1000_clients_cut_at_once_resume_from_their_cursors_without_loss(t
                 consumers = await start_consumers(proxy.url, transports, 1000, names, publisher)
                 for name in names:
                     assert await publisher.publish(name, "warm-up")
-                await wait_for(lambda: all(c.ledger.last_offset() >= 2 for c in consumers), 90,
-                               "1000 consumers to be live")
+                await wait_for(
+                    lambda: all(c.ledger.last_offset() >= 2 for c in consumers),
+                    90,
+                    "1000 consumers to be live",
+                )
                 await wait_for(lambda: proxy.live >= 1000, 30, "1000 connections through the proxy")
                 started = time.monotonic()
                 cut = proxy.cut_all()
                 await publisher.steady(names, 10, rate=20)  # while they reconnect
                 last = dict(publisher.last)
-                await wait_for(lambda: all(complete(c.ledger, last[c.ledger.channel])
-                                           for c in consumers),
-                               90, "every consumer to resume and catch up")
+                await wait_for(
+                    lambda: all(complete(c.ledger, last[c.ledger.channel]) for c in consumers),
+                    90,
+                    "every consumer to resume and catch up",
+                )
                 caught_up = time.monotonic() - started
             finally:
                 await close_all(consumers)
                 await publisher.close()
     assert cut >= 1000
-    problems = [p for c in consumers
-                for p in check_ledger(c.ledger, publisher.accepted[c.ledger.channel],
-                                  (publisher.epochs[c.ledger.channel], 2))]
+    problems = [
+        p
+        for c in consumers
+        for p in check_ledger(
+            c.ledger, publisher.accepted[c.ledger.channel], (publisher.epochs[c.ledger.channel], 2)
+        )
+    ]
     assert not problems, problems[:20]
     assert not any(c.ledger.gaps for c in consumers)
     assert caught_up < 90, caught_up
@@ -92,15 +115,15 @@ class SlowReader:
 
     async def open_ws(self, port: int, channel: str) -> None:
         await asyncio.get_running_loop().sock_connect(self.sock, ("127.0.0.1", port))
-        self.ws = await connect(f"ws://127.0.0.1:{port}/ws", sock=self.sock, max_queue=1,
-                                open_timeout=10)
+        self.ws = await connect(f"ws://127.0.0.1:{port}/ws", sock=self.sock, max_queue=1, open_timeout=10)
         await self.ws.send(json.dumps({"op": "subscribe", "channel": channel}))
 
     async def open_sse(self, port: int, channel: str) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_connect(self.sock, ("127.0.0.1", port))
-        request = (f"GET /sse?channel={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   "Accept: text/event-stream\r\n\r\n").encode()
+        request = (
+            f"GET /sse?channel={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
         await loop.sock_sendall(self.sock, request)
 
     def close(self) -> None:
@@ -111,8 +134,7 @@ class SlowReader:
             self.sock.close()
 
 
-async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_get_everything(
-        tmp_path: Path):
+async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_get_everything(tmp_path: Path):
     with node_process(tmp_path, settings=SETTINGS) as node:
         served, _ = await served_transports(node.url)
         publisher = Publisher(node.url)
@@ -126,8 +148,9 @@ async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_g
             else:
                 await slow[1].open_ws(node.port, "mass:slow")
             assert await publisher.publish("mass:slow", "warm-up")
-            await wait_for(lambda: all(c.ledger.last_offset() >= 2 for c in consumers), 60,
-                           "198 consumers to be live")
+            await wait_for(
+                lambda: all(c.ledger.last_offset() >= 2 for c in consumers), 60, "198 consumers to be live"
+            )
             rss_before = node.rss_bytes()
             blob = "x" * 60000
 
@@ -146,8 +169,11 @@ async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_g
                         break
             published = n + 1
             last = publisher.last["mass:slow"]
-            await wait_for(lambda: all(complete(c.ledger, last) for c in consumers), 60,
-                           "the healthy consumers to get everything")
+            await wait_for(
+                lambda: all(complete(c.ledger, last) for c in consumers),
+                60,
+                "the healthy consumers to get everything",
+            )
             elapsed = time.monotonic() - started
             rss_growth = node.rss_bytes() - rss_before
             deadline = time.monotonic() + 20  # a reader that never reads gets 5 s for the close
@@ -159,8 +185,11 @@ async def test_slow_consumers_at_1_percent_are_cut_memory_stays_bounded_others_g
                 reader.close()
             await close_all(consumers)
             await publisher.close()
-    problems = [p for c in consumers for p in check_ledger(c.ledger, publisher.accepted["mass:slow"],
-                                                       (publisher.epochs["mass:slow"], 2))]
+    problems = [
+        p
+        for c in consumers
+        for p in check_ledger(c.ledger, publisher.accepted["mass:slow"], (publisher.epochs["mass:slow"], 2))
+    ]
     assert not problems, problems[:20]
     assert count <= 198, f"the slow readers were not cut: {count} connections"
     # Each slow reader may hold one outbox (256 KiB) plus socket buffers; the healthy 198 were

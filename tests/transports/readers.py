@@ -40,8 +40,7 @@ class Reader:
 
     path = ""
 
-    def __init__(self, client: httpx.AsyncClient, channels: list[str],
-                 cursor: str | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient, channels: list[str], cursor: str | None = None) -> None:
         self.client = client
         self.channels = channels
         self.cursor = cursor
@@ -66,8 +65,7 @@ class Reader:
         """The next item; raises if the reader failed (or nothing came within the deadline)."""
         if self.queue.empty() and self.task is not None:
             getter = asyncio.ensure_future(self.queue.get())
-            await asyncio.wait((getter, self.task), timeout=DEADLINE,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((getter, self.task), timeout=DEADLINE, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 return getter.result()
             getter.cancel()
@@ -122,8 +120,9 @@ class PollReader(Reader):
 
     path = "/poll"
 
-    def __init__(self, client: httpx.AsyncClient, channels: list[str], cursor: str | None = None,
-                 timeout: float = 0) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, channels: list[str], cursor: str | None = None, timeout: float = 0
+    ) -> None:
         super().__init__(client, channels, cursor)
         self.timeout = timeout
 
@@ -152,8 +151,7 @@ class PollReader(Reader):
                 await asyncio.sleep(0.02)  # a short-polling client's interval
 
 
-def reader(kind: str, client: httpx.AsyncClient, channels: list[str],
-           cursor: str | None = None) -> Reader:
+def reader(kind: str, client: httpx.AsyncClient, channels: list[str], cursor: str | None = None) -> Reader:
     if kind == "sse":
         return SSEReader(client, channels, cursor)
     if kind == "stream":
@@ -171,8 +169,10 @@ async def slow_consumers(http: httpx.AsyncClient, transport: str) -> float:
     text = (await http.get("/metrics")).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "tidings_slow_consumer_disconnects_total" and \
-                    sample.labels.get("transport") == transport:
+            if (
+                sample.name == "tidings_slow_consumer_disconnects_total"
+                and sample.labels.get("transport") == transport
+            ):
                 return sample.value
     return 0.0
 
@@ -185,7 +185,7 @@ def dechunk(body: bytes) -> bytes:
         size = int(size_line, 16)
         if size == 0:
             break
-        out, body = out + body[:size], body[size + 2:]
+        out, body = out + body[:size], body[size + 2 :]
     return out
 
 

@@ -46,6 +46,7 @@ def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         async def trigger() -> None:
             started.set()
             await asyncio.to_thread(stop.wait)
+
         await serve_http2(settings, certfile=certfile, keyfile=keyfile, shutdown_trigger=trigger)
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
@@ -64,7 +65,8 @@ def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 
 async def test_ten_sse_streams_share_one_http2_connection_and_all_receive(
-        h2_server: tuple[str, ssl.SSLContext]) -> None:
+    h2_server: tuple[str, ssl.SSLContext],
+) -> None:
     url, context = h2_server
     channel = channel_name()
     async with httpx.AsyncClient(base_url=url, http2=True, verify=context, timeout=10) as client:
@@ -77,8 +79,7 @@ async def test_ten_sse_streams_share_one_http2_connection_and_all_receive(
                 buffer = b""
                 while b"event: ready" not in buffer:
                     buffer += await anext(reader)
-            published = await client.post("/api/publish", json={"channel": channel,
-                                                                 "data": "to all"})
+            published = await client.post("/api/publish", json={"channel": channel, "data": "to all"})
             assert published.http_version == "HTTP/2"
 
             async def receive(reader: object) -> bytes:
@@ -113,7 +114,8 @@ class CloseLines(logging.Handler):
 
 @pytest.mark.parametrize("code", [1000, 1001])
 async def test_a_client_closing_a_websocket_normally_is_logged_with_its_code(
-        h2_server: tuple[str, ssl.SSLContext], code: int) -> None:
+    h2_server: tuple[str, ssl.SSLContext], code: int
+) -> None:
     # Hypercorn told the app 1006 (abnormal) for every close the client started.
     url, shared = h2_server
     # WebSockets go over HTTP/1.1 (ALPN): a context of our own, httpx set h2 on the shared one.

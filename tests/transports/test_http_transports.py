@@ -48,9 +48,9 @@ def offsets(items: list[dict[str, Any]]) -> list[int]:
     return [item["offset"] for item in items]
 
 
-
-async def resume_then_live(kind: str, client: httpx.AsyncClient, channel: str, cursor: str,
-                           replayed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def resume_then_live(
+    kind: str, client: httpx.AsyncClient, channel: str, cursor: str, replayed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Resume ``channel`` from ``cursor`` on ``kind``: the first ``replayed`` items, then the one
     live publication published after them."""
     sub = reader(kind, client, [channel], cursor)
@@ -65,9 +65,11 @@ async def resume_then_live(kind: str, client: httpx.AsyncClient, channel: str, c
 
 # each transport ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_delivers_live_publications_with_cursors(
-        client: httpx.AsyncClient, kind: str) -> None:
+    client: httpx.AsyncClient, kind: str
+) -> None:
     channel = channel_name()
     sub = reader(kind, client, [channel])
     ready = await sub.start()
@@ -85,7 +87,8 @@ async def test_transport_delivers_live_publications_with_cursors(
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_resumes_from_a_cursor_with_exactly_the_missed_messages(
-        client: httpx.AsyncClient, kind: str) -> None:
+    client: httpx.AsyncClient, kind: str
+) -> None:
     channel = channel_name()
     await publish(client, channel, "a", "b", "c")
     cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
@@ -105,7 +108,8 @@ async def test_transport_resumes_from_a_cursor_with_exactly_the_missed_messages(
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_reports_a_gap_when_history_no_longer_reaches_back(
-        client: httpx.AsyncClient, kind: str) -> None:
+    client: httpx.AsyncClient, kind: str
+) -> None:
     channel = channel_name("tiny")
     await publish(client, channel, 1)
     cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
@@ -120,7 +124,8 @@ async def test_transport_reports_a_gap_when_history_no_longer_reaches_back(
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_resumes_across_an_epoch_change_with_a_gap_then_the_new_epoch(
-        engine: str, kind: str) -> None:
+    engine: str, kind: str
+) -> None:
     channel = channel_name()
     with run_server() as before:
         async with httpx.AsyncClient(base_url=before.url, timeout=DEADLINE) as client:
@@ -134,22 +139,21 @@ async def test_transport_resumes_across_an_epoch_change_with_a_gap_then_the_new_
     gap = items[0]
     assert gap["op"] == "gap"
     assert (gap["channel"], gap["requested"], gap["available_from"]) == (channel, 2, 1)
-    assert [(m["offset"], m["data"]) for m in items[1:] + live] == [
-        (1, "a"), (2, "b"), (3, "c"), (4, "live")]
+    assert [(m["offset"], m["data"]) for m in items[1:] + live] == [(1, "a"), (2, "b"), (3, "c"), (4, "live")]
     assert {m["epoch"] for m in items[1:]} == {gap["epoch"]}
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_refuses_a_cursor_naming_a_channel_not_subscribed(
-        client: httpx.AsyncClient, kind: str) -> None:
+    client: httpx.AsyncClient, kind: str
+) -> None:
     channel = channel_name("news")
     await publish(client, channel, 1)
     cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
     # A cut cursor can still decode, to another channel: "…news:1a2b3c" becomes "…news:1a2".
-    cut = cursor[:len(cursor) - len(cursor) % 4 - 4]
+    cut = cursor[: len(cursor) - len(cursor) % 4 - 4]
     for wanted, given in ((channel, cut), ("other", cursor)):
-        params = {"channel": wanted, "cursor": given, **({"timeout": "0"} if kind == "poll"
-                                                          else {})}
+        params = {"channel": wanted, "cursor": given, **({"timeout": "0"} if kind == "poll" else {})}
         response = await client.get(PATHS[kind], params=params)
         assert response.status_code == 400, response.text
         error = response.json()["error"]
@@ -158,8 +162,7 @@ async def test_transport_refuses_a_cursor_naming_a_channel_not_subscribed(
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_transport_refuses_a_bad_cursor_with_a_json_400(
-        client: httpx.AsyncClient, kind: str) -> None:
+async def test_transport_refuses_a_bad_cursor_with_a_json_400(client: httpx.AsyncClient, kind: str) -> None:
     params = {"channel": "c", "cursor": "not*a*cursor"}
     if kind == "poll":
         params["timeout"] = "0"
@@ -168,16 +171,30 @@ async def test_transport_refuses_a_bad_cursor_with_a_json_400(
     assert response.json()["error"]["code"] == "bad_request"
 
 
-@pytest.mark.parametrize(("kind", "query"), [
-    *((kind, query) for kind in TRANSPORTS
-      for query in ("", "channel=bad%20name", "channel=c&token=a&token=b", "channel=c&cursor=!")),
-    # timeout and limit are the polls' own parameters (unknown to the streams, so ignored there)
-    *((kind, query) for kind in ("longpoll", "poll")
-      for query in ("channel=c&timeout=soon", "channel=c&timeout=-1", "channel=c&limit=0",
-                    "channel=c&timeout=1&timeout=2")),
-])
+@pytest.mark.parametrize(
+    ("kind", "query"),
+    [
+        *(
+            (kind, query)
+            for kind in TRANSPORTS
+            for query in ("", "channel=bad%20name", "channel=c&token=a&token=b", "channel=c&cursor=!")
+        ),
+        # timeout and limit are the polls' own parameters (unknown to the streams, so ignored there)
+        *(
+            (kind, query)
+            for kind in ("longpoll", "poll")
+            for query in (
+                "channel=c&timeout=soon",
+                "channel=c&timeout=-1",
+                "channel=c&limit=0",
+                "channel=c&timeout=1&timeout=2",
+            )
+        ),
+    ],
+)
 async def test_transport_refuses_bad_parameters_with_a_json_400(
-        client: httpx.AsyncClient, kind: str, query: str) -> None:
+    client: httpx.AsyncClient, kind: str, query: str
+) -> None:
     """Known parameters are checked strictly: a bad one is refused, never ignored."""
     response = await client.get(f"{PATHS[kind]}?{query}")
     assert response.status_code == 400, response.text
@@ -186,7 +203,8 @@ async def test_transport_refuses_bad_parameters_with_a_json_400(
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_transport_ignores_unknown_parameters_such_as_a_cache_buster(
-        client: httpx.AsyncClient, kind: str) -> None:
+    client: httpx.AsyncClient, kind: str
+) -> None:
     """jQuery and many fetch wrappers add ``_=<time>``: unknown parameters are ignored on every
     transport (known ones are still checked, above)."""
     params = {"channel": channel_name(), "_": "1733580000000", "future": "x"}
@@ -205,8 +223,8 @@ async def test_transport_ignores_unknown_parameters_such_as_a_cache_buster(
 
 # SSE specifics ----------------------------------------------------------------------------------
 
-async def test_sse_headers_retry_and_ready_come_first(
-        client: httpx.AsyncClient) -> None:
+
+async def test_sse_headers_retry_and_ready_come_first(client: httpx.AsyncClient) -> None:
     channel = channel_name()
     async with client.stream("GET", "/sse", params={"channel": channel}) as response:
         assert response.headers["content-type"] == "text/event-stream"
@@ -227,14 +245,14 @@ async def test_sse_headers_retry_and_ready_come_first(
     assert data["cursor"] == ready[1].removeprefix("id: ")
 
 
-async def test_sse_resumes_from_last_event_id_and_merges_cursors(
-        client: httpx.AsyncClient) -> None:
+async def test_sse_resumes_from_last_event_id_and_merges_cursors(client: httpx.AsyncClient) -> None:
     one, two = channel_name(), channel_name()
     await publish(client, one, 1)
     await publish(client, two, 1)
     first = (await client.get("/poll", params={"channel": one, "timeout": 0})).json()["cursor"]
-    both = (await client.get("/poll", params=[("channel", one), ("channel", two),
-                                              ("timeout", 0)])).json()["cursor"]
+    both = (await client.get("/poll", params=[("channel", one), ("channel", two), ("timeout", 0)])).json()[
+        "cursor"
+    ]
     await publish(client, one, 2)
     await publish(client, two, 2)
     params = [("channel", one), ("channel", two), ("cursor", first)]
@@ -255,14 +273,16 @@ async def test_sse_resumes_from_last_event_id_and_merges_cursors(
 
 
 async def test_sse_splits_multiline_data_and_never_lets_a_publication_forge_a_notice(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     channel = channel_name()
     sub = SSEReader(client, [channel])
     await sub.start()
     try:
         for event in ("gap", "ready"):
-            response = await client.post("/api/publish", json={
-                "channel": channel, "data": "x\ny\r\nz", "event": event})
+            response = await client.post(
+                "/api/publish", json={"channel": channel, "data": "x\ny\r\nz", "event": event}
+            )
             assert response.status_code == 200
         items = await sub.take(2)
     finally:
@@ -273,16 +293,19 @@ async def test_sse_splits_multiline_data_and_never_lets_a_publication_forge_a_no
     assert items[0]["data"] == "x\ny\r\nz"
 
 
-async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(
-        client: httpx.AsyncClient) -> None:
-    preflight = await client.options("/sse", headers={
-        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "last-event-id"})
+async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(client: httpx.AsyncClient) -> None:
+    preflight = await client.options(
+        "/sse",
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "last-event-id",
+        },
+    )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert "Last-Event-ID" in preflight.headers["access-control-allow-headers"]
-    refused = await client.get("/poll?channel=c&timeout=0",
-                               headers={"Origin": "http://evil.example"})
+    refused = await client.get("/poll?channel=c&timeout=0", headers={"Origin": "http://evil.example"})
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "forbidden"
     allowed = await client.get("/poll?channel=c&timeout=0", headers={"Origin": ALLOWED_ORIGIN})
@@ -291,28 +314,46 @@ async def test_sse_answers_cors_preflight_and_echoes_allowed_origins(
 
 @pytest.mark.parametrize("path", ["/sse", "/stream", "/poll"])
 async def test_preflight_allows_what_the_route_takes_and_nothing_more(
-        client: httpx.AsyncClient, path: str) -> None:
-    allowed = await client.options(path, headers={
-        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization, last-event-id, if-none-match"})
+    client: httpx.AsyncClient, path: str
+) -> None:
+    allowed = await client.options(
+        path,
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, last-event-id, if-none-match",
+        },
+    )
     assert allowed.status_code == 204
     assert allowed.headers["access-control-allow-methods"] == "GET, OPTIONS"
-    assert allowed.headers["access-control-allow-headers"] == \
-        "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
-    for method, asked in [("POST", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "content-type"),
-                          ("GET", "idempotency-key")]:
-        refused = await client.options(path, headers={
-            "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": method,
-            **({"Access-Control-Request-Headers": asked} if asked else {})})
+    assert (
+        allowed.headers["access-control-allow-headers"]
+        == "Authorization, Last-Event-ID, If-None-Match, Cache-Control"
+    )
+    for method, asked in [
+        ("POST", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("GET", "content-type"),
+        ("GET", "idempotency-key"),
+    ]:
+        refused = await client.options(
+            path,
+            headers={
+                "Origin": ALLOWED_ORIGIN,
+                "Access-Control-Request-Method": method,
+                **({"Access-Control-Request-Headers": asked} if asked else {}),
+            },
+        )
         assert refused.status_code == 403, (method, asked)
         assert "access-control-allow-origin" not in refused.headers
 
 
 # authentication, limits, lifecycle ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_transport_checks_tokens_and_permissions(
-        client: httpx.AsyncClient, kind: str) -> None:
+async def test_transport_checks_tokens_and_permissions(client: httpx.AsyncClient, kind: str) -> None:
     path = PATHS[kind]
     base = "timeout=0&" if kind == "poll" else ""
     forbidden = await client.get(f"{path}?{base}channel=private:x")
@@ -323,8 +364,7 @@ async def test_transport_checks_tokens_and_permissions(
     assert bad.json()["error"]["code"] == "unauthorized"
     good = token("alice", {"private:*": ["subscribe"]})
     if kind == "poll":
-        ok = await client.get(f"{path}?{base}channel=private:x",
-                              headers={"Authorization": f"Bearer {good}"})
+        ok = await client.get(f"{path}?{base}channel=private:x", headers={"Authorization": f"Bearer {good}"})
         assert ok.status_code == 200
         return
     extra = "&timeout=0.1" if kind == "longpoll" else ""
@@ -333,12 +373,14 @@ async def test_transport_checks_tokens_and_permissions(
 
 
 async def test_streams_are_counted_and_ended_by_a_disconnect_of_their_user(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     channel = channel_name()
     good = token("bob", {"*": ["subscribe"]})
     sse = SSEReader(client, [channel])
-    sse.client = httpx.AsyncClient(base_url=http_server.url, timeout=15,
-                                   headers={"Authorization": f"Bearer {good}"})
+    sse.client = httpx.AsyncClient(
+        base_url=http_server.url, timeout=15, headers={"Authorization": f"Bearer {good}"}
+    )
     try:
         await sse.start()
         info = (await client.get("/api/info")).json()
@@ -354,7 +396,8 @@ async def test_streams_are_counted_and_ended_by_a_disconnect_of_their_user(
 
 @pytest.mark.parametrize("kind", ["sse", "stream"])
 async def test_the_close_log_says_who_ended_a_stream(
-        kind: str, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    kind: str, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """A client that leaves is logged as ``by=client`` (1001); the server's disconnect of a user
     as ``by=server`` with its code."""
     caplog.set_level(logging.INFO, logger="tidings.connections")
@@ -362,8 +405,11 @@ async def test_the_close_log_says_who_ended_a_stream(
     left, ended = channel_name(), channel_name()
     for channel, end in ((left, "client"), (ended, "server")):
         sub = reader(kind, client, [channel])
-        sub.client = httpx.AsyncClient(base_url=str(client.base_url), timeout=15, headers={
-            "Authorization": f"Bearer {token(user, {'*': ['subscribe']})}"})
+        sub.client = httpx.AsyncClient(
+            base_url=str(client.base_url),
+            timeout=15,
+            headers={"Authorization": f"Bearer {token(user, {'*': ['subscribe']})}"},
+        )
         try:
             await sub.start()
             if end == "server":
@@ -373,9 +419,11 @@ async def test_the_close_log_says_who_ended_a_stream(
             await sub.client.aclose()
 
     def closes() -> list[dict[str, Any]]:
-        return [r.fields for r in caplog.records  # type: ignore[attr-defined]
-                if getattr(r, "fields", {}).get("event") == "close"
-                and r.fields.get("user") == user]  # type: ignore[attr-defined]
+        return [
+            r.fields
+            for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "fields", {}).get("event") == "close" and r.fields.get("user") == user
+        ]  # type: ignore[attr-defined]
 
     await wait_until(lambda: len(closes()) >= 2, "two close lines")
     by_client, by_server = closes()[:2]
@@ -384,7 +432,8 @@ async def test_the_close_log_says_who_ended_a_stream(
 
 
 async def test_a_draining_node_refuses_new_streams_with_503(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     http_server.node.draining = True
     try:
         response = await client.get("/sse?channel=c")
@@ -408,8 +457,10 @@ async def test_stream_sends_heartbeat_lines_while_idle(client: httpx.AsyncClient
 
 # polling specifics ------------------------------------------------------------------------------
 
+
 async def test_long_poll_without_cursor_waits_for_the_next_publication(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     channel = channel_name()
     await publish(client, channel, "old")
     held = asyncio.ensure_future(client.get("/poll", params={"channel": channel, "timeout": 5}))
@@ -429,25 +480,26 @@ async def test_long_poll_answers_empty_at_its_timeout(client: httpx.AsyncClient)
 
 
 async def test_long_poll_batches_up_to_limit_and_cursor_follows_the_last_one(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     channel = channel_name()
     cursor = (await client.get("/poll", params={"channel": channel, "timeout": 0})).json()["cursor"]
     await publish(client, channel, *range(5))
-    answer = (await client.get("/poll", params={"channel": channel, "cursor": cursor,
-                                                "timeout": 5, "limit": 3})).json()
+    answer = (
+        await client.get("/poll", params={"channel": channel, "cursor": cursor, "timeout": 5, "limit": 3})
+    ).json()
     assert offsets(answer["messages"]) == [1, 2, 3]
-    rest = (await client.get("/poll", params={"channel": channel, "cursor": answer["cursor"],
-                                              "timeout": 5})).json()
+    rest = (
+        await client.get("/poll", params={"channel": channel, "cursor": answer["cursor"], "timeout": 5})
+    ).json()
     assert offsets(rest["messages"]) == [4, 5]
 
 
-async def test_a_client_leaving_a_held_long_poll_leaves_nothing_behind(
-        http_server: LiveServer) -> None:
+async def test_a_client_leaving_a_held_long_poll_leaves_nothing_behind(http_server: LiveServer) -> None:
     channel = channel_name()
     node = http_server.node
     async with httpx.AsyncClient(base_url=http_server.url) as leaving:
-        held = asyncio.ensure_future(leaving.get("/poll", params={"channel": channel,
-                                                                  "timeout": 10}))
+        held = asyncio.ensure_future(leaving.get("/poll", params={"channel": channel, "timeout": 10}))
         await wait_until(lambda: node.hub.subscriber_count(channel) == 1, "a held poll")
         held.cancel()
     await wait_until(lambda: node.hub.subscriber_count(channel) == 0, "the hub to forget it")
@@ -455,7 +507,8 @@ async def test_a_client_leaving_a_held_long_poll_leaves_nothing_behind(
 
 
 async def test_a_held_long_poll_is_answered_when_its_token_expires(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     """The token's expiry ends the hold like its timeout (machines/poll.py): the answer has what
     the poll has and its cursor, the poll has left the hub, and the next poll with the same
     token is refused 401, so the client fetches a new token and resumes from the cursor."""
@@ -463,32 +516,35 @@ async def test_a_held_long_poll_is_answered_when_its_token_expires(
     expiring = token("expiring-poller", {"*": ["subscribe"]}, ttl=2)  # 1 to 2 s from now
     headers = {"Authorization": f"Bearer {expiring}"}
     async with asyncio.timeout(8):  # the hold is 10 s: the expiry comes first
-        response = await client.get("/poll", params={"channel": channel, "timeout": 10},
-                                    headers=headers)
+        response = await client.get("/poll", params={"channel": channel, "timeout": 10}, headers=headers)
     assert response.status_code == 200
     body = response.json()
     assert body["messages"] == [] and body["gaps"] == [] and body["cursor"]
     assert http_server.node.hub.subscriber_count(channel) == 0
-    again = await client.get("/poll", params={"channel": channel, "cursor": body["cursor"],
-                                              "timeout": 10}, headers=headers)
+    again = await client.get(
+        "/poll", params={"channel": channel, "cursor": body["cursor"], "timeout": 10}, headers=headers
+    )
     assert again.status_code == 401
     assert again.json()["error"]["code"] == "unauthorized"
 
 
 async def test_500_concurrent_long_polls_are_released_by_one_publish(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     channel = channel_name()
-    polls = [asyncio.ensure_future(client.get("/poll", params={"channel": channel, "timeout": 9}))
-             for _ in range(500)]
-    await wait_until(lambda: http_server.node.hub.subscriber_count(channel) == 500,
-                     "500 held polls", deadline=30)
+    polls = [
+        asyncio.ensure_future(client.get("/poll", params={"channel": channel, "timeout": 9}))
+        for _ in range(500)
+    ]
+    await wait_until(
+        lambda: http_server.node.hub.subscriber_count(channel) == 500, "500 held polls", deadline=30
+    )
     await publish(client, channel, "wake")
     answers = [response.json() for response in await asyncio.gather(*polls)]
     assert all([m["data"] for m in a["messages"]] == ["wake"] for a in answers)
 
 
-async def test_short_poll_without_cursor_answers_the_current_position(
-        client: httpx.AsyncClient) -> None:
+async def test_short_poll_without_cursor_answers_the_current_position(client: httpx.AsyncClient) -> None:
     channel = channel_name()
     await publish(client, channel, 1, 2)
     response = await client.get("/poll", params={"channel": channel, "timeout": 0})
@@ -496,13 +552,13 @@ async def test_short_poll_without_cursor_answers_the_current_position(
     assert body["messages"] == []
     assert body["gaps"] == []
     assert "no-cache" in response.headers["cache-control"]
-    since = await client.get("/poll", params={"channel": channel, "timeout": 0,
-                                              "cursor": body["cursor"]})
+    since = await client.get("/poll", params={"channel": channel, "timeout": 0, "cursor": body["cursor"]})
     assert since.json()["cursor"] == body["cursor"]
 
 
 async def test_short_poll_with_the_current_etag_gets_304_with_an_empty_body(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     channel = channel_name()
     params = {"channel": channel, "timeout": 0}
     first = await client.get("/poll", params=params)
@@ -512,8 +568,7 @@ async def test_short_poll_with_the_current_etag_gets_304_with_an_empty_body(
     assert same.content == b""
     await publish(client, channel, "news")
     cursor = first.json()["cursor"]
-    changed = await client.get("/poll", params={**params, "cursor": cursor},
-                               headers={"If-None-Match": etag})
+    changed = await client.get("/poll", params={**params, "cursor": cursor}, headers={"If-None-Match": etag})
     assert changed.status_code == 200
     assert [m["data"] for m in changed.json()["messages"]] == ["news"]
     assert changed.headers["etag"] != etag
@@ -521,14 +576,23 @@ async def test_short_poll_with_the_current_etag_gets_304_with_an_empty_body(
 
 # across transports ----------------------------------------------------------------------------
 
+
 async def test_a_client_moves_across_every_transport_without_loss_or_duplicates(
-        http_server: LiveServer, client: httpx.AsyncClient) -> None:
+    http_server: LiveServer, client: httpx.AsyncClient
+) -> None:
     channel = channel_name()
     await publish(client, channel, *range(1, 13))
     seen: list[int] = []
     async with websockets.connect(f"ws://127.0.0.1:{http_server.port}/ws") as ws:
-        await ws.send(orjson.dumps({"op": "subscribe", "channel": channel, "since": {
-            "epoch": http_server.node.broker.epoch, "offset": 0}}).decode())
+        await ws.send(
+            orjson.dumps(
+                {
+                    "op": "subscribe",
+                    "channel": channel,
+                    "since": {"epoch": http_server.node.broker.epoch, "offset": 0},
+                }
+            ).decode()
+        )
         cursor = ""
         while len(seen) < 5:
             frame = orjson.loads(await ws.recv())
@@ -549,8 +613,7 @@ async def test_a_client_moves_across_every_transport_without_loss_or_duplicates(
     assert seen == list(range(1, 21))
 
 
-async def test_poll_reader_round_trip_uses_the_cursor_of_each_answer(
-        client: httpx.AsyncClient) -> None:
+async def test_poll_reader_round_trip_uses_the_cursor_of_each_answer(client: httpx.AsyncClient) -> None:
     channel = channel_name()
     poller = PollReader(client, [channel], timeout=0)
     await poller.start()
@@ -580,29 +643,35 @@ async def test_a_stream_that_is_not_read_is_ended_as_a_slow_consumer(engine: str
             else:
                 raise AssertionError("the stream never overflowed")
             with sock:  # up to the response's last chunk (or the connection's end)
-                while not received.endswith(b"\r\n0\r\n\r\n") and \
-                        (chunk := await asyncio.to_thread(sock.recv, 1 << 20)):
+                while not received.endswith(b"\r\n0\r\n\r\n") and (
+                    chunk := await asyncio.to_thread(sock.recv, 1 << 20)
+                ):
                     received += chunk
             assert await slow_consumers(http, "stream") == 1
-            await wait_until(lambda: small.node.connection_counts().get("stream", 0) == 0,
-                             "the stream to leave the node")
+            await wait_until(
+                lambda: small.node.connection_counts().get("stream", 0) == 0, "the stream to leave the node"
+            )
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     lines = dechunk(body).splitlines()
     farewell = orjson.loads(lines[-1])
-    assert farewell == {"op": "disconnect", "code": 4008, "reason": farewell["reason"],
-                        "reconnect": True}
+    assert farewell == {"op": "disconnect", "code": 4008, "reason": farewell["reason"], "reconnect": True}
 
 
 # static files ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("path", "content_type"), [
-    ("/static/tidings.d.ts", "text/plain; charset=utf-8"),
-    ("/static/tidings.js", "text/javascript; charset=utf-8"),
-    ("/pages/style.css", "text/css; charset=utf-8"),
-])
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/static/tidings.d.ts", "text/plain; charset=utf-8"),
+        ("/static/tidings.js", "text/javascript; charset=utf-8"),
+        ("/pages/style.css", "text/css; charset=utf-8"),
+    ],
+)
 async def test_static_files_have_fixed_content_types_on_both_engines(
-        client: httpx.AsyncClient, path: str, content_type: str) -> None:
+    client: httpx.AsyncClient, path: str, content_type: str
+) -> None:
     # Not the machine's mimetypes: there .ts may be text/vnd.trolltech.linguist or video/mp2t.
     answer = await client.get(path)
     assert answer.status_code == 200

@@ -25,9 +25,9 @@ def test_a_query_without_escapes_reads_as_parse_qsl_reads_it(parts: list[str]):
     want = expected(raw)
     if set(want) <= NAMES:
         assert _query({"query_string": raw.encode("latin-1", "replace")}, NAMES) == expected(
-            raw.encode("latin-1", "replace").decode("latin-1"))
+            raw.encode("latin-1", "replace").decode("latin-1")
+        )
 
 
 def test_a_query_with_escapes_is_decoded():
-    assert _query({"query_string": b"channel=a%3Ab&b=x+y"}, NAMES) == {
-        "channel": ["a:b"], "b": ["x y"]}
+    assert _query({"query_string": b"channel=a%3Ab&b=x+y"}, NAMES) == {"channel": ["a:b"], "b": ["x y"]}

@@ -20,13 +20,22 @@ from tests.transports.conftest import run_server
 from tests.transports.readers import channel_name
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
+    ),
 ]
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>sse</title><script>
@@ -67,27 +76,34 @@ def page_origin() -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def test_browser_eventsource_reconnects_with_last_event_id_and_sees_each_message_once(
-        page_origin: tuple[str, dict[str, str]]) -> None:
+    page_origin: tuple[str, dict[str, str]],
+) -> None:
     from playwright.sync_api import sync_playwright
 
     origin, content = page_origin
     channel = channel_name()
-    with run_server(allowed_origins=[origin], sse={"retry_ms": 150, "max_duration": 0.6}) as srv, \
-            sync_playwright() as p, httpx.Client(base_url=srv.url) as api:
+    with (
+        run_server(allowed_origins=[origin], sse={"retry_ms": 150, "max_duration": 0.6}) as srv,
+        sync_playwright() as p,
+        httpx.Client(base_url=srv.url) as api,
+    ):
         content["page"] = PAGE % {"url": repr(f"{srv.url}/sse?channel={channel}")}
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             page = browser.new_page()
             resumed: list[str] = []
-            page.on("request", lambda r: resumed.append(
-                r.all_headers().get("last-event-id", "")) if "/sse" in r.url else None)
+            page.on(
+                "request",
+                lambda r: (
+                    resumed.append(r.all_headers().get("last-event-id", "")) if "/sse" in r.url else None
+                ),
+            )
             page.goto(origin + "/")
             page.wait_for_function("window.__ready >= 1", timeout=10000)
             for n in range(1, 41):  # spread over ~2 s: several server-side ends fall in between
                 api.post("/api/publish", json={"channel": channel, "data": n}).raise_for_status()
                 time.sleep(0.05)
-            page.wait_for_function("window.__log.length >= 40 && window.__opens >= 3",
-                                   timeout=15000)
+            page.wait_for_function("window.__log.length >= 40 && window.__opens >= 3", timeout=15000)
             log = page.evaluate("window.__log")
         finally:
             browser.close()

@@ -33,8 +33,7 @@ from tidings.settings import Settings
 DEADLINE = 15.0
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = DEADLINE,
-                   what: str = "condition") -> None:
+async def wait_for(predicate: Callable[[], bool], within: float = DEADLINE, what: str = "condition") -> None:
     """Poll ``predicate`` until true; fail after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not predicate():
@@ -51,8 +50,15 @@ def free_port() -> int:
 
 
 async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none",
-                            lifespan="on", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_for(lambda: server.started or task.done(), what="uvicorn start")
@@ -121,12 +127,14 @@ class Receiver:
 def status(code: int, headers: dict[str, str] | None = None) -> Behaviour:
     async def answer(request: Request, count: int) -> Response:
         return Response(b"status %d" % code, status_code=code, headers=headers)
+
     return answer
 
 
 def fail_then_succeed(failures: int) -> Behaviour:
     async def answer(request: Request, count: int) -> Response:
         return Response(status_code=500 if count <= failures else 200)
+
     return answer
 
 
@@ -134,6 +142,7 @@ def hang(forever: asyncio.Event) -> Behaviour:
     async def answer(request: Request, count: int) -> Response:
         await forever.wait()
         return Response(status_code=200)
+
     return answer
 
 
@@ -167,25 +176,23 @@ class Hub:
     client: httpx.AsyncClient
 
     async def create(self, url: str, channels: list[str], **extra: Any) -> dict[str, Any]:
-        response = await self.client.post("/api/webhooks",
-                                          json={"url": url, "channels": channels, **extra})
+        response = await self.client.post("/api/webhooks", json={"url": url, "channels": channels, **extra})
         assert response.status_code == 201, response.text
         result: dict[str, Any] = response.json()
         return result
 
     async def publish(self, channel: str, data: Any, event: str = "message") -> dict[str, Any]:
-        response = await self.client.post("/api/publish", json={
-            "channel": channel, "data": data, "event": event})
+        response = await self.client.post(
+            "/api/publish", json={"channel": channel, "data": data, "event": event}
+        )
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         assert result.pop("duplicate") is False
         return result
 
-    async def deliveries(self, endpoint_id: str, status: str | None = None
-                         ) -> list[dict[str, Any]]:
+    async def deliveries(self, endpoint_id: str, status: str | None = None) -> list[dict[str, Any]]:
         params = {"status": status} if status else {}
-        response = await self.client.get(f"/api/webhooks/{endpoint_id}/deliveries",
-                                         params=params)
+        response = await self.client.get(f"/api/webhooks/{endpoint_id}/deliveries", params=params)
         assert response.status_code == 200, response.text
         found: list[dict[str, Any]] = response.json()["deliveries"]
         return found
@@ -199,8 +206,7 @@ async def make_hub(tmp_path: Path) -> AsyncIterator[HubFactory]:
     running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
 
     async def make(webhooks: dict[str, Any] | None = None, **settings: Any) -> Hub:
-        hooks = {**FAST_WEBHOOKS, "store": str(tmp_path / f"hooks{len(running)}.db"),
-                 **(webhooks or {})}
+        hooks = {**FAST_WEBHOOKS, "store": str(tmp_path / f"hooks{len(running)}.db"), **(webhooks or {})}
         built = build_app(Settings(webhooks=hooks, **settings))
         server, task, port = await serve(built.app)
         base = f"http://127.0.0.1:{port}"

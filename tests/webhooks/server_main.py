@@ -39,8 +39,7 @@ def main() -> None:
     with open(args.settings) as file:
         settings = Settings(**json.load(file))
     server = build_app(settings)
-    uvicorn.run(server.app, host="127.0.0.1", port=args.port, log_level="warning", ws="none",
-                lifespan="on")
+    uvicorn.run(server.app, host="127.0.0.1", port=args.port, log_level="warning", ws="none", lifespan="on")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ async def cli(hub: Hub, *args: str) -> tuple[int, str, str]:
     runner = CliRunner()
     root = typer.Typer()
     root.add_typer(webhooks_cli.app, name="webhooks")
-    result = await asyncio.to_thread(runner.invoke, root, list(args),
-                                     env={"TIDINGS_URL": hub.base_url})
+    result = await asyncio.to_thread(runner.invoke, root, list(args), env={"TIDINGS_URL": hub.base_url})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -64,9 +63,20 @@ async def test_listen_verifies_and_prints_a_delivery(hub: Hub) -> None:
     created = await hub.create(f"http://127.0.0.1:{port}/in", ["c"])
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tidings.webhooks.cli", "listen", "--port", str(port),
-        "--count", "1", "--secret", created["secret"], env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tidings.webhooks.cli",
+        "listen",
+        "--port",
+        str(port),
+        "--count",
+        "1",
+        "--secret",
+        created["secret"],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with httpx.AsyncClient() as client:
             for _ in range(400):
@@ -92,8 +102,14 @@ async def tidings_at_80_columns(hub: Hub, *args: str) -> str:
     """The real command in a real 80-column terminal's width (rich reads COLUMNS at start)."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "80", "TIDINGS_URL": hub.base_url}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tidings", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tidings",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err.decode()
     return out.decode()
@@ -101,11 +117,11 @@ async def tidings_at_80_columns(hub: Hub, *args: str) -> str:
 
 async def test_lists_show_whole_ids_in_80_columns(hub: Hub, receiver: Receiver) -> None:
     url = receiver.on("/a-rather-long-path/for-a-receiver/that-takes-room", status(200))
-    endpoint = await hub.create(url, ["orders:*", "invoices:*"],
-                                description="an endpoint with a description that takes room")
+    endpoint = await hub.create(
+        url, ["orders:*", "invoices:*"], description="an endpoint with a description that takes room"
+    )
     await hub.publish("orders:1", {"n": 1})
-    await wait_for(lambda: len(receiver.at("/a-rather-long-path/for-a-receiver/that-takes-room"))
-                   == 1)
+    await wait_for(lambda: len(receiver.at("/a-rather-long-path/for-a-receiver/that-takes-room")) == 1)
     listed = await tidings_at_80_columns(hub, "webhooks", "list")
     assert endpoint["id"] in listed, listed
     assert max(len(line) for line in listed.splitlines()) <= 80

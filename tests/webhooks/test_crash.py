@@ -26,8 +26,11 @@ def start_server(settings_file: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     with open(settings_file.with_suffix(".log"), "ab") as log:
         return subprocess.Popen(
-            [sys.executable, str(SERVER_MAIN), "--settings", str(settings_file),
-             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+            [sys.executable, str(SERVER_MAIN), "--settings", str(settings_file), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 async def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
@@ -46,11 +49,20 @@ async def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
-        tmp_path: Path, receiver: Receiver) -> None:
+    tmp_path: Path, receiver: Receiver
+) -> None:
     settings_file = tmp_path / "settings.json"
-    settings_file.write_text(json.dumps({"webhooks": {
-        **FAST_WEBHOOKS, "store": str(tmp_path / "queue.db"),
-        "retry_schedule": [0.2, 0.5, 1, 1, 1, 1, 1]}}))
+    settings_file.write_text(
+        json.dumps(
+            {
+                "webhooks": {
+                    **FAST_WEBHOOKS,
+                    "store": str(tmp_path / "queue.db"),
+                    "retry_schedule": [0.2, 0.5, 1, 1, 1, 1, 1],
+                }
+            }
+        )
+    )
     accepting = False
     accepted: set[str] = set()
 
@@ -59,6 +71,7 @@ async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
             return Response(status_code=503)
         accepted.add(request.headers["webhook-id"])
         return Response(status_code=200)
+
     url = receiver.on("/sink", answer)
 
     port = free_port()

@@ -31,9 +31,17 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[int, list[Received
     async def handle(request: Request) -> Response:
         got.append(Received(request.url.path, dict(request.headers), await request.body(), 0))
         return Response(status_code=200)
+
     app = Starlette(routes=[Route("/in", handle, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none",
-                            ssl_certfile=str(cert_file), lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ws="none",
+        ssl_certfile=str(cert_file),
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_for(lambda: server.started)
@@ -43,7 +51,8 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[int, list[Received
 
 
 async def test_an_https_endpoint_is_verified_against_its_host_name(
-        make_hub: HubFactory, tls_receiver: tuple[int, list[Received], Path]) -> None:
+    make_hub: HubFactory, tls_receiver: tuple[int, list[Received], Path]
+) -> None:
     port, got, ca_file = tls_receiver
     hub = await make_hub({"ca_file": str(ca_file)})
     await hub.create(f"https://localhost:{port}/in", ["c"])
@@ -54,7 +63,8 @@ async def test_an_https_endpoint_is_verified_against_its_host_name(
 
 
 async def test_a_certificate_for_another_name_fails_the_attempt(
-        make_hub: HubFactory, tls_receiver: tuple[int, list[Received], Path]) -> None:
+    make_hub: HubFactory, tls_receiver: tuple[int, list[Received], Path]
+) -> None:
     port, got, ca_file = tls_receiver
     hub = await make_hub({"ca_file": str(ca_file), "retry_schedule": [0.01]})
     endpoint = await hub.create(f"https://127.0.0.1:{port}/in", ["c"])  # cert is for localhost

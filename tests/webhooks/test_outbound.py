@@ -14,7 +14,8 @@ from conftest import Hub, HubFactory, Receiver, fail_then_succeed, hang, status,
 
 
 async def test_every_delivery_verifies_with_standardwebhooks_before_and_after_rotation(
-        hub: Hub, receiver: Receiver) -> None:
+    hub: Hub, receiver: Receiver
+) -> None:
     url = receiver.on("/ok", status(200))
     endpoint = await hub.create(url, ["orders:*"])
     old_secret = endpoint["secret"]
@@ -23,7 +24,11 @@ async def test_every_delivery_verifies_with_standardwebhooks_before_and_after_ro
     await wait_for(lambda: len(receiver.at("/ok")) == 1)
     first = receiver.at("/ok")[0]
     assert Webhook(old_secret).verify(first.body, first.headers) == {
-        **published, "time": first.json()["time"], "event": "message", "data": {"n": 1}}
+        **published,
+        "time": first.json()["time"],
+        "event": "message",
+        "data": {"n": 1},
+    }
 
     rotated = await hub.client.post(f"/api/webhooks/{endpoint['id']}/rotate-secret")
     assert rotated.status_code == 200
@@ -37,11 +42,9 @@ async def test_every_delivery_verifies_with_standardwebhooks_before_and_after_ro
         assert Webhook(secret).verify(second.body, second.headers)["data"] == {"n": 2}
 
 
-async def test_rotation_with_zero_grace_signs_with_the_new_secret_only(
-        hub: Hub, receiver: Receiver) -> None:
+async def test_rotation_with_zero_grace_signs_with_the_new_secret_only(hub: Hub, receiver: Receiver) -> None:
     endpoint = await hub.create(receiver.on("/ok", status(200)), ["a"])
-    rotated = await hub.client.post(f"/api/webhooks/{endpoint['id']}/rotate-secret",
-                                    json={"grace": 0})
+    rotated = await hub.client.post(f"/api/webhooks/{endpoint['id']}/rotate-secret", json={"grace": 0})
     await hub.publish("a", 1)
     await wait_for(lambda: len(receiver.at("/ok")) == 1)
     got = receiver.at("/ok")[0]
@@ -50,7 +53,8 @@ async def test_rotation_with_zero_grace_signs_with_the_new_secret_only(
 
 
 async def test_a_receiver_failing_twice_gets_the_message_three_times_with_one_webhook_id(
-        hub: Hub, receiver: Receiver) -> None:
+    hub: Hub, receiver: Receiver
+) -> None:
     endpoint = await hub.create(receiver.on("/flaky", fail_then_succeed(2)), ["c"])
     await hub.publish("c", "hello")
     await wait_for(lambda: len(receiver.at("/flaky")) == 3)
@@ -61,6 +65,7 @@ async def test_a_receiver_failing_twice_gets_the_message_three_times_with_one_we
 
     async def succeeded() -> list[dict[str, object]]:
         return await hub.deliveries(endpoint["id"], "succeeded")
+
     deadline = time.monotonic() + 5
     while not await succeeded():
         assert time.monotonic() < deadline
@@ -97,7 +102,8 @@ async def test_410_gone_disables_the_endpoint(hub: Hub, receiver: Receiver) -> N
 
 
 async def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other_endpoint(
-        make_hub: HubFactory, receiver: Receiver) -> None:
+    make_hub: HubFactory, receiver: Receiver
+) -> None:
     hub = await make_hub({"timeout": 2.0})
     slow = await hub.create(receiver.on("/hang", hang(receiver.hold)), ["c"])
     await hub.create(receiver.on("/fast", status(204)), ["c"])
@@ -111,6 +117,7 @@ async def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other_en
     async def timed_out() -> bool:
         found = await hub.deliveries(slow["id"])
         return any(d["last_error"] and "timeout" in d["last_error"] for d in found)
+
     deadline = time.monotonic() + 10
     while not await timed_out():
         assert time.monotonic() < deadline
@@ -120,7 +127,8 @@ async def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other_en
 async def test_redirects_are_failures_and_are_not_followed(hub: Hub, receiver: Receiver) -> None:
     receiver.on("/target", status(200))
     endpoint = await hub.create(
-        receiver.on("/moved", status(307, {"location": receiver.url("/target")})), ["c"],
+        receiver.on("/moved", status(307, {"location": receiver.url("/target")})),
+        ["c"],
     )
     await hub.publish("c", 1)
     await wait_for(lambda: len(receiver.at("/moved")) >= 2)
@@ -130,7 +138,8 @@ async def test_redirects_are_failures_and_are_not_followed(hub: Hub, receiver: R
 
 
 async def test_exhausted_deliveries_are_failed_and_replay_delivers_them_with_the_same_id(
-        make_hub: HubFactory, receiver: Receiver) -> None:
+    make_hub: HubFactory, receiver: Receiver
+) -> None:
     hub = await make_hub({"retry_schedule": [0.01, 0.01]})
     endpoint = await hub.create(receiver.on("/down", status(500)), ["c"])
     await hub.publish("c", 1)
@@ -139,6 +148,7 @@ async def test_exhausted_deliveries_are_failed_and_replay_delivers_them_with_the
 
     async def failed() -> list[dict[str, object]]:
         return await hub.deliveries(endpoint["id"], "failed")
+
     deadline = time.monotonic() + 5
     while len(await failed()) < 2:
         assert time.monotonic() < deadline
@@ -148,52 +158,62 @@ async def test_exhausted_deliveries_are_failed_and_replay_delivers_them_with_the
 
     receiver.on("/down", status(200))
     one = (await failed())[0]
-    replayed = await hub.client.post(f"/api/webhooks/{endpoint['id']}/replay",
-                                     json={"delivery_id": one["id"]})
+    replayed = await hub.client.post(
+        f"/api/webhooks/{endpoint['id']}/replay", json={"delivery_id": one["id"]}
+    )
     assert replayed.json() == {"replayed": 1}
     await wait_for(lambda: len(receiver.at("/down")) == 7)
     assert receiver.at("/down")[-1].webhook_id == one["webhook_id"]
-    replayed = await hub.client.post(f"/api/webhooks/{endpoint['id']}/replay",
-                                     json={"since": time.time() - 60})
+    replayed = await hub.client.post(
+        f"/api/webhooks/{endpoint['id']}/replay", json={"since": time.time() - 60}
+    )
     assert replayed.json() == {"replayed": 1}
     await wait_for(lambda: len(receiver.at("/down")) == 8)
     assert {r.webhook_id for r in receiver.at("/down")} == ids
 
 
-async def test_retry_after_is_honoured_after_a_429(make_hub: HubFactory,
-                                                   receiver: Receiver) -> None:
+async def test_retry_after_is_honoured_after_a_429(make_hub: HubFactory, receiver: Receiver) -> None:
     hub = await make_hub({"retry_schedule": [0.01], "retry_after_max": 1.0})
     calls: list[float] = []
 
     async def answer(request: Request, count: int) -> Response:
         calls.append(time.monotonic())
         return Response(status_code=429 if count == 1 else 200, headers={"retry-after": "1"})
+
     await hub.create(receiver.on("/busy", answer), ["c"])
     await hub.publish("c", 1)
     await wait_for(lambda: len(calls) == 2)
     assert calls[1] - calls[0] >= 0.9
 
 
-async def test_channel_patterns_and_the_event_filter_pick_the_endpoints(
-        hub: Hub, receiver: Receiver) -> None:
+async def test_channel_patterns_and_the_event_filter_pick_the_endpoints(hub: Hub, receiver: Receiver) -> None:
     await hub.create(receiver.on("/all", status(200)), ["*"])
     await hub.create(receiver.on("/orders", status(200)), ["orders:*"])
     await hub.create(receiver.on("/paid", status(200)), ["orders:*"], events=["paid"])
     await hub.publish("orders:1", 1, event="created")
     await hub.publish("orders:2", 2, event="paid")
     await hub.publish("chat:x", 3)
-    await wait_for(lambda: len(receiver.at("/all")) == 3 and len(receiver.at("/orders")) == 2
-                   and len(receiver.at("/paid")) == 1)
+    await wait_for(
+        lambda: (
+            len(receiver.at("/all")) == 3
+            and len(receiver.at("/orders")) == 2
+            and len(receiver.at("/paid")) == 1
+        )
+    )
     assert receiver.at("/paid")[0].json()["event"] == "paid"
 
 
 async def test_strict_ordering_delivers_in_publish_order_despite_failures(
-        hub: Hub, receiver: Receiver) -> None:
+    hub: Hub, receiver: Receiver
+) -> None:
     await hub.create(receiver.on("/ordered", fail_then_succeed(2)), ["c"], ordered=True)
     for n in range(5):
         await hub.publish("c", n)
-    await wait_for(lambda: len({r.webhook_id for r in receiver.at("/ordered")}) == 5
-                   and len(receiver.at("/ordered")) == 7)
+    await wait_for(
+        lambda: (
+            len({r.webhook_id for r in receiver.at("/ordered")}) == 5 and len(receiver.at("/ordered")) == 7
+        )
+    )
     seen = [r.json()["data"] for r in receiver.at("/ordered")]
     assert seen == [0, 0, 0, 1, 2, 3, 4]
 
@@ -207,15 +227,15 @@ async def test_the_rate_limit_spaces_deliveries(hub: Hub, receiver: Receiver) ->
     assert times[-1] - times[0] >= 0.4  # 20 burst + 10 at 20/s
 
 
-async def test_endpoints_api_creates_lists_updates_tests_and_deletes(
-        hub: Hub, receiver: Receiver) -> None:
+async def test_endpoints_api_creates_lists_updates_tests_and_deletes(hub: Hub, receiver: Receiver) -> None:
     url = receiver.on("/api", status(200))
     created = await hub.create(url, ["a:*"], description="first")
     listed = (await hub.client.get("/api/webhooks")).json()["webhooks"]
     assert [e["id"] for e in listed] == [created["id"]]
     assert listed[0]["secret"] is None
-    patched = await hub.client.patch(f"/api/webhooks/{created['id']}",
-                                     json={"channels": ["b"], "description": "second"})
+    patched = await hub.client.patch(
+        f"/api/webhooks/{created['id']}", json={"channels": ["b"], "description": "second"}
+    )
     assert patched.json()["channels"] == ["b"]
     assert patched.json()["description"] == "second"
     tested = await hub.client.post(f"/api/webhooks/{created['id']}/test")
@@ -233,11 +253,14 @@ async def test_endpoints_api_creates_lists_updates_tests_and_deletes(
     assert missing.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("body", [
-    {"url": "ftp://example.com/", "channels": ["a"]},
-    {"url": "http://127.0.0.1:1/", "channels": []},
-    {"url": "http://127.0.0.1:1/", "channels": ["bad channel"]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://example.com/", "channels": ["a"]},
+        {"url": "http://127.0.0.1:1/", "channels": []},
+        {"url": "http://127.0.0.1:1/", "channels": ["bad channel"]},
+    ],
+)
 async def test_endpoints_api_refuses_bad_input(hub: Hub, body: dict[str, object]) -> None:
     response = await hub.client.post("/api/webhooks", json=body)
     assert response.status_code in (400, 422)
@@ -245,7 +268,8 @@ async def test_endpoints_api_refuses_bad_input(hub: Hub, body: dict[str, object]
 
 
 async def test_the_concurrency_limit_caps_attempts_in_flight_per_endpoint(
-        hub: Hub, receiver: Receiver) -> None:
+    hub: Hub, receiver: Receiver
+) -> None:
     await hub.create(receiver.on("/held", hang(receiver.hold)), ["c"], max_concurrency=2)
     for n in range(6):
         await hub.publish("c", n)
@@ -255,7 +279,8 @@ async def test_the_concurrency_limit_caps_attempts_in_flight_per_endpoint(
 
 
 async def test_an_endpoint_failing_for_the_whole_window_is_disabled(
-        make_hub: HubFactory, receiver: Receiver) -> None:
+    make_hub: HubFactory, receiver: Receiver
+) -> None:
     hub = await make_hub({"retry_schedule": [0.05] * 50, "disable_after": 0.3, "jitter": 0})
     endpoint = await hub.create(receiver.on("/broken", status(500)), ["c"])
     await hub.publish("c", 1)

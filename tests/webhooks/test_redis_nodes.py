@@ -19,8 +19,10 @@ from tests.redis_server import RedisServer, redis_available
 
 from conftest import Receiver, wait_for
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),
+]
 
 LEASE = 2.0
 NODE_ENV = {
@@ -52,8 +54,9 @@ async def two_nodes() -> AsyncIterator[tuple[NodeProcess, NodeProcess]]:
 async def create_everywhere(nodes: tuple[NodeProcess, NodeProcess], url: str) -> str:
     """Create the endpoint through the first node; return once every node knows it."""
     async with httpx.AsyncClient(timeout=10) as client:
-        created = await client.post(f"{nodes[0].url}/api/webhooks",
-                                    json={"url": url, "channels": ["orders:*"]})
+        created = await client.post(
+            f"{nodes[0].url}/api/webhooks", json={"url": url, "channels": ["orders:*"]}
+        )
         assert created.status_code == 201, created.text
         endpoint_id: str = created.json()["id"]
         for node in nodes[1:]:
@@ -68,26 +71,26 @@ async def create_everywhere(nodes: tuple[NodeProcess, NodeProcess], url: str) ->
 
 
 async def publish(client: httpx.AsyncClient, node: NodeProcess, data: Any) -> None:
-    response = await client.post(f"{node.url}/api/publish",
-                                 json={"channel": "orders:1", "data": data})
+    response = await client.post(f"{node.url}/api/publish", json={"channel": "orders:1", "data": data})
     assert response.status_code == 200, response.text
 
 
 async def succeeded(node: NodeProcess, endpoint_id: str) -> int:
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(f"{node.url}/api/webhooks/{endpoint_id}/deliveries",
-                                    params={"status": "succeeded", "limit": 1000})
+        response = await client.get(
+            f"{node.url}/api/webhooks/{endpoint_id}/deliveries", params={"status": "succeeded", "limit": 1000}
+        )
         assert response.status_code == 200, response.text
         return len(response.json()["deliveries"])
 
 
-async def test_two_nodes_on_one_redis_deliver_each_publication_once_per_endpoint(
-        receiver: Receiver) -> None:
+async def test_two_nodes_on_one_redis_deliver_each_publication_once_per_endpoint(receiver: Receiver) -> None:
     accepted: set[str] = set()
 
     async def answer(request: Request, count: int) -> Response:
         accepted.add(request.headers["webhook-id"])
         return Response(status_code=200)
+
     url = receiver.on("/sink", answer)
 
     async with two_nodes() as nodes:
@@ -107,8 +110,7 @@ async def test_two_nodes_on_one_redis_deliver_each_publication_once_per_endpoint
     assert len({r.webhook_id for r in got}) == 60
 
 
-async def test_kill_9_of_the_node_holding_deliveries_hands_them_to_the_other_node(
-        receiver: Receiver) -> None:
+async def test_kill_9_of_the_node_holding_deliveries_hands_them_to_the_other_node(receiver: Receiver) -> None:
     hanging = True
     release = asyncio.Event()
     accepted: set[str] = set()
@@ -119,6 +121,7 @@ async def test_kill_9_of_the_node_holding_deliveries_hands_them_to_the_other_nod
             return Response(status_code=503)
         accepted.add(request.headers["webhook-id"])
         return Response(status_code=200)
+
     url = receiver.on("/sink", answer)
 
     async with two_nodes() as nodes:
@@ -134,8 +137,11 @@ async def test_kill_9_of_the_node_holding_deliveries_hands_them_to_the_other_nod
         hanging = False
         release.set()
         # The other node waits for the leases to end, then takes everything over.
-        await wait_for(lambda: len(accepted) == 20, within=LEASE + 20,
-                       what="all 20 deliveries through the surviving node")
+        await wait_for(
+            lambda: len(accepted) == 20,
+            within=LEASE + 20,
+            what="all 20 deliveries through the surviving node",
+        )
         deadline = asyncio.get_running_loop().time() + 15
         while await succeeded(other, endpoint_id) < 20:
             assert asyncio.get_running_loop().time() < deadline

@@ -15,8 +15,13 @@ from tidings.webhooks.retry import (
     parse_retry_after,
 )
 
-DEFAULT = RetryPolicy(schedule=(5, 300, 1800, 7200, 18000, 36000, 36000), jitter=0.2,
-                      throttle_floor=60, retry_after_max=3600, disable_after=5 * 86400)
+DEFAULT = RetryPolicy(
+    schedule=(5, 300, 1800, 7200, 18000, 36000, 36000),
+    jitter=0.2,
+    throttle_floor=60,
+    retry_after_max=3600,
+    disable_after=5 * 86400,
+)
 FAIL = AttemptResult(500, error="HTTP 500")
 
 

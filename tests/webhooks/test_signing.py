@@ -40,8 +40,11 @@ def test_only_keys_still_valid_sign() -> None:
 def test_verify_standard_accepts_any_of_several_signatures() -> None:
     secret = generate_secret()
     now = time.time()
-    headers = {"webhook-id": "m", "webhook-timestamp": str(int(now)),
-               "webhook-signature": "v1,bm9wZQ== " + sign_standard(secret, "m", int(now), b"b")}
+    headers = {
+        "webhook-id": "m",
+        "webhook-timestamp": str(int(now)),
+        "webhook-signature": "v1,bm9wZQ== " + sign_standard(secret, "m", int(now), b"b"),
+    }
     assert verify_standard([secret], headers, b"b", now) == "m"
     with pytest.raises(Unauthorized):
         verify_standard([generate_secret()], headers, b"b", now)

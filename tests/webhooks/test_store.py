@@ -51,15 +51,16 @@ def cluster_url(redis_cluster: RedisCluster) -> str:
 
 
 @pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
-async def reopen(request: pytest.FixtureRequest, tmp_path: Path
-                 ) -> AsyncIterator[StoreFactory]:
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     opened: list[WebhookStore] = []
-    url = ("" if request.param == "sqlite" else
-           request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
+    url = (
+        ""
+        if request.param == "sqlite"
+        else request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+    )
 
     async def make() -> WebhookStore:
-        store: WebhookStore = (RedisWebhookStore(url) if url
-                               else SQLiteWebhookStore(tmp_path / "store.db"))
+        store: WebhookStore = RedisWebhookStore(url) if url else SQLiteWebhookStore(tmp_path / "store.db")
         await store.open()
         opened.append(store)
         return store
@@ -70,8 +71,14 @@ async def reopen(request: pytest.FixtureRequest, tmp_path: Path
 
 
 def endpoint(ident: str = "ep_1") -> Endpoint:
-    return Endpoint(id=ident, url="https://example.com/h", channels=["c:*"],
-                    keys=[SigningKey("whsec_AAAA")], created_at=1.0, updated_at=1.0)
+    return Endpoint(
+        id=ident,
+        url="https://example.com/h",
+        channels=["c:*"],
+        keys=[SigningKey("whsec_AAAA")],
+        created_at=1.0,
+        updated_at=1.0,
+    )
 
 
 def message(ident: str = "msg_1", at: float = 10.0) -> Message:
@@ -82,8 +89,7 @@ def attempt(outcome: str, status: int | None = 500) -> Attempt:
     return Attempt(11.0, status, 1.5, None if status == 200 else "HTTP 500", "body", outcome)
 
 
-async def test_enqueued_deliveries_survive_a_reopen_and_enqueue_is_idempotent(
-        reopen: StoreFactory) -> None:
+async def test_enqueued_deliveries_survive_a_reopen_and_enqueue_is_idempotent(reopen: StoreFactory) -> None:
     store = await reopen()
     await store.put_endpoint(endpoint("ep_1"))
     await store.put_endpoint(endpoint("ep_2"))
@@ -105,8 +111,13 @@ async def test_attempts_move_the_delivery_and_are_logged(reopen: StoreFactory) -
     await store.put_endpoint(endpoint())
     (due,) = await store.enqueue(message(), ["ep_1"])
     await store.record_attempt(due.delivery_id, attempt("pending"), "pending", 20.0, None)
-    changed = Endpoint(id="ep_1", url="https://example.com/h", channels=["c:*"],
-                       keys=[SigningKey("whsec_AAAA")], failing_since=11.0)
+    changed = Endpoint(
+        id="ep_1",
+        url="https://example.com/h",
+        channels=["c:*"],
+        keys=[SigningKey("whsec_AAAA")],
+        failing_since=11.0,
+    )
     await store.record_attempt(due.delivery_id, attempt("failed"), "failed", None, changed)
     stored = await store.get_endpoint("ep_1")
     assert stored is not None
@@ -156,8 +167,7 @@ async def test_inbound_ids_are_remembered_for_the_ttl(reopen: StoreFactory) -> N
     assert await store.remember_inbound("gh", "d1", now=201.0, ttl=50.0) is True
 
 
-async def test_redis_leases_hand_a_dead_holders_deliveries_to_another_store(redis_url: str
-                                                                           ) -> None:
+async def test_redis_leases_hand_a_dead_holders_deliveries_to_another_store(redis_url: str) -> None:
     one = RedisWebhookStore(redis_url, lease=0.3)
     two = RedisWebhookStore(redis_url, lease=0.3)
     await one.open()

@@ -22,8 +22,7 @@ from tidings.webhooks.service import WebhookService, store_location, store_path
 ALLOW_LOOPBACK = {"allow_private": ["127.0.0.0/8"]}
 
 
-async def test_a_second_node_on_the_same_store_file_is_refused_until_the_first_stops(
-        tmp_path: Path) -> None:
+async def test_a_second_node_on_the_same_store_file_is_refused_until_the_first_stops(tmp_path: Path) -> None:
     settings = Settings(webhooks={**ALLOW_LOOPBACK, "store": str(tmp_path / "hooks.db")})
     async with Node(settings) as first_node, Node(settings) as second_node:
         first = WebhookService(first_node)
@@ -34,8 +33,7 @@ async def test_a_second_node_on_the_same_store_file_is_refused_until_the_first_s
             with pytest.raises(StartupError) as refused:
                 await second.start()
             message = refused.value.message
-            assert f"another tidings node uses the webhook store {tmp_path / 'hooks.db'}" \
-                in message
+            assert f"another tidings node uses the webhook store {tmp_path / 'hooks.db'}" in message
             assert "give each node its own [webhooks] store" in message
             assert "Redis broker" in message
         finally:
@@ -49,8 +47,7 @@ async def test_a_second_node_on_the_same_store_file_is_refused_until_the_first_s
             await third.stop()
 
 
-async def test_two_nodes_on_one_sqlite_broker_are_told_it_serves_one_node(
-        tmp_path: Path) -> None:
+async def test_two_nodes_on_one_sqlite_broker_are_told_it_serves_one_node(tmp_path: Path) -> None:
     settings = Settings(broker=f"sqlite:///{tmp_path / 'hub.db'}")
     async with Node(settings) as first_node, Node(settings) as second_node:
         first = WebhookService(first_node)
@@ -75,7 +72,8 @@ def test_tidings_serve_on_a_store_another_node_holds_exits_with_one_line(tmp_pat
 
 
 async def test_the_memory_broker_keeps_the_queue_in_memory_and_writes_no_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     async with Node(Settings(webhooks=ALLOW_LOOPBACK)) as node:
         service = WebhookService(node)
@@ -93,8 +91,7 @@ def test_the_settings_say_where_the_store_is() -> None:
     assert store_path(Settings()) is None
     assert store_location(Settings()) == "memory"
     assert store_path(Settings(broker="sqlite:///data/t.db")) == Path("data/t-webhooks.db")
-    assert store_path(Settings(broker="sqlite:///data/t.db", webhooks={"store": "memory"})) \
-        is None
+    assert store_path(Settings(broker="sqlite:///data/t.db", webhooks={"store": "memory"})) is None
     assert store_path(Settings(webhooks={"store": "/x/y.db"})) == Path("/x/y.db")
     assert store_location(Settings(broker="redis://127.0.0.1:6390/0")) == ""
     with pytest.raises(SettingsError, match="with a Redis broker the webhook queue lives in"):
@@ -106,10 +103,20 @@ def test_config_show_states_the_store(tmp_path: Path) -> None:
     config.write_text(f'broker = "sqlite:///{tmp_path / "hub.db"}"\n')
     shown = subprocess.run(
         [sys.executable, "-m", "tidings", "config", "show", "--config", str(config)],
-        env=environment(), capture_output=True, text=True, timeout=30, check=True).stdout
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert f'store = "{tmp_path / "hub-webhooks.db"}"' in shown
     config.write_text("")
     shown = subprocess.run(
         [sys.executable, "-m", "tidings", "config", "show", "--config", str(config)],
-        env=environment(), capture_output=True, text=True, timeout=30, check=True).stdout
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert 'store = "memory"' in shown

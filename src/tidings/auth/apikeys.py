@@ -58,9 +58,7 @@ class ApiKeyRing:
 
     __slots__ = ("_keys",)
 
-    def __init__(
-        self, keys: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str], str]]
-    ) -> None:
+    def __init__(self, keys: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str], str]]) -> None:
         """``keys``: ``{key: scopes}`` or ``(key, scopes, name)`` triples."""
         entries: list[_Key] = []
         if isinstance(keys, Mapping):
@@ -74,9 +72,7 @@ class ApiKeyRing:
     @classmethod
     def from_settings(cls, settings: Any) -> ApiKeyRing:
         """The keys of ``settings.api_key`` (every scope) and ``settings.api_keys``."""
-        triples: list[tuple[str, Iterable[str], str]] = [
-            (k.key, k.scopes, k.name) for k in settings.api_keys
-        ]
+        triples: list[tuple[str, Iterable[str], str]] = [(k.key, k.scopes, k.name) for k in settings.api_keys]
         if settings.api_key:
             triples.append((settings.api_key, SCOPES, "api_key"))
         return cls(triples)
@@ -129,9 +125,7 @@ class ApiKeyRing:
 
 
 def _proxied(headers: Iterable[tuple[Any, Any]] | Mapping[str, str]) -> bool:
-    names: Iterable[Any] = (
-        headers.keys() if isinstance(headers, Mapping) else (k for k, _ in headers)
-    )
+    names: Iterable[Any] = headers.keys() if isinstance(headers, Mapping) else (k for k, _ in headers)
     for name in names:
         text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
         if text.lower() in _PROXY_HEADERS:

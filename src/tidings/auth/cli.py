@@ -90,9 +90,7 @@ def token_command(
             "CAPS from subscribe, publish, presence, history; no '=' means subscribe).",
         ),
     ] = None,
-    ttl: Annotated[
-        int, typer.Option("--ttl", min=1, help="Seconds until the token expires.")
-    ] = 3600,
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Seconds until the token expires.")] = 3600,
     info: Annotated[
         str | None,
         typer.Option("--info", help='JSON shown in presence, e.g. \'{"name":"Ann"}\'.'),

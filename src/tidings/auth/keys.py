@@ -137,9 +137,7 @@ def load_public_key_file(path: str | Path) -> VerificationKey:
     return VerificationKey.from_public_key(public, source=str(path))
 
 
-def load_jwks(
-    document: bytes | str | Mapping[str, Any], source: str = "jwks"
-) -> list[VerificationKey]:
+def load_jwks(document: bytes | str | Mapping[str, Any], source: str = "jwks") -> list[VerificationKey]:
     """The usable signature keys of a JWKS document (RFC 7517).
 
     Skips, with a log line, symmetric (``oct``) keys (a published document must not carry

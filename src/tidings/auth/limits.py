@@ -148,9 +148,7 @@ class ConnectionLimiter:
         """
         key = self.ip_key(ip)
         if self._by_ip.get(key, 0) >= self.max_per_ip:
-            raise RateLimited(
-                f"too many connections from {key} (limit {self.max_per_ip}); retry later"
-            )
+            raise RateLimited(f"too many connections from {key} (limit {self.max_per_ip}); retry later")
         if user and self._by_user.get(user, 0) >= self.max_per_user:
             raise RateLimited(
                 f"too many connections for user {user!r} (limit {self.max_per_user}); "
@@ -304,9 +302,7 @@ def client_address(
         return peer_text
     if not proxies.networks or peer not in proxies:
         return str(peer)
-    chain = [
-        part for value in _header_values(headers, "x-forwarded-for") for part in value.split(",")
-    ]
+    chain = [part for value in _header_values(headers, "x-forwarded-for") for part in value.split(",")]
     current = peer
     for element in reversed(chain):
         if not element.strip():

@@ -198,9 +198,7 @@ class CorsPolicy:
     def from_settings(cls, settings: Any, **options: Any) -> CorsPolicy:
         return cls(OriginPolicy.from_settings(settings), **options)
 
-    def response_headers(
-        self, origin: str | None, host: str | None = None
-    ) -> list[tuple[str, str]]:
+    def response_headers(self, origin: str | None, host: str | None = None) -> list[tuple[str, str]]:
         """Headers to add to an actual (non-preflight) response.
 
         ``Vary: Origin`` always; the CORS headers only when ``origin`` is present and allowed

@@ -20,8 +20,7 @@ from tidings.auth.limits import client_address as _client_address
 __all__ = ["TrustedProxies", "client_address"]
 
 
-def client_address(scope: Mapping[str, Any],
-                   trusted: TrustedProxies | Iterable[str]) -> str | None:
+def client_address(scope: Mapping[str, Any], trusted: TrustedProxies | Iterable[str]) -> str | None:
     """The client's IP address for an ASGI ``scope`` (see the module docstring).
 
     None when the server does not know the peer (e.g. a Unix socket).

@@ -55,8 +55,9 @@ class Security:
     async def credentials(self, token: str) -> Credentials:
         """The credentials of a connection token; raises Unauthorized / TokenExpired."""
         if not self.tokens.configured:
-            raise Unauthorized("this server verifies no tokens (no token_secret or [auth] key): "
-                               "connect without a token")
+            raise Unauthorized(
+                "this server verifies no tokens (no token_secret or [auth] key): connect without a token"
+            )
         return await self.tokens.verify_connection(token)
 
     def check_api(self, scope: Mapping[str, Any], needed: Scope | None) -> str:
@@ -64,8 +65,7 @@ class Security:
 
         ``needed`` None: any configured key (the OpenAPI document and its browsable page)."""
         headers = scope.get("headers", ())
-        return self.api_keys.check(header(headers, b"authorization"), needed,
-                                   self.client_ip(scope), headers)
+        return self.api_keys.check(header(headers, b"authorization"), needed, self.client_ip(scope), headers)
 
     def check_metrics(self, scope: Mapping[str, Any]) -> None:
         """Allow a ``/metrics`` scrape: from a ``metrics_allow`` network, else as a server API

@@ -87,9 +87,7 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = ("HS256", "RS256", "ES256")
 #: Tokens longer than this are refused before any parsing (8 KiB is a generous header budget).
 MAX_TOKEN_LENGTH = 8192
 #: What a subscription token grants on its channel.
-SUBSCRIPTION_CAPABILITIES = frozenset(
-    {Capability.SUBSCRIBE, Capability.PRESENCE, Capability.HISTORY}
-)
+SUBSCRIPTION_CAPABILITIES = frozenset({Capability.SUBSCRIBE, Capability.PRESENCE, Capability.HISTORY})
 #: How many keys an unkeyed (no ``kid``) token may be tried against.
 _MAX_CANDIDATES = 4
 
@@ -199,9 +197,7 @@ class TokenVerifier:
         if secret:
             raw = secret.encode() if isinstance(secret, str) else secret
             if len(raw) < 32:
-                log.warning(
-                    "token_secret is %d bytes; use at least 32 random bytes for HS256", len(raw)
-                )
+                log.warning("token_secret is %d bytes; use at least 32 random bytes for HS256", len(raw))
             self._static.append(VerificationKey(raw, "hmac", source="token_secret"))
         self.jwks = jwks
         self.audience = [audience] if isinstance(audience, str) else audience
@@ -265,8 +261,7 @@ class TokenVerifier:
             raise Unauthorized("invalid token: unsigned tokens (alg none) are not accepted")
         if alg not in self.algorithms:
             raise Unauthorized(
-                f"invalid token: algorithm {alg[:20]} is not allowed "
-                f"(allowed: {', '.join(self.algorithms)})"
+                f"invalid token: algorithm {alg[:20]} is not allowed (allowed: {', '.join(self.algorithms)})"
             )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -302,9 +297,7 @@ class TokenVerifier:
         had_keys = bool(self.jwks.keys_nowait())
         await self.jwks.refresh(now, force=True)
         if not had_keys and not self.jwks.keys_nowait() and not self._candidates(alg, kid):
-            raise Unavailable(
-                "cannot fetch the token keys (JWKS) to check this token; retry shortly"
-            )
+            raise Unavailable("cannot fetch the token keys (JWKS) to check this token; retry shortly")
 
     def _claims(self, token: str, alg: str, kid: str | None) -> dict[str, Any]:
         candidates = self._candidates(alg, kid)
@@ -360,8 +353,7 @@ class TokenVerifier:
         if self.audience is None:
             if aud:
                 raise Unauthorized(
-                    'invalid token: it names an audience ("aud") but none is configured '
-                    "([auth] audience)"
+                    'invalid token: it names an audience ("aud") but none is configured ([auth] audience)'
                 )
             return
         if not aud:
@@ -394,9 +386,7 @@ class TokenVerifier:
         if not isinstance(granted, str):
             raise Unauthorized('invalid token: subscription tokens need a "channel" claim')
         if "channels" in claims:
-            raise Unauthorized(
-                'invalid token: a subscription token must not carry "channels" grants'
-            )
+            raise Unauthorized('invalid token: a subscription token must not carry "channels" grants')
         try:
             validate_channel(granted)
         except BadRequest:

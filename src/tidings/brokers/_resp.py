@@ -40,10 +40,13 @@ class RespAddress:
     def from_url(cls, url: str) -> RespAddress:
         """``redis://[user:password@]host[:port][/db]`` or ``rediss://…`` (db is irrelevant)."""
         parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 6379,
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None,
-                   parts.scheme == "rediss")
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 6379,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+            parts.scheme == "rediss",
+        )
 
 
 def encode_command(*args: bytes | str | int) -> bytes:
@@ -70,11 +73,9 @@ class RespConnection:
         context = ssl.create_default_context() if address.tls else None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(address.host, address.port,
-                                                               ssl=context)
+                reader, writer = await asyncio.open_connection(address.host, address.port, ssl=context)
         except OSError as exc:  # TimeoutError included
-            raise ConnectionError(f"cannot connect to {address.host}:{address.port}: {exc}"
-                                  ) from exc
+            raise ConnectionError(f"cannot connect to {address.host}:{address.port}: {exc}") from exc
         if self._closed:  # closed while connecting: do not leave a live socket behind
             writer.close()
             raise ConnectionError("connection is closed")

@@ -81,15 +81,15 @@ class MemoryBroker:
                 return PublishResult(seen, duplicate=True)
         history = self._history(channel, options)
         offset = history.next_offset()
-        publication = Publication(channel, offset, history.epoch, publication_id, now_ms, event,
-                                  data)
+        publication = Publication(channel, offset, history.epoch, publication_id, now_ms, event, data)
         history.append(publication, now_ms)  # without data_json: history's memory as before
         if idempotency_key is not None:
             self._idempotency[(channel, idempotency_key)] = (publication, now_ms)
         if self._handler is not None:
             if data_json is not None and len(data_json) >= SPLICE_FROM:  # the fan-out splices
-                publication = Publication(channel, offset, history.epoch, publication_id,
-                                          now_ms, event, data, data_json=data_json)
+                publication = Publication(
+                    channel, offset, history.epoch, publication_id, now_ms, event, data, data_json=data_json
+                )
             self._handler.on_publication(publication)
         return PublishResult(publication)
 

@@ -295,10 +295,17 @@ class RedisBroker:
     size (per node on a cluster); more concurrent commands wait for a free connection.
     """
 
-    def __init__(self, url: str, *, idempotency_window: float = 300.0,
-                 meta_ttl: float = 30 * 86400.0, reconnect_min: float = 0.05,
-                 reconnect_max: float = 5.0, command_timeout: float = 10.0,
-                 max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        idempotency_window: float = 300.0,
+        meta_ttl: float = 30 * 86400.0,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+        command_timeout: float = 10.0,
+        max_connections: int = 100,
+    ) -> None:
         self.url = url
         self.cluster = url.startswith("redis-cluster://")
         self.idempotency_window = idempotency_window
@@ -309,10 +316,8 @@ class RedisBroker:
         self._gate = CommandGate(max_connections)
         if self.cluster:
             parts = urlsplit(url)
-            self._auth: dict[str, Any] = {"username": parts.username,
-                                          "password": parts.password}
-        self._redis = redis_client(url, command_timeout=command_timeout,
-                                   max_connections=max_connections)
+            self._auth: dict[str, Any] = {"username": parts.username, "password": parts.password}
+        self._redis = redis_client(url, command_timeout=command_timeout, max_connections=max_connections)
         self._publish = self._redis.register_script(load_script("publish.lua"))
         self._history = self._redis.register_script(load_script("history.lua"))
         self._control = self._redis.register_script(load_script("control.lua"))
@@ -347,7 +352,8 @@ class RedisBroker:
             if self.cluster and "cluster mode is not enabled" in str(exc).lower():
                 raise StartupError(
                     f"broker {where} is a single Redis, not a cluster node: use "
-                    f"broker = \"redis://{hostport}/0\"") from None
+                    f'broker = "redis://{hostport}/0"'
+                ) from None
             raise StartupError(f"broker {where} does not answer: {_reason(exc)}") from None
         if self.cluster:
             return
@@ -358,8 +364,8 @@ class RedisBroker:
             return  # INFO may be renamed or denied: nothing to learn then
         if str(info.get("cluster_enabled", "0")) == "1":
             raise StartupError(
-                f"broker {where} is a Redis Cluster node: use "
-                f"broker = \"redis-cluster://{hostport}\"")
+                f'broker {where} is a Redis Cluster node: use broker = "redis-cluster://{hostport}"'
+            )
 
     async def close(self) -> None:
         for listener in list(self._listeners.values()):
@@ -399,8 +405,7 @@ class RedisBroker:
                 data_json = orjson.dumps(data)
         except TypeError as exc:
             raise BadRequest(f"data is not JSON: {exc}") from exc
-        head = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms,
-                             "event": event})
+        head = orjson.dumps({"channel": channel, "id": publication_id, "time": now_ms, "event": event})
         body = b"".join((head[:-1], b',"data":', data_json, b"}"))
         idem_ms = int(self.idempotency_window * 1000) if idempotency_key is not None else 0
         idem_key = keys.idempotency(idempotency_key) if idempotency_key is not None else keys.meta
@@ -408,28 +413,41 @@ class RedisBroker:
         async with self._gate("publish"):
             reply = await self._publish(
                 keys=[keys.meta, keys.history, idem_key, keys.pubsub],
-                args=[body[1:], new_epoch(), max(0, options.history_size), ttl_ms,
-                      self._meta_ms(options), idem_ms, self._pub_command, now_ms],
+                args=[
+                    body[1:],
+                    new_epoch(),
+                    max(0, options.history_size),
+                    ttl_ms,
+                    self._meta_ms(options),
+                    idem_ms,
+                    self._pub_command,
+                    now_ms,
+                ],
             )
         if int(reply[0]) == 0:
             return PublishResult(publication_from_json(reply[1]), duplicate=True)
         epoch = _text(reply[2])
-        return PublishResult(
-            Publication(channel, int(reply[1]), epoch, publication_id, now_ms, event, data))
+        return PublishResult(Publication(channel, int(reply[1]), epoch, publication_id, now_ms, event, data))
 
     async def publish_control(self, channel: str, message: dict[str, Any]) -> None:
         keys = channel_keys(channel)
         async with self._gate("publish"):
-            await self._control(keys=[keys.pubsub],
-                                args=[self._pub_command, b"C" + orjson.dumps(message)])
+            await self._control(keys=[keys.pubsub], args=[self._pub_command, b"C" + orjson.dumps(message)])
 
     # reading ---------------------------------------------------------------------------------
 
-    async def _read(self, channel: str, mode: str, count: int, since: Position | None = None
-                    ) -> tuple[Position, list[Publication]]:
+    async def _read(
+        self, channel: str, mode: str, count: int, since: Position | None = None
+    ) -> tuple[Position, list[Publication]]:
         keys = channel_keys(channel)
-        args: list[str | int] = [new_epoch(), READ_CREATED_META_TTL_MS, mode,
-                                 since.epoch if since else "", since.offset if since else 0, count]
+        args: list[str | int] = [
+            new_epoch(),
+            READ_CREATED_META_TTL_MS,
+            mode,
+            since.epoch if since else "",
+            since.offset if since else 0,
+            count,
+        ]
 
         async def call() -> Any:
             return await self._history(keys=[keys.meta, keys.history], args=args)
@@ -449,8 +467,7 @@ class RedisBroker:
                 return await call()
 
     @staticmethod
-    def _fresh(pubs: list[Publication], options: NamespaceOptions | None, now_ms: int
-               ) -> list[Publication]:
+    def _fresh(pubs: list[Publication], options: NamespaceOptions | None, now_ms: int) -> list[Publication]:
         if options is None or options.history_ttl <= 0:
             return pubs
         horizon = now_ms - options.history_ttl * 1000
@@ -461,8 +478,9 @@ class RedisBroker:
     ) -> Page | Gap:
         return await self._since(channel, since, limit, options, now_ms)
 
-    async def _since(self, channel: str, since: Position, limit: int,
-                     options: NamespaceOptions | None, now_ms: int) -> Page | Gap:
+    async def _since(
+        self, channel: str, since: Position, limit: int, options: NamespaceOptions | None, now_ms: int
+    ) -> Page | Gap:
         limit = max(1, limit)
         current, pubs = await self._read(channel, "since", limit + 1, since)
         return resolve_since(channel, since, current, self._fresh(pubs, options, now_ms), limit)
@@ -482,7 +500,7 @@ class RedisBroker:
             found: dict[str, Position] = {}
             async for key in self._redis.scan_iter(match=f"{{{PREFIX}:*}}:meta", count=1000):
                 name = _text(key)
-                channel = name[len(PREFIX) + 2: -len("}:meta")]
+                channel = name[len(PREFIX) + 2 : -len("}:meta")]
                 epoch, offset = await self._redis.hmget(name, ["e", "o"])
                 if epoch is not None and offset is not None and int(offset) > 0:
                     found[channel] = Position(_text(epoch), int(offset))
@@ -505,8 +523,7 @@ class RedisBroker:
             if node is None:
                 raise Unavailable(f"no cluster node serves {channel!r}")
             name = f"{node.host}:{node.port}"
-            address = RespAddress(node.host, int(node.port), self._auth["username"],
-                                  self._auth["password"])
+            address = RespAddress(node.host, int(node.port), self._auth["username"], self._auth["password"])
         else:
             name, address = "", RespAddress.from_url(self.url)
         listener = self._listeners.get(name)
@@ -555,8 +572,7 @@ class RedisBroker:
             if self._handler is not None:
                 self._handler.on_broker_state(available)
 
-    def _deliver(self, handler: BrokerHandler, publication: Publication, sub: _Subscription
-                 ) -> None:
+    def _deliver(self, handler: BrokerHandler, publication: Publication, sub: _Subscription) -> None:
         sub.last = publication.position
         try:
             handler.on_publication(publication)
@@ -593,9 +609,17 @@ class RedisBroker:
             # The epoch changed under a live link (flushed Redis, expired meta): say so, also
             # before the first delivery (the baseline's epoch is what subscribers read), since
             # the hub hands a new epoch only to those told of it (core.recovery.is_new_to).
-            self._control_to(handler, sub.channel, {
-                "op": "gap", "channel": sub.channel, "epoch": publication.epoch,
-                "requested": known.offset + 1, "available_from": publication.offset})
+            self._control_to(
+                handler,
+                sub.channel,
+                {
+                    "op": "gap",
+                    "channel": sub.channel,
+                    "epoch": publication.epoch,
+                    "requested": known.offset + 1,
+                    "available_from": publication.offset,
+                },
+            )
         self._deliver(handler, publication, sub)
 
     async def _catch_up_name(self, name: bytes, *, reconnect: bool = False) -> None:
@@ -627,7 +651,10 @@ class RedisBroker:
                 self._deliver(handler, publication, sub)
                 position = publication.position
             sub.last = position
-            more = answer.more if isinstance(answer, Page) else (
-                bool(answer.publications) and position.offset < answer.position.offset)
+            more = (
+                answer.more
+                if isinstance(answer, Page)
+                else (bool(answer.publications) and position.offset < answer.position.offset)
+            )
             if not more:
                 return

@@ -22,8 +22,16 @@ from redis.exceptions import RedisError
 
 from tidings.exceptions import Unavailable
 
-__all__ = ["PREFIX", "ChannelKeys", "CommandGate", "channel_keys", "channel_of_pubsub",
-           "load_script", "redis_client", "translated"]
+__all__ = [
+    "PREFIX",
+    "ChannelKeys",
+    "CommandGate",
+    "channel_keys",
+    "channel_of_pubsub",
+    "load_script",
+    "redis_client",
+    "translated",
+]
 
 PREFIX = "tidings"
 
@@ -42,20 +50,21 @@ class ChannelKeys:
     presence_expiry: str
 
     def idempotency(self, key: str) -> str:
-        return f"{self.meta[:-len(':meta')]}:idem:{key}"
+        return f"{self.meta[: -len(':meta')]}:idem:{key}"
 
 
 @functools.lru_cache(maxsize=16384)
 def channel_keys(channel: str) -> ChannelKeys:
     """The Redis keys of ``channel``; all in one cluster slot thanks to the ``{…}`` hash tag."""
     tag = f"{{{PREFIX}:{channel}}}"
-    return ChannelKeys(f"{tag}:meta", f"{tag}:history", f"{tag}:pub", f"{tag}:presence",
-                       f"{tag}:presence:exp")
+    return ChannelKeys(
+        f"{tag}:meta", f"{tag}:history", f"{tag}:pub", f"{tag}:presence", f"{tag}:presence:exp"
+    )
 
 
 def channel_of_pubsub(name: bytes) -> str:
     """``{tidings:<ch>}:pub`` → ``<ch>`` (channel names never contain braces)."""
-    return name.decode()[len(PREFIX) + 2: -len("}:pub")]
+    return name.decode()[len(PREFIX) + 2 : -len("}:pub")]
 
 
 @contextlib.asynccontextmanager
@@ -67,17 +76,26 @@ async def translated(what: str) -> AsyncIterator[None]:
         raise Unavailable(f"redis {what} failed: {exc}") from exc
 
 
-def redis_client(url: str, *, command_timeout: float = 10.0, max_connections: int = 100
-                 ) -> aioredis.Redis | RedisCluster:
+def redis_client(
+    url: str, *, command_timeout: float = 10.0, max_connections: int = 100
+) -> aioredis.Redis | RedisCluster:
     """A redis-py client for a broker URL: ``redis://`` / ``rediss://`` (one Redis, no library
     retries: a retried ``EVALSHA`` whose reply was lost would apply twice) or
     ``redis-cluster://host:port`` (any node; redis-py follows failovers itself)."""
-    common: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": command_timeout,
-                              "max_connections": max_connections}
+    common: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": command_timeout,
+        "max_connections": max_connections,
+    }
     if url.startswith("redis-cluster://"):
         parts = urlsplit(url)
-        return RedisCluster(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                            username=parts.username, password=parts.password, **common)
+        return RedisCluster(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            username=parts.username,
+            password=parts.password,
+            **common,
+        )
     return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
 
 
@@ -95,5 +113,3 @@ class CommandGate:
     async def __call__(self, what: str) -> AsyncIterator[None]:
         async with self._slots, translated(what):
             yield
-
-

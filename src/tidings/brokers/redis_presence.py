@@ -41,9 +41,10 @@ class RedisPresence:
         keys = channel_keys(channel)
         lease_ms = max(1, int(ttl * 1000))
         async with self._gate("presence add"):
-            await self._add(keys=[keys.presence, keys.presence_expiry],
-                            args=[client.client, orjson.dumps(client.to_dict()),
-                                  int(now * 1000) + lease_ms, lease_ms])
+            await self._add(
+                keys=[keys.presence, keys.presence_expiry],
+                args=[client.client, orjson.dumps(client.to_dict()), int(now * 1000) + lease_ms, lease_ms],
+            )
 
     async def remove(self, channel: str, client_id: str) -> None:
         keys = channel_keys(channel)
@@ -53,8 +54,9 @@ class RedisPresence:
     async def list(self, channel: str, now: float) -> list[ClientInfo]:
         keys = channel_keys(channel)
         async with self._gate("presence list"):
-            flat: list[Any] = await self._list(keys=[keys.presence, keys.presence_expiry],
-                                               args=[int(now * 1000)])
+            flat: list[Any] = await self._list(
+                keys=[keys.presence, keys.presence_expiry], args=[int(now * 1000)]
+            )
         found = []
         for raw in flat[1::2]:
             value = orjson.loads(raw)

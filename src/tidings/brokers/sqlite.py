@@ -67,8 +67,7 @@ PURGE_EVERY = 256
 class SQLiteBroker:
     """See the module docstring. ``path`` is a file name or a ``file:`` URI (e.g. ``mode=ro``)."""
 
-    def __init__(self, path: str, *, idempotency_window: float = 300.0,
-                 busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, idempotency_window: float = 300.0, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.idempotency_window = idempotency_window
         self.busy_timeout = busy_timeout
@@ -98,22 +97,25 @@ class SQLiteBroker:
         return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=False, uri=self.path.startswith("file:"))
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self.path.startswith("file:"),
+        )
         try:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'tidings_meta'").fetchone()
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'tidings_meta'").fetchone()
             if exists is None:
                 conn.executescript(SCHEMA)
             row = conn.execute("SELECT value FROM tidings_meta WHERE key = 'epoch'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO tidings_meta VALUES ('epoch', ?)", (new_epoch(),))
-                row = conn.execute(
-                    "SELECT value FROM tidings_meta WHERE key = 'epoch'").fetchone()
+                row = conn.execute("SELECT value FROM tidings_meta WHERE key = 'epoch'").fetchone()
             self.epoch = str(row[0])
         except BaseException:
             conn.close()
@@ -173,18 +175,23 @@ class SQLiteBroker:
                 if seen is not None:
                     conn.rollback()
                     return PublishResult(seen, duplicate=True)
-            row = conn.execute("SELECT epoch, offset FROM channels WHERE name = ?",
-                               (channel,)).fetchone()
+            row = conn.execute("SELECT epoch, offset FROM channels WHERE name = ?", (channel,)).fetchone()
             epoch, offset = (str(row[0]), int(row[1]) + 1) if row else (self.epoch, 1)
-            publication = Publication(channel, offset, epoch, publication_id, now_ms, event, data,
-                                      data_json=encoded_data)
+            publication = Publication(
+                channel, offset, epoch, publication_id, now_ms, event, data, data_json=encoded_data
+            )
             payload = publication_json(publication)
-            conn.execute("INSERT INTO channels VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
-                         "SET offset = excluded.offset", (channel, epoch, offset))
+            conn.execute(
+                "INSERT INTO channels VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET offset = excluded.offset",
+                (channel, epoch, offset),
+            )
             self._append(conn, publication, payload, options, now_ms)
             if idempotency_key is not None:
-                conn.execute("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
-                             (channel, idempotency_key, now_ms, payload))
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+                    (channel, idempotency_key, now_ms, payload),
+                )
             if purge:
                 horizon = now_ms - int(self.idempotency_window * 1000)
                 conn.execute("DELETE FROM idempotency WHERE time < ?", (horizon,))
@@ -195,32 +202,42 @@ class SQLiteBroker:
 
         return await self._run(work)
 
-    def _remembered(self, conn: sqlite3.Connection, channel: str, key: str, now_ms: int
-                    ) -> Publication | None:
-        row = conn.execute("SELECT time, payload FROM idempotency WHERE channel = ? AND key = ?",
-                           (channel, key)).fetchone()
+    def _remembered(
+        self, conn: sqlite3.Connection, channel: str, key: str, now_ms: int
+    ) -> Publication | None:
+        row = conn.execute(
+            "SELECT time, payload FROM idempotency WHERE channel = ? AND key = ?", (channel, key)
+        ).fetchone()
         if row is None or int(row[0]) < now_ms - int(self.idempotency_window * 1000):
             return None
         return _decode(row[1])
 
     @staticmethod
-    def _append(conn: sqlite3.Connection, publication: Publication, payload: bytes,
-                options: NamespaceOptions, now_ms: int) -> None:
+    def _append(
+        conn: sqlite3.Connection,
+        publication: Publication,
+        payload: bytes,
+        options: NamespaceOptions,
+        now_ms: int,
+    ) -> None:
         channel, offset = publication.channel, publication.offset
         if options.history_size > 0:
-            conn.execute("INSERT INTO publications VALUES (?, ?, ?, ?)",
-                         (channel, offset, now_ms, payload))
-        conn.execute("DELETE FROM publications WHERE channel = ? AND offset <= ?",
-                     (channel, offset - max(0, options.history_size)))
+            conn.execute("INSERT INTO publications VALUES (?, ?, ?, ?)", (channel, offset, now_ms, payload))
+        conn.execute(
+            "DELETE FROM publications WHERE channel = ? AND offset <= ?",
+            (channel, offset - max(0, options.history_size)),
+        )
         if options.history_ttl > 0:
             # Expired rows are an old prefix: find where it ends by walking the primary key from
             # the oldest (cost: the expired rows + 1), then drop the prefix by key range.
             keep = conn.execute(
-                "SELECT offset FROM publications WHERE channel = ? AND time >= ? "
-                "ORDER BY offset LIMIT 1",
-                (channel, now_ms - int(options.history_ttl * 1000))).fetchone()
-            conn.execute("DELETE FROM publications WHERE channel = ? AND offset < ?",
-                         (channel, keep[0] if keep else offset + 1))
+                "SELECT offset FROM publications WHERE channel = ? AND time >= ? ORDER BY offset LIMIT 1",
+                (channel, now_ms - int(options.history_ttl * 1000)),
+            ).fetchone()
+            conn.execute(
+                "DELETE FROM publications WHERE channel = ? AND offset < ?",
+                (channel, keep[0] if keep else offset + 1),
+            )
 
     def _deliver(self, publication: Publication) -> None:
         if self._handler is not None:
@@ -239,8 +256,7 @@ class SQLiteBroker:
     # reading ---------------------------------------------------------------------------------
 
     def _position(self, conn: sqlite3.Connection, channel: str) -> Position:
-        row = conn.execute("SELECT epoch, offset FROM channels WHERE name = ?",
-                           (channel,)).fetchone()
+        row = conn.execute("SELECT epoch, offset FROM channels WHERE name = ?", (channel,)).fetchone()
         return Position(str(row[0]), int(row[1])) if row else Position(self.epoch, 0)
 
     @staticmethod
@@ -258,12 +274,14 @@ class SQLiteBroker:
             conn.execute("BEGIN")
             try:
                 current = self._position(conn, channel)
-                after = since.offset if (since.epoch == current.epoch
-                                         and since.offset <= current.offset) else 0
+                after = (
+                    since.offset if (since.epoch == current.epoch and since.offset <= current.offset) else 0
+                )
                 rows = conn.execute(
                     "SELECT payload FROM publications WHERE channel = ? AND offset > ? "
                     "AND time >= ? ORDER BY offset LIMIT ?",
-                    (channel, after, horizon, limit + 1)).fetchall()
+                    (channel, after, horizon, limit + 1),
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
             return resolve_since(channel, since, current, [_decode(r[0]) for r in rows], limit)
@@ -281,7 +299,9 @@ class SQLiteBroker:
                 current = self._position(conn, channel)
                 rows = conn.execute(
                     "SELECT payload FROM publications WHERE channel = ? AND time >= ? "
-                    "ORDER BY offset DESC LIMIT ?", (channel, horizon, max(0, limit))).fetchall()
+                    "ORDER BY offset DESC LIMIT ?",
+                    (channel, horizon, max(0, limit)),
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
             return [_decode(r[0]) for r in reversed(rows)], current

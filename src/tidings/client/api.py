@@ -34,8 +34,17 @@ __all__ = ["ERROR_TYPES", "AsyncServerAPI", "History", "ServerAPI", "error_from_
 # an error's JSON ``code`` -> the exception it stands for (the HTTP API's and WebSocket replies')
 ERROR_TYPES: dict[str, type[TidingsError]] = {
     cls.code: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
-                Unavailable, Internal)
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        RateLimited,
+        Unavailable,
+        Internal,
+    )
 }
 
 
@@ -57,8 +66,11 @@ class History:
         self.position = Position(body["epoch"], body["offset"])
         self.publications = [Publication.from_dict(p) for p in body["publications"]]
         gap = body.get("gap")
-        self.gap = (Gap(gap["channel"], gap["epoch"], gap["requested"], gap["available_from"],
-                        self.position) if gap else None)
+        self.gap = (
+            Gap(gap["channel"], gap["epoch"], gap["requested"], gap["available_from"], self.position)
+            if gap
+            else None
+        )
 
 
 def _check(response: httpx.Response) -> Any:
@@ -90,8 +102,7 @@ def _publish(channel: str, data: Any, event: str, idempotency_key: str | None) -
 
 
 def _broadcast(channels: list[str], data: Any, event: str, idempotency_key: str | None) -> _Op:
-    body: dict[str, Any] = {"channels": [validate_channel(c) for c in channels], "data": data,
-                            "event": event}
+    body: dict[str, Any] = {"channels": [validate_channel(c) for c in channels], "data": data, "event": event}
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
     return _Op("POST", "/api/broadcast", lambda b: list(b["results"]), json=body)
@@ -103,13 +114,11 @@ def _history(channel: str, since: int | None, epoch: str | None, limit: int) -> 
         params["since"] = since
     if epoch is not None:
         params["epoch"] = epoch
-    return _Op("GET", f"/api/channels/{validate_channel(channel)}/history", History,
-               params=params)
+    return _Op("GET", f"/api/channels/{validate_channel(channel)}/history", History, params=params)
 
 
 def _presence(channel: str) -> _Op:
-    return _Op("GET", f"/api/channels/{validate_channel(channel)}/presence",
-               lambda b: list(b["clients"]))
+    return _Op("GET", f"/api/channels/{validate_channel(channel)}/presence", lambda b: list(b["clients"]))
 
 
 _CHANNELS = _Op("GET", "/api/channels", lambda b: list(b["channels"]))
@@ -128,8 +137,9 @@ class AsyncServerAPI:
     """``async with AsyncServerAPI(url, api_key=…) as api: await api.publish(…)``."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=_headers(api_key),
-                                         timeout=timeout)
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=_headers(api_key), timeout=timeout
+        )
 
     async def __aenter__(self) -> AsyncServerAPI:
         return self
@@ -142,26 +152,27 @@ class AsyncServerAPI:
 
     async def _run(self, op: _Op) -> Any:
         try:
-            response = await self._client.request(op.method, op.path, json=op.json,
-                                                  params=op.params)
+            response = await self._client.request(op.method, op.path, json=op.json, params=op.params)
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the server: {exc}") from None
         return op.parse(_check(response))
 
-    async def publish(self, channel: str, data: Any, *, event: str = "message",
-                      idempotency_key: str | None = None) -> dict[str, Any]:
+    async def publish(
+        self, channel: str, data: Any, *, event: str = "message", idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """Publish; returns ``{"channel", "offset", "epoch", "id", "duplicate"}``."""
         result: dict[str, Any] = await self._run(_publish(channel, data, event, idempotency_key))
         return result
 
-    async def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
-                        idempotency_key: str | None = None) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._run(
-            _broadcast(channels, data, event, idempotency_key))
+    async def broadcast(
+        self, channels: list[str], data: Any, *, event: str = "message", idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(_broadcast(channels, data, event, idempotency_key))
         return result
 
-    async def history(self, channel: str, *, since: int | None = None, epoch: str | None = None,
-                      limit: int = 100) -> History:
+    async def history(
+        self, channel: str, *, since: int | None = None, epoch: str | None = None, limit: int = 100
+    ) -> History:
         result: History = await self._run(_history(channel, since, epoch, limit))
         return result
 
@@ -190,8 +201,7 @@ class ServerAPI:
     """The synchronous twin of :class:`AsyncServerAPI`, for scripts."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30) -> None:
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=_headers(api_key),
-                                    timeout=timeout)
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> ServerAPI:
         return self
@@ -209,18 +219,21 @@ class ServerAPI:
             raise Unavailable(f"cannot reach the server: {exc}") from None
         return op.parse(_check(response))
 
-    def publish(self, channel: str, data: Any, *, event: str = "message",
-                idempotency_key: str | None = None) -> dict[str, Any]:
+    def publish(
+        self, channel: str, data: Any, *, event: str = "message", idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = self._run(_publish(channel, data, event, idempotency_key))
         return result
 
-    def broadcast(self, channels: list[str], data: Any, *, event: str = "message",
-                  idempotency_key: str | None = None) -> list[dict[str, Any]]:
+    def broadcast(
+        self, channels: list[str], data: Any, *, event: str = "message", idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._run(_broadcast(channels, data, event, idempotency_key))
         return result
 
-    def history(self, channel: str, *, since: int | None = None, epoch: str | None = None,
-                limit: int = 100) -> History:
+    def history(
+        self, channel: str, *, since: int | None = None, epoch: str | None = None, limit: int = 100
+    ) -> History:
         result: History = self._run(_history(channel, since, epoch, limit))
         return result
 

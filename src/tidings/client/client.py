@@ -109,10 +109,18 @@ class Subscription:
 class Client:
     """A connection to a tidings server over one transport. See the module docstring."""
 
-    def __init__(self, base_url: str, *, token: str | None = None,
-                 token_callback: TokenSource | None = None, transport: str = "ws",
-                 backoff: tuple[float, float] = (0.25, 10.0), poll_interval: float = 1.0,
-                 long_poll_timeout: float = 25.0, heartbeat_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        token_callback: TokenSource | None = None,
+        transport: str = "ws",
+        backoff: tuple[float, float] = (0.25, 10.0),
+        poll_interval: float = 1.0,
+        long_poll_timeout: float = 25.0,
+        heartbeat_timeout: float = 60.0,
+    ) -> None:
         if transport not in TRANSPORTS:
             raise BadRequest(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.base_url = base_url.rstrip("/")
@@ -157,11 +165,11 @@ class Client:
             sub.task = asyncio.get_running_loop().create_task(run_http(self, sub))
         return sub
 
-    async def publish(self, channel: str, data: Any, event: str | None = None,
-                      idempotency_key: str | None = None) -> int:
+    async def publish(
+        self, channel: str, data: Any, event: str | None = None, idempotency_key: str | None = None
+    ) -> int:
         """Publish over WebSocket (the namespace must allow client publish); returns the offset."""
-        cmd: dict[str, Any] = {"op": "publish", "channel": channel, "data": data,
-                               "event": event or "message"}
+        cmd: dict[str, Any] = {"op": "publish", "channel": channel, "data": data, "event": event or "message"}
         if idempotency_key is not None:
             cmd["idempotency_key"] = idempotency_key
         reply = await self._session().request(cmd)
@@ -171,8 +179,9 @@ class Client:
         reply = await self._session().request({"op": "presence", "channel": channel})
         return list(reply["clients"])
 
-    async def history(self, channel: str, *, since: Position | None = None,
-                      limit: int = 100) -> list[Publication]:
+    async def history(
+        self, channel: str, *, since: Position | None = None, limit: int = 100
+    ) -> list[Publication]:
         cmd: dict[str, Any] = {"op": "history", "channel": channel, "limit": limit}
         if since is not None:
             cmd["since"] = since.to_dict()

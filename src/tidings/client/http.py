@@ -74,13 +74,11 @@ async def _sse(http: httpx.AsyncClient, client: Client, sub: Subscription) -> No
 
 
 async def _stream(http: httpx.AsyncClient, client: Client, sub: Subscription) -> None:
-    async with http.stream("GET", "/stream", params=_params(sub),
-                           headers=await _headers(client)) as response:
+    async with http.stream("GET", "/stream", params=_params(sub), headers=await _headers(client)) as response:
         if response.status_code != 200:
             await response.aread()
             raise _error(response)
-        async for line in _lines(_with_heartbeat(response.aiter_bytes(),
-                                                 client.heartbeat_timeout)):
+        async for line in _lines(_with_heartbeat(response.aiter_bytes(), client.heartbeat_timeout)):
             obj = orjson.loads(line)
             op = obj.get("op")
             if op in ("ready", "gap"):
@@ -95,8 +93,9 @@ async def _poll(http: httpx.AsyncClient, client: Client, sub: Subscription, time
         headers = await _headers(client)
         if etag and timeout == 0:
             headers["If-None-Match"] = etag
-        response = await http.get("/poll", params=_params(sub, timeout=timeout), headers=headers,
-                                  timeout=timeout + 30)
+        response = await http.get(
+            "/poll", params=_params(sub, timeout=timeout), headers=headers, timeout=timeout + 30
+        )
         if response.status_code == 200:
             etag = response.headers.get("etag")
             body = response.json()
@@ -137,8 +136,7 @@ async def _with_heartbeat(chunks: AsyncIterator[bytes], timeout: float) -> Async
 async def run_http(client: Client, sub: Subscription) -> None:
     """The loop of one subscription over ``client.transport``; ends when cancelled."""
     backoff = Backoff(*client.backoff)
-    async with httpx.AsyncClient(base_url=client.base_url, timeout=httpx.Timeout(30, read=None)) \
-            as http:
+    async with httpx.AsyncClient(base_url=client.base_url, timeout=httpx.Timeout(30, read=None)) as http:
         while True:
             try:
                 if client.transport == "sse":

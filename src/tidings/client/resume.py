@@ -31,5 +31,10 @@ class Backoff:
 def gap_from(obj: dict[str, Any], position: Position | None = None) -> Gap:
     """The :class:`Gap` of a server's ``gap`` notice (``position``: where the channel stands)."""
     epoch = str(obj["epoch"])
-    return Gap(str(obj["channel"]), epoch, int(obj["requested"]), obj.get("available_from"),
-               position or Position(epoch, 0))
+    return Gap(
+        str(obj["channel"]),
+        epoch,
+        int(obj["requested"]),
+        obj.get("available_from"),
+        position or Position(epoch, 0),
+    )

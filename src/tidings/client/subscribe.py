@@ -12,10 +12,18 @@ from tidings.core.events import Gap
 __all__ = ["run_subscribe"]
 
 
-async def run_subscribe(url: str, channels: list[str], *, transport: str, cursor: str | None,
-                        token: str | None, count: int | None,
-                        emit: Callable[[Any], None], notice: Callable[[Any], None],
-                        interval: float = 1.0) -> None:
+async def run_subscribe(
+    url: str,
+    channels: list[str],
+    *,
+    transport: str,
+    cursor: str | None,
+    token: str | None,
+    count: int | None,
+    emit: Callable[[Any], None],
+    notice: Callable[[Any], None],
+    interval: float = 1.0,
+) -> None:
     """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``.
 
     ``interval`` is the short-polling period in seconds."""

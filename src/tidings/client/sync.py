@@ -26,8 +26,7 @@ __all__ = ["SyncClient"]
 class SyncClient:
     def __init__(self, base_url: str, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="tidings-client")
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tidings-client")
         self._thread.start()
         self._client: Client = self._call(self._make(base_url, options))
 
@@ -44,8 +43,14 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def subscribe(self, channel: str, *, since: Position | str | None = None,
-                  limit: int | None = None, timeout: float | None = None) -> Iterator[Item]:
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        since: Position | str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Item]:
         """Subscribe now; the iterator yields publications and gaps, and stops after ``limit``
         items or ``timeout`` seconds of silence."""
 
@@ -54,8 +59,7 @@ class SyncClient:
 
         return self._iterate(self._call(start()), limit, timeout)
 
-    def _iterate(self, sub: Subscription, limit: int | None,
-                 timeout: float | None) -> Iterator[Item]:
+    def _iterate(self, sub: Subscription, limit: int | None, timeout: float | None) -> Iterator[Item]:
         received = 0
         try:
             while limit is None or received < limit:
@@ -66,8 +70,9 @@ class SyncClient:
         finally:
             self._call(sub.aclose())
 
-    def publish(self, channel: str, data: Any, event: str | None = None,
-                idempotency_key: str | None = None) -> int:
+    def publish(
+        self, channel: str, data: Any, event: str | None = None, idempotency_key: str | None = None
+    ) -> int:
         offset: int = self._call(self._client.publish(channel, data, event, idempotency_key))
         return offset
 

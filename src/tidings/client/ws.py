@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 __all__ = ["WSSession", "ws_url"]
 
 # Closes after which reconnecting cannot help (the client sent something the server refuses).
-FATAL = {CloseCode.UNSUPPORTED_DATA, CloseCode.INVALID_PAYLOAD, CloseCode.MESSAGE_TOO_BIG,
-         CloseCode.POLICY_VIOLATION}
+FATAL = {
+    CloseCode.UNSUPPORTED_DATA,
+    CloseCode.INVALID_PAYLOAD,
+    CloseCode.MESSAGE_TOO_BIG,
+    CloseCode.POLICY_VIOLATION,
+}
 
 
 def ws_url(base: str, token: str | None = None) -> str:
@@ -125,8 +129,7 @@ class WSSession:
     async def _connection(self) -> None:
         token = await self.client.fresh_token()
         try:
-            conn = await connect(ws_url(self.client.base_url, token), open_timeout=10,
-                                 max_size=2**24)
+            conn = await connect(ws_url(self.client.base_url, token), open_timeout=10, max_size=2**24)
         except InvalidURI as exc:
             raise Unavailable(str(exc)) from None
         async with conn:  # closed however this ends, cancellation included

@@ -31,9 +31,7 @@ def validate_channel(name: object) -> str:
     """Return ``name`` if it is a valid channel name, else raise :class:`BadRequest`."""
     if not isinstance(name, str) or _CHANNEL_RE.fullmatch(name) is None:
         shown = repr(name)[:60]
-        raise BadRequest(
-            f"invalid channel name {shown}: use 1-200 characters of A-Z a-z 0-9 _ . : @ / = -"
-        )
+        raise BadRequest(f"invalid channel name {shown}: use 1-200 characters of A-Z a-z 0-9 _ . : @ / = -")
     return name
 
 

@@ -109,9 +109,7 @@ def _ref(obj: dict[str, Any]) -> int | None:
     return ref
 
 
-def _str(
-    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200
-) -> str | None:
+def _str(obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200) -> str | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -140,12 +138,7 @@ def parse_position(value: object) -> Position | None:
     if not isinstance(value, dict):
         raise BadRequest("since must be an object with epoch and offset")
     epoch, offset = value.get("epoch"), value.get("offset")
-    if (
-        not isinstance(epoch, str)
-        or not epoch
-        or len(epoch) > 64
-        or not set(epoch) <= EPOCH_ALPHABET
-    ):
+    if not isinstance(epoch, str) or not epoch or len(epoch) > 64 or not set(epoch) <= EPOCH_ALPHABET:
         raise BadRequest("since.epoch must be an epoch string")
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < MAX_REF:
         raise BadRequest("since.offset must be a non-negative integer")
@@ -188,8 +181,7 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):  # valid JSON, only too deep to parse: refuse, stay open
-            raise CommandError(BadRequest("frame nests too deep (limits.max_json_depth)"),
-                               None) from None
+            raise CommandError(BadRequest("frame nests too deep (limits.max_json_depth)"), None) from None
         raise CommandError(BadRequest("frame is not valid JSON"), None, invalid_json=True) from None
     if not isinstance(obj, dict):
         raise CommandError(BadRequest("a command must be a JSON object"), None)
@@ -204,8 +196,9 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
             if "data" not in obj:
                 raise BadRequest("missing field 'data'")
             event = validate_event_name(obj.get("event", "message"))
-            return PublishCmd(ref, _channel(obj), obj["data"], event,
-                              _str(obj, "idempotency_key", max_len=200))
+            return PublishCmd(
+                ref, _channel(obj), obj["data"], event, _str(obj, "idempotency_key", max_len=200)
+            )
         if op == "unsubscribe":
             return Unsubscribe(ref, _channel(obj))
         if op == "ping":
@@ -213,8 +206,9 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
         if op == "presence":
             return PresenceCmd(ref, _channel(obj))
         if op == "history":
-            return HistoryCmd(ref, _channel(obj), parse_position(obj.get("since")),
-                              _limit(obj, 100, history_limit))
+            return HistoryCmd(
+                ref, _channel(obj), parse_position(obj.get("since")), _limit(obj, 100, history_limit)
+            )
         if op == "connect":
             return Connect(ref, _str(obj, "token", max_len=8192))
         if op is None:

@@ -107,6 +107,8 @@ def positions_for(cursors: str | Iterable[str], channels: Collection[str]) -> di
     positions = decode_cursors([cursors] if isinstance(cursors, str) else cursors)
     for channel in positions:
         if channel not in channels:
-            raise InvalidCursor(f"invalid cursor: it names channel {channel!r}, which this "
-                                "subscription does not include (a cut or mixed-up cursor?)")
+            raise InvalidCursor(
+                f"invalid cursor: it names channel {channel!r}, which this "
+                "subscription does not include (a cut or mixed-up cursor?)"
+            )
     return positions

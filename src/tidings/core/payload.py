@@ -112,8 +112,10 @@ class DataRules:
         """TooLarge if ``body`` (encoded data) is over the namespace's ``max_message_bytes``."""
         size = len(body)
         if size > options.max_message_bytes:
-            raise TooLarge(f"data is {size} bytes, over the {options.max_message_bytes} bytes "
-                           f"max_message_bytes of namespace {namespace_of(channel)!r}")
+            raise TooLarge(
+                f"data is {size} bytes, over the {options.max_message_bytes} bytes "
+                f"max_message_bytes of namespace {namespace_of(channel)!r}"
+            )
 
     def _encode_counted(self, data: Any) -> bytes:
         # Nesting n levels takes 2n bytes and n brackets. Counting costs about a nanosecond a
@@ -124,8 +126,7 @@ class DataRules:
         if size > COUNT_BELOW:
             del body
             return self._encode_wrapped(data)
-        if size > 2 * self.max_depth + 1 and (
-                body.count(b"[") + body.count(b"{") > self.max_depth):
+        if size > 2 * self.max_depth + 1 and (body.count(b"[") + body.count(b"{") > self.max_depth):
             return self._encode_wrapped(data)
         return body
 
@@ -136,12 +137,11 @@ class DataRules:
             wrapped = orjson.dumps(self._outer)
         finally:
             self._inner[0] = None
-        return wrapped[self._pad:-self._pad]
+        return wrapped[self._pad : -self._pad]
 
     def _refusal(self, exc: orjson.JSONEncodeError) -> BadRequest:
         if "recursion" in str(exc).lower():
-            return BadRequest(f"data is nested deeper than {self.max_depth} levels "
-                              "(limits.max_json_depth)")
+            return BadRequest(f"data is nested deeper than {self.max_depth} levels (limits.max_json_depth)")
         return BadRequest(f"data is not JSON: {exc}")
 
 
@@ -167,16 +167,25 @@ def publication_from_json(raw: bytes | str) -> Publication:
     publication = Publication.from_dict(orjson.loads(raw))
     if len(raw) > 2 * MAX_DELIVERABLE_DEPTH:
         encoded = raw.encode() if isinstance(raw, str) else raw
-        if (encoded.count(b"[") + encoded.count(b"{") > MAX_DELIVERABLE_DEPTH
-                and not deliverable(publication.data)):
+        if encoded.count(b"[") + encoded.count(b"{") > MAX_DELIVERABLE_DEPTH and not deliverable(
+            publication.data
+        ):
             return withheld(publication)
     return publication
 
 
 def withheld(publication: Publication) -> Publication:
     """``publication`` with its data replaced by an error saying why it is not delivered."""
-    message = (f"publication withheld: its data nests deeper than {MAX_DELIVERABLE_DEPTH} "
-               "levels and cannot be delivered")
-    return Publication(publication.channel, publication.offset, publication.epoch,
-                       publication.id, publication.time, WITHHELD_EVENT,
-                       {"error": {"code": "internal", "message": message}})
+    message = (
+        f"publication withheld: its data nests deeper than {MAX_DELIVERABLE_DEPTH} "
+        "levels and cannot be delivered"
+    )
+    return Publication(
+        publication.channel,
+        publication.offset,
+        publication.epoch,
+        publication.id,
+        publication.time,
+        WITHHELD_EVENT,
+        {"error": {"code": "internal", "message": message}},
+    )

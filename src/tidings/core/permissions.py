@@ -72,8 +72,7 @@ class Credentials:
 
     def granted(self, capability: Capability, channel: str) -> bool:
         return any(
-            capability in caps and pattern_matches(pattern, channel)
-            for pattern, caps in self.grants.items()
+            capability in caps and pattern_matches(pattern, channel) for pattern, caps in self.grants.items()
         )
 
 
@@ -91,9 +90,7 @@ def allowed(
     if credentials.granted(capability, channel):
         return True
     if options.private:
-        return capability is not Capability.PUBLISH and credentials.granted(
-            Capability.SUBSCRIBE, channel
-        )
+        return capability is not Capability.PUBLISH and credentials.granted(Capability.SUBSCRIBE, channel)
     open_to_caller = options.public or not credentials.anonymous
     if capability is Capability.PUBLISH:
         return options.client_publish and open_to_caller

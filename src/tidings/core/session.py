@@ -98,11 +98,11 @@ class TokenGrant:
 class Session:
     """The rules of one connection; see the module docstring for the theory."""
 
-    __slots__ = ("credentials", "grants", "max_subscriptions", "namespaces", "state",
-                 "subscriptions")
+    __slots__ = ("credentials", "grants", "max_subscriptions", "namespaces", "state", "subscriptions")
 
-    def __init__(self, namespaces: Namespaces, max_subscriptions: int = 128,
-                 credentials: Credentials | None = None) -> None:
+    def __init__(
+        self, namespaces: Namespaces, max_subscriptions: int = 128, credentials: Credentials | None = None
+    ) -> None:
         self.namespaces = namespaces
         self.max_subscriptions = max_subscriptions
         self.credentials = credentials or ANONYMOUS
@@ -146,9 +146,7 @@ class Session:
                 raise Conflict(f"already subscribed to {channel}")
             if len(self.subscriptions) >= self.max_subscriptions:
                 raise BadRequest(f"at most {self.max_subscriptions} subscriptions per connection")
-            self.subscriptions[channel] = Subscription(
-                SubState.RECOVERING, Recovery(channel, command.since)
-            )
+            self.subscriptions[channel] = Subscription(SubState.RECOVERING, Recovery(channel, command.since))
         return command
 
     def connect(self, credentials: Credentials, now: float) -> None:
@@ -193,8 +191,8 @@ class Session:
         for channel in [ch for ch, g in self.grants.items() if g.expires_at <= now]:
             del self.grants[channel]
             if channel in self.subscriptions and not allowed(
-                    Capability.SUBSCRIBE, channel, self.namespaces.for_channel(channel),
-                    self.credentials):
+                Capability.SUBSCRIBE, channel, self.namespaces.for_channel(channel), self.credentials
+            ):
                 del self.subscriptions[channel]
                 ended.append(channel)
         return ended

@@ -41,9 +41,20 @@ import re
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["SUPPORTED", "GuardedHttpToolsProtocol", "ServerState", "TidingsWebSocketProtocol",
-           "apply_mask", "forget_connection", "hand_over", "load_config", "protocol_path",
-           "track_connection", "unsupported_versions", "ws_protocol_path"]
+__all__ = [
+    "SUPPORTED",
+    "GuardedHttpToolsProtocol",
+    "ServerState",
+    "TidingsWebSocketProtocol",
+    "apply_mask",
+    "forget_connection",
+    "hand_over",
+    "load_config",
+    "protocol_path",
+    "track_connection",
+    "unsupported_versions",
+    "ws_protocol_path",
+]
 
 # name -> (lowest supported, first unsupported): the bounds of pyproject.toml's dependencies
 SUPPORTED: dict[str, tuple[str, str]] = {"uvicorn": ("0.55", "0.56"), "websockets": ("17.0", "18")}
@@ -72,12 +83,12 @@ def unsupported_versions(version: Callable[[str], str] = importlib.metadata.vers
 def _check_versions() -> None:
     found = unsupported_versions()
     if found:
-        wanted = " ".join(f"'{name}>={lowest},<{below}'" for name, (lowest, below)
-                          in SUPPORTED.items())
+        wanted = " ".join(f"'{name}>={lowest},<{below}'" for name, (lowest, below) in SUPPORTED.items())
         raise ImportError(
             f"tidings' serving engines build on internals of uvicorn and websockets and support "
             f"{wanted} only; installed: {', '.join(found)}. Install supported versions "
-            f"(pip install {wanted}), or run the ASGI app (tidings.create_app()) on another server.")
+            f"(pip install {wanted}), or run the ASGI app (tidings.create_app()) on another server."
+        )
 
 
 _check_versions()  # before the imports below, which are the first to break on another version
@@ -121,8 +132,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _heads = 0  # heads completed on this connection
     _in_body = False
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         node = getattr(config.app, "node", None)
         if node is not None:
@@ -178,8 +194,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
         # ASGI has no way to cut a connection whose peer stopped reading (closing waits for the
         # write buffer to drain, for ever): the streams' close timeout uses this (ABORT_EXTENSION)
-        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {
-            "abort": lambda: cut(self.transport)}
+        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {"abort": lambda: cut(self.transport)}
 
     def on_headers_complete(self) -> None:
         self._heads += 1
@@ -247,13 +262,19 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol on :class:`_ServerProtocol` (see the docstring),
     with a message's frames bounded by ``limits.max_message_frames``."""
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn made a plain ServerProtocol, nothing read or sent yet: in its place, one of the
         # subclass made with the same arguments (uvicorn's extensions, frame limit and logger)
-        conn = _ServerProtocol(extensions=self.conn.available_extensions,
-                               max_size=config.ws_max_size, logger=self.conn.logger)
+        conn = _ServerProtocol(
+            extensions=self.conn.available_extensions, max_size=config.ws_max_size, logger=self.conn.logger
+        )
         node = getattr(config.app, "node", None)
         if node is not None:
             limits = node.settings.limits
@@ -271,10 +292,13 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_complete:
             self.loop.call_later(self.close_timeout, cut, self.transport)
 
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if (self.handshake_complete and self.initial_response is None
-                and self.conn.close_rcvd is None and self.conn.close_sent is None):
+        if (
+            self.handshake_complete
+            and self.initial_response is None
+            and self.conn.close_rcvd is None
+            and self.conn.close_sent is None
+        ):
             # gone without a close frame: 1006 (abnormal closure, RFC 6455 7.1.5) for the app,
             # which reads this first; uvicorn's own says 1005 (that of an empty close frame)
             self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
@@ -331,12 +355,19 @@ def load_config(config: Config) -> None:
         config.load()
 
 
-def hand_over(transport: asyncio.Transport, data: bytes, config: Config, server_state: ServerState,
-              app_state: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+def hand_over(
+    transport: asyncio.Transport,
+    data: bytes,
+    config: Config,
+    server_state: ServerState,
+    app_state: dict[str, Any],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     """Give a connection whose first ``data`` was read elsewhere to uvicorn's HTTP protocol (the
     ASGI app), as if uvicorn had accepted it itself."""
-    protocol = GuardedHttpToolsProtocol(config=config, server_state=server_state,
-                                        app_state=app_state, _loop=loop)
+    protocol = GuardedHttpToolsProtocol(
+        config=config, server_state=server_state, app_state=app_state, _loop=loop
+    )
     protocol.connection_made(transport)
     transport.set_protocol(protocol)
     protocol.data_received(data)

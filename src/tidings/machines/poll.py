@@ -59,8 +59,17 @@ class Reason(Enum):
 
 def poll_body(messages: list[bytes], cursor: str, gaps: list[bytes]) -> bytes:
     """The answer's JSON, spliced from already-encoded messages (no re-encoding)."""
-    return b"".join((b'{"messages":[', b",".join(messages), b'],"cursor":', encode_json(cursor),
-                     b',"gaps":[', b",".join(gaps), b"]}"))
+    return b"".join(
+        (
+            b'{"messages":[',
+            b",".join(messages),
+            b'],"cursor":',
+            encode_json(cursor),
+            b',"gaps":[',
+            b",".join(gaps),
+            b"]}",
+        )
+    )
 
 
 class Poll:
@@ -73,8 +82,9 @@ class Poll:
 
     __slots__ = ("_expires", "_room", "cursor", "deadline", "due", "gaps", "messages", "reason")
 
-    def __init__(self, limit: int, timeout: float, now: float,
-                 expires_at: float | None = None, wall_now: float = 0.0) -> None:
+    def __init__(
+        self, limit: int, timeout: float, now: float, expires_at: float | None = None, wall_now: float = 0.0
+    ) -> None:
         self.messages: list[bytes] = []
         self.gaps: list[bytes] = []
         self.cursor = ""
@@ -168,6 +178,7 @@ class Poll:
 
 
 # short polling ----------------------------------------------------------------------------------
+
 
 def merge_by_time(pages: Mapping[str, list[Publication]], limit: int) -> list[Publication]:
     """Up to ``limit`` publications, oldest first across channels, each channel in order."""

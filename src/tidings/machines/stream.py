@@ -97,9 +97,27 @@ class StreamMachine:
     (write them now or at the end of the loop iteration), or the stream is ending.
     """
 
-    __slots__ = ("_backlog", "_buffered", "_config", "_cut_at", "_end_at", "_end_reason",
-                 "_framing", "_half", "_limit", "_next_beat", "_pending", "_state", "_unsent",
-                 "_wrote", "abort", "closing", "deadline", "gone", "overflowed")
+    __slots__ = (
+        "_backlog",
+        "_buffered",
+        "_config",
+        "_cut_at",
+        "_end_at",
+        "_end_reason",
+        "_framing",
+        "_half",
+        "_limit",
+        "_next_beat",
+        "_pending",
+        "_state",
+        "_unsent",
+        "_wrote",
+        "abort",
+        "closing",
+        "deadline",
+        "gone",
+        "overflowed",
+    )
 
     def __init__(self, config: StreamConfig, framing: Framing) -> None:
         self._config = config

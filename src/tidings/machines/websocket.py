@@ -165,13 +165,38 @@ class WebSocketMachine(Generic[T]):
     of the wire, or the text of a message). ``frames``: how to make a ping and a pong (None:
     the driver's server answers pings and sends its own)."""
 
-    __slots__ = ("_config", "_count", "_cut_at", "_expire_at", "_farewell", "_frames", "_held",
-                 "_keep_at", "_last_heard", "_server_close", "_slow_told", "backlog", "commands",
-                 "deadline", "peer_code", "pending", "queued", "reading", "running", "session",
-                 "slow", "state")
+    __slots__ = (
+        "_config",
+        "_count",
+        "_cut_at",
+        "_expire_at",
+        "_farewell",
+        "_frames",
+        "_held",
+        "_keep_at",
+        "_last_heard",
+        "_server_close",
+        "_slow_told",
+        "backlog",
+        "commands",
+        "deadline",
+        "peer_code",
+        "pending",
+        "queued",
+        "reading",
+        "running",
+        "session",
+        "slow",
+        "state",
+    )
 
-    def __init__(self, config: WebSocketConfig, now: float,
-                 frames: ControlFrames[T] | None = None, session: Session | None = None) -> None:
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        now: float,
+        frames: ControlFrames[T] | None = None,
+        session: Session | None = None,
+    ) -> None:
         self._config = config
         self._frames: ControlFrames[T] | None = frames
         self.session = session

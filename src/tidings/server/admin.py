@@ -38,8 +38,7 @@ INTERVAL = 1.0
 NODE_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def snapshot(node: Node, previous: dict[str, tuple[float, int]] | None = None
-                   ) -> dict[str, Any]:
+async def snapshot(node: Node, previous: dict[str, tuple[float, int]] | None = None) -> dict[str, Any]:
     """The node's statistics now; ``previous`` (name -> (time, offset)) is updated for rates."""
     now = time.monotonic()
     positions = await node.broker.channels()
@@ -53,14 +52,25 @@ async def snapshot(node: Node, previous: dict[str, tuple[float, int]] | None = N
             if before is not None and now > before[0] and position.offset >= before[1]:
                 rate = (position.offset - before[1]) / (now - before[0])
             previous[name] = (now, position.offset)
-        channels.append({"name": name, "subscribers": counts.get(name, 0),
-                         "epoch": position.epoch, "offset": position.offset,
-                         "rate": round(rate, 2)})
+        channels.append(
+            {
+                "name": name,
+                "subscribers": counts.get(name, 0),
+                "epoch": position.epoch,
+                "offset": position.offset,
+                "rate": round(rate, 2),
+            }
+        )
     this_node = {
-        "id": NODE_ID, "version": __version__, "uptime": round(time.time() - node.started_at, 1),
-        "broker": node.settings.broker.split(":", 1)[0], "broker_available": node.broker_available,
-        "draining": node.draining, "connections": node.connection_counts(),
-        "publications": node.publications, "deliveries": node.hub.deliveries,
+        "id": NODE_ID,
+        "version": __version__,
+        "uptime": round(time.time() - node.started_at, 1),
+        "broker": node.settings.broker.split(":", 1)[0],
+        "broker_available": node.broker_available,
+        "draining": node.draining,
+        "connections": node.connection_counts(),
+        "publications": node.publications,
+        "deliveries": node.hub.deliveries,
     }
     return {"time": int(time.time() * 1000), "nodes": [this_node], "channels": channels}
 
@@ -72,9 +82,11 @@ class Admin:
         self.node = node
 
     def routes(self) -> list[BaseRoute]:
-        return [Route("/api/admin/auth", self.auth),
-                Route("/api/admin/snapshot", self.get_snapshot),
-                Route("/api/admin/stream", self.stream)]
+        return [
+            Route("/api/admin/auth", self.auth),
+            Route("/api/admin/snapshot", self.get_snapshot),
+            Route("/api/admin/stream", self.stream),
+        ]
 
     async def auth(self, request: Request) -> Response:
         return JSONResponse({"key_required": bool(self.node.settings.api_key_scopes())})
@@ -83,8 +95,10 @@ class Admin:
         scope: dict[str, Any] = dict(request.scope)
         key = request.query_params.get("key")
         if key and "authorization" not in request.headers:
-            scope["headers"] = [*request.scope["headers"], (b"authorization",
-                                                            f"Bearer {key}".encode("latin-1"))]
+            scope["headers"] = [
+                *request.scope["headers"],
+                (b"authorization", f"Bearer {key}".encode("latin-1")),
+            ]
         self.node.security.check_api(scope, "admin")
 
     async def get_snapshot(self, request: Request) -> Response:
@@ -93,8 +107,11 @@ class Admin:
 
     async def stream(self, request: Request) -> Response:
         self._check(request)
-        return StreamingResponse(self._events(await self._features(request)), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            self._events(await self._features(request)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @staticmethod
     async def _features(request: Request) -> dict[str, Any]:
@@ -124,9 +141,17 @@ async def _answers(request: Request, path: str) -> bool:
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    scope = {key: request.scope[key] for key in ("type", "asgi", "http_version", "scheme", "client",
-                                                 "server", "headers") if key in request.scope}
-    scope |= {"method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
-              "query_string": b"limit=1"}
+    scope = {
+        key: request.scope[key]
+        for key in ("type", "asgi", "http_version", "scheme", "client", "server", "headers")
+        if key in request.scope
+    }
+    scope |= {
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"limit=1",
+    }
     await request.app(scope, receive, send)
     return status != 404

@@ -135,8 +135,9 @@ async def broadcast(body: BroadcastIn, node: NodeDep) -> BroadcastOut:
 
     All or nothing: if any channel refuses the data (a bad name, over its namespace's
     ``max_message_bytes``, too deep), nothing is published."""
-    results = await node.broadcast(body.channels, body.data, event=body.event,
-                                   idempotency_key=body.idempotency_key)
+    results = await node.broadcast(
+        body.channels, body.data, event=body.event, idempotency_key=body.idempotency_key
+    )
     return BroadcastOut(results=[publish_out(result) for result in results])
 
 
@@ -149,8 +150,7 @@ async def channels(node: NodeDep) -> ChannelsOut:
     out = []
     for name in names:
         pos = positions.get(name) or await node.broker.position(name)
-        out.append(ChannelOut(name=name, subscribers=counts.get(name, 0), epoch=pos.epoch,
-                              offset=pos.offset))
+        out.append(ChannelOut(name=name, subscribers=counts.get(name, 0), epoch=pos.epoch, offset=pos.offset))
     return ChannelsOut(channels=out)
 
 
@@ -171,9 +171,13 @@ async def history(
     elif epoch is not None:
         raise BadRequest("epoch needs since")
     pubs, current, gap = await node.history(channel, position, limit)
-    return HistoryOut(channel=channel, epoch=current.epoch, offset=current.offset,
-                      publications=[p.to_dict() for p in pubs],
-                      gap=GapOut(**gap.to_dict()) if gap is not None else None)
+    return HistoryOut(
+        channel=channel,
+        epoch=current.epoch,
+        offset=current.offset,
+        publications=[p.to_dict() for p in pubs],
+        gap=GapOut(**gap.to_dict()) if gap is not None else None,
+    )
 
 
 @router.get("/channels/{channel:path}/presence", dependencies=[Depends(require("read"))])
@@ -187,8 +191,9 @@ async def presence(channel: str, node: NodeDep) -> PresenceOut:
 @router.post("/disconnect", dependencies=[Depends(require("admin"))])
 async def disconnect_user(body: DisconnectIn, node: NodeDep) -> DisconnectOut:
     """Close every connection of ``user`` on this node (WebSocket close 1008)."""
-    count = node.disconnect_user(body.user, disconnect(CloseCode.POLICY_VIOLATION,
-                                                       "disconnected by the server"))
+    count = node.disconnect_user(
+        body.user, disconnect(CloseCode.POLICY_VIOLATION, "disconnected by the server")
+    )
     return DisconnectOut(disconnected=count)
 
 
@@ -197,10 +202,15 @@ async def info(node: NodeDep) -> InfoOut:
     """This node: version, uptime, broker, connections by transport, counters."""
     scheme = node.settings.broker.split(":", 1)[0]
     return InfoOut(
-        version=__version__, uptime=time.time() - node.started_at, broker=scheme,
-        broker_available=node.broker_available, draining=node.draining,
-        connections=node.connection_counts(), channels=len(node.hub.channels()),
-        publications=node.publications, deliveries=node.hub.deliveries,
+        version=__version__,
+        uptime=time.time() - node.started_at,
+        broker=scheme,
+        broker_available=node.broker_available,
+        draining=node.draining,
+        connections=node.connection_counts(),
+        channels=len(node.hub.channels()),
+        publications=node.publications,
+        deliveries=node.hub.deliveries,
     )
 
 
@@ -208,8 +218,11 @@ def _guard_description(api: FastAPI, node: Node) -> None:
     """The OpenAPI document and the docs page follow the key like every route (any key will
     do): FastAPI adds them as plain routes, so their endpoints are wrapped here."""
     for route in api.router.routes:
-        if isinstance(route, Route) and route.path in (api.openapi_url, api.docs_url,
-                                                       api.swagger_ui_oauth2_redirect_url):
+        if isinstance(route, Route) and route.path in (
+            api.openapi_url,
+            api.docs_url,
+            api.swagger_ui_oauth2_redirect_url,
+        ):
             route.app = _checked(route.app, node)
 
 
@@ -217,22 +230,27 @@ def _checked(app: ASGIApp, node: Node) -> ASGIApp:
     async def checked(scope: ASGIScope, receive: Receive, send: Send) -> None:
         node.security.check_api(scope, None)  # the app's error handlers answer a refusal
         await app(scope, receive, send)
+
     return checked
 
 
 def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     """The FastAPI application mounted at ``/api``."""
     api = FastAPI(
-        title="tidings server API", version=__version__, openapi_url="/openapi.json",
-        docs_url="/docs", redoc_url=None,
+        title="tidings server API",
+        version=__version__,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
         description="Publish to channels and inspect them. Errors: "
-                    '`{"error": {"code": "...", "message": "..."}}`.',
+        '`{"error": {"code": "...", "message": "..."}}`.',
     )
     api.state.node = node
     install_error_handlers(api)
     _guard_description(api, node)
     api.include_router(router)
     if webhooks is not None:
-        api.include_router(make_router(webhooks, dependencies=[Depends(require("admin"))],
-                                       prefix="/webhooks"))
+        api.include_router(
+            make_router(webhooks, dependencies=[Depends(require("admin"))], prefix="/webhooks")
+        )
     return api

@@ -89,9 +89,16 @@ class BodyLimit:
 
     async def _refuse(self, send: Any) -> None:
         body = error_body("too_large", f"request body over {self.limit} bytes")
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -107,22 +114,34 @@ class WebSocketRoutes:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket" or any(
-                isinstance(route, WebSocketRoute) and route.matches(scope)[0] is Match.FULL
-                for route in self.router.routes):
+            isinstance(route, WebSocketRoute) and route.matches(scope)[0] is Match.FULL
+            for route in self.router.routes
+        ):
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        route_path = path[len(scope.get("root_path", "")):] if path.startswith(
-            scope.get("root_path", "")) else path
-        message = (f"no WebSocket endpoint at {path}" if self.websocket or route_path != "/ws" else
-                   "WebSocket is disabled on this server (setting websocket = false)")
+        route_path = (
+            path[len(scope.get("root_path", "")) :] if path.startswith(scope.get("root_path", "")) else path
+        )
+        message = (
+            f"no WebSocket endpoint at {path}"
+            if self.websocket or route_path != "/ws"
+            else "WebSocket is disabled on this server (setting websocket = false)"
+        )
         if "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION)})
             return
         body = error_body("not_found", message)
-        await send({"type": "websocket.http.response.start", "status": 404,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 404,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": body})
 
 
@@ -166,10 +185,12 @@ class TidingsApp(Starlette):
     def _one_line_startup_failure(self, send: Any) -> Any:
         """Starlette reports a failed startup with the traceback, which the server logs; for an
         error of ours the message alone is what the user needs."""
+
         async def wrapped(message: Any) -> None:
             if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
                 message = {**message, "message": f"cannot start: {self.startup_error.message}"}
             await send(message)
+
         return wrapped
 
 
@@ -236,6 +257,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(WebSocketRoutes, router=app.router, websocket=settings.websocket)
-    app.add_middleware(RequestIdMiddleware, trusted_proxies=node.security.proxies,
-                       access_log=node.settings.access_log)
+    app.add_middleware(
+        RequestIdMiddleware, trusted_proxies=node.security.proxies, access_log=node.settings.access_log
+    )
     return app

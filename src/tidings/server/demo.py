@@ -80,8 +80,7 @@ def demo_settings(settings: Settings) -> Settings:
     receivers = dict(settings.receivers)
     if RECEIVER not in receivers:
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        receivers[RECEIVER] = ReceiverSettings(provider="standard", secret=secret,
-                                               channel=RECEIVER_CHANNEL)
+        receivers[RECEIVER] = ReceiverSettings(provider="standard", secret=secret, channel=RECEIVER_CHANNEL)
     return settings.model_copy(update={"namespaces": namespaces, "receivers": receivers})
 
 
@@ -91,6 +90,7 @@ def page_routes(names: tuple[str, ...]) -> list[BaseRoute]:
     def serve(name: str) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             return FileResponse(f"{PAGES}/{name}.html", headers={"Cache-Control": "no-cache"})
+
         return endpoint
 
     return [Route(f"/{name}", serve(name)) for name in names]
@@ -150,8 +150,11 @@ class Demo:
                 old = self.prices[symbol]
                 price = max(1.0, old * math.exp(random.gauss(0.0, 0.004)))
                 self.prices[symbol] = price
-                await self._publish(channel, {"symbol": symbol, "price": round(price, 2),
-                                              "change": round(price - old, 2)}, "price")
+                await self._publish(
+                    channel,
+                    {"symbol": symbol, "price": round(price, 2), "change": round(price - old, 2)},
+                    "price",
+                )
 
     async def _logs(self) -> None:
         counter = itertools.count(1)
@@ -160,11 +163,13 @@ class Demo:
             if not self._watched("logs:demo"):
                 continue
             level, template = random.choice(_LOG_LINES)
-            text = template.format(ms=random.randint(3, 900), pct=random.randint(70, 99),
-                                   user=random.choice(("ada", "grace", "linus", "barbara")),
-                                   n=random.randint(10, 500))
-            await self._publish("logs:demo", {"n": next(counter), "level": level, "text": text},
-                                "log")
+            text = template.format(
+                ms=random.randint(3, 900),
+                pct=random.randint(70, 99),
+                user=random.choice(("ada", "grace", "linus", "barbara")),
+                n=random.randint(10, 500),
+            )
+            await self._publish("logs:demo", {"n": next(counter), "level": level, "text": text}, "log")
 
     # jobs ----------------------------------------------------------------------------------
 
@@ -178,19 +183,22 @@ class Demo:
         job = secrets.token_hex(6)
         channel = f"jobs:{job}"
         started = await self.node.publish(channel, {"steps": steps}, event="started")
-        self.jobs[job] = asyncio.get_running_loop().create_task(
-            self._run_job(channel, steps, interval))
+        self.jobs[job] = asyncio.get_running_loop().create_task(self._run_job(channel, steps, interval))
         pub = started.publication
-        return JSONResponse({"id": job, "channel": channel, "epoch": pub.epoch,
-                             "offset": pub.offset, "steps": steps}, status_code=201)
+        return JSONResponse(
+            {"id": job, "channel": channel, "epoch": pub.epoch, "offset": pub.offset, "steps": steps},
+            status_code=201,
+        )
 
     async def _run_job(self, channel: str, steps: int, interval: float) -> None:
         for step in range(1, steps + 1):
             await asyncio.sleep(interval)
             line = f"step {step}/{steps}: processed {random.randint(100, 999)} records"
-            await self._publish(channel, {"step": step, "steps": steps,
-                                          "percent": round(100 * step / steps), "line": line},
-                                "progress")
+            await self._publish(
+                channel,
+                {"step": step, "steps": steps, "percent": round(100 * step / steps), "line": line},
+                "progress",
+            )
         await self._publish(channel, {"steps": steps}, "done")
 
     # webhooks ------------------------------------------------------------------------------
@@ -208,17 +216,23 @@ class Demo:
         secret = receiver.secret if isinstance(receiver.secret, str) else receiver.secret[0]
         webhook_id = "msg_" + secrets.token_hex(8)
         sent_at = datetime.now(tz=UTC)
-        order: dict[str, Any] = {"order": f"ord_{secrets.token_hex(3)}",
-                                 "amount": random.randint(5, 500), "currency": "EUR"}
+        order: dict[str, Any] = {
+            "order": f"ord_{secrets.token_hex(3)}",
+            "amount": random.randint(5, 500),
+            "currency": "EUR",
+        }
         payload = {"type": "order.paid", "timestamp": sent_at.isoformat(), "data": order}
         body = orjson.dumps(payload)
         signature = Webhook(secret).sign(webhook_id, sent_at, body.decode())
         if tamper:  # the attacker's edit after signing
             order["amount"] = 1_000_000
             body = orjson.dumps(payload)
-        headers = {"content-type": "application/json", "webhook-id": webhook_id,
-                   "webhook-timestamp": str(int(sent_at.timestamp())),
-                   "webhook-signature": signature}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": signature,
+        }
         host, port = request.scope.get("server") or ("127.0.0.1", 8600)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -230,8 +244,15 @@ class Demo:
             reply: Any = answer.json()
         except ValueError:
             reply = answer.text[:500]
-        return JSONResponse({"status": answer.status_code, "response": reply,
-                             "webhook_id": webhook_id, "tampered": tamper, "payload": payload})
+        return JSONResponse(
+            {
+                "status": answer.status_code,
+                "response": reply,
+                "webhook_id": webhook_id,
+                "tampered": tamper,
+                "payload": payload,
+            }
+        )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -247,8 +268,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _number(body: dict[str, Any], key: str, default: float, low: float, high: float,
-            kind: type[int] | type[float]) -> Any:
+def _number(
+    body: dict[str, Any], key: str, default: float, low: float, high: float, kind: type[int] | type[float]
+) -> Any:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise BadRequest(f"{key} must be a number from {low:g} to {high:g}")

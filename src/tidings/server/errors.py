@@ -23,10 +23,10 @@ __all__ = ["error_response", "install_error_handlers"]
 log = logging.getLogger("tidings.server")
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: Mapping[str, str] | None = None) -> Response:
-    return Response(error_body(code, message), status, headers=headers,
-                    media_type="application/json")
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(error_body(code, message), status, headers=headers, media_type="application/json")
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -58,8 +58,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = error_code(exc.status_code)
     message = str(exc.detail)
     if message == _UNPARSABLE_BODY:
-        message = ("the body is not JSON, or nests too deep to parse (data may nest at most "
-                   "limits.max_json_depth levels)")
+        message = (
+            "the body is not JSON, or nests too deep to parse (data may nest at most "
+            "limits.max_json_depth levels)"
+        )
     return error_response(exc.status_code, code, message, exc.headers)
 
 

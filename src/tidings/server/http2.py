@@ -47,15 +47,18 @@ class _WSStream(WSStream):
     peer_close: int | None = None
 
     async def _send_wsproto_event(self, event: Any) -> None:
-        if isinstance(event, CloseConnection) and \
-                self.connection.state == ConnectionState.REMOTE_CLOSING:
+        if isinstance(event, CloseConnection) and self.connection.state == ConnectionState.REMOTE_CLOSING:
             self.peer_close = event.code  # the echo of the client's close frame
         await super()._send_wsproto_event(event)
 
     async def handle(self, event: Event) -> None:
-        if (isinstance(event, StreamClosed) and self.peer_close is not None
-                and self.app_put is not None and not self.closed
-                and self.state == ASGIWebsocketState.CONNECTED):
+        if (
+            isinstance(event, StreamClosed)
+            and self.peer_close is not None
+            and self.app_put is not None
+            and not self.closed
+            and self.state == ASGIWebsocketState.CONNECTED
+        ):
             self.closed = True
             await self.app_put({"type": "websocket.disconnect", "code": self.peer_close})
             return
@@ -68,8 +71,7 @@ def _use_our_websocket_stream() -> None:
         setattr(module, "WSStream", _WSStream)  # noqa: B010 (not an exported name, for mypy)
 
 
-def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
-                     keyfile: Path | None = None) -> Any:
+def hypercorn_config(settings: Settings, *, certfile: Path | None = None, keyfile: Path | None = None) -> Any:
     """Hypercorn's config for ``settings`` (HTTP/2 by ALPN when a certificate is given)."""
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -78,8 +80,7 @@ def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
     config.loglevel = settings.log_level.upper()
     # Hypercorn's loggers, through the logging set-up of run_http2 (not a second stderr handler).
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = logging.getLogger("hypercorn.access") \
-        if settings.log_level == "debug" else None
+    config.accesslog = logging.getLogger("hypercorn.access") if settings.log_level == "debug" else None
     config.keep_alive_timeout = settings.limits.idle_timeout
     config.graceful_timeout = settings.drain_timeout
     # Each SSE, NDJSON or held long poll is one HTTP/2 stream: allow as many as a connection
@@ -91,9 +92,13 @@ def hypercorn_config(settings: Settings, *, certfile: Path | None = None,
     return config
 
 
-async def serve_http2(settings: Settings, *, certfile: Path | None = None,
-                      keyfile: Path | None = None,
-                      shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
+async def serve_http2(
+    settings: Settings,
+    *,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+) -> None:
     """Serve ``create_app(settings)`` under Hypercorn until ``shutdown_trigger`` returns."""
     config = hypercorn_config(settings, certfile=certfile, keyfile=keyfile)
     _use_our_websocket_stream()
@@ -109,11 +114,11 @@ async def serve_http2(settings: Settings, *, certfile: Path | None = None,
         raise app.startup_error from None  # the reason, without Hypercorn's wrapping
 
 
-def run_http2(settings: Settings, *, certfile: Path | None = None,
-              keyfile: Path | None = None) -> None:
+def run_http2(settings: Settings, *, certfile: Path | None = None, keyfile: Path | None = None) -> None:
     """Serve until SIGINT/SIGTERM (``tidings serve --http2``)."""
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         import uvloop  # here: it is not on every platform (Windows)
     except ImportError:  # pragma: no cover - uvloop is not on Windows

@@ -38,8 +38,9 @@ __all__ = ["TidingsServer", "run", "uvicorn_config"]
 log = logging.getLogger("tidings.server")
 
 
-def uvicorn_config(settings: Settings, *, certfile: Path | None = None,
-                   keyfile: Path | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, *, certfile: Path | None = None, keyfile: Path | None = None
+) -> uvicorn.Config:
     """uvicorn's config for ``settings``. With ``server.engine = "fast"`` (the default) uvicorn
     runs :class:`~tidings.engines.sockets.protocol.FastProtocol`, which serves ``/ws`` on sockets it
     owns and hands every other request to :func:`~tidings.engines.uvicorn_internals.protocol_path`'s
@@ -99,15 +100,13 @@ class TidingsServer(uvicorn.Server):
         node.draining = True
         for server in self.servers:
             server.close()
-        log.info("shutting down: draining %d connections (up to %.1fs)",
-                 len(node.connections), budget)
+        log.info("shutting down: draining %d connections (up to %.1fs)", len(node.connections), budget)
         finished = await node.drain(budget)
         left = max(0.0, budget - (loop.time() - started))
         # uvicorn waits for the remaining request tasks at most this long, then cancels them
         self.config.timeout_graceful_shutdown = cast(int, max(0.1, left)) if budget else None
         await super().shutdown(sockets)
-        log.info("drained %s in %.2fs", "cleanly" if finished else "with timeout",
-                 loop.time() - started)
+        log.info("drained %s in %.2fs", "cleanly" if finished else "with timeout", loop.time() - started)
 
 
 def run(settings: Settings, *, certfile: Path | None = None, keyfile: Path | None = None) -> None:

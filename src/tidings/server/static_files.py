@@ -41,8 +41,9 @@ def media_type_of(path: str) -> str | None:
 class StaticFiles(_StaticFiles):
     """Starlette's, with :data:`MEDIA_TYPES` (both engines serve these through the ASGI app)."""
 
-    def file_response(self, full_path: Any, stat_result: os.stat_result, scope: Any,
-                      status_code: int = 200) -> Response:
+    def file_response(
+        self, full_path: Any, stat_result: os.stat_result, scope: Any, status_code: int = 200
+    ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         media_type = media_type_of(str(full_path))
         if media_type is not None and isinstance(response, FileResponse):

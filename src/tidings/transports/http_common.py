@@ -84,6 +84,7 @@ DEFAULT_POLL_LIMIT = 100
 
 # request parsing ----------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class StreamRequest:
     """A validated request: channels in the order given, resume positions, who is asking."""
@@ -118,8 +119,9 @@ def _query(scope: Scope, allowed_names: frozenset[str]) -> dict[str, list[str]]:
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("malformed query string") from None
     else:  # nothing to decode: what parse_qsl returns, without its cost on every poll
-        pairs = [(name, value) for name, _, value in
-                 (field.partition("=") for field in raw.split("&") if field)]
+        pairs = [
+            (name, value) for name, _, value in (field.partition("=") for field in raw.split("&") if field)
+        ]
     query: dict[str, list[str]] = {}
     for name, value in pairs:
         # Unknown parameters are ignored (cache-busters such as jQuery's ``_=``, newer clients):
@@ -173,14 +175,20 @@ def _channels(node: Node, names: list[str], credentials: Credentials) -> tuple[s
     return channels
 
 
-async def _credentials(node: Node, headers: Mapping[str, str],
-                       query: Mapping[str, list[str]]) -> Credentials:
+async def _credentials(node: Node, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> Credentials:
     token = bearer_token(headers.get("authorization")) or _one(query, "token")
     return await node.security.credentials(token) if token else ANONYMOUS
 
 
-async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], cors: Headers, *,
-                        poll: bool = False, last_event_id: bool = False) -> StreamRequest:
+async def parse_request(
+    node: Node,
+    scope: Scope,
+    headers: Mapping[str, str],
+    cors: Headers,
+    *,
+    poll: bool = False,
+    last_event_id: bool = False,
+) -> StreamRequest:
     """Validate a request of an HTTP push transport, or raise the TidingsError to answer.
 
     A valid request is counted as a connection while it is served (a stream while open, a long
@@ -204,11 +212,11 @@ async def parse_request(node: Node, scope: Scope, headers: Mapping[str, str], co
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
     abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
-    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease,
-                         abort)
+    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease, abort)
 
 
 # CORS -----------------------------------------------------------------------------------------
+
 
 def _raw(pairs: list[tuple[str, str]]) -> Headers:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
@@ -231,19 +239,27 @@ def cors_headers(node: Node, headers: Mapping[str, str]) -> Headers:
 def preflight(node: Node, headers: Mapping[str, str]) -> tuple[int, Headers]:
     """The answer to a CORS preflight (``OPTIONS``): 204 with the policy's headers, or 403."""
     answer = node.security.cors.preflight(
-        headers.get("origin"), headers.get("access-control-request-method"),
-        headers.get("access-control-request-headers"), headers.get("host"))
+        headers.get("origin"),
+        headers.get("access-control-request-method"),
+        headers.get("access-control-request-headers"),
+        headers.get("host"),
+    )
     return answer.status, _raw(answer.headers)
 
 
 # answering --------------------------------------------------------------------------------------
 
-async def answer(send: Send, status: int, body: bytes, headers: Headers,
-                 content_type: bytes = b"application/json") -> None:
+
+async def answer(
+    send: Send, status: int, body: bytes, headers: Headers, content_type: bytes = b"application/json"
+) -> None:
     """A complete, non-streaming response."""
     # 204 and 304 have no body, so no Content-Type or Content-Length (RFC 9110).
-    all_headers = [] if status in (204, 304) else [
-        (b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    all_headers = (
+        []
+        if status in (204, 304)
+        else [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    )
     all_headers += headers
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
@@ -256,9 +272,15 @@ async def answer_error(send: Send, exc: TidingsError, cors: Headers) -> None:
     await answer(send, exc.http_status, error_body(exc.code, exc.message), headers)
 
 
-async def checked_request(node: Node, scope: Scope, headers: Mapping[str, str], send: Send, *,
-                          poll: bool = False, last_event_id: bool = False
-                          ) -> StreamRequest | None:
+async def checked_request(
+    node: Node,
+    scope: Scope,
+    headers: Mapping[str, str],
+    send: Send,
+    *,
+    poll: bool = False,
+    last_event_id: bool = False,
+) -> StreamRequest | None:
     """A request of an HTTP push transport, validated (origin, method, draining, parameters),
     or None once its refusal has been answered as ``{"error": …}`` (with the CORS headers, so a
     browser can read it). Both engines admit requests here, so they refuse alike; the caller
@@ -268,19 +290,23 @@ async def checked_request(node: Node, scope: Scope, headers: Mapping[str, str], 
         cors = cors_headers(node, headers)
         method = scope.get("method", "GET")
         if method != "GET":
-            await answer(send, 405, error_body("bad_request", f"{method} is not allowed"),
-                         [*cors, (b"allow", b"GET, OPTIONS")])
+            await answer(
+                send,
+                405,
+                error_body("bad_request", f"{method} is not allowed"),
+                [*cors, (b"allow", b"GET, OPTIONS")],
+            )
             return None
         if node.draining:
             raise Unavailable("the server is draining: reconnect to another node")
-        return await parse_request(node, scope, headers, cors, poll=poll,
-                                   last_event_id=last_event_id)
+        return await parse_request(node, scope, headers, cors, poll=poll, last_event_id=last_event_id)
     except TidingsError as exc:
         await answer_error(send, exc, cors)
         return None
 
 
 # the streaming subscriber -------------------------------------------------------------------
+
 
 class Sink(Protocol):
     """Where a :class:`StreamSubscriber` puts what its subscriptions produce (synchronous)."""
@@ -348,8 +374,7 @@ class StreamSubscriber:
             self._held.append(publication)
             return
         assert self._tracker is not None
-        self.sink.publication(publication, self._tracker.advance(publication),
-                              self._tracker.single)
+        self.sink.publication(publication, self._tracker.advance(publication), self._tracker.single)
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
         """A gap notice from the broker link (its store lost history under a live subscription)
@@ -360,8 +385,7 @@ class StreamSubscriber:
             return
         epoch = str(message["epoch"])
         available = message.get("available_from")
-        gap = Gap(channel, epoch, int(message["requested"]), available,
-                  Position(epoch, (available or 1) - 1))
+        gap = Gap(channel, epoch, int(message["requested"]), available, Position(epoch, (available or 1) - 1))
         if self._held is not None:
             self._held.append(gap)
             return
@@ -393,8 +417,9 @@ class StreamSubscriber:
         self.node.register(self)
         try:
             for channel in self.request.channels:
-                await self.node.subscribe(self, channel, self.request.since.get(channel),
-                                          self._on_ready(channel))
+                await self.node.subscribe(
+                    self, channel, self.request.since.get(channel), self._on_ready(channel)
+                )
         except BaseException:
             await self.close()
             raise
@@ -407,6 +432,7 @@ class StreamSubscriber:
             if result.gap is not None:
                 self._held.append(result.gap)
             self._held.extend(EncodedPublication(p) for p in result.publications)
+
         return ready
 
     def _start_positions(self, held: list[EncodedPublication | Gap]) -> dict[str, Position]:
@@ -461,8 +487,11 @@ def farewell_fields(reason: Disconnect) -> dict[str, Any]:
 
 # streaming ----------------------------------------------------------------------------------------
 
-STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
-                           (b"x-content-type-options", b"nosniff")]
+STREAM_HEADERS: Headers = [
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 def close_timeout(settings: Settings) -> float:
@@ -472,10 +501,12 @@ def close_timeout(settings: Settings) -> float:
 
 def stream_config(settings: Settings) -> StreamConfig:
     """The numbers of :class:`~tidings.machines.stream.StreamMachine` from ``settings``."""
-    return StreamConfig(heartbeat=settings.sse.heartbeat,
-                        outbox_bytes=settings.limits.outbox_bytes,
-                        close_timeout=close_timeout(settings),
-                        max_duration=settings.sse.max_duration)
+    return StreamConfig(
+        heartbeat=settings.sse.heartbeat,
+        outbox_bytes=settings.limits.outbox_bytes,
+        close_timeout=close_timeout(settings),
+        max_duration=settings.sse.max_duration,
+    )
 
 
 def encode(value: Any) -> bytes:

@@ -12,12 +12,15 @@ from tidings.core.wire.errors import error_body, error_code
 __all__ = ["raw_error_response"]
 
 
-def raw_error_response(status: int, message: str, code: str | None = None,
-                       headers: Mapping[str, str] | None = None) -> bytes:
+def raw_error_response(
+    status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
+) -> bytes:
     """The status line, ``headers``, and the JSON error body; the connection closes after it."""
     body = error_body(code or error_code(status), message)
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{extra}"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{extra}"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
     return head.encode("latin-1") + body

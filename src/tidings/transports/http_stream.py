@@ -46,5 +46,3 @@ class NDJSONFraming:
 
     def farewell(self, reason: Disconnect) -> bytes:
         return ndjson_line(encode({"op": "disconnect", **farewell_fields(reason)}))
-
-

@@ -46,8 +46,9 @@ def new_poll(request: StreamRequest, now: float) -> Poll:
     return Poll(request.limit, request.timeout, now, request.credentials.expires_at, time.time())
 
 
-def poll_subscriber(node: Node, request: StreamRequest, poll: Poll,
-                    due: Callable[[], None]) -> StreamSubscriber:
+def poll_subscriber(
+    node: Node, request: StreamRequest, poll: Poll, due: Callable[[], None]
+) -> StreamSubscriber:
     """The hub subscriber and node connection of a held poll: what it produces, and the node's
     disconnect, go to ``poll``; ``due`` is called once, when the answer becomes due."""
     feed = PollFeed(poll, due)
@@ -91,8 +92,10 @@ class PollFeed:
         if self.poll.disconnect():
             self.due()
 
-async def _read(node: Node, request: StreamRequest
-                ) -> tuple[dict[str, Position], dict[str, list[Publication]], list[Gap]]:
+
+async def _read(
+    node: Node, request: StreamRequest
+) -> tuple[dict[str, Position], dict[str, list[Publication]], list[Gap]]:
     """Each channel's current position (no cursor) or what follows its cursor."""
     starts: dict[str, Position] = {}
     pages: dict[str, list[Publication]] = {}
@@ -127,8 +130,7 @@ async def short_poll(node: Node, request: StreamRequest, send: Send) -> None:
     cursor = tracker.cursor
     status, etag = short_poll_status(cursor, request.headers.get("if-none-match"))
     headers = [(b"etag", etag.encode()), *POLL_HEADERS, *request.cors]
-    await answer(send, status, poll_body(messages, cursor, gap_bytes) if status == 200 else b"",
-                 headers)
+    await answer(send, status, poll_body(messages, cursor, gap_bytes) if status == 200 else b"", headers)
 
 
 async def serve_short_poll(node: Node, request: StreamRequest, send: Send) -> None:

@@ -24,8 +24,9 @@ class PublishIn(BaseModel):
     channel: str = Field(description="Channel name.")
     data: Any = Field(description="Any JSON value.")
     event: str = Field("message", description="Event type (SSE event name).")
-    idempotency_key: str | None = Field(None, max_length=200,
-                                        description="Publishing twice with one key publishes once.")
+    idempotency_key: str | None = Field(
+        None, max_length=200, description="Publishing twice with one key publishes once."
+    )
 
 
 class PublishOut(BaseModel):
@@ -38,10 +39,12 @@ class PublishOut(BaseModel):
 
 def publish_out(result: PublishResult) -> PublishOut:
     pub = result.publication
-    return PublishOut(channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id,
-                      duplicate=result.duplicate)
+    return PublishOut(
+        channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id, duplicate=result.duplicate
+    )
 
 
 async def publish_one(node: Node, channel: str, body: PublishIn) -> PublishOut:
-    return publish_out(await node.publish(channel, body.data, event=body.event,
-                                          idempotency_key=body.idempotency_key))
+    return publish_out(
+        await node.publish(channel, body.data, event=body.event, idempotency_key=body.idempotency_key)
+    )

@@ -58,5 +58,3 @@ class SSEFraming:
 
     def farewell(self, reason: Disconnect) -> bytes:
         return sse_event("disconnect", encode(farewell_fields(reason)))
-
-

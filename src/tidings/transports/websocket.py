@@ -114,17 +114,19 @@ async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
     if node.draining:
         raise Refused(disconnect(CloseCode.SERVICE_RESTART), accept=True)
     try:
-        token = bearer_token(header(scope["headers"], b"authorization")) or \
-            _query_param(scope, "token")
+        token = bearer_token(header(scope["headers"], b"authorization")) or _query_param(scope, "token")
         credentials = await security.credentials(token) if token else None
         lease = security.admit(scope, credentials.user if credentials else "")
     except TidingsError as exc:
-        code = (CloseCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else
-                CloseCode.RATE_LIMITED if isinstance(exc, RateLimited) else
-                CloseCode.UNAUTHORIZED)
+        code = (
+            CloseCode.TOKEN_EXPIRED
+            if isinstance(exc, TokenExpired)
+            else CloseCode.RATE_LIMITED
+            if isinstance(exc, RateLimited)
+            else CloseCode.UNAUTHORIZED
+        )
         raise Refused(disconnect(code, exc.message), accept=True) from None
-    session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection,
-                      credentials)
+    session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection, credentials)
     return session, lease
 
 
@@ -158,8 +160,9 @@ class CommandHandler:
     _bucket: TokenBucket | None
     machine: WebSocketMachine[Any]
 
-    def __init__(self, node: Node, session: Session, lease: ConnectionLease | None = None,
-                 address: str | None = None) -> None:
+    def __init__(
+        self, node: Node, session: Session, lease: ConnectionLease | None = None, address: str | None = None
+    ) -> None:
         self.node = node
         self.session = session
         self.client_id = random_id()
@@ -213,9 +216,16 @@ class CommandHandler:
             self.node.leave_now(self, channel)
             if self.node.options(channel).presence:
                 self.node.spawn(self._leave(channel))
-            self.queue(reply("unsubscribed", None, channel=channel, code="unauthorized",
-                             message="subscription token expired: subscribe again with a new "
-                                     "token (and since, to miss nothing)"))
+            self.queue(
+                reply(
+                    "unsubscribed",
+                    None,
+                    channel=channel,
+                    code="unauthorized",
+                    message="subscription token expired: subscribe again with a new "
+                    "token (and since, to miss nothing)",
+                )
+            )
 
     async def run_commands(self) -> None:
         """Carry out the client's messages the machine holds, one at a time and in order; an
@@ -267,11 +277,18 @@ class CommandHandler:
         try:
             if isinstance(command, PublishCmd):
                 self._take_publish_token()
-                result = await node.publish(command.channel, command.data, event=command.event,
-                                            idempotency_key=command.idempotency_key)
+                result = await node.publish(
+                    command.channel,
+                    command.data,
+                    event=command.event,
+                    idempotency_key=command.idempotency_key,
+                )
                 pub = result.publication
-                self.queue(reply("published", ref, channel=pub.channel, offset=pub.offset,
-                                 epoch=pub.epoch, id=pub.id))
+                self.queue(
+                    reply(
+                        "published", ref, channel=pub.channel, offset=pub.offset, epoch=pub.epoch, id=pub.id
+                    )
+                )
             elif isinstance(command, Subscribe):
                 await self._subscribe(command)
             elif isinstance(command, Unsubscribe):
@@ -281,16 +298,24 @@ class CommandHandler:
             elif isinstance(command, Ping):
                 self.queue(reply("pong", ref))
             elif isinstance(command, HistoryCmd):
-                pubs, position, gap = await node.history(command.channel, command.since,
-                                                         command.limit)
+                pubs, position, gap = await node.history(command.channel, command.since, command.limit)
                 extra: dict[str, Any] = {"gap": gap.to_dict()} if gap is not None else {}
-                self.queue(reply("history", ref, channel=command.channel,
-                                 epoch=position.epoch, offset=position.offset,
-                                 publications=[p.to_dict() for p in pubs], **extra))
+                self.queue(
+                    reply(
+                        "history",
+                        ref,
+                        channel=command.channel,
+                        epoch=position.epoch,
+                        offset=position.offset,
+                        publications=[p.to_dict() for p in pubs],
+                        **extra,
+                    )
+                )
             elif isinstance(command, PresenceCmd):
                 clients = await node.presence_of(command.channel)
-                self.queue(reply("presence", ref, channel=command.channel,
-                                 clients=[c.to_dict() for c in clients]))
+                self.queue(
+                    reply("presence", ref, channel=command.channel, clients=[c.to_dict() for c in clients])
+                )
             elif isinstance(command, Connect):
                 await self._connect(command)
         except TidingsError as exc:
@@ -308,15 +333,17 @@ class CommandHandler:
                 self.node.security.limiter.assign_user(self.lease, credentials.user)
             self._watch_expiry()
         creds = self.session.credentials
-        self.queue(reply("connected", command.ref, client=self.client_id, user=creds.user,
-                         expires=creds.expires_at))
+        self.queue(
+            reply("connected", command.ref, client=self.client_id, user=creds.user, expires=creds.expires_at)
+        )
 
     async def _grant_subscription(self, command: Subscribe) -> None:
         """A subscription token grants its one channel to this connection."""
         assert command.token is not None
         try:
             grant = await self.node.security.tokens.verify_subscription(
-                command.token, channel=command.channel, user=self.session.credentials.user or None)
+                command.token, channel=command.channel, user=self.session.credentials.user or None
+            )
         except TidingsError as exc:
             raise CommandError(exc, command.ref) from None
         self.session.grant(grant.channel, grant.capabilities, grant.expires_at)
@@ -327,9 +354,12 @@ class CommandHandler:
         recovery = self.session.recovery(channel)
 
         def ready(result: Recovered) -> None:
-            fields: dict[str, Any] = {"channel": channel, "epoch": result.position.epoch,
-                                      "offset": result.position.offset,
-                                      "recovered": result.recovered}
+            fields: dict[str, Any] = {
+                "channel": channel,
+                "epoch": result.position.epoch,
+                "offset": result.position.offset,
+                "recovered": result.recovered,
+            }
             if result.gap is not None:
                 fields["requested"] = result.gap.requested
                 fields["available_from"] = result.gap.available_from

@@ -66,13 +66,21 @@ class EndpointOut(BaseModel):
     @classmethod
     def of(cls, endpoint: Endpoint, *, with_secret: bool = False) -> EndpointOut:
         return cls(
-            id=endpoint.id, url=endpoint.url, channels=endpoint.channels, events=endpoint.events,
-            description=endpoint.description, enabled=endpoint.enabled,
-            disabled_reason=endpoint.disabled_reason, rate_limit=endpoint.rate_limit,
-            max_concurrency=endpoint.max_concurrency, ordered=endpoint.ordered,
-            created_at=endpoint.created_at, updated_at=endpoint.updated_at,
+            id=endpoint.id,
+            url=endpoint.url,
+            channels=endpoint.channels,
+            events=endpoint.events,
+            description=endpoint.description,
+            enabled=endpoint.enabled,
+            disabled_reason=endpoint.disabled_reason,
+            rate_limit=endpoint.rate_limit,
+            max_concurrency=endpoint.max_concurrency,
+            ordered=endpoint.ordered,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
             failing_since=endpoint.failing_since,
-            secret=endpoint.secret if with_secret else None)
+            secret=endpoint.secret if with_secret else None,
+        )
 
 
 class EndpointList(BaseModel):
@@ -126,7 +134,8 @@ class DeliveryList(BaseModel):
 class ReplayIn(_In):
     delivery_id: str | None = Field(None, description="Replay this delivery …")
     since: float | datetime | None = Field(
-        None, description="… or every failed delivery created since (Unix seconds or ISO 8601).")
+        None, description="… or every failed delivery created since (Unix seconds or ISO 8601)."
+    )
 
 
 class ReplayOut(BaseModel):
@@ -142,16 +151,22 @@ class TestOut(BaseModel):
     webhook_id: str
 
 
-def make_router(service: WebhookService, *, dependencies: Sequence[Any] = (),
-                prefix: str = "/api/webhooks") -> APIRouter:
+def make_router(
+    service: WebhookService, *, dependencies: Sequence[Any] = (), prefix: str = "/api/webhooks"
+) -> APIRouter:
     router = APIRouter(prefix=prefix, tags=["webhooks"], dependencies=list(dependencies))
 
     @router.post("", status_code=201, response_model=EndpointOut)
     async def create_endpoint(body: EndpointIn) -> EndpointOut:
         endpoint = await service.create(
-            str(body.url), body.channels, events=body.events, description=body.description,
-            rate_limit=body.rate_limit, max_concurrency=body.max_concurrency,
-            ordered=body.ordered)
+            str(body.url),
+            body.channels,
+            events=body.events,
+            description=body.description,
+            rate_limit=body.rate_limit,
+            max_concurrency=body.max_concurrency,
+            ordered=body.ordered,
+        )
         return EndpointOut.of(endpoint, with_secret=True)
 
     @router.get("", response_model=EndpointList, response_model_exclude_none=False)

@@ -35,24 +35,28 @@ from tidings.webhooks.signing import verify_standard
 
 __all__ = ["app", "listen", "main"]
 
-app = typer.Typer(name="webhooks", help="Manage outbound webhook endpoints.",
-                  no_args_is_help=True)
+app = typer.Typer(name="webhooks", help="Manage outbound webhook endpoints.", no_args_is_help=True)
 console = Console()
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="TIDINGS_URL",
-                                        help="Server address.")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="TIDINGS_API_KEY",
-                                               help="Server API key.")]
+UrlOption = Annotated[str, typer.Option("--url", envvar="TIDINGS_URL", help="Server address.")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="TIDINGS_API_KEY", help="Server API key.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DEFAULT_URL = "http://127.0.0.1:8600"
 
 
-def _call(url: str, api_key: str | None, method: str, path: str,
-          body: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> Any:
+def _call(
+    url: str,
+    api_key: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body, params=params,
-                                 headers=headers, timeout=30)
+        response = httpx.request(
+            method, url.rstrip("/") + path, json=body, params=params, headers=headers, timeout=30
+        )
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(2) from None
@@ -85,20 +89,25 @@ def _when(value: float | None) -> str:
 @app.command("add")
 def add(
     endpoint_url: Annotated[str, typer.Argument(help="Where to POST, http(s)://…")],
-    channel: Annotated[list[str], typer.Option("--channel", "-c",
-                                               help="Channel pattern (* wildcard); repeat.")],
-    event: Annotated[list[str] | None, typer.Option("--event", "-e",
-                                                    help="Only this event type; repeat.")] = None,
+    channel: Annotated[
+        list[str], typer.Option("--channel", "-c", help="Channel pattern (* wildcard); repeat.")
+    ],
+    event: Annotated[
+        list[str] | None, typer.Option("--event", "-e", help="Only this event type; repeat.")
+    ] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
     ordered: Annotated[bool, typer.Option("--ordered", help="Strict ordering.")] = False,
-    rate_limit: Annotated[float | None, typer.Option("--rate-limit",
-                                                     help="Deliveries per second.")] = None,
+    rate_limit: Annotated[float | None, typer.Option("--rate-limit", help="Deliveries per second.")] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
     """Register an endpoint; prints its id and its signing secret (shown only now)."""
-    body: dict[str, Any] = {"url": endpoint_url, "channels": channel,
-                            "description": description, "ordered": ordered}
+    body: dict[str, Any] = {
+        "url": endpoint_url,
+        "channels": channel,
+        "description": description,
+        "ordered": ordered,
+    }
     if event:
         body["events"] = event
     if rate_limit is not None:
@@ -107,8 +116,7 @@ def add(
 
 
 @app.command("list")
-def list_(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
-          as_json: JsonOption = False) -> None:
+def list_(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
     """List the endpoints."""
     found = _call(url, api_key, "GET", "/api/webhooks")["webhooks"]
     if as_json:
@@ -120,8 +128,9 @@ def list_(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
         table.add_column(name)
     for e in found:
         enabled = "yes" if e["enabled"] else f"no ({e['disabled_reason']})"
-        table.add_row(e["id"], e["url"], " ".join(e["channels"]), " ".join(e["events"] or []),
-                      enabled, e["description"])
+        table.add_row(
+            e["id"], e["url"], " ".join(e["channels"]), " ".join(e["events"] or []), enabled, e["description"]
+        )
     console.print(table)
 
 
@@ -134,17 +143,17 @@ def show(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = No
 @app.command("deliveries")
 def deliveries(
     endpoint_id: str,
-    status: Annotated[str | None, typer.Option("--status",
-                                               help="pending, succeeded or failed.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="pending, succeeded or failed.")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 50,
-    url: UrlOption = DEFAULT_URL, api_key: KeyOption = None, as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List an endpoint's deliveries, newest first (--json also shows their webhook-id)."""
     params: dict[str, Any] = {"limit": limit}
     if status:
         params["status"] = status
-    found = _call(url, api_key, "GET", f"/api/webhooks/{endpoint_id}/deliveries",
-                  params=params)["deliveries"]
+    found = _call(url, api_key, "GET", f"/api/webhooks/{endpoint_id}/deliveries", params=params)["deliveries"]
     if as_json:
         _print_json(found)
         return
@@ -156,27 +165,38 @@ def deliveries(
         table.add_column(name)
     for d in found:
         last = str(d["last_status"] or d["last_error"] or "")
-        table.add_row(d["id"], d["channel"], d["event"], d["status"],
-                      str(d["attempts"]), last[:40], _when(d["created_at"]))
+        table.add_row(
+            d["id"],
+            d["channel"],
+            d["event"],
+            d["status"],
+            str(d["attempts"]),
+            last[:40],
+            _when(d["created_at"]),
+        )
     console.print(table)
 
 
 @app.command("replay")
 def replay(
     endpoint_id: str,
-    delivery: Annotated[str | None, typer.Option("--delivery",
-                                                 help="Replay this delivery.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="Replay every failed delivery since: Unix seconds, ISO 8601, or "
-                        "a duration like 2h / 30m / 1d.")] = None,
-    url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
+    delivery: Annotated[str | None, typer.Option("--delivery", help="Replay this delivery.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Replay every failed delivery since: Unix seconds, ISO 8601, or "
+            "a duration like 2h / 30m / 1d.",
+        ),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
 ) -> None:
     """Deliver again one delivery, or every failed one since a time."""
     if (delivery is None) == (since is None):
         console.print("[red]give exactly one of --delivery and --since[/red]")
         raise typer.Exit(2)
-    body: dict[str, Any] = {"delivery_id": delivery} if delivery else {
-        "since": _parse_since(since or "")}
+    body: dict[str, Any] = {"delivery_id": delivery} if delivery else {"since": _parse_since(since or "")}
     _print_json(_call(url, api_key, "POST", f"/api/webhooks/{endpoint_id}/replay", body))
 
 
@@ -193,9 +213,12 @@ def _parse_since(value: str) -> float | str:
 @app.command("rotate")
 def rotate(
     endpoint_id: str,
-    grace: Annotated[float | None, typer.Option(
-        "--grace", help="Seconds the old secret keeps signing (default: the server's).")] = None,
-    url: UrlOption = DEFAULT_URL, api_key: KeyOption = None,
+    grace: Annotated[
+        float | None,
+        typer.Option("--grace", help="Seconds the old secret keeps signing (default: the server's)."),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
 ) -> None:
     """Rotate the signing secret; prints the new one."""
     body = {"grace": grace} if grace is not None else None
@@ -226,8 +249,7 @@ def delete(endpoint_id: str, url: UrlOption = DEFAULT_URL, api_key: KeyOption = 
     _call(url, api_key, "DELETE", f"/api/webhooks/{endpoint_id}")
 
 
-def listen_app(secrets: list[str], tolerance: float, out: Console,
-               on_event: Any = None) -> Starlette:
+def listen_app(secrets: list[str], tolerance: float, out: Console, on_event: Any = None) -> Starlette:
     """The ``listen`` receiver: verifies (when given secrets) and prints every POST."""
 
     async def receive(request: Request) -> JSONResponse:
@@ -245,8 +267,9 @@ def listen_app(secrets: list[str], tolerance: float, out: Console,
             shown: Any = json.loads(body)
         except ValueError:
             shown = body.decode("utf-8", "replace")
-        out.print(f"[green]✓ {verified}[/green] {request.url.path} "
-                  f"webhook-id={headers.get('webhook-id', '-')}")
+        out.print(
+            f"[green]✓ {verified}[/green] {request.url.path} webhook-id={headers.get('webhook-id', '-')}"
+        )
         sys.stdout.write(json.dumps(shown) + "\n")
         sys.stdout.flush()
         if on_event is not None:
@@ -258,13 +281,15 @@ def listen_app(secrets: list[str], tolerance: float, out: Console,
 
 def listen(
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8700,
-    secret: Annotated[list[str] | None, typer.Option(
-        "--secret", "-s", help="whsec_ secret to verify with; repeat during a rotation.")] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option("--secret", "-s", help="whsec_ secret to verify with; repeat during a rotation."),
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    tolerance: Annotated[float, typer.Option("--tolerance",
-                                             help="Timestamp tolerance, seconds.")] = 300.0,
-    count: Annotated[int | None, typer.Option(
-        "--count", help="Exit after this many accepted webhooks.")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Timestamp tolerance, seconds.")] = 300.0,
+    count: Annotated[
+        int | None, typer.Option("--count", help="Exit after this many accepted webhooks.")
+    ] = None,
 ) -> None:
     """A local webhook receiver that verifies Standard Webhooks signatures and prints them."""
     out = Console(stderr=True)
@@ -280,8 +305,9 @@ def listen(
     if not secret:
         out.print("[yellow]no --secret: printing webhooks without verifying them[/yellow]")
     web = listen_app(list(secret or []), tolerance, out, on_event)
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning",
-                                           ws="none", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(web, host=host, port=port, log_level="warning", ws="none", lifespan="off")
+    )
     out.print(f"listening on http://{host}:{port}/ (Ctrl-C to stop)")
     server.run()
 

@@ -56,23 +56,25 @@ class Sender:
     One connection pool per endpoint: a pool's bookkeeping grows with its connections and
     queued requests, and a dead endpoint's pool never holds up another's."""
 
-    def __init__(self, *, timeout: float, allowed: Sequence[Network], response_cap: int,
-                 ca_file: str = "") -> None:
+    def __init__(
+        self, *, timeout: float, allowed: Sequence[Network], response_cap: int, ca_file: str = ""
+    ) -> None:
         self.timeout = timeout
         self.allowed = list(allowed)
         self.response_cap = response_cap
-        self.verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_file) if ca_file else True)
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self.clients: dict[str, httpx.AsyncClient] = {}
 
     def client(self, key: str, connections: int) -> httpx.AsyncClient:
         client = self.clients.get(key)
         if client is None:
             client = self.clients[key] = httpx.AsyncClient(
-                follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self.timeout),
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(self.timeout),
                 verify=self.verify,
-                limits=httpx.Limits(max_connections=connections,
-                                    max_keepalive_connections=connections))
+                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            )
         return client
 
     async def forget(self, key: str) -> None:
@@ -84,8 +86,9 @@ class Sender:
         for key in list(self.clients):
             await self.forget(key)
 
-    async def send(self, key: str, connections: int, url: str, headers: dict[str, str],
-                   body: bytes) -> SendResult:
+    async def send(
+        self, key: str, connections: int, url: str, headers: dict[str, str], body: bytes
+    ) -> SendResult:
         started = time.perf_counter()
 
         def done(result: AttemptResult, response: str = "") -> SendResult:
@@ -97,7 +100,9 @@ class Sender:
                 allowed = await resolve(target, self.allowed)
                 client = self.client(key, connections)
                 request = client.build_request(
-                    "POST", target.url_for(allowed.address), content=body,
+                    "POST",
+                    target.url_for(allowed.address),
+                    content=body,
                     headers={**headers, "Host": target.host_header},
                     extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
                 )
@@ -113,15 +118,18 @@ class Sender:
                 finally:
                     await response.aclose()
                 text = b"".join(chunks)[:RESPONSE_LOG_BYTES].decode("utf-8", "replace")
-                return done(AttemptResult(response.status_code,
-                                          retry_after=response.headers.get("retry-after"),
-                                          error=None if response.is_success
-                                          else f"HTTP {response.status_code}"), text)
+                return done(
+                    AttemptResult(
+                        response.status_code,
+                        retry_after=response.headers.get("retry-after"),
+                        error=None if response.is_success else f"HTTP {response.status_code}",
+                    ),
+                    text,
+                )
         except TimeoutError:
             return done(AttemptResult(None, error="timeout", timed_out=True))
         except httpx.TimeoutException as exc:
-            return done(AttemptResult(None, error=f"timeout: {type(exc).__name__}",
-                                      timed_out=True))
+            return done(AttemptResult(None, error=f"timeout: {type(exc).__name__}", timed_out=True))
         except TidingsError as exc:
             return done(AttemptResult(None, error=exc.message))
         except httpx.HTTPError as exc:
@@ -245,12 +253,19 @@ class Dispatcher:
     (dropping what another node took over), and claims due deliveries into its lanes; on stop it
     releases what it holds."""
 
-    def __init__(self, store: WebhookStore, endpoints: dict[str, Endpoint], *,
-                 policy: RetryPolicy, sender: Sender, concurrency: int,
-                 rng: Callable[[], float] = random.random,
-                 on_attempt: Callable[[str], None] | None = None,
-                 poll_interval: float = 1.0,
-                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        store: WebhookStore,
+        endpoints: dict[str, Endpoint],
+        *,
+        policy: RetryPolicy,
+        sender: Sender,
+        concurrency: int,
+        rng: Callable[[], float] = random.random,
+        on_attempt: Callable[[str], None] | None = None,
+        poll_interval: float = 1.0,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.endpoints = endpoints
         self.policy = policy
@@ -325,8 +340,7 @@ class Dispatcher:
             try:
                 await self.store.release(held)
             except Exception:
-                log.warning("could not release %d webhook deliveries; their leases will end",
-                            len(held))
+                log.warning("could not release %d webhook deliveries; their leases will end", len(held))
         await self.sender.close()
 
     def lane(self, endpoint_id: str) -> _Lane:
@@ -377,15 +391,17 @@ class Dispatcher:
         if job is None:
             return
         limit = lane.limit(job.endpoint)
-        result = await self.sender.send(job.endpoint.id, limit, job.endpoint.url,
-                                        self._headers(job), job.message.body)
+        result = await self.sender.send(
+            job.endpoint.id, limit, job.endpoint.url, self._headers(job), job.message.body
+        )
         self.attempts += 1
         now = time.time()
         endpoint = self.endpoints.get(job.endpoint.id)
         if endpoint is None:
             return  # deleted meanwhile
-        decision = decide(self.policy, result.result, job.attempts + 1, now,
-                          endpoint.failing_since, self.rng())
+        decision = decide(
+            self.policy, result.result, job.attempts + 1, now, endpoint.failing_since, self.rng()
+        )
         changed = endpoint
         if decision.outcome is Outcome.SUCCEEDED:
             self.succeeded += 1
@@ -394,24 +410,33 @@ class Dispatcher:
         elif endpoint.failing_since is None:
             changed = replace(endpoint, failing_since=now)
         if decision.disable_reason is not None and endpoint.enabled:
-            changed = replace(changed, enabled=False, disabled_reason=decision.disable_reason,
-                              updated_at=now)
+            changed = replace(changed, enabled=False, disabled_reason=decision.disable_reason, updated_at=now)
             log.warning("webhook endpoint %s disabled: %s", endpoint.id, decision.disable_reason)
         if changed is not endpoint:
             self.endpoints[endpoint.id] = changed
         status: DeliveryStatus = (
-            "succeeded" if decision.outcome is Outcome.SUCCEEDED else
-            "pending" if decision.outcome is Outcome.RETRY else "failed")
+            "succeeded"
+            if decision.outcome is Outcome.SUCCEEDED
+            else "pending"
+            if decision.outcome is Outcome.RETRY
+            else "failed"
+        )
         next_at = now + decision.delay if decision.outcome is Outcome.RETRY else None
-        attempt = Attempt(now, result.result.status, round(result.duration_ms, 3),
-                          result.result.error, result.response, status)
-        await self.store.record_attempt(job.delivery_id, attempt, status, next_at,
-                                        None if changed is endpoint else changed)
+        attempt = Attempt(
+            now,
+            result.result.status,
+            round(result.duration_ms, 3),
+            result.result.error,
+            result.response,
+            status,
+        )
+        await self.store.record_attempt(
+            job.delivery_id, attempt, status, next_at, None if changed is endpoint else changed
+        )
         if self.on_attempt is not None:
             self.on_attempt("success" if status == "succeeded" else "failure")
         if next_at is not None:
-            lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1,
-                               message=job.message))
+            lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1, message=job.message))
 
     def _headers(self, job: Job) -> dict[str, str]:
         timestamp = int(time.time())
@@ -420,6 +445,7 @@ class Dispatcher:
             "user-agent": USER_AGENT,
             "webhook-id": job.message.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(job.endpoint.keys, job.message.id, timestamp,
-                                                  job.message.body, time.time()),
+            "webhook-signature": signature_header(
+                job.endpoint.keys, job.message.id, timestamp, job.message.body, time.time()
+            ),
         }

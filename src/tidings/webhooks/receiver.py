@@ -53,8 +53,9 @@ def _secrets(receiver: ReceiverSettings) -> list[str]:
     return [receiver.secret] if isinstance(receiver.secret, str) else list(receiver.secret)
 
 
-def verify_inbound(receiver: ReceiverSettings, headers: Mapping[str, str], body: bytes,
-                   now: float) -> Inbound:
+def verify_inbound(
+    receiver: ReceiverSettings, headers: Mapping[str, str], body: bytes, now: float
+) -> Inbound:
     """Verify ``body`` per ``receiver.provider`` and extract the delivery id and event type.
 
     Raises Unauthorized (bad, missing or stale signature) or BadRequest (not JSON)."""
@@ -144,18 +145,27 @@ class ReceiverEndpoint:
         inbound = verify_inbound(receiver, request.headers, body, now)
         channel = receiver.channel.replace("{event}", inbound.event).replace("{name}", name)
         if inbound.delivery_id is not None and not await self.store.remember_inbound(
-                name, inbound.delivery_id, now, self.dedup_ttl):
+            name, inbound.delivery_id, now, self.dedup_ttl
+        ):
             return JSONResponse({"duplicate": True, "delivery_id": inbound.delivery_id}), "duplicate"
         try:
             result = await self.node.publish(
-                channel, inbound.data, event=inbound.event,
-                idempotency_key=(f"hook:{name}:{inbound.delivery_id}"
-                                 if inbound.delivery_id else None))
+                channel,
+                inbound.data,
+                event=inbound.event,
+                idempotency_key=(f"hook:{name}:{inbound.delivery_id}" if inbound.delivery_id else None),
+            )
         except BaseException:
             if inbound.delivery_id is not None:
                 await self.store.forget_inbound(name, inbound.delivery_id)
             raise
         publication = result.publication
-        return JSONResponse({"channel": publication.channel, "offset": publication.offset,
-                             "epoch": publication.epoch, "id": publication.id,
-                             "duplicate": result.duplicate}), "accepted"
+        return JSONResponse(
+            {
+                "channel": publication.channel,
+                "offset": publication.offset,
+                "epoch": publication.epoch,
+                "id": publication.id,
+                "duplicate": result.duplicate,
+            }
+        ), "accepted"

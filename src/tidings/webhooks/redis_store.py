@@ -80,15 +80,25 @@ class RedisWebhookStore:
     """See the module docstring. ``lease``: seconds a node's hold on a delivery lasts without
     renewal. ``client``: an existing redis-py client to use (not closed here)."""
 
-    def __init__(self, url: str, *, lease: float = 30.0, prefix: str = TAG,
-                 command_timeout: float = 10.0, max_connections: int = 50,
-                 client: aioredis.Redis | RedisCluster | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float = 30.0,
+        prefix: str = TAG,
+        command_timeout: float = 10.0,
+        max_connections: int = 50,
+        client: aioredis.Redis | RedisCluster | None = None,
+    ) -> None:
         self.url = url
         self.lease = lease
         self.token = uuid.uuid4().hex
         self._own = client is None
-        self._redis = client if client is not None else redis_client(
-            url, command_timeout=command_timeout, max_connections=max_connections)
+        self._redis = (
+            client
+            if client is not None
+            else redis_client(url, command_timeout=command_timeout, max_connections=max_connections)
+        )
         self._gate = CommandGate(max_connections)
         self._p = prefix
         self._k_endpoints = f"{prefix}:endpoints"
@@ -98,8 +108,7 @@ class RedisWebhookStore:
         self._k_inflight = f"{prefix}:inflight"
         self._k_owner = f"{prefix}:owner"
         self._k_next = f"{prefix}:next"
-        scripts = ("enqueue", "claim", "renew", "release", "record", "replay",
-                   "delete_endpoint", "inbound")
+        scripts = ("enqueue", "claim", "renew", "release", "record", "replay", "delete_endpoint", "inbound")
         self._scripts = {n: self._redis.register_script(_load(f"{n}.lua")) for n in scripts}
         self._closed = False
 
@@ -154,8 +163,15 @@ class RedisWebhookStore:
     async def delete_endpoint(self, endpoint_id: str) -> bool:
         async with self._gate("webhook endpoint read"):
             ids = [_s(i) for i in await self._redis.zrange(self._ep(endpoint_id), 0, -1)]
-        keys = [self._k_endpoints, self._ep(endpoint_id), self._k_pending, self._k_due,
-                self._k_inflight, self._k_owner, self._k_next]
+        keys = [
+            self._k_endpoints,
+            self._ep(endpoint_id),
+            self._k_pending,
+            self._k_due,
+            self._k_inflight,
+            self._k_owner,
+            self._k_next,
+        ]
         for delivery_id in ids:
             keys += [self._dlv(delivery_id), self._log(delivery_id)]
         existed = await self._script("delete_endpoint", keys, [endpoint_id, *ids])
@@ -169,16 +185,30 @@ class RedisWebhookStore:
 
     async def enqueue(self, message: Message, endpoint_ids: Sequence[str]) -> list[Due]:
         ids = [self.delivery_id(message, e) for e in endpoint_ids]
-        keys = [self._msg(message.id), self._k_seq, self._k_pending, self._k_inflight,
-                self._k_owner, self._k_next]
-        args: list[Any] = [message.channel, message.event, message.body, repr(message.created_at),
-                           repr(self._lease_end()), self.token]
+        keys = [
+            self._msg(message.id),
+            self._k_seq,
+            self._k_pending,
+            self._k_inflight,
+            self._k_owner,
+            self._k_next,
+        ]
+        args: list[Any] = [
+            message.channel,
+            message.event,
+            message.body,
+            repr(message.created_at),
+            repr(self._lease_end()),
+            self.token,
+        ]
         for delivery_id, endpoint_id in zip(ids, endpoint_ids, strict=True):
             keys += [self._dlv(delivery_id), self._ep(endpoint_id)]
             args += [delivery_id, endpoint_id]
         seqs = await self._script("enqueue", keys, args)
-        return [Due(delivery_id, endpoint_id, int(seq), message.created_at, 0, message)
-                for delivery_id, endpoint_id, seq in zip(ids, endpoint_ids, seqs, strict=False)]
+        return [
+            Due(delivery_id, endpoint_id, int(seq), message.created_at, 0, message)
+            for delivery_id, endpoint_id, seq in zip(ids, endpoint_ids, seqs, strict=False)
+        ]
 
     async def _dues(self, ids: Sequence[str]) -> list[Due]:
         if not ids:
@@ -186,15 +216,15 @@ class RedisWebhookStore:
         async with self._gate("webhook queue read"):
             pipe = self._redis.pipeline(transaction=False)
             for delivery_id in ids:
-                pipe.hmget(self._dlv(delivery_id), ["endpoint_id", "seq", "next_attempt_at",
-                                                    "attempts", "status"])
+                pipe.hmget(
+                    self._dlv(delivery_id), ["endpoint_id", "seq", "next_attempt_at", "attempts", "status"]
+                )
             rows: list[Any] = await pipe.execute()
         found = []
         for delivery_id, row in zip(ids, rows, strict=True):
             if row[0] is None or _s(row[4]) != "pending":
                 continue
-            found.append(Due(delivery_id, _s(row[0]), int(row[1]),
-                             _opt_float(row[2]) or 0.0, int(row[3])))
+            found.append(Due(delivery_id, _s(row[0]), int(row[1]), _opt_float(row[2]) or 0.0, int(row[3])))
         return found
 
     async def pending(self) -> list[Due]:
@@ -205,28 +235,35 @@ class RedisWebhookStore:
     async def claim(self, limit: int = 100) -> list[Due]:
         """Free the deliveries whose lease ended, then hold up to ``limit`` due ones."""
         ids = await self._script(
-            "claim", [self._k_due, self._k_inflight, self._k_owner, self._k_next],
-            [repr(time.time()), repr(self._lease_end()), self.token, limit])
+            "claim",
+            [self._k_due, self._k_inflight, self._k_owner, self._k_next],
+            [repr(time.time()), repr(self._lease_end()), self.token, limit],
+        )
         return await self._dues([_s(i) for i in ids])
 
     async def renew(self, delivery_ids: Sequence[str]) -> list[str]:
         """Extend the leases of ``delivery_ids``; returns those this store no longer holds."""
         if not delivery_ids:
             return []
-        lost = await self._script("renew", [self._k_inflight, self._k_owner],
-                                  [repr(self._lease_end()), self.token, *delivery_ids])
+        lost = await self._script(
+            "renew", [self._k_inflight, self._k_owner], [repr(self._lease_end()), self.token, *delivery_ids]
+        )
         return [_s(i) for i in lost]
 
     async def release(self, delivery_ids: Sequence[str]) -> None:
         """Free held deliveries (due again at their next attempt time) for other nodes."""
         if delivery_ids:
-            await self._script("release", [self._k_due, self._k_inflight, self._k_owner,
-                                           self._k_next], [self.token, *delivery_ids])
+            await self._script(
+                "release",
+                [self._k_due, self._k_inflight, self._k_owner, self._k_next],
+                [self.token, *delivery_ids],
+            )
 
     async def job(self, delivery_id: str) -> Job | None:
         async with self._gate("webhook queue read"):
-            row = await self._redis.hmget(self._dlv(delivery_id),
-                                          ["status", "attempts", "message_id", "endpoint_id"])
+            row = await self._redis.hmget(
+                self._dlv(delivery_id), ["status", "attempts", "message_id", "endpoint_id"]
+            )
             if row[0] is None or _s(row[0]) != "pending":
                 return None
             pipe = self._redis.pipeline(transaction=False)
@@ -235,20 +272,41 @@ class RedisWebhookStore:
             msg, doc = await pipe.execute()
         if not msg or doc is None:
             return None
-        message = Message(_s(row[2]), _s(msg[b"channel"]), _s(msg[b"event"]), bytes(msg[b"body"]),
-                          float(msg[b"created_at"]))
+        message = Message(
+            _s(row[2]), _s(msg[b"channel"]), _s(msg[b"event"]), bytes(msg[b"body"]), float(msg[b"created_at"])
+        )
         return Job(delivery_id, int(row[1] or 0), message, _endpoint_from(_s(doc)))
 
-    async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
-                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
-        keys = [self._dlv(delivery_id), self._log(delivery_id), self._k_pending, self._k_due,
-                self._k_inflight, self._k_owner, self._k_next, self._k_endpoints]
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        endpoint: Endpoint | None,
+    ) -> None:
+        keys = [
+            self._dlv(delivery_id),
+            self._log(delivery_id),
+            self._k_pending,
+            self._k_due,
+            self._k_inflight,
+            self._k_owner,
+            self._k_next,
+            self._k_endpoints,
+        ]
         args: list[Any] = [
-            orjson.dumps(attempt.to_dict()), status,
-            "" if next_attempt_at is None else repr(next_attempt_at), repr(attempt.at),
-            "" if attempt.status is None else attempt.status, attempt.error or "",
-            repr(self._lease_end()), self.token, "" if endpoint is None else endpoint.id,
-            "" if endpoint is None else _endpoint_doc(endpoint)]
+            orjson.dumps(attempt.to_dict()),
+            status,
+            "" if next_attempt_at is None else repr(next_attempt_at),
+            repr(attempt.at),
+            "" if attempt.status is None else attempt.status,
+            attempt.error or "",
+            repr(self._lease_end()),
+            self.token,
+            "" if endpoint is None else endpoint.id,
+            "" if endpoint is None else _endpoint_doc(endpoint),
+        ]
         await self._script("record", keys, args)
 
     # the log -----------------------------------------------------------------------------------
@@ -256,15 +314,24 @@ class RedisWebhookStore:
     def _delivery(self, delivery_id: str, row: dict[Any, Any]) -> Delivery:
         def get(name: str) -> Any:
             return row.get(name.encode())
+
         status: Any = _s(get("status"))
         last_status = get("last_status")
         last_error = get("last_error")
         return Delivery(
-            delivery_id, _s(get("endpoint_id")), _s(get("message_id")), _s(get("channel")),
-            _s(get("event")), status, int(get("attempts")), _opt_float(get("next_attempt_at")),
-            float(get("created_at")), float(get("updated_at")),
+            delivery_id,
+            _s(get("endpoint_id")),
+            _s(get("message_id")),
+            _s(get("channel")),
+            _s(get("event")),
+            status,
+            int(get("attempts")),
+            _opt_float(get("next_attempt_at")),
+            float(get("created_at")),
+            float(get("updated_at")),
             None if last_status is None else int(last_status),
-            None if last_error is None else _s(last_error))
+            None if last_error is None else _s(last_error),
+        )
 
     async def _rows(self, ids: Sequence[str]) -> list[dict[Any, Any]]:
         async with self._gate("webhook log read"):
@@ -274,14 +341,17 @@ class RedisWebhookStore:
             rows: list[dict[Any, Any]] = await pipe.execute()
         return rows
 
-    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
-                         since: float | None = None) -> list[Delivery]:
+    async def deliveries(
+        self, endpoint_id: str, status: DeliveryStatus | None, limit: int, since: float | None = None
+    ) -> list[Delivery]:
         found: list[Delivery] = []
         start = 0
         while len(found) < limit:
             async with self._gate("webhook log read"):
-                ids = [_s(i) for i in await self._redis.zrevrange(
-                    self._ep(endpoint_id), start, start + SCAN_PAGE - 1)]
+                ids = [
+                    _s(i)
+                    for i in await self._redis.zrevrange(self._ep(endpoint_id), start, start + SCAN_PAGE - 1)
+                ]
             if not ids:
                 break
             start += len(ids)
@@ -306,11 +376,11 @@ class RedisWebhookStore:
             row, entries = await pipe.execute()
         if not row:
             return None
-        return replace(self._delivery(delivery_id, row),
-                       log=[Attempt(**orjson.loads(e)) for e in entries])
+        return replace(self._delivery(delivery_id, row), log=[Attempt(**orjson.loads(e)) for e in entries])
 
-    async def replay(self, endpoint_id: str, delivery_id: str | None, since: float | None,
-                     now: float) -> list[Due]:
+    async def replay(
+        self, endpoint_id: str, delivery_id: str | None, since: float | None, now: float
+    ) -> list[Due]:
         if delivery_id is not None:
             rows = await self._rows([delivery_id])
             if not rows[0] or _s(rows[0].get(b"endpoint_id")) != endpoint_id:
@@ -321,26 +391,33 @@ class RedisWebhookStore:
             async with self._gate("webhook log read"):
                 every = [_s(i) for i in await self._redis.zrange(self._ep(endpoint_id), 0, -1)]
             for start in range(0, len(every), SCAN_PAGE):
-                chunk = every[start:start + SCAN_PAGE]
+                chunk = every[start : start + SCAN_PAGE]
                 for candidate, row in zip(chunk, await self._rows(chunk), strict=True):
-                    if (row and row.get(b"status") == b"failed"
-                            and float(row[b"created_at"]) >= (since or 0.0)):
+                    if (
+                        row
+                        and row.get(b"status") == b"failed"
+                        and float(row[b"created_at"]) >= (since or 0.0)
+                    ):
                         ids.append(candidate)
         if not ids:
             return []
-        keys = [self._k_pending, self._k_due, self._k_inflight, self._k_owner, self._k_next,
-                *[self._dlv(i) for i in ids]]
-        seqs = await self._script("replay", keys,
-                                  [repr(now), repr(self._lease_end()), self.token, *ids])
-        return [Due(i, endpoint_id, int(seq), now)
-                for i, seq in zip(ids, seqs, strict=True) if int(seq) > 0]
+        keys = [
+            self._k_pending,
+            self._k_due,
+            self._k_inflight,
+            self._k_owner,
+            self._k_next,
+            *[self._dlv(i) for i in ids],
+        ]
+        seqs = await self._script("replay", keys, [repr(now), repr(self._lease_end()), self.token, *ids])
+        return [Due(i, endpoint_id, int(seq), now) for i, seq in zip(ids, seqs, strict=True) if int(seq) > 0]
 
     # inbound -----------------------------------------------------------------------------------
 
-    async def remember_inbound(self, receiver: str, delivery_id: str, now: float,
-                               ttl: float) -> bool:
-        added = await self._script("inbound", [f"{self._p}:inbound:{receiver}"],
-                                   [delivery_id, repr(now), repr(now - ttl)])
+    async def remember_inbound(self, receiver: str, delivery_id: str, now: float, ttl: float) -> bool:
+        added = await self._script(
+            "inbound", [f"{self._p}:inbound:{receiver}"], [delivery_id, repr(now), repr(now - ttl)]
+        )
         return int(added) == 1
 
     async def forget_inbound(self, receiver: str, delivery_id: str) -> None:

@@ -94,8 +94,14 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def decide(policy: RetryPolicy, result: AttemptResult, attempts: int, now: float,
-           failing_since: float | None, rnd: float) -> Decision:
+def decide(
+    policy: RetryPolicy,
+    result: AttemptResult,
+    attempts: int,
+    now: float,
+    failing_since: float | None,
+    rnd: float,
+) -> Decision:
     """What to do after attempt number ``attempts`` ended with ``result``.
 
     ``failing_since`` is when the endpoint's current run of failures began (None if this is its
@@ -106,8 +112,9 @@ def decide(policy: RetryPolicy, result: AttemptResult, attempts: int, now: float
     if result.status == 410:
         return Decision(Outcome.FAILED, disable_reason="gone: the endpoint answered 410")
     if failing_since is not None and now - failing_since >= policy.disable_after:
-        return Decision(Outcome.FAILED, disable_reason=(
-            f"failing: every attempt failed for {policy.disable_after:g} s"))
+        return Decision(
+            Outcome.FAILED, disable_reason=(f"failing: every attempt failed for {policy.disable_after:g} s")
+        )
     if attempts - 1 >= len(policy.schedule):
         return Decision(Outcome.FAILED)
     delay = jittered(policy.schedule[attempts - 1], policy.jitter, rnd)

@@ -84,18 +84,21 @@ def make_store(settings: Settings) -> WebhookStore:
 class WebhookService:
     """See the module docstring. Every method raises tidings exceptions only."""
 
-    def __init__(self, node: Node, *, store: WebhookStore | None = None,
-                 rng: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, node: Node, *, store: WebhookStore | None = None, rng: Callable[[], float] | None = None
+    ) -> None:
         self.node = node
         self.settings = node.settings.webhooks
         self.store: WebhookStore = store if store is not None else make_store(node.settings)
         self.allowed = parse_networks(self.settings.allow_private)
         self.endpoints: dict[str, Endpoint] = {}
         self.policy = RetryPolicy(
-            schedule=tuple(self.settings.retry_schedule), jitter=self.settings.jitter,
+            schedule=tuple(self.settings.retry_schedule),
+            jitter=self.settings.jitter,
             throttle_floor=self.settings.throttle_floor,
             retry_after_max=self.settings.retry_after_max,
-            disable_after=self.settings.disable_after)
+            disable_after=self.settings.disable_after,
+        )
         self.attempt_counts: dict[str, int] = {"success": 0, "failure": 0}
         self.attempt_listeners: list[Callable[[str], None]] = []
         self._rng = rng
@@ -110,20 +113,33 @@ class WebhookService:
             await self.store.open()
         except StartupError as exc:
             await self.store.close()  # its worker thread
-            shared = ("a SQLite broker serves one node: give each node its own broker file, "
-                      if self.node.settings.broker.startswith("sqlite:///")
-                      and not self.settings.store else "give each node its own [webhooks] store, ")
-            raise StartupError(f"{exc.message}; {shared}or use a Redis broker to share "
-                               "webhooks between nodes") from None
+            shared = (
+                "a SQLite broker serves one node: give each node its own broker file, "
+                if self.node.settings.broker.startswith("sqlite:///") and not self.settings.store
+                else "give each node its own [webhooks] store, "
+            )
+            raise StartupError(
+                f"{exc.message}; {shared}or use a Redis broker to share webhooks between nodes"
+            ) from None
         self.endpoints.update({e.id: e for e in await self.store.list_endpoints()})
-        sender = Sender(timeout=self.settings.timeout, allowed=self.allowed,
-                        response_cap=self.settings.response_cap, ca_file=self.settings.ca_file)
+        sender = Sender(
+            timeout=self.settings.timeout,
+            allowed=self.allowed,
+            response_cap=self.settings.response_cap,
+            ca_file=self.settings.ca_file,
+        )
         kwargs: dict[str, Any] = {"rng": self._rng} if self._rng is not None else {}
         self.dispatcher = Dispatcher(
-            self.store, self.endpoints, policy=self.policy, sender=sender,
-            concurrency=self.settings.concurrency_per_endpoint, on_attempt=self._count,
+            self.store,
+            self.endpoints,
+            policy=self.policy,
+            sender=sender,
+            concurrency=self.settings.concurrency_per_endpoint,
+            on_attempt=self._count,
             poll_interval=min(self.settings.poll_interval, self.settings.lease / 3),
-            refresh=self.refresh_endpoints, **kwargs)
+            refresh=self.refresh_endpoints,
+            **kwargs,
+        )
         await self.dispatcher.start()
         self.node.publish_hooks.append(self.on_publication)
         self.node.drain_hooks.append(self.drain)
@@ -158,14 +174,16 @@ class WebhookService:
             await self.dispatcher.stop()
         await self.store.close()
 
-    def mount(self, app: Any, *, dependencies: Sequence[Any] = (), root: Any = None,
-              prefix: str = "/api/webhooks") -> None:
+    def mount(
+        self, app: Any, *, dependencies: Sequence[Any] = (), root: Any = None, prefix: str = "/api/webhooks"
+    ) -> None:
         """Add the webhook routes under ``prefix`` (with ``dependencies``, e.g. the API-key
         check) to a FastAPI app or APIRouter, and the /hooks/{name} receiver to ``root``
         (default: the same app)."""
         app.include_router(make_router(self, dependencies=dependencies, prefix=prefix))
         (root if root is not None else app).add_route(
-            "/hooks/{name}", self.receiver(), methods=["POST"], include_in_schema=False)
+            "/hooks/{name}", self.receiver(), methods=["POST"], include_in_schema=False
+        )
 
     def receiver(self) -> Any:
         """The ASGI endpoint of ``POST /hooks/{name}``."""
@@ -184,17 +202,26 @@ class WebhookService:
     # the publish hook --------------------------------------------------------------------------
 
     def matching(self, channel: str, event: str) -> list[Endpoint]:
-        return [e for e in self.endpoints.values()
-                if e.enabled and (e.events is None or event in e.events)
-                and any(pattern_matches(p, channel) for p in e.channels)]
+        return [
+            e
+            for e in self.endpoints.values()
+            if e.enabled
+            and (e.events is None or event in e.events)
+            and any(pattern_matches(p, channel) for p in e.channels)
+        ]
 
     async def on_publication(self, publication: Publication) -> None:
         """Awaited by ``Node.publish``: the deliveries are durable when this returns."""
         endpoints = self.matching(publication.channel, publication.event)
         if not endpoints:
             return
-        message = Message(f"msg_{publication.id}", publication.channel, publication.event,
-                          orjson.dumps(publication.to_dict()), time.time())
+        message = Message(
+            f"msg_{publication.id}",
+            publication.channel,
+            publication.event,
+            orjson.dumps(publication.to_dict()),
+            time.time(),
+        )
         await self._enqueue(message, [e.id for e in endpoints])
 
     async def _enqueue(self, message: Message, endpoint_ids: list[str]) -> list[Due]:
@@ -225,18 +252,34 @@ class WebhookService:
         for event in events or []:
             validate_event_name(event)
 
-    async def create(self, url: str, channels: list[str], *, events: list[str] | None = None,
-                     description: str = "", rate_limit: float | None = None,
-                     max_concurrency: int | None = None, ordered: bool = False,
-                     secret: str | None = None) -> Endpoint:
+    async def create(
+        self,
+        url: str,
+        channels: list[str],
+        *,
+        events: list[str] | None = None,
+        description: str = "",
+        rate_limit: float | None = None,
+        max_concurrency: int | None = None,
+        ordered: bool = False,
+        secret: str | None = None,
+    ) -> Endpoint:
         self._check_filters(channels, events)
         await self._check_url(url)
         now = time.time()
         endpoint = Endpoint(
-            id=f"ep_{uuid.uuid4().hex}", url=url, channels=list(channels),
-            events=list(events) if events is not None else None, description=description,
-            keys=[SigningKey(secret or generate_secret())], rate_limit=rate_limit,
-            max_concurrency=max_concurrency, ordered=ordered, created_at=now, updated_at=now)
+            id=f"ep_{uuid.uuid4().hex}",
+            url=url,
+            channels=list(channels),
+            events=list(events) if events is not None else None,
+            description=description,
+            keys=[SigningKey(secret or generate_secret())],
+            rate_limit=rate_limit,
+            max_concurrency=max_concurrency,
+            ordered=ordered,
+            created_at=now,
+            updated_at=now,
+        )
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
         return endpoint
@@ -257,8 +300,9 @@ class WebhookService:
         endpoint = self.get(endpoint_id)
         if "url" in changes:
             await self._check_url(changes["url"])
-        self._check_filters(changes.get("channels", endpoint.channels),
-                            changes.get("events", endpoint.events))
+        self._check_filters(
+            changes.get("channels", endpoint.channels), changes.get("events", endpoint.events)
+        )
         if changes.get("enabled") is True:
             changes.update(disabled_reason=None, failing_since=None)
         elif changes.get("enabled") is False:
@@ -281,10 +325,10 @@ class WebhookService:
         endpoint = self.get(endpoint_id)
         now = time.time()
         until = now + (self.settings.rotation_grace if grace is None else grace)
-        keys = [SigningKey(k.secret, min(k.expires_at or until, until))
-                for k in endpoint.keys if k.valid_at(now)]
-        endpoint = replace(self.get(endpoint_id), keys=[*keys, SigningKey(generate_secret())],
-                           updated_at=now)
+        keys = [
+            SigningKey(k.secret, min(k.expires_at or until, until)) for k in endpoint.keys if k.valid_at(now)
+        ]
+        endpoint = replace(self.get(endpoint_id), keys=[*keys, SigningKey(generate_secret())], updated_at=now)
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
         return endpoint
@@ -295,17 +339,27 @@ class WebhookService:
             raise Conflict("the endpoint is disabled; enable it first")
         now = time.time()
         ident = uuid.uuid4().hex
-        publication = {"channel": "webhooks:test", "offset": 0, "epoch": "", "id": ident,
-                       "time": int(now * 1000), "event": "webhook.test",
-                       "data": {"endpoint": endpoint.id, "message": "a test event from tidings"}}
-        message = Message(f"msg_{ident}", "webhooks:test", "webhook.test",
-                          orjson.dumps(publication), now)
+        publication = {
+            "channel": "webhooks:test",
+            "offset": 0,
+            "epoch": "",
+            "id": ident,
+            "time": int(now * 1000),
+            "event": "webhook.test",
+            "data": {"endpoint": endpoint.id, "message": "a test event from tidings"},
+        }
+        message = Message(f"msg_{ident}", "webhooks:test", "webhook.test", orjson.dumps(publication), now)
         return (await self._enqueue(message, [endpoint.id]))[0]
 
     # the log -----------------------------------------------------------------------------------
 
-    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None = None,
-                         limit: int = 100, since: float | None = None) -> list[Delivery]:
+    async def deliveries(
+        self,
+        endpoint_id: str,
+        status: DeliveryStatus | None = None,
+        limit: int = 100,
+        since: float | None = None,
+    ) -> list[Delivery]:
         self.get(endpoint_id)
         return await self.store.deliveries(endpoint_id, status, limit, since)
 
@@ -316,8 +370,9 @@ class WebhookService:
             raise NotFound(f"no delivery {delivery_id!r} for this endpoint")
         return found
 
-    async def replay(self, endpoint_id: str, *, delivery_id: str | None = None,
-                     since: float | None = None) -> int:
+    async def replay(
+        self, endpoint_id: str, *, delivery_id: str | None = None, since: float | None = None
+    ) -> int:
         """Deliver one delivery again, or every failed one created since ``since``."""
         self.get(endpoint_id)
         if delivery_id is None and since is None:
@@ -332,12 +387,14 @@ class WebhookService:
 
     def statistics(self) -> dict[str, Any]:
         dispatcher = self._dispatcher()
-        return {"endpoints": len(self.endpoints), "queued": dispatcher.queued(),
-                "attempts": dict(self.attempt_counts)}
+        return {
+            "endpoints": len(self.endpoints),
+            "queued": dispatcher.queued(),
+            "attempts": dict(self.attempt_counts),
+        }
 
 
-async def attach_webhooks(node: Node, app: Any, *, dependencies: Sequence[Any] = ()
-                          ) -> WebhookService:
+async def attach_webhooks(node: Node, app: Any, *, dependencies: Sequence[Any] = ()) -> WebhookService:
     """Build, mount and start the webhook service of ``node`` (call after ``node.start()``;
     ``await service.stop()`` before ``node.stop()``)."""
     service = WebhookService(node)

@@ -84,11 +84,9 @@ def valid_keys(keys: Iterable[SigningKey], now: float) -> list[SigningKey]:
     return [key for key in keys if key.valid_at(now)]
 
 
-def signature_header(keys: Iterable[SigningKey], msg_id: str, timestamp: int, body: bytes,
-                     now: float) -> str:
+def signature_header(keys: Iterable[SigningKey], msg_id: str, timestamp: int, body: bytes, now: float) -> str:
     """The ``webhook-signature`` value: one ``v1,…`` per key still valid at ``now``."""
-    return " ".join(sign_standard(key.secret, msg_id, timestamp, body)
-                    for key in valid_keys(keys, now))
+    return " ".join(sign_standard(key.secret, msg_id, timestamp, body) for key in valid_keys(keys, now))
 
 
 def _check_timestamp(timestamp: str | None, now: float, tolerance: float) -> int:
@@ -105,8 +103,9 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items()}
 
 
-def verify_standard(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float,
-                    tolerance: float = 300.0) -> str:
+def verify_standard(
+    secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float = 300.0
+) -> str:
     """Verify a Standard Webhooks request; returns its ``webhook-id``. Raises Unauthorized."""
     lowered = _lower(headers)
     msg_id = lowered.get("webhook-id", "")
@@ -144,8 +143,9 @@ def stripe_signature_header(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def verify_stripe(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float,
-                  tolerance: float = 300.0) -> None:
+def verify_stripe(
+    secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float = 300.0
+) -> None:
     header = _lower(headers).get("stripe-signature", "")
     timestamp: str | None = None
     offered: list[str] = []
@@ -169,8 +169,9 @@ def hmac_signature(secret: str, body: bytes, algorithm: str) -> str:
     return hmac.new(secret.encode(), body, algorithm).hexdigest()
 
 
-def verify_hmac(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, header: str,
-                algorithm: str) -> None:
+def verify_hmac(
+    secrets: Sequence[str], headers: Mapping[str, str], body: bytes, header: str, algorithm: str
+) -> None:
     """Generic: ``header`` holds the hex HMAC of the body, optionally prefixed ``<algorithm>=``."""
     offered = _lower(headers).get(header.lower(), "").strip()
     offered = offered.removeprefix(f"{algorithm}=").lower()

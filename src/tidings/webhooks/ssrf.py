@@ -40,13 +40,16 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",   # AWS, GCP, Azure, OpenStack, DigitalOcean …
-    "169.254.170.2",     # AWS ECS task metadata
-    "100.100.100.200",   # Alibaba Cloud
-    "192.0.0.192",       # Oracle Cloud
-    "fd00:ec2::254",     # AWS over IPv6
-))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean …
+        "169.254.170.2",  # AWS ECS task metadata
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "fd00:ec2::254",  # AWS over IPv6
+    )
+)
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
@@ -63,22 +66,27 @@ def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     value = int(address)
     if address.ipv4_mapped is not None:
         found.append(address.ipv4_mapped)
-    if address in _NAT64 or address in _NAT64_LOCAL or (
-            address in _IPV4_COMPATIBLE and value > 1):
+    if address in _NAT64 or address in _NAT64_LOCAL or (address in _IPV4_COMPATIBLE and value > 1):
         found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
     if address in _SIX_TO_FOUR:
         found.append(ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF))
     if address in _TEREDO:
         found.append(ipaddress.IPv4Address((value >> 64) & 0xFFFFFFFF))  # the Teredo server
-        found.append(ipaddress.IPv4Address(~value & 0xFFFFFFFF))         # the obfuscated client
+        found.append(ipaddress.IPv4Address(~value & 0xFFFFFFFF))  # the obfuscated client
     return found
 
 
 def _own_refusal(address: IPAddress) -> str | None:
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    for attribute in ("is_loopback", "is_unspecified", "is_link_local", "is_multicast",
-                      "is_private", "is_reserved"):
+    for attribute in (
+        "is_loopback",
+        "is_unspecified",
+        "is_link_local",
+        "is_multicast",
+        "is_private",
+        "is_reserved",
+    ):
         if getattr(address, attribute):
             return f"{attribute.removeprefix('is_').replace('_', '-')}"
     if not address.is_global:
@@ -89,7 +97,8 @@ def _own_refusal(address: IPAddress) -> str | None:
 def _translated(address: IPAddress) -> bool:
     """Whether ``address`` is only a wrapper around an IPv4 address (judged by that one)."""
     return isinstance(address, ipaddress.IPv6Address) and (
-        address.ipv4_mapped is not None or address in _NAT64 or address in _SIX_TO_FOUR)
+        address.ipv4_mapped is not None or address in _NAT64 or address in _SIX_TO_FOUR
+    )
 
 
 def refusal(address: IPAddress, allowed: Sequence[Network] = ()) -> str | None:
@@ -117,9 +126,9 @@ class Target:
     """A URL split for a pinned connection."""
 
     scheme: str
-    host: str           # as written in the URL (a name or an address, without brackets)
+    host: str  # as written in the URL (a name or an address, without brackets)
     port: int
-    path: str           # path and query
+    path: str  # path and query
 
     @property
     def host_header(self) -> str:
@@ -148,8 +157,7 @@ def split_url(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80),
-                  path)
+    return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,14 @@ class Attempt:
     outcome: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "status": self.status, "duration_ms": self.duration_ms,
-                "error": self.error, "response": self.response, "outcome": self.outcome}
+        return {
+            "at": self.at,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "response": self.response,
+            "outcome": self.outcome,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +149,18 @@ class Delivery:
     def summary(self) -> dict[str, Any]:
         """What a listing shows (no attempt log)."""
         return {
-            "id": self.id, "endpoint_id": self.endpoint_id, "webhook_id": self.webhook_id,
-            "channel": self.channel, "event": self.event, "status": self.status,
-            "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
-            "created_at": self.created_at, "updated_at": self.updated_at,
-            "last_status": self.last_status, "last_error": self.last_error,
+            "id": self.id,
+            "endpoint_id": self.endpoint_id,
+            "webhook_id": self.webhook_id,
+            "channel": self.channel,
+            "event": self.event,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,29 +172,43 @@ class WebhookStore(Protocol):
     async def close(self) -> None: ...
     async def put_endpoint(self, endpoint: Endpoint) -> None:
         """Insert or replace."""
+
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None: ...
     async def list_endpoints(self) -> list[Endpoint]: ...
     async def delete_endpoint(self, endpoint_id: str) -> bool:
         """Delete the endpoint with its deliveries and attempt log."""
+
     async def enqueue(self, message: Message, endpoint_ids: Sequence[str]) -> list[Due]:
         """Durable before it returns (see the module docstring)."""
+
     async def pending(self) -> list[Due]: ...
     async def job(self, delivery_id: str) -> Job | None:
         """The pending delivery's job, or None if it is no longer pending."""
-    async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
-                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        endpoint: Endpoint | None,
+    ) -> None:
         """Log ``attempt``, move the delivery to ``status``, store ``endpoint``'s new state
         (if given: it changed)."""
-    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
-                         since: float | None = None) -> list[Delivery]: ...
+
+    async def deliveries(
+        self, endpoint_id: str, status: DeliveryStatus | None, limit: int, since: float | None = None
+    ) -> list[Delivery]: ...
     async def delivery(self, delivery_id: str) -> Delivery | None: ...
-    async def replay(self, endpoint_id: str, delivery_id: str | None, since: float | None,
-                     now: float) -> list[Due]:
+    async def replay(
+        self, endpoint_id: str, delivery_id: str | None, since: float | None, now: float
+    ) -> list[Due]:
         """Make one delivery (any status), or every failed one created since ``since``,
         pending again, due now; the attempt count restarts, the webhook-id is kept."""
-    async def remember_inbound(self, receiver: str, delivery_id: str, now: float,
-                               ttl: float) -> bool:
+
+    async def remember_inbound(self, receiver: str, delivery_id: str, now: float, ttl: float) -> bool:
         """True if ``delivery_id`` is new for ``receiver`` (and remember it), False if seen."""
+
     async def forget_inbound(self, receiver: str, delivery_id: str) -> None: ...
 
 
@@ -217,15 +244,24 @@ CREATE INDEX IF NOT EXISTS inbound_seen_at ON inbound_seen (seen_at);
 
 
 def _endpoint_doc(endpoint: Endpoint) -> str:
-    return json.dumps({
-        "id": endpoint.id, "url": endpoint.url, "channels": endpoint.channels,
-        "events": endpoint.events, "description": endpoint.description,
-        "enabled": endpoint.enabled, "disabled_reason": endpoint.disabled_reason,
-        "keys": [[k.secret, k.expires_at] for k in endpoint.keys],
-        "rate_limit": endpoint.rate_limit, "max_concurrency": endpoint.max_concurrency,
-        "ordered": endpoint.ordered, "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at, "failing_since": endpoint.failing_since,
-    })
+    return json.dumps(
+        {
+            "id": endpoint.id,
+            "url": endpoint.url,
+            "channels": endpoint.channels,
+            "events": endpoint.events,
+            "description": endpoint.description,
+            "enabled": endpoint.enabled,
+            "disabled_reason": endpoint.disabled_reason,
+            "keys": [[k.secret, k.expires_at] for k in endpoint.keys],
+            "rate_limit": endpoint.rate_limit,
+            "max_concurrency": endpoint.max_concurrency,
+            "ordered": endpoint.ordered,
+            "created_at": endpoint.created_at,
+            "updated_at": endpoint.updated_at,
+            "failing_since": endpoint.failing_since,
+        }
+    )
 
 
 def _endpoint_from(doc: str) -> Endpoint:
@@ -234,9 +270,11 @@ def _endpoint_from(doc: str) -> Endpoint:
     return Endpoint(**value)
 
 
-_DELIVERY_COLUMNS = ("d.id, d.endpoint_id, d.message_id, m.channel, m.event, d.status, "
-                     "d.attempts, d.next_attempt_at, d.created_at, d.updated_at, d.last_status, "
-                     "d.last_error")
+_DELIVERY_COLUMNS = (
+    "d.id, d.endpoint_id, d.message_id, m.channel, m.event, d.status, "
+    "d.attempts, d.next_attempt_at, d.created_at, d.updated_at, d.last_status, "
+    "d.last_error"
+)
 
 
 def _delivery_from(row: Sequence[Any]) -> Delivery:
@@ -276,9 +314,10 @@ class SQLiteWebhookStore:
         while self._writes:
             batch, self._writes = self._writes, []
 
-            def run(db: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any],
-                                                              asyncio.Future[Any]]] = batch
-                    ) -> list[tuple[bool, Any]]:
+            def run(
+                db: sqlite3.Connection,
+                batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = batch,
+            ) -> list[tuple[bool, Any]]:
                 results: list[tuple[bool, Any]] = []
                 for fn, _ in batch:
                     db.execute("SAVEPOINT w")
@@ -290,13 +329,15 @@ class SQLiteWebhookStore:
                         db.execute("RELEASE w")
                         results.append((False, exc))
                 return results
+
             try:
                 results = await self._run(lambda db: self._transaction(db, run))
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception)
-                                             else RuntimeError("store closed"))
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError("store closed")
+                        )
                 if not isinstance(exc, Exception):
                     raise
                 continue
@@ -316,6 +357,7 @@ class SQLiteWebhookStore:
                 return fn(self._db)
             except sqlite3.Error as exc:  # translated once, here
                 raise Unavailable(f"webhook store: {exc}") from exc
+
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _transaction(self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -337,8 +379,11 @@ class SQLiteWebhookStore:
                     raise StartupError(f"another tidings node uses the webhook store {self.path}")
             db: sqlite3.Connection | None = None
             try:
-                db = sqlite3.connect(":memory:" if self.path is None else self.path,
-                                     isolation_level=None, check_same_thread=False)
+                db = sqlite3.connect(
+                    ":memory:" if self.path is None else self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
@@ -351,6 +396,7 @@ class SQLiteWebhookStore:
                     raise Unavailable(f"webhook store {self.path}: {exc}") from exc
                 raise
             self._db = db
+
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
     def _unlock(self) -> None:
@@ -371,6 +417,7 @@ class SQLiteWebhookStore:
                 self._db.close()
                 self._db = None
             self._unlock()
+
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
 
@@ -378,26 +425,32 @@ class SQLiteWebhookStore:
 
     async def put_endpoint(self, endpoint: Endpoint) -> None:
         doc = _endpoint_doc(endpoint)
-        await self._write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO endpoints (id, doc) VALUES (?, ?)", (endpoint.id, doc)))
+        await self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO endpoints (id, doc) VALUES (?, ?)", (endpoint.id, doc)
+            )
+        )
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT doc FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone())
+        row = await self._run(
+            lambda db: db.execute("SELECT doc FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+        )
         return None if row is None else _endpoint_from(row[0])
 
     async def list_endpoints(self) -> list[Endpoint]:
-        rows = await self._run(lambda db: db.execute(
-            "SELECT doc FROM endpoints ORDER BY rowid").fetchall())
+        rows = await self._run(lambda db: db.execute("SELECT doc FROM endpoints ORDER BY rowid").fetchall())
         return [_endpoint_from(row[0]) for row in rows]
 
     async def delete_endpoint(self, endpoint_id: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
             cursor = db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
-            db.execute("DELETE FROM attempts WHERE delivery_id IN "
-                       "(SELECT id FROM deliveries WHERE endpoint_id = ?)", (endpoint_id,))
+            db.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE endpoint_id = ?)",
+                (endpoint_id,),
+            )
             db.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (endpoint_id,))
             return cursor.rowcount > 0
+
         return await self._write(delete)
 
     # the queue ---------------------------------------------------------------------------------
@@ -409,7 +462,8 @@ class SQLiteWebhookStore:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO messages (id, channel, event, body, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (message.id, message.channel, message.event, message.body, now))
+                (message.id, message.channel, message.event, message.body, now),
+            )
             if cursor.rowcount == 0:
                 return []  # this message was enqueued before
             due = []
@@ -418,16 +472,21 @@ class SQLiteWebhookStore:
                 cur = db.execute(
                     "INSERT INTO deliveries (id, endpoint_id, message_id, status, "
                     "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                    (delivery_id, endpoint_id, message.id, now, now, now))
+                    (delivery_id, endpoint_id, message.id, now, now, now),
+                )
                 assert cur.lastrowid is not None
                 due.append(Due(delivery_id, endpoint_id, cur.lastrowid, now, 0, message))
             return due
+
         return await self._write(write)
 
     async def pending(self) -> list[Due]:
-        rows = await self._run(lambda db: db.execute(
-            "SELECT id, endpoint_id, seq, next_attempt_at, attempts FROM deliveries "
-            "WHERE status = 'pending' ORDER BY seq").fetchall())
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, endpoint_id, seq, next_attempt_at, attempts FROM deliveries "
+                "WHERE status = 'pending' ORDER BY seq"
+            ).fetchall()
+        )
         return [Due(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def job(self, delivery_id: str) -> Job | None:
@@ -436,37 +495,59 @@ class SQLiteWebhookStore:
                 "SELECT d.attempts, m.id, m.channel, m.event, m.body, m.created_at, e.doc "
                 "FROM deliveries d JOIN messages m ON m.id = d.message_id "
                 "JOIN endpoints e ON e.id = d.endpoint_id "
-                "WHERE d.id = ? AND d.status = 'pending'", (delivery_id,)).fetchone()
+                "WHERE d.id = ? AND d.status = 'pending'",
+                (delivery_id,),
+            ).fetchone()
             if row is None:
                 return None
             message = Message(row[1], row[2], row[3], bytes(row[4]), row[5])
             return Job(delivery_id, row[0], message, _endpoint_from(row[6]))
+
         return await self._run(read)
 
-    async def record_attempt(self, delivery_id: str, attempt: Attempt, status: DeliveryStatus,
-                             next_attempt_at: float | None, endpoint: Endpoint | None) -> None:
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        endpoint: Endpoint | None,
+    ) -> None:
         doc = None if endpoint is None else _endpoint_doc(endpoint)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response, "
                 "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (delivery_id, attempt.at, attempt.status, attempt.duration_ms, attempt.error,
-                 attempt.response, attempt.outcome))
+                (
+                    delivery_id,
+                    attempt.at,
+                    attempt.status,
+                    attempt.duration_ms,
+                    attempt.error,
+                    attempt.response,
+                    attempt.outcome,
+                ),
+            )
             db.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
                 "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
-                (status, next_attempt_at, attempt.at, attempt.status, attempt.error, delivery_id))
+                (status, next_attempt_at, attempt.at, attempt.status, attempt.error, delivery_id),
+            )
             if endpoint is not None:
                 db.execute("UPDATE endpoints SET doc = ? WHERE id = ?", (doc, endpoint.id))
+
         await self._write(write)
 
     # the log -----------------------------------------------------------------------------------
 
-    async def deliveries(self, endpoint_id: str, status: DeliveryStatus | None, limit: int,
-                         since: float | None = None) -> list[Delivery]:
-        query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
-                 "JOIN messages m ON m.id = d.message_id WHERE d.endpoint_id = ?")
+    async def deliveries(
+        self, endpoint_id: str, status: DeliveryStatus | None, limit: int, since: float | None = None
+    ) -> list[Delivery]:
+        query = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
+            "JOIN messages m ON m.id = d.message_id WHERE d.endpoint_id = ?"
+        )
         args: list[Any] = [endpoint_id]
         if status is not None:
             query += " AND d.status = ?"
@@ -484,48 +565,66 @@ class SQLiteWebhookStore:
             row = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
                 "JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
-                (delivery_id,)).fetchone()
+                (delivery_id,),
+            ).fetchone()
             if row is None:
                 return None
-            log = [Attempt(*r) for r in db.execute(
-                "SELECT at, status, duration_ms, error, response, outcome FROM attempts "
-                "WHERE delivery_id = ? ORDER BY id", (delivery_id,)).fetchall()]
+            log = [
+                Attempt(*r)
+                for r in db.execute(
+                    "SELECT at, status, duration_ms, error, response, outcome FROM attempts "
+                    "WHERE delivery_id = ? ORDER BY id",
+                    (delivery_id,),
+                ).fetchall()
+            ]
             return replace(_delivery_from(row), log=log)
+
         return await self._run(read)
 
-    async def replay(self, endpoint_id: str, delivery_id: str | None, since: float | None,
-                     now: float) -> list[Due]:
+    async def replay(
+        self, endpoint_id: str, delivery_id: str | None, since: float | None, now: float
+    ) -> list[Due]:
         def write(db: sqlite3.Connection) -> list[Due]:
             if delivery_id is not None:
                 rows = db.execute(
                     "SELECT id, seq FROM deliveries WHERE endpoint_id = ? AND id = ?",
-                    (endpoint_id, delivery_id)).fetchall()
+                    (endpoint_id, delivery_id),
+                ).fetchall()
             else:
                 rows = db.execute(
                     "SELECT id, seq FROM deliveries WHERE endpoint_id = ? AND status = 'failed' "
-                    "AND created_at >= ? ORDER BY seq", (endpoint_id, since or 0.0)).fetchall()
+                    "AND created_at >= ? ORDER BY seq",
+                    (endpoint_id, since or 0.0),
+                ).fetchall()
             for row in rows:
-                db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, "
-                           "next_attempt_at = ?, updated_at = ? WHERE id = ?", (now, now, row[0]))
+                db.execute(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, "
+                    "next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, row[0]),
+                )
             return [Due(row[0], endpoint_id, row[1], now) for row in rows]
+
         return await self._write(write)
 
     # inbound -----------------------------------------------------------------------------------
 
-    async def remember_inbound(self, receiver: str, delivery_id: str, now: float,
-                               ttl: float) -> bool:
+    async def remember_inbound(self, receiver: str, delivery_id: str, now: float, ttl: float) -> bool:
         def write(db: sqlite3.Connection) -> bool:
             db.execute("DELETE FROM inbound_seen WHERE seen_at < ?", (now - ttl,))
             cursor = db.execute(
-                "INSERT OR IGNORE INTO inbound_seen (receiver, delivery_id, seen_at) "
-                "VALUES (?, ?, ?)", (receiver, delivery_id, now))
+                "INSERT OR IGNORE INTO inbound_seen (receiver, delivery_id, seen_at) VALUES (?, ?, ?)",
+                (receiver, delivery_id, now),
+            )
             return cursor.rowcount == 1
+
         return await self._write(write)
 
     async def forget_inbound(self, receiver: str, delivery_id: str) -> None:
-        await self._write(lambda db: db.execute(
-            "DELETE FROM inbound_seen WHERE receiver = ? AND delivery_id = ?",
-            (receiver, delivery_id)))
+        await self._write(
+            lambda db: db.execute(
+                "DELETE FROM inbound_seen WHERE receiver = ? AND delivery_id = ?", (receiver, delivery_id)
+            )
+        )
 
 
 def _lock_exclusively(path: Path) -> int | None:

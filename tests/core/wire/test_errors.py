@@ -15,9 +15,18 @@ def test_the_body_is_the_error_object_with_code_and_message():
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(400, "bad_request"), (404, "not_found"), (405, "bad_request"), (413, "too_large"),
-     (426, "upgrade_required"), (431, "too_large"), (503, "unavailable"),
-     (418, "bad_request"), (500, "internal"), (502, "internal")],
+    [
+        (400, "bad_request"),
+        (404, "not_found"),
+        (405, "bad_request"),
+        (413, "too_large"),
+        (426, "upgrade_required"),
+        (431, "too_large"),
+        (503, "unavailable"),
+        (418, "bad_request"),
+        (500, "internal"),
+        (502, "internal"),
+    ],
 )
 def test_a_status_without_a_precise_code_gets_the_generic_one(status: int, code: str):
     assert error_code(status) == code

@@ -29,8 +29,7 @@ def test_reply_puts_op_and_ref_first():
 
 
 def test_reply_without_ref_omits_it():
-    assert orjson.loads(reply("error", None, code="bad_request")) == {"op": "error",
-                                                                     "code": "bad_request"}
+    assert orjson.loads(reply("error", None, code="bad_request")) == {"op": "error", "code": "bad_request"}
 
 
 def test_encoded_publication_body_and_token_are_computed_once():
@@ -79,8 +78,12 @@ def test_with_cursor_adds_a_cursor_for_a_multi_channel_stream():
     assert orjson.loads(encoded.with_cursor("abc.def"))["cursor"] == "abc.def"
 
 
-@given(channel=channels, offset=st.integers(0, 2**53), data=json_values,
-       event=st.text("abcxyz._-!~", min_size=1, max_size=10))
+@given(
+    channel=channels,
+    offset=st.integers(0, 2**53),
+    data=json_values,
+    event=st.text("abcxyz._-!~", min_size=1, max_size=10),
+)
 def test_every_transport_carries_the_same_publication_and_a_resumable_cursor(
     channel: str, offset: int, data: object, event: str
 ):
@@ -96,14 +99,21 @@ def test_every_transport_carries_the_same_publication_and_a_resumable_cursor(
 
 # Any JSON, and any JSON padded past SPLICE_FROM so that it is spliced in (built rather than drawn
 # long: forty drawn values made Hypothesis's input-too-slow health check fail under coverage).
-@given(data=st.one_of(json_values, st.text(min_size=300, max_size=400),
-                      st.builds(lambda value, pad: {"value": value, "pad": "x" * pad},
-                                json_values, st.integers(SPLICE_FROM, 2 * SPLICE_FROM))))
+@given(
+    data=st.one_of(
+        json_values,
+        st.text(min_size=300, max_size=400),
+        st.builds(
+            lambda value, pad: {"value": value, "pad": "x" * pad},
+            json_values,
+            st.integers(SPLICE_FROM, 2 * SPLICE_FROM),
+        ),
+    )
+)
 def test_a_publication_carrying_its_data_json_encodes_to_the_same_bytes(data: object):
     # Node.publish hands the bytes of its check on (data_json); the fan-out splices them in.
     plain = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data)
-    carried = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data,
-                          data_json=orjson.dumps(data))
+    carried = Publication("c", 1, "x7Kq", "id-1", 1700, "message", data, data_json=orjson.dumps(data))
     assert carried == plain
     assert EncodedPublication(carried).body == EncodedPublication(plain).body
     assert EncodedPublication(carried).ws_frame == EncodedPublication(plain).ws_frame

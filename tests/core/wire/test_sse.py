@@ -123,6 +123,7 @@ def test_parser_discards_an_unfinished_event():
 
 # properties ------------------------------------------------------------------------------------
 
+
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     out, start = [], 0
@@ -142,16 +143,17 @@ data_text = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    events=st.lists(st.tuples(st.none() | field_text, data_text, st.none() | field_text),
-                    max_size=5),
+    events=st.lists(st.tuples(st.none() | field_text, data_text, st.none() | field_text), max_size=5),
     cuts=st.lists(st.integers(0, 10_000), max_size=12),
     retry=st.integers(0, 100_000),
 )
 def test_sse_framing_round_trips_through_the_parser_at_any_chunk_boundaries(
     events: list[tuple[str | None, str, str | None]], cuts: list[int], retry: int
 ):
-    stream = sse_retry(retry) + sse_comment("hello") + b"".join(
-        sse_event(event, data.encode(), event_id) for event, data, event_id in events
+    stream = (
+        sse_retry(retry)
+        + sse_comment("hello")
+        + b"".join(sse_event(event, data.encode(), event_id) for event, data, event_id in events)
     )
     messages, parser = parse_all(*chunked(stream, cuts))
     expected, last_id = [], ""

@@ -64,7 +64,7 @@ RESERVED_OPS = (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)
 def split(wire: bytes, cuts: Sequence[int] | None) -> list[bytes]:
     """``wire`` cut at ``cuts``; None: one byte at a time."""
     if cuts is None:
-        return [wire[i:i + 1] for i in range(len(wire))]
+        return [wire[i : i + 1] for i in range(len(wire))]
     bounds = [0, *sorted(cuts), len(wire)]
     return [wire[a:b] for a, b in pairwise(bounds)]
 
@@ -87,15 +87,22 @@ def chunkings(wire: bytes) -> st.SearchStrategy[list[bytes]]:
 keys = st.binary(min_size=4, max_size=4)
 # Lengths on either side of the 7-bit length's end (125/126) come up as often as short ones.
 binary_payloads = st.binary(max_size=40) | st.sampled_from([125, 126, 127, 300]).flatmap(
-    lambda n: st.binary(min_size=n, max_size=n))
+    lambda n: st.binary(min_size=n, max_size=n)
+)
 control_payloads = st.binary(max_size=20) | st.binary(min_size=125, max_size=125)
 close_codes = st.sampled_from(sorted(SENDABLE_CODES))
 close_reasons = st.text(max_size=30)  # 30 characters are at most 120 bytes: they fit
-invalid_utf8 = st.sampled_from([
-    b"\xff", b"\x80", b"\xc0\xaf",  # a byte never in UTF-8, a lone continuation, overlong "/"
-    b"\xed\xa0\x80", b"\xf4\x90\x80\x80",  # a surrogate, a code point past U+10FFFF
-    b"\xce", b"\xe2\x82",  # a character cut short (the text after it starts a new one)
-])
+invalid_utf8 = st.sampled_from(
+    [
+        b"\xff",
+        b"\x80",
+        b"\xc0\xaf",  # a byte never in UTF-8, a lone continuation, overlong "/"
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",  # a surrogate, a code point past U+10FFFF
+        b"\xce",
+        b"\xe2\x82",  # a character cut short (the text after it starts a new one)
+    ]
+)
 
 
 class Conversation:
@@ -138,8 +145,9 @@ def conversations(draw: st.DrawFn, *, close: bool = True) -> Conversation:
         for i, piece in enumerate(pieces):
             if i:
                 controls()
-            talk.frames.append(client_frame(OP_CONT if i else opcode, piece,
-                                            fin=i == len(pieces) - 1, key=draw(keys)))
+            talk.frames.append(
+                client_frame(OP_CONT if i else opcode, piece, fin=i == len(pieces) - 1, key=draw(keys))
+            )
         talk.events.append(message)
         talk.biggest = max(talk.biggest, len(data))
         talk.most_frames = max(talk.most_frames, len(pieces))
@@ -154,16 +162,16 @@ def conversations(draw: st.DrawFn, *, close: bool = True) -> Conversation:
 
 
 def invalid_text(draw: st.DrawFn) -> bytes:
-    return (draw(st.text(max_size=10)).encode() + draw(invalid_utf8)
-            + draw(st.text(max_size=10)).encode())
+    return draw(st.text(max_size=10)).encode() + draw(invalid_utf8) + draw(st.text(max_size=10)).encode()
 
 
 def fragments(draw: st.DrawFn, opcode: int, data: bytes, *, fin: bool = True) -> bytes:
     """``data`` as a message of ``opcode`` cut anywhere into frames; the last one has ``fin``."""
     pieces = split(data, draw(st.lists(st.integers(0, len(data)), max_size=4)))
-    return b"".join(client_frame(OP_CONT if i else opcode, piece, key=draw(keys),
-                                 fin=fin and i == len(pieces) - 1)
-                    for i, piece in enumerate(pieces))
+    return b"".join(
+        client_frame(OP_CONT if i else opcode, piece, key=draw(keys), fin=fin and i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    )
 
 
 # The parser's limits in the violation tests: what conversations() sends stays within them.
@@ -174,11 +182,25 @@ MAX_SIZE, MAX_FRAMES = 300, 5
 def violations(draw: st.DrawFn) -> tuple[bytes, int]:
     """Bytes breaking one rule, sent between messages, and the close code the rule answers."""
     data_op = st.sampled_from([OP_TEXT, OP_BINARY])
-    kind = draw(st.sampled_from([
-        "reserved bits", "unmasked", "reserved opcode", "long control", "fragmented control",
-        "continuation without message", "new message mid-fragment", "too big", "too many frames",
-        "invalid utf-8", "bad close code", "close of 1 byte", "close reason not utf-8",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "reserved bits",
+                "unmasked",
+                "reserved opcode",
+                "long control",
+                "fragmented control",
+                "continuation without message",
+                "new message mid-fragment",
+                "too big",
+                "too many frames",
+                "invalid utf-8",
+                "bad close code",
+                "close of 1 byte",
+                "close reason not utf-8",
+            ]
+        )
+    )
     payload = draw(st.binary(max_size=20))
     if kind == "reserved bits":
         opcode = draw(st.sampled_from([OP_CONT, OP_TEXT, OP_BINARY, *CONTROL_OPS]))
@@ -241,8 +263,9 @@ def test_what_a_client_sends_comes_out_in_order_however_the_bytes_arrive(
     talk: Conversation, data: st.DataObject, fast: bool, frame_limit: bool
 ):
     # the limits exactly at the conversation's largest message: inclusive bounds
-    parser = FrameParser(talk.biggest, talk.most_frames if frame_limit else None,
-                         unmask=apply_mask if fast else unmask)
+    parser = FrameParser(
+        talk.biggest, talk.most_frames if frame_limit else None, unmask=apply_mask if fast else unmask
+    )
     assert feed(parser, data.draw(chunkings(talk.wire))) == talk.events
     if talk.events and isinstance(talk.events[-1], CloseReceived):
         assert parser.feed(client_frame(OP_TEXT, b"after the close")) == []
@@ -274,8 +297,12 @@ def test_the_pure_unmask_is_the_c_one(data: bytes, mask: bytes, mutable: bool):
 
 
 @FUZZ
-@given(wire=any_bytes | st.binary(max_size=64), data=st.data(),
-       max_size=st.integers(0, 40), max_frames=st.none() | st.integers(1, 3))
+@given(
+    wire=any_bytes | st.binary(max_size=64),
+    data=st.data(),
+    max_size=st.integers(0, 40),
+    max_frames=st.none() | st.integers(1, 3),
+)
 def test_any_bytes_give_events_and_at_most_one_ending_last(
     wire: bytes, data: st.DataObject, max_size: int, max_frames: int | None
 ):
@@ -292,8 +319,7 @@ def test_any_bytes_give_events_and_at_most_one_ending_last(
 
 
 @FUZZ
-@given(wire=any_bytes, data=st.data(), max_size=st.integers(0, 40),
-       max_frames=st.none() | st.integers(1, 3))
+@given(wire=any_bytes, data=st.data(), max_size=st.integers(0, 40), max_frames=st.none() | st.integers(1, 3))
 def test_the_events_do_not_depend_on_how_the_bytes_arrive(
     wire: bytes, data: st.DataObject, max_size: int, max_frames: int | None
 ):
@@ -306,8 +332,7 @@ def test_the_events_do_not_depend_on_how_the_bytes_arrive(
 
 
 @FUZZ
-@given(talk=conversations(close=False), violation=violations(), after=any_bytes,
-       data=st.data())
+@given(talk=conversations(close=False), violation=violations(), after=any_bytes, data=st.data())
 def test_each_violation_gets_its_close_code_after_the_events_before_it(
     talk: Conversation, violation: tuple[bytes, int], after: bytes, data: st.DataObject
 ):
@@ -349,52 +374,60 @@ def test_protocol_violations_are_an_event_with_the_close_code(wire: bytes, code:
 
 @FUZZ
 @given(text=st.text(max_size=20), bad=invalid_utf8, data=st.data())
-def test_invalid_utf8_is_refused_at_the_fragment_that_holds_it(
-    text: str, bad: bytes, data: st.DataObject
-):
+def test_invalid_utf8_is_refused_at_the_fragment_that_holds_it(text: str, bad: bytes, data: st.DataObject):
     """Not at the end of the message (no frame here is final), even cut inside a character."""
     sent = text.encode() + bad
     cut = data.draw(st.integers(0, len(sent)))
-    sent = (client_frame(OP_TEXT, sent[:cut], fin=False)
-            + client_frame(OP_CONT, sent[cut:], fin=False)
-            + client_frame(OP_CONT, b"A", fin=False))  # shows a character cut short
+    sent = (
+        client_frame(OP_TEXT, sent[:cut], fin=False)
+        + client_frame(OP_CONT, sent[cut:], fin=False)
+        + client_frame(OP_CONT, b"A", fin=False)
+    )  # shows a character cut short
     assert feed(FrameParser(1 << 20), data.draw(chunkings(sent))) == [
-        ProtocolError(1007, "text message is not UTF-8")]
+        ProtocolError(1007, "text message is not UTF-8")
+    ]
 
 
 def test_an_oversize_header_is_refused_before_its_payload_arrives():
     parser = FrameParser(1024)
-    assert parser.feed(client_header(OP_TEXT, 100000)) == [
-        ProtocolError(1009, "message over 1024 bytes")]
+    assert parser.feed(client_header(OP_TEXT, 100000)) == [ProtocolError(1009, "message over 1024 bytes")]
 
 
 def test_a_message_is_bounded_in_frames_and_the_count_restarts_with_each_message():
     parser = FrameParser(1 << 20, max_frames=3)
-    three = (client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_CONT, b"", fin=False)
-             + client_frame(OP_CONT, b"b"))
+    three = (
+        client_frame(OP_TEXT, b"a", fin=False)
+        + client_frame(OP_CONT, b"", fin=False)
+        + client_frame(OP_CONT, b"b")
+    )
     assert parser.feed(three + three) == [TextMessage("ab"), TextMessage("ab")]
     four = client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_CONT, b"", fin=False) * 3
     assert parser.feed(four + client_frame(OP_CONT, b"", fin=False) * 100_000) == [
-        ProtocolError(1009, "message in over 3 frames")]
+        ProtocolError(1009, "message in over 3 frames")
+    ]
 
 
 def test_fragmented_text_is_joined_and_control_frames_may_interleave():
     parser = FrameParser(1 << 20)
     text = "ünïcode".encode()
-    events = parser.feed(client_frame(OP_TEXT, text[:3], fin=False)
-                         + client_frame(OP_PING, b"p")
-                         + client_frame(OP_CONT, text[3:7], fin=False))
+    events = parser.feed(
+        client_frame(OP_TEXT, text[:3], fin=False)
+        + client_frame(OP_PING, b"p")
+        + client_frame(OP_CONT, text[3:7], fin=False)
+    )
     assert events == [Ping(b"p")]
     assert parser.feed(client_frame(OP_CONT, text[7:])) == [TextMessage("ünïcode")]
-    assert parser.feed(client_frame(OP_BINARY, b"a", fin=False)
-                       + client_frame(OP_CONT, b"b")) == [BinaryMessage(b"ab")]
+    assert parser.feed(client_frame(OP_BINARY, b"a", fin=False) + client_frame(OP_CONT, b"b")) == [
+        BinaryMessage(b"ab")
+    ]
 
 
 def test_ping_pong_and_close_events():
     parser = FrameParser(1 << 20)
     assert parser.feed(client_frame(OP_PONG, b"x")) == [Pong(b"x")]
-    events = parser.feed(client_frame(OP_CLOSE, (1001).to_bytes(2, "big") + b"bye")
-                         + client_frame(OP_TEXT, b"ignored"))
+    events = parser.feed(
+        client_frame(OP_CLOSE, (1001).to_bytes(2, "big") + b"bye") + client_frame(OP_TEXT, b"ignored")
+    )
     assert events == [CloseReceived(1001, "bye")]
     assert parser.feed(client_frame(OP_TEXT, b"more")) == []
 
@@ -408,8 +441,7 @@ def test_the_close_codes_a_peer_may_send_are_the_rfc_s():
 
 def test_parse_close_reads_a_code_and_a_reason():
     assert parse_close(b"") == CloseReceived(None, "")
-    assert parse_close((4008).to_bytes(2, "big") + "slow ✓".encode()) == CloseReceived(
-        4008, "slow ✓")
+    assert parse_close((4008).to_bytes(2, "big") + "slow ✓".encode()) == CloseReceived(4008, "slow ✓")
     assert parse_close(b"\x03") == ProtocolError(1002, "close frame payload of 1 byte")
     assert parse_close((1015).to_bytes(2, "big")) == ProtocolError(1002, "invalid close code 1015")
     assert parse_close(b"\x03\xe8\xc3") == ProtocolError(1007, "close reason is not UTF-8")
@@ -419,14 +451,12 @@ def test_parse_close_reads_a_code_and_a_reason():
 
 
 @FUZZ
-@given(opcode=st.sampled_from([OP_TEXT, OP_BINARY, OP_PING, OP_PONG, OP_CLOSE]),
-       payload=binary_payloads)
+@given(opcode=st.sampled_from([OP_TEXT, OP_BINARY, OP_PING, OP_PONG, OP_CLOSE]), payload=binary_payloads)
 def test_a_server_frame_reads_back_as_one_final_frame(opcode: int, payload: bytes):
     assert server_frames(encode_frame(opcode, payload)) == [(True, 0, opcode, payload)]
 
 
-@pytest.mark.parametrize(("n", "head"), [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10),
-                                         (70000, 10)])
+@pytest.mark.parametrize(("n", "head"), [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (70000, 10)])
 def test_server_frames_use_the_shortest_length_encoding(n: int, head: int):
     payload = b"x" * n
     frame = encode_frame(OP_TEXT, payload)
@@ -462,8 +492,12 @@ def test_close_frame_examples():
 
 # Handshake ----------------------------------------------------------------------------------
 
-GOOD = {"upgrade": "websocket", "connection": "keep-alive, Upgrade",
-        "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}
+GOOD = {
+    "upgrade": "websocket",
+    "connection": "keep-alive, Upgrade",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 def test_accept_key_matches_the_rfc_example():
@@ -493,9 +527,7 @@ def test_any_16_byte_key_is_accepted_with_the_rfc_s_accept_value(nonce: bytes):
         ("GET", {"sec-websocket-key": None}, 400),
     ],
 )
-def test_a_bad_handshake_is_refused_with_its_status(
-    method: str, change: dict[str, str | None], status: int
-):
+def test_a_bad_handshake_is_refused_with_its_status(method: str, change: dict[str, str | None], status: int):
     headers = {name: value for name, value in {**GOOD, **change}.items() if value is not None}
     with pytest.raises(HandshakeError) as refused:
         check_handshake(method, headers)
@@ -504,9 +536,10 @@ def test_a_bad_handshake_is_refused_with_its_status(
 
 def test_the_handshake_response_switches_protocols_with_the_extra_headers():
     plain = handshake_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    assert plain == (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-                     b"\r\n\r\n")
+    assert plain == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        b"\r\n\r\n"
+    )
     extra = handshake_response("abc=", [("Set-Cookie", "a=b"), ("X-Node", "n1")])
     assert extra.endswith(b"Sec-WebSocket-Accept: abc=\r\nSet-Cookie: a=b\r\nX-Node: n1\r\n\r\n")
-

@@ -11,10 +11,21 @@ import orjson
 
 __all__ = ["error_body", "error_code"]
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "bad_request", 409: "conflict", 413: "too_large", 414: "too_large",
-               422: "bad_request", 426: "upgrade_required", 429: "rate_limited",
-               431: "too_large", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "bad_request",
+    409: "conflict",
+    413: "too_large",
+    414: "too_large",
+    422: "bad_request",
+    426: "upgrade_required",
+    429: "rate_limited",
+    431: "too_large",
+    503: "unavailable",
+}
 
 
 def error_code(status: int) -> str:

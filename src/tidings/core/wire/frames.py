@@ -18,16 +18,23 @@ from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
-__all__ = ["SPLICE_FROM", "EncodedPublication", "encode_json", "line_safe", "publication_json",
-           "reply", "too_many_frames", "ws_text_frame"]
+__all__ = [
+    "SPLICE_FROM",
+    "EncodedPublication",
+    "encode_json",
+    "line_safe",
+    "publication_json",
+    "reply",
+    "too_many_frames",
+    "ws_text_frame",
+]
 
 # U+0085, U+2028 and U+2029 are line breaks to str.splitlines() and to httpx's
 # ``Response.aiter_lines()`` (the usual way to read NDJSON in Python), though not to JSON or the
 # SSE spec: orjson writes them raw inside strings, and such a reader cuts the line there.
 # Escaped, the JSON means the same and every line reader sees one line
 # (tests/conformance/test_sse.py and test_ndjson_lines.py).
-_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"),
-                (b"\xe2\x80\xa9", b"\\u2029"))
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
 def line_safe(json_bytes: bytes) -> bytes:
@@ -48,9 +55,16 @@ def publication_json(publication: Publication) -> bytes:
     data_json = publication.data_json
     if data_json is None or len(data_json) < SPLICE_FROM:
         return orjson.dumps(publication.to_dict())
-    head = orjson.dumps({"channel": publication.channel, "offset": publication.offset,
-                         "epoch": publication.epoch, "id": publication.id,
-                         "time": publication.time, "event": publication.event})
+    head = orjson.dumps(
+        {
+            "channel": publication.channel,
+            "offset": publication.offset,
+            "epoch": publication.epoch,
+            "id": publication.id,
+            "time": publication.time,
+            "event": publication.event,
+        }
+    )
     return b"".join((head[:-1], b',"data":', data_json, b"}"))
 
 
@@ -114,9 +128,7 @@ class EncodedPublication:
         return self._ws
 
     def _ws_payload(self) -> bytes:
-        return b"".join(
-            (b'{"op":"message",', self.body[1:-1], b',"cursor":"', self.token.encode(), b'"}')
-        )
+        return b"".join((b'{"op":"message",', self.body[1:-1], b',"cursor":"', self.token.encode(), b'"}'))
 
     @property
     def ws_frame(self) -> bytes:

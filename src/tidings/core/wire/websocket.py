@@ -230,11 +230,20 @@ class FrameParser:
     fragment state exist only while a frame or a fragmented message is incomplete.
     """
 
-    __slots__ = ("_buf", "_decoder", "_failed", "_frag_op", "_frames", "_parts", "_size",
-                 "_unmask", "max_frames", "max_size")
+    __slots__ = (
+        "_buf",
+        "_decoder",
+        "_failed",
+        "_frag_op",
+        "_frames",
+        "_parts",
+        "_size",
+        "_unmask",
+        "max_frames",
+        "max_size",
+    )
 
-    def __init__(self, max_size: int, max_frames: int | None = None,
-                 unmask: Unmask = unmask) -> None:
+    def __init__(self, max_size: int, max_frames: int | None = None, unmask: Unmask = unmask) -> None:
         self._unmask = unmask
         self.max_size = max_size
         self.max_frames = max_frames
@@ -287,11 +296,11 @@ class FrameParser:
             if length == 126:
                 if end - pos < 4:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if opcode >= OP_CLOSE:
                 if not fin or length > 125:
                     return self._fail(events, 1002, "control frames are short and unfragmented")
@@ -300,7 +309,7 @@ class FrameParser:
             start = pos + head + 4
             if end - start < length:
                 break
-            payload = self._unmask(buf[start:start + length], buf[pos + head:start])
+            payload = self._unmask(buf[start : start + length], buf[pos + head : start])
             pos = start + length
             if not self._frame(opcode, bool(fin), payload, events):
                 return 0

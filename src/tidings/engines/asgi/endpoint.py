@@ -37,8 +37,9 @@ class Endpoint:
             status, preflight_headers = preflight(self.node, headers)
             await answer(send, status, b"", preflight_headers)
             return
-        request = await checked_request(self.node, scope, headers, send, poll=self.poll,
-                                        last_event_id=self.last_event_id)
+        request = await checked_request(
+            self.node, scope, headers, send, poll=self.poll, last_event_id=self.last_event_id
+        )
         if request is not None:
             try:
                 await self.serve(request, receive, send)

@@ -29,8 +29,7 @@ from tidings.transports.long_poll import (
 __all__ = ["PollEndpoint", "long_poll"]
 
 
-async def _held(poll: Poll, due: asyncio.Future[None], wake: Callable[[], None],
-                receive: Receive) -> None:
+async def _held(poll: Poll, due: asyncio.Future[None], wake: Callable[[], None], receive: Receive) -> None:
     """Until the answer is due: the machine's timer, and ``http.disconnect`` watched."""
     loop = asyncio.get_running_loop()
     timer: asyncio.TimerHandle

@@ -121,8 +121,9 @@ class _Driver:
         self.wake()
 
 
-async def serve_stream(node: Node, request: StreamRequest, receive: Receive, send: Send,
-                       framing: Framing, transport: str) -> None:
+async def serve_stream(
+    node: Node, request: StreamRequest, receive: Receive, send: Send, framing: Framing, transport: str
+) -> None:
     """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
     machine = StreamMachine(stream_config(node.settings), framing)
     driver = _Driver(machine)

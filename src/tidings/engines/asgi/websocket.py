@@ -40,15 +40,21 @@ __all__ = ["WebSocketConnection", "WebSocketEndpoint"]
 class WebSocketConnection(CommandHandler):
     """One client's WebSocket over ASGI: its machine, a writer task and a timer."""
 
-    __slots__ = ("_probe", "_timer", "_waiter", "machine", "reader", "send", "writer",
-                 *HANDLER_SLOTS)
+    __slots__ = ("_probe", "_timer", "_waiter", "machine", "reader", "send", "writer", *HANDLER_SLOTS)
 
-    def __init__(self, node: Node, send: Send, session: Session,
-                 lease: ConnectionLease | None = None, address: str | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        send: Send,
+        session: Session,
+        lease: ConnectionLease | None = None,
+        address: str | None = None,
+    ) -> None:
         self.send = send
         loop = asyncio.get_running_loop()
         self.machine: WebSocketMachine[str] = WebSocketMachine(
-            websocket_config(node.settings, server_pings=True), loop.time(), session=session)
+            websocket_config(node.settings, server_pings=True), loop.time(), session=session
+        )
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[Any] | None = None  # set while the endpoint reads frames
         self._waiter: asyncio.Future[None] | None = None
@@ -137,8 +143,9 @@ class WebSocketConnection(CommandHandler):
             if kind != "websocket.receive":
                 continue
             text = message.get("text")
-            machine.receive(TextMessage(text) if text is not None else
-                            BinaryMessage(message.get("bytes") or b""))
+            machine.receive(
+                TextMessage(text) if text is not None else BinaryMessage(message.get("bytes") or b"")
+            )
             if machine.start_commands():
                 await self.run_commands()
             else:
@@ -172,22 +179,27 @@ class WebSocketEndpoint:
             reason = refused.reason
             if refused.accept:
                 await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": int(reason.code),
-                            "reason": reason.reason})
+                await send({"type": "websocket.close", "code": int(reason.code), "reason": reason.reason})
             elif "websocket.http.response" in scope.get("extensions", {}):
                 # the ASGI extension for answering an upgrade with an HTTP response: the JSON
                 # error of every refusal
                 body = error_body("forbidden", reason.reason)
-                await send({"type": "websocket.http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", b"%d" % len(body))]})
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                        ],
+                    }
+                )
                 await send({"type": "websocket.http.response.body", "body": body})
             else:  # a server without it answers a close before accept with a bare 403
                 await send({"type": "websocket.close", "code": int(reason.code)})
             return
         rid = scope.get("state", {}).get("request_id")
-        await send({"type": "websocket.accept",
-                    "headers": [(b"x-request-id", rid.encode())] if rid else []})
+        await send({"type": "websocket.accept", "headers": [(b"x-request-id", rid.encode())] if rid else []})
         conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope))
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())

@@ -52,16 +52,26 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 def owned(head: RequestHead) -> bool:
     """Whether the fast path answers this request (else the ASGI app does)."""
-    return (head.path.encode("latin-1") in HTTP_ROUTES and head.version == "1.1"
-            and not head.upgrade and head.headers.get("content-length", "0") == "0"
-            and "transfer-encoding" not in head.headers)
+    return (
+        head.path.encode("latin-1") in HTTP_ROUTES
+        and head.version == "1.1"
+        and not head.upgrade
+        and head.headers.get("content-length", "0") == "0"
+        and "transfer-encoding" not in head.headers
+    )
 
 
 def request_scope(head: RequestHead, transport: asyncio.Transport) -> dict[str, Any]:
     """The ASGI-shaped scope of an owned request, for the helpers shared with the ASGI path."""
     peer = transport.get_extra_info("peername")
-    return {"type": "http", "method": head.method, "path": head.path, "query_string": head.query,
-            "headers": head.raw_headers, "client": tuple(peer[:2]) if peer else None}
+    return {
+        "type": "http",
+        "method": head.method,
+        "path": head.path,
+        "query_string": head.query,
+        "headers": head.raw_headers,
+        "client": tuple(peer[:2]) if peer else None,
+    }
 
 
 class HttpExchange(asyncio.Protocol):
@@ -72,11 +82,31 @@ class HttpExchange(asyncio.Protocol):
     writes them as one response; :meth:`complete` hands the connection back for its next request.
     """
 
-    __slots__ = ("_completed", "_ctx", "_head", "_headers_out", "_keep_alive", "_lost", "_rest",
-                 "_rid", "_scope", "_started", "_status", "_t", "_when", "on_lost")
+    __slots__ = (
+        "_completed",
+        "_ctx",
+        "_head",
+        "_headers_out",
+        "_keep_alive",
+        "_lost",
+        "_rest",
+        "_rid",
+        "_scope",
+        "_started",
+        "_status",
+        "_t",
+        "_when",
+        "on_lost",
+    )
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes, scope: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: FastContext,
+        transport: asyncio.Transport,
+        head: RequestHead,
+        rest: bytes,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._t = transport
         self._head = head
@@ -144,10 +174,16 @@ class HttpExchange(asyncio.Protocol):
         if level is not None:
             path = self._head.path
             query = self._head.query.decode("latin-1")
-            log_event(access_log, "request", level, method=self._head.method,
-                      path=path + (f"?{query}" if query else ""), status=self._status or None,
-                      duration_ms=round((time.monotonic() - self._when) * 1000, 1),
-                      client=self.node.security.client_ip(self._scope))
+            log_event(
+                access_log,
+                "request",
+                level,
+                method=self._head.method,
+                path=path + (f"?{query}" if query else ""),
+                status=self._status or None,
+                duration_ms=round((time.monotonic() - self._when) * 1000, 1),
+                client=self.node.security.client_ip(self._scope),
+            )
         if self._lost:
             return
         if not self._keep_alive:
@@ -189,14 +225,21 @@ class PushExchange(HttpExchange):
     poll = False
     last_event_id = False
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes) -> None:
+    def __init__(
+        self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead, rest: bytes
+    ) -> None:
         super().__init__(ctx, transport, head, rest)
         self._request: StreamRequest | None = None
 
     async def serve(self) -> None:
-        request = await checked_request(self.node, self._scope, self._head.headers, self.send,
-                                        poll=self.poll, last_event_id=self.last_event_id)
+        request = await checked_request(
+            self.node,
+            self._scope,
+            self._head.headers,
+            self.send,
+            poll=self.poll,
+            last_event_id=self.last_event_id,
+        )
         if request is None:
             self.complete()
             return

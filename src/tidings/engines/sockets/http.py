@@ -19,8 +19,7 @@ import httptools
 
 from tidings.transports.http_errors import raw_error_response
 
-__all__ = ["HeadError", "HeadParser", "RequestHead", "http_error_response", "match_route",
-           "response_head"]
+__all__ = ["HeadError", "HeadParser", "RequestHead", "http_error_response", "match_route", "response_head"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -125,14 +124,12 @@ def http_date() -> bytes:
 _STATUS_LINES: dict[int, bytes] = {}
 
 
-def response_head(status: int, headers: Headers, *, chunked: bool = False,
-                  keep_alive: bool = True) -> bytes:
+def response_head(status: int, headers: Headers, *, chunked: bool = False, keep_alive: bool = True) -> bytes:
     """An HTTP/1.1 response head with ``headers`` (``chunked``: a body of unknown length
     follows in chunks; otherwise ``headers`` say its length)."""
     line = _STATUS_LINES.get(status)
     if line is None:
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s" % (
-            status, HTTPStatus(status).phrase.encode("ascii"))
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode("ascii"))
     lines = [line]
     lines.append(b"date: " + http_date())
     lines.extend(name + b": " + value for name, value in headers)

@@ -40,8 +40,9 @@ class FastPoll(PushExchange):
     transport_name = "longpoll"
     poll = True
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes) -> None:
+    def __init__(
+        self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead, rest: bytes
+    ) -> None:
         super().__init__(ctx, transport, head, rest)
         self._machine: Poll | None = None
         self._stream: StreamSubscriber | None = None  # set while held
@@ -98,7 +99,14 @@ class FastPoll(PushExchange):
         leave(stream, self._machine)
         body = self._machine.end()
         if body is not None:
-            self.respond(200, [(b"content-type", b"application/json"),
-                               (b"content-length", b"%d" % len(body)), *POLL_HEADERS,
-                               *stream.request.cors], body)
+            self.respond(
+                200,
+                [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                    *POLL_HEADERS,
+                    *stream.request.cors,
+                ],
+                body,
+            )
         self.complete()

@@ -71,13 +71,38 @@ class FastContext:
     """What every connection of one uvicorn server shares: the node, limits, uvicorn's state,
     the ASGI fallback protocol, and the list of connections with frames to write."""
 
-    __slots__ = ("_dirty", "_next_probe", "_scheduled", "app_state", "close_timeout", "coalesce",
-                 "config", "echo", "fallback", "flow", "handshake_timeout", "loop", "max_frames", "max_head",
-                 "max_request", "node", "outbox_bytes", "routes", "server_state", "tasks",
-                 "ws_config", "ws_paths")
+    __slots__ = (
+        "_dirty",
+        "_next_probe",
+        "_scheduled",
+        "app_state",
+        "close_timeout",
+        "coalesce",
+        "config",
+        "echo",
+        "fallback",
+        "flow",
+        "handshake_timeout",
+        "loop",
+        "max_frames",
+        "max_head",
+        "max_request",
+        "node",
+        "outbox_bytes",
+        "routes",
+        "server_state",
+        "tasks",
+        "ws_config",
+        "ws_paths",
+    )
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
@@ -119,8 +144,13 @@ class FastContext:
         self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
 
     @classmethod
-    def of(cls, config: Config, server_state: ServerState, app_state: dict[str, Any],
-           loop: asyncio.AbstractEventLoop | None) -> FastContext:
+    def of(
+        cls,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> FastContext:
         context = _contexts.get(server_state)
         if context is None:
             context = cls(config, server_state, app_state, loop or asyncio.get_event_loop())
@@ -161,8 +191,7 @@ class FastContext:
 
     def reuse(self, transport: asyncio.Transport, rest: bytes) -> None:
         """A kept-alive connection whose answer is complete: read its next request."""
-        protocol = FastProtocol(self.config, self.server_state, self.app_state, self.loop,
-                                context=self)
+        protocol = FastProtocol(self.config, self.server_state, self.app_state, self.loop, context=self)
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
         if not transport.is_reading():
@@ -193,9 +222,15 @@ class FastProtocol(asyncio.Protocol):
 
     __slots__ = ("_admitting", "_buf", "_ctx", "_end", "_head", "_timer", "_transport")
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None, *,
-                 context: FastContext | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        context: FastContext | None = None,
+    ) -> None:
         if context is None:  # uvicorn's call, for a new connection
             if not config.loaded:
                 config.load()
@@ -253,15 +288,16 @@ class FastProtocol(asyncio.Protocol):
                 return
             head = self._head = done[0]
             self._end = end
-        rest = buf[self._end:]
+        rest = buf[self._end :]
         if head.method == "POST":  # POST /api/publish
             length = publish_length(head, self._ctx.max_request)
             if length is None:  # not one the fast path takes: the ASGI app answers it
                 self._hand_over(buf)
             elif len(rest) < length:
                 self._buf = buf  # the body is still coming
-            elif not serve_publish(self._ctx, self._transport, head, rest[:length],
-                                   rest[length:], self._detach):
+            elif not serve_publish(
+                self._ctx, self._transport, head, rest[:length], rest[length:], self._detach
+            ):
                 self._hand_over(buf)
             return
         if not head.upgrade:  # a plain GET: /sse, /stream, /poll here; anything else is ASGI's
@@ -289,8 +325,9 @@ class FastProtocol(asyncio.Protocol):
         """Give the connection to uvicorn's HTTP protocol, replaying what was read."""
         ctx = self._ctx
         transport = self._detach()
-        protocol = ctx.fallback(config=ctx.config, server_state=ctx.server_state,
-                                app_state=ctx.app_state, _loop=ctx.loop)
+        protocol = ctx.fallback(
+            config=ctx.config, server_state=ctx.server_state, app_state=ctx.app_state, _loop=ctx.loop
+        )
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
         protocol.data_received(buf)
@@ -320,8 +357,12 @@ class FastProtocol(asyncio.Protocol):
         assert ctx.node is not None and self._transport is not None
         transport = self._transport
         peer = transport.get_extra_info("peername")
-        scope = {"type": "websocket", "headers": head.raw_headers, "query_string": head.query,
-                 "client": tuple(peer[:2]) if peer else None}
+        scope = {
+            "type": "websocket",
+            "headers": head.raw_headers,
+            "query_string": head.query,
+            "client": tuple(peer[:2]) if peer else None,
+        }
         try:
             session, lease = await admit(ctx.node, scope)
         except Refused as refused:
@@ -361,8 +402,7 @@ class FastProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-def serve_http(ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-               rest: bytes) -> None:
+def serve_http(ctx: FastContext, transport: asyncio.Transport, head: RequestHead, rest: bytes) -> None:
     """Answer an :func:`~.exchange.owned` request on ``transport`` (``rest``: bytes read after
     its head)."""
     kind = FastSSE if head.path == "/sse" else FastNDJSON if head.path == "/stream" else FastPoll

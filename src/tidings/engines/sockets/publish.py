@@ -39,9 +39,15 @@ def publish_length(head: RequestHead, most: int) -> int | None:
     """The body's length if the fast path may take this request, else None (the ASGI app's)."""
     headers = head.headers
     length = headers.get("content-length", "")
-    if (head.path != "/api/publish" or head.version != "1.1" or not length.isdigit()
-            or len(length) > 9 or "transfer-encoding" in headers or "origin" in headers
-            or "expect" in headers):
+    if (
+        head.path != "/api/publish"
+        or head.version != "1.1"
+        or not length.isdigit()
+        or len(length) > 9
+        or "transfer-encoding" in headers
+        or "origin" in headers
+        or "expect" in headers
+    ):
         return None
     content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != "application/json" or int(length) > most:
@@ -49,8 +55,14 @@ def publish_length(head: RequestHead, most: int) -> int | None:
     return int(length)
 
 
-def serve_publish(ctx: FastContext, transport: asyncio.Transport | None, head: RequestHead,
-                  body: bytes, rest: bytes, detach: Callable[[], asyncio.Transport]) -> bool:
+def serve_publish(
+    ctx: FastContext,
+    transport: asyncio.Transport | None,
+    head: RequestHead,
+    body: bytes,
+    rest: bytes,
+    detach: Callable[[], asyncio.Transport],
+) -> bool:
     """Take a complete publish request if it passes every check; False: the ASGI app's."""
     node = ctx.node
     assert node is not None and transport is not None
@@ -71,8 +83,15 @@ class FastPublish(HttpExchange):
 
     __slots__ = ("_request",)
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes, scope: dict[str, Any], request: PublishIn) -> None:
+    def __init__(
+        self,
+        ctx: FastContext,
+        transport: asyncio.Transport,
+        head: RequestHead,
+        rest: bytes,
+        scope: dict[str, Any],
+        request: PublishIn,
+    ) -> None:
         super().__init__(ctx, transport, head, rest, scope)
         self._request = request
 

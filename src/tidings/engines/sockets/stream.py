@@ -55,8 +55,9 @@ class FastStream(PushExchange):
 
     _m: StreamMachine  # made with the subscriber, in serve_request
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead,
-                 rest: bytes) -> None:
+    def __init__(
+        self, ctx: FastContext, transport: asyncio.Transport, head: RequestHead, rest: bytes
+    ) -> None:
         super().__init__(ctx, transport, head, rest)
         self._stream: StreamSubscriber | None = None
         self._live = False  # the head is out
@@ -88,8 +89,12 @@ class FastStream(PushExchange):
             return
         expires = request.credentials.expires_at
         machine.open(self._ctx.loop.time(), None if expires is None else expires - time.time())
-        headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors,
-                   (b"x-request-id", self._rid.encode())]
+        headers = [
+            (b"content-type", framing.content_type),
+            *STREAM_HEADERS,
+            *request.cors,
+            (b"x-request-id", self._rid.encode()),
+        ]
         self._t.write(response_head(200, headers, chunked=True, keep_alive=self._keep_alive))
         self._live = True
         self._arm()

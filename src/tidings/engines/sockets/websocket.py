@@ -47,13 +47,20 @@ class FrameConnection(asyncio.Protocol):
 
     __slots__ = ("_ctx", "_parser", "_t", "_timer", "machine")
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, config: WebSocketConfig,
-                 max_frames: int | None = None, session: Session | None = None) -> None:
+    def __init__(
+        self,
+        ctx: FastContext,
+        transport: asyncio.Transport,
+        config: WebSocketConfig,
+        max_frames: int | None = None,
+        session: Session | None = None,
+    ) -> None:
         self._ctx = ctx
         self._t = transport
         self._parser = wire.FrameParser(config.max_frame_bytes, max_frames, fast_unmask)
         self.machine: WebSocketMachine[bytes] = WebSocketMachine(
-            config, ctx.loop.time(), WIRE_FRAMES, session)
+            config, ctx.loop.time(), WIRE_FRAMES, session
+        )
         self._timer = Timer(ctx.loop, self._tick)
 
     def open(self, response: bytes, rest: bytes = b"") -> None:
@@ -190,9 +197,15 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     __slots__ = HANDLER_SLOTS
 
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport, node: Node,
-                 session: Session, lease: ConnectionLease | None = None,
-                 address: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: FastContext,
+        transport: asyncio.Transport,
+        node: Node,
+        session: Session,
+        lease: ConnectionLease | None = None,
+        address: str | None = None,
+    ) -> None:
         FrameConnection.__init__(self, ctx, transport, ctx.ws_config, ctx.max_frames, session)
         CommandHandler.__init__(self, node, session, lease, address)
 
@@ -234,8 +247,13 @@ class EchoWebSocket(FrameConnection):
     __slots__ = ()
 
     def __init__(self, ctx: FastContext, transport: asyncio.Transport) -> None:
-        super().__init__(ctx, transport, replace(ctx.ws_config, max_frame_bytes=ECHO_MAX_SIZE,
-                                                 outbox_bytes=2 * ECHO_MAX_SIZE, binary=True))
+        super().__init__(
+            ctx,
+            transport,
+            replace(
+                ctx.ws_config, max_frame_bytes=ECHO_MAX_SIZE, outbox_bytes=2 * ECHO_MAX_SIZE, binary=True
+            ),
+        )
 
     def start_commands(self) -> None:
         machine = self.machine
