@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-machines coverage-core test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,6 @@ coverage-machines: $(STAMP)
 	    --cov=tidings.machines --cov-branch --cov-report=term-missing \
 	    --cov-fail-under=$(MACHINES_COVERAGE_FLOOR)
 
-# the former name, which .ci/run still calls
-coverage-core: coverage-machines
-
 ## test-long: the long runs of the races and bounds that make test checks in short (minutes)
 test-long: $(STAMP)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)
@@ -84,9 +81,10 @@ lock:
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 
-## lint: ruff, mypy (strict), and the import contracts of pyproject.toml (import-linter)
+## lint: ruff (check and format), mypy (strict), and the import contracts of pyproject.toml (import-linter)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
