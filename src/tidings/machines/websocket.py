@@ -48,7 +48,6 @@ timer per connection).
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -117,6 +116,7 @@ class _Closed(list[Any]):
 
 
 _CLOSED = _Closed()
+_NONE: list[Any] = []  # shared, never appended to: an idle connection's empty lists
 
 
 class ControlFrames(Protocol[T_co]):
@@ -206,7 +206,9 @@ class WebSocketMachine(Generic[T]):
         #: backlog itself) may append to it directly, and schedule a write when its length
         #: becomes 1: once the connection closes, it is a list that takes nothing.
         self.pending: list[T] = []
-        self._held: list[T] = []  # what was pending when the connection began to close
+        #: What was pending when the connection began to close (shared empty list until then:
+        #: an idle connection's memory counts).
+        self._held: list[T] = _NONE
         self.queued = 0  # bytes in ``pending`` (with ``count_queue``)
         self.state = OPEN
         self._farewell: tuple[int | None, str] | None = None
@@ -216,8 +218,9 @@ class WebSocketMachine(Generic[T]):
         #: The connection was closed by the slow-consumer rule.
         self.slow = False
         self._slow_told = False
-        #: Messages waiting to be carried out (:meth:`next_command`).
-        self.commands: deque[str | bytes] = deque()
+        #: Messages waiting to be carried out (:meth:`next_command`): a list, not a deque, as
+        #: an empty deque costs every idle connection 600 bytes; at most MAX_BACKLOG wait.
+        self.commands: list[str | bytes] = _NONE
         self.running = False
         #: Whether the driver should read from the client (False: pause reading).
         self.reading = True
@@ -265,7 +268,9 @@ class WebSocketMachine(Generic[T]):
             self.queued = 0
             return frames
         frames = self._held  # closing: what was pending then
-        self._held = []
+        if not frames:
+            return []
+        self._held = _NONE
         return frames
 
     def take_farewell(self) -> tuple[int | None, str] | None:
@@ -338,6 +343,8 @@ class WebSocketMachine(Generic[T]):
             self.close(disconnect(CloseCode.MESSAGE_TOO_BIG, f"frame over {limit} bytes"))
             return
         commands = self.commands
+        if commands is _NONE:
+            self.commands = commands = []
         commands.append(message)
         if len(commands) >= MAX_BACKLOG:
             self.reading = False
@@ -354,7 +361,7 @@ class WebSocketMachine(Generic[T]):
         """The next message to carry out, or None: none left (or closing), stop."""
         commands = self.commands
         if commands and not self.state:
-            message = commands.popleft()
+            message = commands.pop(0)
             if len(commands) < MAX_BACKLOG:
                 self.reading = True
             return message
@@ -468,7 +475,7 @@ class WebSocketMachine(Generic[T]):
 
     def _abort(self) -> None:
         self.state = ABORTED
-        self._held = []
+        self._held = _NONE
         self._farewell = None
         self.deadline = None
 
@@ -480,7 +487,7 @@ class WebSocketMachine(Generic[T]):
             self.peer_code = ABNORMAL if code is None else code
         self._stop()
         self.state = GONE
-        self._held = []
+        self._held = _NONE
         self.commands.clear()
         self._farewell = None
         self.deadline = None

@@ -217,10 +217,16 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     # the hub's Subscriber, hot: one append to the machine's list (which takes nothing once closing)
     def deliver(self, publication: EncodedPublication) -> None:
+        # the hot path, once per publication and subscriber: one append, and the first one of a
+        # loop iteration schedules the write (_soon, inlined)
         pending = self.machine.pending
         pending.append(publication.ws_frame)
         if len(pending) == 1:
-            self._soon()
+            ctx = self._ctx
+            if ctx.coalesce:
+                ctx.mark_dirty(self)
+            else:
+                self.flush()
 
     def replay(self, publication: EncodedPublication) -> None:
         if self.machine.replay(publication.ws_frame):
