@@ -5,29 +5,49 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-__all__ = ["Timer"]
+__all__ = ["Timed", "Timer"]
 
 
-class Timer:
-    """Calls ``callback`` once at :meth:`at`'s time (the loop's clock); a new time replaces the
-    old one, None cancels it. Setting the time it already has costs a comparison."""
+class Timed:
+    """A base for a connection that keeps one timer: :meth:`arm` it for the machine's deadline
+    (a new time replaces the old one, None cancels it, the time it already has costs a
+    comparison); :meth:`_tick` runs when it fires. A base rather than a member object, so that an
+    idle connection of the owned-socket engine carries no timer object and bound method of its
+    own (memory per idle connection counts)."""
 
-    __slots__ = ("_callback", "_handle", "_loop", "_when")
+    __slots__ = ("_timer", "_timer_at")
+
+    _timer: asyncio.TimerHandle | None
+    _timer_at: float | None
+
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = None if when is None else loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self._tick()
+
+    def _tick(self) -> None:
+        raise NotImplementedError
+
+
+class Timer(Timed):
+    """A :class:`Timed` that calls ``callback``."""
+
+    __slots__ = ("_callback", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
         self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-        self._when: float | None = None
+        self._timer = self._timer_at = None
 
     def at(self, when: float | None) -> None:
-        if when == self._when:
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-        self._when = when
-        self._handle = None if when is None else self._loop.call_at(when, self._fire)
+        self.arm(self._loop, when)
 
-    def _fire(self) -> None:
-        self._handle = self._when = None
+    def _tick(self) -> None:
         self._callback()

@@ -21,7 +21,7 @@ from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
 from tidings.core.wire import websocket as wire
 from tidings.core.wire.frames import EncodedPublication, ws_text_frame
-from tidings.engines.timer import Timer
+from tidings.engines.timer import Timed
 from tidings.engines.transport import cut
 from tidings.engines.uvicorn_internals import apply_mask as fast_unmask  # websockets' C helper
 from tidings.machines.websocket import ABORTED, CLOSED, CLOSING, OPEN, WIRE_FRAMES, WebSocketMachine
@@ -37,7 +37,7 @@ __all__ = ["EchoWebSocket", "FastWebSocket", "FrameConnection"]
 ECHO_MAX_SIZE = 64 * 2**20
 
 
-class FrameConnection(asyncio.Protocol):
+class FrameConnection(asyncio.Protocol, Timed):
     """A WebSocket after the handshake: frames in and out of its machine, one timer.
 
     Subclasses say what a message means (:meth:`run_commands`) and what happens once the socket
@@ -45,7 +45,7 @@ class FrameConnection(asyncio.Protocol):
     leave in the order they were queued.
     """
 
-    __slots__ = ("_ctx", "_parser", "_t", "_timer", "machine")
+    __slots__ = ("_ctx", "_parser", "_t", "machine")
 
     def __init__(
         self,
@@ -61,7 +61,7 @@ class FrameConnection(asyncio.Protocol):
         self.machine: WebSocketMachine[bytes] = WebSocketMachine(
             config, ctx.loop.time(), WIRE_FRAMES, session
         )
-        self._timer = Timer(ctx.loop, self._tick)
+        self._timer = self._timer_at = None
 
     def open(self, response: bytes, rest: bytes = b"") -> None:
         """Send the 101 response, take over the transport, read what followed the head."""
@@ -131,7 +131,7 @@ class FrameConnection(asyncio.Protocol):
                 transport.resume_reading()
             else:
                 transport.pause_reading()
-        self._timer.at(machine.deadline)
+        self.arm(self._ctx.loop, machine.deadline)
 
     def _tick(self) -> None:
         ended = self.machine.tick(self._ctx.loop.time(), time.time())
@@ -159,7 +159,7 @@ class FrameConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.machine.gone()
-        self._timer.at(None)
+        self.arm(self._ctx.loop, None)
         if self._ctx.flow is not None:
             self._ctx.flow.gauge.forget(self)
         self._ctx.server_state.connections.discard(self)
