@@ -160,7 +160,7 @@ class WebSocketConfig:
     binary: bool = False
 
 
-class WebSocketMachine(Generic[T]):
+class WebSocketMachine(Backlog, Generic[T]):
     """One WebSocket connection (see the module docstring). ``T``: the driver's frames (bytes
     of the wire, or the text of a message). ``frames``: how to make a ping and a pong (None:
     the driver's server answers pings and sends its own)."""
@@ -177,7 +177,6 @@ class WebSocketMachine(Generic[T]):
         "_last_heard",
         "_server_close",
         "_slow_told",
-        "backlog",
         "commands",
         "deadline",
         "peer_code",
@@ -201,7 +200,9 @@ class WebSocketMachine(Generic[T]):
         self._frames: ControlFrames[T] | None = frames
         self.session = session
         self._count = config.count_queue
-        self.backlog = Backlog(config.outbox_bytes)
+        # the slow-consumer rule is this machine's base, not a member object: one object less
+        # per idle connection
+        Backlog.__init__(self, config.outbox_bytes)
         #: Frames to write, in order (:meth:`take`). The hot path (a driver that measures its
         #: backlog itself) may append to it directly, and schedule a write when its length
         #: becomes 1: once the connection closes, it is a list that takes nothing.
@@ -243,7 +244,7 @@ class WebSocketMachine(Generic[T]):
         pending.append(frame)
         if self._count:
             self.queued += len(frame)
-            if self.backlog.overflows(self.queued):
+            if self.overflows(self.queued):
                 self._overflow()
                 return True
         return len(pending) == 1
@@ -252,7 +253,7 @@ class WebSocketMachine(Generic[T]):
         """A frame of a resume's replay: bounded by history, allowed over the outbox limit."""
         if self.state:
             return False
-        self.backlog.allow(len(frame))
+        self.allow(len(frame))
         pending = self.pending
         pending.append(frame)
         if self._count:
@@ -292,7 +293,7 @@ class WebSocketMachine(Generic[T]):
     def written(self, backlog: int) -> bool:
         """After a write: ``backlog`` bytes are not yet taken by the client. True: it is a slow
         consumer, and the connection began to close."""
-        if self.state == OPEN and self.backlog.overflows(backlog):
+        if self.state == OPEN and self.overflows(backlog):
             self._overflow()
             return True
         return False
