@@ -107,7 +107,7 @@ from tidings.core.wire.websocket import HandshakeError, check_handshake, unmask
 from tidings.engines.transport import cut
 from tidings.machines.backlog import close_timeout
 from tidings.transports.http_common import ABORT_EXTENSION
-from tidings.transports.http_errors import raw_error_response
+from tidings.transports.http_errors import http_error_response, raw_error_response
 
 try:
     from websockets.speedups import apply_mask
@@ -315,8 +315,7 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
             check_handshake("GET", headers)
         except HandshakeError as exc:
             self.handshake_initiated = self.handshake_complete = self.close_sent = True
-            extra = {"Sec-WebSocket-Version": "13"} if exc.status == 426 else None
-            self.transport.write(raw_error_response(exc.status, exc.message, headers=extra))
+            self.transport.write(http_error_response(exc.status, exc.message))
             self.transport.close()
             return
         super().handle_connect(event)

@@ -9,7 +9,7 @@ from http import HTTPStatus
 
 from tidings.core.wire.errors import error_body, error_code
 
-__all__ = ["raw_error_response"]
+__all__ = ["http_error_response", "raw_error_response"]
 
 
 def raw_error_response(
@@ -24,3 +24,10 @@ def raw_error_response(
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def http_error_response(status: int, message: str) -> bytes:
+    """:func:`raw_error_response` of a refused request or WebSocket handshake: a 426 names the
+    WebSocket version spoken (RFC 6455 4.4)."""
+    extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
+    return raw_error_response(status, message, headers=extra)

@@ -17,9 +17,7 @@ from typing import Any
 
 import httptools
 
-from tidings.transports.http_errors import raw_error_response
-
-__all__ = ["HeadError", "HeadParser", "RequestHead", "http_error_response", "match_route", "response_head"]
+__all__ = ["HeadError", "HeadParser", "RequestHead", "match_route", "response_head"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -139,9 +137,3 @@ def response_head(status: int, headers: Headers, *, chunked: bool = False, keep_
         lines.append(b"connection: close")
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
-
-
-def http_error_response(status: int, message: str) -> bytes:
-    """An HTTP error with a JSON body that closes the connection (for refused requests)."""
-    extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
-    return raw_error_response(status, message, headers=extra)

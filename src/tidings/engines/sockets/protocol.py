@@ -45,7 +45,7 @@ from tidings.core.wire.websocket import (
     handshake_response,
 )
 from tidings.engines.sockets.exchange import HTTP_ROUTES, owned
-from tidings.engines.sockets.http import HeadError, HeadParser, RequestHead, http_error_response, match_route
+from tidings.engines.sockets.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
@@ -55,6 +55,7 @@ from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
 from tidings.transports.http_common import close_timeout
+from tidings.transports.http_errors import http_error_response
 from tidings.transports.websocket import Refused, admit, websocket_config
 
 __all__ = ["FastContext", "FastProtocol", "serve_http"]
