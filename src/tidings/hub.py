@@ -86,22 +86,31 @@ class Hub:
         self._recovering.setdefault(channel, {})[subscriber] = recovery
         return first
 
-    def promote(self, channel: str, subscriber: Subscriber, position: Position | None = None) -> None:
+    def promote(
+        self,
+        channel: str,
+        subscriber: Subscriber,
+        position: Position | None = None,
+        generation: int | None = None,
+    ) -> None:
         """Move ``subscriber`` from RECOVERING on (the caller has merged its recovery).
 
         ``position``: where the merge left it (the last publication it was given, or the
         position read); it then is CATCHING (module docstring) until a publication after it
-        arrives. None makes it LIVE at once.
+        arrives. None makes it LIVE at once. ``generation``: :attr:`generation` when its history
+        read began (default: now); see :meth:`control`.
         """
+        if generation is None:
+            generation = self.generation
         recovering = self._recovering.get(channel)
         if recovering is not None:
             recovering.pop(subscriber, None)
             if not recovering:
                 del self._recovering[channel]
         if position is None:
-            self._go_live(channel, subscriber, self.generation)
+            self._go_live(channel, subscriber, generation)
         else:
-            self._catching.setdefault(channel, {})[subscriber] = (position, self.generation)
+            self._catching.setdefault(channel, {})[subscriber] = (position, generation)
 
     def _go_live(self, channel: str, subscriber: Subscriber, generation: int) -> None:
         live = self._live.setdefault(channel, {})
@@ -181,11 +190,12 @@ class Hub:
     def control(self, channel: str, message: dict[str, Any], *, before_generation: int | None = None) -> None:
         """Hand a non-history message to the channel's live subscribers.
 
-        ``before_generation``: only to those that went live before it. A gap notice for what the
-        node missed while its broker link was down concerns the subscribers that were live then;
-        one that subscribed after the link came back read its own history, and the notice
-        (whose ``available_from`` the node computed for itself) could make it skip a
-        publication it has yet to receive.
+        ``before_generation``: only to those whose history read began before it. A gap notice
+        for what the node missed while its broker link was down concerns the subscribers that
+        read the store before the link went down; one that read it since (the link still down,
+        or back) saw the store as it is now, and the notice (about the link's own position)
+        would tell it again of an epoch change it already knows, or make it skip a publication
+        it has yet to receive.
         """
         catching = self._catching.get(channel)
         if catching:

@@ -241,8 +241,11 @@ class Node:
     def on_broker_state(self, available: bool) -> None:
         if available != self.broker_available:
             log.warning("broker %s", "reachable again" if available else "unreachable")
-            if available:
-                self.hub.generation += 1  # subscribers from now on read the state after it
+            if not available:
+                # Reads that begin from now on see the store as the outage leaves it (other
+                # connections may reach it before the link does): the link's notices when it
+                # is back are not for them (Hub.control).
+                self.hub.generation += 1
         self.broker_available = available
 
     # publishing --------------------------------------------------------------------------------
@@ -370,6 +373,7 @@ class Node:
         one. On failure the subscriber is removed again and the error propagates.
         """
         recovery = recovery if recovery is not None else Recovery(channel, since)
+        generation = self.hub.generation  # what its read can know of (Hub.control)
         self.hub.add_recovering(channel, subscriber, recovery)
         try:
             await self._ensure_interest(channel)
@@ -381,7 +385,7 @@ class Node:
         if not self.hub.is_recovering(channel, subscriber):
             return result  # unsubscribed meanwhile
         on_ready(result)
-        self.hub.promote(channel, subscriber, result.position)
+        self.hub.promote(channel, subscriber, result.position, generation)
         return result
 
     async def read_since(self, channel: str, since: Position | None) -> Page | Gap | Position:

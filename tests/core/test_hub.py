@@ -203,3 +203,17 @@ def test_a_catching_subscriber_gets_join_and_leave_and_counts_until_removed():
     assert not hub.has_channel(CH)
     hub.fan_out(pub(1))
     assert sub.delivered == []
+
+
+def test_a_notice_before_a_generation_skips_subscribers_whose_read_began_in_it():
+    hub = Hub()
+    before, after = Recorder(), Recorder()
+    hub.add_recovering(CH, before, Recovery(CH, None))
+    hub.promote(CH, before)  # generation 0: read before the link went down
+    hub.generation += 1  # the link went down
+    hub.add_recovering(CH, after, Recovery(CH, None))
+    hub.promote(CH, after, Position(OTHER_EPOCH, 0), generation=1)  # read the store since
+    notice = {"op": "gap", "channel": CH, "epoch": OTHER_EPOCH, "requested": 12, "available_from": None}
+    hub.control(CH, notice, before_generation=hub.generation)
+    assert before.controls == [(CH, notice)]
+    assert after.controls == []
