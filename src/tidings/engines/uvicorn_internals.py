@@ -194,7 +194,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
         # ASGI has no way to cut a connection whose peer stopped reading (closing waits for the
         # write buffer to drain, for ever): the streams' close timeout uses this (ABORT_EXTENSION)
-        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {"abort": lambda: cut(self.transport)}
+        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {"abort": self._abort}
+
+    def _abort(self) -> None:
+        cut(self.transport)
+        if self.cycle is not None:
+            # now, not when the loop reports the connection lost: an app that returns at once
+            # would be logged as "returned without completing response"
+            self.cycle.disconnected = True
 
     def on_headers_complete(self) -> None:
         self._heads += 1
