@@ -676,3 +676,13 @@ async def test_static_files_have_fixed_content_types_on_both_engines(
     answer = await client.get(path)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == content_type
+
+
+async def test_the_client_library_may_be_imported_by_a_page_of_another_origin(
+    client: httpx.AsyncClient,
+) -> None:
+    # an application's page (its own origin) imports tidings.js as a module script: CORS applies
+    answer = await client.get("/static/tidings.js", headers={"Origin": "http://app.example"})
+    assert answer.headers["access-control-allow-origin"] == "*"
+    page = await client.get("/pages/style.css", headers={"Origin": "http://app.example"})
+    assert "access-control-allow-origin" not in page.headers  # the demo pages are tidings' own

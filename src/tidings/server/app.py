@@ -237,7 +237,10 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
         Route("/poll", PollEndpoint(node)),
         Mount("/api", app=cast(ASGIApp, api)),
         Route("/hooks/{name}", webhooks.receiver(), methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=str(files("tidings") / "server" / "static"))),
+        Mount(
+            "/static",
+            app=StaticFiles(directory=str(files("tidings") / "server" / "static"), cross_origin=True),
+        ),
     ]
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))

@@ -39,7 +39,16 @@ def media_type_of(path: str) -> str | None:
 
 
 class StaticFiles(_StaticFiles):
-    """Starlette's, with :data:`MEDIA_TYPES` (both engines serve these through the ASGI app)."""
+    """Starlette's, with :data:`MEDIA_TYPES` (both engines serve these through the ASGI app).
+
+    ``cross_origin``: any origin may read the files (``Access-Control-Allow-Origin: *``), as
+    from a CDN: an application's page imports ``tidings.js`` from the tidings server, and a
+    module script of another origin loads only with that header. For public files only (no
+    credentials are involved)."""
+
+    def __init__(self, *, cross_origin: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cross_origin = cross_origin
 
     def file_response(
         self, full_path: Any, stat_result: os.stat_result, scope: Any, status_code: int = 200
@@ -49,4 +58,6 @@ class StaticFiles(_StaticFiles):
         if media_type is not None and isinstance(response, FileResponse):
             response.media_type = media_type
             response.headers["content-type"] = media_type
+        if self.cross_origin:
+            response.headers["access-control-allow-origin"] = "*"
         return response
