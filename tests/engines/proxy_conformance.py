@@ -30,6 +30,17 @@ from tests.transports.readers import channel_name, publish, wait_until
 
 __all__ = ["ProxyConformance"]
 
+CHROMIUM = "/usr/bin/chromium"
+HAS_CHROMIUM = os.path.exists(CHROMIUM)
+FLAGS = [  # as tests/browser/conftest.py's
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SLOW = 60.0  # how long a "slow" backend takes: far past every deadline here
 TIMEOUT = 1.0  # the proxies' timeout on the shared server
 COOKIE = "session=alice-session"
@@ -216,8 +227,13 @@ class ProxyConformance:
                 assert time.monotonic() - started < SLOW / 2
                 # the node keeps serving what needs no proxy
                 assert (await client.get("/healthz")).status_code == 200
-                reason_label = {"down": "unreachable", "slow": "timeout", "html": "status"}.get(failure, "invalid")
-                assert await metric(client, "tidings_proxy_errors_total", proxy="connect", reason=reason_label) == 2
+                reason_label = {"down": "unreachable", "slow": "timeout", "html": "status"}.get(
+                    failure, "invalid"
+                )
+                assert (
+                    await metric(client, "tidings_proxy_errors_total", proxy="connect", reason=reason_label)
+                    == 2
+                )
                 unavailable = await metric(
                     client, "tidings_proxy_requests_total", proxy="connect", outcome="unavailable"
                 )
@@ -288,7 +304,9 @@ class ProxyConformance:
             assert (await recv(ws))["op"] == "subscribed"
             await ws.send(orjson.dumps({"op": "subscribe", "ref": 2, "channel": closed_room}).decode())
             assert await recv(ws) == {"op": "error", "ref": 2, "code": "forbidden", "message": "not a member"}
-        async with httpx.AsyncClient(base_url=proxied.url, timeout=DEADLINE, headers={"Cookie": COOKIE}) as client:
+        async with httpx.AsyncClient(
+            base_url=proxied.url, timeout=DEADLINE, headers={"Cookie": COOKIE}
+        ) as client:
             ok = await client.get("/poll", params={"channel": open_room, "timeout": "0"})
             refused = await client.get("/poll", params={"channel": closed_room, "timeout": "0"})
             assert ok.status_code == 200
@@ -315,13 +333,17 @@ class ProxyConformance:
         async with self.ws(proxied) as ws:
             await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": room}).decode())
             assert (await recv(ws))["op"] == "subscribed"
-            await ws.send(orjson.dumps({"op": "publish", "ref": 2, "channel": room, "data": {"text": "hi"}}).decode())
+            await ws.send(
+                orjson.dumps({"op": "publish", "ref": 2, "channel": room, "data": {"text": "hi"}}).decode()
+            )
             replies = [await recv(ws), await recv(ws)]
             published = next(r for r in replies if r["op"] == "published")
             message = next(r for r in replies if r["op"] == "message")
             assert published["ref"] == 2
             assert message["data"] == {"text": "HI", "by": "alice"}
-            await ws.send(orjson.dumps({"op": "publish", "ref": 3, "channel": room, "data": {"text": "spam"}}).decode())
+            await ws.send(
+                orjson.dumps({"op": "publish", "ref": 3, "channel": room, "data": {"text": "spam"}}).decode()
+            )
             assert await recv(ws) == {"op": "error", "ref": 3, "code": "forbidden", "message": "no spam"}
             # the server API never goes through the proxy
             await publish(api, room, {"text": "from the server"})
@@ -339,7 +361,12 @@ class ProxyConformance:
             await ws.send('{"op":"rpc","ref":5,"method":"sum","data":[1,2,3]}')
             assert await recv(ws) == {"op": "rpc", "ref": 5, "data": 6}
             await ws.send('{"op":"rpc","ref":6,"method":"nope"}')
-            assert await recv(ws) == {"op": "error", "ref": 6, "code": "not_found", "message": "no method nope"}
+            assert await recv(ws) == {
+                "op": "error",
+                "ref": 6,
+                "code": "not_found",
+                "message": "no method nope",
+            }
             backend.delay["rpc"] = SLOW
             await ws.send('{"op":"rpc","ref":7,"method":"sum","data":[]}')
             late = await recv(ws)
@@ -350,7 +377,9 @@ class ProxyConformance:
         assert backend.of("rpc")[0].body["user"] == "alice"
 
     async def test_proxy_metrics_count_each_proxy(self, proxied: RunningServer, backend: Backend) -> None:
-        async with httpx.AsyncClient(base_url=proxied.url, timeout=DEADLINE, headers={"Cookie": COOKIE}) as client:
+        async with httpx.AsyncClient(
+            base_url=proxied.url, timeout=DEADLINE, headers={"Cookie": COOKIE}
+        ) as client:
             before = await metric(client, "tidings_proxy_requests_total", proxy="connect", outcome="result")
             assert (await client.get("/poll", params={"channel": "c", "timeout": "0"})).status_code == 200
             after = await metric(client, "tidings_proxy_requests_total", proxy="connect", outcome="result")
@@ -381,11 +410,9 @@ class ProxyConformance:
     async def test_chromium_eventsource_sends_the_session_cookie(
         self, proxied: RunningServer, backend: Backend, api: httpx.AsyncClient
     ) -> None:
-        if not os.path.exists("/usr/bin/chromium"):
+        if not HAS_CHROMIUM:
             pytest.skip("needs Debian's Chromium")
         async_api = pytest.importorskip("playwright.async_api")
-        from tests.browser.conftest import CHROMIUM, FLAGS
-
         backend.answers["connect"] = by_cookie
         channel = channel_name()
         async with async_api.async_playwright() as p:
