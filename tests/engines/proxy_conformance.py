@@ -444,3 +444,42 @@ class ProxyConformance:
         [seen] = backend.of("connect")
         assert seen.body["transport"] == "sse"
         assert seen.headers["cookie"] == COOKIE
+
+    @pytest.mark.browser
+    async def test_tidings_js_connects_by_cookie_and_calls_rpc(
+        self, proxied: RunningServer, backend: Backend
+    ) -> None:
+        if not HAS_CHROMIUM:
+            pytest.skip("needs Debian's Chromium")
+        async_api = pytest.importorskip("playwright.async_api")
+        backend.answers["rpc"] = lambda b, h: (
+            {"result": {"data": {"sum": sum(b["data"]), "user": b["user"]}}}
+            if isinstance(b["data"], list)
+            else {"error": {"code": "bad_request", "message": "sum takes a list"}}
+        )
+        async with async_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            try:
+                context = await browser.new_context()
+                await context.add_cookies([{"name": "session", "value": "alice-session", "url": proxied.url}])
+                page = await context.new_page()
+                await page.goto(f"{proxied.url}/healthz")
+                result = await page.evaluate(
+                    """async () => {
+                        const { Tidings } = await import("/static/tidings.js");
+                        const client = new Tidings(location.origin, { transports: ["ws"] });
+                        const sub = client.subscribe("room:lobby");
+                        await new Promise((resolve) => sub.on("subscribed", resolve));
+                        const answer = await client.rpc("sum", [1, 2, 3]);
+                        const refused = await client.rpc("sum", "x").catch((e) => e.code);
+                        client.close();
+                        return { answer, refused, clientId: client.clientId };
+                    }"""
+                )
+            finally:
+                await browser.close()
+        assert result["answer"] == {"sum": 6, "user": "alice"}
+        assert result["refused"] == "bad_request"
+        [seen] = backend.of("connect")
+        assert seen.body["transport"] == "ws" and seen.headers["cookie"] == COOKIE
+        assert [s.body["channel"] for s in backend.of("subscribe")] == ["room:lobby"]
