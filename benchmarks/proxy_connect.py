@@ -137,11 +137,17 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def latency(port: int, samples: int) -> dict[str, float]:
-    url = f"ws://127.0.0.1:{port}/ws"
-    for _ in range(20):  # warm up
-        await one_client(url, "bench")
-    return percentiles([await one_client(url, "bench") for _ in range(samples)])
+async def latency(proxied: int, plain: int, samples: int) -> dict[str, dict[str, float]]:
+    """Alternating clients of the two nodes, so that the machine's load drifts alike for both."""
+    urls = {"with_proxy": f"ws://127.0.0.1:{proxied}/ws", "without_proxy": f"ws://127.0.0.1:{plain}/ws"}
+    for url in urls.values():  # warm up
+        for _ in range(20):
+            await one_client(url, "bench")
+    taken: dict[str, list[float]] = {name: [] for name in urls}
+    for _ in range(samples):
+        for name, url in urls.items():
+            taken[name].append(await one_client(url, "bench"))
+    return {name: percentiles(values) for name, values in taken.items()}
 
 
 async def storm(port: int, backend: int, clients: int) -> dict[str, Any]:
@@ -178,10 +184,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         processes.append(node(proxy, proxied_port))
         processes.append(node("[limits]\nmax_connections_per_ip = 100000\n", plain_port))
         result: dict[str, Any] = {"samples": args.samples}
-        print("latency with the connect proxy …", file=sys.stderr)
-        result["with_proxy"] = await latency(proxied_port, args.samples)
-        print("latency without …", file=sys.stderr)
-        result["without_proxy"] = await latency(plain_port, args.samples)
+        print("latency with and without the connect proxy …", file=sys.stderr)
+        result.update(await latency(proxied_port, plain_port, args.samples))
         print(f"a storm of {args.storm} clients …", file=sys.stderr)
         result["storm"] = await storm(proxied_port, backend_port, args.storm)
         result["concurrency"] = args.concurrency
