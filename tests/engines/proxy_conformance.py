@@ -288,6 +288,38 @@ class ProxyConformance:
             assert (await recv(ws))["op"] == "connected"
             assert await closed_with(ws) == (4003, "logged out")
 
+    async def test_an_unavailable_refresh_backend_lets_the_connection_expire_with_4001(
+        self, proxied: RunningServer, backend: Backend
+    ) -> None:
+        backend.answers["connect"] = lambda b, h: {"result": {"user": "alice", "expire_at": time.time() + 2}}
+        backend.delay["refresh"] = SLOW
+        async with self.ws(proxied) as ws:
+            await ws.send('{"op":"connect","ref":1}')
+            assert (await recv(ws))["op"] == "connected"
+            code, _ = await closed_with(ws)
+        assert code == 4001  # reconnect: the connect proxy decides again
+        assert backend.of("refresh")
+
+    async def test_with_skip_with_token_false_a_token_holder_is_asked_about_too(
+        self, backend: Backend
+    ) -> None:
+        connect = {"url": backend.url("connect"), "skip_with_token": False}
+        backend.answers["connect"] = lambda b, h: {"result": {"info": {"seen_as": b.get("user")}}}
+        with serve(engine=self.engine, token_secret=SECRET, proxy={"connect": connect}) as server:
+            async with self.ws(server, cookie=None) as ws:
+                await ws.send(orjson.dumps({"op": "connect", "ref": 1, "token": token("bob")}).decode())
+                assert (await recv(ws))["user"] == "bob"  # the token's user, kept
+                # no [proxy.rpc]: an rpc is refused, the connection stays open
+                await ws.send('{"op":"rpc","ref":2,"method":"m"}')
+                refused = await recv(ws)
+                assert refused["op"] == "error" and refused["code"] == "not_found"
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as client:
+                answer = await client.get(
+                    "/poll", params={"channel": "c", "timeout": "0", "token": token("bob")}
+                )
+                assert answer.status_code == 200
+        assert [s.body.get("user") for s in backend.of("connect")] == ["bob", "bob"]
+
     # subscribe, publish, rpc ---------------------------------------------------------------------
 
     async def test_the_subscribe_proxy_decides_in_its_namespace(
