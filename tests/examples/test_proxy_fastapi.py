@@ -29,6 +29,7 @@ FLAGS = [
     "--disable-background-networking",
 ]
 TIMEOUT_MS = 15_000
+HAS_CHROMIUM = os.path.exists(CHROMIUM)
 
 pytestmark = pytest.mark.browser
 
@@ -67,7 +68,7 @@ async def test_without_a_session_the_websocket_is_refused(app_url: str) -> None:
 
 
 async def test_members_chat_and_the_proxies_decide(app_url: str) -> None:
-    if not os.path.exists(CHROMIUM):
+    if not HAS_CHROMIUM:
         pytest.skip("needs Debian's Chromium")
     async_api = pytest.importorskip("playwright.async_api")
     async with async_api.async_playwright() as p:
