@@ -1,11 +1,13 @@
-"""examples/proxy_fastapi/app.py works: users log in with a session cookie, tidings (mounted at
-/realtime) asks the application through its proxies, in Chromium with tidings.js."""
+"""examples/proxy_fastapi/app.py and examples/proxy_django/app.py work: users log in with a
+session cookie, tidings (mounted at /realtime) asks the application through its proxies, in
+Chromium with tidings.js."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,24 +33,24 @@ FLAGS = [
 TIMEOUT_MS = 15_000
 HAS_CHROMIUM = os.path.exists(CHROMIUM)
 
-pytestmark = pytest.mark.browser
 
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("proxy_fastapi_app", ROOT / "examples/proxy_fastapi/app.py")
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "examples" / name / "app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Django finds its URLconf by module name
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
+@pytest.fixture(scope="module", params=["proxy_fastapi", "proxy_django"])
+def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "proxy_django":
+        pytest.importorskip("django")
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(load_example().build_app(url), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = load_example(request.param).build_app(url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     wait_started(server, thread)
@@ -67,6 +69,7 @@ async def test_without_a_session_the_websocket_is_refused(app_url: str) -> None:
     assert (ws.close_code, ws.close_reason) == (4003, "log in first")
 
 
+@pytest.mark.browser
 async def test_members_chat_and_the_proxies_decide(app_url: str) -> None:
     if not HAS_CHROMIUM:
         pytest.skip("needs Debian's Chromium")
