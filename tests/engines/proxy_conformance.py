@@ -408,6 +408,23 @@ class ProxyConformance:
             assert (await recv(ws))["op"] == "pong"
         assert backend.of("rpc")[0].body["user"] == "alice"
 
+    async def test_the_python_client_calls_rpc_with_a_token(
+        self, proxied: RunningServer, backend: Backend
+    ) -> None:
+        from tidings import Client
+        from tidings.exceptions import NotFound
+
+        backend.answers["rpc"] = lambda b, h: (
+            {"result": {"data": {"hello": b["user"]}}}
+            if b["method"] == "greet"
+            else {"error": {"code": "not_found", "message": "no such method"}}
+        )
+        async with Client(proxied.url, token=token("carol")) as client:
+            assert await client.rpc("greet") == {"hello": "carol"}
+            with pytest.raises(NotFound, match="no such method"):
+                await client.rpc("other", [1])
+        assert backend.of("connect") == []  # the token sufficed
+
     async def test_proxy_metrics_count_each_proxy(self, proxied: RunningServer, backend: Backend) -> None:
         async with httpx.AsyncClient(
             base_url=proxied.url, timeout=DEADLINE, headers={"Cookie": COOKIE}
