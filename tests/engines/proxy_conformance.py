@@ -332,7 +332,17 @@ class ProxyConformance:
                     "/poll", params={"channel": "c", "timeout": "0", "token": token("bob")}
                 )
                 assert answer.status_code == 200
-        assert [s.body.get("user") for s in backend.of("connect")] == ["bob", "bob"]
+            backend.answers["connect"] = lambda b, h: {"result": {"user": "mallory"}}
+            async with self.ws(server, cookie=None) as ws:
+                await ws.send(orjson.dumps({"op": "connect", "ref": 1, "token": token("bob")}).decode())
+                code, _ = await closed_with(ws)
+                assert code == 4003
+            async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as client:
+                answer = await client.get(
+                    "/poll", params={"channel": "c", "timeout": "0", "token": token("bob")}
+                )
+                assert answer.status_code == 403
+        assert [s.body.get("user") for s in backend.of("connect")] == ["bob"] * 4
 
     # subscribe, publish, rpc ---------------------------------------------------------------------
 

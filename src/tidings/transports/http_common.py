@@ -214,6 +214,8 @@ async def _connect(
     if caller is None or connect is None or (token and connect.skip_with_token):
         return credentials, ()
     result = await node.proxies.connect(caller, user=credentials.user if token else None)
+    if token and result.user and result.user != credentials.user:
+        raise Forbidden("the connect proxy named another user than the token")  # as on WebSocket
     info = credentials.info if result.info is None else result.info
     user = result.user or credentials.user
     return Credentials(user, credentials.grants, result.expire_at, info), result.channels

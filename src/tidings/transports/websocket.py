@@ -414,6 +414,8 @@ class CommandHandler:
                 user=token.user if token is not None else None,
                 data=command.data if isinstance(command, Connect) else None,
             )
+            if token is not None and result.user and result.user != token.user:
+                raise Unauthorized("the connect proxy named another user than the token")
             credentials = Credentials(
                 result.user or (token.user if token is not None else ""),
                 token.grants if token is not None else {},
