@@ -21,6 +21,11 @@ step). Counters that other parts of tidings increment:
 - ``webhook_queue_depth`` — :meth:`Metrics.watch_webhook_queue` with a callable;
 - ``inbound_webhooks`` (labels ``receiver``, ``outcome``: ``verified`` | ``invalid_signature`` |
   ``stale`` | ``duplicate`` | ``error``) — :meth:`Metrics.inbound_webhook`;
+- ``proxy_requests`` (labels ``proxy``: ``connect`` | ``refresh`` | ``subscribe`` | ``publish`` |
+  ``rpc``, ``outcome``: ``result`` | ``error`` | ``disconnect`` | ``unavailable``),
+  ``proxy_errors`` (labels ``proxy``, ``reason``: ``timeout`` | ``unreachable`` | ``status`` |
+  ``invalid``), ``proxy_latency_seconds`` (label ``proxy``) and ``proxy_in_flight`` —
+  :meth:`Metrics.proxy_request`, :meth:`Metrics.proxy_error`;
 - ``broker_operations`` / ``broker_errors`` (label ``operation``) are counted by
   :meth:`Metrics.instrument_broker`, which the node applies to its broker.
 """
@@ -65,6 +70,10 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "tidings_draining": (),
     "tidings_delivery_lag_seconds": (),
     "tidings_publishes_held_total": (),
+    "tidings_proxy_requests_total": ("proxy", "outcome"),
+    "tidings_proxy_errors_total": ("proxy", "reason"),
+    "tidings_proxy_latency_seconds": ("proxy",),
+    "tidings_proxy_in_flight": (),
 }
 
 #: The broker calls counted in ``tidings_broker_operations_total`` / ``_errors_total``.
@@ -220,6 +229,29 @@ class Metrics:
             ["receiver", "outcome"],
             registry=r,
         )
+        self.proxy_requests = Counter(
+            "tidings_proxy_requests",
+            "Requests to the application's backend, by proxy and outcome (result, error: "
+            "refused, disconnect, unavailable: down, slow or a broken answer).",
+            ["proxy", "outcome"],
+            registry=r,
+        )
+        self.proxy_errors = Counter(
+            "tidings_proxy_errors",
+            "Proxy requests that got no usable answer, by proxy and reason.",
+            ["proxy", "reason"],
+            registry=r,
+        )
+        self.proxy_latency = Histogram(
+            "tidings_proxy_latency_seconds",
+            "Seconds from asking a proxy to its answer (the wait for a free slot included).",
+            ["proxy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.proxy_in_flight = Gauge(
+            "tidings_proxy_in_flight", "Proxy requests sent and not yet answered.", registry=r
+        )
         if node is not None:
             r.register(_NodeCollector(node))
 
@@ -256,6 +288,16 @@ class Metrics:
     def inbound_webhook(self, receiver: str, outcome: str) -> None:
         """One inbound request to ``/hooks/{receiver}`` was verified, refused or deduplicated."""
         self.inbound_webhooks.labels(receiver, outcome).inc()
+
+    def proxy_request(self, proxy: str, outcome: str, seconds: float) -> None:
+        """One proxy request ended with ``outcome`` after ``seconds``."""
+        self.proxy_requests.labels(proxy, outcome).inc()
+        self.proxy_latency.labels(proxy).observe(max(0.0, seconds))
+
+    def proxy_error(self, proxy: str, reason: str) -> None:
+        """A proxy request got no usable answer: ``timeout``, ``unreachable``, ``status``,
+        ``invalid``."""
+        self.proxy_errors.labels(proxy, reason).inc()
 
     def instrument_broker(self, broker: object) -> None:
         """Count every call of the broker's operations (:data:`BROKER_OPERATIONS`).

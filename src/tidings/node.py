@@ -43,6 +43,7 @@ from tidings.logs import access_level, log_event
 from tidings.metrics import Metrics
 from tidings.presence.base import PresenceManager
 from tidings.presence.memory import MemoryPresence
+from tidings.proxy import Proxies
 from tidings.settings import Settings
 
 __all__ = ["Connection", "Node", "make_broker", "make_presence"]
@@ -180,6 +181,8 @@ class Node:
         self.flow = PublishFlow(self.settings.flow)
         self.metrics = Metrics(self)
         self.metrics.instrument_broker(self.broker)
+        #: The proxies to the application's backend (``[proxy.*]``), one client pool.
+        self.proxies = Proxies(self.settings.proxy, self.metrics)
         self.hub.on_latency = self.metrics.observe_since
         self.hub.sample_every = self.metrics.latency_sample_every
         # Awaited by drain() after the clients were told to leave (e.g. the webhook dispatcher
@@ -201,6 +204,7 @@ class Node:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.proxies.aclose()
         await self.presence.close()
         await self.broker.close()
 

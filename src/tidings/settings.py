@@ -34,6 +34,8 @@ __all__ = [
     "FlowSettings",
     "Limits",
     "NamespaceSettings",
+    "ProxyEndpoint",
+    "ProxySettings",
     "ReceiverSettings",
     "SSESettings",
     "ServerSettings",
@@ -101,6 +103,14 @@ class NamespaceSettings(_Section):
     history_size: int = Field(100, ge=0, le=1_000_000, description="Publications kept.")
     history_ttl: float = Field(3600.0, ge=0, description="Seconds a publication is kept (0: no TTL).")
     max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
+    subscribe_proxy: bool = Field(
+        False, description="Ask the subscribe proxy ([proxy.subscribe]) who may subscribe here."
+    )
+    publish_proxy: bool = Field(
+        False,
+        description="Client publishes here go through the publish proxy ([proxy.publish]), "
+        "which decides instead of client_publish and may replace the data.",
+    )
 
 
 Scope = Literal["publish", "read", "admin"]
@@ -163,6 +173,59 @@ class AuthSettings(_Section):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("use an https:// (or http:// for a local service) URL")
         return value
+
+
+class ProxyEndpoint(_Section):
+    """One proxy to the application's backend (``[proxy.connect]`` …; docs/reference/proxy.md)."""
+
+    url: str = Field(description="Where tidings POSTs the proxy's JSON requests (http:// or https://).")
+    timeout: float = Field(
+        3.0, gt=0, le=60, description="Seconds for the backend's answer, waiting for a free slot included."
+    )
+    forward_headers: list[str] = Field(
+        default_factory=lambda: ["Cookie", "Authorization", "X-Request-ID"],
+        description="The client's request headers sent along (X-Forwarded-For, the client's "
+        "address, always is).",
+    )
+    skip_with_token: bool = Field(
+        True,
+        description="connect proxy only: a client with a valid connection token is not asked "
+        "about (false: the proxy is asked too).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("use an http:// or https:// URL")
+        return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", name):
+                raise ValueError(f"{name!r} is not a header name")
+        return value
+
+
+class ProxySettings(_Section):
+    """The proxies to the application's backend (docs/reference/proxy.md): each set section
+    (``[proxy.connect]``, ``[proxy.refresh]``, ``[proxy.subscribe]``, ``[proxy.publish]``,
+    ``[proxy.rpc]``) turns one on."""
+
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        le=10000,
+        description="Most proxy requests in flight at once, all proxies together (one "
+        "connection pool); more wait for a slot within their timeout.",
+    )
+    connect: ProxyEndpoint | None = None
+    refresh: ProxyEndpoint | None = None
+    subscribe: ProxyEndpoint | None = None
+    publish: ProxyEndpoint | None = None
+    rpc: ProxyEndpoint | None = None
 
 
 class ApiKey(_Section):
@@ -321,6 +384,10 @@ class Settings(BaseSettings):
     flow: FlowSettings = Field(
         default_factory=FlowSettings, description="Publisher flow control (see docs/topics/flow.md)."
     )
+    proxy: ProxySettings = Field(
+        default_factory=ProxySettings,
+        description="Proxies to the application's backend (see docs/reference/proxy.md).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -378,6 +445,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _proxied_namespaces(self) -> Settings:
+        for name, ns in self.namespaces.items():
+            for flag, proxy in (("subscribe_proxy", "subscribe"), ("publish_proxy", "publish")):
+                if getattr(ns, flag) and getattr(self.proxy, proxy) is None:
+                    raise ValueError(f"namespaces.{name}.{flag} needs [proxy.{proxy}] with a url")
+        return self
+
+    @model_validator(mode="after")
     def _safe_bind(self) -> Settings:
         if (
             not is_loopback(self.host)
@@ -404,6 +479,8 @@ class Settings(BaseSettings):
                 history_size=ns.history_size,
                 history_ttl=ns.history_ttl,
                 max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
+                subscribe_proxy=ns.subscribe_proxy,
+                publish_proxy=ns.publish_proxy,
             )
 
         options = {name: convert(ns) for name, ns in self.namespaces.items()}

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from tidings.settings import NamespaceSettings, ReceiverSettings, Settings
+from tidings.settings import NamespaceSettings, ProxyEndpoint, ReceiverSettings, Settings
 
 __all__ = ["render_reference"]
 
@@ -44,6 +44,8 @@ def _rows(model: type[BaseModel], prefix: str, env_prefix: str | None) -> list[s
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            continue
+        if annotation == ProxyEndpoint | None:  # a section of its own: [proxy.connect] …
             continue
         key = f"{prefix}{name}"
         env = f"`{env_prefix}{name.upper()}`" if env_prefix is not None else "-"
@@ -77,6 +79,16 @@ def render_reference() -> str:
             "`[namespaces.default]` applies to channels without a namespace and to namespaces "
             "without their own section.",
             _rows(NamespaceSettings, "namespaces.NAME.", None),
+        )
+    )
+    parts.append(
+        _table(
+            "[proxy.KIND]",
+            "One section per proxy to the application's backend: `[proxy.connect]`, "
+            "`[proxy.refresh]`, `[proxy.subscribe]`, `[proxy.publish]`, `[proxy.rpc]`; a set "
+            "section turns its proxy on (see [proxies](proxy.md)). Environment: "
+            "`TIDINGS_PROXY__CONNECT__URL` and so on.",
+            _rows(ProxyEndpoint, "proxy.KIND.", None),
         )
     )
     parts.append(

@@ -257,3 +257,13 @@ def test_a_required_string_field_that_is_missing_is_refused():
     with pytest.raises(BadRequest, match="missing field 'token'"):
         _str({}, "token", required=True)
     assert _str({"token": "t"}, "token", required=True) == "t"
+
+
+def test_rpc_and_connect_data() -> None:
+    from tidings.core.commands import Rpc
+
+    assert parse({"op": "rpc", "ref": 1, "method": "sum", "data": [1]}) == Rpc(1, "sum", [1])
+    assert parse({"op": "rpc", "method": "m"}) == Rpc(None, "m", None)
+    refused({"op": "rpc", "ref": 2}, "missing field 'method'")
+    refused({"op": "rpc", "method": ""}, "must not be empty")
+    assert parse({"op": "connect", "data": {"a": 1}}) == Connect(None, None, {"a": 1})

@@ -21,6 +21,8 @@ def test_every_close_code_has_an_entry_in_the_table():
         (CloseCode.MESSAGE_TOO_BIG, 1009, False),
         (CloseCode.INTERNAL_ERROR, 1011, True),
         (CloseCode.SERVICE_RESTART, 1012, True),
+        (CloseCode.TRY_AGAIN_LATER, 1013, True),
+        (CloseCode.UNAUTHORIZED, 4003, False),
         (CloseCode.TOKEN_EXPIRED, 4001, True),
         (CloseCode.SLOW_CONSUMER, 4008, True),
         (CloseCode.RATE_LIMITED, 4029, True),

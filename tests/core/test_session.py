@@ -360,3 +360,18 @@ def test_the_state_machine_keeps_its_invariants_for_any_command_sequence(steps: 
     order = [SessionState.NEW, SessionState.CONNECTED, SessionState.CLOSED]
     ranks = [order.index(state) for state in seen_states]
     assert ranks == sorted(ranks)
+
+
+def test_a_proxied_publish_skips_the_permission_rule_but_not_the_state() -> None:
+    from tidings.core.commands import Rpc
+
+    closed = Namespaces({"room": NamespaceOptions(client_publish=False, publish_proxy=True)})
+    session = Session(closed)
+    command = PublishCmd(1, "room:a", {"x": 1}, "message")
+    with pytest.raises(CommandError, match="publish is not allowed"):
+        session.receive(command, 0.0)
+    assert session.receive(command, 0.0, proxied=True) is command
+    assert session.receive(Rpc(2, "m", None), 0.0) == Rpc(2, "m", None)
+    expiring = Session(closed, credentials=Credentials(user="u", expires_at=1.0))
+    with pytest.raises(CommandError, match="token expired"):
+        expiring.receive(command, 5.0, proxied=True)

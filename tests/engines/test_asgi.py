@@ -6,8 +6,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tests.engines.conformance import EngineConformance
+from tests.engines.proxy_conformance import ProxyConformance
 
 
 class TestASGIEngine(EngineConformance):
     engine = "asgi"
     differs: ClassVar[dict[str, str]] = {}
+
+
+class TestASGIProxies(ProxyConformance):
+    engine = "asgi"

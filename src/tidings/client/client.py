@@ -175,6 +175,12 @@ class Client:
         reply = await self._session().request(cmd)
         return int(reply["offset"])
 
+    async def rpc(self, method: str, data: Any = None) -> Any:
+        """Call the application's backend through the server's rpc proxy (WebSocket only;
+        docs/reference/proxy.md); returns the result's ``data``, raises the backend's error."""
+        reply = await self._session().request({"op": "rpc", "method": method, "data": data})
+        return reply.get("data")
+
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         reply = await self._session().request({"op": "presence", "channel": channel})
         return list(reply["clients"])

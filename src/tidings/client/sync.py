@@ -76,6 +76,9 @@ class SyncClient:
         offset: int = self._call(self._client.publish(channel, data, event, idempotency_key))
         return offset
 
+    def rpc(self, method: str, data: Any = None) -> Any:
+        return self._call(self._client.rpc(method, data))
+
     def presence(self, channel: str) -> list[dict[str, Any]]:
         clients: list[dict[str, Any]] = self._call(self._client.presence(channel))
         return clients

@@ -30,6 +30,7 @@ __all__ = [
     "Ping",
     "PresenceCmd",
     "PublishCmd",
+    "Rpc",
     "Subscribe",
     "Unsubscribe",
     "parse_command",
@@ -43,6 +44,8 @@ MAX_REF = 2**53
 class Connect:
     ref: int | None
     token: str | None
+    #: Passed to the connect proxy, if one is configured (else ignored).
+    data: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,16 @@ class Ping:
     ref: int | None
 
 
-Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | HistoryCmd | Ping
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """A call of the application's backend through the rpc proxy (``[proxy.rpc]``)."""
+
+    ref: int | None
+    method: str
+    data: Any
+
+
+Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | HistoryCmd | Ping | Rpc
 
 
 class CommandError(Exception):
@@ -210,7 +222,13 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
                 ref, _channel(obj), parse_position(obj.get("since")), _limit(obj, 100, history_limit)
             )
         if op == "connect":
-            return Connect(ref, _str(obj, "token", max_len=8192))
+            return Connect(ref, _str(obj, "token", max_len=8192), obj.get("data"))
+        if op == "rpc":
+            method = _str(obj, "method", required=True)
+            assert method is not None
+            if not method:
+                raise BadRequest("field 'method' must not be empty")
+            return Rpc(ref, method, obj.get("data"))
         if op is None:
             raise BadRequest("missing field 'op'")
         raise BadRequest(f"unknown op {str(op)[:40]!r}")

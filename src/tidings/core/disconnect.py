@@ -21,6 +21,7 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
     TOKEN_EXPIRED = 4001
     UNAUTHORIZED = 4003
     SLOW_CONSUMER = 4008
@@ -47,6 +48,7 @@ CLOSE_REASONS: dict[CloseCode, Disconnect] = {
         Disconnect(CloseCode.MESSAGE_TOO_BIG, "message too big", False),
         Disconnect(CloseCode.INTERNAL_ERROR, "internal error", True),
         Disconnect(CloseCode.SERVICE_RESTART, "service restart: reconnect and resume", True),
+        Disconnect(CloseCode.TRY_AGAIN_LATER, "try again later: a service is unavailable", True),
         Disconnect(CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new token", True),
         Disconnect(CloseCode.UNAUTHORIZED, "unauthorized", False),
         Disconnect(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume", True),

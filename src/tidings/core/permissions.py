@@ -40,6 +40,9 @@ class NamespaceOptions:
     history_size: int = 100
     history_ttl: float = 3600.0
     max_message_bytes: int = 65536
+    #: The application's backend decides subscribes / client publishes here (``[proxy.*]``).
+    subscribe_proxy: bool = False
+    publish_proxy: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from tidings.core.commands import (
     Ping,
     PresenceCmd,
     PublishCmd,
+    Rpc,
     Subscribe,
     Unsubscribe,
 )
@@ -69,7 +70,7 @@ _TRANSITIONS: dict[tuple[SessionState, type], SessionState] = {
     **{
         (state, cmd): SessionState.CONNECTED
         for state in (SessionState.NEW, SessionState.CONNECTED)
-        for cmd in (Subscribe, Unsubscribe, PublishCmd, PresenceCmd, HistoryCmd, Ping)
+        for cmd in (Subscribe, Unsubscribe, PublishCmd, PresenceCmd, HistoryCmd, Ping, Rpc)
     },
 }
 
@@ -110,18 +111,20 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.grants: dict[str, TokenGrant] = {}  # channel -> subscription token's grant
 
-    def receive(self, command: Command, now: float) -> Command:
+    def receive(self, command: Command, now: float, *, proxied: bool = False) -> Command:
         """Accept ``command`` (returning it) or raise :class:`CommandError` with the reason.
 
         ``now`` is Unix time in seconds (token expiry). A publish's data is checked (size, depth)
-        by the node, on every path alike (:mod:`tidings.core.payload`).
+        by the node, on every path alike (:mod:`tidings.core.payload`). ``proxied``: the
+        application's backend has allowed the command (a publish proxy), so the namespace's
+        permission rule is not asked; the state, the expiry and the limits still are.
         """
         try:
-            return self._receive(command, now)
+            return self._receive(command, now, proxied)
         except TidingsError as exc:
             raise CommandError(exc, command.ref) from None
 
-    def _receive(self, command: Command, now: float) -> Command:
+    def _receive(self, command: Command, now: float, proxied: bool) -> Command:
         after = _TRANSITIONS.get((self.state, type(command)))
         if after is None:
             raise BadRequest(f"{type(command).__name__.lower()} is not allowed now")
@@ -134,12 +137,12 @@ class Session:
             if self.subscriptions.pop(command.channel, None) is None:
                 raise NotFound(f"not subscribed to {command.channel}")
             return command
-        if isinstance(command, Ping):
+        if isinstance(command, Ping | Rpc):
             return command
         channel = command.channel
         options = self.namespaces.for_channel(channel)
         capability = _CAPABILITY[type(command)]
-        if not allowed(capability, channel, options, self._credentials_for(channel, now)):
+        if not proxied and not allowed(capability, channel, options, self._credentials_for(channel, now)):
             raise Forbidden(f"{capability.value} is not allowed on {channel}")
         if isinstance(command, Subscribe):
             if channel in self.subscriptions:

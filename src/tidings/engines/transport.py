@@ -22,6 +22,7 @@ def cut(transport: asyncio.Transport) -> None:
     """
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # ValueError: a transport closed meanwhile (uvloop's socket has no descriptor left)
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
     transport.abort()

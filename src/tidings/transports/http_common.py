@@ -24,10 +24,11 @@ channels splices its composite cursor (:meth:`EncodedPublication.with_cursor`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -41,6 +42,7 @@ from tidings.core.disconnect import CloseCode, Disconnect
 from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
 from tidings.core.position import Position
+from tidings.core.proxy import ProxyKind
 from tidings.core.recovery import Recovered
 from tidings.core.wire.errors import error_body
 from tidings.core.wire.frames import EncodedPublication
@@ -49,6 +51,7 @@ from tidings.ids import random_id
 from tidings.machines.backlog import close_timeout as backlog_close_timeout
 from tidings.machines.stream import Framing, StreamConfig
 from tidings.node import Node
+from tidings.proxy import Caller
 from tidings.settings import Settings
 
 __all__ = [
@@ -100,6 +103,8 @@ class StreamRequest:
     lease: ConnectionLease | None = None
     #: Cuts the connection at once (:data:`ABORT_EXTENSION`), if the server offers it.
     abort: Callable[[], None] | None = None
+    #: The connection's id (the one the proxies were told).
+    client_id: str = field(default_factory=random_id)
 
     def release(self) -> None:
         """Stop counting this request as a connection (idempotent): call it when it ends."""
@@ -162,22 +167,58 @@ def parse_limit(value: str | None, cap: int) -> int:
     return min(int(value), cap)
 
 
-def _channels(node: Node, names: list[str], credentials: Credentials) -> tuple[str, ...]:
-    if not names:
+async def _channels(
+    node: Node,
+    names: list[str],
+    credentials: Credentials,
+    caller: Caller | None,
+    server_channels: tuple[str, ...] = (),
+) -> tuple[str, ...]:
+    """The request's channels and the connect proxy's server-side ones, each allowed: by the
+    permission rule, or by the subscribe proxy in a namespace that asks it."""
+    if not names and not server_channels:
         raise BadRequest("give at least one channel: ?channel=NAME (repeatable)")
-    channels = tuple(dict.fromkeys(validate_channel(name) for name in names))
+    channels = tuple(dict.fromkeys([*(validate_channel(name) for name in names), *server_channels]))
     most = node.settings.limits.max_subscriptions_per_connection
     if len(channels) > most:
         raise BadRequest(f"at most {most} channels per request")
+    asks = []
     for channel in channels:
-        if not allowed(Capability.SUBSCRIBE, channel, node.options(channel), credentials):
+        if channel in server_channels:
+            continue
+        options = node.options(channel)
+        if (
+            caller is not None
+            and options.subscribe_proxy
+            and ProxyKind.SUBSCRIBE in node.proxies
+            and not credentials.granted(Capability.SUBSCRIBE, channel)
+        ):
+            asks.append(node.proxies.subscribe(caller, credentials.user, channel))
+        elif not allowed(Capability.SUBSCRIBE, channel, options, credentials):
             raise Forbidden(f"subscribe is not allowed on {channel}")
+    if asks:
+        await asyncio.gather(*asks)
     return channels
 
 
-async def _credentials(node: Node, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> Credentials:
+async def _connect(
+    node: Node, headers: Mapping[str, str], query: Mapping[str, list[str]], caller: Caller | None
+) -> tuple[Credentials, tuple[str, ...]]:
+    """Who is asking: the token's credentials, or the connect proxy's answer (a request without
+    a token, or any with ``skip_with_token = false``), with its server-side channels.
+    EventSource sends no headers of its own, but the browser sends the cookies: the connect
+    proxy gets them (``forward_headers``)."""
     token = bearer_token(headers.get("authorization")) or _one(query, "token")
-    return await node.security.credentials(token) if token else ANONYMOUS
+    credentials = await node.security.credentials(token) if token else ANONYMOUS
+    connect = node.proxies.endpoints.get(ProxyKind.CONNECT)
+    if caller is None or connect is None or (token and connect.skip_with_token):
+        return credentials, ()
+    result = await node.proxies.connect(caller, user=credentials.user if token else None)
+    if token and result.user and result.user != credentials.user:
+        raise Forbidden("the connect proxy named another user than the token")  # as on WebSocket
+    info = credentials.info if result.info is None else result.info
+    user = result.user or credentials.user
+    return Credentials(user, credentials.grants, result.expire_at, info), result.channels
 
 
 async def parse_request(
@@ -198,10 +239,19 @@ async def parse_request(
     ``headers`` are the request's (lower-case names), ``cors`` the answer's CORS headers. Resume
     positions merge every ``cursor`` parameter and, for SSE, the ``Last-Event-ID`` header (the
     later position of a channel wins); a cursor naming a channel not requested is refused.
+
+    With proxies configured, the connect proxy says who is asking (refused: 403 with the
+    backend's error; unavailable: 503) and may add server-side channels, and the subscribe
+    proxy allows the channels of the namespaces that ask it (docs/reference/proxy.md).
     """
     query = _query(scope, POLL_PARAMS if poll else STREAM_PARAMS)
-    credentials = await _credentials(node, headers, query)
-    channels = _channels(node, query.get("channel", []), credentials)
+    client_id = random_id()
+    caller = None
+    if node.proxies.endpoints:
+        transport = "poll" if poll else "sse" if last_event_id else "stream"
+        caller = node.proxies.caller(client_id, transport, headers, node.security.client_ip(scope))
+    credentials, server_channels = await _connect(node, headers, query, caller)
+    channels = await _channels(node, query.get("channel", []), credentials, caller, server_channels)
     cursors = list(query.get("cursor", []))
     if last_event_id and headers.get("last-event-id"):
         cursors.append(headers["last-event-id"])
@@ -212,7 +262,7 @@ async def parse_request(
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
     abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
-    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease, abort)
+    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease, abort, client_id)
 
 
 # CORS -----------------------------------------------------------------------------------------
@@ -356,7 +406,7 @@ class StreamSubscriber:
         self.request = request
         self.transport = transport
         self.sink = sink
-        self.client_id = random_id()
+        self.client_id = request.client_id
         self.user = request.credentials.user
         self.closing: Disconnect | None = None
         self.gone = False

@@ -21,7 +21,6 @@ from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import TidingsError
-from tidings.ids import random_id
 from tidings.machines.poll import Poll, merge_by_time, poll_body, short_poll_status
 from tidings.node import Node
 from tidings.transports.http_common import (
@@ -147,7 +146,7 @@ class _ShortPoll:
     """A short poll as the node's connection while it is being answered."""
 
     def __init__(self, request: StreamRequest) -> None:
-        self.client_id = random_id()
+        self.client_id = request.client_id
         self.transport = "poll"
         self.user = request.credentials.user
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -43,21 +45,25 @@ from tidings.core.commands import (
     Ping,
     PresenceCmd,
     PublishCmd,
+    Rpc,
     Subscribe,
     Unsubscribe,
     parse_command,
 )
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
+from tidings.core.permissions import Capability, Credentials
 from tidings.core.presence import ClientInfo
+from tidings.core.proxy import UNCHANGED, ProxyDisconnect, ProxyKind, refresh_delay
 from tidings.core.recovery import Recovered
-from tidings.core.session import Session
+from tidings.core.session import Session, SessionState
 from tidings.core.wire.frames import EncodedPublication, reply
-from tidings.exceptions import RateLimited, TidingsError, TokenExpired, Unauthorized
+from tidings.exceptions import NotFound, RateLimited, TidingsError, TokenExpired, Unauthorized, Unavailable
 from tidings.ids import random_id
 from tidings.machines.backlog import close_timeout
 from tidings.machines.websocket import WebSocketConfig, WebSocketMachine
 from tidings.node import Node
+from tidings.proxy import Caller
 from tidings.settings import Settings
 
 __all__ = ["CommandHandler", "Refused", "admit", "websocket_config"]
@@ -100,8 +106,14 @@ class Refused(Exception):
         self.accept = accept
 
 
-async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
-    """The session and connection lease of a new WebSocket, or :class:`Refused`.
+#: What a subscription allowed by the subscribe proxy (or made by a connect proxy's
+#: ``channels``) may do on its channel, for as long as the connection lasts.
+PROXY_GRANT = frozenset({Capability.SUBSCRIBE, Capability.PRESENCE, Capability.HISTORY})
+
+
+async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease, Caller | None]:
+    """The session and connection lease of a new WebSocket, and (with proxies configured) the
+    :class:`~tidings.proxy.Caller` its proxy requests go out as; or :class:`Refused`.
 
     ``scope`` needs ``headers`` (raw, lower-case names), ``client`` and ``query_string`` as in
     ASGI. Every WebSocket transport asks this before it accepts, so they admit clients alike: a
@@ -127,7 +139,11 @@ async def admit(node: Node, scope: Scope) -> tuple[Session, ConnectionLease]:
         )
         raise Refused(disconnect(code, exc.message), accept=True) from None
     session = Session(node.namespaces, node.settings.limits.max_subscriptions_per_connection, credentials)
-    return session, lease
+    caller = None
+    if node.proxies.endpoints:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        caller = node.proxies.caller(random_id(), "ws", headers, security.client_ip(scope))
+    return session, lease, caller
 
 
 class CommandHandler:
@@ -144,7 +160,12 @@ class CommandHandler:
     subclass before this initializer runs); after an input to it, the subclass's :meth:`act`
     carries out what it says (writes, the close, the timer).
 
-    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket``) are
+    With proxies configured (``caller``), the first command asks the connect proxy (unless a
+    token made the connection and ``skip_with_token``), a subscribe or publish in a proxied
+    namespace asks its proxy, ``rpc`` the rpc proxy, and a connection the connect proxy gave an
+    ``expire_at`` asks the refresh proxy before it expires (docs/reference/proxy.md).
+
+    Its slots (``client_id``, ``node``, ``session``, ``lease``, ``address``, ``_bucket`` …) are
     declared by each subclass (:data:`HANDLER_SLOTS`), so that a subclass may also derive from
     another slotted class (an ``asyncio.Protocol`` base).
     """
@@ -158,17 +179,33 @@ class CommandHandler:
     lease: ConnectionLease | None
     address: str | None
     _bucket: TokenBucket | None
+    _caller: Caller | None
+    _connecting: bool
+    _refresher: asyncio.Task[None] | None
     machine: WebSocketMachine[Any]
 
     def __init__(
-        self, node: Node, session: Session, lease: ConnectionLease | None = None, address: str | None = None
+        self,
+        node: Node,
+        session: Session,
+        lease: ConnectionLease | None = None,
+        address: str | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.node = node
         self.session = session
-        self.client_id = random_id()
+        self.client_id = caller.client if caller is not None else random_id()
         self.lease = lease
         self.address = address
         self._bucket = None
+        self._caller = caller
+        connect = node.proxies.endpoints.get(ProxyKind.CONNECT)
+        self._connecting = (
+            caller is not None
+            and connect is not None
+            and (session.state is SessionState.NEW or not connect.skip_with_token)
+        )
+        self._refresher = None
         self._watch_expiry()
 
     @property
@@ -257,10 +294,19 @@ class CommandHandler:
         node = self.node
         try:
             command = parse_command(text, node.settings.limits.history_limit)
+            if self._asks_connect_proxy(command) and (
+                not await self._connect_by_proxy(command) or isinstance(command, Connect)
+            ):
+                return
             if isinstance(command, Subscribe) and command.token is not None:
                 await self._grant_subscription(command)
-            command = self.session.receive(command, time.time())
+            elif isinstance(command, Subscribe) and self._proxied(ProxyKind.SUBSCRIBE, command.channel):
+                await self._subscribe_by_proxy(command)
+            proxied = isinstance(command, PublishCmd) and self._proxied(ProxyKind.PUBLISH, command.channel)
+            command = self.session.receive(command, time.time(), proxied=proxied)
             await self._execute(command)
+        except ProxyDisconnect as exc:
+            self.disconnect(exc.reason)
         except CommandError as exc:
             if exc.invalid_json:
                 self.disconnect(disconnect(CloseCode.INVALID_PAYLOAD, exc.error.message))
@@ -277,9 +323,14 @@ class CommandHandler:
         try:
             if isinstance(command, PublishCmd):
                 self._take_publish_token()
+                data = command.data
+                if self._proxied(ProxyKind.PUBLISH, command.channel):
+                    assert self._caller is not None
+                    allowed = await node.proxies.publish(self._caller, self.user, command.channel, data)
+                    data = data if allowed.data is UNCHANGED else allowed.data
                 result = await node.publish(
                     command.channel,
-                    command.data,
+                    data,
                     event=command.event,
                     idempotency_key=command.idempotency_key,
                 )
@@ -318,8 +369,143 @@ class CommandHandler:
                 )
             elif isinstance(command, Connect):
                 await self._connect(command)
+            elif isinstance(command, Rpc):
+                await self._rpc(command)
+        except ProxyDisconnect as exc:
+            self.disconnect(exc.reason)
         except TidingsError as exc:
             self.error(ref, exc)
+
+    # the proxies -----------------------------------------------------------------------------
+
+    def _proxied(self, kind: ProxyKind, channel: str) -> bool:
+        """Whether the ``kind`` proxy decides about ``channel`` (a subscribe allowed by the
+        connection token's own grants does not ask)."""
+        if self._caller is None or kind not in self.node.proxies:
+            return False
+        options = self.node.options(channel)
+        if kind is ProxyKind.SUBSCRIBE:
+            return options.subscribe_proxy and not self.session.credentials.granted(
+                Capability.SUBSCRIBE, channel
+            )
+        return options.publish_proxy
+
+    def _asks_connect_proxy(self, command: Any) -> bool:
+        """Whether ``command`` waits for the connect proxy: the first command does, unless it is
+        a ``connect`` with a token and ``skip_with_token``."""
+        if not self._connecting:
+            return False
+        skip = self.node.proxies.endpoints[ProxyKind.CONNECT].skip_with_token
+        return not (isinstance(command, Connect) and command.token is not None and skip)
+
+    async def _connect_by_proxy(self, command: Any) -> bool:
+        """Ask the connect proxy who the client is (on its first command; a ``connect``'s
+        ``data`` goes along); False once the connection is being closed: 4003 when refused,
+        1013 when the backend is unavailable, the backend's code when it says disconnect."""
+        assert self._caller is not None
+        self._connecting = False
+        node = self.node
+        token = self.session.credentials if self.session.state is SessionState.CONNECTED else None
+        try:
+            if isinstance(command, Connect) and command.token is not None:
+                token = await node.security.credentials(command.token)
+            result = await node.proxies.connect(
+                self._caller,
+                user=token.user if token is not None else None,
+                data=command.data if isinstance(command, Connect) else None,
+            )
+            if token is not None and result.user and result.user != token.user:
+                raise Unauthorized("the connect proxy named another user than the token")
+            credentials = Credentials(
+                result.user or (token.user if token is not None else ""),
+                token.grants if token is not None else {},
+                result.expire_at,
+                result.info if result.info is not None or token is None else token.info,
+            )
+            self.session.connect(credentials, time.time())
+        except ProxyDisconnect as exc:
+            self.disconnect(exc.reason)
+            return False
+        except Unavailable as exc:
+            self.disconnect(disconnect(CloseCode.TRY_AGAIN_LATER, exc.message))
+            return False
+        except TidingsError as exc:
+            self.disconnect(disconnect(CloseCode.UNAUTHORIZED, exc.message))
+            return False
+        if self.lease is not None:
+            node.security.limiter.assign_user(self.lease, credentials.user)
+        self._watch_expiry()
+        self._refresh_later()
+        if isinstance(command, Connect):
+            self.queue(
+                reply(
+                    "connected",
+                    command.ref,
+                    client=self.client_id,
+                    user=credentials.user,
+                    expires=result.expire_at,
+                )
+            )
+        for channel in result.channels:  # server-side subscriptions, told with ref-less replies
+            self.session.grant(channel, PROXY_GRANT, math.inf)
+            try:
+                subscribe = Subscribe(None, channel, None)
+                self.session.receive(subscribe, time.time())
+                await self._subscribe(subscribe)
+            except CommandError as exc:
+                self.error(None, exc.error)
+            except TidingsError as exc:
+                self.error(None, exc)
+        return True
+
+    async def _subscribe_by_proxy(self, command: Subscribe) -> None:
+        assert self._caller is not None
+        try:
+            await self.node.proxies.subscribe(self._caller, self.user, command.channel)
+        except ProxyDisconnect:
+            raise
+        except TidingsError as exc:
+            raise CommandError(exc, command.ref) from None
+        self.session.grant(command.channel, PROXY_GRANT, math.inf)
+
+    async def _rpc(self, command: Rpc) -> None:
+        if self._caller is None or ProxyKind.RPC not in self.node.proxies:
+            raise NotFound("rpc needs an rpc proxy ([proxy.rpc]); none is configured")
+        self._take_publish_token()  # each call costs the backend a request: rate-limited alike
+        result = await self.node.proxies.rpc(self._caller, self.user, command.method, command.data)
+        self.queue(reply("rpc", command.ref, data=result.data))
+
+    def _refresh_later(self) -> None:
+        """With a refresh proxy, ask it before the connection expires (:meth:`_refresh`)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        if self.session.credentials.expires_at is not None and ProxyKind.REFRESH in self.node.proxies:
+            self._refresher = self.node.spawn(self._refresh())
+
+    async def _refresh(self) -> None:
+        """Extend the connection while the refresh proxy allows it: a refusal closes with 4003,
+        a disconnect with the backend's code; an unavailable backend is asked again each second
+        until the expiry, when the machine closes with 4001 (reconnect: the connect proxy)."""
+        assert self._caller is not None
+        timeout = self.node.proxies.endpoints[ProxyKind.REFRESH].timeout
+        while (expires := self.session.credentials.expires_at) is not None:
+            await asyncio.sleep(refresh_delay(expires, time.time(), timeout))
+            try:
+                result = await self.node.proxies.refresh(self._caller, self.user)
+                creds = self.session.credentials
+                info = creds.info if result.info is None else result.info
+                self.session.connect(replace(creds, expires_at=result.expire_at, info=info), time.time())
+            except ProxyDisconnect as exc:
+                self.disconnect(exc.reason)
+                return
+            except Unavailable:
+                await asyncio.sleep(1.0)
+                continue
+            except TidingsError as exc:
+                self.disconnect(disconnect(CloseCode.UNAUTHORIZED, exc.message))
+                return
+            self._watch_expiry()
 
     async def _connect(self, command: Connect) -> None:
         if command.token is None:
@@ -329,6 +515,7 @@ class CommandHandler:
         else:
             credentials = await self.node.security.credentials(command.token)
             self.session.connect(credentials, time.time())
+            self._connecting = False
             if self.lease is not None:
                 self.node.security.limiter.assign_user(self.lease, credentials.user)
             self._watch_expiry()
@@ -391,6 +578,8 @@ class CommandHandler:
         """Leave every channel and forget the connection (the transport has stopped)."""
         if self.lease is not None:
             self.lease.release()
+        if self._refresher is not None:
+            self._refresher.cancel()
         for channel in list(self.session.subscriptions):
             with contextlib.suppress(Exception):
                 await self._leave(channel)
@@ -399,7 +588,17 @@ class CommandHandler:
         self.node.unregister(self)
 
 
-HANDLER_SLOTS = ("_bucket", "address", "client_id", "lease", "node", "session")
+HANDLER_SLOTS = (
+    "_bucket",
+    "_caller",
+    "_connecting",
+    "_refresher",
+    "address",
+    "client_id",
+    "lease",
+    "node",
+    "session",
+)
 
 
 def publication_frame(publication: Publication) -> str:

@@ -25,6 +25,7 @@ from tidings.engines.timer import Timer
 from tidings.hub import LatencyObserver
 from tidings.machines.websocket import ABORTED, WebSocketMachine
 from tidings.node import Node
+from tidings.proxy import Caller
 from tidings.transports.http_common import Receive, Scope, Send
 from tidings.transports.websocket import (
     HANDLER_SLOTS,
@@ -49,6 +50,7 @@ class WebSocketConnection(CommandHandler):
         session: Session,
         lease: ConnectionLease | None = None,
         address: str | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.send = send
         loop = asyncio.get_running_loop()
@@ -60,7 +62,7 @@ class WebSocketConnection(CommandHandler):
         self._waiter: asyncio.Future[None] | None = None
         self._timer = Timer(loop, self._tick)
         self._probe: tuple[int, LatencyObserver] | None = None
-        super().__init__(node, session, lease, address)
+        super().__init__(node, session, lease, address, caller)
 
     # Subscriber ------------------------------------------------------------------------------
 
@@ -174,7 +176,7 @@ class WebSocketEndpoint:
         if message["type"] != "websocket.connect":
             return
         try:
-            session, lease = await admit(node, scope)
+            session, lease, caller = await admit(node, scope)
         except Refused as refused:
             reason = refused.reason
             if refused.accept:
@@ -200,7 +202,7 @@ class WebSocketEndpoint:
             return
         rid = scope.get("state", {}).get("request_id")
         await send({"type": "websocket.accept", "headers": [(b"x-request-id", rid.encode())] if rid else []})
-        conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope))
+        conn = WebSocketConnection(node, send, session, lease, node.security.client_ip(scope), caller)
         node.register(conn)
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         conn.reader = reader = asyncio.current_task()

@@ -365,7 +365,7 @@ class FastProtocol(asyncio.Protocol):
             "client": tuple(peer[:2]) if peer else None,
         }
         try:
-            session, lease = await admit(ctx.node, scope)
+            session, lease, caller = await admit(ctx.node, scope)
         except Refused as refused:
             if not transport.is_closing():
                 self._refuse_upgrade(accept, refused)
@@ -377,7 +377,7 @@ class FastProtocol(asyncio.Protocol):
         if not transport.is_reading():
             transport.resume_reading()  # paused by data_received; read by the new protocol
         address = ctx.node.security.client_ip(scope)
-        connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address)
+        connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address, caller)
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
         # echoed in the 101 and carried by the connection's open log line
         rid = request_id_for(head.headers.get("x-request-id"))

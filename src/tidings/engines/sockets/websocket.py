@@ -26,6 +26,7 @@ from tidings.engines.transport import cut
 from tidings.engines.uvicorn_internals import apply_mask as fast_unmask  # websockets' C helper
 from tidings.machines.websocket import ABORTED, CLOSED, CLOSING, OPEN, WIRE_FRAMES, WebSocketMachine
 from tidings.node import Node
+from tidings.proxy import Caller
 from tidings.transports.websocket import HANDLER_SLOTS, CommandHandler
 
 if TYPE_CHECKING:
@@ -205,9 +206,10 @@ class FastWebSocket(FrameConnection, CommandHandler):
         session: Session,
         lease: ConnectionLease | None = None,
         address: str | None = None,
+        caller: Caller | None = None,
     ) -> None:
         FrameConnection.__init__(self, ctx, transport, ctx.ws_config, ctx.max_frames, session)
-        CommandHandler.__init__(self, node, session, lease, address)
+        CommandHandler.__init__(self, node, session, lease, address, caller)
 
     def started(self) -> None:
         self.node.register(self)

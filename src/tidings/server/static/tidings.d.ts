@@ -105,6 +105,9 @@ export declare class Tidings {
   subscribe<T = unknown>(channel: string, options?: { since?: Position }): Subscription<T>;
   publish(channel: string, data: unknown, event?: string): Promise<PublishResult>;
   presence(channel: string): Promise<ClientInfo[]>;
+  /** Call the application's backend through the server's rpc proxy (WebSocket only); resolves
+   *  with the result's data, rejects with an Error carrying the backend's `code`. */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   /** Publications from history, oldest first (WebSocket only). */
   history<T = unknown>(channel: string, options?: { since?: Position; limit?: number }): Promise<Publication<T>[]>;
   /** The cursor over every subscribed channel. */

@@ -142,6 +142,12 @@ export class Tidings extends Emitter {
     return this._request({ op: "publish", channel, data, event });
   }
 
+  /** Call the application's backend through the server's rpc proxy (WebSocket only);
+   *  resolves with the result's data, rejects with an Error carrying the backend's `code`. */
+  async rpc(method, data = null) {
+    return (await this._request({ op: "rpc", method, data })).data;
+  }
+
   /** The clients present in `channel` (WebSocket only). */
   async presence(channel) {
     return (await this._request({ op: "presence", channel })).clients;
