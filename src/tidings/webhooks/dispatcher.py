@@ -27,12 +27,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
-
 from tidings.exceptions import TidingsError, Unavailable
+from tidings.webhooks.http_pool import HttpError, HttpPool
 from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
 from tidings.webhooks.signing import signature_header
-from tidings.webhooks.ssrf import Network, resolve, split_url
+from tidings.webhooks.ssrf import Network
 from tidings.webhooks.store import Attempt, DeliveryStatus, Due, Endpoint, Job, WebhookStore
 
 __all__ = ["Dispatcher", "LeasingStore", "SendResult", "Sender"]
@@ -51,44 +50,28 @@ class SendResult:
 
 
 class Sender:
-    """Sends one signed POST to the address the SSRF guard checked.
-
-    One connection pool per endpoint: a pool's bookkeeping grows with its connections and
-    queued requests, and a dead endpoint's pool never holds up another's."""
+    """Sends one signed POST to an address the SSRF guard checked (:mod:`.http_pool`: one pool of
+    keep-alive connections per endpoint, so a dead endpoint's connections never hold up
+    another's)."""
 
     def __init__(
         self, *, timeout: float, allowed: Sequence[Network], response_cap: int, ca_file: str = ""
     ) -> None:
         self.timeout = timeout
-        self.allowed = list(allowed)
-        self.response_cap = response_cap
-        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        self.clients: dict[str, httpx.AsyncClient] = {}
-
-    def client(self, key: str, connections: int) -> httpx.AsyncClient:
-        client = self.clients.get(key)
-        if client is None:
-            client = self.clients[key] = httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,
-                timeout=httpx.Timeout(self.timeout),
-                verify=self.verify,
-                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            )
-        return client
+        self.pool = HttpPool(
+            allowed=list(allowed),
+            response_cap=response_cap,
+            verify=ssl.create_default_context(cafile=ca_file or None),
+            user_agent=USER_AGENT,
+        )
 
     async def forget(self, key: str) -> None:
-        client = self.clients.pop(key, None)
-        if client is not None:
-            await client.aclose()
+        self.pool.forget(key)
 
     async def close(self) -> None:
-        for key in list(self.clients):
-            await self.forget(key)
+        self.pool.close()
 
-    async def send(
-        self, key: str, connections: int, url: str, headers: dict[str, str], body: bytes
-    ) -> SendResult:
+    async def send(self, key: str, url: str, headers: dict[str, str], body: bytes) -> SendResult:
         started = time.perf_counter()
 
         def done(result: AttemptResult, response: str = "") -> SendResult:
@@ -96,44 +79,22 @@ class Sender:
 
         try:
             async with asyncio.timeout(self.timeout):
-                target = split_url(url)
-                allowed = await resolve(target, self.allowed)
-                client = self.client(key, connections)
-                request = client.build_request(
-                    "POST",
-                    target.url_for(allowed.address),
-                    content=body,
-                    headers={**headers, "Host": target.host_header},
-                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                )
-                response = await client.send(request, stream=True)
-                try:
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_raw():
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size >= self.response_cap:
-                            break
-                finally:
-                    await response.aclose()
-                text = b"".join(chunks)[:RESPONSE_LOG_BYTES].decode("utf-8", "replace")
-                return done(
-                    AttemptResult(
-                        response.status_code,
-                        retry_after=response.headers.get("retry-after"),
-                        error=None if response.is_success else f"HTTP {response.status_code}",
-                    ),
-                    text,
-                )
+                response = await self.pool.post(key, url, headers, body)
         except TimeoutError:
             return done(AttemptResult(None, error="timeout", timed_out=True))
-        except httpx.TimeoutException as exc:
-            return done(AttemptResult(None, error=f"timeout: {type(exc).__name__}", timed_out=True))
         except TidingsError as exc:
             return done(AttemptResult(None, error=exc.message))
-        except httpx.HTTPError as exc:
-            return done(AttemptResult(None, error=f"{type(exc).__name__}: {exc}"[:300]))
+        except HttpError as exc:
+            return done(AttemptResult(None, error=str(exc)[:300]))
+        ok = 200 <= response.status < 300
+        return done(
+            AttemptResult(
+                response.status,
+                retry_after=response.retry_after,
+                error=None if ok else f"HTTP {response.status}",
+            ),
+            response.body[:RESPONSE_LOG_BYTES].decode("utf-8", "replace"),
+        )
 
 
 class _Bucket:
@@ -390,10 +351,7 @@ class Dispatcher:
         job = await self._job(due)
         if job is None:
             return
-        limit = lane.limit(job.endpoint)
-        result = await self.sender.send(
-            job.endpoint.id, limit, job.endpoint.url, self._headers(job), job.message.body
-        )
+        result = await self.sender.send(job.endpoint.id, job.endpoint.url, self._headers(job), job.message.body)
         self.attempts += 1
         now = time.time()
         endpoint = self.endpoints.get(job.endpoint.id)
