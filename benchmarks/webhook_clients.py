@@ -258,9 +258,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": args.requests,
         "endpoints": args.endpoints,
         "concurrency": args.concurrency,
-        "load_average": open("/proc/loadavg").read().split()[:3],
+        "load_average": load_average(),
         "clients": results,
     }
+
+
+def load_average() -> list[str]:
+    """The machine's 1, 5 and 15 minute load averages (it may be shared: say so beside a figure)."""
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def main() -> None:

@@ -98,7 +98,9 @@ class Receiver:
         answer: dict[str, Any] = json.loads(await self.process.stdout.readline())
         return answer
 
-    async def wait_taken(self, total: int, limit: float = DEADLINE, port: int | None = None) -> dict[str, Any]:
+    async def wait_taken(
+        self, total: int, limit: float = DEADLINE, port: int | None = None
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + limit
         while True:
             stats = await self.ask("stats")
@@ -189,7 +191,9 @@ class Server:
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200"), head
                 length = next(
-                    int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
                 )
                 await reader.readexactly(length)
             writer.close()
@@ -299,7 +303,9 @@ async def scenario_isolation(args: argparse.Namespace, server: Server, rec: Rece
         print("isolation", label, result, flush=True)
     await rec.ask("reset")  # the slow one drains, the failing one retries: not waited for
     result["ratio"] = round(
-        result["one_slow_one_failing_healthy_deliveries_per_s"] / result["all_healthy_healthy_deliveries_per_s"], 3
+        result["one_slow_one_failing_healthy_deliveries_per_s"]
+        / result["all_healthy_healthy_deliveries_per_s"],
+        3,
     )
     return result
 
@@ -365,7 +371,10 @@ async def scenario_fanout(args: argparse.Namespace, server: Server, rec: Receive
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rec = await Receiver.start(max(args.endpoints, args.iso_endpoints, args.latency_endpoints))
-    result: dict[str, Any] = {"store": args.store, "load_average_before": open("/proc/loadavg").read().split()[:3]}
+    result: dict[str, Any] = {
+        "store": args.store,
+        "load_average_before": load_average(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if args.store == "redis":
             import redis
@@ -392,8 +401,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await server.stop()
             await rec.close()
-    result["load_average_after"] = open("/proc/loadavg").read().split()[:3]
+    result["load_average_after"] = load_average()
     return result
+
+
+def load_average() -> list[str]:
+    """The machine's 1, 5 and 15 minute load averages (it may be shared: say so beside a figure)."""
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def main() -> None:

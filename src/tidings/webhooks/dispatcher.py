@@ -351,7 +351,9 @@ class Dispatcher:
         job = await self._job(due)
         if job is None:
             return
-        result = await self.sender.send(job.endpoint.id, job.endpoint.url, self._headers(job), job.message.body)
+        result = await self.sender.send(
+            job.endpoint.id, job.endpoint.url, self._headers(job), job.message.body
+        )
         self.attempts += 1
         now = time.time()
         endpoint = self.endpoints.get(job.endpoint.id)
