@@ -3,10 +3,12 @@
 A lane holds its endpoint's pending deliveries in a heap ordered by due time (or, for an
 ``ordered`` endpoint, by enqueue order, one in flight at a time, a failing head holding back the
 rest). It starts an attempt when one is due, a slot of the endpoint's concurrency limit is free
-and its rate limit (a token bucket) allows. An attempt: read the job from the store, resolve and
-check the host (SSRF guard), POST the signed body to the checked address with redirects not
-followed and the response read up to a cap, decide (``retry.decide``), and record the attempt, the
-delivery's new state and the endpoint's in one store transaction.
+and its rate limit (:class:`~tidings.webhooks.retry.RateWindow`) allows. An attempt: read the job
+from the store (unless the fresh delivery carries its message), POST the signed body over the
+endpoint's keep-alive pool (:mod:`.http_pool`: a new connection goes to an address the SSRF guard
+checked) with redirects not followed and the response read up to a cap, decide
+(``retry.decide``), and record the attempt, the delivery's new state and the endpoint's in one
+store transaction (grouped with the other attempts finished meanwhile).
 
 The store is the truth; the heaps are an index rebuilt from ``store.pending()`` at start, so a
 node killed at any moment resumes every pending delivery when it starts again. With a queue
@@ -29,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tidings.exceptions import TidingsError, Unavailable
 from tidings.webhooks.http_pool import HttpError, HttpPool
-from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
+from tidings.webhooks.retry import AttemptResult, Outcome, RateWindow, RetryPolicy, decide
 from tidings.webhooks.signing import signature_header
 from tidings.webhooks.ssrf import Network
 from tidings.webhooks.store import Attempt, DeliveryStatus, Due, Endpoint, Job, WebhookStore
@@ -97,23 +99,6 @@ class Sender:
         )
 
 
-class _Bucket:
-    """A token bucket: ``rate`` per second, burst ``max(1, rate)``."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = max(1.0, rate)
-        self.stamp = time.monotonic()
-
-    def delay(self) -> float:
-        """Take a token; returns how long to wait first (0 if one was there)."""
-        now = time.monotonic()
-        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
 class _Lane:
     def __init__(self, dispatcher: Dispatcher, endpoint_id: str) -> None:
         self.dispatcher = dispatcher
@@ -122,7 +107,7 @@ class _Lane:
         self.queued: dict[str, Due] = {}
         self.inflight: dict[str, Due] = {}
         self.wake = asyncio.Event()
-        self.bucket: _Bucket | None = None
+        self.rate: RateWindow | None = None
         self.task: asyncio.Task[None] | None = None
 
     def push(self, due: Due) -> None:
@@ -150,7 +135,8 @@ class _Lane:
                 head = self.queued[self.heap[0][2]]
                 wait = head.due_at - time.time()
                 if wait <= 0:
-                    await self._rate_wait(endpoint)
+                    wait = self._rate_delay(endpoint)  # this lane waits for its turn; no other does
+                if wait is not None and wait <= 0:
                     heapq.heappop(self.heap)
                     del self.queued[head.delivery_id]
                     self.inflight[head.delivery_id] = head
@@ -173,15 +159,19 @@ class _Lane:
         self.inflight.pop(due.delivery_id, None)
         self.push(due)
 
-    async def _rate_wait(self, endpoint: Endpoint) -> None:
+    def _rate_delay(self, endpoint: Endpoint) -> float | None:
+        """0 (and the attempt is counted) if the endpoint's rate limit lets one start now, else
+        the seconds to wait (None: until a running attempt ends)."""
         if endpoint.rate_limit is None:
-            self.bucket = None
-            return
-        if self.bucket is None or self.bucket.rate != endpoint.rate_limit:
-            self.bucket = _Bucket(endpoint.rate_limit)
-        delay = self.bucket.delay()
-        if delay > 0:
-            await asyncio.sleep(delay)  # this lane waits for its token; no other lane does
+            self.rate = None
+            return 0.0
+        if self.rate is None or self.rate.rate != endpoint.rate_limit:
+            self.rate = RateWindow(endpoint.rate_limit)
+            self.rate.running = len(self.inflight)
+        delay = self.rate.delay(time.monotonic())
+        if delay == 0:
+            self.rate.start()
+        return delay
 
     async def _attempt(self, due: Due) -> None:
         try:
@@ -191,6 +181,8 @@ class _Lane:
             self.retry(replace(due, due_at=time.time() + 1.0))
         finally:
             self.inflight.pop(due.delivery_id, None)
+            if self.rate is not None:
+                self.rate.end(time.monotonic())
             self.wake.set()
 
 
