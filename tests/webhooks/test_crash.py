@@ -108,3 +108,91 @@ async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
     assert sorted(json.loads(next(iter(b)))["data"] for b in by_id.values()) == list(range(100))
     assert refused <= set(by_id)
     assert accepted == set(by_id)
+
+
+async def burst_then_kill(
+    tmp_path: Path, receiver: Receiver, *, endpoints: int, publications: int, kill_after: int
+) -> None:
+    """Publish on 8 connections; SIGKILL the node once ``kill_after`` publishes were accepted
+    (others still in flight), restart it, and check that every accepted publication reaches
+    every endpoint (each once by webhook-id; at-least-once: a repeat keeps its id and body)."""
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(
+        json.dumps({"webhooks": {**FAST_WEBHOOKS, "store": str(tmp_path / "queue.db"), "timeout": 5.0}})
+    )
+    seen: dict[str, set[tuple[str, str]]] = {}
+
+    async def answer(request: Request, count: int) -> Response:
+        seen.setdefault(request.url.path, set()).add(
+            (request.headers["webhook-id"], (await request.body()).decode())
+        )
+        return Response(status_code=200)
+
+    urls = [receiver.on(f"/burst/{n}", answer) for n in range(endpoints)]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(settings_file, port)
+    accepted: set[str] = set()
+    try:
+        await wait_ready(base, process)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            for url in urls:
+                assert (
+                    await client.post("/api/webhooks", json={"url": url, "channels": ["b:*"]})
+                ).status_code == 201
+        killed = asyncio.Event()
+
+        async def publisher(numbers: range) -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                for n in numbers:
+                    try:
+                        response = await client.post(
+                            "/api/publish", json={"channel": f"b:{n % 7}", "data": n}
+                        )
+                    except httpx.TransportError:
+                        return  # killed: this one was not accepted
+                    if response.status_code != 200:
+                        return
+                    accepted.add(f"msg_{response.json()['id']}")
+                    if len(accepted) >= kill_after and not killed.is_set():
+                        killed.set()
+                        os.kill(process.pid, signal.SIGKILL)
+
+        await asyncio.gather(*(publisher(range(i, publications, 8)) for i in range(8)))
+        assert killed.is_set(), "the burst ended before the kill"
+        process.wait(10)
+        process = start_server(settings_file, port)
+        await wait_ready(base, process)
+        deadline = time.monotonic() + 60 + publications * endpoints / 200
+
+        def missing() -> int:
+            return sum(
+                len(accepted - {wid for wid, _ in seen.get(f"/burst/{n}", set())}) for n in range(endpoints)
+            )
+
+        while missing():
+            assert time.monotonic() < deadline, f"{missing()} accepted deliveries never made"
+            await asyncio.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait(10)
+    for n in range(endpoints):
+        bodies: dict[str, set[str]] = {}
+        for wid, body in seen[f"/burst/{n}"]:
+            bodies.setdefault(wid, set()).add(body)
+        assert all(len(b) == 1 for b in bodies.values())  # a repeat is the same message
+
+
+@pytest.mark.slow
+async def test_kill_9_during_a_publish_burst_loses_no_accepted_delivery(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    await burst_then_kill(tmp_path, receiver, endpoints=3, publications=400, kill_after=150)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(600)
+async def test_kill_9_during_a_long_publish_burst_loses_no_accepted_delivery(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    await burst_then_kill(tmp_path, receiver, endpoints=5, publications=6000, kill_after=2500)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 
 import pytest
@@ -218,13 +219,48 @@ async def test_strict_ordering_delivers_in_publish_order_despite_failures(
     assert seen == [0, 0, 0, 1, 2, 3, 4]
 
 
-async def test_the_rate_limit_spaces_deliveries(hub: Hub, receiver: Receiver) -> None:
-    await hub.create(receiver.on("/slow", status(200)), ["c"], rate_limit=20)
-    for n in range(30):
+def most_in_one_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(bisect.bisect_left(times, t + 1.0, lo=i) - i for i, t in enumerate(times))
+
+
+async def test_a_rate_limited_endpoint_gets_at_most_its_rate_in_any_second_and_everything(
+    hub: Hub, receiver: Receiver
+) -> None:
+    limited = await hub.create(receiver.on("/limited", status(200)), ["c"], rate_limit=10)
+    await hub.create(receiver.on("/free", status(200)), ["c"])
+    for n in range(25):
         await hub.publish("c", n)
-    await wait_for(lambda: len(receiver.at("/slow")) == 30)
-    times = [r.at for r in receiver.at("/slow")]
-    assert times[-1] - times[0] >= 0.4  # 20 burst + 10 at 20/s
+    # the unlimited endpoint beside it is not held back: all 25 before the limited one's 11th
+    await wait_for(lambda: len(receiver.at("/free")) == 25)
+    assert len(receiver.at("/limited")) <= 10
+    await wait_for(lambda: len(receiver.at("/limited")) == 25)
+    got = receiver.at("/limited")
+    assert sorted(r.json()["data"] for r in got) == list(range(25))  # each once, none lost
+    assert most_in_one_second([r.at for r in got]) <= 10
+    assert got[-1].at - got[0].at >= 2.0  # 10, then 10 a second later, then 5
+    # PATCH changes the limit (null: none) and the lane follows at once
+    patched = await hub.client.patch(f"/api/webhooks/{limited['id']}", json={"rate_limit": None})
+    assert patched.status_code == 200 and patched.json()["rate_limit"] is None
+    for n in range(25, 45):
+        await hub.publish("c", n)
+    await wait_for(lambda: len(receiver.at("/limited")) == 45, within=5)
+    refused = await hub.client.patch(f"/api/webhooks/{limited['id']}", json={"rate_limit": 0})
+    assert refused.status_code in (400, 422)
+
+
+async def test_a_hanging_and_a_failing_endpoint_do_not_hold_back_a_healthy_one(
+    make_hub: HubFactory, receiver: Receiver
+) -> None:
+    hub = await make_hub({"timeout": 30.0, "retry_schedule": [0.01] * 5})
+    await hub.create(receiver.on("/hangs", hang(receiver.hold)), ["c"])
+    await hub.create(receiver.on("/fails", status(500)), ["c"])
+    await hub.create(receiver.on("/healthy", status(200)), ["c"])
+    for n in range(40):
+        await hub.publish("c", n)
+    await wait_for(lambda: len(receiver.at("/healthy")) == 40)
+    assert len(receiver.at("/hangs")) == 4  # its concurrency limit: every slot still held
+    assert len(receiver.at("/fails")) >= 40
 
 
 async def test_endpoints_api_creates_lists_updates_tests_and_deletes(hub: Hub, receiver: Receiver) -> None:

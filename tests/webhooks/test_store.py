@@ -204,3 +204,106 @@ async def test_redis_leases_hand_a_dead_holders_deliveries_to_another_store(redi
     finally:
         await one.close()
         await two.close()
+
+
+async def test_sqlite_writes_the_deliveries_of_a_message_a_crash_left_without_them(tmp_path: Path) -> None:
+    """enqueue commits the message with its endpoints first; a process killed before the
+    delivery rows were written leaves that row, and the next open writes them."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = SQLiteWebhookStore(path)
+    await store.open()
+    for ident in ("ep_1", "ep_2", "ep_gone"):
+        await store.put_endpoint(endpoint(ident))
+    (first,) = await store.enqueue(message("msg_first"), ["ep_1"])
+    await store.close()
+    with sqlite3.connect(path) as db:  # what the publisher's commit alone leaves behind
+        db.execute("DELETE FROM endpoints WHERE id = 'ep_gone'")
+        db.execute(
+            "INSERT INTO messages (id, channel, event, body, created_at, targets) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                "msg_crash",
+                "c:1",
+                "message",
+                b"{}",
+                20.0,
+                json.dumps({"seq": first.seq + 1, "endpoints": ["ep_1", "ep_2", "ep_gone"]}),
+            ),
+        )
+    again = SQLiteWebhookStore(path)
+    await again.open()
+    try:
+        pending = await again.pending()
+        assert [(d.endpoint_id, d.seq) for d in pending] == [
+            ("ep_1", first.seq),
+            ("ep_1", first.seq + 1),
+            ("ep_2", first.seq + 2),
+        ]
+        (after,) = await again.enqueue(message("msg_after"), ["ep_2"])
+        assert after.seq == first.seq + 3  # not a seq already taken
+        assert [d.seq for d in await again.pending()][-1] == after.seq
+    finally:
+        await again.close()
+
+
+async def test_sqlite_opens_a_store_written_before_messages_had_targets(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tidings.webhooks.store import _SCHEMA
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO endpoints (id, doc) VALUES ('ep_1', ?)", (_endpoint_json(),))
+        db.execute("INSERT INTO messages VALUES ('msg_old', 'c:1', 'message', X'7B7D', 1.0)")
+        db.execute(
+            "INSERT INTO deliveries (id, endpoint_id, message_id, status, next_attempt_at, created_at, "
+            "updated_at) VALUES ('dlv_old_ep_1', 'ep_1', 'msg_old', 'pending', 1.0, 1.0, 1.0)"
+        )
+    store = SQLiteWebhookStore(path)
+    await store.open()
+    try:
+        assert [d.delivery_id for d in await store.pending()] == ["dlv_old_ep_1"]
+        (new,) = await store.enqueue(message("msg_new"), ["ep_1"])
+        assert [d.delivery_id for d in await store.pending()] == ["dlv_old_ep_1", new.delivery_id]
+    finally:
+        await store.close()
+
+
+def _endpoint_json() -> str:
+    from tidings.webhooks.store import _endpoint_doc
+
+    return _endpoint_doc(endpoint())
+
+
+async def test_sqlite_groups_concurrent_enqueues_and_attempt_records_into_few_commits(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteWebhookStore(tmp_path / "store.db")
+    await store.open()
+    commits = 0
+    transaction = store._transaction
+
+    def counting(db: object, fn: object) -> object:
+        nonlocal commits
+        commits += 1
+        return transaction(db, fn)  # type: ignore[arg-type]
+
+    store._transaction = counting  # type: ignore[method-assign]
+    try:
+        await store.put_endpoint(endpoint())
+        commits = 0
+        dues = await asyncio.gather(*(store.enqueue(message(f"msg_{n}"), ["ep_1"]) for n in range(200)))
+        await asyncio.gather(
+            *(
+                store.record_attempt(d.delivery_id, attempt("succeeded", 200), "succeeded", None, None)
+                for (d,) in dues
+            )
+        )
+        assert commits <= 6  # 200 publishers, their 200 delivery rows, 200 attempts
+        assert await store.pending() == []
+        assert len(await store.deliveries("ep_1", "succeeded", 500)) == 200
+    finally:
+        await store.close()

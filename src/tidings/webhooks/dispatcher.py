@@ -3,10 +3,12 @@
 A lane holds its endpoint's pending deliveries in a heap ordered by due time (or, for an
 ``ordered`` endpoint, by enqueue order, one in flight at a time, a failing head holding back the
 rest). It starts an attempt when one is due, a slot of the endpoint's concurrency limit is free
-and its rate limit (a token bucket) allows. An attempt: read the job from the store, resolve and
-check the host (SSRF guard), POST the signed body to the checked address with redirects not
-followed and the response read up to a cap, decide (``retry.decide``), and record the attempt, the
-delivery's new state and the endpoint's in one store transaction.
+and its rate limit (:class:`~tidings.webhooks.retry.RateWindow`) allows. An attempt: read the job
+from the store (unless the fresh delivery carries its message), POST the signed body over the
+endpoint's keep-alive pool (:mod:`.http_pool`: a new connection goes to an address the SSRF guard
+checked) with redirects not followed and the response read up to a cap, decide
+(``retry.decide``), and record the attempt, the delivery's new state and the endpoint's in one
+store transaction (grouped with the other attempts finished meanwhile).
 
 The store is the truth; the heaps are an index rebuilt from ``store.pending()`` at start, so a
 node killed at any moment resumes every pending delivery when it starts again. With a queue
@@ -27,12 +29,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
-
 from tidings.exceptions import TidingsError, Unavailable
-from tidings.webhooks.retry import AttemptResult, Outcome, RetryPolicy, decide
+from tidings.webhooks.http_pool import HttpError, HttpPool
+from tidings.webhooks.retry import AttemptResult, Outcome, RateWindow, RetryPolicy, decide
 from tidings.webhooks.signing import signature_header
-from tidings.webhooks.ssrf import Network, resolve, split_url
+from tidings.webhooks.ssrf import Network
 from tidings.webhooks.store import Attempt, DeliveryStatus, Due, Endpoint, Job, WebhookStore
 
 __all__ = ["Dispatcher", "LeasingStore", "SendResult", "Sender"]
@@ -51,44 +52,28 @@ class SendResult:
 
 
 class Sender:
-    """Sends one signed POST to the address the SSRF guard checked.
-
-    One connection pool per endpoint: a pool's bookkeeping grows with its connections and
-    queued requests, and a dead endpoint's pool never holds up another's."""
+    """Sends one signed POST to an address the SSRF guard checked (:mod:`.http_pool`: one pool of
+    keep-alive connections per endpoint, so a dead endpoint's connections never hold up
+    another's)."""
 
     def __init__(
         self, *, timeout: float, allowed: Sequence[Network], response_cap: int, ca_file: str = ""
     ) -> None:
         self.timeout = timeout
-        self.allowed = list(allowed)
-        self.response_cap = response_cap
-        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        self.clients: dict[str, httpx.AsyncClient] = {}
-
-    def client(self, key: str, connections: int) -> httpx.AsyncClient:
-        client = self.clients.get(key)
-        if client is None:
-            client = self.clients[key] = httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,
-                timeout=httpx.Timeout(self.timeout),
-                verify=self.verify,
-                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            )
-        return client
+        self.pool = HttpPool(
+            allowed=list(allowed),
+            response_cap=response_cap,
+            verify=ssl.create_default_context(cafile=ca_file or None),
+            user_agent=USER_AGENT,
+        )
 
     async def forget(self, key: str) -> None:
-        client = self.clients.pop(key, None)
-        if client is not None:
-            await client.aclose()
+        self.pool.forget(key)
 
     async def close(self) -> None:
-        for key in list(self.clients):
-            await self.forget(key)
+        self.pool.close()
 
-    async def send(
-        self, key: str, connections: int, url: str, headers: dict[str, str], body: bytes
-    ) -> SendResult:
+    async def send(self, key: str, url: str, headers: dict[str, str], body: bytes) -> SendResult:
         started = time.perf_counter()
 
         def done(result: AttemptResult, response: str = "") -> SendResult:
@@ -96,61 +81,22 @@ class Sender:
 
         try:
             async with asyncio.timeout(self.timeout):
-                target = split_url(url)
-                allowed = await resolve(target, self.allowed)
-                client = self.client(key, connections)
-                request = client.build_request(
-                    "POST",
-                    target.url_for(allowed.address),
-                    content=body,
-                    headers={**headers, "Host": target.host_header},
-                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                )
-                response = await client.send(request, stream=True)
-                try:
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_raw():
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size >= self.response_cap:
-                            break
-                finally:
-                    await response.aclose()
-                text = b"".join(chunks)[:RESPONSE_LOG_BYTES].decode("utf-8", "replace")
-                return done(
-                    AttemptResult(
-                        response.status_code,
-                        retry_after=response.headers.get("retry-after"),
-                        error=None if response.is_success else f"HTTP {response.status_code}",
-                    ),
-                    text,
-                )
+                response = await self.pool.post(key, url, headers, body)
         except TimeoutError:
             return done(AttemptResult(None, error="timeout", timed_out=True))
-        except httpx.TimeoutException as exc:
-            return done(AttemptResult(None, error=f"timeout: {type(exc).__name__}", timed_out=True))
         except TidingsError as exc:
             return done(AttemptResult(None, error=exc.message))
-        except httpx.HTTPError as exc:
-            return done(AttemptResult(None, error=f"{type(exc).__name__}: {exc}"[:300]))
-
-
-class _Bucket:
-    """A token bucket: ``rate`` per second, burst ``max(1, rate)``."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = max(1.0, rate)
-        self.stamp = time.monotonic()
-
-    def delay(self) -> float:
-        """Take a token; returns how long to wait first (0 if one was there)."""
-        now = time.monotonic()
-        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        except HttpError as exc:
+            return done(AttemptResult(None, error=str(exc)[:300]))
+        ok = 200 <= response.status < 300
+        return done(
+            AttemptResult(
+                response.status,
+                retry_after=response.retry_after,
+                error=None if ok else f"HTTP {response.status}",
+            ),
+            response.body[:RESPONSE_LOG_BYTES].decode("utf-8", "replace"),
+        )
 
 
 class _Lane:
@@ -161,7 +107,7 @@ class _Lane:
         self.queued: dict[str, Due] = {}
         self.inflight: dict[str, Due] = {}
         self.wake = asyncio.Event()
-        self.bucket: _Bucket | None = None
+        self.rate: RateWindow | None = None
         self.task: asyncio.Task[None] | None = None
 
     def push(self, due: Due) -> None:
@@ -189,7 +135,8 @@ class _Lane:
                 head = self.queued[self.heap[0][2]]
                 wait = head.due_at - time.time()
                 if wait <= 0:
-                    await self._rate_wait(endpoint)
+                    wait = self._rate_delay(endpoint)  # this lane waits for its turn; no other does
+                if wait is not None and wait <= 0:
                     heapq.heappop(self.heap)
                     del self.queued[head.delivery_id]
                     self.inflight[head.delivery_id] = head
@@ -212,15 +159,19 @@ class _Lane:
         self.inflight.pop(due.delivery_id, None)
         self.push(due)
 
-    async def _rate_wait(self, endpoint: Endpoint) -> None:
+    def _rate_delay(self, endpoint: Endpoint) -> float | None:
+        """0 (and the attempt is counted) if the endpoint's rate limit lets one start now, else
+        the seconds to wait (None: until a running attempt ends)."""
         if endpoint.rate_limit is None:
-            self.bucket = None
-            return
-        if self.bucket is None or self.bucket.rate != endpoint.rate_limit:
-            self.bucket = _Bucket(endpoint.rate_limit)
-        delay = self.bucket.delay()
-        if delay > 0:
-            await asyncio.sleep(delay)  # this lane waits for its token; no other lane does
+            self.rate = None
+            return 0.0
+        if self.rate is None or self.rate.rate != endpoint.rate_limit:
+            self.rate = RateWindow(endpoint.rate_limit)
+            self.rate.running = len(self.inflight)
+        delay = self.rate.delay(time.monotonic())
+        if delay == 0:
+            self.rate.start()
+        return delay
 
     async def _attempt(self, due: Due) -> None:
         try:
@@ -230,6 +181,8 @@ class _Lane:
             self.retry(replace(due, due_at=time.time() + 1.0))
         finally:
             self.inflight.pop(due.delivery_id, None)
+            if self.rate is not None:
+                self.rate.end(time.monotonic())
             self.wake.set()
 
 
@@ -390,9 +343,8 @@ class Dispatcher:
         job = await self._job(due)
         if job is None:
             return
-        limit = lane.limit(job.endpoint)
         result = await self.sender.send(
-            job.endpoint.id, limit, job.endpoint.url, self._headers(job), job.message.body
+            job.endpoint.id, job.endpoint.url, self._headers(job), job.message.body
         )
         self.attempts += 1
         now = time.time()

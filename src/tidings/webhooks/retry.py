@@ -22,6 +22,8 @@ is immediate, ``schedule[n - 1]`` is the delay before retry ``n``.
 from __future__ import annotations
 
 import email.utils
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +32,7 @@ __all__ = [
     "AttemptResult",
     "Decision",
     "Outcome",
+    "RateWindow",
     "RetryPolicy",
     "decide",
     "jittered",
@@ -125,3 +128,52 @@ def decide(
         if asked is not None:
             delay = max(delay, min(asked, policy.retry_after_max))
     return Decision(Outcome.RETRY, delay=delay)
+
+
+class RateWindow:
+    """An endpoint's ``rate_limit``: when its next attempt may start (a sliding log).
+
+    An attempt holds a place in the log from its start until ``window`` seconds after its end;
+    at most ``count`` places are held. So the endpoint never has more than ``count`` requests
+    arriving in any ``window`` seconds, whatever the network adds between our clock and its
+    (request n + count starts a window after request n was answered, so after it arrived).
+    Up to ``MAX_LOG`` per second the window is a second and ``count`` the rate, when the rate
+    is whole: "at most ``rate`` in any second" (10/s: 10 at once, then the 11th a second after
+    the first was answered), not a token bucket's "``rate`` per second plus a burst". A
+    fractional rate keeps its average (2.5/s: 2 in any 0.8 s; 0.5/s: one in any 2 s). Above
+    ``MAX_LOG`` (to bound the log) the second is cut in ``k`` windows of ``rate // k`` each:
+    still at most ``rate`` in any second. Times are the caller's monotonic clock."""
+
+    MAX_LOG = 1000
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        if rate > self.MAX_LOG:
+            parts = math.ceil(rate / self.MAX_LOG)
+            self.count, self.window = int(rate / parts), 1.0 / parts
+        else:
+            self.count = max(1, int(rate))
+            self.window = self.count / rate
+        self.running = 0
+        self.ends: deque[float] = deque()
+
+    def delay(self, now: float) -> float | None:
+        """Seconds until an attempt may start: 0 if one may now, None if every place is held
+        by an attempt still running (ask again when one ends)."""
+        while self.ends and now - self.ends[0] >= self.window:
+            self.ends.popleft()
+        if self.running + len(self.ends) < self.count:
+            return 0.0
+        if not self.ends:
+            return None
+        # the same subtraction as the test above, so that a positive wait is never rounded away
+        return self.window - (now - self.ends[0])
+
+    def start(self) -> None:
+        """An attempt starts (call when :meth:`delay` said 0)."""
+        self.running += 1
+
+    def end(self, now: float) -> None:
+        """An attempt that :meth:`start` counted has ended (answered, failed or abandoned)."""
+        self.running = max(0, self.running - 1)
+        self.ends.append(now)

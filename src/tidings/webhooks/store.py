@@ -7,9 +7,11 @@ thread, so calls are serialised and the event loop never blocks on disk.
 
 Contract:
 
-- ``enqueue`` writes a message and one delivery per endpoint in **one transaction** and returns
-  only after the commit: once it returned, a crash of the process (SIGKILL included) loses
-  nothing. With ``synchronous = "full"`` a power loss does not either.
+- ``enqueue`` returns only once the message and its deliveries are durable: once it returned, a
+  crash of the process (SIGKILL included) loses nothing. With ``synchronous = "full"`` a power
+  loss does not either. (SQLite commits the message with the list of its endpoints, one row, in
+  the publisher's transaction, and writes the delivery rows from it in a later one; a message
+  whose rows were not written yet when the process died gets them when the store opens again.)
 - A message's ``id`` is its ``webhook-id``: stable across every attempt and replay. Enqueueing a
   message id again is a no-op (a publication hook called twice delivers once).
 - Failures of the backing store raise :class:`tidings.exceptions.Unavailable`.
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+LATER_ROWS = 256  # rows of queued background writes (attempt records, fan-out) per group commit
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
 
@@ -243,6 +246,83 @@ CREATE INDEX IF NOT EXISTS inbound_seen_at ON inbound_seen (seen_at);
 """
 
 
+@dataclass(slots=True)
+class _Later:
+    """A write queued by ``SQLiteWebhookStore._write_later``."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    rows: int
+    ids: list[str] = field(default_factory=list)
+    items: list[_Record] = field(default_factory=list)
+
+
+_Record = tuple[str, "Attempt", str, float | None, tuple[str, str] | None]
+
+
+def _record(db: sqlite3.Connection, records: Sequence[_Record]) -> None:
+    """Log each attempt and move its delivery (and its endpoint, when that changed): one
+    statement per kind for the whole batch."""
+    db.executemany(
+        "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (r[0], a.at, a.status, a.duration_ms, a.error, a.response, a.outcome)
+            for r in records
+            for a in (r[1],)
+        ],
+    )
+    db.executemany(
+        "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+        "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
+        [(r[2], r[3], r[1].at, r[1].status, r[1].error, r[0]) for r in records],
+    )
+    db.executemany(
+        "UPDATE endpoints SET doc = ? WHERE id = ?", [(r[4][1], r[4][0]) for r in records if r[4] is not None]
+    )
+
+
+def delivery_id(message_id: str, endpoint_id: str) -> str:
+    return f"dlv_{message_id.removeprefix('msg_')}_{endpoint_id[-12:]}"
+
+
+def _fan_out(db: sqlite3.Connection, message_ids: Sequence[str]) -> None:
+    """Write the delivery rows of ``message_ids`` from their ``targets`` (then cleared): once
+    per message, and none for an endpoint deleted meanwhile. A row takes the seq enqueue gave
+    its due, unless another row has it (then the next free one)."""
+    rows: list[tuple[Any, ...]] = []
+    for message_id in message_ids:
+        found = db.execute(
+            "SELECT targets, created_at FROM messages WHERE id = ? AND targets IS NOT NULL", (message_id,)
+        ).fetchone()
+        if found is None:
+            continue
+        targets, at = json.loads(found[0]), found[1]
+        for i, endpoint_id in enumerate(targets["endpoints"]):
+            seq = targets["seq"] + i
+            rows.append(
+                (
+                    seq,
+                    seq,
+                    delivery_id(message_id, endpoint_id),
+                    endpoint_id,
+                    message_id,
+                    at,
+                    at,
+                    at,
+                    endpoint_id,
+                )
+            )
+    db.executemany(
+        "INSERT OR IGNORE INTO deliveries (seq, id, endpoint_id, message_id, status, next_attempt_at, "
+        "created_at, updated_at) SELECT CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE seq = ?) "
+        "THEN NULL ELSE ? END, ?, ?, ?, 'pending', ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?)",
+        rows,
+    )
+    db.executemany("UPDATE messages SET targets = NULL WHERE id = ?", [(m,) for m in message_ids])
+
+
 def _endpoint_doc(endpoint: Endpoint) -> str:
     return json.dumps(
         {
@@ -298,21 +378,51 @@ class SQLiteWebhookStore:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
         self._db: sqlite3.Connection | None = None
         self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._later: list[_Later] = []
+        self._fan: _Later | None = None  # the queued fan-out that enqueue still adds messages to
+        self._records: _Later | None = None  # the queued attempt records, likewise
+        self._fanned: asyncio.Future[Any] | None = None  # the last fan-out queued
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self._seq = 0  # the seq the next delivery will get (see enqueue)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction, grouped with the writes queued meanwhile (one
         commit for the group; each write in its own savepoint, so one failing fails alone)."""
+        return await self._queue(fn)
+
+    def _queue(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._writes.append((fn, future))
+        self._wake()
+        return future
+
+    def _write_later(self, fn: Callable[[sqlite3.Connection], T], rows: int) -> asyncio.Future[T]:
+        """Queue ``fn`` (writing about ``rows`` rows) behind the writes of :meth:`_write`: a
+        group commit takes every waiting :meth:`_write` but only ``LATER_ROWS`` rows of these,
+        so that a publisher's commit never waits for a backlog of attempt records. Writes
+        queued here commit in the order they were queued."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._later.append(_Later(fn, future, rows))
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await future
 
     async def _flush(self) -> None:
-        while self._writes:
+        while self._writes or self._later:
             batch, self._writes = self._writes, []
+            rows = 0
+            while self._later and (rows < LATER_ROWS or not batch):
+                later = self._later.pop(0)
+                if later is self._fan:
+                    self._fan = None  # taken: the next enqueue queues a new fan-out
+                elif later is self._records:
+                    self._records = None
+                batch.append((later.fn, later.future))
+                rows += later.rows
 
             def run(
                 db: sqlite3.Connection,
@@ -388,6 +498,18 @@ class SQLiteWebhookStore:
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
                 db.executescript(_SCHEMA)
+                if "targets" not in [row[1] for row in db.execute("PRAGMA table_info(messages)")]:
+                    db.execute("ALTER TABLE messages ADD COLUMN targets TEXT")  # a store from before
+                db.execute(
+                    "CREATE INDEX IF NOT EXISTS messages_unfanned ON messages (id) WHERE targets IS NOT NULL"
+                )
+                unfanned = [row[0] for row in db.execute("SELECT id FROM messages WHERE targets IS NOT NULL")]
+                self._transaction(db, lambda db: _fan_out(db, unfanned))  # those a crash left
+                row = db.execute(
+                    "SELECT max(seq) FROM (SELECT max(seq) AS seq FROM deliveries UNION ALL "
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries')"
+                ).fetchone()
+                self._seq = (row[0] or 0) + 1
             except BaseException as exc:
                 if db is not None:
                     db.close()
@@ -442,6 +564,8 @@ class SQLiteWebhookStore:
         return [_endpoint_from(row[0]) for row in rows]
 
     async def delete_endpoint(self, endpoint_id: str) -> bool:
+        await self._caught_up()
+
         def delete(db: sqlite3.Connection) -> bool:
             cursor = db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
             db.execute(
@@ -456,31 +580,49 @@ class SQLiteWebhookStore:
     # the queue ---------------------------------------------------------------------------------
 
     async def enqueue(self, message: Message, endpoint_ids: Sequence[str]) -> list[Due]:
-        now = message.created_at
+        """Commits the message with its endpoints (one row, one group commit with the other
+        publishers'); the delivery rows follow in a later transaction (:func:`_fan_out`, queued
+        now, so before any attempt of theirs is recorded). The ``seq`` of the returned dues is
+        the one their rows will get, as long as this store is the only one inserting deliveries
+        (it orders an ``ordered`` endpoint's lane; a row's own seq is read back after a restart)."""
+        first = self._seq
+        self._seq += len(endpoint_ids)
+        targets = json.dumps({"seq": first, "endpoints": list(endpoint_ids)})
 
-        def write(db: sqlite3.Connection) -> list[Due]:
+        def write(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO messages (id, channel, event, body, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (message.id, message.channel, message.event, message.body, now),
+                "INSERT OR IGNORE INTO messages (id, channel, event, body, created_at, targets) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (message.id, message.channel, message.event, message.body, message.created_at, targets),
             )
-            if cursor.rowcount == 0:
-                return []  # this message was enqueued before
-            due = []
-            for endpoint_id in endpoint_ids:
-                delivery_id = f"dlv_{message.id.removeprefix('msg_')}_{endpoint_id[-12:]}"
-                cur = db.execute(
-                    "INSERT INTO deliveries (id, endpoint_id, message_id, status, "
-                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                    (delivery_id, endpoint_id, message.id, now, now, now),
-                )
-                assert cur.lastrowid is not None
-                due.append(Due(delivery_id, endpoint_id, cur.lastrowid, now, 0, message))
-            return due
+            return cursor.rowcount == 1  # 0: this message was enqueued before
 
-        return await self._write(write)
+        written = self._queue(write)
+        self._later_fan_out(message.id, len(endpoint_ids))
+        if not await written:
+            return []
+        return [
+            Due(delivery_id(message.id, endpoint_id), endpoint_id, first + i, message.created_at, 0, message)
+            for i, endpoint_id in enumerate(endpoint_ids)
+        ]
+
+    def _later_fan_out(self, message_id: str, rows: int) -> None:
+        if self._fan is None:
+            ids: list[str] = []
+            self._fanned = self._write_later(lambda db: _fan_out(db, ids), 0)
+            self._fan = self._later[-1]
+            self._fan.ids = ids
+        self._fan.ids.append(message_id)
+        self._fan.rows += rows
+
+    async def _caught_up(self) -> None:
+        """Wait until the delivery rows of every message enqueued so far are written."""
+        fanned = self._fanned
+        if fanned is not None and not fanned.done():
+            await asyncio.shield(fanned)
 
     async def pending(self) -> list[Due]:
+        await self._caught_up()
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT id, endpoint_id, seq, next_attempt_at, attempts FROM deliveries "
@@ -490,6 +632,8 @@ class SQLiteWebhookStore:
         return [Due(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def job(self, delivery_id: str) -> Job | None:
+        await self._caught_up()
+
         def read(db: sqlite3.Connection) -> Job | None:
             row = db.execute(
                 "SELECT d.attempts, m.id, m.channel, m.event, m.body, m.created_at, e.doc "
@@ -513,37 +657,28 @@ class SQLiteWebhookStore:
         next_attempt_at: float | None,
         endpoint: Endpoint | None,
     ) -> None:
-        doc = None if endpoint is None else _endpoint_doc(endpoint)
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response, "
-                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    delivery_id,
-                    attempt.at,
-                    attempt.status,
-                    attempt.duration_ms,
-                    attempt.error,
-                    attempt.response,
-                    attempt.outcome,
-                ),
-            )
-            db.execute(
-                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
-                "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
-                (status, next_attempt_at, attempt.at, attempt.status, attempt.error, delivery_id),
-            )
-            if endpoint is not None:
-                db.execute("UPDATE endpoints SET doc = ? WHERE id = ?", (doc, endpoint.id))
-
-        await self._write(write)
+        record = (
+            delivery_id,
+            attempt,
+            status,
+            next_attempt_at,
+            None if endpoint is None else (endpoint.id, _endpoint_doc(endpoint)),
+        )
+        if self._records is None:
+            records: list[_Record] = []
+            self._write_later(lambda db: _record(db, records), 0)
+            self._records = self._later[-1]
+            self._records.items = records
+        self._records.items.append(record)
+        self._records.rows += 1
+        await asyncio.shield(self._records.future)  # one cancelled waiter must not cancel the rest
 
     # the log -----------------------------------------------------------------------------------
 
     async def deliveries(
         self, endpoint_id: str, status: DeliveryStatus | None, limit: int, since: float | None = None
     ) -> list[Delivery]:
+        await self._caught_up()
         query = (
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
             "JOIN messages m ON m.id = d.message_id WHERE d.endpoint_id = ?"
@@ -561,6 +696,8 @@ class SQLiteWebhookStore:
         return [_delivery_from(row) for row in rows]
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
+        await self._caught_up()
+
         def read(db: sqlite3.Connection) -> Delivery | None:
             row = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d "
@@ -584,6 +721,8 @@ class SQLiteWebhookStore:
     async def replay(
         self, endpoint_id: str, delivery_id: str | None, since: float | None, now: float
     ) -> list[Due]:
+        await self._caught_up()
+
         def write(db: sqlite3.Connection) -> list[Due]:
             if delivery_id is not None:
                 rows = db.execute(
