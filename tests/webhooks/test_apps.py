@@ -15,6 +15,8 @@ from standardwebhooks import Webhook
 from tests.redis_server import RedisServer, redis_available
 
 from conftest import Hub, HubFactory, Receiver, status, wait_for
+from tidings.client.api import AsyncServerAPI, ServerAPI
+from tidings.exceptions import Conflict, NotFound, Unprocessable
 from tidings.webhooks.redis_store import RedisWebhookStore
 from tidings.webhooks.store import SQLiteWebhookStore
 
@@ -461,3 +463,41 @@ async def test_app_routes_need_the_admin_key(hub: Hub) -> None:
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
         answer = await anonymous.get("/api/webhooks/event-types")
         assert answer.status_code == 401
+
+
+async def test_the_python_server_api_drives_apps_event_types_messages_and_portals(
+    hub: Hub, receiver: Receiver
+) -> None:
+    async with AsyncServerAPI(hub.base_url, api_key=KEY) as api:
+        await api.create_app("Acme", app_id="acme", metadata={"plan": "pro"})
+        with pytest.raises(Conflict):
+            await api.create_app("Acme", app_id="acme")
+        assert [a["id"] for a in await api.apps()] == ["acme"]
+        await api.create_event_type("order.paid", description="Paid", schema=ORDER_PAID)
+        assert [t["name"] for t in await api.event_types()] == ["order.paid"]
+        endpoint = await api.create_app_endpoint(
+            "acme", receiver.on("/py", status(200)), event_types=["order.paid"], rate_limit=3
+        )
+        assert endpoint["rate_limit"] == 3
+        with pytest.raises(Unprocessable, match="amount"):
+            await api.send("acme", "order.paid", {"order": "o-1"})
+        sent = await api.send("acme", "order.paid", {"order": "o-1", "amount": 5}, idempotency_key="k")
+        again = await api.send("acme", "order.paid", {"order": "o-1", "amount": 5}, idempotency_key="k")
+        assert again["id"] == sent["id"] and again["duplicate"] is True
+        link = await api.portal("acme", expiry=60, read_only=True)
+        assert link["url"].startswith(f"{hub.base_url}/portal#token=")
+    await wait_for(lambda: len(receiver.at("/py")) == 1)
+
+    def sync() -> None:
+        with ServerAPI(hub.base_url, api_key=KEY) as api:
+            api.create_app("Globex", app_id="globex")
+            api.create_app_endpoint("globex", receiver.url("/sync"), description="d")
+            api.create_event_type("order.shipped")
+            assert len(api.event_types(include_archived=True)) == 2
+            assert api.send("globex", "order.shipped", [1, 2])["deliveries"]
+            assert api.portal("globex")["app_id"] == "globex"
+            assert {a["id"] for a in api.apps()} == {"acme", "globex"}
+            with pytest.raises(NotFound):
+                api.send("nobody", "x", 1)
+
+    await asyncio.to_thread(sync)
