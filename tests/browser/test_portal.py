@@ -16,6 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.browser.conftest import API_KEY, screenshot
+from tests.browser.test_admin import open_console
 from tests.serving import RunningServer
 
 ADMIN = {"Authorization": f"Bearer {API_KEY}"}
@@ -188,3 +189,31 @@ def test_an_expired_link_says_so_and_shows_nothing(
 def test_a_page_without_a_link_explains_where_links_come_from(page_for: Callable[..., Any]) -> None:
     page = page_for("/portal")
     page.wait_for_selector("#gate:has-text('portal link')")
+
+
+def test_the_console_creates_apps_and_event_types_and_hands_out_portal_links(
+    page_for: Callable[..., Any], server: RunningServer
+) -> None:
+    console = open_console(page_for)
+    app_id = f"console-{uuid.uuid4().hex[:8]}"
+    console.wait_for_selector("#apps-section:visible")
+    console.fill("#app-name", "Initech")
+    console.fill("#app-id", app_id)
+    console.click("#app-form button[type=submit]")
+    row = console.locator(f"#apps tr[data-app='{app_id}']")
+    row.wait_for()
+    kind = f"report.ready.{uuid.uuid4().hex[:6]}"
+    console.fill("#event-type-name", kind)
+    console.fill("#event-type-schema", '{"type": "object"}')
+    console.click("#event-type-form button[type=submit]")
+    console.locator(f"#event-types tr[data-event-type='{kind}']").get_by_role(
+        "button", name=f"Archive {kind}"
+    ).click()
+    console.wait_for_selector(f"#event-types tr[data-event-type='{kind}'] td:has-text('(archived)')")
+    assert admin(server, "GET", f"/event-types/{kind}")["archived"] is True
+
+    row.get_by_role("button", name="Portal link for Initech").click()
+    link = console.locator("#portal-result a").get_attribute("href")
+    assert link is not None and link.startswith(server.url + "/portal#token=tdp_")
+    portal = page_for(link.removeprefix(server.url))
+    portal.wait_for_selector("#title:text-is('Webhooks of Initech')")
