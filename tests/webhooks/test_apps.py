@@ -362,6 +362,7 @@ async def test_a_portal_token_reaches_its_own_app_only(hub: Hub, receiver: Recei
         ("POST", other + "/rotate-secret"),
         ("POST", other + "/test"),
         ("POST", other + "/replay"),
+        ("GET", other + f"/deliveries/{sent['deliveries'][0]}"),
         ("GET", "/api/webhooks/apps/globex/messages"),
         ("GET", f"/api/webhooks/apps/globex/messages/{sent['id']}"),
         ("POST", "/api/webhooks/apps/globex/endpoints"),
@@ -391,6 +392,20 @@ async def test_a_portal_token_reaches_its_own_app_only(hub: Hub, receiver: Recei
         hub, "POST", "/api/webhooks/apps/acme/messages", 403, token, json={"event_type": "a", "payload": 1}
     )
     await call(hub, "POST", "/api/webhooks/event-types", 403, token, json={"name": "mine"})
+    await call(hub, "PATCH", "/api/webhooks/apps/acme", 403, token, json={"name": "mine"})
+    await call(hub, "POST", "/api/webhooks/event-types", 201, json={"name": "theirs"})
+    await call(hub, "PATCH", "/api/webhooks/event-types/theirs", 403, token, json={"archived": True})
+    await call(hub, "DELETE", "/api/webhooks/event-types/theirs", 403, token)
+    await call(hub, "GET", "/api/webhooks/event-types/theirs", 200, token)
+    their_delivery = f"/api/webhooks/apps/acme/endpoints/{theirs['id']}/deliveries/{sent['deliveries'][0]}"
+    await call(hub, "GET", their_delivery, 404, token)
+    await call(
+        hub,
+        "GET",
+        f"/api/webhooks/apps/acme/endpoints/{mine['id']}/deliveries/{sent['deliveries'][0]}",
+        404,
+        token,
+    )
     await call(
         hub,
         "POST",
