@@ -21,7 +21,7 @@ from tidings.webhooks.api import DeliveryDetail, DeliveryOut, ReplayIn, ReplayOu
 from tidings.webhooks.app_store import App, AppMessage, EventType
 from tidings.webhooks.apps import apps_of
 from tidings.webhooks.portal import DEFAULT_TTL, MAX_TTL, PREFIX, Caller
-from tidings.webhooks.store import Delivery, Endpoint
+from tidings.webhooks.store import Endpoint
 
 if TYPE_CHECKING:
     from tidings.webhooks.service import WebhookService
@@ -229,10 +229,6 @@ class TestOut(BaseModel):
     delivery_id: str
 
 
-def _delivery_out(delivery: Delivery) -> DeliveryOut:
-    return DeliveryOut.of(delivery)
-
-
 def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") -> APIRouter:
     apps = apps_of(service)
     router = APIRouter(prefix=prefix, tags=["webhook applications"])
@@ -372,7 +368,7 @@ def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") 
     ) -> dict[str, list[DeliveryOut]]:
         who.need_app(app_id)
         found = await apps.deliveries(app_id, endpoint_id, status, limit, since)
-        return {"deliveries": [_delivery_out(d) for d in found]}
+        return {"deliveries": [DeliveryOut.of(d) for d in found]}
 
     @router.get(base + "/{endpoint_id}/deliveries/{delivery_id}", response_model=AppDeliveryDetail)
     async def get_delivery(
@@ -416,7 +412,7 @@ def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") 
         who.need_app(app_id)
         message, deliveries = await apps.message(app_id, message_id)
         out = MessageOut.of(message).model_dump()
-        return MessageDetail(**out, body=message.body, attempts=[_delivery_out(d) for d in deliveries])
+        return MessageDetail(**out, body=message.body, attempts=[DeliveryOut.of(d) for d in deliveries])
 
     # the event-type catalog --------------------------------------------------------------------
 
