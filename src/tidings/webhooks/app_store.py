@@ -196,10 +196,11 @@ class SQLiteAppStore:
         return [EventType(**orjson.loads(d)) for d in docs]
 
     async def add_message(self, message: AppMessage) -> AppMessage:
-        await self._insert(
+        if await self._insert(
             "INSERT OR IGNORE INTO app_messages (id, app_id, created_at, doc) VALUES (?, ?, ?, ?)",
             (message.id, message.app_id, message.created_at, _dump(message)),
-        )
+        ):
+            return message
         stored = await self.get_message(message.app_id, message.id)
         if stored is None:  # deleted with its app meanwhile
             raise Unavailable("the application was deleted while the message was stored")
@@ -290,9 +291,11 @@ class RedisAppStore:
     async def add_message(self, message: AppMessage) -> AppMessage:
         records, index = self._msgs(message.app_id)
         async with self._gate("app message add"):
-            await self._redis.hsetnx(records, message.id, _dump(message))
+            added = await self._redis.hsetnx(records, message.id, _dump(message))
             # Always (not only when new): a retry after a crash between the two completes it.
             await self._redis.zadd(index, {message.id: message.created_at}, nx=True)
+        if added:
+            return message
         stored = await self.get_message(message.app_id, message.id)
         if stored is None:  # deleted with its app meanwhile
             raise Unavailable("the application was deleted while the message was stored")

