@@ -29,6 +29,13 @@ COMMANDS = [
     "webhooks replay",
     "webhooks rotate",
     "webhooks test",
+    "webhooks apps",
+    "webhooks apps create",
+    "webhooks apps add-endpoint",
+    "webhooks event-types",
+    "webhooks event-types create",
+    "webhooks send",
+    "webhooks portal",
     "listen",
 ]
 

@@ -22,6 +22,7 @@ from tidings.auth import cli as auth_cli
 from tidings.config_cli import app as config_app
 from tidings.exceptions import TidingsError
 from tidings.settings import SettingsError, load_settings
+from tidings.webhooks import apps_cli as webhooks_apps_cli
 from tidings.webhooks import cli as webhooks_cli
 
 app = typer.Typer(
@@ -237,6 +238,7 @@ def _mount_subcommands() -> None:
     app.add_typer(auth_cli.app)  # token, keys
     app.add_typer(config_app, name="config")
     app.add_typer(webhooks_cli.app, name="webhooks")
+    webhooks_apps_cli.mount(webhooks_cli.app)
     app.command("listen")(webhooks_cli.listen)
 
 

@@ -4,7 +4,8 @@
 
     TidingsError                 code            http  temporary
     ├── BadRequest               bad_request      400
-    │   └── InvalidCursor        bad_request      400
+    │   ├── InvalidCursor        bad_request      400
+    │   └── Unprocessable        bad_request      422
     ├── Unauthorized             unauthorized     401
     │   └── TokenExpired         unauthorized     401
     ├── Forbidden                forbidden        403
@@ -39,6 +40,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "Unprocessable",
 ]
 
 
@@ -65,6 +67,13 @@ class BadRequest(TidingsError):
 
 class InvalidCursor(BadRequest):
     """A cursor that does not decode; the client should drop it and start from the present."""
+
+
+class Unprocessable(BadRequest):
+    """Well-formed, but refused by what it must match (a webhook payload and its event type's
+    JSON Schema): the message says what did not match."""
+
+    http_status = 422
 
 
 class Unauthorized(TidingsError):

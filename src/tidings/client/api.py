@@ -27,6 +27,7 @@ from tidings.exceptions import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    Unprocessable,
 )
 
 __all__ = ["ERROR_TYPES", "AsyncServerAPI", "History", "ServerAPI", "error_from_response"]
@@ -55,6 +56,8 @@ def error_from_response(response: httpx.Response) -> TidingsError:
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "internal", f"HTTP {response.status_code}: {response.text[:200]}"
+    if response.status_code == 422 and code == "bad_request":
+        return Unprocessable(message)
     return ERROR_TYPES.get(code, Internal)(message)
 
 
@@ -133,6 +136,60 @@ def _webhooks(method: str, path: str, json: Any) -> _Op:
     return _Op(method, f"/api/webhooks{path}", lambda b: b, json=json)
 
 
+# applications, event types, app messages, portal links (docs/reference/webhooks.md) ---------------
+
+
+def _create_app(name: str, app_id: str | None, metadata: dict[str, Any] | None) -> _Op:
+    body: dict[str, Any] = {"name": name}
+    if app_id is not None:
+        body["id"] = app_id
+    if metadata is not None:
+        body["metadata"] = metadata
+    return _Op("POST", "/api/webhooks/apps", dict, json=body)
+
+
+def _app_endpoint(
+    app_id: str,
+    url: str,
+    event_types: list[str] | None,
+    channels: list[str] | None,
+    rate_limit: float | None,
+    description: str,
+) -> _Op:
+    body: dict[str, Any] = {"url": url, "description": description}
+    for key, value in (("event_types", event_types), ("channels", channels), ("rate_limit", rate_limit)):
+        if value is not None:
+            body[key] = value
+    return _Op("POST", f"/api/webhooks/apps/{app_id}/endpoints", dict, json=body)
+
+
+def _event_type(name: str, description: str, schema: dict[str, Any] | None) -> _Op:
+    body: dict[str, Any] = {"name": name, "description": description}
+    if schema is not None:
+        body["schema"] = schema
+    return _Op("POST", "/api/webhooks/event-types", dict, json=body)
+
+
+def _send(app_id: str, event_type: str, payload: Any, idempotency_key: str | None) -> _Op:
+    body: dict[str, Any] = {"event_type": event_type, "payload": payload}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return _Op("POST", f"/api/webhooks/apps/{app_id}/messages", dict, json=body)
+
+
+def _portal(app_id: str, expiry: float, read_only: bool) -> _Op:
+    body = {"expiry": expiry, "read_only": read_only}
+    return _Op("POST", f"/api/webhooks/apps/{app_id}/portal", dict, json=body)
+
+
+_LIST_APPS = _Op("GET", "/api/webhooks/apps", lambda b: list(b["apps"]))
+
+
+def _event_types(include_archived: bool) -> _Op:
+    params = {"include_archived": "true"} if include_archived else None
+    return _Op("GET", "/api/webhooks/event-types", lambda b: list(b["event_types"]), params=params)
+
+
 class AsyncServerAPI:
     """``async with AsyncServerAPI(url, api_key=…) as api: await api.publish(…)``."""
 
@@ -196,6 +253,54 @@ class AsyncServerAPI:
         """Webhook management: ``await api.webhooks("POST", json={"url": …, "channels": […]})``."""
         return await self._run(_webhooks(method, path, json))
 
+    async def create_app(
+        self, name: str, *, app_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create an application (``app_id``: your own id; Conflict if it exists)."""
+        result: dict[str, Any] = await self._run(_create_app(name, app_id, metadata))
+        return result
+
+    async def apps(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(_LIST_APPS)
+        return result
+
+    async def create_app_endpoint(
+        self,
+        app_id: str,
+        url: str,
+        *,
+        event_types: list[str] | None = None,
+        channels: list[str] | None = None,
+        rate_limit: float | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Add an endpoint to an app; the answer carries its ``secret``."""
+        op = _app_endpoint(app_id, url, event_types, channels, rate_limit, description)
+        result: dict[str, Any] = await self._run(op)
+        return result
+
+    async def create_event_type(
+        self, name: str, *, description: str = "", schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._run(_event_type(name, description, schema))
+        return result
+
+    async def event_types(self, *, include_archived: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(_event_types(include_archived))
+        return result
+
+    async def send(
+        self, app_id: str, event_type: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send a message to an app; Unprocessable if the payload misses its event type's schema."""
+        result: dict[str, Any] = await self._run(_send(app_id, event_type, payload, idempotency_key))
+        return result
+
+    async def portal(self, app_id: str, *, expiry: float = 3600, read_only: bool = False) -> dict[str, Any]:
+        """A portal link for the app's customer: ``{"url", "token", "expires_at", "app_id"}``."""
+        result: dict[str, Any] = await self._run(_portal(app_id, expiry, read_only))
+        return result
+
 
 class ServerAPI:
     """The synchronous twin of :class:`AsyncServerAPI`, for scripts."""
@@ -255,3 +360,47 @@ class ServerAPI:
 
     def webhooks(self, method: str, path: str = "", json: Any = None) -> Any:
         return self._run(_webhooks(method, path, json))
+
+    def create_app(
+        self, name: str, *, app_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_create_app(name, app_id, metadata))
+        return result
+
+    def apps(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._run(_LIST_APPS)
+        return result
+
+    def create_app_endpoint(
+        self,
+        app_id: str,
+        url: str,
+        *,
+        event_types: list[str] | None = None,
+        channels: list[str] | None = None,
+        rate_limit: float | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        op = _app_endpoint(app_id, url, event_types, channels, rate_limit, description)
+        result: dict[str, Any] = self._run(op)
+        return result
+
+    def create_event_type(
+        self, name: str, *, description: str = "", schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_event_type(name, description, schema))
+        return result
+
+    def event_types(self, *, include_archived: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._run(_event_types(include_archived))
+        return result
+
+    def send(
+        self, app_id: str, event_type: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_send(app_id, event_type, payload, idempotency_key))
+        return result
+
+    def portal(self, app_id: str, *, expiry: float = 3600, read_only: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(_portal(app_id, expiry, read_only))
+        return result

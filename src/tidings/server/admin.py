@@ -11,7 +11,7 @@ shows up in access logs: prefer the header).
 
 A snapshot: ``{"time", "nodes": [{"id", "version", "uptime", "broker", "broker_available",
 "draining", "connections": {transport: n}, "publications", "deliveries"}], "channels": [{"name",
-"subscribers", "epoch", "offset", "rate"}], "features": {"webhooks": bool}}``. ``rate`` is
+"subscribers", "epoch", "offset", "rate"}], "features": {"webhooks": bool, "apps": bool}}``. ``rate`` is
 publications per second since the previous snapshot of the same stream (0 in a single snapshot).
 """
 
@@ -115,8 +115,14 @@ class Admin:
 
     @staticmethod
     async def _features(request: Request) -> dict[str, Any]:
-        """What the console may offer: whether this app answers the webhooks API."""
-        return {"features": {"webhooks": await _answers(request, "/api/webhooks")}}
+        """What the console may offer: whether this app answers the webhooks API, and its
+        applications (``/api/webhooks/apps``: event types and portal links too)."""
+        return {
+            "features": {
+                "webhooks": await _answers(request, "/api/webhooks"),
+                "apps": await _answers(request, "/api/webhooks/apps"),
+            }
+        }
 
     async def _events(self, features: dict[str, Any]) -> AsyncIterator[bytes]:
         previous: dict[str, tuple[float, int]] = {}

@@ -26,6 +26,7 @@ from tidings.node import Node
 from tidings.server.errors import install_error_handlers
 from tidings.transports.publish import PublishIn, PublishOut, publish_one, publish_out
 from tidings.webhooks.api import make_router
+from tidings.webhooks.apps_api import mount_apps
 from tidings.webhooks.service import WebhookService
 
 __all__ = ["create_api", "node_of", "require"]
@@ -250,6 +251,7 @@ def create_api(node: Node, webhooks: WebhookService | None = None) -> FastAPI:
     _guard_description(api, node)
     api.include_router(router)
     if webhooks is not None:
+        mount_apps(api, webhooks, prefix="/webhooks")  # first: /{endpoint_id} would take /apps
         api.include_router(
             make_router(webhooks, dependencies=[Depends(require("admin"))], prefix="/webhooks")
         )

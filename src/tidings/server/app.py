@@ -245,7 +245,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
     # The console and the demo pages (server/pages/, see server/demo.py and server/admin.py).
-    routes[:0] = [*Admin(node).routes(), *page_routes(("admin",)), static_pages()]
+    routes[:0] = [*Admin(node).routes(), *page_routes(("admin", "portal")), static_pages()]
     services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]] = []
     if settings.demo:
         demo = Demo(node)

@@ -62,6 +62,7 @@ class EndpointOut(BaseModel):
     updated_at: float
     failing_since: float | None
     secret: str | None = Field(None, description="Only in the answers to create and rotate.")
+    app_id: str | None = Field(None, description="The application it belongs to, if any.")
 
     @classmethod
     def of(cls, endpoint: Endpoint, *, with_secret: bool = False) -> EndpointOut:
@@ -80,6 +81,7 @@ class EndpointOut(BaseModel):
             updated_at=endpoint.updated_at,
             failing_since=endpoint.failing_since,
             secret=endpoint.secret if with_secret else None,
+            app_id=endpoint.app_id,
         )
 
 

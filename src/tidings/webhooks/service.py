@@ -29,6 +29,7 @@ from tidings.exceptions import BadRequest, Conflict, Forbidden, NotFound, Startu
 from tidings.node import Node
 from tidings.settings import Settings
 from tidings.webhooks.api import make_router
+from tidings.webhooks.apps_api import mount_apps
 from tidings.webhooks.dispatcher import Dispatcher, Sender
 from tidings.webhooks.receiver import ReceiverEndpoint
 from tidings.webhooks.redis_store import RedisWebhookStore, is_redis_url
@@ -180,6 +181,7 @@ class WebhookService:
         """Add the webhook routes under ``prefix`` (with ``dependencies``, e.g. the API-key
         check) to a FastAPI app or APIRouter, and the /hooks/{name} receiver to ``root``
         (default: the same app)."""
+        mount_apps(app, self, prefix=prefix)  # first: /{endpoint_id} would take /apps
         app.include_router(make_router(self, dependencies=dependencies, prefix=prefix))
         (root if root is not None else app).add_route(
             "/hooks/{name}", self.receiver(), methods=["POST"], include_in_schema=False
@@ -244,8 +246,8 @@ class WebhookService:
         return url
 
     @staticmethod
-    def _check_filters(channels: list[str], events: list[str] | None) -> None:
-        if not channels:
+    def _check_filters(channels: list[str], events: list[str] | None, app_id: str | None = None) -> None:
+        if not channels and app_id is None:  # an app's endpoint may take its app's messages only
             raise BadRequest("channels: give at least one channel pattern")
         for pattern in channels:
             validate_pattern(pattern)
@@ -263,8 +265,9 @@ class WebhookService:
         max_concurrency: int | None = None,
         ordered: bool = False,
         secret: str | None = None,
+        app_id: str | None = None,
     ) -> Endpoint:
-        self._check_filters(channels, events)
+        self._check_filters(channels, events, app_id)
         await self._check_url(url)
         now = time.time()
         endpoint = Endpoint(
@@ -279,6 +282,7 @@ class WebhookService:
             ordered=ordered,
             created_at=now,
             updated_at=now,
+            app_id=app_id,
         )
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
@@ -300,9 +304,8 @@ class WebhookService:
         endpoint = self.get(endpoint_id)
         if "url" in changes:
             await self._check_url(changes["url"])
-        self._check_filters(
-            changes.get("channels", endpoint.channels), changes.get("events", endpoint.events)
-        )
+        channels, events = changes.get("channels", endpoint.channels), changes.get("events", endpoint.events)
+        self._check_filters(channels, events, endpoint.app_id)
         if changes.get("enabled") is True:
             changes.update(disabled_reason=None, failing_since=None)
         elif changes.get("enabled") is False:

@@ -69,6 +69,8 @@ class Endpoint:
     created_at: float = 0.0
     updated_at: float = 0.0
     failing_since: float | None = None
+    # The application (tidings.webhooks.apps) the endpoint belongs to; None: a channel endpoint.
+    app_id: str | None = None
 
     @property
     def secret(self) -> str:
@@ -340,6 +342,7 @@ def _endpoint_doc(endpoint: Endpoint) -> str:
             "created_at": endpoint.created_at,
             "updated_at": endpoint.updated_at,
             "failing_since": endpoint.failing_since,
+            "app_id": endpoint.app_id,
         }
     )
 

@@ -6,6 +6,7 @@ let key = sessionStorage.getItem("tidings-admin-key") || "";
 let stream = null;          // AbortController of the stats stream
 let selected = null;        // the webhook endpoint whose deliveries are shown
 let webhooksShown = 0;      // when the webhook tables were last refreshed
+let appsShown = 0;          // when the applications and event types were last refreshed
 
 function headers(extra = {}) {
   return key ? { Authorization: `Bearer ${key}`, ...extra } : extra;
@@ -124,6 +125,8 @@ function render(stats) {
     return tr;
   }));
   if (stats.features?.webhooks && Date.now() - webhooksShown > 1500) refreshWebhooks();
+  $("apps-section").hidden = !stats.features?.apps;
+  if (stats.features?.apps && Date.now() - appsShown > 3000) refreshApps();
   $("webhooks-note").hidden = !!stats.features?.webhooks;
   $("webhooks-body").hidden = !stats.features?.webhooks;
 }
@@ -216,6 +219,81 @@ async function replay(deliveryId) {
   } catch (err) { showError(`replay: ${err.message}`); }
 }
 
+// Applications and event types ------------------------------------------------------------------
+
+const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json" } };
+
+async function refreshApps() {
+  appsShown = Date.now();
+  try {
+    const [{ apps }, { webhooks }, { event_types }] = await Promise.all([
+      api("api/webhooks/apps"), api("api/webhooks"), api("api/webhooks/event-types?include_archived=true"),
+    ]);
+    rows("apps", apps.map((a) => {
+      const tr = document.createElement("tr");
+      tr.dataset.app = a.id;
+      const actions = document.createElement("td");
+      actions.append(button("Portal link", () => portalLink(a.id), `Portal link for ${a.name}`));
+      tr.append(cell(a.id, "mono"), cell(a.name), cell(webhooks.filter((w) => w.app_id === a.id).length, "num"), actions);
+      return tr;
+    }));
+    rows("event-types", event_types.map((t) => {
+      const tr = document.createElement("tr");
+      tr.dataset.eventType = t.name;
+      const actions = document.createElement("td");
+      actions.append(t.archived
+        ? button("Unarchive", () => setArchived(t.name, false), `Unarchive ${t.name}`)
+        : button("Archive", () => setArchived(t.name, true), `Archive ${t.name}`));
+      tr.append(cell(t.name, "mono"), cell(t.description + (t.archived ? " (archived)" : "")), cell(t.schema ? "yes" : ""), actions);
+      return tr;
+    }));
+  } catch (err) { showError(`applications: ${err.message}`); }
+}
+
+async function portalLink(appId) {
+  try {
+    const link = await api(`api/webhooks/apps/${encodeURIComponent(appId)}/portal`, { ...JSON_POST, body: "{}" });
+    const a = Object.assign(document.createElement("a"), { href: link.url, target: "_blank", rel: "noopener", textContent: "open the portal" });
+    $("portal-result").replaceChildren(`${appId}: `, a, ` (until ${new Date(link.expires_at * 1000).toLocaleTimeString()})`);
+  } catch (err) { showError(`portal: ${err.message}`); }
+}
+
+async function setArchived(name, archived) {
+  try {
+    await api(`api/webhooks/event-types/${encodeURIComponent(name)}`, {
+      method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ archived }),
+    });
+    await refreshApps();
+  } catch (err) { showError(`event type: ${err.message}`); }
+}
+
+async function createApp(event) {
+  event.preventDefault();
+  const body = { name: $("app-name").value.trim() };
+  if ($("app-id").value.trim()) body.id = $("app-id").value.trim();
+  try {
+    await api("api/webhooks/apps", { ...JSON_POST, body: JSON.stringify(body) });
+    $("app-form").reset();
+    showError("");
+    await refreshApps();
+  } catch (err) { showError(`application: ${err.message}`); }
+}
+
+async function createEventType(event) {
+  event.preventDefault();
+  const body = { name: $("event-type-name").value.trim(), description: $("event-type-description").value };
+  if ($("event-type-schema").value.trim()) {
+    try { body.schema = JSON.parse($("event-type-schema").value); }
+    catch { showError("event type: the schema is not valid JSON"); return; }
+  }
+  try {
+    await api("api/webhooks/event-types", { ...JSON_POST, body: JSON.stringify(body) });
+    $("event-type-form").reset();
+    showError("");
+    await refreshApps();
+  } catch (err) { showError(`event type: ${err.message}`); }
+}
+
 // Wiring ----------------------------------------------------------------------------------------
 
 $("key").value = key;
@@ -228,6 +306,8 @@ $("login").addEventListener("submit", (event) => {
 $("history-form").addEventListener("submit", (event) => { event.preventDefault(); readHistory(); });
 $("presence-form").addEventListener("submit", (event) => { event.preventDefault(); readPresence(); });
 $("publish-form").addEventListener("submit", publish);
+$("app-form").addEventListener("submit", createApp);
+$("event-type-form").addEventListener("submit", createEventType);
 fetch("api/admin/auth").then((r) => r.json()).then(({ key_required }) => {
   if (key || !key_required) connect();
   else { setStatus("disconnected", "enter the admin API key"); $("key").focus(); }
