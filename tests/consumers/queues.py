@@ -118,7 +118,7 @@ class NatsKit(Kit):
         self.stream = f"TEST_{self.tag}"
         self.subject = f"test.{self.tag}.events"
         self.durable = f"tidings_{self.tag}"
-        self.dead_stream = f"TEST_{self.tag}_DEAD"
+        self.dead_stream = f"{self.stream}_dead"  # what the consumer creates for dead_letter
         self.dead_subject = f"test_dead.{self.tag}"
         self._created = False
 
@@ -156,10 +156,10 @@ class NatsKit(Kit):
         return {
             "kind": "nats_jetstream",
             "url": self.url,
+            "stream": self.stream,
             "subject": self.subject,
             "durable": self.durable,
-            "dead_letter_subject": self.dead_subject,
-            "dead_letter_stream": self.dead_stream,
+            "dead_letter": self.dead_subject,
         }
 
     async def cleanup(self) -> None:

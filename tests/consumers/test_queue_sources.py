@@ -1,10 +1,12 @@
-"""The Redis Streams, NATS JetStream and AMQP sources against the real servers, below the consumer:
-order, acknowledgement, redelivery with the same ids, dead letters, lag, claims, outages."""
+"""The Redis Streams, NATS JetStream and AMQP consumers against the real servers, below the runner:
+order, acknowledgement, redelivery with the same idempotency keys, release, dead letters, lag,
+claims of a dead member's entries, a source that goes away."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,40 +24,36 @@ from tests.consumers.queues import (
     kit,
     message,
 )
-from tidings.consumers.amqp import AmqpSource
-from tidings.consumers.delivery import Delivery
-from tidings.consumers.nats_jetstream import NatsJetStreamSource
-from tidings.consumers.redis_stream import RedisStreamSource
-
-Source = RedisStreamSource | NatsJetStreamSource | AmqpSource
-
-
-def source_for(k: Kit, **options: Any) -> Source:
-    if isinstance(k, RedisKit):
-        return RedisStreamSource(
-            url=k.url, stream=k.stream, consumer=options.pop("consumer", "one"), block=0.2, **options
-        )
-    if isinstance(k, NatsKit):
-        return NatsJetStreamSource(
-            url=k.url,
-            subject=k.subject,
-            durable=k.durable,
-            dead_letter_subject=k.dead_subject,
-            dead_letter_stream=k.dead_stream,
-            fetch_wait=0.2,
-            **options,
-        )
-    assert isinstance(k, AmqpKit)
-    return AmqpSource(url=k.url, queue=k.queue, fetch_wait=0.2, **options)
+from tidings.consumers.base import Consumer, Message
+from tidings.consumers.redis_stream import RedisStreamConsumer
+from tidings.consumers.service import make_consumer
+from tidings.core.consumer_message import DeadLetter, PublishRequest
+from tidings.settings import ConsumerSettings
 
 
-async def take_all(source: Source, count: int, timeout: float = 30) -> list[Delivery]:
-    got: list[Delivery] = []
+def consumer_for(k: Kit, **settings: Any) -> Consumer:
+    return make_consumer("q", ConsumerSettings(**{**k.settings(), "claim_idle": 1.0, **settings}))
+
+
+def redis_member(k: RedisKit, member: str, **settings: Any) -> RedisStreamConsumer:
+    return RedisStreamConsumer("q", ConsumerSettings(**{**k.settings(), **settings}), member=member)
+
+
+async def fetch_all(consumer: Consumer, count: int, timeout: float = 30) -> list[Message]:
+    got: list[Message] = []
     deadline = time.monotonic() + timeout
     while len(got) < count:
-        assert time.monotonic() < deadline, f"took {len(got)} of {count}"
-        got += await source.take(count - len(got))
+        assert time.monotonic() < deadline, f"fetched {len(got)} of {count}"
+        got += await consumer.fetch(count - len(got), 0.2)
     return got
+
+
+def keys(messages: Sequence[Message]) -> list[str]:
+    return [m.request.idempotency_key for m in messages if isinstance(m.request, PublishRequest)]
+
+
+def datas(messages: Sequence[Message]) -> list[Any]:
+    return [m.request.data for m in messages if isinstance(m.request, PublishRequest)]
 
 
 @pytest.fixture(params=KINDS)
@@ -71,74 +69,97 @@ async def queue(request: pytest.FixtureRequest) -> Any:
         await k.cleanup()
 
 
-async def test_messages_come_in_order_with_stable_ids_and_come_again_until_acknowledged(queue: Kit):
-    bodies = [message("c", i) for i in range(10)]
-    await queue.put(bodies, ids=[f"m{i}" for i in range(10)])
-    options = {"ack_wait": 1.0} if isinstance(queue, NatsKit) else {}
-    first = source_for(queue, **options)
+async def test_messages_come_in_order_and_again_with_the_same_keys_until_acknowledged(queue: Kit):
+    await queue.put([message("c", i) for i in range(10)], ids=[f"m{i}" for i in range(10)])
+    first = consumer_for(queue)
     await first.connect()
     try:
-        taken = await take_all(first, 10)
-        assert [d.body for d in taken] == bodies
-        assert all(d.id for d in taken) and len({d.id for d in taken}) == 10
-        assert not any(d.redelivered for d in taken)
+        taken = await fetch_all(first, 10)
+        assert datas(taken) == list(range(10))
+        assert len(set(keys(taken))) == 10 and all(key.startswith("q:") for key in keys(taken))
         await first.ack(taken[:4])
-        assert await first.lag() == 6  # taken, not acknowledged
+        assert await first.lag() == 6  # fetched, not acknowledged
     finally:
         await first.close()  # gone without acknowledging the other six
-    second = source_for(queue, **options)
+    second = consumer_for(queue)
     await second.connect()
     try:
-        again = await take_all(second, 6)
-        assert [d.id for d in again] == [d.id for d in taken[4:]]  # same ids: same idempotency keys
-        assert [d.body for d in again] == bodies[4:]
-        assert all(d.redelivered for d in again)
+        again = await fetch_all(second, 6)
+        assert datas(again) == list(range(4, 10))
+        assert keys(again) == keys(taken[4:])  # the same keys: the hub drops a second publish
         await second.ack(again)
         await asyncio.sleep(0.3)
-        assert await second.take(10) == []
+        assert await second.fetch(10, 0.2) == []
         assert await second.lag() == 0
     finally:
         await second.close()
 
 
-async def test_a_dead_letter_keeps_the_message_and_its_error_and_frees_the_ones_behind(queue: Kit):
-    bodies = [message("c", 0), b"not json", message("c", 2)]
-    await queue.put(bodies)
-    source = source_for(queue)
-    await source.connect()
+async def test_released_messages_come_again_first_and_in_order(queue: Kit):
+    await queue.put([message("c", i) for i in range(6)], ids=[f"m{i}" for i in range(6)])
+    consumer = consumer_for(queue, batch_size=6)
+    await consumer.connect()
     try:
-        taken = await take_all(source, 3)
-        await source.ack(taken[:1])
-        await source.dead_letter(taken[1], "bad_request: not JSON")
-        await source.ack(taken[2:])
-        assert await source.lag() == 0
+        taken = await fetch_all(consumer, 6)
+        await consumer.ack(taken[:2])
+        await consumer.release(taken[2:])
+        again = await fetch_all(consumer, 4)
+        assert datas(again) == [2, 3, 4, 5]
+        assert keys(again) == keys(taken[2:])
+        await consumer.ack(again)
+        assert await consumer.lag() == 0
     finally:
-        await source.close()
-    assert await queue.dead() == [(b"not json", "bad_request: not JSON")]
+        await consumer.close()
+
+
+async def test_a_dead_letter_keeps_the_message_and_its_error_and_frees_the_ones_behind(queue: Kit):
+    await queue.put([message("c", 0), b"not json", message("c", 2)])
+    consumer = consumer_for(queue)
+    await consumer.connect()
+    try:
+        taken = await fetch_all(consumer, 3)
+        assert isinstance(taken[1].request, DeadLetter) and taken[1].request.code == "bad_request"
+        await consumer.dead_letter(taken[1], taken[1].request)
+        await consumer.ack(taken)
+        assert await consumer.lag() == 0
+    finally:
+        await consumer.close()
+    ((body, error),) = await queue.dead()
+    assert body == b"not json" and error.startswith("bad_request: not JSON")
+
+
+async def test_setup_creates_what_is_missing_and_then_finds_it(queue: Kit):
+    consumer = consumer_for(queue)
+    await consumer.connect()  # connect creates what is missing …
+    try:
+        lines = await consumer.setup()  # … so setup finds it all
+        assert lines and all("exists" in line or "stream" in line for line in lines), lines
+        assert consumer.describe()
+    finally:
+        await consumer.close()
 
 
 @pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
-async def test_xautoclaim_takes_a_dead_consumers_pending_entries_before_anything_newer():
+async def test_xautoclaim_takes_a_dead_members_pending_entries_before_anything_newer():
     k = RedisKit()
     try:
         await k.put([message("c", i) for i in range(5)])
-        dead = source_for(k, consumer="dead", min_idle=0.5)
+        dead = redis_member(k, "dead", claim_idle=0.5)
         await dead.connect()
-        held = await take_all(dead, 3)
+        held = await fetch_all(dead, 3)
         await dead.ack(held[:1])
         await dead.close()  # dies holding entries 1 and 2
         await k.put([message("c", i) for i in range(5, 8)])
-        heir = source_for(k, consumer="heir", min_idle=0.5)
+        heir = redis_member(k, "heir", claim_idle=0.5)
         await heir.connect()
         started = time.monotonic()
-        first = await take_all(heir, 2)
-        # nothing newer was read before the dead consumer's entries became claimable
-        assert [d.id for d in first] == [d.id for d in held[1:]]
-        assert all(d.redelivered for d in first)
+        first = await fetch_all(heir, 2)
+        # nothing newer was read before the dead member's entries became claimable
+        assert datas(first) == [1, 2] and keys(first) == keys(held[1:])
         assert time.monotonic() - started >= 0.4
         await heir.ack(first)
-        rest = await take_all(heir, 5)
-        assert [d.body for d in rest] == [message("c", i) for i in range(3, 8)]
+        rest = await fetch_all(heir, 5)
+        assert datas(rest) == [3, 4, 5, 6, 7]
         await heir.ack(rest)
         assert await heir.lag() == 0
         await heir.close()
@@ -147,40 +168,41 @@ async def test_xautoclaim_takes_a_dead_consumers_pending_entries_before_anything
 
 
 @pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
-async def test_a_restarted_consumer_with_its_old_name_rereads_its_own_pending_entries_at_once():
+async def test_a_member_that_kept_its_name_rereads_its_own_pending_entries_at_once():
     k = RedisKit()
     try:
         await k.put([message("c", i) for i in range(4)])
-        before = source_for(k, consumer="node-a", min_idle=60)
+        before = redis_member(k, "node-a", claim_idle=60)
         await before.connect()
-        held = await take_all(before, 4)
+        held = await fetch_all(before, 4)
         await before.close()
-        after = source_for(k, consumer="node-a", min_idle=60)
+        after = redis_member(k, "node-a", claim_idle=60)
         await after.connect()
-        again = await take_all(after, 4, timeout=5)  # no min_idle wait: they are its own
-        assert [d.id for d in again] == [d.id for d in held]
+        again = await fetch_all(after, 4, timeout=5)  # no claim_idle wait: they are its own
+        assert keys(again) == keys(held)
         await after.close()
     finally:
         await k.cleanup()
 
 
 @pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
-async def test_a_redis_entry_without_the_payload_field_reads_as_an_empty_body():
+async def test_a_redis_entry_without_the_payload_field_is_dead_lettered_with_its_fields():
+    from redis.asyncio import Redis
+
     k = RedisKit()
     try:
-        from redis.asyncio import Redis
-
         async with Redis.from_url(k.url) as redis:
             await redis.xadd(k.stream, {"other": "x"})
-        source = source_for(k)
-        await source.connect()
-        (taken,) = await take_all(source, 1)
-        assert taken.body == b""
-        await source.dead_letter(taken, "bad_request: no payload field")
-        await source.close()
+        consumer = consumer_for(k)
+        await consumer.connect()
+        (taken,) = await fetch_all(consumer, 1)
+        assert isinstance(taken.request, DeadLetter)
+        await consumer.dead_letter(taken, taken.request)
+        await consumer.close()
         async with Redis.from_url(k.url) as redis:
-            (entry,) = await redis.xrange(f"{k.stream}:dead")
-        assert entry[1][b"other"] == b"x" and entry[1][b"error"] == b"bad_request: no payload field"
+            ((_, fields),) = await redis.xrange(f"{k.stream}:dead")
+        assert fields[b"other"] == b"x" and fields[b"error"].startswith(b"bad_request: the entry has no")
+        assert fields[b"id"] == taken.id.encode()
     finally:
         await k.cleanup()
 
@@ -190,18 +212,20 @@ async def test_redis_going_away_raises_and_a_reconnect_resumes_where_it_was():
     try:
         k = RedisKit(server.url)
         await k.put([message("c", i) for i in range(4)])
-        source = source_for(k, consumer="node-a")
-        await source.connect()
-        taken = await take_all(source, 2)
+        consumer = consumer_for(k)
+        await consumer.connect()
+        taken = await fetch_all(consumer, 2)
         server.kill()
-        with pytest.raises(ConnectionError):
-            await source.take(10)
+        with pytest.raises(Exception, match="(?i)connect|closed"):
+            await consumer.fetch(10, 0.2)
+        with pytest.raises(Exception, match="(?i)connect|refused"):
+            await consumer.connect()
         server.start()
-        await source.connect()
-        again = await take_all(source, 4)  # its two pending first, then the rest
-        assert [d.body for d in again] == [message("c", i) for i in range(4)]
-        assert [d.id for d in again[:2]] == [d.id for d in taken]
-        await source.close()
+        await consumer.connect()
+        again = await fetch_all(consumer, 4)  # its two pending first, then the rest
+        assert datas(again) == [0, 1, 2, 3]
+        assert keys(again[:2]) == keys(taken)
+        await consumer.close()
     finally:
         server.stop()
 
@@ -212,26 +236,46 @@ async def test_nats_going_away_raises_and_a_reconnect_resumes_where_it_was():
     try:
         k = NatsKit(server.url)
         await k.put([message("c", i) for i in range(4)])
-        source = source_for(k, ack_wait=1.0)
-        await source.connect()
-        taken = await take_all(source, 2)
-        await source.ack(taken[:1])
+        consumer = consumer_for(k)
+        await consumer.connect()
+        taken = await fetch_all(consumer, 2)
+        await consumer.ack(taken[:1])
         server.kill()
-        with pytest.raises(ConnectionError):
+        with pytest.raises(Exception):  # noqa: B017, PT011 (the client library's own errors)
             for _ in range(50):
-                await source.take(10)
+                await consumer.fetch(10, 0.2)
         server.start()
-        await source.connect()
-        again: list[Delivery] = []
-        while not again or again[-1].body != message("c", 3):
-            again += await take_all(source, 1)
-        # A SIGKILLed nats-server may forget the acknowledgement it confirmed (it writes the
-        # consumer's state lazily): then the first message comes again, with its id (and so its
-        # idempotency key), before the rest in order.
-        bodies = [d.body for d in again]
-        assert bodies in ([message("c", i) for i in range(1, 4)], [message("c", i) for i in range(4)])
-        assert again[0].id == (taken[1].id if len(again) == 3 else taken[0].id)
-        await source.ack(again)
-        await source.close()
+        await consumer.connect()
+        again: list[Message] = []
+        while not again or datas(again)[-1] != 3:
+            again += await fetch_all(consumer, 1)
+        # A SIGKILLed nats-server may forget an acknowledgement it confirmed (it writes the
+        # consumer's state lazily): then message 0 comes again, with its key, before the rest.
+        assert datas(again) in ([1, 2, 3], [0, 1, 2, 3])
+        assert keys(again)[-3] == keys(taken)[1]
+        await consumer.ack(again)
+        await consumer.close()
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(not available("amqp"), reason="no RabbitMQ on 5672")
+async def test_an_amqp_message_without_message_id_gets_a_key_of_its_own():
+    import aio_pika
+
+    k = AmqpKit()
+    try:
+        await k.put([])
+        connection = await aio_pika.connect(k.url)
+        channel = await connection.channel()
+        for _ in range(2):
+            await channel.default_exchange.publish(aio_pika.Message(message("c", "same")), routing_key=k.queue)
+        await connection.close()
+        consumer = consumer_for(k)
+        await consumer.connect()
+        taken = await fetch_all(consumer, 2)
+        assert len(set(keys(taken))) == 2  # two messages, two publishes (at least once each)
+        await consumer.ack(taken)
+        await consumer.close()
+    finally:
+        await k.cleanup()

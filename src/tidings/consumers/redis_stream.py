@@ -1,46 +1,52 @@
-"""Redis Streams source: a consumer group, ``XREADGROUP``, ``XACK`` after publish, ``XAUTOCLAIM``.
+"""Redis Streams consumer: a consumer group, ``XREADGROUP``, ``XACK`` after publish, ``XAUTOCLAIM``.
 
-Each stream entry carries the message in one field (``field``, default ``payload``) as JSON
-text. The source reads with ``XREADGROUP`` as consumer ``consumer`` of group ``group`` (created
-at the stream's start, with the stream, when missing) and acknowledges with ``XACK`` only after
-the consumer published. An entry that cannot be published is copied to the dead-letter stream
-with its error and acknowledged in one ``MULTI``, so it never blocks the entries behind it.
+Each stream entry carries the message (``docs/reference/consumers.md``) as JSON text in its
+``payload`` field. The consumer reads as a member of the group ``group`` (created at the start
+of the stream, with the stream, when missing) and acknowledges with ``XACK`` only after the
+runner published. An entry that cannot be published is copied to the dead-letter stream
+(``dead_letter``, default ``STREAM:dead``) with its fields plus ``error``, ``stream`` and ``id``,
+and acknowledged, in one ``MULTI``. The idempotency key of an entry that gives none is
+``NAME:ENTRY-ID``: the same however often it is read.
 
 Order. Redis hands a group's new entries out in id order; what can reorder them is a takeover:
-entries a dead consumer read but never acknowledged stay in its pending list, older than
-anything still unread. So the source, in this order:
+entries a dead member read but never acknowledged stay in its pending list, older than anything
+unread. So the consumer, in this order:
 
-1. re-reads its own pending entries (``XREADGROUP … 0``: a consumer restarted under a stable
-   ``consumer`` name resumes at once);
-2. at start notes the newest entry other consumers hold pending, and reads nothing new until
-   every entry up to it is acknowledged (a live peer) or claimed (``XAUTOCLAIM`` once idle
-   ``min_idle`` seconds: a dead one) and published;
-3. then reads new entries, claiming idle ones again every ``claim_interval`` seconds.
+1. re-reads its own pending entries (``XREADGROUP … 0``: after a lost connection or a release);
+2. at start, notes the newest entry other members hold pending, and reads nothing new until
+   every entry up to it was acknowledged (a live peer) or claimed (``XAUTOCLAIM`` once idle
+   ``claim_idle`` seconds: a dead one) and published;
+3. then reads new entries, and claims idle ones again every ``claim_idle / 2`` seconds.
 
-With one node consuming a stream, order is kept across crashes. Several nodes in one group share
-the entries and publish them concurrently: order between nodes is then not kept (give each its
-own stream, or its own group if every node should publish everything, which the idempotency
-keys make harmless). Consumers with nothing pending that were idle ``10 × min_idle`` are removed
-from the group (a dead node's name would otherwise stay forever).
+The member name is ``HOST-PID``: a restarted node is a new member that claims what its previous
+life left, after ``claim_idle``. With one node consuming a stream, order is kept across crashes.
+Several nodes in one group share the entries and publish concurrently: order between them is not
+kept. Members with nothing pending, idle ``10 × claim_idle``, are removed from the group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tidings.consumers.delivery import Delivery, unreachable
+from tidings.consumers.base import Consumer, Message
+from tidings.core.consumer_message import DeadLetter, parse_message
+from tidings.settings import ConsumerSettings
 
-__all__ = ["RedisStreamSource"]
+__all__ = ["FIELD", "RedisStreamConsumer"]
 
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: The entry field that holds the message.
+FIELD = "payload"
+#: Most dead letters kept (``XADD … MAXLEN ~``).
+DEAD_LETTER_MAXLEN = 100_000
 
 
 def _text(value: Any) -> str:
@@ -52,68 +58,58 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class RedisStreamSource:
-    """See the module docstring. ``connect`` before ``take``; ``close`` when done (idempotent).
+class RedisStreamConsumer(Consumer):
+    """See the module docstring."""
 
-    ``min_idle``: seconds an entry must sit unacknowledged in another consumer's pending list
-    before it is claimed (longer than the slowest publish of a batch, or a live peer's entries
-    are claimed from under it: harmless for duplicates, but it reorders). ``block``: seconds one
-    ``take`` waits for new entries.
-    """
+    kind: ClassVar[str] = "redis_stream"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        stream: str,
-        group: str = "tidings",
-        consumer: str,
-        field: str = "payload",
-        dead_letter_stream: str | None = None,
-        dead_letter_maxlen: int = 100_000,
-        min_idle: float = 30.0,
-        claim_interval: float | None = None,
-        block: float = 1.0,
-    ) -> None:
-        self.url = url
-        self.stream = stream
-        self.group = group
-        self.consumer = consumer
-        self.field = field
-        self.dead_letter_stream = dead_letter_stream or f"{stream}:dead"
-        self.dead_letter_maxlen = dead_letter_maxlen
-        self.min_idle = min_idle
-        self.claim_interval = claim_interval if claim_interval is not None else max(min_idle / 2, 0.1)
-        self.block = block
+    def __init__(self, name: str, settings: ConsumerSettings, *, member: str | None = None) -> None:
+        super().__init__(name, settings)
+        self.stream = settings.stream
+        self.group = settings.group
+        self.member = member or f"{socket.gethostname()}-{os.getpid()}"
+        self.dead_letter_stream = settings.dead_letter or f"{self.stream}:dead"
+        self.claim_idle = settings.claim_idle
+        self.claim_every = max(settings.claim_idle / 2, 0.1)
         self._redis: Redis | None = None
-        # Where the re-read of this consumer's own pending entries stands; None once done.
+        # Where the re-read of this member's own pending entries stands; None once done.
         self._own_pending: str | None = "0"
+        # The newest entry another member held pending at start (see the module docstring).
         self._barrier: tuple[int, int] | None = None
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
 
+    def describe(self) -> str:
+        return f"redis stream {self.stream} (group {self.group})"
+
     @property
-    def description(self) -> str:
-        return f"redis stream {self.stream!r} group {self.group!r} as {self.consumer!r}"
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise ConnectionError("not connected to Redis")
+        return self._redis
 
     async def connect(self) -> None:
-        """Connect, create the group if missing, and note other consumers' pending entries."""
-        with unreachable(self.description, *_CONNECTION_ERRORS):
-            await self._connect()
-
-    async def _connect(self) -> None:
         await self.close()
-        redis = Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=0)
-        self._redis = redis
-        try:
-            await redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self._redis = Redis.from_url(self.settings.url, socket_connect_timeout=5)
+        await self._create_group()
         self._own_pending = "0"
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._barrier = await self._newest_pending_of_others()
+
+    async def _create_group(self) -> bool:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        return True
+
+    async def setup(self) -> list[str]:
+        created = await self._create_group()
+        state = "created" if created else "exists"
+        return [f"consumer group {self.group} on stream {self.stream}: {state}"]
 
     async def close(self) -> None:
         redis, self._redis = self._redis, None
@@ -121,83 +117,81 @@ class RedisStreamSource:
             with contextlib.suppress(Exception):
                 await redis.aclose()
 
-    @property
-    def redis(self) -> Redis:
-        if self._redis is None:
-            raise RuntimeError("RedisStreamSource.take before connect")
-        return self._redis
-
-    async def take(self, limit: int) -> list[Delivery]:
-        """Up to ``limit`` entries in order: own pending, then claimed, then new (waits ``block``)."""
-        with unreachable(self.description, *_CONNECTION_ERRORS):
-            return await self._take(limit)
-
-    async def _take(self, limit: int) -> list[Delivery]:
+    async def fetch(self, max_messages: int, wait: float) -> Sequence[Message]:
+        """Own pending entries first, then claimed ones, then new ones (waiting ``wait``)."""
         if self._own_pending is not None:
-            entries = await self._read(self._own_pending, limit, block=None)
-            if entries:
-                self._own_pending = entries[-1].handle[0]
-                return entries
+            messages = await self._read(self._own_pending, max_messages, block=None)
+            if messages:
+                self._own_pending = messages[-1].id
+                return messages
             self._own_pending = None
         now = time.monotonic()
         if self._barrier is not None or now >= self._next_claim:
-            claimed = await self._claim(limit)
+            claimed = await self._claim(max_messages)
             if claimed:
                 return claimed
-            self._next_claim = now + self.claim_interval
+            self._next_claim = now + self.claim_every
             if self._barrier is not None:
                 if await self._barrier_holds():
-                    await self._sleep_a_little()
+                    await asyncio.sleep(min(wait, self.claim_every, 0.2))
                     return []
                 self._barrier = None
-        return await self._read(">", limit, block=self.block)
+        return await self._read(">", max_messages, block=wait)
 
-    async def ack(self, deliveries: list[Delivery]) -> None:
-        with unreachable(self.description, *_CONNECTION_ERRORS):
-            await self._ack(deliveries)
+    async def ack(self, messages: Sequence[Message]) -> None:
+        if messages:
+            await self.redis.xack(self.stream, self.group, *[m.id for m in messages])
 
-    async def _ack(self, deliveries: list[Delivery]) -> None:
-        if deliveries:
-            await self.redis.xack(self.stream, self.group, *[d.handle[0] for d in deliveries])
+    async def release(self, messages: Sequence[Message]) -> None:
+        """They stay in this member's pending list: the next fetch re-reads it from the start."""
+        if messages:
+            self._own_pending = "0"
 
-    async def dead_letter(self, delivery: Delivery, error: str) -> None:
-        """Copy the entry to the dead-letter stream with ``error``, and acknowledge it, atomically."""
-        with unreachable(self.description, *_CONNECTION_ERRORS):
-            await self._dead_letter(delivery, error)
-
-    async def _dead_letter(self, delivery: Delivery, error: str) -> None:
-        entry_id, original = delivery.handle
-        fields = {**original, "error": error, "stream": self.stream, "id": entry_id}
+    async def dead_letter(self, message: Message, reason: DeadLetter) -> None:
+        """Copy the entry to the dead-letter stream with the error, and acknowledge it, atomically."""
+        fields = {**message.raw, "error": f"{reason.code}: {reason.message}", "stream": self.stream}
+        fields["id"] = message.id
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_letter_stream, fields, maxlen=self.dead_letter_maxlen, approximate=True)
-            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xadd(self.dead_letter_stream, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            pipe.xack(self.stream, self.group, message.id)
             await pipe.execute()
 
-    async def lag(self) -> int:
+    async def lag(self) -> int | None:
         """Entries the group has not read yet plus those read and not acknowledged."""
-        with unreachable(self.description, *_CONNECTION_ERRORS):
-            return await self._lag()
-
-    async def _lag(self) -> int:
-        for group in await self.redis.xinfo_groups(self.stream):
+        groups: Any = await self.redis.xinfo_groups(self.stream)
+        for group in groups:
             if _text(group.get("name")) == self.group:
                 unread = group.get("lag")
-                if unread is None:  # Redis cannot tell after deletions: count from the last read
-                    rest: Any = await self.redis.xrange(self.stream, f"({_text(group['last-delivered-id'])}")
-                    unread = len(rest)
+                if unread is None:  # Redis cannot tell after deletions inside the unread range
+                    return None
                 return int(unread) + int(group.get("pending") or 0)
-        return 0
+        return None
 
     # ---------------------------------------------------------------------------------------
 
-    async def _read(self, start: str, limit: int, block: float | None) -> list[Delivery]:
+    def _message(self, entry_id: Any, fields: dict[Any, Any]) -> Message:
+        entry = _text(entry_id)
+        named = {_text(k): v for k, v in fields.items()}
+        body = named.get(FIELD)
+        if body is None:
+            request: Any = DeadLetter("bad_request", f"the entry has no {FIELD} field")
+        else:
+            request = parse_message(
+                body if isinstance(body, bytes) else str(body).encode(),
+                default_key=self.default_key(entry),
+                allow=self.settings.channels,
+                max_bytes=self.settings.max_message_bytes,
+            )
+        return Message(id=entry, partition=self.stream, request=request, raw=named)
+
+    async def _read(self, start: str, count: int, block: float | None) -> list[Message]:
         try:
             response: Any = await self.redis.xreadgroup(
                 self.group,
-                self.consumer,
+                self.member,
                 {self.stream: start},
-                count=limit,
-                block=int(block * 1000) if block is not None else None,
+                count=count,
+                block=max(1, int(block * 1000)) if block is not None else None,
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted (or Redis came back empty)
@@ -207,57 +201,40 @@ class RedisStreamSource:
         if not response:
             return []
         _, entries = response[0]
-        deliveries = []
-        gone = []
+        messages, gone = [], []
         for entry_id, fields in entries:
             if fields is None:  # trimmed or deleted while pending: nothing to publish
                 gone.append(entry_id)
-                continue
-            deliveries.append(self._delivery(entry_id, fields, redelivered=start != ">"))
+            else:
+                messages.append(self._message(entry_id, fields))
         if gone:
             await self.redis.xack(self.stream, self.group, *gone)
-        return deliveries
+        return messages
 
-    def _delivery(self, entry_id: Any, fields: dict[Any, Any], *, redelivered: bool) -> Delivery:
-        entry = _text(entry_id)
-        named = {_text(k): v for k, v in fields.items()}
-        # A missing field reads as an empty body: not JSON, so it is dead-lettered saying so.
-        body = named.get(self.field, b"")
-        return Delivery(
-            id=f"{self.stream}:{entry}",
-            body=body if isinstance(body, bytes) else str(body).encode(),
-            handle=(entry, named),
-            redelivered=redelivered,
-        )
-
-    async def _claim(self, limit: int) -> list[Delivery]:
-        """Claim entries idle ``min_idle`` in other consumers' pending lists, oldest first."""
+    async def _claim(self, count: int) -> list[Message]:
+        """Claim entries idle ``claim_idle`` in other members' pending lists, oldest first."""
         response: Any = await self.redis.xautoclaim(
             self.stream,
             self.group,
-            self.consumer,
-            int(self.min_idle * 1000),
+            self.member,
+            int(self.claim_idle * 1000),
             start_id=self._claim_cursor,
-            count=limit,
+            count=count,
         )
-        next_cursor, entries = response[0], response[1]
-        self._claim_cursor = _text(next_cursor)
-        claimed = [
-            self._delivery(entry_id, fields, redelivered=True)
-            for entry_id, fields in cast(list[tuple[Any, Any]], entries)
-            if fields is not None
-        ]
+        self._claim_cursor = _text(response[0])
+        claimed = [self._message(entry_id, fields) for entry_id, fields in response[1] if fields is not None]
         if not claimed and self._claim_cursor == "0-0":
-            await self._forget_dead_consumers()
+            await self._forget_dead_members()
         return claimed
 
     async def _newest_pending_of_others(self) -> tuple[int, int] | None:
         newest: tuple[int, int] | None = None
-        for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
-            name = _text(consumer.get("name"))
-            if name == self.consumer or not int(consumer.get("pending") or 0):
+        members: Any = await self.redis.xinfo_consumers(self.stream, self.group)
+        for member in members:
+            name = _text(member.get("name"))
+            if name == self.member or not int(member.get("pending") or 0):
                 continue
-            rows = await self.redis.xpending_range(
+            rows: Any = await self.redis.xpending_range(
                 self.stream, self.group, min="-", max="+", count=1_000_000, consumername=name
             )
             if rows:
@@ -266,19 +243,17 @@ class RedisStreamSource:
         return newest
 
     async def _barrier_holds(self) -> bool:
-        """Whether an entry up to the barrier is still pending with another consumer."""
+        """Whether an entry up to the barrier is still pending with another member."""
         assert self._barrier is not None
         ms, seq = self._barrier
-        rows = await self.redis.xpending_range(self.stream, self.group, min="-", max=f"{ms}-{seq}", count=1)
+        rows: Any = await self.redis.xpending_range(self.stream, self.group, min="-", max=f"{ms}-{seq}", count=1)
         return bool(rows)
 
-    async def _sleep_a_little(self) -> None:
-        await asyncio.sleep(min(self.claim_interval, 0.2))
-
-    async def _forget_dead_consumers(self) -> None:
-        idle_ms = self.min_idle * 10_000
-        for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
-            name = _text(consumer.get("name"))
-            pending, idle = int(consumer.get("pending") or 0), int(consumer.get("idle") or 0)
-            if name != self.consumer and not pending and idle > idle_ms:
+    async def _forget_dead_members(self) -> None:
+        idle_ms = self.claim_idle * 10_000
+        members: Any = await self.redis.xinfo_consumers(self.stream, self.group)
+        for member in members:
+            name = _text(member.get("name"))
+            pending, idle = int(member.get("pending") or 0), int(member.get("idle") or 0)
+            if name != self.member and not pending and idle > idle_ms:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, name)
