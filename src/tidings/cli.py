@@ -20,6 +20,7 @@ from rich.console import Console
 from tidings._version import __version__
 from tidings.auth import cli as auth_cli
 from tidings.config_cli import app as config_app
+from tidings.consumers import cli as consumers_cli
 from tidings.exceptions import TidingsError
 from tidings.settings import SettingsError, load_settings
 from tidings.webhooks import cli as webhooks_cli
@@ -237,6 +238,7 @@ def _mount_subcommands() -> None:
     app.add_typer(auth_cli.app)  # token, keys
     app.add_typer(config_app, name="config")
     app.add_typer(webhooks_cli.app, name="webhooks")
+    app.add_typer(consumers_cli.app, name="consumers")
     app.command("listen")(webhooks_cli.listen)
 
 
