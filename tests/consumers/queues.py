@@ -185,7 +185,9 @@ class AmqpKit(Kit):
     async def put(self, bodies: list[bytes], ids: list[str] | None = None) -> None:
         connection = await aio_pika.connect(self.url)
         try:
-            channel = await connection.channel()
+            # Without publisher confirms (one round trip each): the frames go out in order, and
+            # the declare after them returns once the broker has taken them all.
+            channel = await connection.channel(publisher_confirms=False)
             await channel.declare_queue(self.queue, durable=True)
             for i, body in enumerate(bodies):
                 await channel.default_exchange.publish(
@@ -196,6 +198,7 @@ class AmqpKit(Kit):
                     ),
                     routing_key=self.queue,
                 )
+            await channel.declare_queue(self.queue, durable=True)
         finally:
             await connection.close()
 

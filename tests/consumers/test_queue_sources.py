@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.consumers.queues import (
     KINDS,
@@ -216,9 +217,9 @@ async def test_redis_going_away_raises_and_a_reconnect_resumes_where_it_was():
         await consumer.connect()
         taken = await fetch_all(consumer, 2)
         server.kill()
-        with pytest.raises(Exception, match="(?i)connect|closed"):
+        with pytest.raises(RedisConnectionError):
             await consumer.fetch(10, 0.2)
-        with pytest.raises(Exception, match="(?i)connect|refused"):
+        with pytest.raises(RedisConnectionError):
             await consumer.connect()
         server.start()
         await consumer.connect()
@@ -241,7 +242,7 @@ async def test_nats_going_away_raises_and_a_reconnect_resumes_where_it_was():
         taken = await fetch_all(consumer, 2)
         await consumer.ack(taken[:1])
         server.kill()
-        with pytest.raises(Exception):  # noqa: B017, PT011 (the client library's own errors)
+        with pytest.raises(Exception):  # noqa: B017 (the client library's own errors)
             for _ in range(50):
                 await consumer.fetch(10, 0.2)
         server.start()
@@ -269,7 +270,9 @@ async def test_an_amqp_message_without_message_id_gets_a_key_of_its_own():
         connection = await aio_pika.connect(k.url)
         channel = await connection.channel()
         for _ in range(2):
-            await channel.default_exchange.publish(aio_pika.Message(message("c", "same")), routing_key=k.queue)
+            await channel.default_exchange.publish(
+                aio_pika.Message(message("c", "same")), routing_key=k.queue
+            )
         await connection.close()
         consumer = consumer_for(k)
         await consumer.connect()

@@ -124,7 +124,10 @@ class AmqpConsumer(Consumer):
         # Without a message_id nothing identifies a redelivery: a key of its own (at least once).
         key = self.default_key(ident) if ident else f"{self.name}:{uuid.uuid4().hex}"
         request = parse_message(
-            incoming.body, default_key=key, allow=self.settings.channels, max_bytes=self.settings.max_message_bytes
+            incoming.body,
+            default_key=key,
+            allow=self.settings.channels,
+            max_bytes=self.settings.max_message_bytes,
         )
         return Message(
             id=ident or f"delivery {incoming.delivery_tag}",
@@ -155,7 +158,9 @@ class AmqpConsumer(Consumer):
         channel = self._bound()
         incoming: AbstractIncomingMessage = message.handle
         headers = dict(incoming.headers or {})
-        headers.update({"x-tidings-error": f"{reason.code}: {reason.message}"[:1000], "x-tidings-queue": self.queue})
+        headers.update(
+            {"x-tidings-error": f"{reason.code}: {reason.message}"[:1000], "x-tidings-queue": self.queue}
+        )
         await channel.default_exchange.publish(
             aio_pika.Message(
                 incoming.body,

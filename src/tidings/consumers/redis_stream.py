@@ -246,7 +246,9 @@ class RedisStreamConsumer(Consumer):
         """Whether an entry up to the barrier is still pending with another member."""
         assert self._barrier is not None
         ms, seq = self._barrier
-        rows: Any = await self.redis.xpending_range(self.stream, self.group, min="-", max=f"{ms}-{seq}", count=1)
+        rows: Any = await self.redis.xpending_range(
+            self.stream, self.group, min="-", max=f"{ms}-{seq}", count=1
+        )
         return bool(rows)
 
     async def _forget_dead_members(self) -> None:
