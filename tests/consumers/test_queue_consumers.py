@@ -23,6 +23,7 @@ from tests.consumers.queues import (
     kit,
     message,
 )
+from tests.redis_server import free_port
 from tests.serving import serve
 from tests.stress.helpers import Consumer, NodeProcess, close_all, wait_for
 from tidings.core.position import Position
@@ -126,10 +127,58 @@ async def test_a_bad_message_is_dead_lettered_and_never_blocks_the_ones_behind_i
                 await asyncio.sleep(0.1)
         finally:
             await close_all(subscribers)
+        metrics = await asyncio.to_thread(
+            scrape,
+            running.url,
+            "tidings_consumer_published_total",
+            "tidings_consumer_dead_lettered_total",
+            "tidings_consumer_lag",
+        )
     assert_exactly_once_in_order(subscribers, [0, 3])
+    assert metrics == [2, 3, 0]
     assert [body for body, _ in dead] == bodies[1:4]
     assert [error.split(":")[0] for _, error in dead] == ["bad_request"] * 3
     assert "not JSON" in dead[0][1] and "unknown" in dead[2][1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("redis_stream", "redis://127.0.0.1:{port}/0"),
+        ("nats_jetstream", "nats://127.0.0.1:{port}"),
+        ("amqp", "amqp://guest:guest@127.0.0.1:{port}/"),
+    ],
+)
+async def test_a_source_out_of_reach_fails_readyz_and_is_tried_again_until_it_answers(kind: str, url: str):
+    port = free_port()  # nothing listens there
+    settings = {"kind": kind, "url": url.format(port=port), "stream": "S", "queue": "q"}
+    settings.update(retry_base=0.05, retry_max=0.2)
+    with serve(consumers={"q": settings}) as running:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            for _ in range(200):
+                ready = await http.get("/readyz")
+                if ready.status_code == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready.status_code == 503
+            assert "consumer q cannot reach its source" in ready.json()["error"]["message"]
+            await wait_for(
+                lambda: scrape(running.url, "tidings_consumer_reconnects_total")[0] >= 3, 30, "retries"
+            )
+            if kind != "redis_stream":
+                return
+            redis = DurableRedis()
+            redis.port = port
+            redis.start()  # the source comes (back): the consumer reaches it, /readyz is happy
+            try:
+                for _ in range(200):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await http.get("/readyz")).status_code == 200
+                assert scrape(running.url, "tidings_consumer_connected") == [1]
+            finally:
+                redis.stop()
 
 
 # crashes and restarts -------------------------------------------------------------------------

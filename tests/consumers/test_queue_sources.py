@@ -25,7 +25,7 @@ from tests.consumers.queues import (
     kit,
     message,
 )
-from tidings.consumers.base import Consumer, Message
+from tidings.consumers.base import Consumer, Message, SourceUnavailable
 from tidings.consumers.redis_stream import RedisStreamConsumer
 from tidings.consumers.service import make_consumer
 from tidings.core.consumer_message import DeadLetter, PublishRequest
@@ -282,3 +282,14 @@ async def test_an_amqp_message_without_message_id_gets_a_key_of_its_own():
         await consumer.close()
     finally:
         await k.cleanup()
+
+
+@pytest.mark.skipif(not available("nats_jetstream"), reason="no NATS on 4222")
+async def test_a_missing_jetstream_stream_is_named_with_what_to_do():
+    k = NatsKit()  # its stream is never created
+    consumer = consumer_for(k)
+    try:
+        with pytest.raises(SourceUnavailable, match=f"no JetStream stream {k.stream}: the application"):
+            await consumer.connect()
+    finally:
+        await consumer.close()

@@ -23,26 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import FetchTimeoutError, NotFoundError
 
-from tidings.consumers.base import Consumer, Message
+from tidings.consumers.base import Consumer, Message, SourceUnavailable
 from tidings.core.consumer_message import DeadLetter, parse_message
 from tidings.settings import ConsumerSettings
 
 __all__ = ["NatsJetStreamConsumer"]
 
+log = logging.getLogger("tidings.consumers")
+
 # The server's redelivery timer fires at ack_wait; this covers its granularity.
 _REDELIVERY_MARGIN = 0.5
 _ACK_TIMEOUT = 5.0
+
+
+async def _log_error(error: Exception) -> None:
+    """The client's error callback: the runner reports what fails (its default logs tracebacks)."""
+    log.debug("nats client: %r", error)
 
 
 class NatsJetStreamConsumer(Consumer):
@@ -73,8 +83,21 @@ class NatsJetStreamConsumer(Consumer):
         """Connect and bind (creating what is missing); then wait out the redelivery of what a
         dead predecessor left unacknowledged."""
         await self.close()
-        # Reconnecting is the runner's job (with its backoff, and /readyz saying so meanwhile).
-        self._nc = await nats.connect(self.settings.url, allow_reconnect=False, connect_timeout=5)
+        # Reconnecting is the runner's job (with its backoff, and /readyz saying so meanwhile):
+        # the client's is off, and its first connect tries twice (it never gives up with 0).
+        try:
+            self._nc = await nats.connect(
+                self.settings.url,
+                allow_reconnect=False,
+                connect_timeout=5,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=_log_error,
+            )
+        except NoServersError:
+            where = urlsplit(self.settings.url)
+            address = f"{where.hostname}:{where.port or 4222}"
+            raise SourceUnavailable(f"NATS at {address} does not answer") from None
         self._js = self._nc.jetstream()
         await self.setup()
         info = await self._js.consumer_info(self.stream, self.durable)
@@ -86,6 +109,13 @@ class NatsJetStreamConsumer(Consumer):
         assert self._js is not None
         js = self._js
         lines = []
+        try:
+            await js.stream_info(self.stream)
+        except NotFoundError:
+            raise SourceUnavailable(
+                f"no JetStream stream {self.stream}: the application creates it "
+                f"(nats stream add {self.stream} --subjects '…')"
+            ) from None
         try:
             await js.consumer_info(self.stream, self.durable)
             lines.append(f"durable consumer {self.durable} on stream {self.stream}: exists")
