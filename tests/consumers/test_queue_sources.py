@@ -293,3 +293,56 @@ async def test_a_missing_jetstream_stream_is_named_with_what_to_do():
             await consumer.connect()
     finally:
         await consumer.close()
+
+
+@pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
+async def test_redis_entries_deleted_or_a_stream_deleted_under_the_consumer_are_survived():
+    from redis.asyncio import Redis
+
+    k = RedisKit()
+    try:
+        await k.put([message("c", i) for i in range(4)])
+        consumer = redis_member(k, "node-a")
+        await consumer.connect()
+        taken = await fetch_all(consumer, 2)
+        async with Redis.from_url(k.url) as redis:
+            await redis.xdel(k.stream, taken[0].id, (await redis.xrange(k.stream))[-1][0])
+            assert await consumer.lag() is None  # a deletion inside the unread range: unknown
+        await consumer.release(taken)
+        again = await fetch_all(consumer, 2)  # the deleted pending entry is dropped (and acked)
+        assert datas(again) == [1, 2]
+        await consumer.ack(again)
+        async with Redis.from_url(k.url) as redis:
+            await redis.delete(k.stream)  # the stream and its group gone
+        assert await consumer.fetch(10, 0.1) == []  # NOGROUP: the group is made again
+        await k.put([message("c", 9)])
+        assert datas(await fetch_all(consumer, 1)) == [9]
+        await consumer.close()
+    finally:
+        await k.cleanup()
+
+
+@pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
+async def test_a_dead_member_with_nothing_pending_is_removed_from_the_group():
+    from redis.asyncio import Redis
+
+    k = RedisKit()
+    try:
+        await k.put([message("c", 0)])
+        gone = redis_member(k, "gone", claim_idle=0.05)
+        await gone.connect()
+        await gone.ack(await fetch_all(gone, 1))
+        await gone.close()
+        await asyncio.sleep(0.6)  # idle past 10 × claim_idle
+        heir = redis_member(k, "heir", claim_idle=0.05)
+        await heir.connect()
+        for _ in range(20):
+            await heir.fetch(10, 0.05)
+            async with Redis.from_url(k.url) as redis:
+                members = [m["name"] for m in await redis.xinfo_consumers(k.stream, "tidings")]
+            if b"gone" not in members:
+                break
+        assert b"gone" not in members
+        await heir.close()
+    finally:
+        await k.cleanup()

@@ -203,7 +203,7 @@ class RedisStreamConsumer(Consumer):
         _, entries = response[0]
         messages, gone = [], []
         for entry_id, fields in entries:
-            if fields is None:  # trimmed or deleted while pending: nothing to publish
+            if not fields:  # deleted or trimmed while pending (XADD needs a field): nothing to publish
                 gone.append(entry_id)
             else:
                 messages.append(self._message(entry_id, fields))
@@ -222,7 +222,7 @@ class RedisStreamConsumer(Consumer):
             count=count,
         )
         self._claim_cursor = _text(response[0])
-        claimed = [self._message(entry_id, fields) for entry_id, fields in response[1] if fields is not None]
+        claimed = [self._message(entry_id, fields) for entry_id, fields in response[1] if fields]
         if not claimed and self._claim_cursor == "0-0":
             await self._forget_dead_members()
         return claimed
