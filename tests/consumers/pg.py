@@ -63,17 +63,27 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
+    def _as_owner(self, *command: str) -> list[str]:
+        # PostgreSQL refuses to run as root: as root (a container), run it as the postgres user.
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *command]
+        return list(command)
+
     def _ctl(self, *args: str) -> None:
         subprocess.run(
-            [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args],
+            self._as_owner(pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args),
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
 
     def init(self) -> PrivatePostgres:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(
-            [pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"],
+            self._as_owner(
+                pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
