@@ -44,6 +44,11 @@ class Producer:
         self.done = 0
         self.rolled_back = 0
         self.conn: Any = None
+        self.marks: dict[int, asyncio.Event] = {}
+
+    def reached(self, count: int) -> asyncio.Event:
+        """Set once ``count`` messages committed (or the producer ended)."""
+        return self.marks.setdefault(count, asyncio.Event())
 
     async def _connect(self) -> Any:
         while True:
@@ -64,6 +69,13 @@ class Producer:
         return bool(await self.conn.fetchval("SELECT count(*) FROM ledger WHERE p = $1 AND i = $2", p, i))
 
     async def run(self) -> None:
+        try:
+            await self._produce()
+        finally:  # a failed producer must not leave the faults waiting for it
+            for mark in self.marks.values():
+                mark.set()
+
+    async def _produce(self) -> None:
         self.conn = await self._connect()
         count = 0
         for i in range(self.per_partition):
@@ -75,6 +87,8 @@ class Producer:
                 await self._attempt(p, i, commit=True)
                 self.committed[p].append(i)
                 self.done += 1
+                if self.done in self.marks:
+                    self.marks[self.done].set()
         await self.conn.close()
 
     async def _attempt(self, p: int, i: int, commit: bool) -> None:
@@ -148,15 +162,14 @@ retry_max = 1.0
                         sub = client.subscribe(f"p:{p}", since=start)
                         tasks.append(asyncio.create_task(collect(sub, into)))
             producer = Producer(pg.url, per_partition)
-            producing = asyncio.create_task(producer.run())
             faults = [
-                ("kill", total // 4),
-                ("restart postgres", total // 2),
-                ("kill", 3 * total // 4),
+                ("kill", producer.reached(total // 4)),
+                ("restart postgres", producer.reached(total // 2)),
+                ("kill", producer.reached(3 * total // 4)),
             ]
-            for fault, at in faults:
-                while producer.done < at and not producing.done():
-                    await asyncio.sleep(0.01)
+            producing = asyncio.create_task(producer.run())
+            for fault, reached in faults:
+                await reached.wait()
                 if fault == "kill":
                     node.kill()
                     node.stop()
