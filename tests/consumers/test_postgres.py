@@ -262,3 +262,25 @@ async def test_two_nodes_on_one_table_publish_each_row_once_in_order_per_partiti
                 for node in (one, two)
             ]
             assert sum(p or 0 for p in published) >= partitions * per_partition
+
+
+async def test_rows_wait_while_the_broker_is_down_and_go_out_when_it_is_back(outbox_table: str):
+    with RedisServer() as redis:
+        settings = consumer(outbox_table, retry_base=0.05, retry_max=0.3)
+        with serve(broker=redis.url, consumers=settings) as server:
+            async with await WS.open(server.ws_url) as ws:
+                await subscribe(ws, "c")
+                await insert(outbox_table, {"channel": "c", "data": 1})
+                assert [m["data"] for m in await ws.messages(1)] == [1]
+                redis.kill()
+                await insert(outbox_table, {"channel": "c", "data": 2}, {"channel": "c", "data": 3})
+                await eventually(
+                    lambda: _at_least(server.url, "tidings_consumer_failed_total", 2), "publishes to fail"
+                )
+                assert len(await fetch(f"SELECT id FROM {outbox_table}")) == 2  # kept, in the table
+                redis.restart(keep_data=True)
+                await eventually(lambda: _empty(outbox_table), "the rows to go out")
+            # Redis came back empty (nothing was saved): the history holds what was published since
+            async with await WS.open(server.ws_url) as ws:
+                reply = await ws.request("history", channel="c", limit=10)
+                assert [p["data"] for p in reply["publications"]] == [2, 3]
