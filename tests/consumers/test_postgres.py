@@ -142,7 +142,7 @@ async def test_a_rolled_back_transaction_publishes_nothing(outbox_table: str):
 
 
 async def test_what_cannot_be_published_is_dead_lettered_and_blocks_nothing(outbox_table: str):
-    settings = consumer(outbox_table, channels=["ok:*", "big:*"])
+    settings = consumer(outbox_table, channels=["ok:*", "big:*"], max_message_bytes=256)
     with serve(consumers=settings, namespaces={"big": {"max_message_bytes": 64}}) as server:
         async with await WS.open(server.ws_url) as ws:
             await subscribe(ws, "ok:1")
@@ -153,6 +153,7 @@ async def test_what_cannot_be_published_is_dead_lettered_and_blocks_nothing(outb
                 {"channel": "big:1", "data": "x" * 100},
                 {"channel": None, "channels": ["ok:1", "no way"], "data": 4},
                 {"channel": "ok:1", "data": 5, "event": "has space"},
+                {"channel": "ok:1", "data": "y" * 300},
                 {"channel": "ok:1", "data": "after them"},
             )
             assert [m["data"] for m in await ws.messages(1)] == ["after them"]
@@ -166,11 +167,12 @@ async def test_what_cannot_be_published_is_dead_lettered_and_blocks_nothing(outb
                 (ids[2], "too_large"),
                 (ids[3], "bad_request"),
                 (ids[4], "bad_request"),
+                (ids[5], "too_large"),
             ]
             assert "secret:1" in dead[1]["error"]
             assert orjson.loads(dead[2]["data"]) == "x" * 100
             assert await _empty(outbox_table)
-            assert await metric(server.url, "tidings_consumer_dead_lettered_total", consumer="orders") == 5
+            assert await metric(server.url, "tidings_consumer_dead_lettered_total", consumer="orders") == 6
 
 
 async def test_a_message_published_before_a_crash_is_not_published_again(outbox_table: str):
