@@ -175,7 +175,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(ready.wait(), 30)
             results = {"drain": await drain(args, table, sub)}
             results["latency"] = await latency(args, table, sub, args.messages + 1)
-            task.cancel()
+            task.cancel()  # closes the WebSocket before the node is told to stop
+            await asyncio.gather(task, return_exceptions=True)
             return results
         finally:
             proc.terminate()
