@@ -286,3 +286,16 @@ async def test_rows_wait_while_the_broker_is_down_and_go_out_when_it_is_back(out
             async with await WS.open(server.ws_url) as ws:
                 reply = await ws.request("history", channel="c", limit=10)
                 assert [p["data"] for p in reply["publications"]] == [2, 3]
+
+
+async def test_without_the_trigger_polling_still_finds_the_rows(outbox_table: str):
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f"DROP TRIGGER {outbox_table}_notify ON {outbox_table}")
+    finally:
+        await conn.close()
+    with serve(consumers=consumer(outbox_table, poll_interval=0.2)) as server:
+        async with await WS.open(server.ws_url) as ws:
+            await subscribe(ws, "c")
+            await insert(outbox_table, {"channel": "c", "data": "found by polling"})
+            assert [m["data"] for m in await ws.messages(1)] == ["found by polling"]
