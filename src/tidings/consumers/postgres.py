@@ -145,7 +145,12 @@ class PostgresConsumer(Consumer):
                 "too_large", f"data of {len(data)} bytes is over {self.settings.max_message_bytes}"
             )
         else:
-            value: dict[str, Any] = {"data": orjson.loads(data)}
+            try:
+                value: dict[str, Any] = {"data": orjson.loads(data)}
+            except orjson.JSONDecodeError as exc:  # jsonb holds numbers JSON decoders refuse (1e400)
+                return Message(
+                    message_id, row["partition"], DeadLetter("bad_request", f"data: {exc}"), raw=row
+                )
             for column in ("channel", "channels", "event", "idempotency_key"):
                 if row[column] is not None:
                     value[column] = row[column]
