@@ -30,6 +30,9 @@ COMMANDS = [
     "webhooks rotate",
     "webhooks test",
     "listen",
+    "consumers",
+    "consumers init",
+    "consumers status",
 ]
 
 

@@ -83,7 +83,17 @@ class PostgresConsumer(Consumer):
         return f"postgres {url.hostname or 'localhost'}:{url.port or 5432}{url.path} {self.table}"
 
     async def connect(self) -> None:
-        self._conn = conn = await asyncpg.connect(self.settings.url, timeout=10)
+        # synchronous_commit off: a batch's commit (its deletes) lost in a PostgreSQL crash only
+        # brings its rows back, and their second publish is dropped by idempotency key; the
+        # application's own transactions keep the server's setting.
+        self._conn = conn = await asyncpg.connect(
+            self.settings.url,
+            timeout=10,
+            server_settings={
+                "synchronous_commit": "off",
+                "application_name": f"tidings consumer {self.name}",
+            },
+        )
         await conn.add_listener(self.channel, self._notified)
         conn.add_termination_listener(self._terminated)
         self._wake.set()  # rows may have come while we were away
@@ -135,7 +145,12 @@ class PostgresConsumer(Consumer):
                 "too_large", f"data of {len(data)} bytes is over {self.settings.max_message_bytes}"
             )
         else:
-            value: dict[str, Any] = {"data": orjson.loads(data)}
+            try:
+                value: dict[str, Any] = {"data": orjson.loads(data)}
+            except orjson.JSONDecodeError as exc:  # jsonb holds numbers JSON decoders refuse (1e400)
+                return Message(
+                    message_id, row["partition"], DeadLetter("bad_request", f"data: {exc}"), raw=row
+                )
             for column in ("channel", "channels", "event", "idempotency_key"):
                 if row[column] is not None:
                     value[column] = row[column]
