@@ -45,6 +45,13 @@ LOCAL_IMPORTS = {
         "tidings.brokers.redis",
     ): "imported only when configured: redis-py is a second of imports",
     ("tidings/server/http2.py", "run_http2", "uvloop"): "uvloop is not on every platform",
+    **{
+        ("tidings/consumers/cli.py", function, "tidings.consumers.service"): "the node, only for "
+        "these commands (the CLI's other commands would pay a second of imports)"
+        for function in ("init", "run", "_probe")
+    },
+    ("tidings/outbox.py", "_sqlalchemy_statement", "sqlalchemy"): "the caller's library, not a dependency",
+    ("tidings/outbox.py", "write_django", "django.db"): "the caller's library, not a dependency",
 }
 
 INTERNALS = "tidings/engines/uvicorn_internals.py"

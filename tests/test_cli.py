@@ -37,6 +37,9 @@ COMMANDS = [
     "webhooks send",
     "webhooks portal",
     "listen",
+    "consumers",
+    "consumers init",
+    "consumers status",
 ]
 
 

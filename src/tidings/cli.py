@@ -20,6 +20,7 @@ from rich.console import Console
 from tidings._version import __version__
 from tidings.auth import cli as auth_cli
 from tidings.config_cli import app as config_app
+from tidings.consumers import cli as consumers_cli
 from tidings.exceptions import TidingsError
 from tidings.settings import SettingsError, load_settings
 from tidings.webhooks import apps_cli as webhooks_apps_cli
@@ -239,6 +240,7 @@ def _mount_subcommands() -> None:
     app.add_typer(config_app, name="config")
     app.add_typer(webhooks_cli.app, name="webhooks")
     webhooks_apps_cli.mount(webhooks_cli.app)
+    app.add_typer(consumers_cli.app, name="consumers")
     app.command("listen")(webhooks_cli.listen)
 
 

@@ -27,15 +27,17 @@ step). Counters that other parts of tidings increment:
   ``invalid``), ``proxy_latency_seconds`` (label ``proxy``) and ``proxy_in_flight`` —
   :meth:`Metrics.proxy_request`, :meth:`Metrics.proxy_error`;
 - ``broker_operations`` / ``broker_errors`` (label ``operation``) are counted by
-  :meth:`Metrics.instrument_broker`, which the node applies to its broker.
+  :meth:`Metrics.instrument_broker`, which the node applies to its broker;
+- ``consumer_*`` (labels ``consumer``, ``kind``): read at scrape time from the states given to
+  :meth:`Metrics.watch_consumers` (:class:`~tidings.consumers.runner.ConsumerState`).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -74,6 +76,12 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "tidings_proxy_errors_total": ("proxy", "reason"),
     "tidings_proxy_latency_seconds": ("proxy",),
     "tidings_proxy_in_flight": (),
+    "tidings_consumer_connected": ("consumer", "kind"),
+    "tidings_consumer_lag": ("consumer", "kind"),
+    "tidings_consumer_published_total": ("consumer", "kind"),
+    "tidings_consumer_failed_total": ("consumer", "kind"),
+    "tidings_consumer_dead_lettered_total": ("consumer", "kind"),
+    "tidings_consumer_reconnects_total": ("consumer", "kind"),
 }
 
 #: The broker calls counted in ``tidings_broker_operations_total`` / ``_errors_total``.
@@ -183,6 +191,56 @@ class _CountsCollector(Collector):
             yield family
 
 
+class ConsumerStats(Protocol):
+    """What the consumer metrics read of a consumer's state (``tidings.consumers.runner``)."""
+
+    name: str
+    kind: str
+    connected: bool
+    lag: int | None
+    published: int
+    failed: int
+    dead_lettered: int
+    reconnects: int
+
+
+class _ConsumersCollector(Collector):
+    """Per consumer: connected, lag, published, failed, dead-lettered, reconnects."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        states = self.metrics.consumer_states()
+        labels = ["consumer", "kind"]
+        connected = GaugeMetricFamily(
+            "tidings_consumer_connected", "1 while the consumer reaches its source.", labels=labels
+        )
+        lag = GaugeMetricFamily(
+            "tidings_consumer_lag", "Messages waiting in the consumer's source.", labels=labels
+        )
+        counters = [
+            (CounterMetricFamily(name, doc, labels=labels), attribute)
+            for name, doc, attribute in (
+                ("tidings_consumer_published", "Messages the consumer published.", "published"),
+                ("tidings_consumer_failed", "Publishes that failed for a while (retried).", "failed"),
+                ("tidings_consumer_dead_lettered", "Messages set aside with their error.", "dead_lettered"),
+                ("tidings_consumer_reconnects", "Times the source was lost and reached again.", "reconnects"),
+            )
+        ]
+        for state in states:
+            key = [state.name, state.kind]
+            connected.add_metric(key, 1 if state.connected else 0)
+            if state.lag is not None:
+                lag.add_metric(key, state.lag)
+            for family, attribute in counters:
+                family.add_metric(key, getattr(state, attribute))
+        yield connected
+        yield lag
+        for family, _ in counters:
+            yield family
+
+
 class Metrics:
     """The metrics of one node (see the module docstring)."""
 
@@ -202,6 +260,8 @@ class Metrics:
         self.closed: dict[tuple[str, str], int] = {}
         self.broker_calls: dict[str, list[int]] = {}  # operation: [calls, errors]
         r.register(_CountsCollector(self))
+        self.consumer_states: Callable[[], Sequence[ConsumerStats]] = tuple
+        r.register(_ConsumersCollector(self))
         self.outbox_overflows = Counter(
             "tidings_outbox_overflows",
             "Outboxes that overflowed (the client was too slow).",
@@ -284,6 +344,10 @@ class Metrics:
     def watch_webhook_queue(self, depth: Callable[[], int]) -> None:
         """Read the outbound queue depth from ``depth()`` at every scrape."""
         self.webhook_queue_depth.set_function(lambda: float(depth()))
+
+    def watch_consumers(self, states: Callable[[], Sequence[ConsumerStats]]) -> None:
+        """Read the consumers' states from ``states()`` at every scrape."""
+        self.consumer_states = states
 
     def inbound_webhook(self, receiver: str, outcome: str) -> None:
         """One inbound request to ``/hooks/{receiver}`` was verified, refused or deduplicated."""

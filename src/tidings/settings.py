@@ -31,6 +31,7 @@ from tidings.core.permissions import NamespaceOptions, Namespaces
 __all__ = [
     "ApiKey",
     "AuthSettings",
+    "ConsumerSettings",
     "FlowSettings",
     "Limits",
     "NamespaceSettings",
@@ -80,7 +81,7 @@ class Limits(_Section):
         1048576, ge=1024, description="Live bytes not yet read by a client before 4008."
     )
     # Kept so that existing files still load; the slow-consumer rule is one, in bytes, on every
-    # engine (tidings.outbox.Backlog): the fast engine cannot count messages in a write buffer.
+    # engine (tidings.machines.backlog.Backlog): the fast engine cannot count messages in a write buffer.
     outbox_messages: int = Field(
         10000, ge=10, description="Deprecated, no effect: the limit is outbox_bytes."
     )
@@ -334,6 +335,97 @@ class ReceiverSettings(_Section):
     )
 
 
+ConsumerKind = Literal["postgres", "redis_stream", "nats_jetstream", "amqp"]
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(?:\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgresql://", "postgres://"),
+    "redis_stream": ("redis://", "rediss://", "unix://"),
+    "nats_jetstream": ("nats://", "tls://"),
+    "amqp": ("amqp://", "amqps://"),
+}
+# What each kind reads from: the keys it needs besides url (see docs/reference/consumers.md).
+_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "postgres": ("table",),
+    "redis_stream": ("stream",),
+    "nats_jetstream": ("stream",),
+    "amqp": ("queue",),
+}
+
+
+class ConsumerSettings(_Section):
+    """One consumer (``[consumers.NAME]``): where it reads messages to publish from."""
+
+    kind: ConsumerKind = Field(description="postgres, redis_stream, nats_jetstream or amqp.")
+    url: str = Field(
+        description="The source: postgresql://…, redis://…, nats://…, amqp://… (credentials may "
+        "come from the environment: TIDINGS_CONSUMERS__NAME__URL)."
+    )
+    enabled: bool = Field(True, description="Run this consumer on this node.")
+    table: str = Field("tidings_outbox", description="postgres: the outbox table ([schema.]name).")
+    stream: str = Field("", description="redis_stream: the stream key; nats_jetstream: the stream name.")
+    subject: str = Field("", description="nats_jetstream: the filter subject ('' = the whole stream).")
+    durable: str = Field("tidings", description="nats_jetstream: the durable consumer's name.")
+    group: str = Field("tidings", description="redis_stream: the consumer group.")
+    queue: str = Field("", description="amqp: the queue to consume.")
+    dead_letter: str = Field(
+        "",
+        description="Where messages that cannot be published go, with their error: a table "
+        "(postgres; '' = TABLE_dead), a stream (redis_stream; '' = STREAM:dead), a subject "
+        "(nats_jetstream; '' = tidings.dead.STREAM) or a queue (amqp; '' = QUEUE.dead).",
+    )
+    channels: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Channel patterns this consumer may publish to (* = any run of characters); "
+        "a message for another channel is dead-lettered as forbidden.",
+    )
+    batch_size: int = Field(100, ge=1, le=10000, description="Most messages taken at once (amqp: prefetch).")
+    poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="Most seconds between two looks at the source when nothing wakes the consumer "
+        "(postgres: the fallback of LISTEN/NOTIFY).",
+    )
+    claim_idle: float = Field(
+        30.0,
+        gt=0,
+        description="redis_stream: seconds a message stays pending with a dead consumer before "
+        "another takes it (XAUTOCLAIM); nats_jetstream: the ack wait.",
+    )
+    max_message_bytes: int = Field(
+        1048576, ge=64, description="Largest message accepted; a bigger one is dead-lettered."
+    )
+    retry_base: float = Field(0.2, gt=0, description="First delay (s) before reaching a lost source again.")
+    retry_max: float = Field(10.0, gt=0, description="Longest delay (s) between two attempts.")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.:@/=\-*]{1,200}", pattern):
+                raise ValueError(f"{pattern!r} is not a channel pattern")
+        return value
+
+    @model_validator(mode="after")
+    def _source(self) -> ConsumerSettings:
+        if not self.url.startswith(_URL_SCHEMES[self.kind]):
+            schemes = ", ".join(_URL_SCHEMES[self.kind])
+            raise ValueError(f"url: kind {self.kind} needs a URL starting with {schemes}")
+        for key in _SOURCE_KEYS[self.kind]:
+            if not getattr(self, key):
+                raise ValueError(f"{key}: kind {self.kind} needs it")
+        if self.kind == "postgres":
+            for key in ("table", "dead_letter"):
+                value = getattr(self, key)
+                if value and _IDENTIFIER_RE.fullmatch(value) is None:
+                    raise ValueError(
+                        f"{key}: {value!r} is not a table name ([schema.]name, letters, digits, _)"
+                    )
+        if self.retry_max < self.retry_base:
+            raise ValueError("retry_max: must be at least retry_base")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of a node (see docs/reference/settings.md)."""
 
@@ -388,6 +480,19 @@ class Settings(BaseSettings):
         default_factory=ProxySettings,
         description="Proxies to the application's backend (see docs/reference/proxy.md).",
     )
+    consumers: dict[str, ConsumerSettings] = Field(
+        default_factory=dict,
+        description="Consumers publishing what they read from a database outbox or a queue "
+        "(see [consumers.NAME] and docs/reference/consumers.md).",
+    )
+
+    @field_validator("consumers")
+    @classmethod
+    def _consumer_names(cls, value: dict[str, ConsumerSettings]) -> dict[str, ConsumerSettings]:
+        for name in value:
+            if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) is None:
+                raise ValueError(f"consumer name {name!r}: use 1-64 of A-Z a-z 0-9 _ -")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -513,6 +618,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _field_in_message(key: str, message: str) -> tuple[str, str]:
+    """A section's own check names the field it concerns first (``"url: …"``): into the key."""
+    field, sep, rest = message.partition(": ")
+    if (
+        sep
+        and key.startswith("consumers.")
+        and key.count(".") == 1
+        and field in ConsumerSettings.model_fields
+    ):
+        return f"{key}.{field}", rest
+    return key, message
+
+
 @contextmanager
 def _config_file(path: Path | None) -> Iterator[None]:
     token = _CONFIG_FILE.set(path)
@@ -539,6 +657,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "(settings)"
             message = error["msg"].removeprefix("Value error, ")
+            key, message = _field_in_message(key, message)
             problems.append((key, message))
         raise SettingsError(problems) from None
     except ValueError as exc:  # a TOML syntax error

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from tidings.settings import NamespaceSettings, ProxyEndpoint, ReceiverSettings, Settings
+from tidings.settings import ConsumerSettings, NamespaceSettings, ProxyEndpoint, ReceiverSettings, Settings
 
 __all__ = ["render_reference"]
 
@@ -96,6 +96,14 @@ def render_reference() -> str:
             "[receivers.NAME]",
             "Inbound webhook receivers, served at `POST /hooks/NAME`.",
             _rows(ReceiverSettings, "receivers.NAME.", None),
+        )
+    )
+    parts.append(
+        _table(
+            "[consumers.NAME]",
+            "Consumers publishing what a PostgreSQL outbox, a Redis stream, a NATS JetStream stream "
+            "or an AMQP queue holds (see [consumers](consumers.md)).",
+            _rows(ConsumerSettings, "consumers.NAME.", None),
         )
     )
     return "".join(parts)

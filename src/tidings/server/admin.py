@@ -11,7 +11,9 @@ shows up in access logs: prefer the header).
 
 A snapshot: ``{"time", "nodes": [{"id", "version", "uptime", "broker", "broker_available",
 "draining", "connections": {transport: n}, "publications", "deliveries"}], "channels": [{"name",
-"subscribers", "epoch", "offset", "rate"}], "features": {"webhooks": bool, "apps": bool}}``. ``rate`` is
+"subscribers", "epoch", "offset", "rate"}], "consumers": [{"name", "kind", "source", "connected",
+"error", "lag", "published", "failed", "dead_lettered", "reconnects"}], "features": {"webhooks":
+bool, "apps": bool}}``. ``rate`` is
 publications per second since the previous snapshot of the same stream (0 in a single snapshot).
 """
 
@@ -30,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from tidings._version import __version__
+from tidings.consumers.service import ConsumerService
 from tidings.node import Node
 
 __all__ = ["Admin", "snapshot"]
@@ -38,7 +41,11 @@ INTERVAL = 1.0
 NODE_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def snapshot(node: Node, previous: dict[str, tuple[float, int]] | None = None) -> dict[str, Any]:
+async def snapshot(
+    node: Node,
+    previous: dict[str, tuple[float, int]] | None = None,
+    consumers: ConsumerService | None = None,
+) -> dict[str, Any]:
     """The node's statistics now; ``previous`` (name -> (time, offset)) is updated for rates."""
     now = time.monotonic()
     positions = await node.broker.channels()
@@ -72,14 +79,20 @@ async def snapshot(node: Node, previous: dict[str, tuple[float, int]] | None = N
         "publications": node.publications,
         "deliveries": node.hub.deliveries,
     }
-    return {"time": int(time.time() * 1000), "nodes": [this_node], "channels": channels}
+    return {
+        "time": int(time.time() * 1000),
+        "nodes": [this_node],
+        "channels": channels,
+        "consumers": consumers.snapshot() if consumers is not None else [],
+    }
 
 
 class Admin:
     """The admin endpoints of one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, consumers: ConsumerService | None = None) -> None:
         self.node = node
+        self.consumers = consumers
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -103,7 +116,9 @@ class Admin:
 
     async def get_snapshot(self, request: Request) -> Response:
         self._check(request)
-        return JSONResponse(await snapshot(self.node) | await self._features(request))
+        return JSONResponse(
+            await snapshot(self.node, consumers=self.consumers) | await self._features(request)
+        )
 
     async def stream(self, request: Request) -> Response:
         self._check(request)
@@ -128,7 +143,7 @@ class Admin:
         previous: dict[str, tuple[float, int]] = {}
         yield b"retry: 2000\n\n"
         while not self.node.draining:  # the response is cancelled when the client goes
-            data = orjson.dumps(await snapshot(self.node, previous) | features)
+            data = orjson.dumps(await snapshot(self.node, previous, self.consumers) | features)
             yield b"event: stats\ndata: " + data + b"\n\n"
             await asyncio.sleep(INTERVAL)
 

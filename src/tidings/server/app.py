@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp
 
+from tidings.consumers.service import ConsumerService
 from tidings.core.disconnect import CloseCode
 from tidings.core.wire.errors import error_body
 from tidings.engines.asgi.poll import PollEndpoint
@@ -150,6 +151,7 @@ class TidingsApp(Starlette):
 
     node: Node
     webhooks: WebhookService
+    consumers: ConsumerService
     # Entered after the node starts, left before it stops (e.g. the demo generators).
     services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]]
 
@@ -165,12 +167,14 @@ class TidingsApp(Starlette):
             async with self.node:
                 await self.webhooks.start()
                 try:
+                    await self.consumers.start()
                     async with contextlib.AsyncExitStack() as stack:
                         for service in self.services:
                             await stack.enter_async_context(service())
                         started = True
                         yield
                 finally:
+                    await self.consumers.stop()
                     await self.webhooks.stop()
         except TidingsError as exc:
             if not started:
@@ -208,6 +212,13 @@ async def readyz(request: Request) -> Response:
             await node.broker.ping()
         except Exception as exc:
             problem = f"broker unavailable: {exc}"
+    consumers: ConsumerService | None = getattr(request.app.state, "consumers", None)
+    if problem is None and consumers is not None:
+        lost = consumers.unreachable()
+        if lost:
+            problem = "; ".join(
+                f"consumer {state.name} cannot reach its source: {state.error}" for state in lost
+            )
     if problem:
         return Response(error_body("unavailable", problem), 503, media_type="application/json")
     return JSONResponse({"status": "ready"})
@@ -228,6 +239,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     node = node if node is not None else Node(settings)
     settings = node.settings
     webhooks = WebhookService(node)
+    consumers = ConsumerService(node)
     api = BodyLimit(create_api(node, webhooks), settings.limits.max_request_bytes)
     routes: list[Any] = [
         Route("/healthz", healthz),
@@ -245,7 +257,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     if settings.websocket:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
     # The console and the demo pages (server/pages/, see server/demo.py and server/admin.py).
-    routes[:0] = [*Admin(node).routes(), *page_routes(("admin", "portal")), static_pages()]
+    routes[:0] = [*Admin(node, consumers).routes(), *page_routes(("admin", "portal")), static_pages()]
     services: list[Callable[[], contextlib.AbstractAsyncContextManager[None]]] = []
     if settings.demo:
         demo = Demo(node)
@@ -255,7 +267,9 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.services = services
     app.node = node
     app.webhooks = webhooks
+    app.consumers = consumers
     app.state.node = node
+    app.state.consumers = consumers
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

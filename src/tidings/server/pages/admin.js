@@ -124,6 +124,16 @@ function render(stats) {
       cell(c.rate.toFixed(1), "num"), actions);
     return tr;
   }));
+  const consumers = stats.consumers || [];
+  $("consumers-panel").hidden = !consumers.length;
+  rows("consumers", consumers.map((c) => {
+    const tr = document.createElement("tr");
+    tr.dataset.consumer = c.name;
+    const state = c.connected ? "connected" : (c.error ? `unreachable: ${c.error}` : "starting");
+    tr.append(cell(c.name, "mono"), cell(c.kind), cell(c.source, "mono"), cell(state),
+      cell(c.lag ?? "-", "num"), cell(c.published, "num"), cell(c.failed, "num"), cell(c.dead_lettered, "num"));
+    return tr;
+  }));
   if (stats.features?.webhooks && Date.now() - webhooksShown > 1500) refreshWebhooks();
   $("apps-section").hidden = !stats.features?.apps;
   if (stats.features?.apps && Date.now() - appsShown > 3000) refreshApps();

@@ -1,14 +1,15 @@
-"""``tidings.outbox`` (at the edge, but pure enough to test with a running loop)."""
+"""``tidings.engines.asgi.sendqueue`` (at the edge, but pure enough to test with a running loop)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from tidings.outbox import Backlog, Outbox
+from tidings.engines.asgi.sendqueue import SendQueue
+from tidings.machines.backlog import Backlog
 
 
 def test_push_queues_and_counts_bytes():
-    box: Outbox[bytes] = Outbox(max_bytes=100)
+    box: SendQueue[bytes] = SendQueue(max_bytes=100)
     assert box.push(b"abc")
     assert box.push(b"de")
     assert len(box) == 2
@@ -16,7 +17,7 @@ def test_push_queues_and_counts_bytes():
 
 
 async def test_wait_batch_returns_everything_queued_in_one_go():
-    box: Outbox[str] = Outbox(max_bytes=100)
+    box: SendQueue[str] = SendQueue(max_bytes=100)
     box.push("a")
     box.push("b")
     assert await box.wait_batch() == ["a", "b"]
@@ -25,7 +26,7 @@ async def test_wait_batch_returns_everything_queued_in_one_go():
 
 
 async def test_wait_batch_waits_for_the_first_push():
-    box: Outbox[str] = Outbox(max_bytes=100)
+    box: SendQueue[str] = SendQueue(max_bytes=100)
     waiting = asyncio.create_task(box.wait_batch())
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -35,7 +36,7 @@ async def test_wait_batch_waits_for_the_first_push():
 
 
 async def test_close_wakes_the_writer_with_nothing():
-    box: Outbox[str] = Outbox(max_bytes=100)
+    box: SendQueue[str] = SendQueue(max_bytes=100)
     waiting = asyncio.create_task(box.wait_batch())
     await asyncio.sleep(0)
     box.close()
@@ -43,7 +44,7 @@ async def test_close_wakes_the_writer_with_nothing():
 
 
 async def test_a_closed_outbox_refuses_pushes_and_returns_nothing():
-    box: Outbox[str] = Outbox(max_bytes=100)
+    box: SendQueue[str] = SendQueue(max_bytes=100)
     box.push("a")
     box.close()
     assert box.closed
@@ -56,7 +57,7 @@ async def test_a_closed_outbox_refuses_pushes_and_returns_nothing():
 
 def test_overflow_by_bytes_drops_everything_and_calls_back_once():
     calls: list[None] = []
-    box: Outbox[bytes] = Outbox(max_bytes=5, on_overflow=lambda: calls.append(None))
+    box: SendQueue[bytes] = SendQueue(max_bytes=5, on_overflow=lambda: calls.append(None))
     assert box.push(b"12345")
     assert box.push(b"6") is False
     assert box.overflowed
@@ -67,7 +68,7 @@ def test_overflow_by_bytes_drops_everything_and_calls_back_once():
 
 
 def test_a_replay_is_allowed_over_the_limit_until_the_backlog_is_back_within_it():
-    box: Outbox[bytes] = Outbox(max_bytes=10)
+    box: SendQueue[bytes] = SendQueue(max_bytes=10)
     assert all(box.push(b"r" * 8, bounded=False) for _ in range(5))  # 40 bytes of replay
     assert box.push(b"live" * 2)  # 48 queued: within the limit plus the replay
     assert box.push(b"ab")  # 50 queued: still within it
@@ -76,7 +77,7 @@ def test_a_replay_is_allowed_over_the_limit_until_the_backlog_is_back_within_it(
 
 
 async def test_once_the_replay_is_taken_only_live_data_counts():
-    box: Outbox[bytes] = Outbox(max_bytes=10)
+    box: SendQueue[bytes] = SendQueue(max_bytes=10)
     box.push(b"r" * 40, bounded=False)
     assert await box.wait_batch() == [b"r" * 40]
     assert box.push(b"1234567890")
@@ -93,7 +94,7 @@ def test_the_backlog_rule_allows_until_the_backlog_is_within_the_limit():
 
 
 async def test_overflow_wakes_a_waiting_writer():
-    box: Outbox[str] = Outbox(max_bytes=1)
+    box: SendQueue[str] = SendQueue(max_bytes=1)
     waiting = asyncio.create_task(box.wait_batch())
     await asyncio.sleep(0)
     box.push("too long")
@@ -101,7 +102,7 @@ async def test_overflow_wakes_a_waiting_writer():
 
 
 async def test_a_cancelled_writer_leaves_no_waiter_behind():
-    box: Outbox[str] = Outbox(max_bytes=100)
+    box: SendQueue[str] = SendQueue(max_bytes=100)
     waiting = asyncio.create_task(box.wait_batch())
     await asyncio.sleep(0)
     waiting.cancel()

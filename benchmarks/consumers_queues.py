@@ -1,0 +1,146 @@
+"""Queue consumers' throughput (issue 21, item 6): messages/s from a source to a WebSocket subscriber.
+
+    PYTHONPATH=src:. .venv/bin/python benchmarks/consumers_queues.py [--messages 20000] [--batch 500]
+        [--kinds redis_stream,nats_jetstream,amqp] [--json benchmarks/results/consumers_queues.json]
+
+For each kind: a fresh ``tidings serve`` subprocess (memory broker) with one consumer
+(``batch_size`` = ``--batch``) of a fresh stream / subject / queue on the machine's servers
+(Redis 6379, NATS 4222, RabbitMQ 5672); one WebSocket subscriber of the channel (the
+``websockets`` library, in this process), subscribed before anything is put into the source.
+Then ``--messages`` messages are put into the source as fast as this process can (Redis: pipelined
+``XADD``; NATS: core publishes into the stream's subject, then a flush; AMQP: publishes without
+confirms), each carrying the time it was put.
+
+Reported per kind: **delivered/s** = messages / (first put → last delivery at the subscriber),
+the producer's own rate (put/s; when it is close to delivered/s, the producer bounds the
+figure), and put → delivery latency p50/p99 (under this saturating load: queueing, not the
+idle latency). Everything shares the machine's cores (the producer, the subscriber, the node
+and the queue server): the figures compare kinds on one machine, they are not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import nats
+import orjson
+from redis.asyncio import Redis
+from tests.consumers.queues import AmqpKit, Kit, NatsKit, RedisKit, available, kit
+from tests.stress.helpers import NodeProcess
+from websockets.asyncio.client import connect
+
+
+async def put_fast(k: Kit, bodies: list[bytes]) -> None:
+    """Put ``bodies`` into the source in order, as fast as the client allows."""
+    if isinstance(k, RedisKit):
+        async with Redis.from_url(k.url) as redis:
+            for start in range(0, len(bodies), 1000):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for body in bodies[start : start + 1000]:
+                        pipe.xadd(k.stream, {"payload": body})
+                    await pipe.execute()
+    elif isinstance(k, NatsKit):
+        nc = await nats.connect(k.url)
+        try:
+            for body in bodies:
+                await nc.publish(k.subject, body)
+            await nc.flush()
+        finally:
+            await nc.close()
+    else:
+        assert isinstance(k, AmqpKit)
+        connection = await aio_pika.connect(k.url)
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            for body in bodies:
+                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=k.queue)
+            await channel.declare_queue(k.queue, durable=True)
+        finally:
+            await connection.close()
+
+
+async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[str, Any]:
+    k = kit(kind)
+    if isinstance(k, NatsKit):
+        await k.create()
+    elif isinstance(k, AmqpKit):
+        await k.put([])
+    channel = f"bench:{k.tag}"
+    settings = {**k.settings(), "batch_size": batch, "poll_interval": 0.05}
+    node = NodeProcess(workdir, broker="memory", settings={"consumers": {"bench": settings}})
+    node.start()
+    try:
+        async with connect(f"ws://127.0.0.1:{node.port}/ws", max_size=None) as ws:
+            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}).decode())
+            while orjson.loads(await ws.recv()).get("op") != "subscribed":
+                pass
+            latencies: list[float] = []
+            received = 0
+
+            async def receive() -> float:
+                nonlocal received
+                while received < messages:
+                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+                    if frame.get("op") == "message":
+                        received += 1
+                        latencies.append(time.time() - frame["data"]["t"])
+                return time.monotonic()
+
+            reader = asyncio.create_task(receive())
+            started = time.monotonic()
+            # each message carries the time it is made, just before its chunk is put
+            put_done = started
+            for start in range(0, messages, 2000):
+                chunk = [
+                    orjson.dumps({"channel": channel, "data": {"n": i, "t": time.time()}})
+                    for i in range(start, min(messages, start + 2000))
+                ]
+                await put_fast(k, chunk)
+                put_done = time.monotonic()
+            finished = await reader
+    finally:
+        node.stop()
+        await k.cleanup()
+    latencies.sort()
+    elapsed = finished - started
+    return {
+        "kind": kind,
+        "messages": messages,
+        "batch_size": batch,
+        "delivered_per_s": round(messages / elapsed),
+        "put_per_s": round(messages / (put_done - started)),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--kinds", default="redis_stream,nats_jetstream,amqp")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-consumers-"))  # the nodes' logs
+    results = []
+    for kind in args.kinds.split(","):
+        if not available(kind):
+            print(f"{kind}: no server, skipped")
+            continue
+        result = await run_kind(kind, args.messages, args.batch, workdir)
+        results.append(result)
+        print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,213 @@
+"""The PostgreSQL outbox consumer (``kind = "postgres"``), on asyncpg.
+
+The application writes rows into the outbox table in its own transactions (:mod:`tidings.outbox`);
+this consumer publishes the committed ones and deletes them. One batch is one transaction:
+
+1. the partitions of the oldest rows (``ORDER BY id LIMIT``, no lock);
+2. of those, the partitions no other consumer holds: ``pg_try_advisory_xact_lock(hashtext(table),
+   hashtext(partition))``, held until the transaction ends;
+3. the oldest rows of the partitions held, ``FOR UPDATE SKIP LOCKED``, read after the locks were
+   taken, so they include everything another consumer left (it committed or rolled back before
+   its lock was free);
+4. publish (the runner), dead letters inserted into the dead-letter table, the rows done deleted,
+   commit.
+
+Why the partition locks: ``SKIP LOCKED`` alone lets a second consumer take row 3 of a partition
+while a first holds rows 1 and 2; if the first then dies before it commits, rows 1 and 2 come back
+after row 3 was published. Holding the whole partition keeps its order across any number of
+consumers (tidings nodes), and different partitions still go in parallel.
+
+Waking: the trigger created by ``tidings consumers init`` notifies
+:func:`~tidings.outbox.notify_channel` on every insert (one notification per statement, delivered
+at commit); the consumer LISTENs on it and looks at least every ``poll_interval`` seconds anyway
+(a notification lost while reconnecting, rows a dead consumer left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from tidings.consumers.base import Consumer, Message, SourceUnavailable
+from tidings.core.consumer_message import DeadLetter, check_message
+from tidings.outbox import ddl, dead_letter_table, notify_channel
+from tidings.settings import ConsumerSettings
+
+__all__ = ["PostgresConsumer"]
+
+#: Rows looked at to find the partitions with work (per batch size).
+SCAN_FACTOR = 4
+
+
+class PostgresConsumer(Consumer):
+    kind = "postgres"
+
+    def __init__(self, name: str, settings: ConsumerSettings) -> None:
+        super().__init__(name, settings)
+        self.table = settings.table
+        self.dead = settings.dead_letter or dead_letter_table(self.table)
+        self.channel = notify_channel(self.table)
+        self._conn: Any = None
+        self._tx: Any = None
+        self._wake = asyncio.Event()
+        table, dead = self.table, self.dead
+        self._sql_partitions = (
+            f"SELECT DISTINCT partition FROM (SELECT partition FROM {table} ORDER BY id LIMIT $1) AS oldest"
+        )
+        self._sql_lock = (
+            "SELECT coalesce(array_agg(p), '{}') FROM unnest($1::text[]) AS p "
+            "WHERE pg_try_advisory_xact_lock(hashtext($2), hashtext(p))"
+        )
+        self._sql_rows = (
+            "SELECT id, created_at, partition, channel, channels, data::text AS data, event, "
+            f"idempotency_key FROM {table} WHERE partition = ANY($1::text[]) ORDER BY id LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED"
+        )
+        self._sql_delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
+        self._sql_dead = (
+            f"INSERT INTO {dead} (id, created_at, partition, channel, channels, data, event, "
+            "idempotency_key, error_code, error) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        self._sql_lag = f"SELECT count(*) FROM {table}"
+
+    def describe(self) -> str:
+        url = urlsplit(self.settings.url)
+        return f"postgres {url.hostname or 'localhost'}:{url.port or 5432}{url.path} {self.table}"
+
+    async def connect(self) -> None:
+        # synchronous_commit off: a batch's commit (its deletes) lost in a PostgreSQL crash only
+        # brings its rows back, and their second publish is dropped by idempotency key; the
+        # application's own transactions keep the server's setting.
+        self._conn = conn = await asyncpg.connect(
+            self.settings.url,
+            timeout=10,
+            server_settings={
+                "synchronous_commit": "off",
+                "application_name": f"tidings consumer {self.name}",
+            },
+        )
+        await conn.add_listener(self.channel, self._notified)
+        conn.add_termination_listener(self._terminated)
+        self._wake.set()  # rows may have come while we were away
+
+    def _notified(self, *args: Any) -> None:
+        self._wake.set()
+
+    def _terminated(self, *args: Any) -> None:
+        self._wake.set()  # the next query fails at once, and the runner reconnects
+
+    async def setup(self) -> list[str]:
+        await self._conn.execute(ddl(self.table, self.settings.dead_letter))
+        return [
+            f"table {self.table} (outbox), index on (partition, id)",
+            f"table {self.dead} (dead letters)",
+            f"trigger {self.table.rpartition('.')[2]}_notify: NOTIFY {self.channel} on insert",
+        ]
+
+    async def fetch(self, max_messages: int, wait: float) -> Sequence[Message]:
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+        self._wake.clear()
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise SourceUnavailable("connection closed")
+        self._tx = tx = conn.transaction()
+        await tx.start()
+        try:
+            oldest = await conn.fetch(self._sql_partitions, max_messages * SCAN_FACTOR)
+        except asyncpg.UndefinedTableError:
+            raise self._missing() from None
+        partitions = [r[0] for r in oldest]
+        held: list[str] = await conn.fetchval(self._sql_lock, partitions, self.table) if partitions else []
+        rows = await conn.fetch(self._sql_rows, held, max_messages) if held else []
+        if not rows:
+            await self._end()
+            return []
+        if len(rows) == max_messages or len(held) < len(partitions):
+            self._wake.set()  # more may wait: look again at once (other partitions, the rest)
+        return [self._message(row) for row in rows]
+
+    def _message(self, row: Any) -> Message:
+        message_id = str(row["id"])
+        data = row["data"]
+        request: Any
+        if len(data) > self.settings.max_message_bytes:
+            request = DeadLetter(
+                "too_large", f"data of {len(data)} bytes is over {self.settings.max_message_bytes}"
+            )
+        else:
+            try:
+                value: dict[str, Any] = {"data": orjson.loads(data)}
+            except orjson.JSONDecodeError as exc:  # jsonb holds numbers JSON decoders refuse (1e400)
+                return Message(
+                    message_id, row["partition"], DeadLetter("bad_request", f"data: {exc}"), raw=row
+                )
+            for column in ("channel", "channels", "event", "idempotency_key"):
+                if row[column] is not None:
+                    value[column] = row[column]
+            request = check_message(
+                value, default_key=self.default_key(message_id), allow=self.settings.channels
+            )
+        return Message(message_id, row["partition"], request, raw=row)
+
+    async def _end(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            await tx.commit()
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        if messages:
+            await self._conn.execute(self._sql_delete, [int(message.id) for message in messages])
+
+    async def release(self, messages: Sequence[Message]) -> None:
+        # The commit deletes what ack named and unlocks the rest (and the partitions) for the next
+        # fetch, ours or another node's.
+        await self._end()
+
+    async def dead_letter(self, message: Message, reason: DeadLetter) -> None:
+        row = message.raw
+        await self._conn.execute(
+            self._sql_dead,
+            row["id"],
+            row["created_at"],
+            row["partition"],
+            row["channel"],
+            row["channels"],
+            row["data"],
+            row["event"],
+            row["idempotency_key"],
+            reason.code,
+            reason.message,
+        )
+
+    async def lag(self) -> int | None:
+        try:
+            count: int = await self._conn.fetchval(self._sql_lag)
+        except asyncpg.UndefinedTableError:
+            raise self._missing() from None
+        return count
+
+    def _missing(self) -> SourceUnavailable:
+        return SourceUnavailable(
+            f"table {self.table} does not exist: run `tidings consumers init {self.name}`"
+        )
+
+    async def close(self) -> None:
+        conn, self._conn, self._tx = self._conn, None, None
+        if conn is None:
+            return
+        try:
+            await asyncio.wait_for(conn.close(), 2)
+        except BaseException:  # a lost server, a timeout, a cancel: drop the socket, no goodbye
+            conn.terminate()
+            if not isinstance(sys.exc_info()[1], Exception):
+                raise
