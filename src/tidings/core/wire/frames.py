@@ -3,12 +3,14 @@
 A publication is serialised to JSON once per publish (``body``), and its cursor token once.
 Each transport's bytes are derived from those on first use and cached on the
 :class:`EncodedPublication`, which the hub hands to every subscriber: a thousand WebSocket
-subscribers share one frame, a thousand single-channel SSE streams share one event.
+subscribers share one frame, a thousand single-channel SSE streams share one event. Compressed
+WebSocket frames (permessage-deflate without server context takeover) are built the same way,
+once per negotiated window (:meth:`EncodedPublication.ws_deflated`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +18,9 @@ from tidings.core.cursor import encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
+
+if TYPE_CHECKING:
+    from tidings.core.wire.deflate import Deflate
 from tidings.core.wire.sse import sse_event
 
 __all__ = [
@@ -105,7 +110,7 @@ def ws_text_frame(payload: bytes) -> bytes:
 class EncodedPublication:
     """A publication with its bytes for every transport, each computed at most once."""
 
-    __slots__ = ("_ndjson", "_sse", "_ws", "_ws_frame", "body", "publication", "token")
+    __slots__ = ("_deflated", "_ndjson", "_sse", "_ws", "_ws_frame", "body", "publication", "token")
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
@@ -113,6 +118,7 @@ class EncodedPublication:
         self.token = encode_token(publication.channel, publication.position)
         self._ws: str | None = None
         self._ws_frame: bytes | None = None
+        self._deflated: dict[Deflate, bytes] | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
 
@@ -136,6 +142,20 @@ class EncodedPublication:
         if self._ws_frame is None:
             self._ws_frame = ws_text_frame(self._ws_payload())
         return self._ws_frame
+
+    def ws_deflated(self, deflate: Deflate) -> bytes:
+        """:attr:`ws_frame` for a connection that negotiated ``deflate``: compressed (or not,
+        as ``deflate`` decides), built once per publication and outcome, shared by every such
+        subscriber."""
+        cache = self._deflated
+        if cache is None:
+            self._deflated = cache = {}
+        frame = cache.get(deflate)
+        if frame is None:
+            data = deflate.compress(self._ws_payload())
+            # uncompressed (too short, or not smaller): the plain frame, not a copy of it
+            frame = cache[deflate] = self.ws_frame if data is None else deflate.frame_of(data)
+        return frame
 
     @property
     def sse(self) -> bytes:
