@@ -46,9 +46,9 @@ from typing import Any, cast
 
 __all__ = [
     "SUPPORTED",
+    "DeflateFactory",
     "GuardedHttpToolsProtocol",
     "ServerState",
-    "DeflateFactory",
     "TidingsWebSocketProtocol",
     "apply_mask",
     "forget_connection",

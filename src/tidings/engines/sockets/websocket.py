@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
-from tidings.core.wire.deflate import Deflate
 from tidings.core.wire import websocket as wire
+from tidings.core.wire.deflate import Deflate
 from tidings.core.wire.frames import EncodedPublication
 from tidings.engines.timer import Timed
 from tidings.engines.transport import cut
