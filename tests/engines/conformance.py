@@ -39,6 +39,7 @@ import logging
 import socket
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -138,6 +139,14 @@ def http_get(path: str) -> bytes:
 
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+# What both engines answer to every acceptable permessage-deflate offer (RFC 7692).
+DEFLATE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def raw_deflate(message: bytes) -> bytes:
+    """``message`` as a client compresses it (RFC 7692 7.2.1: no context, the tail cut)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (z.compress(message) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def ws_upgrade() -> bytes:
@@ -971,3 +980,134 @@ class EngineConformance:
             await asyncio.sleep(1.5 * pinging.settings.limits.idle_timeout)
             await ws.send('{"op":"ping","ref":1}')
             assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {"op": "pong", "ref": 1}
+
+    # permessage-deflate (RFC 7692; issue 19) ----------------------------------------------------
+    # (the codec and the negotiation rules: tests/core/wire/test_deflate.py)
+
+    @pytest.mark.parametrize(
+        ("offer", "answer", "bits"),
+        [
+            pytest.param(None, None, None, id="none"),
+            pytest.param("permessage-deflate; client_max_window_bits", DEFLATE, 15, id="default"),
+            pytest.param(
+                "permessage-deflate; client_no_context_takeover", DEFLATE, 15, id="client_no_context_takeover"
+            ),
+            pytest.param(
+                "permessage-deflate; server_max_window_bits=10",
+                f"{DEFLATE}; server_max_window_bits=10",
+                10,
+                id="server_max_window_bits",
+            ),
+            pytest.param(
+                "permessage-deflate; client_max_window_bits=9", DEFLATE, 15, id="client_max_window_bits"
+            ),
+            pytest.param(
+                "permessage-deflate; server_max_window_bits=8",
+                f"{DEFLATE}; server_max_window_bits=8",
+                8,
+                id="server_max_window_bits_8",
+            ),
+            pytest.param("permessage-deflate; bogus, x-other", None, None, id="declined"),
+        ],
+    )
+    async def test_permessage_deflate_negotiation_and_a_compressed_publication(
+        self,
+        server: RunningServer,
+        http: httpx.AsyncClient,
+        offer: str | None,
+        answer: str | None,
+        bits: int | None,
+    ) -> None:
+        """The negotiation matrix: each offer's answer (server and client without context
+        takeover, the window the client asked of the server); then a subscribe, compressed by
+        the client when negotiated; a short publication (under ``compression_threshold``) sent
+        plain; a long one compressed with the negotiated window (plain at 8 bits, which zlib
+        cannot write), inflating to the very message a client without compression gets."""
+        channel = channel_name()
+        ws = await RawWS.open(server.port, extensions=offer)
+        plain = await RawWS.open(server.port)
+        try:
+            assert ws.extensions == answer
+            assert plain.extensions is None
+            command = orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel})
+            ws.send(
+                client_frame(OP_TEXT, raw_deflate(command), rsv=4)
+                if answer
+                else client_frame(OP_TEXT, command)
+            )
+            plain.send(client_frame(OP_TEXT, command))
+            assert (await ws.json())["op"] == "subscribed"
+            assert (await plain.json())["op"] == "subscribed"
+            rows = {"rows": [{"id": i, "symbol": "ACME", "price": 100 + i} for i in range(60)]}
+            await publish(http, channel, "short", rows)
+            for expected in ("short", rows):
+                opcode, payload = await ws.data_frame()
+                compressed = ws.rsv1
+                _, reference = await plain.data_frame()
+                assert opcode == OP_TEXT and not plain.rsv1
+                if compressed:
+                    assert bits is not None and bits >= 9 and expected == rows
+                    assert 2 * len(payload) < len(reference)
+                    payload = zlib.decompressobj(-bits).decompress(payload + b"\x00\x00\xff\xff")
+                assert payload == reference
+                assert orjson.loads(payload)["data"] == expected
+                assert compressed == (answer is not None and bits != 8 and expected == rows)
+        finally:
+            ws.close()
+            plain.close()
+
+    async def test_a_decompression_bomb_is_closed_with_1009(self, server: RunningServer) -> None:
+        """A compressed message of 1 KB that inflates to 1 MB, on a server whose messages may
+        be 4 KB (``limits.max_frame_bytes``): closed with 1009; the server serves on."""
+        bomb = raw_deflate(b"a" * 1_000_000)
+        assert len(bomb) < server.settings.limits.max_frame_bytes
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, bomb, rsv=4))
+        assert await ws.close_code() == 1009
+        # fragmented, each frame small: the bound is the message's
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, bomb[:500], fin=False, rsv=4) + client_frame(OP_CONT, bomb[500:]))
+        assert await ws.close_code() == 1009
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, raw_deflate(b'{"op":"ping","ref":7}'), rsv=4))
+        assert (await ws.json()) == {"op": "pong", "ref": 7}
+        ws.close()
+
+    async def test_libraries_read_compressed_publications(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """Python ``websockets`` (which offers permessage-deflate by default) reads a compressed
+        publication and a compressed history reply; its commands arrive compressed too."""
+        channel = channel_name()
+        data = {"text": "tidings " * 500}
+        async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
+            assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
+            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}).decode())
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["op"] == "subscribed"
+            await publish(http, channel, data)
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+            assert message["op"] == "message" and message["data"] == data
+            await ws.send(orjson.dumps({"op": "history", "ref": 2, "channel": channel}).decode())
+            history = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+            assert [p["data"] for p in history["publications"]] == [data]
+
+    async def test_compression_follows_the_settings(self) -> None:
+        """``websocket.compression = false``: the offer is declined; ``compression_threshold``
+        decides which messages are compressed."""
+        with self.serve(websocket={"compression": False}) as off:
+            ws = await RawWS.open(off.port, extensions="permessage-deflate")
+            assert ws.extensions is None
+            ws.close()
+        channel = "t:" + "a" * 100  # the reply is about 170 bytes, and compressible
+        command = client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}))
+        with self.serve(websocket={"compression_threshold": 0}) as eager, self.serve() as default:
+            for running, compressed in ((eager, True), (default, False)):
+                ws = await RawWS.open(running.port, extensions="permessage-deflate")
+                assert ws.extensions == DEFLATE
+                ws.send(command)
+                _, payload = await ws.data_frame()
+                assert ws.rsv1 == compressed
+                if compressed:
+                    payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+                assert orjson.loads(payload)["channel"] == channel
+                ws.close()
