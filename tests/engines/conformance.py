@@ -36,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import zlib
@@ -141,6 +143,52 @@ def http_get(path: str) -> bytes:
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 # What both engines answer to every acceptable permessage-deflate offer (RFC 7692).
 DEFLATE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+NODE_PREFIX = Path(__file__).resolve().parents[2] / ".cache" / "node"  # as tests/test_js_types.py
+NODE_WS = NODE_PREFIX / "node_modules" / "ws"
+# A Node ``ws`` subscriber (perMessageDeflate on, as ws' default): prints the negotiated
+# parameters, then every message as a JSON line, and leaves after the first publication.
+NODE_SUBSCRIBER = """
+const WebSocket = require(process.argv[1]);
+const ws = new WebSocket(process.argv[2], {perMessageDeflate: true});
+ws.on("open", () => {
+  console.log(JSON.stringify(ws._extensions["permessage-deflate"].params));
+  ws.send(JSON.stringify({op: "subscribe", ref: 1, channel: process.argv[3]}));
+});
+ws.on("message", (data) => {
+  const message = JSON.parse(data);
+  console.log(JSON.stringify(message));
+  if (message.op === "message") ws.close();
+});
+ws.on("error", (error) => { console.error(String(error)); process.exit(1); });
+"""
+
+
+def node_ws() -> Path:
+    """The npm package ``ws`` (installed into .cache/node on first use; skips without npm)."""
+    if not NODE_WS.exists():
+        if shutil.which("npm") is None or shutil.which("node") is None:
+            pytest.skip("node and npm are needed for the Node ws client")
+        result = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(NODE_PREFIX),
+                "ws@8.23.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"ws could not be installed from npm: {result.stderr[-300:]}")
+    return NODE_WS
 
 
 def raw_deflate(message: bytes) -> bytes:
@@ -1111,3 +1159,38 @@ class EngineConformance:
                     payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
                 assert orjson.loads(payload)["channel"] == channel
                 ws.close()
+
+    async def test_node_ws_reads_a_compressed_publication(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """Node's ``ws`` (perMessageDeflate) negotiates tidings' answer and reads a compressed
+        publication whole."""
+        module = node_ws()
+        channel = channel_name()
+        data = {"rows": [{"id": i, "symbol": "ACME", "price": 100.5 + i} for i in range(150)]}
+        node = await asyncio.create_subprocess_exec(
+            "node",
+            "-e",
+            NODE_SUBSCRIBER,
+            str(module),
+            server.ws_url,
+            channel,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(DEADLINE):
+                assert node.stdout is not None
+                assert orjson.loads(await node.stdout.readline()) == {
+                    "server_no_context_takeover": True,
+                    "client_no_context_takeover": True,
+                }
+                assert orjson.loads(await node.stdout.readline())["op"] == "subscribed"
+                [offset] = await publish(http, channel, data)
+                message = orjson.loads(await node.stdout.readline())
+                assert (message["op"], message["offset"], message["data"]) == ("message", offset, data)
+                assert await node.wait() == 0
+        finally:
+            if node.returncode is None:
+                node.kill()
+                await node.wait()
