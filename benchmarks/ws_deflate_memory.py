@@ -73,7 +73,33 @@ async def open_one(port: int, offer: bool, i: int) -> tuple[asyncio.StreamReader
     return reader, writer
 
 
-async def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
+async def hold(port: int, pid: int, conns: int, offer: bool) -> dict[str, float]:
+    # a few connections first: what the first one allocates (imports, caches) is not per
+    # connection
+    warm = [await open_one(port, offer, i) for i in range(50)]
+    await asyncio.sleep(1)
+    before = rss_kb(pid)
+    held = []
+    started = time.monotonic()
+    for batch in range(0, conns, 500):
+        end = min(conns, batch + 500)
+        held += await asyncio.gather(*(open_one(port, offer, i) for i in range(batch, end)))
+    opened_s = time.monotonic() - started
+    await asyncio.sleep(3)
+    after = rss_kb(pid)
+    for _, writer in warm + held:
+        writer.close()
+    return {
+        "connections": len(held),
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_connection": round((after - before) / len(held), 3),
+        "open_s": round(opened_s, 1),
+    }
+
+
+def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
+    """A fresh ``tidings serve``, ``conns`` idle connections, its RSS growth."""
     port = free_port()
     env = {
         **os.environ,
@@ -86,7 +112,10 @@ async def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
         "TIDINGS_LIMITS__IDLE_TIMEOUT": "1200",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidings", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "tidings", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(200):
@@ -94,41 +123,21 @@ async def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                await asyncio.sleep(0.1)
-        # a few connections first: what the first one allocates (imports, caches) is not per
-        # connection
-        warm = [await open_one(port, offer, i) for i in range(50)]
-        await asyncio.sleep(1)
-        before = rss_kb(proc.pid)
-        held = []
-        started = time.monotonic()
-        for batch in range(0, conns, 500):
-            held += await asyncio.gather(*(open_one(port, offer, i) for i in range(batch, min(conns, batch + 500))))
-        opened_s = time.monotonic() - started
-        await asyncio.sleep(3)
-        after = rss_kb(proc.pid)
-        for _, writer in warm + held:
-            writer.close()
-        return {
-            "connections": len(held),
-            "rss_before_kb": before,
-            "rss_after_kb": after,
-            "kb_per_connection": round((after - before) / len(held), 3),
-            "open_s": round(opened_s, 1),
-        }
+                time.sleep(0.1)
+        return asyncio.run(hold(port, proc.pid, conns, offer))
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conns", type=int, default=10_000)
     parser.add_argument("--engine", default="fast", choices=["fast", "uvicorn"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    plain = await measure(args.conns, args.engine, False)
-    deflate = await measure(args.conns, args.engine, True)
+    plain = measure(args.conns, args.engine, False)
+    deflate = measure(args.conns, args.engine, True)
     result = {
         "engine": args.engine,
         "plain": plain,
@@ -141,4 +150,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

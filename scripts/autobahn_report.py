@@ -33,10 +33,6 @@ EXPLAINED = {
              "before the message could be echoed, which the spec leaves open.",
     "7.13": "INFORMATIONAL: close codes in the 5000+ / private range; the spec does not define what "
             "the server must answer, Autobahn only records it.",
-    "12": "permessage-deflate is not offered (ws_per_message_deflate=False), so compression cases "
-          "are UNIMPLEMENTED by design.",
-    "13": "permessage-deflate is not offered (ws_per_message_deflate=False), so compression cases "
-          "are UNIMPLEMENTED by design.",
 }
 
 
