@@ -1121,6 +1121,27 @@ class EngineConformance:
         assert (await ws.json()) == {"op": "pong", "ref": 7}
         ws.close()
 
+    @pytest.mark.parametrize(
+        "frames",
+        [
+            pytest.param(client_frame(OP_TEXT, b"\xff\xff\xff\xff", rsv=4), id="invalid-deflate-data"),
+            pytest.param(
+                client_frame(OP_TEXT, b"\xf2", fin=False, rsv=4) + client_frame(OP_CONT, b"\x00", rsv=4),
+                id="rsv1-on-a-continuation",
+            ),
+            pytest.param(client_frame(OP_PING, b"", rsv=4), id="rsv1-on-a-ping"),
+            pytest.param(client_frame(OP_TEXT, b"\xf2", rsv=2), id="rsv2"),
+        ],
+    )
+    async def test_invalid_compressed_frames_close_with_1002(
+        self, server: RunningServer, frames: bytes
+    ) -> None:
+        """Compressed data that does not inflate, RSV1 where RFC 7692 does not put it (a
+        continuation, a control frame) and the other reserved bits: 1002."""
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(frames)
+        assert await ws.close_code() == 1002
+
     async def test_libraries_read_compressed_publications(
         self, server: RunningServer, http: httpx.AsyncClient
     ) -> None:

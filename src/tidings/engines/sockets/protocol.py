@@ -46,12 +46,13 @@ from tidings.core.wire.websocket import (
     close_frame,
     handshake_response,
 )
+from tidings.engines.sockets.echo import EchoWebSocket
 from tidings.engines.sockets.exchange import HTTP_ROUTES, owned
 from tidings.engines.sockets.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
-from tidings.engines.sockets.websocket import EchoWebSocket, FastWebSocket, FrameConnection
+from tidings.engines.sockets.websocket import FastWebSocket, FrameConnection
 from tidings.engines.uvicorn_internals import GuardedHttpToolsProtocol, ServerState
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for

@@ -1,6 +1,6 @@
 """WebSocket connections on the owned-socket engine: the driver of
 :class:`~tidings.machines.websocket.WebSocketMachine` over an asyncio transport, for the tidings
-client (:class:`FastWebSocket`) and the Autobahn echo (:class:`EchoWebSocket`).
+client (:class:`FastWebSocket`; the Autobahn echo is :mod:`.echo`'s).
 
 The driver moves bytes: the client's through the frame parser
 (:class:`~tidings.core.wire.websocket.FrameParser`) into the machine, the machine's frames to
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tidings.auth.limits import ConnectionLease
@@ -35,9 +34,7 @@ if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
     from tidings.machines.websocket import WebSocketConfig
 
-__all__ = ["EchoWebSocket", "FastWebSocket", "FrameConnection"]
-
-ECHO_MAX_SIZE = 64 * 2**20
+__all__ = ["FastWebSocket", "FrameConnection"]
 
 
 class FrameConnection(asyncio.Protocol, Timed):
@@ -260,25 +257,3 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def on_lost(self) -> None:
         self._ctx.spawn(self.release())
-
-
-class EchoWebSocket(FrameConnection):
-    """``/ws-echo`` (setting ``server.debug_echo``): echoes messages, for the Autobahn suite."""
-
-    __slots__ = ()
-
-    def __init__(
-        self, ctx: FastContext, transport: asyncio.Transport, deflate: Deflate | None = None
-    ) -> None:
-        config = replace(
-            ctx.ws_config, max_frame_bytes=ECHO_MAX_SIZE, outbox_bytes=2 * ECHO_MAX_SIZE, binary=True
-        )
-        super().__init__(ctx, transport, config, deflate=deflate)
-
-    def start_commands(self) -> None:
-        machine = self.machine
-        while (message := machine.next_command()) is not None:
-            if isinstance(message, str):
-                self.send_message(message.encode())
-            else:
-                self.send_message(message, wire.OP_BINARY)
