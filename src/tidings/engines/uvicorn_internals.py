@@ -45,9 +45,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 __all__ = [
+    "RECENTLY_COMPRESSED",
     "SUPPORTED",
     "DeflateFactory",
     "GuardedHttpToolsProtocol",
+    "RecentlyCompressed",
     "ServerState",
     "TidingsWebSocketProtocol",
     "apply_mask",
@@ -264,6 +266,41 @@ class _ServerProtocol(ServerProtocol):
         super().recv_frame(frame)
 
 
+class RecentlyCompressed:
+    """What :meth:`Deflate.compress` made of the messages sent last, by content, within
+    ``budget`` bytes (the oldest forgotten first).
+
+    An ASGI application hands the server each subscriber's copy of a publication's text, so
+    the server would compress it once per subscriber; with this, a publication is compressed
+    once and its fan-out finds it here (a lookup hashes and compares the message: far cheaper
+    than deflating it).
+    """
+
+    def __init__(self, budget: int = 1 << 20) -> None:
+        self.budget = budget
+        self._items: dict[tuple[Deflate, bytes], bytes | None] = {}
+        self._size = 0
+
+    def compress(self, deflate: Deflate, payload: bytes) -> bytes | None:
+        if len(payload) < deflate.threshold:
+            return None
+        key = (deflate, payload)
+        items = self._items
+        if key in items:
+            return items[key]
+        data = items[key] = deflate.compress(payload)
+        self._size += len(payload)
+        while self._size > self.budget:  # dicts keep their order: the first is the oldest
+            oldest = next(iter(items))
+            del items[oldest]
+            self._size -= len(oldest[1])
+        return data
+
+
+#: One per process: every connection of every ASGI server in it shares it.
+RECENTLY_COMPRESSED = RecentlyCompressed()
+
+
 class _DeflateExtension(Extension):
     """A negotiated :class:`~tidings.core.wire.deflate.Deflate` as a ``websockets`` extension:
     a client's compressed message inflated (bounded), a whole message sent compressed when the
@@ -301,7 +338,7 @@ class _DeflateExtension(Extension):
     def encode(self, frame: Frame) -> Frame:
         if frame.opcode not in (Opcode.TEXT, Opcode.BINARY) or not frame.fin:
             return frame  # a fragmented message goes uncompressed, all its frames
-        data = self.deflate.compress(bytes(frame.data))
+        data = RECENTLY_COMPRESSED.compress(self.deflate, bytes(frame.data))
         if data is None:
             return frame
         return Frame(frame.opcode, data, True, True, frame.rsv2, frame.rsv3)
