@@ -142,7 +142,8 @@ def http_get(path: str) -> bytes:
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 # What both engines answer to every acceptable permessage-deflate offer (RFC 7692).
-DEFLATE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+DEFLATE = "permessage-deflate; client_no_context_takeover"  # the server keeps its context
+DEFLATE_ALONE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
 
 NODE_PREFIX = Path(__file__).resolve().parents[2] / ".cache" / "node"  # as tests/test_js_types.py
@@ -156,10 +157,11 @@ ws.on("open", () => {
   console.log(JSON.stringify(ws._extensions["permessage-deflate"].params));
   ws.send(JSON.stringify({op: "subscribe", ref: 1, channel: process.argv[3]}));
 });
+let seen = 0;
 ws.on("message", (data) => {
   const message = JSON.parse(data);
   console.log(JSON.stringify(message));
-  if (message.op === "message") ws.close();
+  if (message.op === "message" && ++seen >= Number(process.argv[4] || 1)) ws.close();
 });
 ws.on("error", (error) => { console.error(String(error)); process.exit(1); });
 """
@@ -1041,6 +1043,12 @@ class EngineConformance:
                 "permessage-deflate; client_no_context_takeover", DEFLATE, 15, id="client_no_context_takeover"
             ),
             pytest.param(
+                "permessage-deflate; server_no_context_takeover",
+                DEFLATE_ALONE,
+                15,
+                id="server_no_context_takeover",
+            ),
+            pytest.param(
                 "permessage-deflate; server_max_window_bits=10",
                 f"{DEFLATE}; server_max_window_bits=10",
                 10,
@@ -1159,6 +1167,55 @@ class EngineConformance:
             await ws.send(orjson.dumps({"op": "history", "ref": 2, "channel": channel}).decode())
             history = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
             assert [p["data"] for p in history["publications"]] == [data]
+            # consecutive publications (chained on the sockets engine) read by the library
+            feed = [{"text": "tidings " * 500, "n": n} for n in range(5)]
+            for item in feed:
+                await publish(http, channel, item)
+            for item in feed:
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["data"] == item
+
+    async def test_consecutive_publications_are_read_whole_by_clients_that_keep_their_window(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """A feed of ~1 KB tickers that change a few fields: a client that keeps its inflate
+        window (what tidings' answer lets every client do) reads each message exactly as a client
+        without compression does, replies in between included. On the sockets engine a
+        publication after the channel's previous one refers to it (one chained frame per
+        publication, shared): the feed's messages then take under a third of their plain bytes
+        (the ASGI engine compresses each message alone: see docs/topics/engines.md)."""
+        channel = channel_name()
+        ws = await RawWS.open(server.port, extensions="permessage-deflate; client_max_window_bits")
+        plain = await RawWS.open(server.port)
+        inflater = zlib.decompressobj(-15)  # the client's window, kept from message to message
+        try:
+            assert ws.extensions == DEFLATE
+            for raw in (ws, plain):
+                raw.send(
+                    client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}))
+                )
+            for raw in (ws, plain):
+                assert (await raw.json())["op"] == "subscribed"
+            wire = plain_bytes = 0
+            for i in range(12):
+                if i == 6:  # a compressed reply between two publications
+                    command = orjson.dumps({"op": "history", "ref": 2, "channel": channel, "limit": 1})
+                    ws.send(client_frame(OP_TEXT, command))
+                    _, payload = await ws.data_frame()
+                    assert ws.rsv1
+                    assert orjson.loads(inflater.decompress(payload + b"\x00\x00\xff\xff"))["op"] == "history"
+                book = [[100 - j / 4, 10 * j + (i if j == 3 else 0)] for j in range(40)]
+                await publish(http, channel, {"sym": "ACME", "seq": i, "last": 100 + i / 8, "book": book})
+                _, reference = await plain.data_frame()
+                _, payload = await ws.data_frame()
+                if ws.rsv1:
+                    wire, plain_bytes = wire + len(payload), plain_bytes + len(reference)
+                    payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+                assert payload == reference
+            if self.engine == "sockets":
+                assert wire * 3 < plain_bytes, (wire, plain_bytes)
+        finally:
+            ws.close()
+            plain.close()
 
     async def test_compression_follows_the_settings(self) -> None:
         """``websocket.compression = false``: the offer is declined; ``compression_threshold``
@@ -1184,11 +1241,14 @@ class EngineConformance:
     async def test_node_ws_reads_a_compressed_publication(
         self, server: RunningServer, http: httpx.AsyncClient
     ) -> None:
-        """Node's ``ws`` (perMessageDeflate) negotiates tidings' answer and reads a compressed
-        publication whole."""
+        """Node's ``ws`` (perMessageDeflate) negotiates tidings' answer and reads compressed
+        publications whole, consecutive ones (chained) included."""
         module = node_ws()
         channel = channel_name()
-        data = {"rows": [{"id": i, "symbol": "ACME", "price": 100.5 + i} for i in range(150)]}
+        feed = [
+            {"rows": [{"id": i, "symbol": "ACME", "price": 100.5 + i + n} for i in range(150)]}
+            for n in range(4)
+        ]
         node = await asyncio.create_subprocess_exec(
             "node",
             "-e",
@@ -1196,20 +1256,19 @@ class EngineConformance:
             str(module),
             server.ws_url,
             channel,
+            str(len(feed)),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         try:
             async with asyncio.timeout(DEADLINE):
                 assert node.stdout is not None
-                assert orjson.loads(await node.stdout.readline()) == {
-                    "server_no_context_takeover": True,
-                    "client_no_context_takeover": True,
-                }
+                assert orjson.loads(await node.stdout.readline()) == {"client_no_context_takeover": True}
                 assert orjson.loads(await node.stdout.readline())["op"] == "subscribed"
-                [offset] = await publish(http, channel, data)
-                message = orjson.loads(await node.stdout.readline())
-                assert (message["op"], message["offset"], message["data"]) == ("message", offset, data)
+                for data in feed:  # consecutive: chained on the sockets engine
+                    [offset] = await publish(http, channel, data)
+                    message = orjson.loads(await node.stdout.readline())
+                    assert (message["op"], message["offset"], message["data"]) == ("message", offset, data)
                 assert await node.wait() == 0
         finally:
             if node.returncode is None:

@@ -26,6 +26,7 @@ from tests.rfc6455 import client_frame, server_frames
 from tidings.core.events import Publication
 from tidings.core.wire.deflate import (
     Deflate,
+    DeflateSender,
     InflateError,
     Inflater,
     deflate_frame_header,
@@ -47,6 +48,7 @@ from tidings.core.wire.websocket import (
 )
 
 FUZZ = settings(max_examples=100, deadline=None)
+CHAINED = "permessage-deflate; client_no_context_takeover"
 BOTH = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
 
@@ -59,25 +61,25 @@ BOTH = "permessage-deflate; server_no_context_takeover; client_no_context_takeov
         # the matrix: none, default, no context takeover, window bits either way
         (None, None, None),
         ("", None, None),
-        ("permessage-deflate", BOTH, 15),
-        ("permessage-deflate; client_max_window_bits", BOTH, 15),  # browsers, ws, websockets
-        ("permessage-deflate; client_no_context_takeover", BOTH, 15),
-        ("permessage-deflate; server_no_context_takeover", BOTH, 15),
-        ("permessage-deflate; client_max_window_bits=10", BOTH, 15),
-        ("permessage-deflate; server_max_window_bits=10", f"{BOTH}; server_max_window_bits=10", 10),
-        ('permessage-deflate; server_max_window_bits="12"', f"{BOTH}; server_max_window_bits=12", 12),
-        ("permessage-deflate; server_max_window_bits=8", f"{BOTH}; server_max_window_bits=8", 8),
-        ("PerMessage-Deflate; Client_Max_Window_Bits", BOTH, 15),
+        ("permessage-deflate", CHAINED, 15),
+        ("permessage-deflate; client_max_window_bits", CHAINED, 15),  # browsers, ws, websockets
+        ("permessage-deflate; client_no_context_takeover", CHAINED, 15),
+        ("permessage-deflate; server_no_context_takeover", BOTH, 15),  # then every message alone
+        ("permessage-deflate; client_max_window_bits=10", CHAINED, 15),
+        ("permessage-deflate; server_max_window_bits=10", f"{CHAINED}; server_max_window_bits=10", 10),
+        ('permessage-deflate; server_max_window_bits="12"', f"{CHAINED}; server_max_window_bits=12", 12),
+        ("permessage-deflate; server_max_window_bits=8", f"{CHAINED}; server_max_window_bits=8", 8),
+        ("PerMessage-Deflate; Client_Max_Window_Bits", CHAINED, 15),
         # the first acceptable offer wins; other extensions are skipped
-        ("x-webkit-deflate-frame, permessage-deflate", BOTH, 15),
+        ("x-webkit-deflate-frame, permessage-deflate", CHAINED, 15),
         (
             "permessage-deflate; server_max_window_bits=9, permessage-deflate",
-            f"{BOTH}; server_max_window_bits=9",
+            f"{CHAINED}; server_max_window_bits=9",
             9,
         ),
         (
             "permessage-deflate; foo, permessage-deflate; server_max_window_bits=11",
-            f"{BOTH}; server_max_window_bits=11",
+            f"{CHAINED}; server_max_window_bits=11",
             11,
         ),
         # declined: unknown, repeated, or badly valued parameters
@@ -103,6 +105,7 @@ def test_negotiation(offer: str | None, answer: str | None, bits: int | None) ->
     assert deflate.bits == bits
     assert extension_headers(deflate) == [("Sec-WebSocket-Extensions", answer)]
     assert repr(deflate) == f"Deflate(bits={bits}, threshold=256)"
+    assert deflate.chained == ("server_no_context_takeover" not in answer)
 
 
 def test_outcomes_are_shared() -> None:
@@ -323,3 +326,116 @@ def test_rsv1_without_negotiation_is_a_protocol_error() -> None:
     assert FrameParser(1000).feed(client_frame(OP_TEXT, b"x", rsv=4)) == [
         ProtocolError(1002, "reserved bits set")
     ]
+
+
+# Chained publications (DeflateSender) ----------------------------------------------------------
+
+
+class ContextClient:
+    """A client that keeps its inflate window between messages (``websockets``' decoder, no
+    ``server_no_context_takeover``): the messages of one connection decoded in order."""
+
+    def __init__(self, bits: int = 15) -> None:
+        self._decoder = PerMessageDeflate(False, True, bits, 15)  # remote = the server
+
+    def read(self, frame: bytes) -> bytes:
+        [(fin, rsv, opcode, payload)] = server_frames(frame)
+        assert fin and rsv in (0, 4)
+        decoded = self._decoder.decode(Frame(Opcode(opcode), payload, True, rsv == 4), max_size=None)
+        return bytes(decoded.data)
+
+
+def ticker(offset: int, channel: str = "c", price: float = 100.0) -> EncodedPublication:
+    data = {"sym": "ABC", "price": price + offset / 100, "book": [[price - i, 10 * i] for i in range(30)]}
+    return EncodedPublication(Publication(channel, offset, "e", f"id{offset}", 0, "message", data))
+
+
+def fanned_out(publications: list[EncodedPublication]) -> list[EncodedPublication]:
+    """Link each to the one before it on its channel, as the hub does during a fan-out."""
+    last: dict[str, EncodedPublication] = {}
+    for encoded in publications:
+        encoded.previous = last.get(encoded.publication.channel)
+        last[encoded.publication.channel] = encoded
+    return publications
+
+
+def test_consecutive_publications_go_chained_and_are_read_by_a_client_that_keeps_its_window() -> None:
+    deflate = negotiate("permessage-deflate; client_max_window_bits", 256)
+    assert deflate is not None and deflate.chained
+    sender, client = DeflateSender(deflate), ContextClient()
+    feed_ = fanned_out([ticker(i) for i in range(1, 6)])
+    frames = [sender.publication(encoded) for encoded in feed_]
+    assert [client.read(f) for f in frames] == [e.ws_text.encode() for e in feed_]
+    alone = [e.ws_deflated(deflate) for e in feed_]
+    assert frames[0] == alone[0]  # nothing before it
+    assert all(len(f) * 3 < len(a) for f, a in zip(frames[1:], alone[1:], strict=True))
+    # built once per publication: a second subscriber gets the very same frames
+    other = DeflateSender(deflate)
+    assert all(other.publication(e) is f for e, f in zip(feed_, frames, strict=True))
+
+
+def test_a_client_that_asked_for_no_server_context_gets_every_message_alone() -> None:
+    deflate = negotiate("permessage-deflate; server_no_context_takeover", 256)
+    assert deflate is not None and not deflate.chained
+    sender = DeflateSender(deflate)
+    for encoded in fanned_out([ticker(i) for i in range(1, 4)]):
+        frame = sender.publication(encoded)
+        assert frame is encoded.ws_deflated(deflate)
+        assert reference_decode(frame, 15) == (OP_TEXT, encoded.ws_text.encode())  # a fresh decoder
+
+
+def test_a_compressed_reply_ends_the_chain_and_an_uncompressed_message_does_not() -> None:
+    deflate = negotiate("permessage-deflate", 256)
+    assert deflate is not None
+    sender, client = DeflateSender(deflate), ContextClient()
+    a, b, c = fanned_out([ticker(1), ticker(2), ticker(3)])
+    sent = [sender.publication(a), sender.message(b'{"op":"pong"}'), sender.publication(b)]
+    assert sent[1][0] == 0x81  # too short: plain, the window unchanged
+    assert sent[2] != b.ws_deflated(deflate)  # still chained to a
+    sent += [sender.message(b"x" * 400), sender.publication(c)]
+    assert sent[3][0] == 0xC1
+    assert sent[4] == c.ws_deflated(deflate)  # the reply came between: c goes alone
+    expected = [a.ws_text.encode(), b'{"op":"pong"}', b.ws_text.encode(), b"x" * 400, c.ws_text.encode()]
+    assert [client.read(f) for f in sent] == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "reply", "replay"]), st.integers(0, 3)),
+        max_size=25,
+    ),
+    st.sampled_from([None, 9, 12, 15]),
+)
+def test_any_sequence_of_publications_replies_and_replays_is_read_exactly(
+    script: list[tuple[str, int]], bits: int | None
+) -> None:
+    offer = "permessage-deflate" + ("" if bits is None else f"; server_max_window_bits={bits}")
+    deflate = negotiate(offer, 64)
+    assert deflate is not None
+    sender, client = DeflateSender(deflate), ContextClient(bits or 15)
+    last: dict[str, EncodedPublication] = {}
+    for n, (what, size) in enumerate(script):
+        if what == "reply":
+            payload = b'{"op":"history","n":%d,"pad":"%s"}' % (n, b"y" * (size * 60))
+            assert client.read(sender.message(payload)) == payload
+            continue
+        encoded = ticker(n, channel=what if what != "replay" else "a", price=size * 7.0)
+        if what != "replay":  # a replay is read from history: linked to nothing
+            encoded.previous = last.get(what)
+            last[what] = encoded
+        assert client.read(sender.publication(encoded)) == encoded.ws_text.encode()
+
+
+def test_a_publication_too_short_to_compress_leaves_the_chain_as_it_was() -> None:
+    deflate = negotiate("permessage-deflate", 256)
+    assert deflate is not None
+    sender, client = DeflateSender(deflate), ContextClient()
+    a = ticker(1)
+    tiny = EncodedPublication(Publication("t", 1, "e", "id", 0, "message", 1))
+    b = ticker(2)
+    fanned_out([a, tiny, b])
+    sent = [sender.publication(a), sender.publication(tiny), sender.publication(b)]
+    assert sent[1] is tiny.ws_frame  # plain: the client's window still ends with a
+    assert sent[2] == b.ws_deflated(deflate, chained=True)
+    assert [client.read(f) for f in sent] == [e.ws_text.encode() for e in (a, tiny, b)]

@@ -3,11 +3,17 @@
 Theory. A compressor that keeps its context from one message to the next makes each compressed
 message depend on every message before it on that connection: fan-out would compress each
 publication once per subscriber, and every connection would hold a deflate state (a window of
-up to 32 KiB and 256 KiB of hash tables at zlib's defaults). tidings answers every offer with
-``server_no_context_takeover``, so a compressed message depends only on its own bytes: the same
-frame serves every subscriber that negotiated the same window, and it is built once per
-publication (:meth:`Deflate.frame`, cached by
-:class:`~tidings.core.wire.frames.EncodedPublication`). No state stays between messages.
+up to 32 KiB and 256 KiB of hash tables at zlib's defaults). tidings keeps no compressor per
+connection. A compressed message is either *independent* (it depends only on its own bytes) or
+*chained*: compressed with the channel's previous publication as its dictionary, so that it may
+refer back to those bytes, which is valid for a client whose inflater's last output was exactly
+that publication (RFC 7692 7.1.1.1: without ``server_no_context_takeover`` the client keeps its
+window from message to message). Both are built once per publication and shared
+(:meth:`Deflate.compress`, cached by :class:`~tidings.core.wire.frames.EncodedPublication`);
+what a connection keeps is which publication its client inflated last (a reference). The
+consecutive messages of a feed repeat most of their bytes, so chaining sends what a compressor
+per connection would, at the cost of one more compression per publication. A client that asks
+for ``server_no_context_takeover`` gets independent messages only (:attr:`Deflate.chained`).
 
 The answer also carries ``client_no_context_takeover`` (RFC 7692 7.1.1.1: a server may ask it
 of any client that offers the extension; browsers, Node ``ws`` and Python ``websockets`` all
@@ -31,10 +37,15 @@ from __future__ import annotations
 
 import zlib
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tidings.core.wire.frames import EncodedPublication
 
 __all__ = [
     "EXTENSION",
     "Deflate",
+    "DeflateSender",
     "InflateError",
     "Inflater",
     "deflate_frame_header",
@@ -67,11 +78,15 @@ class Deflate:
     reference, and they are the key of a publication's cached compressed frame.
     """
 
-    __slots__ = ("bits", "params", "response", "threshold")
+    __slots__ = ("bits", "chained", "params", "response", "threshold")
 
-    def __init__(self, bits: int, threshold: int, params: tuple[tuple[str, str | None], ...]) -> None:
+    def __init__(
+        self, bits: int, threshold: int, params: tuple[tuple[str, str | None], ...], chained: bool = False
+    ) -> None:
         self.bits = bits
         self.threshold = threshold
+        #: The client keeps its window between messages: a message may refer to the last one.
+        self.chained = chained
         #: The answer's parameters, (name, value or None), in order.
         self.params = params
         self.response = "; ".join([EXTENSION, *(n if v is None else f"{n}={v}" for n, v in params)])
@@ -79,12 +94,18 @@ class Deflate:
     def __repr__(self) -> str:
         return f"Deflate(bits={self.bits}, threshold={self.threshold})"
 
-    def compress(self, payload: bytes) -> bytes | None:
+    def compress(self, payload: bytes, previous: bytes | None = None) -> bytes | None:
         """``payload`` compressed as one message (RFC 7692 7.2.1), or None when it is to go
-        uncompressed (shorter than the threshold, not made smaller, or an 8-bit window)."""
+        uncompressed (shorter than the threshold, not made smaller, or an 8-bit window).
+
+        ``previous``: chain to it (the caller owes that the client's last inflated message was
+        exactly ``previous``, and that :attr:`chained` is true)."""
         if len(payload) < self.threshold or self.bits < 9:
             return None
-        z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -self.bits, _MEM_LEVEL)
+        if previous:
+            z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -self.bits, _MEM_LEVEL, zdict=previous)
+        else:
+            z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -self.bits, _MEM_LEVEL)
         data = z.compress(payload) + z.flush(zlib.Z_SYNC_FLUSH)
         # a sync flush ends with an empty stored block, 00 00 ff ff: the receiver adds it back
         data = data[:-4]
@@ -102,6 +123,41 @@ class Deflate:
     def frame_of(data: bytes, opcode: int = 0x1) -> bytes:
         """The frame of a message compressed by :meth:`compress` (RSV1 set)."""
         return deflate_frame_header(opcode, len(data), True) + data
+
+
+class DeflateSender:
+    """What one connection that negotiated ``deflate`` sends: publications' shared frames,
+    chained when its client's window allows it, and its own messages compressed each alone.
+
+    It keeps which publication the client inflated last (a reference, no compressor): the next
+    publication of that channel may refer to it. A message sent uncompressed leaves the
+    client's window as it was; any other compressed message ends the chain.
+    """
+
+    __slots__ = ("_inflated", "deflate")
+
+    def __init__(self, deflate: Deflate) -> None:
+        self.deflate = deflate
+        self._inflated: EncodedPublication | None = None
+
+    def publication(self, encoded: EncodedPublication) -> bytes:
+        """``encoded``'s frame for this client (the caller sends it next, in order)."""
+        inflated = self._inflated
+        chained = self.deflate.chained and inflated is not None and inflated is encoded.previous
+        frame = encoded.ws_deflated(self.deflate, chained)
+        if frame[0] & _RSV1:
+            self._inflated = encoded
+        return frame
+
+    def message(self, payload: bytes, opcode: int = 0x1) -> bytes:
+        """A frame of this connection's own (a reply), compressed alone if worth it."""
+        frame = self.deflate.frame(payload, opcode)
+        if frame[0] & _RSV1:
+            self._inflated = None
+        return frame
+
+
+_RSV1 = 0x40
 
 
 def deflate_frame_header(opcode: int, length: int, compressed: bool) -> bytes:
@@ -149,26 +205,26 @@ def _valid(key: str, sep: str, value: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _outcome(bits: int, asked: bool, threshold: int) -> Deflate:
-    params: tuple[tuple[str, str | None], ...] = (
-        ("server_no_context_takeover", None),
-        ("client_no_context_takeover", None),
-    )
+def _outcome(bits: int, asked: bool, threshold: int, chained: bool) -> Deflate:
+    params: tuple[tuple[str, str | None], ...] = () if chained else (("server_no_context_takeover", None),)
+    params += (("client_no_context_takeover", None),)
     if asked:
         params += (("server_max_window_bits", str(bits)),)
-    return Deflate(bits, threshold, params)
+    return Deflate(bits, threshold, params, chained)
 
 
 def negotiate(header: str | None, threshold: int) -> Deflate | None:
     """The outcome of the client's ``Sec-WebSocket-Extensions`` (None: not offered, or every
-    offer declined): send :attr:`Deflate.response` as the answer's ``Sec-WebSocket-Extensions``."""
+    offer declined): send :attr:`Deflate.response` as the answer's ``Sec-WebSocket-Extensions``.
+    The server keeps its context (chained messages) unless the offer asks it not to."""
     if not header:
         return None
     for params in parse_offers(header):
         if params is None:
             continue
         asked = params.get("server_max_window_bits")
-        return _outcome(15 if asked is None else _BITS[asked], asked is not None, threshold)
+        bits = 15 if asked is None else _BITS[asked]
+        return _outcome(bits, asked is not None, threshold, "server_no_context_takeover" not in params)
     return None
 
 

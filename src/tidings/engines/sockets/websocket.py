@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
 from tidings.core.wire import websocket as wire
-from tidings.core.wire.deflate import Deflate
+from tidings.core.wire.deflate import Deflate, DeflateSender
 from tidings.core.wire.frames import EncodedPublication
 from tidings.engines.timer import Timed
 from tidings.engines.transport import cut
@@ -58,7 +58,7 @@ class FrameConnection(asyncio.Protocol, Timed):
     ) -> None:
         self._ctx = ctx
         self._t = transport
-        self._deflate = deflate
+        self._deflate = None if deflate is None else DeflateSender(deflate)
         self._parser = wire.FrameParser(config.max_frame_bytes, max_frames, fast_unmask, deflate is not None)
         self.machine: WebSocketMachine[bytes] = WebSocketMachine(
             config, ctx.loop.time(), WIRE_FRAMES, session
@@ -86,7 +86,7 @@ class FrameConnection(asyncio.Protocol, Timed):
         """Queue a message (compressed if negotiated and worth it)."""
         deflate = self._deflate
         self.send_frame(
-            wire.encode_frame(opcode, payload) if deflate is None else deflate.frame(payload, opcode)
+            wire.encode_frame(opcode, payload) if deflate is None else deflate.message(payload, opcode)
         )
 
     def send_frame(self, frame: bytes) -> None:
@@ -231,7 +231,7 @@ class FastWebSocket(FrameConnection, CommandHandler):
         # loop iteration schedules the write (_soon, inlined)
         pending = self.machine.pending
         deflate = self._deflate
-        pending.append(publication.ws_frame if deflate is None else publication.ws_deflated(deflate))
+        pending.append(publication.ws_frame if deflate is None else deflate.publication(publication))
         if len(pending) == 1:
             ctx = self._ctx
             if ctx.coalesce:
@@ -241,7 +241,7 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def replay(self, publication: EncodedPublication) -> None:
         deflate = self._deflate
-        if self.machine.replay(publication.ws_frame if deflate is None else publication.ws_deflated(deflate)):
+        if self.machine.replay(publication.ws_frame if deflate is None else deflate.publication(publication)):
             self._soon()
 
     grants_ended = CommandHandler.grants_ended  # not FrameConnection's
