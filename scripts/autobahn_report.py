@@ -33,11 +33,10 @@ EXPLAINED = {
              "before the message could be echoed, which the spec leaves open.",
     "7.13": "INFORMATIONAL: close codes in the 5000+ / private range; the spec does not define what "
             "the server must answer, Autobahn only records it.",
-    "12": "permessage-deflate is not offered (ws_per_message_deflate=False), so compression cases "
-          "are UNIMPLEMENTED by design.",
-    "13": "permessage-deflate is not offered (ws_per_message_deflate=False), so compression cases "
-          "are UNIMPLEMENTED by design.",
 }
+
+
+COMPRESSION_MARK = "<!-- cases 12 and 13 (scripts/autobahn.sh compression) below -->"
 
 
 def group_of(case: str) -> str:
@@ -85,7 +84,9 @@ def main() -> int:
             "not_ok": [{"case": c, "verdict": v, "result": r, "why": w} for c, v, r, w in others],
         } for agent, (cases, counts, close_counts, others, by_major) in agents.items()},
     }
-    (docs_dir / "autobahn-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    compression = case_set == "compression"
+    summary_name = "autobahn-compression-summary.json" if compression else "autobahn-summary.json"
+    (docs_dir / summary_name).write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# Autobahn WebSocket testsuite",
         "",
@@ -103,8 +104,18 @@ def main() -> int:
         f"Set `{case_set}`, run in {seconds} s.",
         "",
     ]
+    if compression:
+        # a section of its own, after the other sets' report (which keeps it when rewritten)
+        lines = [
+            "## Compression: cases 12 and 13",
+            "",
+            "permessage-deflate (RFC 7692; docs/topics/compression.md), set `compression` "
+            f"(`scripts/autobahn.sh compression`), run in {seconds} s.",
+            "",
+        ]
+    level = "###" if compression else "##"
     for agent, (cases, counts, close_counts, others, by_major) in agents.items():
-        lines += [f"## {agent}: {len(cases)} cases", "",
+        lines += [f"{level} {agent}: {len(cases)} cases", "",
                   "| verdict | cases | closing handshake |", "| --- | ---: | ---: |"]
         for verdict in ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"):
             lines.append(f"| {verdict} | {counts.get(verdict, 0)} | {close_counts.get(verdict, 0)} |")
@@ -120,7 +131,13 @@ def main() -> int:
         else:
             lines.append("None: every case is OK (INFORMATIONAL closes only report the close code).")
         lines.append("")
-    (docs_dir / "autobahn.md").write_text("\n".join(lines))
+    report = docs_dir / "autobahn.md"
+    before, _, section = (report.read_text() if report.exists() else "").partition(COMPRESSION_MARK)
+    if compression:
+        text = before.rstrip("\n") + "\n\n" + COMPRESSION_MARK + "\n\n" + "\n".join(lines)
+    else:
+        text = "\n".join(lines) + (f"\n{COMPRESSION_MARK}{section}" if section else "")
+    report.write_text(text)
     for agent, (_, counts, close_counts, _, _) in agents.items():
         print(f"autobahn: {agent}: {dict(counts)} (close: {dict(close_counts)})")
     if unexplained:

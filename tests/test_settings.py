@@ -47,3 +47,25 @@ def test_invalid_toml_is_reported(tmp_path: Path):
     cfg.write_text("port = = 1")
     with pytest.raises(SettingsError, match="TOML"):
         load_settings(cfg)
+
+
+def test_the_websocket_section_and_its_boolean_form(tmp_path: Path, monkeypatch):
+    """``[websocket]`` holds the endpoint's settings; ``websocket = false``, the key's form
+    before it was a section, still turns /ws off (file and environment)."""
+    assert load_settings().websocket.model_dump() == {
+        "enabled": True,
+        "compression": True,
+        "compression_threshold": 256,
+    }
+    path = tmp_path / "t.toml"
+    path.write_text("websocket = false\n")
+    assert load_settings(path).websocket.enabled is False
+    path.write_text("[websocket]\ncompression = false\ncompression_threshold = 1024\n")
+    section = load_settings(path).websocket
+    assert (section.enabled, section.compression, section.compression_threshold) == (True, False, 1024)
+    monkeypatch.setenv("TIDINGS_WEBSOCKET", "false")
+    assert load_settings().websocket.enabled is False
+    monkeypatch.setenv("TIDINGS_WEBSOCKET", '{"compression_threshold": 0}')
+    assert load_settings().websocket.compression_threshold == 0
+    with pytest.raises(SettingsError, match="compression_threshold"):
+        load_settings(websocket={"compression_threshold": -1})

@@ -55,6 +55,7 @@ class Hub:
     __slots__ = (
         "_catching",
         "_countdown",
+        "_last",
         "_live",
         "_live_transports",
         "_recovering",
@@ -79,6 +80,9 @@ class Hub:
         self.on_latency: LatencyObserver | None = None
         self.sample_every = 16
         self._countdown = 1
+        # Per channel, the publication fanned out last: the next one's ``previous`` (chained
+        # compression refers to it), while the channel has subscribers here.
+        self._last: dict[str, EncodedPublication] = {}
 
     def add_recovering(self, channel: str, subscriber: Subscriber, recovery: Recovery) -> bool:
         """Start buffering for ``subscriber``; True if the channel had no subscriber here."""
@@ -138,7 +142,10 @@ class Hub:
                 del subs[subscriber]
                 if not subs:
                     del index[channel]
-        return not self.has_channel(channel)
+        if self.has_channel(channel):
+            return False
+        self._last.pop(channel, None)
+        return True
 
     def fan_out(self, publication: Publication) -> EncodedPublication | None:
         """Deliver ``publication`` to this process's subscribers of its channel."""
@@ -154,6 +161,8 @@ class Hub:
         if not live:
             return None
         encoded = EncodedPublication(publication)
+        encoded.previous = self._last.get(channel)
+        self._last[channel] = encoded
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
         targets = tuple(live)
         delivered = self.delivered  # counted first: a subscriber may leave during the loop
@@ -161,6 +170,7 @@ class Hub:
             delivered[transport] = delivered.get(transport, 0) + count
         for subscriber in targets:
             subscriber.deliver(encoded)
+        encoded.previous = None  # what it was kept for is built: no chain of them stays alive
         self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
         self._countdown -= 1
         if self._countdown <= 0 and self.on_latency is not None:

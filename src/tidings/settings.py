@@ -42,6 +42,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SettingsError",
+    "WebSocketSettings",
     "WebhookSettings",
     "is_loopback",
     "load_settings",
@@ -258,6 +259,18 @@ class ServerSettings(_Section):
     )
 
 
+class WebSocketSettings(_Section):
+    enabled: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
+    compression: bool = Field(
+        True,
+        description="Accept permessage-deflate (RFC 7692) when the client offers it; "
+        "each publication is compressed once and shared (docs/topics/compression.md).",
+    )
+    compression_threshold: int = Field(
+        256, ge=0, description="Messages shorter than this many bytes go uncompressed."
+    )
+
+
 class FlowSettings(_Section):
     enabled: bool = Field(
         True,
@@ -459,7 +472,11 @@ class Settings(BaseSettings):
         "they are DEBUG lines.",
     )
     demo: bool = Field(True, description="Serve the demo pages at /.")
-    websocket: bool = Field(True, description="Serve the WebSocket endpoint /ws.")
+    websocket: WebSocketSettings = Field(
+        default_factory=WebSocketSettings,
+        description="The WebSocket endpoint /ws. `websocket = false` (a boolean, as before "
+        "this section) is `websocket.enabled = false`.",
+    )
     drain_timeout: float = Field(10.0, ge=0, description="Seconds to drain on SIGTERM.")
     limits: Limits = Field(default_factory=Limits, description="Limits against abuse and overload.")
     sse: SSESettings = Field(default_factory=SSESettings, description="Server-Sent Events.")
@@ -507,6 +524,12 @@ class Settings(BaseSettings):
         if path is None:
             return (init_settings, env_settings)
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+    @field_validator("websocket", mode="before")
+    @classmethod
+    def _websocket(cls, value: Any) -> Any:
+        # the key was a boolean before it became a section: websocket = false still works
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @field_validator("allowed_origins")
     @classmethod

@@ -36,9 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
+import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -138,6 +141,62 @@ def http_get(path: str) -> bytes:
 
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+# What both engines answer to every acceptable permessage-deflate offer (RFC 7692).
+DEFLATE = "permessage-deflate; client_no_context_takeover"  # the server keeps its context
+DEFLATE_ALONE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+NODE_PREFIX = Path(__file__).resolve().parents[2] / ".cache" / "node"  # as tests/test_js_types.py
+NODE_WS = NODE_PREFIX / "node_modules" / "ws"
+# A Node ``ws`` subscriber (perMessageDeflate on, as ws' default): prints the negotiated
+# parameters, then every message as a JSON line, and leaves after the first publication.
+NODE_SUBSCRIBER = """
+const WebSocket = require(process.argv[1]);
+const ws = new WebSocket(process.argv[2], {perMessageDeflate: true});
+ws.on("open", () => {
+  console.log(JSON.stringify(ws._extensions["permessage-deflate"].params));
+  ws.send(JSON.stringify({op: "subscribe", ref: 1, channel: process.argv[3]}));
+});
+let seen = 0;
+ws.on("message", (data) => {
+  const message = JSON.parse(data);
+  console.log(JSON.stringify(message));
+  if (message.op === "message" && ++seen >= Number(process.argv[4] || 1)) ws.close();
+});
+ws.on("error", (error) => { console.error(String(error)); process.exit(1); });
+"""
+
+
+def node_ws() -> Path:
+    """The npm package ``ws`` (installed into .cache/node on first use; skips without npm)."""
+    if not NODE_WS.exists():
+        if shutil.which("npm") is None or shutil.which("node") is None:
+            pytest.skip("node and npm are needed for the Node ws client")
+        result = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(NODE_PREFIX),
+                "ws@8.23.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"ws could not be installed from npm: {result.stderr[-300:]}")
+    return NODE_WS
+
+
+def raw_deflate(message: bytes) -> bytes:
+    """``message`` as a client compresses it (RFC 7692 7.2.1: no context, the tail cut)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (z.compress(message) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def ws_upgrade() -> bytes:
@@ -973,3 +1032,247 @@ class EngineConformance:
             await asyncio.sleep(1.5 * pinging.settings.limits.idle_timeout)
             await ws.send('{"op":"ping","ref":1}')
             assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE)) == {"op": "pong", "ref": 1}
+
+    # permessage-deflate (RFC 7692; issue 19) ----------------------------------------------------
+    # (the codec and the negotiation rules: tests/core/wire/test_deflate.py)
+
+    @pytest.mark.parametrize(
+        ("offer", "answer", "bits"),
+        [
+            pytest.param(None, None, None, id="none"),
+            pytest.param("permessage-deflate; client_max_window_bits", DEFLATE, 15, id="default"),
+            pytest.param(
+                "permessage-deflate; client_no_context_takeover", DEFLATE, 15, id="client_no_context_takeover"
+            ),
+            pytest.param(
+                "permessage-deflate; server_no_context_takeover",
+                DEFLATE_ALONE,
+                15,
+                id="server_no_context_takeover",
+            ),
+            pytest.param(
+                "permessage-deflate; server_max_window_bits=10",
+                f"{DEFLATE}; server_max_window_bits=10",
+                10,
+                id="server_max_window_bits",
+            ),
+            pytest.param(
+                "permessage-deflate; client_max_window_bits=9", DEFLATE, 15, id="client_max_window_bits"
+            ),
+            pytest.param(
+                "permessage-deflate; server_max_window_bits=8",
+                f"{DEFLATE}; server_max_window_bits=8",
+                8,
+                id="server_max_window_bits_8",
+            ),
+            pytest.param("permessage-deflate; bogus, x-other", None, None, id="declined"),
+        ],
+    )
+    async def test_permessage_deflate_negotiation_and_a_compressed_publication(
+        self,
+        server: RunningServer,
+        http: httpx.AsyncClient,
+        offer: str | None,
+        answer: str | None,
+        bits: int | None,
+    ) -> None:
+        """The negotiation matrix: each offer's answer (server and client without context
+        takeover, the window the client asked of the server); then a subscribe, compressed by
+        the client when negotiated; a short publication (under ``compression_threshold``) sent
+        plain; a long one compressed with the negotiated window (plain at 8 bits, which zlib
+        cannot write), inflating to the very message a client without compression gets."""
+        channel = channel_name()
+        ws = await RawWS.open(server.port, extensions=offer)
+        plain = await RawWS.open(server.port)
+        try:
+            assert ws.extensions == answer
+            assert plain.extensions is None
+            command = orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel})
+            ws.send(
+                client_frame(OP_TEXT, raw_deflate(command), rsv=4)
+                if answer
+                else client_frame(OP_TEXT, command)
+            )
+            plain.send(client_frame(OP_TEXT, command))
+            assert (await ws.json())["op"] == "subscribed"
+            assert (await plain.json())["op"] == "subscribed"
+            rows = {"rows": [{"id": i, "symbol": "ACME", "price": 100 + i} for i in range(60)]}
+            await publish(http, channel, "short", rows)
+            for expected in ("short", rows):
+                opcode, payload = await ws.data_frame()
+                compressed = ws.rsv1
+                _, reference = await plain.data_frame()
+                assert opcode == OP_TEXT and not plain.rsv1
+                if compressed:
+                    assert bits is not None and bits >= 9 and expected == rows
+                    assert 2 * len(payload) < len(reference)
+                    payload = zlib.decompressobj(-bits).decompress(payload + b"\x00\x00\xff\xff")
+                assert payload == reference
+                assert orjson.loads(payload)["data"] == expected
+                assert compressed == (answer is not None and bits != 8 and expected == rows)
+        finally:
+            ws.close()
+            plain.close()
+
+    async def test_a_decompression_bomb_is_closed_with_1009(self, server: RunningServer) -> None:
+        """A compressed message of 1 KB that inflates to 1 MB, on a server whose messages may
+        be 4 KB (``limits.max_frame_bytes``): closed with 1009; the server serves on."""
+        bomb = raw_deflate(b"a" * 1_000_000)
+        assert len(bomb) < server.settings.limits.max_frame_bytes
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, bomb, rsv=4))
+        assert await ws.close_code() == 1009
+        # fragmented, each frame small: the bound is the message's
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, bomb[:500], fin=False, rsv=4) + client_frame(OP_CONT, bomb[500:]))
+        assert await ws.close_code() == 1009
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(client_frame(OP_TEXT, raw_deflate(b'{"op":"ping","ref":7}'), rsv=4))
+        assert (await ws.json()) == {"op": "pong", "ref": 7}
+        ws.close()
+
+    @pytest.mark.parametrize(
+        "frames",
+        [
+            pytest.param(client_frame(OP_TEXT, b"\xff\xff\xff\xff", rsv=4), id="invalid-deflate-data"),
+            pytest.param(
+                client_frame(OP_TEXT, b"\xf2", fin=False, rsv=4) + client_frame(OP_CONT, b"\x00", rsv=4),
+                id="rsv1-on-a-continuation",
+            ),
+            pytest.param(client_frame(OP_PING, b"", rsv=4), id="rsv1-on-a-ping"),
+            pytest.param(client_frame(OP_TEXT, b"\xf2", rsv=2), id="rsv2"),
+        ],
+    )
+    async def test_invalid_compressed_frames_close_with_1002(
+        self, server: RunningServer, frames: bytes
+    ) -> None:
+        """Compressed data that does not inflate, RSV1 where RFC 7692 does not put it (a
+        continuation, a control frame) and the other reserved bits: 1002."""
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        ws.send(frames)
+        assert await ws.close_code() == 1002
+
+    async def test_libraries_read_compressed_publications(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """Python ``websockets`` (which offers permessage-deflate by default) reads a compressed
+        publication and a compressed history reply; its commands arrive compressed too."""
+        channel = channel_name()
+        data = {"text": "tidings " * 500}
+        async with connect(server.ws_url, open_timeout=DEADLINE) as ws:
+            assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
+            await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}).decode())
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["op"] == "subscribed"
+            await publish(http, channel, data)
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+            assert message["op"] == "message" and message["data"] == data
+            await ws.send(orjson.dumps({"op": "history", "ref": 2, "channel": channel}).decode())
+            history = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+            assert [p["data"] for p in history["publications"]] == [data]
+            # consecutive publications (chained on the sockets engine) read by the library
+            feed = [{"text": "tidings " * 500, "n": n} for n in range(5)]
+            for item in feed:
+                await publish(http, channel, item)
+            for item in feed:
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["data"] == item
+
+    async def test_consecutive_publications_are_read_whole_by_clients_that_keep_their_window(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """A feed of ~1 KB tickers that change a few fields: a client that keeps its inflate
+        window (what tidings' answer lets every client do) reads each message exactly as a client
+        without compression does, replies in between included. On the sockets engine a
+        publication after the channel's previous one refers to it (one chained frame per
+        publication, shared): the feed's messages then take under a third of their plain bytes
+        (the ASGI engine compresses each message alone: see docs/topics/engines.md)."""
+        channel = channel_name()
+        ws = await RawWS.open(server.port, extensions="permessage-deflate; client_max_window_bits")
+        plain = await RawWS.open(server.port)
+        inflater = zlib.decompressobj(-15)  # the client's window, kept from message to message
+        try:
+            assert ws.extensions == DEFLATE
+            for raw in (ws, plain):
+                raw.send(
+                    client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}))
+                )
+            for raw in (ws, plain):
+                assert (await raw.json())["op"] == "subscribed"
+            wire = plain_bytes = 0
+            for i in range(12):
+                if i == 6:  # a compressed reply between two publications
+                    command = orjson.dumps({"op": "history", "ref": 2, "channel": channel, "limit": 1})
+                    ws.send(client_frame(OP_TEXT, command))
+                    _, payload = await ws.data_frame()
+                    assert ws.rsv1
+                    assert orjson.loads(inflater.decompress(payload + b"\x00\x00\xff\xff"))["op"] == "history"
+                book = [[100 - j / 4, 10 * j + (i if j == 3 else 0)] for j in range(40)]
+                await publish(http, channel, {"sym": "ACME", "seq": i, "last": 100 + i / 8, "book": book})
+                _, reference = await plain.data_frame()
+                _, payload = await ws.data_frame()
+                if ws.rsv1:
+                    wire, plain_bytes = wire + len(payload), plain_bytes + len(reference)
+                    payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+                assert payload == reference
+            if self.engine == "sockets":
+                assert wire * 3 < plain_bytes, (wire, plain_bytes)
+        finally:
+            ws.close()
+            plain.close()
+
+    async def test_compression_follows_the_settings(self) -> None:
+        """``websocket.compression = false``: the offer is declined; ``compression_threshold``
+        decides which messages are compressed."""
+        with self.serve(websocket={"compression": False}) as off:
+            ws = await RawWS.open(off.port, extensions="permessage-deflate")
+            assert ws.extensions is None
+            ws.close()
+        channel = "t:" + "a" * 100  # the reply is about 170 bytes, and compressible
+        command = client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}))
+        with self.serve(websocket={"compression_threshold": 0}) as eager, self.serve() as default:
+            for running, compressed in ((eager, True), (default, False)):
+                ws = await RawWS.open(running.port, extensions="permessage-deflate")
+                assert ws.extensions == DEFLATE
+                ws.send(command)
+                _, payload = await ws.data_frame()
+                assert ws.rsv1 == compressed
+                if compressed:
+                    payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+                assert orjson.loads(payload)["channel"] == channel
+                ws.close()
+
+    async def test_node_ws_reads_a_compressed_publication(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """Node's ``ws`` (perMessageDeflate) negotiates tidings' answer and reads compressed
+        publications whole, consecutive ones (chained) included."""
+        module = node_ws()
+        channel = channel_name()
+        feed = [
+            {"rows": [{"id": i, "symbol": "ACME", "price": 100.5 + i + n} for i in range(150)]}
+            for n in range(4)
+        ]
+        node = await asyncio.create_subprocess_exec(
+            "node",
+            "-e",
+            NODE_SUBSCRIBER,
+            str(module),
+            server.ws_url,
+            channel,
+            str(len(feed)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(DEADLINE):
+                assert node.stdout is not None
+                assert orjson.loads(await node.stdout.readline()) == {"client_no_context_takeover": True}
+                assert orjson.loads(await node.stdout.readline())["op"] == "subscribed"
+                for data in feed:  # consecutive: chained on the sockets engine
+                    [offset] = await publish(http, channel, data)
+                    message = orjson.loads(await node.stdout.readline())
+                    assert (message["op"], message["offset"], message["data"]) == ("message", offset, data)
+                assert await node.wait() == 0
+        finally:
+            if node.returncode is None:
+                node.kill()
+                await node.wait()

@@ -16,7 +16,10 @@ does the job. Nothing else in tidings imports their private modules (a test chec
   (Autobahn case 7.1.5); and a bound on a message's frames (``limits.max_message_frames``, 1009
   past it): ``websockets`` bounds a message's bytes, not its frames, and a stream of empty
   continuation frames costs a parse and a list entry each. Refused handshakes get the JSON error
-  body of every refusal of tidings.
+  body of every refusal of tidings. permessage-deflate is tidings' own
+  (:mod:`tidings.core.wire.deflate`, through ``websockets``' public extension interface:
+  :class:`DeflateFactory`), so both engines negotiate alike, with the same threshold and the same
+  bound on what a client's message inflates to.
 - What the owned-socket engine needs to live inside uvicorn: uvicorn's per-server state
   (:class:`ServerState`), whose ``connections`` uvicorn's graceful shutdown closes
   (:func:`track_connection`, :func:`forget_connection`); the app, which uvicorn loads on first use
@@ -38,12 +41,15 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 __all__ = [
+    "RECENTLY_COMPRESSED",
     "SUPPORTED",
+    "DeflateFactory",
     "GuardedHttpToolsProtocol",
+    "RecentlyCompressed",
     "ServerState",
     "TidingsWebSocketProtocol",
     "apply_mask",
@@ -97,11 +103,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.exceptions import PayloadTooBig
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import NegotiationError, PayloadTooBig, ProtocolError
+from websockets.extensions.base import Extension, ServerExtensionFactory
+from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from tidings.core.wire.deflate import EXTENSION, Deflate, InflateError, Inflater, negotiate
 from tidings.core.wire.frames import too_many_frames
 from tidings.core.wire.websocket import HandshakeError, check_handshake, unmask
 from tidings.engines.transport import cut
@@ -265,6 +273,105 @@ class _ServerProtocol(ServerProtocol):
         super().recv_frame(frame)
 
 
+class RecentlyCompressed:
+    """What :meth:`Deflate.compress` made of the messages sent last, by content, within
+    ``budget`` bytes (the oldest forgotten first).
+
+    An ASGI application hands the server each subscriber's copy of a publication's text, so
+    the server would compress it once per subscriber; with this, a publication is compressed
+    once and its fan-out finds it here (a lookup hashes and compares the message: far cheaper
+    than deflating it).
+    """
+
+    def __init__(self, budget: int = 1 << 20) -> None:
+        self.budget = budget
+        self._items: dict[tuple[Deflate, bytes], bytes | None] = {}
+        self._size = 0
+
+    def compress(self, deflate: Deflate, payload: bytes) -> bytes | None:
+        if len(payload) < deflate.threshold:
+            return None
+        key = (deflate, payload)
+        items = self._items
+        if key in items:
+            return items[key]
+        data = items[key] = deflate.compress(payload)
+        self._size += len(payload)
+        while self._size > self.budget:  # dicts keep their order: the first is the oldest
+            oldest = next(iter(items))
+            del items[oldest]
+            self._size -= len(oldest[1])
+        return data
+
+
+#: One per process: every connection of every ASGI server in it shares it.
+RECENTLY_COMPRESSED = RecentlyCompressed()
+
+
+class _DeflateExtension(Extension):
+    """A negotiated :class:`~tidings.core.wire.deflate.Deflate` as a ``websockets`` extension:
+    a client's compressed message inflated (bounded), a whole message sent compressed when the
+    outcome says so."""
+
+    name = EXTENSION  # type: ignore[assignment]
+
+    def __init__(self, deflate: Deflate) -> None:
+        self.deflate = deflate
+        self.inflater: Inflater | None = None  # while a compressed message is read
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if frame.opcode in CTRL_OPCODES:
+            return frame
+        if frame.opcode is Opcode.CONT:
+            if self.inflater is None:
+                return frame
+            if frame.rsv1:
+                raise ProtocolError("RSV1 set on a continuation frame")
+        elif not frame.rsv1:
+            return frame
+        else:
+            self.inflater = Inflater(2**62 if max_size is None else max_size)
+        inflater = self.inflater
+        if frame.fin:
+            self.inflater = None
+        try:
+            data = inflater.feed(bytes(frame.data), frame.fin)
+        except InflateError as exc:
+            if exc.code == 1009:
+                raise PayloadTooBig(None, max_size or 0) from None
+            raise ProtocolError(exc.reason) from None
+        return Frame(frame.opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
+
+    def encode(self, frame: Frame) -> Frame:
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY) or not frame.fin:
+            return frame  # a fragmented message goes uncompressed, all its frames
+        data = RECENTLY_COMPRESSED.compress(self.deflate, bytes(frame.data))
+        if data is None:
+            return frame
+        return Frame(frame.opcode, data, True, True, frame.rsv2, frame.rsv3)
+
+
+class DeflateFactory(ServerExtensionFactory):
+    """permessage-deflate negotiated by :func:`tidings.core.wire.deflate.negotiate` (the
+    ``websockets`` server hands it each offer in turn)."""
+
+    name = EXTENSION  # type: ignore[assignment]
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+
+    def process_request_params(
+        self, params: Sequence[tuple[str, str | None]], accepted_extensions: Sequence[Extension]
+    ) -> tuple[list[tuple[str, str | None]], Extension]:
+        if any(other.name == self.name for other in accepted_extensions):
+            raise NegotiationError(f"skipped duplicate {self.name}")
+        offer = "; ".join([EXTENSION, *(n if v is None else f"{n}={v}" for n, v in params)])
+        deflate = negotiate(offer, self.threshold)
+        if deflate is None:
+            raise NegotiationError(f"declined {offer}")
+        return list(deflate.params), _DeflateExtension(deflate)
+
+
 class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol on :class:`_ServerProtocol` (see the docstring),
     with a message's frames bounded by ``limits.max_message_frames``."""
@@ -279,10 +386,12 @@ class TidingsWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn made a plain ServerProtocol, nothing read or sent yet: in its place, one of the
         # subclass made with the same arguments (uvicorn's extensions, frame limit and logger)
-        conn = _ServerProtocol(
-            extensions=self.conn.available_extensions, max_size=config.ws_max_size, logger=self.conn.logger
-        )
         node = getattr(config.app, "node", None)
+        extensions = self.conn.available_extensions
+        if node is not None:
+            websocket = node.settings.websocket
+            extensions = [DeflateFactory(websocket.compression_threshold)] if websocket.compression else []
+        conn = _ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=self.conn.logger)
         if node is not None:
             limits = node.settings.limits
             conn.max_frames = limits.max_message_frames

@@ -254,7 +254,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
             app=StaticFiles(directory=str(files("tidings") / "server" / "static"), cross_origin=True),
         ),
     ]
-    if settings.websocket:
+    if settings.websocket.enabled:
         routes.insert(0, WebSocketRoute("/ws", WebSocketEndpoint(node)))
     # The console and the demo pages (server/pages/, see server/demo.py and server/admin.py).
     routes[:0] = [*Admin(node, consumers).routes(), *page_routes(("admin", "portal")), static_pages()]
@@ -273,7 +273,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.router.lifespan_context = app.lifespan
     install_error_handlers(app)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_middleware(WebSocketRoutes, router=app.router, websocket=settings.websocket)
+    app.add_middleware(WebSocketRoutes, router=app.router, websocket=settings.websocket.enabled)
     app.add_middleware(
         RequestIdMiddleware, trusted_proxies=node.security.proxies, access_log=node.settings.access_log
     )

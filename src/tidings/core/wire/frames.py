@@ -3,12 +3,14 @@
 A publication is serialised to JSON once per publish (``body``), and its cursor token once.
 Each transport's bytes are derived from those on first use and cached on the
 :class:`EncodedPublication`, which the hub hands to every subscriber: a thousand WebSocket
-subscribers share one frame, a thousand single-channel SSE streams share one event.
+subscribers share one frame, a thousand single-channel SSE streams share one event. Compressed
+WebSocket frames (permessage-deflate without server context takeover) are built the same way,
+once per negotiated window (:meth:`EncodedPublication.ws_deflated`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +18,9 @@ from tidings.core.cursor import encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.wire.ndjson import ndjson_line
+
+if TYPE_CHECKING:
+    from tidings.core.wire.deflate import Deflate
 from tidings.core.wire.sse import sse_event
 
 __all__ = [
@@ -105,7 +110,17 @@ def ws_text_frame(payload: bytes) -> bytes:
 class EncodedPublication:
     """A publication with its bytes for every transport, each computed at most once."""
 
-    __slots__ = ("_ndjson", "_sse", "_ws", "_ws_frame", "body", "publication", "token")
+    __slots__ = (
+        "_deflated",
+        "_ndjson",
+        "_sse",
+        "_ws",
+        "_ws_frame",
+        "body",
+        "previous",
+        "publication",
+        "token",
+    )
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
@@ -113,6 +128,10 @@ class EncodedPublication:
         self.token = encode_token(publication.channel, publication.position)
         self._ws: str | None = None
         self._ws_frame: bytes | None = None
+        self._deflated: dict[tuple[Deflate, bool], bytes] | None = None
+        #: The channel's publication just before this one (the hub sets it for the fan-out):
+        #: what a chained compressed frame refers to.
+        self.previous: EncodedPublication | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
 
@@ -136,6 +155,23 @@ class EncodedPublication:
         if self._ws_frame is None:
             self._ws_frame = ws_text_frame(self._ws_payload())
         return self._ws_frame
+
+    def ws_deflated(self, deflate: Deflate, chained: bool = False) -> bytes:
+        """:attr:`ws_frame` for a connection that negotiated ``deflate``: compressed (RSV1 set)
+        or not, as ``deflate`` decides, built once per publication and outcome, shared by every
+        such subscriber. ``chained``: refer to :attr:`previous` (the caller owes that its client
+        inflated :attr:`previous`'s message last; see :mod:`tidings.core.wire.deflate`)."""
+        cache = self._deflated
+        if cache is None:
+            self._deflated = cache = {}
+        key = (deflate, chained)
+        frame = cache.get(key)
+        if frame is None:
+            previous = self.previous._ws_payload() if chained and self.previous is not None else None
+            data = deflate.compress(self._ws_payload(), previous)
+            # uncompressed (too short, or not smaller): the plain frame, not a copy of it
+            frame = cache[key] = self.ws_frame if data is None else deflate.frame_of(data)
+        return frame
 
     @property
     def sse(self) -> bytes:

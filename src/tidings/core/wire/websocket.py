@@ -8,7 +8,9 @@ violation of the protocol is an event too (:class:`ProtocolError`, carrying the 
 answer with), placed after the events that preceded it on the wire, after which the parser refuses
 further input. The rules checked, each with its close code:
 
-- a client frame must be masked; reserved bits must be 0; opcodes 3-7 and 11-15 are reserved (1002);
+- a client frame must be masked; reserved bits must be 0 (RSV1 may be 1 on the first frame of a
+  message once permessage-deflate is negotiated: ``inflate``); opcodes 3-7 and 11-15 are
+  reserved (1002);
 - control frames are at most 125 bytes and never fragmented (1002);
 - a continuation needs a message in progress, a new message needs none in progress (1002);
 - a message larger than ``max_size`` (all its fragments together) is refused as soon as its
@@ -16,6 +18,10 @@ further input. The rules checked, each with its close code:
   ``max_frames`` frames, at the first frame too many (1009);
 - text must be UTF-8, checked per fragment with an incremental decoder, so a bad fragment is
   refused before the message ends (1007);
+- a compressed message (RFC 7692) is inflated frame by frame as it arrives
+  (:class:`~tidings.core.wire.deflate.Inflater`): ``max_size`` bounds what it inflates to
+  (1009 as soon as it would exceed it), invalid compressed data is refused (1002), and the
+  inflate state lives only while the message is read;
 - a close frame's code must be one a peer may send, its reason UTF-8 (1002 / 1007).
 
 Nothing here does I/O, reads a clock, or knows about tidings' commands.
@@ -30,6 +36,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from tidings.core.wire.deflate import InflateError, Inflater
 from tidings.core.wire.frames import too_many_frames
 
 __all__ = [
@@ -226,8 +233,10 @@ def unmask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
 class FrameParser:
     """Feed it what a socket received; it returns the client's events in order.
 
-    ``max_size`` bounds a whole message (all fragments). Lean when idle: the buffer and the
-    fragment state exist only while a frame or a fragmented message is incomplete.
+    ``max_size`` bounds a whole message (all fragments; a compressed one once inflated).
+    ``inflate``: permessage-deflate was negotiated, so a message may come compressed. Lean when
+    idle: the buffer, the fragment state and the inflater exist only while a frame or a
+    fragmented message is incomplete.
     """
 
     __slots__ = (
@@ -236,6 +245,8 @@ class FrameParser:
         "_failed",
         "_frag_op",
         "_frames",
+        "_inflate",
+        "_inflater",
         "_parts",
         "_size",
         "_unmask",
@@ -243,8 +254,12 @@ class FrameParser:
         "max_size",
     )
 
-    def __init__(self, max_size: int, max_frames: int | None = None, unmask: Unmask = unmask) -> None:
+    def __init__(
+        self, max_size: int, max_frames: int | None = None, unmask: Unmask = unmask, inflate: bool = False
+    ) -> None:
         self._unmask = unmask
+        self._inflate = inflate
+        self._inflater: Inflater | None = None
         self.max_size = max_size
         self.max_frames = max_frames
         self._frames = 0  # frames of the fragmented message in progress
@@ -279,7 +294,7 @@ class FrameParser:
     def _fail(self, events: list[Event], code: int, reason: str) -> int:
         events.append(ProtocolError(code, reason))
         self._failed = True
-        self._parts = self._decoder = None
+        self._parts = self._decoder = self._inflater = None
         return 0
 
     def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
@@ -287,8 +302,12 @@ class FrameParser:
         while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
             opcode, fin, length, head = b0 & 0x0F, b0 & 0x80, b1 & 0x7F, 2
+            compressed = self._inflater is not None and opcode == OP_CONT
             if b0 & 0x70:
-                return self._fail(events, 1002, "reserved bits set")
+                # RSV1: the first frame of a compressed message (RFC 7692 6), once negotiated
+                if b0 & 0x70 != 0x40 or not self._inflate or opcode not in (OP_TEXT, OP_BINARY):
+                    return self._fail(events, 1002, "reserved bits set")
+                compressed = True
             if not b1 & 0x80:
                 return self._fail(events, 1002, "client frames must be masked")
             if opcode not in _DATA_OPS and opcode not in _CONTROL_OPS:
@@ -304,6 +323,11 @@ class FrameParser:
             if opcode >= OP_CLOSE:
                 if not fin or length > 125:
                     return self._fail(events, 1002, "control frames are short and unfragmented")
+            elif compressed:
+                # what a frame inflates to is bounded by the inflater; its own bytes by the
+                # limit plus what deflate adds to data it cannot shrink (5 bytes per 16 KiB)
+                if length > self.max_size + (self.max_size >> 10) + 64:
+                    return self._fail(events, 1009, f"message over {self.max_size} bytes")
             elif self._size + length > self.max_size:
                 return self._fail(events, 1009, f"message over {self.max_size} bytes")
             start = pos + head + 4
@@ -311,9 +335,26 @@ class FrameParser:
                 break
             payload = self._unmask(buf[start : start + length], buf[pos + head : start])
             pos = start + length
+            if compressed:
+                try:
+                    payload = self._inflated(opcode, bool(fin), payload)
+                except InflateError as exc:
+                    return self._fail(events, exc.code, exc.reason)
             if not self._frame(opcode, bool(fin), payload, events):
                 return 0
         return pos
+
+    def _inflated(self, opcode: int, fin: bool, payload: bytes) -> bytes:
+        """A compressed frame's payload, inflated (the message's first frame starts the
+        inflater, its last ends it)."""
+        inflater = self._inflater
+        if opcode != OP_CONT:
+            if self._frag_op:  # refused by _frame: a new message inside a fragmented one
+                return payload
+            inflater = Inflater(self.max_size)
+        assert inflater is not None
+        self._inflater = None if fin else inflater
+        return inflater.feed(payload, fin)
 
     def _frame(self, opcode: int, fin: bool, payload: bytes, events: list[Event]) -> bool:
         """Handle one complete frame; False once the parser has failed."""

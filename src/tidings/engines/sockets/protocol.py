@@ -38,18 +38,21 @@ from weakref import WeakKeyDictionary
 
 from uvicorn import Config
 
+from tidings.core.wire.deflate import Deflate, negotiate
+from tidings.core.wire.deflate import extension_headers as extensions
 from tidings.core.wire.websocket import (
     HandshakeError,
     check_handshake,
     close_frame,
     handshake_response,
 )
+from tidings.engines.sockets.echo import EchoWebSocket
 from tidings.engines.sockets.exchange import HTTP_ROUTES, owned
 from tidings.engines.sockets.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
-from tidings.engines.sockets.websocket import EchoWebSocket, FastWebSocket, FrameConnection
+from tidings.engines.sockets.websocket import FastWebSocket, FrameConnection
 from tidings.engines.uvicorn_internals import GuardedHttpToolsProtocol, ServerState
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
@@ -79,6 +82,7 @@ class FastContext:
         "app_state",
         "close_timeout",
         "coalesce",
+        "compression",
         "config",
         "echo",
         "fallback",
@@ -119,10 +123,11 @@ class FastContext:
         routes: list[bytes] = []
         ws_paths: list[str] = []
         self.echo = False
+        self.compression: int | None = None  # the threshold, if permessage-deflate is accepted
         if self.node is not None:
             settings = self.node.settings
             limits = settings.limits
-            if settings.websocket:
+            if settings.websocket.enabled:
                 routes.append(b"GET /ws")
                 ws_paths.append("/ws")
             routes.extend(b"GET " + path for path in HTTP_ROUTES)
@@ -141,8 +146,16 @@ class FastContext:
             self.handshake_timeout = limits.handshake_timeout
             self.close_timeout = close_timeout(settings)
             self.ws_config = websocket_config(settings)
+            if settings.websocket.compression:
+                self.compression = settings.websocket.compression_threshold
         self.routes = tuple(routes)
         self.ws_paths = frozenset(ws_paths)  # the owned routes that take a WebSocket upgrade
+
+    def negotiate(self, headers: dict[str, str]) -> Deflate | None:
+        """permessage-deflate for a WebSocket upgrade with these (lower-case) headers."""
+        if self.compression is None:
+            return None
+        return negotiate(headers.get("sec-websocket-extensions"), self.compression)
 
     @classmethod
     def of(
@@ -346,7 +359,10 @@ class FastProtocol(asyncio.Protocol):
             self._refuse(exc.status, exc.message)
             return
         if head.path == "/ws-echo":
-            EchoWebSocket(ctx, self._detach()).open(handshake_response(accept), rest)
+            deflate = ctx.negotiate(head.headers)
+            EchoWebSocket(ctx, self._detach(), deflate).open(
+                handshake_response(accept, extensions(deflate)), rest
+            )
             return
         self._admitting = True
         self._buf = rest
@@ -377,12 +393,13 @@ class FastProtocol(asyncio.Protocol):
         if not transport.is_reading():
             transport.resume_reading()  # paused by data_received; read by the new protocol
         address = ctx.node.security.client_ip(scope)
-        connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address, caller)
+        deflate = ctx.negotiate(head.headers)
+        connection = FastWebSocket(ctx, self._detach(), ctx.node, session, lease, address, caller, deflate)
         # like RequestIdMiddleware on the ASGI path: the client's id if sane, else a new one;
         # echoed in the 101 and carried by the connection's open log line
         rid = request_id_for(head.headers.get("x-request-id"))
         request_id.set(rid)  # this task's context only
-        connection.open(handshake_response(accept, [("X-Request-ID", rid)]), rest)
+        connection.open(handshake_response(accept, [("X-Request-ID", rid), *extensions(deflate)]), rest)
 
     def _refuse_upgrade(self, accept: str, refused: Refused) -> None:
         if not refused.accept:

@@ -1,26 +1,28 @@
 """WebSocket connections on the owned-socket engine: the driver of
 :class:`~tidings.machines.websocket.WebSocketMachine` over an asyncio transport, for the tidings
-client (:class:`FastWebSocket`) and the Autobahn echo (:class:`EchoWebSocket`).
+client (:class:`FastWebSocket`; the Autobahn echo is :mod:`.echo`'s).
 
 The driver moves bytes: the client's through the frame parser
 (:class:`~tidings.core.wire.websocket.FrameParser`) into the machine, the machine's frames to
 the transport, coalesced into one write per loop iteration (:meth:`FastContext.mark_dirty
 <tidings.engines.sockets.protocol.FastContext.mark_dirty>`); the transport's write buffer is the
 backlog the machine judges. It keeps one timer (the machine's deadline) and answers the
-flow-control pongs (:mod:`tidings.flow`). Every rule is the machine's.
+flow-control pongs (:mod:`tidings.flow`). Every rule is the machine's. With permessage-deflate
+(``deflate``) a publication's compressed frame is the one its
+:class:`~tidings.core.wire.frames.EncodedPublication` built once for every such subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tidings.auth.limits import ConnectionLease
 from tidings.core.session import Session
 from tidings.core.wire import websocket as wire
-from tidings.core.wire.frames import EncodedPublication, ws_text_frame
+from tidings.core.wire.deflate import Deflate, DeflateSender
+from tidings.core.wire.frames import EncodedPublication
 from tidings.engines.timer import Timed
 from tidings.engines.transport import cut
 from tidings.engines.uvicorn_internals import apply_mask as fast_unmask  # websockets' C helper
@@ -33,9 +35,7 @@ if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext
     from tidings.machines.websocket import WebSocketConfig
 
-__all__ = ["EchoWebSocket", "FastWebSocket", "FrameConnection"]
-
-ECHO_MAX_SIZE = 64 * 2**20
+__all__ = ["FastWebSocket", "FrameConnection"]
 
 
 class FrameConnection(asyncio.Protocol, Timed):
@@ -46,7 +46,7 @@ class FrameConnection(asyncio.Protocol, Timed):
     leave in the order they were queued.
     """
 
-    __slots__ = ("_ctx", "_parser", "_t", "machine")
+    __slots__ = ("_ctx", "_deflate", "_parser", "_t", "machine")
 
     def __init__(
         self,
@@ -55,10 +55,12 @@ class FrameConnection(asyncio.Protocol, Timed):
         config: WebSocketConfig,
         max_frames: int | None = None,
         session: Session | None = None,
+        deflate: Deflate | None = None,
     ) -> None:
         self._ctx = ctx
         self._t = transport
-        self._parser = wire.FrameParser(config.max_frame_bytes, max_frames, fast_unmask)
+        self._deflate = None if deflate is None else DeflateSender(deflate)
+        self._parser = wire.FrameParser(config.max_frame_bytes, max_frames, fast_unmask, deflate is not None)
         self.machine: WebSocketMachine[bytes] = WebSocketMachine(
             config, ctx.loop.time(), WIRE_FRAMES, session
         )
@@ -80,6 +82,13 @@ class FrameConnection(asyncio.Protocol, Timed):
         return self.machine.state != OPEN
 
     # writing ---------------------------------------------------------------------------------
+
+    def send_message(self, payload: bytes, opcode: int = wire.OP_TEXT) -> None:
+        """Queue a message (compressed if negotiated and worth it)."""
+        deflate = self._deflate
+        self.send_frame(
+            wire.encode_frame(opcode, payload) if deflate is None else deflate.message(payload, opcode)
+        )
 
     def send_frame(self, frame: bytes) -> None:
         """Queue a complete frame behind everything queued before it (dropped once closing)."""
@@ -207,8 +216,9 @@ class FastWebSocket(FrameConnection, CommandHandler):
         lease: ConnectionLease | None = None,
         address: str | None = None,
         caller: Caller | None = None,
+        deflate: Deflate | None = None,
     ) -> None:
-        FrameConnection.__init__(self, ctx, transport, ctx.ws_config, ctx.max_frames, session)
+        FrameConnection.__init__(self, ctx, transport, ctx.ws_config, ctx.max_frames, session, deflate)
         CommandHandler.__init__(self, node, session, lease, address, caller)
 
     def started(self) -> None:
@@ -222,7 +232,8 @@ class FastWebSocket(FrameConnection, CommandHandler):
         # the hot path, once per publication and subscriber: one append, and the first one of a
         # loop iteration schedules the write (_soon, inlined)
         pending = self.machine.pending
-        pending.append(publication.ws_frame)
+        deflate = self._deflate
+        pending.append(publication.ws_frame if deflate is None else deflate.publication(publication))
         if len(pending) == 1:
             ctx = self._ctx
             if ctx.coalesce:
@@ -231,13 +242,14 @@ class FastWebSocket(FrameConnection, CommandHandler):
                 self.flush()
 
     def replay(self, publication: EncodedPublication) -> None:
-        if self.machine.replay(publication.ws_frame):
+        deflate = self._deflate
+        if self.machine.replay(publication.ws_frame if deflate is None else deflate.publication(publication)):
             self._soon()
 
     grants_ended = CommandHandler.grants_ended  # not FrameConnection's
 
     def queue(self, frame: str) -> None:
-        self.send_frame(ws_text_frame(frame.encode()))
+        self.send_message(frame.encode())
 
     def start_commands(self) -> None:
         self._ctx.spawn(self.run_commands())
@@ -247,26 +259,3 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def on_lost(self) -> None:
         self._ctx.spawn(self.release())
-
-
-class EchoWebSocket(FrameConnection):
-    """``/ws-echo`` (setting ``server.debug_echo``): echoes messages, for the Autobahn suite."""
-
-    __slots__ = ()
-
-    def __init__(self, ctx: FastContext, transport: asyncio.Transport) -> None:
-        super().__init__(
-            ctx,
-            transport,
-            replace(
-                ctx.ws_config, max_frame_bytes=ECHO_MAX_SIZE, outbox_bytes=2 * ECHO_MAX_SIZE, binary=True
-            ),
-        )
-
-    def start_commands(self) -> None:
-        machine = self.machine
-        while (message := machine.next_command()) is not None:
-            if isinstance(message, str):
-                self.send_frame(ws_text_frame(message.encode()))
-            else:
-                self.send_frame(wire.encode_frame(wire.OP_BINARY, message))
