@@ -55,11 +55,13 @@ class Hub:
     __slots__ = (
         "_catching",
         "_countdown",
+        "_last",
         "_live",
         "_live_transports",
         "_recovering",
         "delivered",
         "deliveries",
+        "delta_enabled",
         "generation",
         "on_latency",
         "sample_every",
@@ -79,6 +81,10 @@ class Hub:
         self.on_latency: LatencyObserver | None = None
         self.sample_every = 16
         self._countdown = 1
+        # delta updates: the channels whose namespace allows them, and the last publication
+        # fanned out on each (with live subscribers here), which the next one's delta is from
+        self.delta_enabled: Callable[[str], bool] | None = None
+        self._last: dict[str, EncodedPublication] = {}
 
     def add_recovering(self, channel: str, subscriber: Subscriber, recovery: Recovery) -> bool:
         """Start buffering for ``subscriber``; True if the channel had no subscriber here."""
@@ -129,7 +135,10 @@ class Hub:
                 del subs[subscriber]
                 if not subs:
                     del index[channel]
-        return not self.has_channel(channel)
+        if self.has_channel(channel):
+            return False
+        self._last.pop(channel, None)
+        return True
 
     def fan_out(self, publication: Publication) -> EncodedPublication | None:
         """Deliver ``publication`` to this process's subscribers of its channel."""
@@ -145,6 +154,8 @@ class Hub:
         if not live:
             return None
         encoded = EncodedPublication(publication)
+        if self.delta_enabled is not None and self.delta_enabled(channel):
+            self._chain(channel, encoded)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
         targets = tuple(live)
         delivered = self.delivered  # counted first: a subscriber may leave during the loop
@@ -158,6 +169,17 @@ class Hub:
             self._countdown = self.sample_every
             self._sample(targets[-1], publication.time)
         return encoded
+
+    def _chain(self, channel: str, encoded: EncodedPublication) -> None:
+        """Link ``encoded`` to the channel's previous publication if it directly precedes it
+        (its delta is computed from it on first use); then ``encoded`` is the channel's last."""
+        last = self._last.get(channel)
+        if last is not None:
+            last.previous = None  # its fan-out is over: nothing reads its delta any more
+            pub, before = encoded.publication, last.publication
+            if before.offset == pub.offset - 1 and before.epoch == pub.epoch:
+                encoded.previous = last
+        self._last[channel] = encoded
 
     def _catch_up(
         self, channel: str, catching: dict[Subscriber, tuple[Position, int]], publication: Publication

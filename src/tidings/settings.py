@@ -101,6 +101,11 @@ class NamespaceSettings(_Section):
     history_size: int = Field(100, ge=0, le=1_000_000, description="Publications kept.")
     history_ttl: float = Field(3600.0, ge=0, description="Seconds a publication is kept (0: no TTL).")
     max_message_bytes: int | None = Field(None, ge=64, description="Overrides limits.max_message_bytes.")
+    delta: bool = Field(
+        False,
+        description="Subscribers may ask for delta updates (`\"delta\": \"fossil\"`): after a full "
+        "publication, the fossil delta of each next one's data.",
+    )
 
 
 Scope = Literal["publish", "read", "admin"]
@@ -404,6 +409,7 @@ class Settings(BaseSettings):
                 history_size=ns.history_size,
                 history_ttl=ns.history_ttl,
                 max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
+                delta=ns.delta,
             )
 
         options = {name: convert(ns) for name, ns in self.namespaces.items()}

@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from tidings.core.fossil import DeltaError, _put_int, apply, checksum, create
 
 # Bytes that edits of one another: the interesting case (mostly copies, some literals).
-_edits = st.lists(
-    st.tuples(st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=40)), max_size=8
-)
+_edits = st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=40)), max_size=8)
 
 
 def _edited(source: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
@@ -39,7 +37,7 @@ def test_round_trip_of_unrelated_bytes(source: bytes, target: bytes) -> None:
     assert apply(source, create(source, target)) == target
 
 
-@given(st.text(alphabet="ab{}:,\"0", max_size=400).map(str.encode), st.integers(1, 30))
+@given(st.text(alphabet='ab{}:,"0', max_size=400).map(str.encode), st.integers(1, 30))
 @settings(max_examples=200, deadline=None)
 def test_round_trip_of_repetitive_text(source: bytes, times: int) -> None:
     # long hash chains: many blocks share a hash, the search limit is reached

@@ -40,6 +40,7 @@ class NamespaceOptions:
     history_size: int = 100
     history_ttl: float = 3600.0
     max_message_bytes: int = 65536
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
