@@ -107,3 +107,8 @@ def test_a_short_output_is_refused() -> None:
     delta = b"3\n2:ab" + _put_int(checksum(target)) + b";"
     with pytest.raises(DeltaError, match="output size does not match"):
         apply(b"", delta)
+
+
+def test_a_target_with_nothing_in_common_is_one_literal() -> None:
+    source, target = b"a" * 32, b"b" * 40
+    assert create(source, target) == b"d\nd:" + target + _put_int(checksum(target)) + b";"
