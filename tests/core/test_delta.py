@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.core.delta import DeltaDecoder, DeltaError, DeltaSubscriptions, check_delta, data_text, parse_delta
+from tidings.core.delta import (
+    DeltaDecoder,
+    DeltaError,
+    DeltaSubscriptions,
+    check_delta,
+    data_text,
+    parse_delta,
+)
 from tidings.core.fossil import apply
 from tidings.core.permissions import NamespaceOptions
 from tidings.core.wire.frames import EncodedPublication
