@@ -360,3 +360,12 @@ def test_the_state_machine_keeps_its_invariants_for_any_command_sequence(steps: 
     order = [SessionState.NEW, SessionState.CONNECTED, SessionState.CLOSED]
     ranks = [order.index(state) for state in seen_states]
     assert ranks == sorted(ranks)
+
+
+def test_delta_is_refused_in_a_namespace_without_the_option():
+    s = Session(Namespaces({"ticks": NamespaceOptions(delta=True)}))
+    error = refusal(s, Subscribe(1, "chat:lobby", None, delta="fossil"))
+    assert isinstance(error, Forbidden) and "delta" in str(error)
+    assert "chat:lobby" not in s.subscriptions
+    s.receive(Subscribe(2, "ticks:acme", None, delta="fossil"), NOW)
+    assert "ticks:acme" in s.subscriptions
