@@ -3,6 +3,7 @@ publication), the client's decoder, and the hub linking each publication to the 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ def big(n: int, **extra: Any) -> dict[str, Any]:
 
 
 def chained(*encoded: EncodedPublication) -> list[EncodedPublication]:
-    for before, after in zip(encoded, encoded[1:], strict=False):
+    for before, after in itertools.pairwise(encoded):
         after.previous = before
     return list(encoded)
 
@@ -152,7 +153,7 @@ def test_decoder_applies_deltas_and_refuses_one_without_a_base() -> None:
 
 
 def test_decoder_refuses_a_delta_that_does_not_apply() -> None:
-    e1, e2 = chained(*(EncodedPublication(pub(n, data=big(n))) for n in range(1, 3)))
+    _, e2 = chained(*(EncodedPublication(pub(n, data=big(n))) for n in range(1, 3)))
     decoder = DeltaDecoder()
     other = EncodedPublication(pub(1, data=big(1, extra="zz")))
     decoder.decode(orjson.loads(other.ws_text), other.ws_text.encode())

@@ -29,6 +29,7 @@ PREFIX = ROOT / ".cache" / "node"
 FOSSIL = PREFIX / "node_modules" / "fossil-delta" / "fossil-delta.js"
 SCRIPT = Path(__file__).parent / "js" / "apply_deltas.mjs"
 DEADLINE = 30.0
+FOSSIL_SPEC = "fossil-delta@2"
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,7 @@ def fossil_delta() -> Path:
         if shutil.which("npm") is None:
             pytest.skip("npm is not installed: cannot fetch fossil-delta")
         result = subprocess.run(
-            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(PREFIX)]
-            + ["fossil-delta@2"],
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(PREFIX), FOSSIL_SPEC],
             capture_output=True,
             text=True,
             timeout=300,
