@@ -19,11 +19,15 @@ valid delta applies; this one need not be byte-identical to Fossil's. The PyPI p
 
 from __future__ import annotations
 
+import operator
+import struct
+
 __all__ = ["DeltaError", "apply", "create"]
 
 _DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUE = {d: i for i, d in enumerate(_DIGITS)}
 _NHASH = 16
+_WEIGHTS = range(_NHASH, 0, -1)  # b of the hash: the first byte counts 16 times, the last once
 _SEARCH_LIMIT = 250  # candidates tried per target position (delta.c's bound on a bad hash chain)
 
 
@@ -52,19 +56,13 @@ def _digit_count(value: int) -> int:
 
 def checksum(data: bytes) -> int:
     """The 32-bit sum of ``data`` as big-endian words (the last padded with zeros)."""
-    tail = len(data) % 4
-    padded = data + b"\0" * ((4 - tail) % 4)
-    total = sum(int.from_bytes(padded[i : i + 4], "big") for i in range(0, len(padded), 4))
-    return total & 0xFFFFFFFF
+    padded = data + b"\0" * (-len(data) % 4)
+    return sum(struct.unpack(f">{len(padded) // 4}I", padded)) & 0xFFFFFFFF
 
 
 def _hash(block: bytes | memoryview) -> tuple[int, int]:
     """``(a, b)`` of delta.c's rolling hash over one 16-byte block."""
-    a = b = 0
-    for i, c in enumerate(block):
-        a += c
-        b += (_NHASH - i) * c
-    return a & 0xFFFF, b & 0xFFFF
+    return sum(block) & 0xFFFF, sum(map(operator.mul, _WEIGHTS, block)) & 0xFFFF
 
 
 def create(source: bytes, target: bytes) -> bytes:
@@ -97,13 +95,7 @@ def create(source: bytes, target: bytes) -> bytes:
                 limit -= 1
                 i_src = block * _NHASH
                 y = base + i
-                # extend forward
-                x = i_src
-                end = min(len_src, i_src + len_out - y)
-                while x < end and source[x] == target[y]:
-                    x += 1
-                    y += 1
-                j = x - i_src - 1
+                j = _common_prefix(source, i_src, target, y, min(len_src - i_src, len_out - y)) - 1
                 # extend backward, into the literal run before this position
                 k = 1
                 while k < i_src and k <= i and source[i_src - k] == target[base + i - k]:
@@ -139,6 +131,25 @@ def create(source: bytes, target: bytes) -> bytes:
     out += _put_int(checksum(target))
     out += b";"
     return bytes(out)
+
+
+def _common_prefix(a: bytes, i: int, b: bytes, j: int, limit: int) -> int:
+    """How many bytes ``a[i:]`` and ``b[j:]`` have in common, at most ``limit``: slices compared
+    in C, growing while they match and halving when they do not (a byte loop is ten times slower)."""
+    if limit <= 0 or a[i] != b[j]:  # most candidates of a hash bucket differ at once
+        return 0
+    n = 0
+    step = 16
+    while n < limit:
+        k = min(step, limit - n)
+        if a[i + n : i + n + k] == b[j + n : j + n + k]:
+            n += k
+            step *= 2
+        elif k == 1:
+            break
+        else:
+            step = k // 2
+    return n
 
 
 def _literal(out: bytearray, text: bytes) -> None:
