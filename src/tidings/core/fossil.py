@@ -57,7 +57,8 @@ def _digit_count(value: int) -> int:
 def checksum(data: bytes) -> int:
     """The 32-bit sum of ``data`` as big-endian words (the last padded with zeros)."""
     padded = data + b"\0" * (-len(data) % 4)
-    return sum(struct.unpack(f">{len(padded) // 4}I", padded)) & 0xFFFFFFFF
+    words: tuple[int, ...] = struct.unpack(f">{len(padded) // 4}I", padded)
+    return sum(words) & 0xFFFFFFFF
 
 
 def _hash(block: bytes | memoryview) -> tuple[int, int]:
