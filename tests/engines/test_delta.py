@@ -379,26 +379,25 @@ async def test_deltas_on_a_node_fed_by_redis(engine: str) -> None:
     replays in full from Redis history, then deltas again."""
     channel = channel_name("live")
     values = [ticker(i) for i in range(10)]
-    with RedisServer() as redis:
-        with (
-            serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as a,
-            serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as b,
+    with (
+        RedisServer() as redis, serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as a,
+        serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as b,
+    ):
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=DEADLINE) as http_a,
+            connect(b.ws_url, open_timeout=DEADLINE) as ws,
+            connect(b.ws_url, open_timeout=DEADLINE) as plain_ws,
         ):
-            async with (
-                httpx.AsyncClient(base_url=a.url, timeout=DEADLINE) as http_a,
-                connect(b.ws_url, open_timeout=DEADLINE) as ws,
-                connect(b.ws_url, open_timeout=DEADLINE) as plain_ws,
-            ):
-                await subscribe(ws, channel, delta="fossil")
-                await subscribe(plain_ws, channel)
-                await publish(http_a, channel, *values[:6])
-                raws, plain = await frames(ws, 6), await frames(plain_ws, 6)
-                epoch = orjson.loads(raws[0])["epoch"]
-                async with connect(b.ws_url, open_timeout=DEADLINE) as resumed:
-                    await subscribe(resumed, channel, delta="fossil", since={"epoch": epoch, "offset": 3})
-                    replayed = await frames(resumed, 3)
-                    await publish(http_a, channel, *values[6:])
-                    replayed += await frames(resumed, 4)
+            await subscribe(ws, channel, delta="fossil")
+            await subscribe(plain_ws, channel)
+            await publish(http_a, channel, *values[:6])
+            raws, plain = await frames(ws, 6), await frames(plain_ws, 6)
+            epoch = orjson.loads(raws[0])["epoch"]
+            async with connect(b.ws_url, open_timeout=DEADLINE) as resumed:
+                await subscribe(resumed, channel, delta="fossil", since={"epoch": epoch, "offset": 3})
+                replayed = await frames(resumed, 3)
+                await publish(http_a, channel, *values[6:])
+                replayed += await frames(resumed, 4)
     assert check_sequence(raws, plain, values[:6]) == [False, *[True] * 5]
     assert [orjson.loads(r)["offset"] for r in replayed] == list(range(4, 11))
     assert check_sequence(replayed, None, values[3:]) == [False, False, False, False, True, True, True]
