@@ -84,7 +84,6 @@ def check_sequence(raws: list[bytes], plain: list[bytes] | None, values: list[An
     Returns which messages were deltas."""
     decoder = DeltaDecoder()
     deltas = []
-    base = b""
     for i, raw in enumerate(raws):
         message = orjson.loads(raw)
         deltas.append(message.get("delta") is True)
@@ -95,7 +94,6 @@ def check_sequence(raws: list[bytes], plain: list[bytes] | None, values: list[An
         decoded = decoder.decode(message, raw)
         assert decoded["data"] == values[i]
         assert "delta" not in decoded
-        base = data_text(raw) if not deltas[-1] else base
         if plain is not None:
             assert orjson.loads(plain[i]).get("delta") is None
             assert data_text(plain[i]) == (decoder._base or b"")
