@@ -13,6 +13,7 @@ tests/engines/test_delta_node.py.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -357,10 +358,10 @@ async def test_python_client_across_a_gap(
     assert sub.decoder is not None and sub.decoder.applied == 2
 
 
-async def wait_subscribed(server: RunningServer, channel: str) -> None:
-    """Until the node has a live subscriber of ``channel`` (publications are then delivered)."""
+async def wait_subscribed(server: RunningServer, channel: str, deadline: float = DEADLINE) -> None:
+    """Until the node has a subscriber of ``channel`` (publications are then delivered)."""
     hub = server.node.hub
-    end = time.monotonic() + DEADLINE
+    end = time.monotonic() + deadline
     while not hub.subscriber_count(channel):
         assert time.monotonic() < end, "the client did not subscribe"
         await asyncio.sleep(0.01)
@@ -378,7 +379,8 @@ async def test_deltas_on_a_node_fed_by_redis(engine: str) -> None:
     channel = channel_name("live")
     values = [ticker(i) for i in range(10)]
     with (
-        RedisServer() as redis, serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as a,
+        RedisServer() as redis,
+        serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as a,
         serve(engine=engine, broker=redis.url, namespaces=NAMESPACES) as b,
     ):
         async with (
@@ -399,3 +401,32 @@ async def test_deltas_on_a_node_fed_by_redis(engine: str) -> None:
     assert check_sequence(raws, plain, values[:6]) == [False, *[True] * 5]
     assert [orjson.loads(r)["offset"] for r in replayed] == list(range(4, 11))
     assert check_sequence(replayed, None, values[3:]) == [False, False, False, False, True, True, True]
+
+
+# the CLI ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["ws", "stream"])
+async def test_cli_subscribe_with_delta_prints_full_publications(
+    server: RunningServer, http: httpx.AsyncClient, transport: str
+) -> None:
+    channel = channel_name("live")
+    values = [ticker(i) for i in range(4)]
+    command = [sys.executable, "-m", "tidings", "subscribe", channel, "--delta", "--count", "4"]
+    process = await asyncio.create_subprocess_exec(
+        *command, "--transport", transport, "--url", server.url, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await wait_subscribed(server, channel, DEADLINE * 3)  # a fresh interpreter starts first
+        connections = list(server.node.connections.values())
+        assert any(channel in (getattr(c, "deltas", None) or ()) for c in connections)
+        await publish(http, channel, *values)
+        out, _ = await asyncio.wait_for(process.communicate(), DEADLINE)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    printed = [orjson.loads(line) for line in out.splitlines()]
+    assert [p["data"] for p in printed] == values
+    assert not any("delta" in p for p in printed)
