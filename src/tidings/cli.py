@@ -208,6 +208,9 @@ def subscribe(
     cursor: Annotated[str | None, typer.Option(help="Resume after this cursor.")] = None,
     token: Annotated[str | None, typer.Option(envvar="TIDINGS_TOKEN", help="Connection token.")] = None,
     count: Annotated[int | None, typer.Option(help="Exit after this many publications.")] = None,
+    delta: Annotated[
+        bool, typer.Option(help="Ask for delta updates (ws, sse, stream); printed in full as ever.")
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     pretty: PrettyOpt = False,
 ) -> None:
@@ -223,6 +226,7 @@ def subscribe(
                 cursor=cursor,
                 token=token,
                 count=count,
+                delta=delta,
                 emit=lambda obj: emit(obj, pretty),
                 notice=lambda obj: err.print(f"[yellow]{obj}[/]"),
             )

@@ -59,8 +59,10 @@ class Hub:
         "_live",
         "_live_transports",
         "_recovering",
+        "chain_compression",
         "delivered",
         "deliveries",
+        "delta_enabled",
         "generation",
         "on_latency",
         "sample_every",
@@ -80,8 +82,12 @@ class Hub:
         self.on_latency: LatencyObserver | None = None
         self.sample_every = 16
         self._countdown = 1
-        # Per channel, the publication fanned out last: the next one's ``previous`` (chained
-        # compression refers to it), while the channel has subscribers here.
+        # The last publication fanned out on each channel (with live subscribers here), which the
+        # next one's delta and chained compressed frame refer to: kept for the channels whose
+        # namespace allows deltas, or every channel with chain_compression (the node sets it
+        # when WebSocket compression is on).
+        self.delta_enabled: Callable[[str], bool] | None = None
+        self.chain_compression = False
         self._last: dict[str, EncodedPublication] = {}
 
     def add_recovering(self, channel: str, subscriber: Subscriber, recovery: Recovery) -> bool:
@@ -161,8 +167,8 @@ class Hub:
         if not live:
             return None
         encoded = EncodedPublication(publication)
-        encoded.previous = self._last.get(channel)
-        self._last[channel] = encoded
+        if self.chain_compression or (self.delta_enabled is not None and self.delta_enabled(channel)):
+            self._chain(channel, encoded)
         # A copy: a delivery may overflow an outbox, and its close may unsubscribe.
         targets = tuple(live)
         delivered = self.delivered  # counted first: a subscriber may leave during the loop
@@ -170,13 +176,24 @@ class Hub:
             delivered[transport] = delivered.get(transport, 0) + count
         for subscriber in targets:
             subscriber.deliver(encoded)
-        encoded.previous = None  # what it was kept for is built: no chain of them stays alive
         self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
         self._countdown -= 1
         if self._countdown <= 0 and self.on_latency is not None:
             self._countdown = self.sample_every
             self._sample(targets[-1], publication.time)
         return encoded
+
+    def _chain(self, channel: str, encoded: EncodedPublication) -> None:
+        """Link ``encoded`` to the channel's previous publication if it directly precedes it
+        (its delta and chained frame are computed from it on first use); then ``encoded`` is the
+        channel's last."""
+        last = self._last.get(channel)
+        if last is not None:
+            last.previous = None  # its fan-out is over: nothing reads its delta any more
+            pub, before = encoded.publication, last.publication
+            if before.offset == pub.offset - 1 and before.epoch == pub.epoch:
+                encoded.previous = last
+        self._last[channel] = encoded
 
     def _catch_up(
         self, channel: str, catching: dict[Subscriber, tuple[Position, int]], publication: Publication

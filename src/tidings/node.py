@@ -185,6 +185,11 @@ class Node:
         self.proxies = Proxies(self.settings.proxy, self.metrics)
         self.hub.on_latency = self.metrics.observe_since
         self.hub.sample_every = self.metrics.latency_sample_every
+        if self.namespaces.default.delta or any(o.delta for o in self.namespaces.options.values()):
+            namespaces = self.namespaces
+            self.hub.delta_enabled = lambda channel: namespaces.for_channel(channel).delta
+        # compressed WebSocket frames chained to the channel's previous publication
+        self.hub.chain_compression = self.settings.websocket.enabled and self.settings.websocket.compression
         # Awaited by drain() after the clients were told to leave (e.g. the webhook dispatcher
         # finishing in-flight attempts); each gets the seconds left of the drain timeout.
         self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []

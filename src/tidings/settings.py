@@ -113,6 +113,11 @@ class NamespaceSettings(_Section):
         description="Client publishes here go through the publish proxy ([proxy.publish]), "
         "which decides instead of client_publish and may replace the data.",
     )
+    delta: bool = Field(
+        False,
+        description='Subscribers may ask for delta updates (`"delta": "fossil"`): after a full '
+        "publication, the fossil delta of each next one's data.",
+    )
 
 
 Scope = Literal["publish", "read", "admin"]
@@ -609,6 +614,7 @@ class Settings(BaseSettings):
                 max_message_bytes=ns.max_message_bytes or self.limits.max_message_bytes,
                 subscribe_proxy=ns.subscribe_proxy,
                 publish_proxy=ns.publish_proxy,
+                delta=ns.delta,
             )
 
         options = {name: convert(ns) for name, ns in self.namespaces.items()}

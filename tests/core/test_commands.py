@@ -50,6 +50,14 @@ def test_parse_subscribe_without_since():
     assert parse({"op": "subscribe", "channel": "c"}) == Subscribe(None, "c", None, None)
 
 
+def test_parse_subscribe_with_delta():
+    assert parse({"op": "subscribe", "channel": "c", "delta": "fossil"}) == Subscribe(
+        None, "c", None, None, "fossil"
+    )
+    error = refused({"op": "subscribe", "ref": 3, "channel": "c", "delta": "xdelta"}, "unknown delta kind")
+    assert error.ref == 3
+
+
 def test_parse_subscribe_with_a_cursor_resumes_from_its_position_for_the_channel():
     cursor = encode_cursor({"c": Position("x7Kq", 41), "other": Position("x7Kq", 3)})
     command = parse({"op": "subscribe", "ref": 2, "channel": "c", "cursor": cursor})

@@ -375,3 +375,12 @@ def test_a_proxied_publish_skips_the_permission_rule_but_not_the_state() -> None
     expiring = Session(closed, credentials=Credentials(user="u", expires_at=1.0))
     with pytest.raises(CommandError, match="token expired"):
         expiring.receive(command, 5.0, proxied=True)
+
+
+def test_delta_is_refused_in_a_namespace_without_the_option():
+    s = Session(Namespaces({"ticks": NamespaceOptions(delta=True)}))
+    error = refusal(s, Subscribe(1, "chat:lobby", None, delta="fossil"))
+    assert isinstance(error, Forbidden) and "delta" in str(error)
+    assert "chat:lobby" not in s.subscriptions
+    s.receive(Subscribe(2, "ticks:acme", None, delta="fossil"), NOW)
+    assert "ticks:acme" in s.subscriptions

@@ -26,6 +26,7 @@ from typing import Any
 from tidings.client.http import run_http
 from tidings.client.ws import WSSession
 from tidings.core.cursor import cursor_position, encode_cursor
+from tidings.core.delta import DeltaDecoder
 from tidings.core.events import Gap, Publication
 from tidings.core.position import Position
 from tidings.exceptions import BadRequest
@@ -33,6 +34,8 @@ from tidings.exceptions import BadRequest
 __all__ = ["TRANSPORTS", "Client", "Subscription"]
 
 TRANSPORTS = ("ws", "sse", "stream", "longpoll", "poll")
+#: The transports that carry delta updates (polls get full publications).
+DELTA_TRANSPORTS = ("ws", "sse", "stream")
 TokenSource = Callable[[], str | Awaitable[str]]
 Item = Publication | Gap
 
@@ -51,6 +54,8 @@ class Subscription:
         self._queue: asyncio.Queue[Item | BaseException] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        #: Applies delta updates (``Client(delta=True)`` on ws, sse and stream), else None.
+        self.decoder = DeltaDecoder() if client.delta and client.transport in DELTA_TRANSPORTS else None
 
     @property
     def cursor(self) -> str | None:
@@ -74,6 +79,13 @@ class Subscription:
         await self.client._unsubscribe(self)
 
     # fed by transports -----------------------------------------------------------------------
+
+    def message(self, obj: dict[str, Any], raw: bytes) -> None:
+        """A publication as received (``raw``: its JSON text), a delta applied if it is one;
+        :class:`~tidings.core.fossil.DeltaError` if it does not apply (reconnect then)."""
+        if self.decoder is not None:
+            obj = self.decoder.decode(obj, raw)
+        self.publication(Publication.from_dict(obj))
 
     def publication(self, pub: Publication) -> None:
         """Queue ``pub`` unless it was seen already (exactly once across reconnects)."""
@@ -120,7 +132,12 @@ class Client:
         poll_interval: float = 1.0,
         long_poll_timeout: float = 25.0,
         heartbeat_timeout: float = 60.0,
+        delta: bool = False,
     ) -> None:
+        """``delta``: ask for delta updates (``"fossil"``) on every subscription, over ``ws``,
+        ``sse`` and ``stream`` (the channels' namespaces must allow them, else subscribing
+        fails with :class:`~tidings.exceptions.Forbidden`); they are applied here, so the
+        application sees full publications as ever."""
         if transport not in TRANSPORTS:
             raise BadRequest(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.base_url = base_url.rstrip("/")
@@ -131,6 +148,7 @@ class Client:
         self.poll_interval = poll_interval
         self.long_poll_timeout = long_poll_timeout
         self.heartbeat_timeout = heartbeat_timeout
+        self.delta = delta
         self.subscriptions: dict[str, Subscription] = {}
         self._ws: WSSession | None = None  # made on first use
 

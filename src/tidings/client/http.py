@@ -17,7 +17,6 @@ import orjson
 from tidings.client.api import error_from_response
 from tidings.client.resume import Backoff, gap_from
 from tidings.core.cursor import decode_cursor
-from tidings.core.events import Publication
 from tidings.core.position import Position
 from tidings.core.wire.sse import SSEParser
 from tidings.exceptions import TidingsError
@@ -35,6 +34,9 @@ def _params(sub: Subscription, **extra: Any) -> httpx.QueryParams:
     params: list[tuple[str, str | int | float | bool | None]] = [("channel", sub.channel)]
     if sub.cursor:
         params.append(("cursor", sub.cursor))
+    if sub.decoder is not None:  # sse and stream (polls get full publications)
+        sub.decoder.reset()  # a new stream starts with a full publication
+        params.append(("delta", "fossil"))
     params.extend((k, str(v)) for k, v in extra.items())
     return httpx.QueryParams(params)
 
@@ -48,7 +50,8 @@ def _error(response: httpx.Response) -> TidingsError:
     return error_from_response(response)
 
 
-def _dispatch(sub: Subscription, kind: str, obj: dict[str, Any]) -> None:
+def _dispatch(sub: Subscription, kind: str, obj: dict[str, Any], raw: bytes = b"") -> None:
+    """``raw``: a publication's JSON text (a delta stream's publications need it)."""
     if kind == "ready":
         position = obj.get("channels", {}).get(sub.channel)
         if position:
@@ -56,7 +59,7 @@ def _dispatch(sub: Subscription, kind: str, obj: dict[str, Any]) -> None:
     elif kind == "gap":
         sub.gap(gap_from(obj, sub.latest))
     elif kind == "publication" and obj.get("channel") == sub.channel:
-        sub.publication(Publication.from_dict(obj))
+        sub.message(obj, raw)
 
 
 async def _sse(http: httpx.AsyncClient, client: Client, sub: Subscription) -> None:
@@ -68,9 +71,9 @@ async def _sse(http: httpx.AsyncClient, client: Client, sub: Subscription) -> No
         parser = SSEParser()
         async for chunk in _with_heartbeat(response.aiter_bytes(), client.heartbeat_timeout):
             for message in parser.feed(chunk):
-                obj = orjson.loads(message.data)
+                raw = message.data.encode()
                 kind = message.event if message.event in ("ready", "gap", "disconnect") else "publication"
-                _dispatch(sub, kind, obj)
+                _dispatch(sub, kind, orjson.loads(raw), raw)
 
 
 async def _stream(http: httpx.AsyncClient, client: Client, sub: Subscription) -> None:
@@ -84,7 +87,7 @@ async def _stream(http: httpx.AsyncClient, client: Client, sub: Subscription) ->
             if op in ("ready", "gap"):
                 _dispatch(sub, op, obj)
             elif op is None:
-                _dispatch(sub, "publication", obj)
+                _dispatch(sub, "publication", obj, line)
 
 
 async def _poll(http: httpx.AsyncClient, client: Client, sub: Subscription, timeout: float) -> None:

@@ -23,11 +23,12 @@ async def run_subscribe(
     emit: Callable[[Any], None],
     notice: Callable[[Any], None],
     interval: float = 1.0,
+    delta: bool = False,
 ) -> None:
     """Print every publication of ``channels`` (NDJSON via ``emit``), gaps via ``notice``.
 
-    ``interval`` is the short-polling period in seconds."""
-    async with Client(url, token=token, transport=transport, poll_interval=interval) as client:
+    ``interval`` is the short-polling period in seconds; ``delta`` asks for delta updates."""
+    async with Client(url, token=token, transport=transport, poll_interval=interval, delta=delta) as client:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def pump(channel: str) -> None:

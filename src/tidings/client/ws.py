@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tidings.client.api import ERROR_TYPES
 from tidings.client.resume import Backoff, gap_from
+from tidings.core.delta import DeltaError
 from tidings.core.disconnect import CloseCode
-from tidings.core.events import Publication
 from tidings.core.position import Position
 from tidings.exceptions import TidingsError, Unauthorized, Unavailable
 
@@ -100,6 +100,9 @@ class WSSession:
         cmd: dict[str, Any] = {"op": "subscribe", "channel": sub.channel, "ref": ref}
         if sub.position is not None:
             cmd["since"] = sub.position.to_dict()
+        if sub.decoder is not None:
+            sub.decoder.reset()  # a new subscription starts with a full publication
+            cmd["delta"] = "fossil"
         with contextlib.suppress(ConnectionClosed):
             await conn.send(orjson.dumps(cmd).decode())
 
@@ -142,7 +145,12 @@ class WSSession:
                 self.connected.set()
                 async for frame in conn:
                     self.backoff.reset()
-                    self._frame(orjson.loads(frame))
+                    raw = frame if isinstance(frame, bytes) else frame.encode()
+                    try:
+                        self._frame(orjson.loads(raw), raw)
+                    except DeltaError:  # cannot happen with a sound server: resume afresh
+                        await conn.close(1002, "a delta did not apply")  # protocol error
+                        break
             finally:
                 self.connected.clear()
                 self.conn = None
@@ -152,12 +160,12 @@ class WSSession:
         if code == CloseCode.UNAUTHORIZED and self.client.token_callback is None:
             raise Unauthorized(conn.close_reason or "token refused")
 
-    def _frame(self, msg: dict[str, Any]) -> None:
+    def _frame(self, msg: dict[str, Any], raw: bytes) -> None:
         op = msg.get("op")
         if op == "message":
             sub = self.subs.get(msg["channel"])
             if sub is not None:
-                sub.publication(Publication.from_dict(msg))
+                sub.message(msg, raw)
             return
         if op == "gap":  # the server's broker link lost publications: say so, go on
             sub = self.subs.get(msg.get("channel", ""))

@@ -19,6 +19,7 @@ import orjson
 
 from tidings.core.channels import validate_channel
 from tidings.core.cursor import cursor_position
+from tidings.core.delta import parse_delta
 from tidings.core.position import EPOCH_ALPHABET, Position
 from tidings.exceptions import BadRequest, TidingsError
 
@@ -54,6 +55,7 @@ class Subscribe:
     channel: str
     since: Position | None
     token: str | None = None
+    delta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,13 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
         op = obj.get("op")
         if op == "subscribe":
             channel = _channel(obj)
-            return Subscribe(ref, channel, _resume(obj, channel), _str(obj, "token", max_len=8192))
+            return Subscribe(
+                ref,
+                channel,
+                _resume(obj, channel),
+                _str(obj, "token", max_len=8192),
+                parse_delta(obj.get("delta")),
+            )
         if op == "publish":
             if "data" not in obj:
                 raise BadRequest("missing field 'data'")

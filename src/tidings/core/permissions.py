@@ -43,6 +43,7 @@ class NamespaceOptions:
     #: The application's backend decides subscribes / client publishes here (``[proxy.*]``).
     subscribe_proxy: bool = False
     publish_proxy: bool = False
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from tidings.core.commands import (
     Subscribe,
     Unsubscribe,
 )
+from tidings.core.delta import check_delta
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, Namespaces, allowed
 from tidings.core.recovery import Recovery
 from tidings.exceptions import (
@@ -149,6 +150,8 @@ class Session:
                 raise Conflict(f"already subscribed to {channel}")
             if len(self.subscriptions) >= self.max_subscriptions:
                 raise BadRequest(f"at most {self.max_subscriptions} subscriptions per connection")
+            if command.delta is not None:
+                check_delta(channel, options)
             self.subscriptions[channel] = Subscription(SubState.RECOVERING, Recovery(channel, command.since))
         return command
 

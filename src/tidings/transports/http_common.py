@@ -38,6 +38,7 @@ from tidings.auth.apikeys import bearer_token
 from tidings.auth.limits import ConnectionLease
 from tidings.core.channels import validate_channel
 from tidings.core.cursor import encode_token, positions_for
+from tidings.core.delta import DeltaSubscriptions, check_delta, parse_delta
 from tidings.core.disconnect import CloseCode, Disconnect
 from tidings.core.events import Gap
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
@@ -79,8 +80,8 @@ Headers = list[tuple[bytes, bytes]]
 #: give up its farewell.
 ABORT_EXTENSION = "tidings.abort"
 
-STREAM_PARAMS = frozenset({"channel", "cursor", "token"})
-POLL_PARAMS = STREAM_PARAMS | {"timeout", "limit"}
+POLL_PARAMS = frozenset({"channel", "cursor", "token", "timeout", "limit"})
+STREAM_PARAMS = frozenset({"channel", "cursor", "token", "delta"})
 DEFAULT_POLL_TIMEOUT = 25.0
 DEFAULT_POLL_LIMIT = 100
 
@@ -105,6 +106,8 @@ class StreamRequest:
     abort: Callable[[], None] | None = None
     #: The connection's id (the one the proxies were told).
     client_id: str = field(default_factory=random_id)
+    #: The delta kind asked for (``delta=fossil``; streams only), see :mod:`tidings.core.delta`.
+    delta: str | None = None
 
     def release(self) -> None:
         """Stop counting this request as a connection (idempotent): call it when it ends."""
@@ -259,10 +262,16 @@ async def parse_request(
     limits = node.settings.limits
     timeout = parse_timeout(_one(query, "timeout"), limits.max_poll_timeout) if poll else 0.0
     limit = parse_limit(_one(query, "limit"), limits.history_limit) if poll else 0
+    delta = parse_delta(_one(query, "delta"))
+    if delta is not None:
+        for channel in channels:
+            check_delta(channel, node.options(channel))
     # Last, so that a refused request holds no count: from here the caller must release().
     lease = node.security.admit(scope, credentials.user)
     abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
-    return StreamRequest(channels, since, credentials, timeout, limit, headers, cors, lease, abort, client_id)
+    return StreamRequest(
+        channels, since, credentials, timeout, limit, headers, cors, lease, abort, client_id, delta
+    )
 
 
 # CORS -----------------------------------------------------------------------------------------
@@ -416,6 +425,11 @@ class StreamSubscriber:
         self._held: list[EncodedPublication | Gap] | None = []
         self._results: dict[str, Recovered] = {}
         self._tracker: CursorTracker | None = None
+        self.deltas: DeltaSubscriptions | None = None
+        if request.delta is not None:
+            self.deltas = DeltaSubscriptions()
+            for channel in request.channels:
+                self.deltas.add(channel)
 
     # Subscriber ---------------------------------------------------------------------------------
 
@@ -424,6 +438,8 @@ class StreamSubscriber:
             self._held.append(publication)
             return
         assert self._tracker is not None
+        if self.deltas is not None:
+            publication = self.deltas.outgoing(publication)
         self.sink.publication(publication, self._tracker.advance(publication), self._tracker.single)
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
@@ -433,6 +449,8 @@ class StreamSubscriber:
         """
         if message.get("op") != "gap" or "requested" not in message:
             return
+        if self.deltas is not None:
+            self.deltas.restart(channel)
         epoch = str(message["epoch"])
         available = message.get("available_from")
         gap = Gap(channel, epoch, int(message["requested"]), available, Position(epoch, (available or 1) - 1))

@@ -50,6 +50,7 @@ from tidings.core.commands import (
     Unsubscribe,
     parse_command,
 )
+from tidings.core.delta import DeltaSubscriptions
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.permissions import Capability, Credentials
@@ -183,6 +184,8 @@ class CommandHandler:
     _connecting: bool
     _refresher: asyncio.Task[None] | None
     machine: WebSocketMachine[Any]
+    #: The delta subscriptions (None until the first: the hot path's one check).
+    deltas: DeltaSubscriptions | None
 
     def __init__(
         self,
@@ -206,6 +209,7 @@ class CommandHandler:
             and (session.state is SessionState.NEW or not connect.skip_with_token)
         )
         self._refresher = None
+        self.deltas = None
         self._watch_expiry()
 
     @property
@@ -236,6 +240,8 @@ class CommandHandler:
         return self.machine.close_info()
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("op") == "gap" and self.deltas is not None:
+            self.deltas.restart(channel)
         if message.get("op") == "join" and message["client"].get("client") == self.client_id:
             return  # its own join: the subscribed reply already said so (protocol.md)
         self.queue(orjson.dumps(message).decode())
@@ -250,6 +256,7 @@ class CommandHandler:
     def grants_ended(self, channels: list[str]) -> None:
         """Leave the channels whose subscription-token grants ended, and tell the client."""
         for channel in channels:
+            self._forget_delta(channel)
             self.node.leave_now(self, channel)
             if self.node.options(channel).presence:
                 self.node.spawn(self._leave(channel))
@@ -343,6 +350,7 @@ class CommandHandler:
             elif isinstance(command, Subscribe):
                 await self._subscribe(command)
             elif isinstance(command, Unsubscribe):
+                self._forget_delta(command.channel)
                 await self._leave(command.channel)
                 await node.unsubscribe(self, command.channel)
                 self.queue(reply("unsubscribed", ref, channel=command.channel))
@@ -554,9 +562,14 @@ class CommandHandler:
             for pub in result.publications:  # the replay: bounded by history, not the outbox
                 self.replay(EncodedPublication(pub))
 
+        if command.delta is not None:
+            if self.deltas is None:
+                self.deltas = DeltaSubscriptions()
+            self.deltas.add(channel)  # before any live delivery: the first goes in full
         try:
             await self.node.subscribe(self, channel, command.since, ready, recovery)
         except BaseException:
+            self._forget_delta(channel)
             self.session.unsubscribe(channel)
             raise
         self.session.subscribed(channel)
@@ -564,6 +577,12 @@ class CommandHandler:
         options = self.node.options(channel)
         if channel in self.session.subscriptions and (options.presence or options.join_leave):
             await self.node.join(channel, self._client_info())
+
+    def _forget_delta(self, channel: str) -> None:
+        if self.deltas is not None:
+            self.deltas.discard(channel)
+            if not self.deltas:
+                self.deltas = None
 
     def _client_info(self) -> ClientInfo:
         creds = self.session.credentials
@@ -595,6 +614,7 @@ HANDLER_SLOTS = (
     "_refresher",
     "address",
     "client_id",
+    "deltas",
     "lease",
     "node",
     "session",

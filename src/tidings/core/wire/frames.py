@@ -17,6 +17,7 @@ import orjson
 from tidings.core.cursor import encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
+from tidings.core.fossil import create as fossil_delta
 from tidings.core.wire.ndjson import ndjson_line
 
 if TYPE_CHECKING:
@@ -107,11 +108,22 @@ def ws_text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
+_UNSET: Any = object()
+
+
 class EncodedPublication:
-    """A publication with its bytes for every transport, each computed at most once."""
+    """A publication with its bytes for every transport, each computed at most once.
+
+    The hub sets :attr:`previous` to the publication it fanned out just before on the channel
+    (the immediately previous offset, same epoch) when the channel's namespace allows deltas, or
+    compressed WebSocket frames may be chained (:mod:`tidings.core.wire.deflate`): :attr:`delta`
+    (the delta as an encoded publication, with its own frames, :mod:`tidings.core.delta`) and
+    the chained frame are then built once, on first use, and shared by every such subscriber.
+    """
 
     __slots__ = (
         "_deflated",
+        "_delta",
         "_ndjson",
         "_sse",
         "_ws",
@@ -122,18 +134,18 @@ class EncodedPublication:
         "token",
     )
 
-    def __init__(self, publication: Publication) -> None:
+    def __init__(self, publication: Publication, body: bytes | None = None) -> None:
+        """``body``: the publication JSON, if not :func:`publication_json` (a delta's)."""
         self.publication = publication
-        self.body = line_safe(publication_json(publication))
+        self.body = line_safe(publication_json(publication)) if body is None else body
         self.token = encode_token(publication.channel, publication.position)
         self._ws: str | None = None
         self._ws_frame: bytes | None = None
         self._deflated: dict[tuple[Deflate, bool], bytes] | None = None
-        #: The channel's publication just before this one (the hub sets it for the fan-out):
-        #: what a chained compressed frame refers to.
-        self.previous: EncodedPublication | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
+        self.previous: EncodedPublication | None = None
+        self._delta: EncodedPublication | None = _UNSET
 
     def with_cursor(self, cursor: str) -> bytes:
         """The publication JSON with a ``cursor`` field (for streams over several channels)."""
@@ -186,3 +198,37 @@ class EncodedPublication:
         if self._ndjson is None:
             self._ndjson = ndjson_line(self.with_cursor(self.token))
         return self._ndjson
+
+    # delta updates -------------------------------------------------------------------------------
+
+    @property
+    def data_text(self) -> bytes:
+        """``data`` as it is written in :attr:`body` (what a delta applies to, and produces).
+
+        ``data`` is the body's last field and every field before it is a scalar, so the first
+        ``,"data":`` is the key (inside a JSON string a quote is always escaped).
+        """
+        return self.body[self.body.index(b',"data":') + 8 : -1]
+
+    @property
+    def delta(self) -> EncodedPublication | None:
+        """This publication as a delta, for delta subscribers: the same publication JSON with
+        ``"delta":true`` and, as ``data``, the fossil delta from :attr:`previous`'s
+        :attr:`data_text` to this one's as a JSON string; its frames for every transport are
+        built once, like these. None when there is no previous publication, or the delta is not
+        valid UTF-8, or it is not smaller than the data."""
+        if self._delta is _UNSET:
+            self._delta = None
+            previous = self.previous
+            if previous is not None:
+                text = self.data_text
+                delta = fossil_delta(previous.data_text, text)
+                try:
+                    as_json = line_safe(orjson.dumps(delta.decode()))
+                except UnicodeDecodeError:  # a literal cut a UTF-8 sequence
+                    return None
+                if len(as_json) < len(text):
+                    head = self.body[: self.body.index(b',"data":')]
+                    body = b"".join((head, b',"delta":true,"data":', as_json, b"}"))
+                    self._delta = EncodedPublication(self.publication, body)
+        return self._delta

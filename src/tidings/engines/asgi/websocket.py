@@ -67,6 +67,8 @@ class WebSocketConnection(CommandHandler):
     # Subscriber ------------------------------------------------------------------------------
 
     def deliver(self, publication: EncodedPublication) -> None:
+        if self.deltas is not None:
+            publication = self.deltas.outgoing(publication)
         if self.machine.push(publication.ws_text):
             self.act()
 

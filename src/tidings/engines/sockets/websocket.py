@@ -232,6 +232,8 @@ class FastWebSocket(FrameConnection, CommandHandler):
         # the hot path, once per publication and subscriber: one append, and the first one of a
         # loop iteration schedules the write (_soon, inlined)
         pending = self.machine.pending
+        if self.deltas is not None:
+            publication = self.deltas.outgoing(publication)
         deflate = self._deflate
         pending.append(publication.ws_frame if deflate is None else deflate.publication(publication))
         if len(pending) == 1:

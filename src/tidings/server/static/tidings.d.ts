@@ -51,6 +51,8 @@ export interface ClientStats {
   messages: number;
   /** Connections made after the first successful one. */
   reconnects: number;
+  /** Delta updates received and applied (with the `delta` option). */
+  deltas: number;
 }
 
 export type ClientState = "idle" | "connecting" | "connected" | "fallback" | "disconnected" | "closed";
@@ -67,6 +69,9 @@ export interface TidingsOptions {
   longPollTimeout?: number;
   minBackoff?: number;
   maxBackoff?: number;
+  /** Ask for delta updates on every subscription ("ws", "sse", "stream"; `true` is "fossil"); the
+   *  channels' namespaces must allow them. Applied by the client: handlers see full publications. */
+  delta?: "fossil" | boolean | null;
 }
 
 type Unsubscribe = () => void;
@@ -119,3 +124,5 @@ export declare class Tidings {
 
 export declare function cursorToken(channel: string, position: Position): string;
 export declare function decodeCursor(cursor: string): Record<string, Position>;
+/** `source` changed by a fossil delta (the format of delta updates); throws if it does not apply. */
+export declare function applyFossilDelta(source: Uint8Array, delta: Uint8Array): Uint8Array;

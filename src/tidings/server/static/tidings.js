@@ -17,9 +17,15 @@
 // `transports`. `client.stats` counts what the client did on the wire: {requests, bytes,
 // messages, reconnects}; bytes are what the page can see: message bodies and frames plus response
 // headers (not request headers, TCP or TLS).
+//
+// Delta updates: `new Tidings(url, { delta: "fossil" })` asks for them on every subscription (the
+// channels' namespaces must allow them, `namespaces.NAME.delta = true`) over "ws", "sse" and
+// "stream"; the client applies each delta to the previous publication's data, so the "publication"
+// handlers see full publications as ever. `client.stats.deltas` counts the deltas applied.
 
 const DEFAULT_TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
 const encoder = new TextEncoder();
+const textDecoder = new TextDecoder();
 
 /** Bytes of a response's status line and headers, as far as fetch() shows them. */
 function headerBytes(response) {
@@ -74,6 +80,7 @@ export class Subscription extends Emitter {
     this.client = client;
     this.channel = channel;
     this.position = since || null;   // {epoch, offset} of the last publication seen
+    this._deltaBase = null;          // the last publication's data text (bytes), for a delta
   }
   unsubscribe() { this.client._unsubscribe(this); }
 
@@ -82,6 +89,18 @@ export class Subscription extends Emitter {
     if (pos && pos.epoch === pub.epoch && pub.offset <= pos.offset) return;  // seen already
     this.position = { epoch: pub.epoch, offset: pub.offset };
     this.emit("publication", pub);
+  }
+  /** `msg` with its delta applied (delta updates); `raw` is the JSON text it was parsed from. */
+  _undelta(msg, raw) {
+    if (msg.delta !== true) {
+      this._deltaBase = raw == null ? null : encoder.encode(dataText(raw));
+      return msg;
+    }
+    if (!this._deltaBase) throw new Error("a delta without the publication it applies to");
+    const text = applyFossilDelta(this._deltaBase, encoder.encode(msg.data));
+    this._deltaBase = text;
+    const { delta, ...rest } = msg;
+    return { ...rest, data: JSON.parse(textDecoder.decode(text)) };
   }
   _gap(gap) {
     // History could not cover the resume: continue from what survived (or from the present).
@@ -112,6 +131,7 @@ export class Tidings extends Emitter {
     this.longPollTimeout = options.longPollTimeout ?? 25;
     this.minBackoff = options.minBackoff ?? 250;
     this.maxBackoff = options.maxBackoff ?? 10000;
+    this.delta = options.delta === true ? "fossil" : options.delta || null;
     this.subs = new Map();
     this.state = "idle";
     this.transport = null;
@@ -124,7 +144,7 @@ export class Tidings extends Emitter {
     this._timer = null;
     this._everConnected = false;
     this.clientId = null;   // the server's id of this connection (WebSocket only)
-    this.stats = { requests: 0, bytes: 0, messages: 0, reconnects: 0 };
+    this.stats = { requests: 0, bytes: 0, messages: 0, reconnects: 0, deltas: 0 };
   }
 
   /** Subscribe to `channel`; `options.since` ({epoch, offset}) resumes after a known position. */
@@ -222,6 +242,7 @@ export class Tidings extends Emitter {
     const Kind = { ws: WSConnection, sse: SSEConnection, stream: StreamConnection,
                    longpoll: LongPollConnection, poll: ShortPollConnection }[name];
     if (this._everConnected) this.stats.reconnects += 1;
+    for (const sub of this.subs.values()) sub._deltaBase = null;  // a new connection starts in full
     this.transport = name;
     this._setState("connecting");
     this._conn = new Kind(this);
@@ -253,7 +274,25 @@ export class Tidings extends Emitter {
     this._timer = setTimeout(() => this._connect(), Math.random() * cap);  // full jitter
   }
 
-  _publication(pub) { this.stats.messages += 1; this.subs.get(pub.channel)?._accept(pub); }
+  _publication(pub, raw) {
+    this.stats.messages += 1;
+    const sub = this.subs.get(pub.channel);
+    if (!sub) return;
+    if (this.delta) {
+      const isDelta = pub.delta === true;
+      try {
+        pub = sub._undelta(pub, raw);
+      } catch (err) {
+        // Cannot happen with a sound server; a new connection starts with full publications.
+        const conn = this._conn;
+        conn?.close();
+        if (conn) this._failed(true, `delta: ${err.message}`);
+        return;
+      }
+      if (isDelta) this.stats.deltas += 1;
+    }
+    sub._accept(pub);
+  }
   _counted(bytes) { this.stats.bytes += bytes; }
   _gap(gap) { this.subs.get(gap.channel)?._gap(gap); }
   _ready(channels) {
@@ -280,7 +319,7 @@ class WSConnection {
     };
     ws.onmessage = (event) => {
       this.client._counted(frameBytes(event.data));
-      this._message(JSON.parse(event.data));
+      this._message(JSON.parse(event.data), event.data);
     };
     ws.onclose = (event) => {
       this.open = false;
@@ -301,15 +340,19 @@ class WSConnection {
     if (!this.open) return;
     const cmd = { op: "subscribe", channel: sub.channel, ref: ++this.client._refs };
     if (sub.position) cmd.since = sub.position;
+    if (this.client.delta) {
+      sub._deltaBase = null;  // a new subscription starts with a full publication
+      cmd.delta = this.client.delta;
+    }
     this.send(cmd);
   }
 
   unsubscribed(sub) { if (this.open) this.send({ op: "unsubscribe", channel: sub.channel }); }
 
-  _message(msg) {
+  _message(msg, raw) {
     const client = this.client;
     switch (msg.op) {
-      case "message": client._publication(msg); break;
+      case "message": client._publication(msg, raw); break;
       case "subscribed": {
         const sub = client.subs.get(msg.channel);
         if (!sub) break;
@@ -357,7 +400,8 @@ async function readLines(conn, path, accept, type, onLine) {
   const headers = { Accept: accept, ...(await httpHeaders(client)) };
   // The query is built after an await: subscribe() calls made in the same task are all in it.
   client.stats.requests += 1;
-  const response = await fetch(`${client.url}${path}?${httpQuery(client)}`, {
+  const query = httpQuery(client, client.delta ? { delta: client.delta } : {});
+  const response = await fetch(`${client.url}${path}?${query}`, {
     headers, signal: conn.abort.signal, cache: "no-store",
   });
   if (!response.ok || !(response.headers.get("content-type") || "").startsWith(type)) {
@@ -431,7 +475,7 @@ class SSEConnection extends StreamingConnection {
     const payload = JSON.parse(text);
     if (name === "ready") this._readyNotice(payload);
     else if (name === "gap") this.client._gap(payload);
-    else if (name !== "disconnect") this.client._publication(payload);
+    else if (name !== "disconnect") this.client._publication(payload, text);
   }
 }
 
@@ -443,7 +487,7 @@ class StreamConnection extends StreamingConnection {
       const msg = JSON.parse(line);
       if (msg.op === "ready") this._readyNotice(msg);
       else if (msg.op === "gap") this.client._gap(msg);
-      else if (msg.op === undefined) this.client._publication(msg);
+      else if (msg.op === undefined) this.client._publication(msg, line);
     });
   }
 }
@@ -499,4 +543,65 @@ class LongPollConnection {
 
 class ShortPollConnection extends LongPollConnection {
   constructor(client) { super(client, 0); }
+}
+
+// Delta updates ------------------------------------------------------------------------------------
+
+/** The JSON text of `data` in a publication message: every field before it is a scalar, so the
+ *  first ',"data":' is its key; at most a cursor field follows it. */
+function dataText(raw) {
+  const start = raw.indexOf(',"data":') + 8;
+  const end = raw.lastIndexOf(',"cursor":"');
+  return raw.slice(start, end > start ? end : raw.lastIndexOf("}"));
+}
+
+const DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+const DIGIT_VALUE = new Map([...DIGITS].map((c, i) => [c.charCodeAt(0), i]));
+
+/** The 32-bit sum of `bytes` as big-endian words (the last one padded with zeros). */
+function fossilChecksum(bytes) {
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 4) {
+    const word = ((bytes[i] << 24) | ((bytes[i + 1] ?? 0) << 16) | ((bytes[i + 2] ?? 0) << 8) | (bytes[i + 3] ?? 0)) >>> 0;
+    sum = (sum + word) >>> 0;
+  }
+  return sum;
+}
+
+/** `source` (bytes) changed by a fossil `delta` (bytes), the format of Fossil's delta.c that
+ *  tidings sends; throws if the delta is malformed or does not apply to `source`. */
+export function applyFossilDelta(source, delta) {
+  let pos = 0;
+  const int = () => {
+    const start = pos;
+    let value = 0;
+    while (pos < delta.length && DIGIT_VALUE.has(delta[pos])) value = value * 64 + DIGIT_VALUE.get(delta[pos++]);
+    if (pos === start) throw new Error("bad delta: a number expected");
+    return value;
+  };
+  const size = int();
+  if (delta[pos++] !== 10) throw new Error("bad delta: size not followed by a newline");
+  const out = new Uint8Array(size);
+  let n = 0;
+  for (;;) {
+    const count = int();
+    const op = delta[pos++];
+    if (op === 64) {  // "@": copy from the source
+      const offset = int();
+      if (delta[pos++] !== 44) throw new Error("bad delta: copy not followed by a comma");
+      if (n + count > size || offset + count > source.length) throw new Error("bad delta: copy out of range");
+      out.set(source.subarray(offset, offset + count), n);
+      n += count;
+    } else if (op === 58) {  // ":": literal bytes
+      if (n + count > size || pos + count > delta.length) throw new Error("bad delta: insert out of range");
+      out.set(delta.subarray(pos, pos + count), n);
+      n += count;
+      pos += count;
+    } else if (op === 59) {  // ";": the end, with the checksum
+      if (n !== size || count !== fossilChecksum(out)) throw new Error("bad delta: checksum mismatch");
+      return out;
+    } else {
+      throw new Error("bad delta: unknown operator");
+    }
+  }
 }
