@@ -19,7 +19,13 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
   (:meth:`~StreamMachine.written`);
 - the end: ``sse.max_duration``, the token's expiry, a drain (1012), the node's disconnect, an
   overflow (4008, the pending data dropped); the farewell notice last, after which the
-  connection is cut if its peer has not taken everything within ``close_timeout``.
+  connection is cut if its peer has not taken everything within ``close_timeout``;
+- a compressed body (``Content-Encoding``, :class:`~tidings.core.wire.content_coding.StreamCoding`,
+  given to the machine when the client accepts it and ``sse.compression`` allows it): every
+  notice, heartbeat and publication becomes its own segment as it is produced (a publication's
+  shared by every stream that sends the same bytes), the header goes out with the first bytes
+  and the trailer after the farewell. The backlog counts compressed bytes, what the peer must
+  take.
 
 Time is the driver's monotonic clock (``now``); the token's wall-clock expiry is converted by
 the driver into seconds from now (``expires_in`` of :meth:`~StreamMachine.open`).
@@ -41,6 +47,7 @@ from typing import Protocol
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap
 from tidings.core.position import Position
+from tidings.core.wire.content_coding import StreamCoding
 from tidings.core.wire.frames import EncodedPublication
 from tidings.machines.backlog import Backlog
 
@@ -100,12 +107,14 @@ class StreamMachine:
     __slots__ = (
         "_backlog",
         "_buffered",
+        "_coding",
         "_config",
         "_cut_at",
         "_end_at",
         "_end_reason",
         "_framing",
         "_half",
+        "_head",
         "_limit",
         "_next_beat",
         "_pending",
@@ -119,9 +128,12 @@ class StreamMachine:
         "overflowed",
     )
 
-    def __init__(self, config: StreamConfig, framing: Framing) -> None:
+    def __init__(self, config: StreamConfig, framing: Framing, coding: StreamCoding | None = None) -> None:
         self._config = config
         self._framing = framing
+        #: The body's Content-Encoding (None: identity) and its header, until written.
+        self._coding = coding
+        self._head = b"" if coding is None else coding.header()
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
         self._pending: list[bytes] = []
@@ -160,6 +172,14 @@ class StreamMachine:
         if self._state > 1:
             return False
         data = self._framing.publication(encoded, cursor, single)
+        coding = self._coding
+        if coding is not None:
+            shared = encoded.deflated(data, coding.level)
+            if shared is None:
+                data = coding.segment(data)
+            else:
+                coding.taken(data)
+                data = shared
         pending = self._pending
         first = not pending
         pending.append(data)
@@ -171,6 +191,8 @@ class StreamMachine:
     def _push(self, data: bytes) -> bool:
         if self._state > _LIVE:
             return False
+        if self._coding is not None:
+            data = self._coding.segment(data)
         pending = self._pending
         first = not pending
         pending.append(data)
@@ -207,6 +229,10 @@ class StreamMachine:
         pending.clear()
         self._unsent = self._buffered
         self._wrote = True
+        if self._coding is not None:
+            self._coding.sent()
+            if self._head:
+                data, self._head = self._head + data, b""
         return data
 
     def written(self, backlog: int) -> None:
@@ -286,6 +312,8 @@ class StreamMachine:
             # driver already holds
             self._pending.clear()
             self._unsent = self._buffered
+            if self._coding is not None:
+                self._coding.dropped()
 
     # the end ---------------------------------------------------------------------------------------
 
@@ -307,9 +335,15 @@ class StreamMachine:
         if self._state != _ENDING:
             return b""
         assert self.closing is not None
-        self._pending.append(self._framing.farewell(self.closing))
+        coding = self._coding
+        farewell = self._framing.farewell(self.closing)
+        self._pending.append(farewell if coding is None else coding.segment(farewell))
         data = b"".join(self._pending)
         self._pending.clear()
+        if coding is not None:
+            coding.sent()
+            data = b"".join((self._head, data, coding.trailer()))
+            self._head = b""
         self._unsent = self._buffered
         self._state = _CLOSED
         self._cut_at = self.deadline = now + self._config.close_timeout

@@ -15,6 +15,7 @@ import orjson
 from tidings.core.cursor import encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
+from tidings.core.wire.content_coding import deflate_segment
 from tidings.core.wire.ndjson import ndjson_line
 from tidings.core.wire.sse import sse_event
 
@@ -105,7 +106,17 @@ def ws_text_frame(payload: bytes) -> bytes:
 class EncodedPublication:
     """A publication with its bytes for every transport, each computed at most once."""
 
-    __slots__ = ("_ndjson", "_sse", "_ws", "_ws_frame", "body", "publication", "token")
+    __slots__ = (
+        "_ndjson",
+        "_ndjson_deflated",
+        "_sse",
+        "_sse_deflated",
+        "_ws",
+        "_ws_frame",
+        "body",
+        "publication",
+        "token",
+    )
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
@@ -115,6 +126,8 @@ class EncodedPublication:
         self._ws_frame: bytes | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
+        self._sse_deflated: bytes | None = None
+        self._ndjson_deflated: bytes | None = None
 
     def with_cursor(self, cursor: str) -> bytes:
         """The publication JSON with a ``cursor`` field (for streams over several channels)."""
@@ -150,3 +163,19 @@ class EncodedPublication:
         if self._ndjson is None:
             self._ndjson = ndjson_line(self.with_cursor(self.token))
         return self._ndjson
+
+    def deflated(self, data: bytes, level: int) -> bytes | None:
+        """The compressed segment (:func:`~tidings.core.wire.content_coding.deflate_segment`)
+        of ``data`` if ``data`` is this publication's shared :attr:`sse` event or :attr:`ndjson`
+        line, made once and shared by every compressed stream that sends it; None for other
+        bytes (a stream's own: the caller compresses them itself). ``level`` is the node's one
+        setting (``sse.compression_level``): the first call's is kept."""
+        if data is self._sse:
+            if self._sse_deflated is None:
+                self._sse_deflated = deflate_segment(data, level)
+            return self._sse_deflated
+        if data is self._ndjson:
+            if self._ndjson_deflated is None:
+                self._ndjson_deflated = deflate_segment(data, level)
+            return self._ndjson_deflated
+        return None
