@@ -1,0 +1,193 @@
+"""The HTTP stream machine with a compressed body (``sse.compression``): what it writes is the
+plain stream's bytes, compressed, whatever happens; decoded here by the standard library (which
+checks the trailer) and compared with an uncompressed machine driven alike."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.core.helpers import pub as publication
+from tidings.core.disconnect import CloseCode, Disconnect, disconnect
+from tidings.core.events import Gap
+from tidings.core.position import Position
+from tidings.core.wire.content_coding import StreamCoding
+from tidings.core.wire.frames import EncodedPublication
+from tidings.machines.stream import StreamConfig, StreamMachine
+
+LIMIT = 400
+GAP = Gap("c", "e", 5, 9, Position("e", 8))
+
+
+class Lines:
+    """A framing like NDJSON's: a single-channel stream sends the publication's shared line."""
+
+    content_type = b"test/plain"
+    heartbeat = b"<hb>\n"
+    preamble = b"<pre>"
+
+    def ready(self, positions: Mapping[str, Position], cursor: str) -> bytes:
+        return b"<ready>\n"
+
+    def gap(self, gap: Gap, cursor: str) -> bytes:
+        return b"<gap>\n"
+
+    def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bytes:
+        return encoded.ndjson if single else encoded.with_cursor(cursor) + b"\n"
+
+    def farewell(self, reason: Disconnect) -> bytes:
+        return b"<bye %d>\n" % reason.code
+
+
+def machine(name: str | None, limit: int = LIMIT) -> StreamMachine:
+    coding = None if name is None else StreamCoding(name, level=6)
+    config = StreamConfig(heartbeat=1.0, outbox_bytes=limit, close_timeout=3.0)
+    return StreamMachine(config, Lines(), coding)
+
+
+def decode(name: str, wire: bytes) -> bytes:
+    """What a client reads of ``wire``, without needing the trailer."""
+    return zlib.decompressobj(31 if name == "gzip" else 15).decompress(wire)
+
+
+def test_the_header_goes_out_with_the_first_bytes_and_every_event_decodes_at_once() -> None:
+    m = machine("gzip")
+    m.ready({}, "c")
+    m.open(0.0)
+    first = m.data_to_send()
+    assert first.startswith(b"\x1f\x8b\x08")
+    inflater = zlib.decompressobj(31)
+    assert inflater.decompress(first) == b"<pre><ready>\n"
+    m.written(0)
+    m.tick(0.5)
+    m.tick(1.0)  # idle: a heartbeat, compressed too
+    assert inflater.decompress(m.data_to_send()) == b"<hb>\n"
+    encoded = EncodedPublication(publication(1))
+    m.publication(encoded, "x", True)
+    assert inflater.decompress(m.data_to_send()) == encoded.ndjson
+    m.gap(GAP, "c")
+    assert inflater.decompress(m.data_to_send()) == b"<gap>\n"
+
+
+def test_a_publication_s_segment_is_shared_by_every_single_channel_stream() -> None:
+    encoded = EncodedPublication(publication(1))
+    streams = [machine("gzip"), machine("deflate")]
+    sent = []
+    for m in streams:
+        m.ready({}, "c")
+        m.open(0.0)
+        m.data_to_send()
+        m.publication(encoded, "x", True)
+        sent.append(m.data_to_send())
+    assert sent[0] == sent[1] == encoded.deflated(encoded.ndjson, 6)
+    own = machine("gzip")  # a stream of several channels: its own cursor, its own segment
+    own.ready({}, "c")
+    own.open(0.0)
+    head = own.data_to_send()
+    own.publication(encoded, "several", False)
+    assert (
+        decode("gzip", head + own.data_to_send())
+        == b"<pre><ready>\n" + encoded.with_cursor("several") + b"\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate"])
+def test_a_stream_ended_while_subscribing_is_one_whole_compressed_body(name: str) -> None:
+    m = machine(name)
+    m.ready({}, "c")
+    m.drain()
+    m.open(0.0)
+    body = m.farewell(0.0)
+    plain = b"<pre><ready>\n<bye 1012>\n"
+    assert (gzip.decompress(body) if name == "gzip" else zlib.decompress(body)) == plain
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate"])
+def test_a_slow_consumer_s_dropped_data_is_not_in_the_trailer(name: str) -> None:
+    """The 4008 end drops what the client could not take: the trailer's check covers what was
+    sent, so the body still decodes and checks."""
+    m = machine(name)
+    m.ready({}, "c")
+    m.open(0.0)
+    head = m.data_to_send()
+    m.written(0)
+    for offset in range(1, 40):  # far more than the limit, never flushed
+        m.publication(EncodedPublication(publication(offset)), "x", True)
+    assert m.ending and m.overflowed
+    body = head + m.farewell(1.0)
+    plain = b"<pre><ready>\n<bye 4008>\n"
+    assert (gzip.decompress(body) if name == "gzip" else zlib.decompress(body)) == plain
+
+
+def test_a_slow_consumer_cut_before_the_first_write_still_gets_the_header() -> None:
+    m = machine("gzip")
+    m.ready({}, "c")
+    m.open(0.0)
+    for offset in range(1, 40):
+        m.publication(EncodedPublication(publication(offset)), "x", True)
+    assert m.ending
+    assert gzip.decompress(m.farewell(1.0)) == b"<bye 4008>\n"
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("pub"), st.integers(1, 6)),
+        st.tuples(st.just("own"), st.integers(1, 6)),
+        st.tuples(st.just("gap"), st.just(0)),
+        st.tuples(st.just("flush"), st.integers(0, 500)),
+        st.tuples(st.just("tick"), st.integers(0, 4)),
+        st.tuples(st.just("disconnect"), st.sampled_from([1001, 1012, 4008])),
+        st.tuples(st.just("gone"), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(["gzip", "deflate"]), steps=events)
+def test_any_sequence_of_events_writes_the_plain_stream_compressed(
+    name: str, steps: list[tuple[str, int]]
+) -> None:
+    """A compressed and a plain machine driven alike write the same stream, byte for byte once
+    decoded; a stream the server ended has a trailer that checks. (No backlog limit: the
+    compressed stream's backlog is smaller, the two would end apart.)"""
+    plain, coded = machine(None, 1 << 30), machine(name, 1 << 30)
+    out: dict[StreamMachine, list[bytes]] = {plain: [], coded: []}
+    farewell = False
+    pubs = [EncodedPublication(publication(offset)) for offset in range(1, 7)]
+    now = 0.0
+    for m in (plain, coded):
+        m.ready({}, "c")
+        m.open(now)
+    for kind, value in steps:
+        for m in (plain, coded):
+            if kind in ("pub", "own"):
+                m.publication(pubs[value - 1], "c,d", kind == "pub")
+            elif kind == "gap":
+                m.gap(GAP, "c")
+            elif kind == "flush":
+                if data := m.data_to_send():
+                    out[m].append(data)
+                    m.written(value)
+            elif kind == "tick":
+                m.tick(now + value / 2)
+            elif kind == "disconnect":
+                m.disconnect(disconnect(CloseCode(value)))
+            else:
+                m.peer_gone()
+            if m.ending:
+                out[m].append(m.farewell(now))
+                farewell = True
+        if kind == "tick":
+            now += value / 2
+    wire = b"".join(out[coded])
+    if farewell:
+        whole = gzip.decompress(wire) if name == "gzip" else zlib.decompress(wire)
+        assert whole == b"".join(out[plain])
+    elif wire:
+        assert decode(name, wire) == b"".join(out[plain])
