@@ -19,7 +19,7 @@ client was sent. A stream the client leaves, or a connection cut, has no trailer
 endless compressed body: decoders hand out the data as it comes and do not wait for one.
 
 The price of independence is compression without the previous events as context: a segment
-compresses only against itself. ``docs/topics/performance.md`` ("Compressed HTTP streams")
+compresses only against itself. ``docs/topics/compression.md``
 measures it against one compressor per connection.
 """
 
