@@ -191,3 +191,27 @@ def test_any_sequence_of_events_writes_the_plain_stream_compressed(
         assert whole == b"".join(out[plain])
     elif wire:
         assert decode(name, wire) == b"".join(out[plain])
+
+
+def test_a_stream_that_sent_the_previous_publication_gets_the_shared_chained_segment() -> None:
+    """Consecutive publications: the second one's segment is chained to the first (smaller),
+    shared by the streams that sent the first; a stream with an event between them (a gap
+    notice) gets the independent one. Each stream decodes what it was sent."""
+    first, second = (EncodedPublication(publication(offset)) for offset in (1, 2))
+    streams = [machine("gzip") for _ in range(3)]
+    inflaters = [zlib.decompressobj(31) for _ in streams]
+    for m, inflater in zip(streams, inflaters, strict=True):
+        m.ready({}, "c")
+        m.open(0.0)
+        inflater.decompress(m.data_to_send())
+        m.publication(first, "x", True)
+        assert inflater.decompress(m.data_to_send()) == first.ndjson
+    streams[2].gap(GAP, "c")
+    assert inflaters[2].decompress(streams[2].data_to_send()) == b"<gap>\n"
+    sent = []
+    for m, inflater in zip(streams, inflaters, strict=True):
+        m.publication(second, "x", True)
+        sent.append(m.data_to_send())
+        assert inflater.decompress(sent[-1]) == second.ndjson
+    assert sent[0] is sent[1] == second.deflated(second.ndjson, 6, first.ndjson)
+    assert sent[2] == second.deflated(second.ndjson, 6) and len(sent[0]) < len(sent[2])

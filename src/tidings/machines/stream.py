@@ -23,7 +23,8 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
 - a compressed body (``Content-Encoding``, :class:`~tidings.core.wire.content_coding.StreamCoding`,
   given to the machine when the client accepts it and ``sse.compression`` allows it): every
   notice, heartbeat and publication becomes its own segment as it is produced (a publication's
-  shared by every stream that sends the same bytes), the header goes out with the first bytes
+  shared by every stream that sends the same bytes, chained to the previous publication's when
+  that was the stream's last event), the header goes out with the first bytes
   and the trailer after the farewell. The backlog counts compressed bytes, what the peer must
   take.
 
@@ -115,6 +116,7 @@ class StreamMachine:
         "_framing",
         "_half",
         "_head",
+        "_last",
         "_limit",
         "_next_beat",
         "_pending",
@@ -134,6 +136,8 @@ class StreamMachine:
         #: The body's Content-Encoding (None: identity) and its header, until written.
         self._coding = coding
         self._head = b"" if coding is None else coding.header()
+        #: The last event, if it was a publication's shared bytes: the next may chain to it.
+        self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
         self._pending: list[bytes] = []
@@ -174,11 +178,13 @@ class StreamMachine:
         data = self._framing.publication(encoded, cursor, single)
         coding = self._coding
         if coding is not None:
-            shared = encoded.deflated(data, coding.level)
+            shared = encoded.deflated(data, coding.level, self._last)
             if shared is None:
+                self._last = None
                 data = coding.segment(data)
             else:
                 coding.taken(data)
+                self._last = data
                 data = shared
         pending = self._pending
         first = not pending
@@ -192,6 +198,7 @@ class StreamMachine:
         if self._state > _LIVE:
             return False
         if self._coding is not None:
+            self._last = None
             data = self._coding.segment(data)
         pending = self._pending
         first = not pending

@@ -122,3 +122,31 @@ def test_a_publication_s_shared_bytes_are_compressed_once_and_others_not_at_all(
     assert line is not None and zlib.decompressobj(-15).decompress(line) == ndjson
     assert encoded.deflated(ndjson, 6) is line
     assert encoded.deflated(bytes(bytearray(sse)), 6) is None  # equal bytes, a stream's own copy
+
+
+def test_a_chained_segment_decodes_right_behind_the_bytes_it_follows_and_is_smaller() -> None:
+    before = b'data: {"symbol":"ACME","bid":41.5,"ask":41.7,"volume":18234,"book":[1,2,3,4,5]}\n\n'
+    event = b'data: {"symbol":"ACME","bid":41.6,"ask":41.7,"volume":18240,"book":[1,2,3,4,6]}\n\n'
+    chained = deflate_segment(event, 6, after=before)
+    assert len(chained) < len(deflate_segment(event, 6)) / 2
+    inflater = zlib.decompressobj(-15)
+    assert inflater.decompress(deflate_segment(before, 6)) == before
+    assert inflater.decompress(chained) == event
+    long_history = b"y" * 40_000 + before  # longer than any decoder's window: only its end is used
+    inflater = zlib.decompressobj(-15)
+    assert inflater.decompress(deflate_segment(long_history, 6)) == long_history
+    assert inflater.decompress(deflate_segment(event, 6, after=long_history)) == event
+
+
+@pytest.mark.parametrize("kind", ["sse", "ndjson"])
+def test_a_publication_chains_to_the_first_bytes_asked_for_and_to_no_others(kind: str) -> None:
+    previous, encoded = EncodedPublication(pub(3)), EncodedPublication(pub(4))
+    after, data = getattr(previous, kind), getattr(encoded, kind)
+    chained = encoded.deflated(data, 6, after)
+    assert chained is not None and encoded.deflated(data, 6, after) is chained  # made once
+    inflater = zlib.decompressobj(-15)
+    inflater.decompress(deflate_segment(after, 6))
+    assert inflater.decompress(chained) == data
+    other = bytes(bytearray(after))  # a stream whose last event was something else
+    assert encoded.deflated(data, 6, other) is encoded.deflated(data, 6)  # the independent one
+    assert chained != encoded.deflated(data, 6)

@@ -11,16 +11,21 @@ Because a segment depends on its event's bytes alone, the segment of an event sh
 single-channel stream of a channel (:attr:`EncodedPublication.sse
 <tidings.core.wire.frames.EncodedPublication.sse>`, ``.ndjson``) is compressed **once per
 publication** and shared, like the plain bytes (:meth:`EncodedPublication.deflated
-<tidings.core.wire.frames.EncodedPublication.deflated>`). What is the response's own is the
-wrapper (:class:`StreamCoding`): the gzip header (RFC 1952) or zlib header (RFC 1950, what HTTP
-calls ``deflate``) first, and, when the server ends the stream (its ``disconnect`` notice), a last
-empty block and the trailer: the CRC-32 and length (gzip) or Adler-32 (zlib) of the bytes the
-client was sent. A stream the client leaves, or a connection cut, has no trailer, as any
-endless compressed body: decoders hand out the data as it comes and do not wait for one.
+<tidings.core.wire.frames.EncodedPublication.deflated>`). A segment may also be **chained** to the
+event before it (compressed with that event as its dictionary): valid only for a decoder whose
+last output was that event, it is what every stream that just sent the channel's previous
+publication can share, and consecutive publications of a feed compress against each other as
+with a compressor per connection, for the cost of one compression per publication.
 
-The price of independence is compression without the previous events as context: a segment
-compresses only against itself. ``docs/topics/compression.md``
-measures it against one compressor per connection.
+What is the response's own is the wrapper (:class:`StreamCoding`): the gzip header (RFC 1952)
+or zlib header (RFC 1950, what HTTP calls ``deflate``) first, and, when the server ends the
+stream (its ``disconnect`` notice), a last empty block and the trailer: the CRC-32 and length
+(gzip) or Adler-32 (zlib) of the bytes the client was sent. A stream the client leaves, or a
+connection cut, has no trailer, as any endless compressed body: decoders hand out the data as
+it comes and do not wait for one.
+
+``docs/topics/compression.md`` measures independent and chained segments against one
+compressor per connection.
 """
 
 from __future__ import annotations
@@ -82,16 +87,28 @@ def accepted_coding(accept_encoding: str | None) -> str | None:
     return best
 
 
-def deflate_segment(data: bytes, level: int) -> bytes:
+def deflate_segment(data: bytes, level: int, after: bytes | None = None) -> bytes:
     """``data`` as raw deflate blocks from a fresh compressor, ended by a sync flush (see the
     module docstring): independent of every other segment, so it can be shared and joined.
 
+    With ``after``, the segment is **chained**: compressed with ``after`` as its dictionary, it
+    may refer to ``after``'s bytes, so it is only valid right behind them: a decoder whose last
+    output was exactly ``after`` (the previous segment of the stream decoded to it). Consecutive
+    events of a feed differ a little, so a chained segment is several times smaller.
+
     ``level`` is zlib's (1 fastest … 9 smallest). The window and hash table are sized to
-    ``data`` (a 1 KB event needs no 32 KiB window): a compressor's set-up costs more than a small
-    event's compression, and its size does not change what a decoder needs.
+    what they must hold (a 1 KB event needs no 32 KiB window): a compressor's set-up costs more
+    than a small event's compression, and its size does not change what a decoder needs (a
+    gzip or zlib decoder keeps 32 KiB of history; a longer ``after`` is used only in part).
     """
-    bits = min(15, max(9, (len(data) - 1).bit_length()))
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -bits, max(1, bits - 6))
+    if after is None:
+        bits = min(15, max(9, (len(data) - 1).bit_length()))
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -bits, max(1, bits - 6))
+    else:
+        bits = min(15, max(9, (len(after) + len(data) - 1).bit_length()))
+        compressor = zlib.compressobj(
+            level, zlib.DEFLATED, -bits, max(1, bits - 6), zlib.Z_DEFAULT_STRATEGY, after
+        )
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 

@@ -108,8 +108,10 @@ class EncodedPublication:
 
     __slots__ = (
         "_ndjson",
+        "_ndjson_chained",
         "_ndjson_deflated",
         "_sse",
+        "_sse_chained",
         "_sse_deflated",
         "_ws",
         "_ws_frame",
@@ -128,6 +130,9 @@ class EncodedPublication:
         self._ndjson: bytes | None = None
         self._sse_deflated: bytes | None = None
         self._ndjson_deflated: bytes | None = None
+        # (the bytes it follows, the chained segment): for the streams that sent those last
+        self._sse_chained: tuple[bytes, bytes] | None = None
+        self._ndjson_chained: tuple[bytes, bytes] | None = None
 
     def with_cursor(self, cursor: str) -> bytes:
         """The publication JSON with a ``cursor`` field (for streams over several channels)."""
@@ -164,17 +169,33 @@ class EncodedPublication:
             self._ndjson = ndjson_line(self.with_cursor(self.token))
         return self._ndjson
 
-    def deflated(self, data: bytes, level: int) -> bytes | None:
+    def deflated(self, data: bytes, level: int, after: bytes | None = None) -> bytes | None:
         """The compressed segment (:func:`~tidings.core.wire.content_coding.deflate_segment`)
         of ``data`` if ``data`` is this publication's shared :attr:`sse` event or :attr:`ndjson`
         line, made once and shared by every compressed stream that sends it; None for other
-        bytes (a stream's own: the caller compresses them itself). ``level`` is the node's one
-        setting (``sse.compression_level``): the first call's is kept."""
+        bytes (a stream's own: the caller compresses them itself).
+
+        ``after``: the bytes the stream sent last, if they were one whole event (the previous
+        publication's shared bytes, usually). The first ``after`` asked for gets a segment
+        chained to it, made once and shared by every stream that asks with the same bytes
+        object; any other ``after`` gets the independent segment, so a publication costs at most
+        two compressions. ``level`` is the node's one setting (``sse.compression_level``): the
+        first call's is kept."""
         if data is self._sse:
+            if after is not None:
+                if self._sse_chained is None:
+                    self._sse_chained = (after, deflate_segment(data, level, after))
+                if self._sse_chained[0] is after:
+                    return self._sse_chained[1]
             if self._sse_deflated is None:
                 self._sse_deflated = deflate_segment(data, level)
             return self._sse_deflated
         if data is self._ndjson:
+            if after is not None:
+                if self._ndjson_chained is None:
+                    self._ndjson_chained = (after, deflate_segment(data, level, after))
+                if self._ndjson_chained[0] is after:
+                    return self._ndjson_chained[1]
             if self._ndjson_deflated is None:
                 self._ndjson_deflated = deflate_segment(data, level)
             return self._ndjson_deflated
