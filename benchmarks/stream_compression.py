@@ -8,8 +8,11 @@ times the fan-out (``time.process_time``) and counts the bytes each stream hands
 
     PYTHONPATH=src python benchmarks/stream_compression.py            # 1,000 x 200, ~1 min
 
-Modes: ``identity`` (no Content-Encoding), ``shared`` (``sse.compression``: each publication's
-segment compressed once, every stream sends it; per stream only a CRC-32), and
+Modes: ``identity`` (no Content-Encoding), ``shared, chained`` (``sse.compression``: each
+publication's segment compressed once with the previous publication as its dictionary, every
+stream sends it; per stream only a CRC-32), ``shared, independent`` (the same without the
+chaining: what a stream gets after any other event, e.g. the first publication after its ready
+notice), and
 ``per-connection`` with zlib's defaults (32 KiB window, memLevel 8) and with a small context
 (4 KiB window, memLevel 5, what `websockets` uses for permessage-deflate): each stream's own
 compressor with its history, a sync flush per event. Writes a Markdown table (``--out``) and
@@ -81,7 +84,8 @@ class OwnCopy:
 
 MODES: dict[str, dict[str, Any]] = {
     "identity": {},
-    "shared": {"shared": True},
+    "shared, chained (what tidings does)": {"shared": True},
+    "shared, independent": {"shared": True, "independent": True},
     "per-connection (32 KiB window, memLevel 8)": {"wbits": 15, "mem_level": 8},
     "per-connection (4 KiB window, memLevel 5)": {"wbits": 12, "mem_level": 5},
 }
@@ -120,9 +124,12 @@ def run(mode: dict[str, Any], subscribers: int, pubs: list[Publication], level: 
     sent = 0
     plain = 0
     started = time.process_time()
+    independent = mode.get("independent", False)
     for publication in pubs:
         encoded = EncodedPublication(publication)  # what the hub does once per publication
         for m in machines:
+            if independent:
+                m._last = None  # as if each stream had sent something else since: no chaining
             m.publication(encoded, encoded.token, True)
             sent += len(m.data_to_send())
             m.written(0)
@@ -138,7 +145,7 @@ def run(mode: dict[str, Any], subscribers: int, pubs: list[Publication], level: 
 
 
 def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
-    identity = results["identity"]
+    identity = results["identity"]  # the first row
     lines = [
         f"{args.subscribers:,} SSE streams of one channel, {args.messages} ticker publications "
         f"(~{identity['plain_bytes_per_event']:.0f} bytes per event), zlib level {args.level}; "
