@@ -21,8 +21,9 @@ import httpx
 import orjson
 import pytest
 
+import tidings
 from tests.serving import RunningServer, serve
-from tests.transports.readers import channel_name, publish
+from tests.transports.readers import channel_name, publish, wait_until
 from tidings.core.cursor import encode_token
 from tidings.core.position import Position
 
@@ -152,6 +153,40 @@ class StreamCompression:
         assert [item.get("op") for item in items] == ["ready", None, None, "disconnect"]
         assert [item["data"] for item in items[1:3]] == ["to a", "to b"]
         assert all("cursor" in item for item in items[1:3])
+
+    @pytest.mark.parametrize("kind", ["sse", "stream"])
+    async def test_the_python_client_reads_a_compressed_stream(
+        self, compressing: RunningServer, kind: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``tidings.Client`` (httpx underneath: it asks for gzip) gets the publications of a
+        compressed stream as from a plain one, consecutive ones chained to each other."""
+        channel = channel_name()
+        encodings: list[str] = []
+        plain_init = httpx.AsyncClient.__init__
+
+        async def record(response: httpx.Response) -> None:
+            if response.url.path == PATHS[kind]:
+                encodings.append(response.headers.get("content-encoding", ""))
+
+        def init(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+            plain_init(client, *args, event_hooks={"response": [record]}, **kwargs)
+
+        monkeypatch.setattr(httpx.AsyncClient, "__init__", init)
+        async with tidings.Client(compressing.url, transport=kind) as client:
+            subscription = client.subscribe(channel)
+            await wait_until(
+                lambda: compressing.node.connection_counts().get(kind, 0) > 0, "the stream to open"
+            )
+            async with httpx.AsyncClient(base_url=compressing.url, timeout=DEADLINE) as http:
+                await publish(http, channel, *({"n": n, "pad": "tick " * 40} for n in range(5)))
+            got = []
+            async with asyncio.timeout(DEADLINE):
+                async for item in subscription:
+                    got.append(item.data)  # type: ignore[union-attr]
+                    if len(got) == 5:
+                        break
+        assert [item["n"] for item in got] == list(range(5))
+        assert encodings == ["gzip"]
 
     @pytest.mark.parametrize(
         ("accept", "setting"), [(None, True), ("identity", True), ("br", True), ("gzip", False)]
