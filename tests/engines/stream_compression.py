@@ -11,8 +11,11 @@ with ``curl --compressed`` and with Chromium's EventSource.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import os
 import shutil
+import socket
 import zlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -23,7 +26,7 @@ import pytest
 
 import tidings
 from tests.serving import RunningServer, serve
-from tests.transports.readers import channel_name, publish, wait_until
+from tests.transports.readers import channel_name, dechunk, publish, wait_until
 from tidings.core.cursor import encode_token
 from tidings.core.position import Position
 
@@ -153,6 +156,41 @@ class StreamCompression:
         assert [item.get("op") for item in items] == ["ready", None, None, "disconnect"]
         assert [item["data"] for item in items[1:3]] == ["to a", "to b"]
         assert all("cursor" in item for item in items[1:3])
+
+    @pytest.mark.parametrize("kind", ["sse", "stream"])
+    async def test_a_compressed_stream_that_is_not_read_ends_with_a_body_that_checks(self, kind: str) -> None:
+        """A client that stops reading: its stream is ended as a slow consumer (4008) with the
+        events it could not take dropped; what it then reads is a whole gzip body whose
+        trailer checks (it counts what was sent, not what was dropped)."""
+        channel = channel_name()
+        settings = {"compression": True}
+        limits = {"outbox_bytes": 65536}
+        with serve(engine=self.engine, sse=settings, limits=limits, flow={"enabled": False}) as server:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(DEADLINE)
+            sock.connect(("127.0.0.1", server.port))
+            request = f"GET {PATHS[kind]}?channel={channel} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n"
+            sock.sendall(request.encode() + b"\r\n")
+            with sock:
+                received = sock.recv(4096)  # the head and the ready notice; then nothing is read
+                async with httpx.AsyncClient(base_url=server.url, timeout=DEADLINE) as http:
+                    for _ in range(400):  # incompressible: 60 KB of random base64 each
+                        await publish(http, channel, base64.b64encode(os.urandom(45_000)).decode())
+                        if server.node.connection_counts().get(kind, 0) == 0:
+                            break
+                async with asyncio.timeout(DEADLINE):
+                    while not received.endswith(b"\r\n0\r\n\r\n") and (
+                        chunk := await asyncio.to_thread(sock.recv, 1 << 20)
+                    ):
+                        received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert b"content-encoding: gzip" in head.lower(), head
+        assert received.endswith(b"\r\n0\r\n\r\n"), received[-200:]
+        items = stream_ended(gzip.decompress(dechunk(body)), kind)  # checks the CRC and length
+        assert items[0]["op"] == "ready"
+        assert items[-1]["op"] == "disconnect" and items[-1]["code"] == 4008, items[-1]
+        assert len(items) < 100  # most were dropped
 
     @pytest.mark.parametrize("kind", ["sse", "stream"])
     async def test_the_python_client_reads_a_compressed_stream(

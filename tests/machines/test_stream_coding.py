@@ -215,3 +215,29 @@ def test_a_stream_that_sent_the_previous_publication_gets_the_shared_chained_seg
         assert inflater.decompress(sent[-1]) == second.ndjson
     assert sent[0] is sent[1] == second.deflated(second.ndjson, 6, first.ndjson)
     assert sent[2] == second.deflated(second.ndjson, 6) and len(sent[0]) < len(sent[2])
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate"])
+def test_a_write_interrupted_by_the_end_is_not_in_the_trailer(name: str) -> None:
+    """ASGI: the end cancels a ``send`` that waits for the socket, before it writes; the driver
+    reports no write, and the trailer counts only what was written."""
+    m = machine(name)
+    m.ready({}, "c")
+    m.open(0.0)
+    head = m.data_to_send()
+    m.written(0)
+    m.publication(EncodedPublication(publication(1)), "x", True)
+    assert m.data_to_send()  # handed to a send that is then interrupted: never written
+    m.disconnect(disconnect(CloseCode.GOING_AWAY, "bye"))
+    body = head + m.farewell(1.0)
+    plain = b"<pre><ready>\n<bye 1001>\n"
+    assert (gzip.decompress(body) if name == "gzip" else zlib.decompress(body)) == plain
+
+
+def test_an_interrupted_first_write_leaves_the_header_to_the_farewell() -> None:
+    m = machine("gzip")
+    m.ready({}, "c")
+    m.open(0.0)
+    assert m.data_to_send().startswith(b"\x1f\x8b")  # never written
+    m.drain()
+    assert gzip.decompress(m.farewell(1.0)) == b"<bye 1012>\n"

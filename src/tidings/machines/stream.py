@@ -116,6 +116,7 @@ class StreamMachine:
         "_framing",
         "_half",
         "_head",
+        "_head_handed",
         "_last",
         "_limit",
         "_next_beat",
@@ -136,6 +137,7 @@ class StreamMachine:
         #: The body's Content-Encoding (None: identity) and its header, until written.
         self._coding = coding
         self._head = b"" if coding is None else coding.header()
+        self._head_handed = b""  # handed to the driver, not yet reported written
         #: The last event, if it was a publication's shared bytes: the next may chain to it.
         self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
@@ -237,15 +239,23 @@ class StreamMachine:
         self._unsent = self._buffered
         self._wrote = True
         if self._coding is not None:
-            self._coding.sent()
+            self._coding.handed()
             if self._head:
-                data, self._head = self._head + data, b""
+                data, self._head_handed, self._head = self._head + data, self._head, b""
         return data
 
     def written(self, backlog: int) -> None:
         """After a write: ``backlog`` bytes the driver holds that the peer has not taken (the
         sockets engine's transport write buffer; 0 on ASGI once ``send`` returned). After the
-        farewell, 0 means it was taken: nothing is left to cut."""
+        farewell, 0 means it was taken: nothing is left to cut.
+
+        The driver owes this report after each write of :meth:`data_to_send`'s bytes, and only
+        then: a write the end of the stream interrupted (ASGI: a ``send`` cancelled while it
+        waited for the socket, before writing) is not reported, and a compressed body's trailer
+        does not count those bytes (its header, if they held it, goes out with the farewell)."""
+        if self._coding is not None:
+            self._coding.sent()
+            self._head_handed = b""
         self._unsent += backlog - self._buffered
         self._buffered = backlog
         state = self._state
@@ -348,9 +358,11 @@ class StreamMachine:
         data = b"".join(self._pending)
         self._pending.clear()
         if coding is not None:
+            coding.lost()  # handed, never reported written: never written
+            coding.handed()
             coding.sent()
-            data = b"".join((self._head, data, coding.trailer()))
-            self._head = b""
+            data = b"".join((self._head or self._head_handed, data, coding.trailer()))
+            self._head = self._head_handed = b""
         self._unsent = self._buffered
         self._state = _CLOSED
         self._cut_at = self.deadline = now + self._config.close_timeout

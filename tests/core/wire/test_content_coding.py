@@ -73,15 +73,21 @@ def test_a_response_is_the_header_its_segments_and_the_trailer_of_what_was_sent(
     body = [coding.header()]
     for event in EVENTS[:3]:
         body.append(coding.segment(event))
+    coding.handed()
     coding.sent()
     shared = deflate_segment(EVENTS[4], 1)  # made once for many responses, counted here
     coding.taken(EVENTS[4])
     body.append(shared)
+    coding.handed()
     coding.sent()
     coding.segment(b"never sent: a slow consumer's pending data")
     coding.taken(b"never sent either")
     coding.dropped()
+    coding.segment(b"handed, but the write was interrupted before it wrote")
+    coding.handed()
+    coding.lost()
     body.append(coding.segment(EVENTS[3]))
+    coding.handed()
     coding.sent()
     body.append(coding.trailer())
     plain = b"".join((*EVENTS[:3], EVENTS[4], EVENTS[3]))

@@ -118,12 +118,14 @@ class StreamCoding:
     The caller owes the order: :meth:`header` first; :meth:`segment` (or a shared segment from
     :meth:`EncodedPublication.deflated <tidings.core.wire.frames.EncodedPublication.deflated>`
     with :meth:`taken`) for every piece of plain bytes, in the order they will be written;
-    :meth:`sent` when they are handed to the connection, :meth:`dropped` for those that never
-    will be (a slow consumer's pending data); :meth:`trailer` last, only after everything before
-    it was :meth:`sent`.
+    :meth:`handed` when they are handed to the connection and :meth:`sent` once the connection
+    has taken them; :meth:`dropped` for the pending ones that never will be handed (a slow
+    consumer's), :meth:`lost` for the handed ones the connection never took (a write the end
+    of the stream interrupted); :meth:`trailer` last, after everything before it was
+    :meth:`sent`: it counts what was.
     """
 
-    __slots__ = ("_check", "_gzip", "_size", "_unsent", "level", "name")
+    __slots__ = ("_check", "_gzip", "_handed", "_size", "_unsent", "level", "name")
 
     def __init__(self, name: str, level: int = 6) -> None:
         if name not in CODINGS:
@@ -135,8 +137,10 @@ class StreamCoding:
         self._gzip = name == "gzip"
         self._check = 0 if self._gzip else 1  # CRC-32 and Adler-32 start values
         self._size = 0
-        #: Plain bytes segmented but not yet sent: counted in the trailer only once sent.
+        #: Plain bytes segmented and not yet handed, and handed but not yet sent: the trailer
+        #: counts them only once sent.
         self._unsent: list[bytes] = []
+        self._handed: list[bytes] = []
 
     def header(self) -> bytes:
         return _GZIP_HEADER if self._gzip else _ZLIB_HEADER
@@ -150,22 +154,31 @@ class StreamCoding:
         """``data`` goes out as a shared segment made elsewhere (count it like :meth:`segment`)."""
         self._unsent.append(data)
 
+    def handed(self) -> None:
+        """What was segmented so far is handed to the connection."""
+        self._handed += self._unsent
+        self._unsent.clear()
+
     def sent(self) -> None:
-        """What was segmented so far is handed to the connection: the trailer counts it."""
+        """What was handed is taken by the connection: the trailer counts it."""
         check, size = self._check, self._size
         if self._gzip:
-            for data in self._unsent:
+            for data in self._handed:
                 check = zlib.crc32(data, check)
                 size += len(data)
         else:
-            for data in self._unsent:
+            for data in self._handed:
                 check = zlib.adler32(data, check)
         self._check, self._size = check, size
-        self._unsent.clear()
+        self._handed.clear()
 
     def dropped(self) -> None:
-        """What was segmented and not sent never will be."""
+        """What was segmented and not handed never will be."""
         self._unsent.clear()
+
+    def lost(self) -> None:
+        """What was handed and not taken never will be."""
+        self._handed.clear()
 
     def trailer(self) -> bytes:
         """The response's last bytes: the last (empty) block and the check of what was sent."""
