@@ -274,7 +274,8 @@ class StreamCompression:
         self, compressing: RunningServer
     ) -> None:
         """Chromium offers gzip, deflate, br and zstd: it gets gzip, and each publication is
-        handed to the page while the next is not yet published."""
+        handed to the page while the next is not yet published, by its EventSource on /sse
+        and by a fetch stream read line by line on /stream."""
         playwright = pytest.importorskip("playwright.async_api")
         channel = channel_name()
         async with playwright.async_playwright() as p:
@@ -285,7 +286,9 @@ class StreamCompression:
                 page.on(
                     "response",
                     lambda r: (
-                        encodings.append(r.headers.get("content-encoding", "")) if "/sse" in r.url else None
+                        encodings.append(r.headers.get("content-encoding", ""))
+                        if "/sse" in r.url or "/stream" in r.url
+                        else None
                     ),
                 )
                 await page.goto(f"{compressing.url}/healthz")  # same origin as the stream
@@ -295,16 +298,40 @@ class StreamCompression:
                         const source = new EventSource(url);
                         source.addEventListener("ready", () => { window.__ready += 1; });
                         source.onmessage = (event) => { window.__log.push(JSON.parse(event.data).data); };
+                        window.__lines = []; window.__streamReady = 0;
+                        (async () => {
+                            const response = await fetch(url.replace("/sse", "/stream"));
+                            const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+                            let buffer = "";
+                            for (;;) {
+                                const { value, done } = await reader.read();
+                                if (done) return;
+                                buffer += value;
+                                let end;
+                                while ((end = buffer.indexOf("\\n")) >= 0) {
+                                    const item = JSON.parse(buffer.slice(0, end));
+                                    buffer = buffer.slice(end + 1);
+                                    if (item.op === "ready") window.__streamReady += 1;
+                                    else if (!item.op) window.__lines.push(item.data);
+                                }
+                            }
+                        })();
                     }""",
                     f"/sse?channel={channel}",
                 )
-                await page.wait_for_function("window.__ready === 1", timeout=DEADLINE * 1000)
+                await page.wait_for_function(
+                    "window.__ready === 1 && window.__streamReady === 1", timeout=DEADLINE * 1000
+                )
                 async with httpx.AsyncClient(base_url=compressing.url, timeout=DEADLINE) as http:
                     for n in range(1, 6):
                         await publish(http, channel, {"n": n, "pad": "tick " * 50})
-                        await page.wait_for_function(f"window.__log.length === {n}", timeout=DEADLINE * 1000)
+                        await page.wait_for_function(
+                            f"window.__log.length === {n} && window.__lines.length === {n}",
+                            timeout=DEADLINE * 1000,
+                        )
                 log = await page.evaluate("window.__log.map((d) => d.n)")
+                lines = await page.evaluate("window.__lines.map((d) => d.n)")
             finally:
                 await browser.close()
-        assert log == [1, 2, 3, 4, 5]
-        assert encodings == ["gzip"]
+        assert log == lines == [1, 2, 3, 4, 5]
+        assert encodings == ["gzip", "gzip"]
