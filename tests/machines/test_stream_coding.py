@@ -241,3 +241,19 @@ def test_an_interrupted_first_write_leaves_the_header_to_the_farewell() -> None:
     assert m.data_to_send().startswith(b"\x1f\x8b")  # never written
     m.drain()
     assert gzip.decompress(m.farewell(1.0)) == b"<bye 1012>\n"
+
+
+def test_a_stream_of_several_channels_chains_its_own_publications() -> None:
+    first, second = (EncodedPublication(publication(offset)) for offset in (1, 2))
+    m = machine("deflate")
+    m.ready({}, "c")
+    m.open(0.0)
+    inflater = zlib.decompressobj(15)
+    inflater.decompress(m.data_to_send())
+    sizes = []
+    for encoded in (first, second):
+        m.publication(encoded, "c,d", False)
+        wire = m.data_to_send()
+        assert inflater.decompress(wire) == encoded.with_cursor("c,d") + b"\n"
+        sizes.append(len(wire))
+    assert sizes[1] < sizes[0] / 2  # the second refers to the first

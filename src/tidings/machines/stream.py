@@ -23,7 +23,7 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
 - a compressed body (``Content-Encoding``, :class:`~tidings.core.wire.content_coding.StreamCoding`,
   given to the machine when the client accepts it and ``sse.compression`` allows it): every
   notice, heartbeat and publication becomes its own segment as it is produced (a publication's
-  shared by every stream that sends the same bytes, chained to the previous publication's when
+  shared by every stream that sends the same bytes; chained to the previous publication when
   that was the stream's last event), the header goes out with the first bytes
   and the trailer after the farewell. The backlog counts compressed bytes, what the peer must
   take.
@@ -138,7 +138,7 @@ class StreamMachine:
         self._coding = coding
         self._head = b"" if coding is None else coding.header()
         self._head_handed = b""  # handed to the driver, not yet reported written
-        #: The last event, if it was a publication's shared bytes: the next may chain to it.
+        #: The last event, if it was a publication: the next publication may chain to it.
         self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
@@ -181,9 +181,8 @@ class StreamMachine:
         coding = self._coding
         if coding is not None:
             shared = encoded.deflated(data, coding.level, self._last)
-            if shared is None:
-                self._last = None
-                data = coding.segment(data)
+            if shared is None:  # the stream's own bytes (several channels): its own chain
+                data, self._last = coding.segment(data, self._last), data
             else:
                 coding.taken(data)
                 self._last = data

@@ -145,10 +145,11 @@ class StreamCoding:
     def header(self) -> bytes:
         return _GZIP_HEADER if self._gzip else _ZLIB_HEADER
 
-    def segment(self, data: bytes) -> bytes:
-        """The segment of ``data``, compressed for this response alone (not shared)."""
+    def segment(self, data: bytes, after: bytes | None = None) -> bytes:
+        """The segment of ``data``, compressed for this response alone (not shared); chained
+        to ``after`` if given, which the caller owes to be the event written right before."""
         self._unsent.append(data)
-        return deflate_segment(data, self.level)
+        return deflate_segment(data, self.level, after)
 
     def taken(self, data: bytes) -> None:
         """``data`` goes out as a shared segment made elsewhere (count it like :meth:`segment`)."""
