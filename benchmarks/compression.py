@@ -11,8 +11,9 @@ variant it reports:
 
 - **bytes per delivery on the wire**: what the subscribers' sockets received during the
   publications (frame headers included), over the deliveries; beside it the message's own size
-  (uncompressed), the ratio, and the ratio to the same server's plain variant (``tidings``,
-  ``node-ws``: full messages, uncompressed), which is what the targets of issue 19 compare;
+  (uncompressed), the ratio, and the ratio to the same server's plain variant on the same
+  transport (``tidings``, ``node-ws``, ``tidings-sse``, ``node-sse``: full messages,
+  uncompressed), which is what the targets of issue 19 compare;
 - **server CPU per delivery**: the server process's user + system CPU (``/proc``) over the
   window, over the deliveries;
 - **deliveries/s**: deliveries over the time from the first publish to the last delivery;
@@ -29,7 +30,10 @@ others when the machine has several):
 - ``tidings-deflate-delta``: both;
 - ``node-ws-deflate``: Node ``ws`` (``benchmarks/peerbench/servers/node_ws.js``) with
   ``perMessageDeflate`` (threshold 256 bytes, its defaults otherwise: context takeover);
-- ``node-ws``: the same without compression.
+- ``node-ws``: the same without compression;
+- ``tidings-sse``, ``tidings-sse-gzip`` (``[sse] compression = true``, the clients ask for
+  gzip as browsers do) and ``node-sse`` (the Node server's hand-rolled SSE endpoint): the same
+  fan-out over SSE, the clients raw sockets that de-chunk and decode the body as it comes.
 
 A variant whose server does not offer what it needs (a tidings build without the
 ``websocket.compression`` or namespace ``delta`` setting, Node ``ws`` not installed: ``python
@@ -61,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -82,7 +87,18 @@ VARIANTS = (
     "tidings-deflate-delta",
     "node-ws-deflate",
     "node-ws",
+    "tidings-sse",
+    "tidings-sse-gzip",
+    "node-sse",
 )
+BASELINES = ("tidings", "node-ws", "tidings-sse", "node-sse")
+
+
+def baseline_of(variant: str) -> str:
+    """The plain variant (full messages, uncompressed) of the same server and transport."""
+    return next(b for b in sorted(BASELINES, key=len, reverse=True) if variant.startswith(b))
+
+
 # where a delivery says which publication it is: tidings' envelope, or the ticker's own field
 SEQ = {"tidings": re.compile(rb'"offset":(\d+)'), "node": re.compile(rb'"seq":(\d+)')}
 
@@ -158,6 +174,7 @@ def tidings_offers() -> dict[str, bool]:
         "ws = Settings.model_fields.get('websocket')\n"
         "fields = getattr(ws.annotation, 'model_fields', {}) if ws else {}\n"
         "print(json.dumps({'compression': 'compression' in fields,"
+        " 'sse_compression': 'compression' in Settings.model_fields['sse'].annotation.model_fields,"
         " 'delta': 'delta' in NamespaceSettings.model_fields}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -190,6 +207,8 @@ def start_tidings(port: int, variant: str, offers: dict[str, bool], scratch: Pat
         toml += f"\n[websocket]\ncompression = {'true' if 'deflate' in variant else 'false'}\n"
     if "delta" in variant:
         toml = toml.replace("history_size = 1000\n", "history_size = 1000\ndelta = true\n")
+    if offers["sse_compression"]:
+        toml += f"\n[sse]\ncompression = {'true' if variant.endswith('-gzip') else 'false'}\n"
     config = scratch / f"{variant}.toml"
     config.write_text(toml)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
@@ -273,6 +292,68 @@ class Subscriber(asyncio.Protocol):
                 future.set_exception(ConnectionError("closed"))
 
 
+class SSESubscriber(asyncio.Protocol):
+    """One SSE client over a raw socket: asks for gzip when ``gzip`` (as a browser does),
+    de-chunks and decodes the body as it comes, hands each event on; counts socket bytes."""
+
+    def __init__(self, path: str, gzip: bool, on_message: Callable[[bytes], None]) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n"
+            + ("Accept-Encoding: gzip\r\n" if gzip else "")
+            + "\r\n"
+        ).encode()
+        self.on_message = on_message
+        self.transport: asyncio.Transport | None = None
+        self.wire = 0
+        self.buffer = b""
+        self.head: bytes | None = None
+        self.inflater: Any = None
+        self.text = b""
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[str] = loop.create_future()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.wire += len(data)
+        self.buffer += data
+        if self.head is None:
+            head, found, rest = self.buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            self.head, self.buffer = head, rest
+            encoding = re.search(rb"(?im)^content-encoding: *([a-z]+)", head)
+            if encoding is not None:
+                self.inflater = zlib.decompressobj(31 if encoding.group(1) == b"gzip" else 15)
+            self.opened.set_result(f"Content-Encoding: {encoding.group(1).decode()}" if encoding else "")
+        while True:  # whole chunks only
+            size_end = self.buffer.find(b"\r\n")
+            if size_end < 0:
+                return
+            size = int(self.buffer[:size_end], 16)
+            if len(self.buffer) < size_end + 2 + size + 2:
+                return
+            chunk = self.buffer[size_end + 2 : size_end + 2 + size]
+            self.buffer = self.buffer[size_end + 2 + size + 2 :]
+            self.text += self.inflater.decompress(chunk) if self.inflater is not None else chunk
+            *events, self.text = self.text.split(b"\n\n")
+            for event in events:
+                if not self.subscribed.done():
+                    self.subscribed.set_result(None)  # the ready notice (or Node's comment)
+                if event.startswith(b":") or b"event: ready" in event:
+                    continue
+                self.on_message(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in (self.opened, self.subscribed):
+            if not future.done():
+                future.set_exception(ConnectionError("closed"))
+
+
 async def subscribers_main(spec: dict[str, Any], pipe: Any) -> None:
     """A worker: open ``spec["count"]`` subscribers, say ready, take ``spec["messages"]`` each,
     then send back what it measured."""
@@ -302,11 +383,17 @@ async def subscribers_main(spec: dict[str, Any], pipe: Any) -> None:
                 done.set_result(None)
 
     got.extend(array("d") for _ in range(messages))
-    clients: list[Subscriber] = []
+    clients: list[Subscriber | SSESubscriber] = []
     extensions: set[str] = set()
     for _ in range(spec["count"]):
         _, client = await loop.create_connection(
-            lambda: Subscriber(spec["url"], spec["subscribe"], on_message), "127.0.0.1", spec["port"]
+            (
+                (lambda: SSESubscriber(spec["sse_path"], spec["gzip"], on_message))
+                if spec["transport"] == "sse"
+                else (lambda: Subscriber(spec["url"], spec["subscribe"], on_message))
+            ),
+            "127.0.0.1",
+            spec["port"],
         )
         extensions.add(await asyncio.wait_for(client.opened, 30))
         await asyncio.wait_for(client.subscribed, 30)
@@ -386,10 +473,14 @@ def run_variant(variant: str, args: argparse.Namespace, offers: dict[str, bool],
     if "deflate" in variant and not node and not offers["compression"]:
         result.status = "n/a: this build has no websocket.compression setting"
         return result
+    if variant == "tidings-sse-gzip" and not offers["sse_compression"]:
+        result.status = "n/a: this build has no sse.compression setting"
+        return result
     if "delta" in variant and not offers["delta"]:
         result.status = "n/a: this build has no namespace delta setting"
         return result
     port = free_port()
+    sse = variant.endswith(("-sse", "-sse-gzip"))
     proc = start_node(port, "deflate" in variant) if node else start_tidings(port, variant, offers, scratch)
     cpus = os.cpu_count() or 1
     pin(proc.pid, {0})
@@ -426,6 +517,9 @@ def run_variant(variant: str, args: argparse.Namespace, offers: dict[str, bool],
                 "flavor": "node" if node else "tidings",
                 "deadline": args.deadline,
                 "cpus": client_cpus,
+                "transport": "sse" if sse else "ws",
+                "sse_path": f"/sse?channel={CHANNEL}",
+                "gzip": variant.endswith("-gzip"),
             }
             process = multiprocessing.Process(target=subscribers_process, args=(spec, child), daemon=True)
             process.start()
@@ -499,11 +593,7 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     ]
     # "vs uncompressed": against the same server's plain variant (full messages, no
     # compression) when it ran, else against the message's own size
-    plain = {
-        r.variant.split("-")[0]: r.bytes_per_delivery
-        for r in results
-        if r.variant in ("tidings", "node-ws") and r.status == "ok"
-    }
+    plain = {r.variant: r.bytes_per_delivery for r in results if r.variant in BASELINES and r.status == "ok"}
     for r in results:
         if r.status.startswith("n/a"):
             lines.append(f"| {r.variant} | | | | | | | | | | {r.status} |")
@@ -512,7 +602,7 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
         if r.deltas:
             note = (note + "; " if note else "") + f"{r.deltas / max(1, r.deliveries):.0%} deltas"
         message = max(1.0, r.message_bytes_per_delivery)
-        baseline = plain.get(r.variant.split("-")[0], message)
+        baseline = plain.get(baseline_of(r.variant), message)
         lines.append(
             f"| {r.variant} | {r.extension} | {r.bytes_per_delivery:,.0f} | {message:,.0f} "
             f"| {r.bytes_per_delivery / message:.0%} | {r.bytes_per_delivery / baseline:.0%} "
