@@ -46,7 +46,7 @@ build; whether the server agreed to compress is read from each handshake (``exte
     PYTHONPATH=src python benchmarks/compression.py --subscribers 50 --messages 20 --no-docs
 
 Results: one JSON line per variant in ``benchmarks/results/compression-<date>.jsonl``, the table
-on stdout and (unless ``--no-docs``) in ``docs/topics/compression.md`` between its
+on stdout and (unless ``--no-docs``) in ``docs/topics/performance.md`` between its
 ``<!-- bench:compression -->`` markers.
 """
 
@@ -77,7 +77,7 @@ from ticker import ticker_messages
 ROOT = Path(__file__).resolve().parents[1]
 NODE_SERVER = ROOT / "benchmarks" / "peerbench" / "servers" / "node_ws.js"
 NODE_PATH = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env")) / "node" / "node_modules"
-DOC = ROOT / "docs" / "topics" / "compression.md"
+DOC = ROOT / "docs" / "topics" / "performance.md"
 TICK = os.sysconf("SC_CLK_TCK")
 CHANNEL = "bench:ticker"
 VARIANTS = (
@@ -635,7 +635,7 @@ def main() -> None:
         "--procs", type=int, default=2, help="subscriber processes (they share the client CPUs)"
     )
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds to wait for every delivery")
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/topics/compression.md")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/topics/performance.md")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)

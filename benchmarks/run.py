@@ -685,7 +685,7 @@ STEPS = {
     ),
     "compression": (
         "compression.py: WebSocket fan-out of a 1 KB ticker, bytes on the wire, CPU, deliveries/s, "
-        "p99, compressed or not, delta or not, Node ws alike -> docs/topics/compression.md",
+        "p99, compressed or not, delta or not, Node ws alike -> docs/topics/performance.md",
         "3-6 min",
     ),
 }

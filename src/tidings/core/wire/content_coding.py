@@ -24,7 +24,7 @@ stream (its ``disconnect`` notice), a last empty block and the trailer: the CRC-
 connection cut, has no trailer, as any endless compressed body: decoders hand out the data as
 it comes and do not wait for one.
 
-``docs/topics/compression.md`` measures independent and chained segments against one
+``docs/topics/compressed-streams.md`` measures independent and chained segments against one
 compressor per connection.
 """
 
