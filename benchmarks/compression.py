@@ -47,7 +47,8 @@ build; whether the server agreed to compress is read from each handshake (``exte
 
 Results: one JSON line per variant in ``benchmarks/results/compression-<date>.jsonl``, the table
 on stdout and (unless ``--no-docs``) in ``docs/topics/performance.md`` between its
-``<!-- bench:compression -->`` markers.
+``<!-- bench:compression -->`` markers, with a chart (``docs/img/bench-compression.png``) when
+matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE_SERVER = ROOT / "benchmarks" / "peerbench" / "servers" / "node_ws.js"
 NODE_PATH = Path(os.environ.get("PEERBENCH_ENV", "/tmp/peerbench-env")) / "node" / "node_modules"
 DOC = ROOT / "docs" / "topics" / "performance.md"
+CHART = ROOT / "docs" / "img" / "bench-compression.png"
 TICK = os.sysconf("SC_CLK_TCK")
 CHANNEL = "bench:ticker"
 VARIANTS = (
@@ -612,6 +614,49 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def chart(results: list[Result], path: Path, note: str) -> bool:
+    """Bytes per delivery, server CPU per delivery and deliveries/s per variant, one panel each
+    (tidings' rows highlighted, n/a rows empty), to ``path``; False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("chart skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("bytes per delivery on the wire", lambda r: r.bytes_per_delivery),
+        ("server CPU per delivery (µs)", lambda r: r.cpu_us_per_delivery),
+        ("deliveries/s", lambda r: r.deliveries_per_s),
+    )
+    rows = list(range(len(results)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 1.6 + 0.34 * len(rows)), dpi=100, sharey=True)
+    for ax, (label, value) in zip(axes, panels, strict=True):
+        ok = [r.status == "ok" for r in results]
+        values = [value(r) if good else 0.0 for r, good in zip(results, ok, strict=True)]
+        colors = ["#1f6feb" if r.variant.startswith("tidings") else "#9aa4ad" for r in results]
+        ax.barh(rows, values, color=colors)
+        top = max(values, default=0.0) or 1.0
+        for i, (v, r) in enumerate(zip(values, results, strict=True)):
+            text = f"{v:,.0f}" if r.status == "ok" else r.status.split(":")[0]  # n/a, incomplete
+            ax.text(v + top * 0.02, i, text, va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.25)
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0].set_yticks(rows, [r.variant for r in results])
+    axes[0].invert_yaxis()
+    fig.suptitle("Fan-out of a 1 KB ticker: compression and delta updates", fontsize=9, fontweight="bold")
+    fig.text(0.01, 0.01, note, fontsize=6.5, color="#555555")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
 def write_doc(text: str) -> None:
     begin, end = "<!-- bench:compression -->", "<!-- /bench:compression -->"
     doc = DOC.read_text()
@@ -669,6 +714,12 @@ def main() -> None:
     text = table(results, args)
     print(text)
     if not args.no_docs:
+        note = (
+            f"{args.subscribers:,} subscribers, {args.messages} messages; {os.cpu_count()} CPUs; "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+        )
+        if chart(results, CHART, note):
+            text = f"![bytes, CPU and deliveries/s per variant](../img/{CHART.name})\n\n{text}"
         write_doc(text)
 
 
