@@ -9,8 +9,13 @@
                                                  delivery (publish_api.py, about a minute)
   python benchmarks/run.py http-transports | webhooks | redis
                                                  the other tidings-only benchmarks
+  python benchmarks/run.py compression           issue 19: 1,000 WebSocket subscribers of a 1 KB
+                                                 ticker, tidings with/without permessage-deflate
+                                                 and delta updates, Node ws with/without
+                                                 perMessageDeflate (compression.py)
   python benchmarks/run.py all [--only A,B]      the suite, then http-transports, publish-api,
-                                                 webhooks and redis (`make bench`; ~45-60 min)
+                                                 webhooks, redis and compression (`make bench`;
+                                                 ~50-65 min)
   python benchmarks/run.py compare --before REF  tidings alone, the code of REF against the working
                                                  tree (or --after REF), runs alternating; each
                                                  figure within 5 % of before? (issue 18)
@@ -678,6 +683,11 @@ STEPS = {
         "(needs redis-server)",
         "1.5 min",
     ),
+    "compression": (
+        "compression.py: WebSocket fan-out of a 1 KB ticker, bytes on the wire, CPU, deliveries/s, "
+        "p99, compressed or not, delta or not, Node ws alike -> docs/topics/performance.md",
+        "3-6 min",
+    ),
 }
 ALL_STEPS = ",".join(STEPS)
 
@@ -700,6 +710,8 @@ def run_step(step: str, a: argparse.Namespace) -> None:
         tidings_script("webhooks.py", "--json", str(RESULTS / "webhooks.json"))
     elif step == "redis":
         tidings_script("redis_broker.py", "--json", str(RESULTS / "redis_broker.json"))
+    elif step == "compression":
+        tidings_script("compression.py", *(["--no-docs"] if getattr(a, "no_docs", False) else []))
 
 
 def run_all(a: argparse.Namespace) -> None:
@@ -1168,7 +1180,7 @@ def main() -> None:
         help=f"comma-separated, of {', '.join(SCENARIO_TITLES)} (default %(default)s)",
     )
     run_options(c)
-    for name in ("http-transports", "publish-api", "webhooks", "redis"):
+    for name in ("http-transports", "publish-api", "webhooks", "redis", "compression"):
         p = sub.add_parser(name, help=STEPS[name][0])
         p.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
     r = sub.add_parser("report", help="rewrite performance.md tables from result files")

@@ -250,6 +250,15 @@ class SSESettings(_Section):
         description="Seconds before the server ends an SSE or NDJSON stream so the "
         "client reconnects and resumes by cursor (0: never), e.g. to rebalance load.",
     )
+    compression: bool = Field(
+        False,
+        description="Content-Encoding gzip (or deflate) for SSE and NDJSON streams whose client "
+        "sends an Accept-Encoding that allows it; every event is flushed at once, and a "
+        "publication is compressed once for every stream of its channel alone.",
+    )
+    compression_level: int = Field(
+        6, ge=1, le=9, description="zlib level of compressed streams (1: fastest, 9: smallest)."
+    )
 
 
 class ServerSettings(_Section):

@@ -54,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.engines.stream_compression import StreamCompression
 from tests.rawws import RawWS
 from tests.rfc6455 import client_frame
 from tests.serving import RunningServer, serve
@@ -308,8 +309,9 @@ async def stream_items(http: httpx.AsyncClient, kind: str, params: dict[str, Any
         return [item async for item in items(response, kind)]
 
 
-class EngineConformance:
-    """The suite. See the module docstring for what a subclass provides."""
+class EngineConformance(StreamCompression):
+    """The suite (with the compressed streams' tests of :class:`StreamCompression`). See the
+    module docstring for what a subclass provides."""
 
     #: ``"sockets"`` or ``"asgi"`` (:func:`tests.serving.serve`'s ``engine``).
     engine: ClassVar[str]

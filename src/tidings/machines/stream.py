@@ -19,7 +19,14 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
   (:meth:`~StreamMachine.written`);
 - the end: ``sse.max_duration``, the token's expiry, a drain (1012), the node's disconnect, an
   overflow (4008, the pending data dropped); the farewell notice last, after which the
-  connection is cut if its peer has not taken everything within ``close_timeout``.
+  connection is cut if its peer has not taken everything within ``close_timeout``;
+- a compressed body (``Content-Encoding``, :class:`~tidings.core.wire.content_coding.StreamCoding`,
+  given to the machine when the client accepts it and ``sse.compression`` allows it): every
+  notice, heartbeat and publication becomes its own segment as it is produced (a publication's
+  shared by every stream that sends the same bytes; chained to the previous publication when
+  that was the stream's last event), the header goes out with the first bytes
+  and the trailer after the farewell. The backlog counts compressed bytes, what the peer must
+  take.
 
 Time is the driver's monotonic clock (``now``); the token's wall-clock expiry is converted by
 the driver into seconds from now (``expires_in`` of :meth:`~StreamMachine.open`).
@@ -41,6 +48,7 @@ from typing import Protocol
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Gap
 from tidings.core.position import Position
+from tidings.core.wire.content_coding import StreamCoding
 from tidings.core.wire.frames import EncodedPublication
 from tidings.machines.backlog import Backlog
 
@@ -100,12 +108,16 @@ class StreamMachine:
     __slots__ = (
         "_backlog",
         "_buffered",
+        "_coding",
         "_config",
         "_cut_at",
         "_end_at",
         "_end_reason",
         "_framing",
         "_half",
+        "_head",
+        "_head_handed",
+        "_last",
         "_limit",
         "_next_beat",
         "_pending",
@@ -119,9 +131,15 @@ class StreamMachine:
         "overflowed",
     )
 
-    def __init__(self, config: StreamConfig, framing: Framing) -> None:
+    def __init__(self, config: StreamConfig, framing: Framing, coding: StreamCoding | None = None) -> None:
         self._config = config
         self._framing = framing
+        #: The body's Content-Encoding (None: identity) and its header, until written.
+        self._coding = coding
+        self._head = b"" if coding is None else coding.header()
+        self._head_handed = b""  # handed to the driver, not yet reported written
+        #: The last event, if it was a publication: the next publication may chain to it.
+        self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
         self._pending: list[bytes] = []
@@ -160,6 +178,15 @@ class StreamMachine:
         if self._state > 1:
             return False
         data = self._framing.publication(encoded, cursor, single)
+        coding = self._coding
+        if coding is not None:
+            shared = encoded.deflated(data, coding.level, self._last)
+            if shared is None:  # the stream's own bytes (several channels): its own chain
+                data, self._last = coding.segment(data, self._last), data
+            else:
+                coding.taken(data)
+                self._last = data
+                data = shared
         pending = self._pending
         first = not pending
         pending.append(data)
@@ -171,6 +198,9 @@ class StreamMachine:
     def _push(self, data: bytes) -> bool:
         if self._state > _LIVE:
             return False
+        if self._coding is not None:
+            self._last = None
+            data = self._coding.segment(data)
         pending = self._pending
         first = not pending
         pending.append(data)
@@ -207,12 +237,24 @@ class StreamMachine:
         pending.clear()
         self._unsent = self._buffered
         self._wrote = True
+        if self._coding is not None:
+            self._coding.handed()
+            if self._head:
+                data, self._head_handed, self._head = self._head + data, self._head, b""
         return data
 
     def written(self, backlog: int) -> None:
         """After a write: ``backlog`` bytes the driver holds that the peer has not taken (the
         sockets engine's transport write buffer; 0 on ASGI once ``send`` returned). After the
-        farewell, 0 means it was taken: nothing is left to cut."""
+        farewell, 0 means it was taken: nothing is left to cut.
+
+        The driver owes this report after each write of :meth:`data_to_send`'s bytes, and only
+        then: a write the end of the stream interrupted (ASGI: a ``send`` cancelled while it
+        waited for the socket, before writing) is not reported, and a compressed body's trailer
+        does not count those bytes (its header, if they held it, goes out with the farewell)."""
+        if self._coding is not None:
+            self._coding.sent()
+            self._head_handed = b""
         self._unsent += backlog - self._buffered
         self._buffered = backlog
         state = self._state
@@ -286,6 +328,8 @@ class StreamMachine:
             # driver already holds
             self._pending.clear()
             self._unsent = self._buffered
+            if self._coding is not None:
+                self._coding.dropped()
 
     # the end ---------------------------------------------------------------------------------------
 
@@ -307,9 +351,17 @@ class StreamMachine:
         if self._state != _ENDING:
             return b""
         assert self.closing is not None
-        self._pending.append(self._framing.farewell(self.closing))
+        coding = self._coding
+        farewell = self._framing.farewell(self.closing)
+        self._pending.append(farewell if coding is None else coding.segment(farewell))
         data = b"".join(self._pending)
         self._pending.clear()
+        if coding is not None:
+            coding.lost()  # handed, never reported written: never written
+            coding.handed()
+            coding.sent()
+            data = b"".join((self._head or self._head_handed, data, coding.trailer()))
+            self._head = self._head_handed = b""
         self._unsent = self._buffered
         self._state = _CLOSED
         self._cut_at = self.deadline = now + self._config.close_timeout

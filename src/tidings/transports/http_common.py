@@ -13,6 +13,8 @@ subscription produces. Everything else lives here, once:
   arrives; then it hands a :class:`Sink` the ``ready`` notice (the position every following
   message comes after), the gaps, the recovered publications and, live, each publication with
   the stream's cursor.
+- :func:`stream_coding` picks a stream's Content-Encoding (``sse.compression`` and the
+  request's ``Accept-Encoding``).
 - :func:`stream_config` gives a stream's numbers to its machine
   (:class:`~tidings.machines.stream.StreamMachine`: heartbeats, the slow-consumer rule and the
   replay allowance, the farewells and every end of a stream, for both engines' drivers).
@@ -45,6 +47,7 @@ from tidings.core.permissions import ANONYMOUS, Capability, Credentials, allowed
 from tidings.core.position import Position
 from tidings.core.proxy import ProxyKind
 from tidings.core.recovery import Recovered
+from tidings.core.wire.content_coding import StreamCoding, accepted_coding
 from tidings.core.wire.errors import error_body
 from tidings.core.wire.frames import EncodedPublication
 from tidings.exceptions import BadRequest, Forbidden, TidingsError, Unavailable
@@ -65,6 +68,7 @@ __all__ = [
     "close_timeout",
     "cors_headers",
     "parse_request",
+    "stream_coding",
     "stream_config",
 ]
 
@@ -565,6 +569,21 @@ STREAM_HEADERS: Headers = [
 def close_timeout(settings: Settings) -> float:
     """:func:`tidings.machines.backlog.close_timeout` of ``settings``."""
     return backlog_close_timeout(settings.limits.idle_timeout)
+
+
+def stream_coding(settings: Settings, request: StreamRequest) -> tuple[StreamCoding | None, Headers]:
+    """The Content-Encoding of a stream's body (None: identity, the setting is off or the
+    client's ``Accept-Encoding`` allows neither gzip nor deflate), and the headers that say it.
+
+    With ``sse.compression`` on, every stream's answer varies with ``Accept-Encoding``.
+    """
+    if not settings.sse.compression:
+        return None, []
+    name = accepted_coding(request.headers.get("accept-encoding"))
+    if name is None:
+        return None, [(b"vary", b"accept-encoding")]
+    coding = StreamCoding(name, settings.sse.compression_level)
+    return coding, [(b"content-encoding", name.encode()), (b"vary", b"accept-encoding")]
 
 
 def stream_config(settings: Settings) -> StreamConfig:

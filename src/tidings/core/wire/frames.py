@@ -18,6 +18,7 @@ from tidings.core.cursor import encode_token
 from tidings.core.disconnect import CloseCode, Disconnect, disconnect
 from tidings.core.events import Publication
 from tidings.core.fossil import create as fossil_delta
+from tidings.core.wire.content_coding import deflate_segment
 from tidings.core.wire.ndjson import ndjson_line
 
 if TYPE_CHECKING:
@@ -125,7 +126,11 @@ class EncodedPublication:
         "_deflated",
         "_delta",
         "_ndjson",
+        "_ndjson_chained",
+        "_ndjson_deflated",
         "_sse",
+        "_sse_chained",
+        "_sse_deflated",
         "_ws",
         "_ws_frame",
         "body",
@@ -144,6 +149,11 @@ class EncodedPublication:
         self._deflated: dict[tuple[Deflate, bool], bytes] | None = None
         self._sse: bytes | None = None
         self._ndjson: bytes | None = None
+        self._sse_deflated: bytes | None = None
+        self._ndjson_deflated: bytes | None = None
+        # (the bytes it follows, the chained segment): for the streams that sent those last
+        self._sse_chained: tuple[bytes, bytes] | None = None
+        self._ndjson_chained: tuple[bytes, bytes] | None = None
         self.previous: EncodedPublication | None = None
         self._delta: EncodedPublication | None = _UNSET
 
@@ -232,3 +242,34 @@ class EncodedPublication:
                     body = b"".join((head, b',"delta":true,"data":', as_json, b"}"))
                     self._delta = EncodedPublication(self.publication, body)
         return self._delta
+    def deflated(self, data: bytes, level: int, after: bytes | None = None) -> bytes | None:
+        """The compressed segment (:func:`~tidings.core.wire.content_coding.deflate_segment`)
+        of ``data`` if ``data`` is this publication's shared :attr:`sse` event or :attr:`ndjson`
+        line, made once and shared by every compressed stream that sends it; None for other
+        bytes (a stream's own: the caller compresses them itself).
+
+        ``after``: the bytes the stream sent last, if they were one whole event (the previous
+        publication's shared bytes, usually). The first ``after`` asked for gets a segment
+        chained to it, made once and shared by every stream that asks with the same bytes
+        object; any other ``after`` gets the independent segment, so a publication costs at most
+        two compressions. ``level`` is the node's one setting (``sse.compression_level``): the
+        first call's is kept."""
+        if data is self._sse:
+            if after is not None:
+                if self._sse_chained is None:
+                    self._sse_chained = (after, deflate_segment(data, level, after))
+                if self._sse_chained[0] is after:
+                    return self._sse_chained[1]
+            if self._sse_deflated is None:
+                self._sse_deflated = deflate_segment(data, level)
+            return self._sse_deflated
+        if data is self._ndjson:
+            if after is not None:
+                if self._ndjson_chained is None:
+                    self._ndjson_chained = (after, deflate_segment(data, level, after))
+                if self._ndjson_chained[0] is after:
+                    return self._ndjson_chained[1]
+            if self._ndjson_deflated is None:
+                self._ndjson_deflated = deflate_segment(data, level)
+            return self._ndjson_deflated
+        return None

@@ -27,6 +27,7 @@ from tidings.transports.http_common import (
     StreamRequest,
     StreamSubscriber,
     answer_error,
+    stream_coding,
     stream_config,
 )
 from tidings.transports.http_stream import NDJSONFraming
@@ -125,7 +126,8 @@ async def serve_stream(
     node: Node, request: StreamRequest, receive: Receive, send: Send, framing: Framing, transport: str
 ) -> None:
     """Run one SSE or NDJSON stream until the client leaves or the server ends it."""
-    machine = StreamMachine(stream_config(node.settings), framing)
+    coding, coding_headers = stream_coding(node.settings, request)
+    machine = StreamMachine(stream_config(node.settings), framing, coding)
     driver = _Driver(machine)
     stream = StreamSubscriber(node, request, transport, driver)
     stream.info = machine.close_info
@@ -145,7 +147,7 @@ async def serve_stream(
     expires = request.credentials.expires_at
     machine.open(loop.time(), None if expires is None else expires - time.time())
     driver.arm()
-    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *request.cors]
+    headers = [(b"content-type", framing.content_type), *STREAM_HEADERS, *coding_headers, *request.cors]
     watcher = loop.create_task(driver.watch(receive))
 
     async def leave() -> None:

@@ -28,6 +28,7 @@ from tidings.transports.http_common import (
     StreamRequest,
     StreamSubscriber,
     answer_error,
+    stream_coding,
     stream_config,
 )
 from tidings.transports.http_stream import NDJSONFraming
@@ -70,7 +71,8 @@ class FastStream(PushExchange):
     async def serve_request(self, request: StreamRequest) -> None:
         settings = self.node.settings
         framing = self.framing(settings)
-        machine = self._m = StreamMachine(stream_config(settings), framing)
+        coding, coding_headers = stream_coding(settings, request)
+        machine = self._m = StreamMachine(stream_config(settings), framing, coding)
         stream = self._stream = StreamSubscriber(self.node, request, self.transport_name, self)
         stream.info = machine.close_info
         stream.on_end.append(self._ended_by_server)
@@ -92,6 +94,7 @@ class FastStream(PushExchange):
         headers = [
             (b"content-type", framing.content_type),
             *STREAM_HEADERS,
+            *coding_headers,
             *request.cors,
             (b"x-request-id", self._rid.encode()),
         ]
