@@ -57,7 +57,7 @@ def test_the_delta_is_computed_once_and_applies_to_the_previous_data_text() -> N
     first, second = chained(EncodedPublication(pub(1, data=big(1))), EncodedPublication(pub(2, data=big(2))))
     delta = second.delta
     assert delta is not None and second.delta is delta  # once
-    assert second.previous is None  # the previous publication is not kept any longer
+    assert second.previous is first  # kept until the hub links the next one (chained frames use it too)
     message = orjson.loads(delta.body)
     assert message["delta"] is True and message["offset"] == 2 and message["channel"] == CH
     assert apply(first.data_text, message["data"].encode()) == second.data_text
