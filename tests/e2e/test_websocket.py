@@ -331,7 +331,8 @@ async def test_slow_subscriber_is_disconnected_and_others_are_unaffected():
     with serve(limits={"outbox_bytes": 65536}) as server:
         # Big enough to overflow the kernel's and both libraries' buffers, not just the outbox.
         payload = "z" * 60000
-        slow = await connect(server.ws_url, max_queue=1)
+        # uncompressed: with permessage-deflate a frame of 60,000 z's is 80 bytes on the wire
+        slow = await connect(server.ws_url, max_queue=1, compression=None)
         await slow.send('{"op":"subscribe","ref":1,"channel":"firehose"}')
         async with await WS.open(server.ws_url) as fast:
             await fast.request("subscribe", channel="firehose")

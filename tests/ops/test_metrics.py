@@ -81,7 +81,8 @@ async def test_metrics_parse_and_move_with_traffic(server: RunningServer):
 
 async def test_a_slow_consumer_is_counted():
     with serve(limits={"outbox_bytes": 65536, "outbox_messages": 10}) as server:
-        async with connect(server.ws_url, max_queue=1) as ws:
+        # uncompressed: with permessage-deflate a frame of 60,000 x's is 80 bytes on the wire
+        async with connect(server.ws_url, max_queue=1, compression=None) as ws:
             await ws.send('{"op":"subscribe","ref":1,"channel":"slow"}')
             await ws.recv()
             payload = "x" * 60000
