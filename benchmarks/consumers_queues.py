@@ -11,6 +11,10 @@ Then ``--messages`` messages go into the source: Redis in one ``MULTI`` of ``XAD
 transaction (``tx.commit``), so they appear at once, as rows an outbox transaction commits; NATS
 as core publishes into the stream's subject (then a flush), far faster than they are consumed.
 
+With ``--rate R``, instead: the messages are put one at a time at R/s, each committed before the
+next (acknowledged by JetStream, confirmed by RabbitMQ), and the put → delivery latency at the
+subscriber is reported (p50, p99, max), with the rate the producer reached.
+
 Reported per kind: **delivered/s** = messages / (the messages available → the last one delivered
 at the subscriber: the drain rate), and the producer's rate (put/s). Everything shares the
 machine's cores (the producer, the subscriber, the node and the queue server): the figures
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -63,7 +68,51 @@ async def put_fast(k: Kit, bodies: list[bytes]) -> None:
             await connection.close()
 
 
-async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[str, Any]:
+async def put_paced(k: Kit, channel: str, messages: int, rate: float) -> float:
+    """Put ``messages`` one at a time at ``rate``/s, each committed before the next (Redis:
+    ``XADD``; NATS: a JetStream publish, acknowledged; AMQP: a publish confirmed by the broker),
+    each carrying the time it was put. Returns the rate reached."""
+
+    def body(i: int) -> bytes:
+        return orjson.dumps({"channel": channel, "data": {"n": i, "t": time.time()}})
+
+    started = time.monotonic()
+
+    async def pace(i: int) -> None:
+        delay = started + (i + 1) / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    if isinstance(k, RedisKit):
+        async with Redis.from_url(k.url) as redis:
+            for i in range(messages):
+                await redis.xadd(k.stream, {"payload": body(i)})
+                await pace(i)
+    elif isinstance(k, NatsKit):
+        nc = await nats.connect(k.url)
+        try:
+            js = nc.jetstream()
+            for i in range(messages):
+                await js.publish(k.subject, body(i))
+                await pace(i)
+        finally:
+            await nc.close()
+    else:
+        assert isinstance(k, AmqpKit)
+        connection = await aio_pika.connect(k.url)
+        try:
+            channel_ = await connection.channel(publisher_confirms=True)
+            for i in range(messages):
+                await channel_.default_exchange.publish(aio_pika.Message(body(i)), routing_key=k.queue)
+                await pace(i)
+        finally:
+            await connection.close()
+    return messages / (time.monotonic() - started)
+
+
+async def run_kind(
+    kind: str, messages: int, batch: int, workdir: Path, rate: float | None = None
+) -> dict[str, Any]:
     k = kit(kind)
     if isinstance(k, NatsKit):
         await k.create()
@@ -79,6 +128,7 @@ async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[
             while orjson.loads(await ws.recv()).get("op") != "subscribed":
                 pass
             received = 0
+            latencies: list[float] = []
 
             async def receive() -> float:
                 nonlocal received
@@ -86,8 +136,24 @@ async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[
                     frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
                     if frame.get("op") == "message":
                         received += 1
+                        if "t" in frame["data"]:
+                            latencies.append(time.time() - frame["data"]["t"])
                 return time.monotonic()
 
+            if rate is not None:
+                reader = asyncio.create_task(receive())
+                reached = await put_paced(k, channel, messages, rate)
+                await reader
+                latencies.sort()
+                return {
+                    "kind": kind,
+                    "messages": messages,
+                    "rate_asked": rate,
+                    "rate_reached": round(reached),
+                    "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+                    "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+                    "latency_max_ms": round(latencies[-1] * 1000, 1),
+                }
             bodies = [orjson.dumps({"channel": channel, "data": {"n": i}}) for i in range(messages)]
             reader = asyncio.create_task(receive())
             started = time.monotonic()
@@ -114,6 +180,9 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--kinds", default="redis_stream,nats_jetstream,amqp")
+    parser.add_argument(
+        "--rate", type=float, help="instead of the drain: put one message at a time at this rate (latency)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-consumers-"))  # the nodes' logs
@@ -122,7 +191,7 @@ async def main() -> None:
         if not available(kind):
             print(f"{kind}: no server, skipped")
             continue
-        result = await run_kind(kind, args.messages, args.batch, workdir)
+        result = await run_kind(kind, args.messages, args.batch, workdir, args.rate)
         results.append(result)
         print(json.dumps(result))
     if args.json:
