@@ -7,15 +7,18 @@ For each kind: a fresh ``tidings serve`` subprocess (memory broker) with one con
 (``batch_size`` = ``--batch``) of a fresh stream / subject / queue on the machine's servers
 (Redis 6379, NATS 4222, RabbitMQ 5672); one WebSocket subscriber of the channel (the
 ``websockets`` library, in this process), subscribed before anything is put into the source.
-Then ``--messages`` messages are put into the source as fast as this process can (Redis: pipelined
-``XADD``; NATS: core publishes into the stream's subject, then a flush; AMQP: publishes without
-confirms), each carrying the time it was put.
+Then ``--messages`` messages go into the source: Redis in one ``MULTI`` of ``XADD``s and AMQP in one
+transaction (``tx.commit``), so they appear at once, as rows an outbox transaction commits; NATS
+as core publishes into the stream's subject (then a flush), far faster than they are consumed.
 
-Reported per kind: **delivered/s** = messages / (first put → last delivery at the subscriber),
-the producer's own rate (put/s; when it is close to delivered/s, the producer bounds the
-figure), and put → delivery latency p50/p99 (under this saturating load: queueing, not the
-idle latency). Everything shares the machine's cores (the producer, the subscriber, the node
-and the queue server): the figures compare kinds on one machine, they are not a ceiling.
+With ``--rate R``, instead: the messages are put one at a time at R/s, each committed before the
+next (acknowledged by JetStream, confirmed by RabbitMQ), and the put → delivery latency at the
+subscriber is reported (p50, p99, max), with the rate the producer reached.
+
+Reported per kind: **delivered/s** = messages / (the messages available → the last one delivered
+at the subscriber: the drain rate), and the producer's rate (put/s). Everything shares the
+machine's cores (the producer, the subscriber, the node and the queue server): the figures
+compare kinds on one machine, they are not a ceiling.
 """
 
 from __future__ import annotations
@@ -41,12 +44,10 @@ from websockets.asyncio.client import connect
 async def put_fast(k: Kit, bodies: list[bytes]) -> None:
     """Put ``bodies`` into the source in order, as fast as the client allows."""
     if isinstance(k, RedisKit):
-        async with Redis.from_url(k.url) as redis:
-            for start in range(0, len(bodies), 1000):
-                async with redis.pipeline(transaction=False) as pipe:
-                    for body in bodies[start : start + 1000]:
-                        pipe.xadd(k.stream, {"payload": body})
-                    await pipe.execute()
+        async with Redis.from_url(k.url) as redis, redis.pipeline(transaction=True) as pipe:
+            for body in bodies:  # one MULTI: they appear at once
+                pipe.xadd(k.stream, {"payload": body})
+            await pipe.execute()
     elif isinstance(k, NatsKit):
         nc = await nats.connect(k.url)
         try:
@@ -60,14 +61,58 @@ async def put_fast(k: Kit, bodies: list[bytes]) -> None:
         connection = await aio_pika.connect(k.url)
         try:
             channel = await connection.channel(publisher_confirms=False)
-            for body in bodies:
-                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=k.queue)
-            await channel.declare_queue(k.queue, durable=True)
+            async with channel.transaction():  # committed at once: they appear at once
+                for body in bodies:
+                    await channel.default_exchange.publish(aio_pika.Message(body), routing_key=k.queue)
         finally:
             await connection.close()
 
 
-async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[str, Any]:
+async def put_paced(k: Kit, channel: str, messages: int, rate: float) -> float:
+    """Put ``messages`` one at a time at ``rate``/s, each committed before the next (Redis:
+    ``XADD``; NATS: a JetStream publish, acknowledged; AMQP: a publish confirmed by the broker),
+    each carrying the time it was put. Returns the rate reached."""
+
+    def body(i: int) -> bytes:
+        return orjson.dumps({"channel": channel, "data": {"n": i, "t": time.time()}})
+
+    started = time.monotonic()
+
+    async def pace(i: int) -> None:
+        delay = started + (i + 1) / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    if isinstance(k, RedisKit):
+        async with Redis.from_url(k.url) as redis:
+            for i in range(messages):
+                await redis.xadd(k.stream, {"payload": body(i)})
+                await pace(i)
+    elif isinstance(k, NatsKit):
+        nc = await nats.connect(k.url)
+        try:
+            js = nc.jetstream()
+            for i in range(messages):
+                await js.publish(k.subject, body(i))
+                await pace(i)
+        finally:
+            await nc.close()
+    else:
+        assert isinstance(k, AmqpKit)
+        connection = await aio_pika.connect(k.url)
+        try:
+            channel_ = await connection.channel(publisher_confirms=True)
+            for i in range(messages):
+                await channel_.default_exchange.publish(aio_pika.Message(body(i)), routing_key=k.queue)
+                await pace(i)
+        finally:
+            await connection.close()
+    return messages / (time.monotonic() - started)
+
+
+async def run_kind(
+    kind: str, messages: int, batch: int, workdir: Path, rate: float | None = None
+) -> dict[str, Any]:
     k = kit(kind)
     if isinstance(k, NatsKit):
         await k.create()
@@ -82,8 +127,8 @@ async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[
             await ws.send(orjson.dumps({"op": "subscribe", "ref": 1, "channel": channel}).decode())
             while orjson.loads(await ws.recv()).get("op") != "subscribed":
                 pass
-            latencies: list[float] = []
             received = 0
+            latencies: list[float] = []
 
             async def receive() -> float:
                 nonlocal received
@@ -91,34 +136,42 @@ async def run_kind(kind: str, messages: int, batch: int, workdir: Path) -> dict[
                     frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
                     if frame.get("op") == "message":
                         received += 1
-                        latencies.append(time.time() - frame["data"]["t"])
+                        if "t" in frame["data"]:
+                            latencies.append(time.time() - frame["data"]["t"])
                 return time.monotonic()
 
+            if rate is not None:
+                reader = asyncio.create_task(receive())
+                reached = await put_paced(k, channel, messages, rate)
+                await reader
+                latencies.sort()
+                return {
+                    "kind": kind,
+                    "messages": messages,
+                    "rate_asked": rate,
+                    "rate_reached": round(reached),
+                    "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+                    "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+                    "latency_max_ms": round(latencies[-1] * 1000, 1),
+                }
+            bodies = [orjson.dumps({"channel": channel, "data": {"n": i}}) for i in range(messages)]
             reader = asyncio.create_task(receive())
             started = time.monotonic()
-            # each message carries the time it is made, just before its chunk is put
-            put_done = started
-            for start in range(0, messages, 2000):
-                chunk = [
-                    orjson.dumps({"channel": channel, "data": {"n": i, "t": time.time()}})
-                    for i in range(start, min(messages, start + 2000))
-                ]
-                await put_fast(k, chunk)
-                put_done = time.monotonic()
+            await put_fast(k, bodies)
+            available = time.monotonic()
             finished = await reader
     finally:
         node.stop()
         await k.cleanup()
-    latencies.sort()
-    elapsed = finished - started
+    # Redis and AMQP: the messages appear when the transaction commits (``available``);
+    # NATS: as they are published, far faster than they are consumed (``put_per_s``).
+    since = started if isinstance(k, NatsKit) else available
     return {
         "kind": kind,
         "messages": messages,
         "batch_size": batch,
-        "delivered_per_s": round(messages / elapsed),
-        "put_per_s": round(messages / (put_done - started)),
-        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "latency_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "delivered_per_s": round(messages / (finished - since)),
+        "put_per_s": round(messages / (available - started)),
     }
 
 
@@ -127,6 +180,9 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--kinds", default="redis_stream,nats_jetstream,amqp")
+    parser.add_argument(
+        "--rate", type=float, help="instead of the drain: put one message at a time at this rate (latency)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-consumers-"))  # the nodes' logs
@@ -135,7 +191,7 @@ async def main() -> None:
         if not available(kind):
             print(f"{kind}: no server, skipped")
             continue
-        result = await run_kind(kind, args.messages, args.batch, workdir)
+        result = await run_kind(kind, args.messages, args.batch, workdir, args.rate)
         results.append(result)
         print(json.dumps(result))
     if args.json:

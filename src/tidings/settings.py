@@ -405,7 +405,9 @@ class ConsumerSettings(_Section):
         description="Channel patterns this consumer may publish to (* = any run of characters); "
         "a message for another channel is dead-lettered as forbidden.",
     )
-    batch_size: int = Field(100, ge=1, le=10000, description="Most messages taken at once (amqp: prefetch).")
+    batch_size: int = Field(
+        100, ge=1, le=10000, description="Most messages taken at once (amqp: the prefetch is twice it)."
+    )
     poll_interval: float = Field(
         1.0,
         gt=0,

@@ -304,3 +304,18 @@ async def test_without_the_trigger_polling_still_finds_the_rows(outbox_table: st
             await subscribe(ws, "c")
             await insert(outbox_table, {"channel": "c", "data": "found by polling"})
             assert [m["data"] for m in await ws.messages(1)] == ["found by polling"]
+
+
+async def test_a_missing_table_is_reported_and_retried_with_a_growing_backoff():
+    settings = consumer("no_such_outbox", retry_base=0.05, retry_max=0.4)
+    with serve(consumers=settings) as server:
+
+        async def reported() -> bool:
+            response = await get(f"{server.url}/readyz")
+            return response.status_code == 503 and "no_such_outbox does not exist" in response.text
+
+        await eventually(reported, "/readyz to name the missing table")
+        await asyncio.sleep(2.0)
+        # 0.05 + 0.1 + 0.2 + 0.4 + 0.4 …: about 7 attempts in 2 s (40 without the backoff growing)
+        reconnects = await metric(server.url, "tidings_consumer_reconnects_total", consumer="orders")
+        assert reconnects is not None and 3 <= reconnects <= 14

@@ -5,8 +5,10 @@ claims of a dead member's entries, a source that goes away."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,3 +348,19 @@ async def test_a_dead_member_with_nothing_pending_is_removed_from_the_group():
         await heir.close()
     finally:
         await k.cleanup()
+
+
+async def test_consumers_init_and_status_for_a_queue_kind(queue: Kit, tmp_path: Path):
+    from tests.test_cli import tidings
+
+    path = tmp_path / "tidings.toml"
+    lines = [f"{key} = {json.dumps(value)}" for key, value in queue.settings().items()]
+    path.write_text("[consumers.q]\n" + "\n".join(lines) + "\n")
+    init = await asyncio.to_thread(tidings, "consumers", "init", "q", "--config", str(path))
+    assert init.returncode == 0, init.stderr
+    assert "consumer q is ready" in init.stdout
+    await queue.put([message("c", i) for i in range(3)])
+    status = await asyncio.to_thread(tidings, "consumers", "status", "--config", str(path), "--json")
+    assert status.returncode == 0, status.stderr
+    row = json.loads(status.stdout)
+    assert (row["name"], row["kind"], row["connected"], row["lag"]) == ("q", queue.kind, True, 3)

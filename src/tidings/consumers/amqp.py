@@ -1,11 +1,13 @@
 """AMQP 0-9-1 (RabbitMQ) consumer: manual acknowledgement, a prefetch window, a dead-letter queue.
 
-The consumer reads ``queue`` (declared durable when missing) with ``batch_size`` messages in
-flight (the prefetch), and acknowledges only after the runner published (one ``basic.ack``
-``multiple`` per batch). A message that cannot be published is published, persistent and
-confirmed by the broker, to the queue ``dead_letter`` (default ``QUEUE.dead``, declared durable
-when missing) through the default exchange, with its headers plus ``x-tidings-error`` and
-``x-tidings-queue``; it is acknowledged with its batch.
+The consumer reads ``queue`` (declared durable when missing) with a prefetch of twice
+``batch_size`` (the next batch arrives while one is published: with one batch in flight the
+broker waited for each ack, a third slower), takes at most ``batch_size`` at once, and
+acknowledges only after the runner published (one ``basic.ack`` ``multiple`` per batch). A
+message that cannot be published is published, persistent and confirmed by the broker, to the
+queue ``dead_letter`` (default ``QUEUE.dead``, declared durable when missing) through the default
+exchange, with its headers plus ``x-tidings-error`` and ``x-tidings-queue``; it is acknowledged
+with its batch.
 
 Ids. AMQP gives a message no id of its own: the idempotency key of a message that gives none is
 ``NAME:MESSAGE_ID``, from its ``message_id`` property, so a message the broker redelivers after a
@@ -77,7 +79,7 @@ class AmqpConsumer(Consumer):
         self._taken = set()
         channel = await self._connection.channel(publisher_confirms=True)
         self._channel = channel
-        await channel.set_qos(prefetch_count=self.settings.batch_size)
+        await channel.set_qos(prefetch_count=2 * self.settings.batch_size)
         queue = await channel.declare_queue(self.queue, passive=True)
         await queue.consume(self._inbox.put, no_ack=False)
 

@@ -58,12 +58,13 @@ class PostgresConsumer(Consumer):
         self._tx: Any = None
         self._wake = asyncio.Event()
         table, dead = self.table, self.dead
+        # One round trip: the partitions of the oldest rows, and those of them this transaction
+        # could lock (the lock is tried once per partition, and held until commit or rollback).
         self._sql_partitions = (
-            f"SELECT DISTINCT partition FROM (SELECT partition FROM {table} ORDER BY id LIMIT $1) AS oldest"
-        )
-        self._sql_lock = (
-            "SELECT coalesce(array_agg(p), '{}') FROM unnest($1::text[]) AS p "
-            "WHERE pg_try_advisory_xact_lock(hashtext($2), hashtext(p))"
+            "SELECT count(*), coalesce(array_agg(p) FILTER "
+            "(WHERE pg_try_advisory_xact_lock(hashtext($2), hashtext(p))), '{}') "
+            f"FROM (SELECT DISTINCT partition AS p FROM (SELECT partition FROM {table} "
+            "ORDER BY id LIMIT $1) AS oldest) AS candidates"
         )
         self._sql_rows = (
             "SELECT id, created_at, partition, channel, channels, data::text AS data, event, "
@@ -123,16 +124,15 @@ class PostgresConsumer(Consumer):
         self._tx = tx = conn.transaction()
         await tx.start()
         try:
-            oldest = await conn.fetch(self._sql_partitions, max_messages * SCAN_FACTOR)
+            seen, held = await conn.fetchrow(self._sql_partitions, max_messages * SCAN_FACTOR, self.table)
         except asyncpg.UndefinedTableError:
             raise self._missing() from None
-        partitions = [r[0] for r in oldest]
-        held: list[str] = await conn.fetchval(self._sql_lock, partitions, self.table) if partitions else []
+        # Read after the locks were taken (a statement of its own: a snapshot of its own).
         rows = await conn.fetch(self._sql_rows, held, max_messages) if held else []
         if not rows:
             await self._end()
             return []
-        if len(rows) == max_messages or len(held) < len(partitions):
+        if len(rows) == max_messages or len(held) < seen:
             self._wake.set()  # more may wait: look again at once (other partitions, the rest)
         return [self._message(row) for row in rows]
 

@@ -77,6 +77,7 @@ class Runner:
         self.state = ConsumerState(consumer.name, consumer.kind, consumer.describe())
         self._task: asyncio.Task[None] | None = None
         self._lag_at = 0.0
+        self._attempt = 0  # failed attempts in a row (the backoff's exponent)
 
     def start(self) -> None:
         self._task = self.node.spawn(self._run())
@@ -91,29 +92,32 @@ class Runner:
                 await task
 
     async def _run(self) -> None:
-        attempt = 0
         try:
             while True:
                 try:
                     await self.consumer.connect()
-                    if attempt:
-                        log.warning("consumer %s: source reachable again", self.state.name)
-                    self.state.connected, self.state.error, attempt = True, None, 0
                     await self._consume()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    attempt += 1
-                    if self.state.connected or attempt == 1:
+                    self._attempt += 1
+                    if self.state.connected or self._attempt == 1:
                         log.warning("consumer %s: source unavailable: %s", self.state.name, exc)
                     self.state.connected = False
                     self.state.error = f"{type(exc).__name__}: {exc}"[:300]
                     self.state.reconnects += 1
                     await self.consumer.close()
-                    await asyncio.sleep(self._delay(attempt))
+                    await asyncio.sleep(self._delay(self._attempt))
         finally:
             self.state.connected = False
             await self.consumer.close()
+
+    def _reached(self) -> None:
+        """The source answered a fetch: connected (a connect alone may precede a failing fetch,
+        e.g. a missing table, and must not reset the backoff)."""
+        if self._attempt:
+            log.warning("consumer %s: source reachable again", self.state.name)
+        self.state.connected, self.state.error, self._attempt = True, None, 0
 
     def _delay(self, attempt: int) -> float:
         jitter = random.uniform(-0.1, 0.1)
@@ -125,6 +129,8 @@ class Runner:
         stalled = 0
         while True:
             batch = await self.consumer.fetch(self.settings.batch_size, self.settings.poll_interval)
+            if not self.state.connected:
+                self._reached()
             done: list[Message] = []
             rest: list[Message] = []
             if batch:
