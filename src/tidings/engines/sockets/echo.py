@@ -1,5 +1,5 @@
 """``/ws-echo`` on the owned-socket engine (setting ``server.debug_echo``): a
-:class:`~tidings.engines.sockets.websocket.FrameConnection` that echoes every message, for the
+:class:`~tidings.engines.sockets.frames.FrameConnection` that echoes every message, for the
 Autobahn testsuite (``scripts/autobahn.sh``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tidings.core.wire import websocket as wire
 from tidings.core.wire.deflate import Deflate
-from tidings.engines.sockets.websocket import FrameConnection
+from tidings.engines.sockets.frames import FrameConnection
 
 if TYPE_CHECKING:
     from tidings.engines.sockets.protocol import FastContext

@@ -1,19 +1,8 @@
-"""The HTTP push transports on the fast server: ``GET /sse``, ``/stream`` and ``/poll``.
-
-The same endpoints as :mod:`tidings.transports.sse`, :mod:`~tidings.transports.http_stream` and
-:mod:`~tidings.transports.long_poll` (request parsing, CORS, the streaming subscriber, framing,
-the poll answers are all shared with them), answered on the socket the fast server owns instead
-of through uvicorn's HTTP protocol and the ASGI stack:
-
-- a stream (:class:`FastStream`) is the hub subscriber's sink itself, driving the stream's
-  machine (:class:`~tidings.machines.stream.StreamMachine`): each publication's pre-encoded
-  event (``EncodedPublication.sse`` / ``.ndjson``, the same bytes for every stream of the
-  channel) is appended to the machine's pending list and written once per loop iteration as one
-  HTTP chunk, exactly like WebSocket frames (:class:`~.protocol.FrameConnection`). No task,
-  queue or ASGI message exists per publication or per idle stream; the transport's write buffer
-  is reported to the machine after each write (its slow-consumer rule counts it);
-- a long poll (:class:`FastPoll`) is held by a callback and a timer, no task, and answered with
-  one write; a short poll is answered at once.
+"""One HTTP exchange on a socket the owned-socket engine owns: a ``GET /sse``, ``/stream`` or
+``/poll`` answered there rather than through uvicorn's HTTP protocol and the ASGI stack
+(:class:`PushExchange`, which :mod:`.stream` and :mod:`.poll` build on). Request parsing, CORS,
+the streaming subscriber, the framings and the poll answers are the ASGI engine's too
+(:mod:`tidings.transports`); the rules are the machines' (:mod:`tidings.machines`).
 
 When the answer is complete the connection goes back to a :class:`~.protocol.FastProtocol`
 (HTTP keep-alive), which reads the next request. Only HTTP/1.1 GETs without a body come here;
@@ -30,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.core.wire.errors import error_body
 from tidings.engines.sockets.http import Headers, RequestHead, response_head
+from tidings.engines.uvicorn_internals import forget_connection, track_connection
 from tidings.logs import access_level, access_log, log_event, request_id, request_id_for
 from tidings.node import Node
 from tidings.transports.http_common import (
@@ -122,7 +112,7 @@ class HttpExchange(asyncio.Protocol):
         self._scope = scope if scope is not None else request_scope(head, transport)
         self.on_lost: Any = None  # called once if the client goes away mid-answer
         transport.set_protocol(self)
-        ctx.server_state.connections.add(self)  # type: ignore[arg-type]
+        track_connection(ctx.server_state, self)
 
     @property
     def node(self) -> Node:
@@ -169,7 +159,7 @@ class HttpExchange(asyncio.Protocol):
             return
         self._completed = True
         ctx = self._ctx
-        ctx.server_state.connections.discard(self)
+        forget_connection(ctx.server_state, self)
         level = access_level(self.node.settings.access_log, self._head.path)
         if level is not None:
             path = self._head.path
@@ -204,7 +194,7 @@ class HttpExchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._ctx.server_state.connections.discard(self)
+        forget_connection(self._ctx.server_state, self)
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
             on_lost()

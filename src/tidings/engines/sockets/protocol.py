@@ -48,12 +48,18 @@ from tidings.core.wire.websocket import (
 )
 from tidings.engines.sockets.echo import EchoWebSocket
 from tidings.engines.sockets.exchange import HTTP_ROUTES, owned
+from tidings.engines.sockets.frames import FrameConnection
 from tidings.engines.sockets.http import HeadError, HeadParser, RequestHead, match_route
 from tidings.engines.sockets.poll import FastPoll
 from tidings.engines.sockets.publish import PUBLISH_ROUTE, publish_length, serve_publish
 from tidings.engines.sockets.stream import FastNDJSON, FastSSE
-from tidings.engines.sockets.websocket import FastWebSocket, FrameConnection
-from tidings.engines.uvicorn_internals import GuardedHttpToolsProtocol, ServerState
+from tidings.engines.sockets.websocket import FastWebSocket
+from tidings.engines.uvicorn_internals import (
+    GuardedHttpToolsProtocol,
+    ServerState,
+    forget_connection,
+    track_connection,
+)
 from tidings.flow import PublishFlow
 from tidings.logs import request_id, request_id_for
 from tidings.node import Node
@@ -260,7 +266,7 @@ class FastProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         ctx = self._ctx
-        ctx.server_state.connections.add(self)  # type: ignore[arg-type]
+        track_connection(ctx.server_state, self)
         if ctx.routes:
             self._timer = ctx.loop.call_later(ctx.handshake_timeout, self._transport.close)
 
@@ -329,7 +335,7 @@ class FastProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._ctx.server_state.connections.discard(self)
+        forget_connection(self._ctx.server_state, self)
         self._buf = b""
         self._head = None
         assert self._transport is not None
