@@ -14,8 +14,9 @@ this consumer publishes the committed ones and deletes them. One batch is one tr
 
 Why the partition locks: ``SKIP LOCKED`` alone lets a second consumer take row 3 of a partition
 while a first holds rows 1 and 2: both publish at once, and row 3 may go first (if the first
-consumer dies before it commits, rows 1 and 2 even come back after it). Holding the whole partition keeps its order across any number of
-consumers (tidings nodes), and different partitions still go in parallel.
+consumer dies before it commits, rows 1 and 2 even come back after it). Holding the whole
+partition keeps its order across any number of consumers (tidings nodes), and different
+partitions still go in parallel.
 
 Waking: the trigger created by ``tidings consumers init`` notifies
 :func:`~tidings.outbox.notify_channel` on every insert (one notification per statement, delivered
