@@ -90,7 +90,13 @@ class RedisStreamConsumer(Consumer):
 
     async def connect(self) -> None:
         await self.close()
-        self._redis = Redis.from_url(self.settings.url, socket_connect_timeout=5)
+        # A read blocks at most poll_interval: a socket silent for much longer is a dead peer.
+        self._redis = Redis.from_url(
+            self.settings.url,
+            socket_connect_timeout=5,
+            socket_timeout=self.settings.poll_interval + 10,
+            socket_keepalive=True,
+        )
         await self._create_group()
         self._own_pending = "0"
         self._claim_cursor = "0-0"
@@ -119,12 +125,11 @@ class RedisStreamConsumer(Consumer):
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Message]:
         """Own pending entries first, then claimed ones, then new ones (waiting ``wait``)."""
-        if self._own_pending is not None:
-            messages = await self._read(self._own_pending, max_messages, block=None)
+        while self._own_pending is not None:
+            messages, last = await self._read(self._own_pending, max_messages, block=None)
+            self._own_pending = last  # None once the list is read through
             if messages:
-                self._own_pending = messages[-1].id
                 return messages
-            self._own_pending = None
         now = time.monotonic()
         if self._barrier is not None or now >= self._next_claim:
             claimed = await self._claim(max_messages)
@@ -136,7 +141,8 @@ class RedisStreamConsumer(Consumer):
                     await asyncio.sleep(min(wait, self.claim_every, 0.2))
                     return []
                 self._barrier = None
-        return await self._read(">", max_messages, block=wait)
+        messages, _ = await self._read(">", max_messages, block=wait)
+        return messages
 
     async def ack(self, messages: Sequence[Message]) -> None:
         if messages:
@@ -184,7 +190,9 @@ class RedisStreamConsumer(Consumer):
             )
         return Message(id=entry, partition=self.stream, request=request, raw=named)
 
-    async def _read(self, start: str, count: int, block: float | None) -> list[Message]:
+    async def _read(self, start: str, count: int, block: float | None) -> tuple[list[Message], str | None]:
+        """The entries after ``start`` (``>``: new ones), and the id of the last one read (None
+        when there was none); entries deleted while pending are acknowledged and skipped."""
         try:
             response: Any = await self.redis.xreadgroup(
                 self.group,
@@ -196,10 +204,10 @@ class RedisStreamConsumer(Consumer):
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted (or Redis came back empty)
                 await self.connect()
-                return []
+                return [], None
             raise
-        if not response:
-            return []
+        if not response or not response[0][1]:
+            return [], None
         _, entries = response[0]
         messages, gone = [], []
         for entry_id, fields in entries:
@@ -209,7 +217,7 @@ class RedisStreamConsumer(Consumer):
                 messages.append(self._message(entry_id, fields))
         if gone:
             await self.redis.xack(self.stream, self.group, *gone)
-        return messages
+        return messages, _text(entries[-1][0])
 
     async def _claim(self, count: int) -> list[Message]:
         """Claim entries idle ``claim_idle`` in other members' pending lists, oldest first."""
