@@ -367,3 +367,30 @@ async def test_consumers_init_and_status_for_a_queue_kind(queue: Kit, tmp_path: 
     assert status.returncode == 0, status.stderr
     row = json.loads(status.stdout)
     assert (row["name"], row["kind"], row["connected"], row["lag"]) == ("q", queue.kind, True, 3)
+
+
+@pytest.mark.skipif(not available("amqp"), reason="no RabbitMQ on 5672")
+async def test_an_amqp_queue_with_a_single_active_consumer_keeps_its_order_across_two_nodes():
+    import aio_pika
+
+    k = AmqpKit()
+    try:
+        connection = await aio_pika.connect(k.url)
+        channel = await connection.channel()
+        # the application's queue, with its own arguments: the consumers use it as it is
+        await channel.declare_queue(k.queue, durable=True, arguments={"x-single-active-consumer": True})
+        await connection.close()
+        await k.put([message("c", i) for i in range(4)])
+        first, second = consumer_for(k), consumer_for(k)
+        await first.connect()
+        await second.connect()
+        taken = await fetch_all(first, 2)
+        assert await second.fetch(10, 0.3) == []  # standing by
+        await first.ack(taken)
+        await first.close()  # gone: the broker hands the queue to the other
+        rest = await fetch_all(second, 2)
+        assert datas(taken + rest) == [0, 1, 2, 3]
+        await second.ack(rest)
+        await second.close()
+    finally:
+        await k.cleanup()
