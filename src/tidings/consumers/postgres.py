@@ -3,19 +3,20 @@
 The application writes rows into the outbox table in its own transactions (:mod:`tidings.outbox`);
 this consumer publishes the committed ones and deletes them. One batch is one transaction:
 
-1. the partitions of the oldest rows (``ORDER BY id LIMIT``, no lock);
-2. of those, the partitions no other consumer holds: ``pg_try_advisory_xact_lock(hashtext(table),
+1. in one statement, the partitions of the oldest rows (``ORDER BY id LIMIT``, no row lock) and,
+   of those, the ones no other consumer holds: ``pg_try_advisory_xact_lock(hashtext(table),
    hashtext(partition))``, held until the transaction ends;
-3. the oldest rows of the partitions held, ``FOR UPDATE SKIP LOCKED``, read after the locks were
-   taken, so they include everything another consumer left (it committed or rolled back before
-   its lock was free);
-4. publish (the runner), dead letters inserted into the dead-letter table, the rows done deleted,
+2. the oldest rows of the partitions held, ``FOR UPDATE SKIP LOCKED``, in a statement of its own
+   (its own snapshot, taken after the locks), so they include everything another consumer left
+   (it committed or rolled back before its lock was free);
+3. publish (the runner), dead letters inserted into the dead-letter table, the rows done deleted,
    commit.
 
 Why the partition locks: ``SKIP LOCKED`` alone lets a second consumer take row 3 of a partition
-while a first holds rows 1 and 2; if the first then dies before it commits, rows 1 and 2 come back
-after row 3 was published. Holding the whole partition keeps its order across any number of
-consumers (tidings nodes), and different partitions still go in parallel.
+while a first holds rows 1 and 2: both publish at once, and row 3 may go first (if the first
+consumer dies before it commits, rows 1 and 2 even come back after it). Holding the whole
+partition keeps its order across any number of consumers (tidings nodes), and different
+partitions still go in parallel.
 
 Waking: the trigger created by ``tidings consumers init`` notifies
 :func:`~tidings.outbox.notify_channel` on every insert (one notification per statement, delivered
