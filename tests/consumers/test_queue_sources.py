@@ -394,3 +394,28 @@ async def test_an_amqp_queue_with_a_single_active_consumer_keeps_its_order_acros
         await second.close()
     finally:
         await k.cleanup()
+
+
+@pytest.mark.skipif(not available("nats_jetstream"), reason="no NATS on 4222")
+async def test_a_jetstream_stream_made_again_does_not_reuse_the_keys_of_the_old_one():
+    k = NatsKit()
+    try:
+        await k.put([message("c", "old")])
+        consumer = consumer_for(k)
+        await consumer.connect()
+        old = await fetch_all(consumer, 1)
+        await consumer.ack(old)
+        await consumer.close()
+        await k.cleanup()  # the stream deleted …
+        await asyncio.sleep(0.01)
+        k._created = False
+        await k.put([message("c", "new")])  # … and made again: its first message is 1 again
+        consumer = consumer_for(k)
+        await consumer.connect()
+        new = await fetch_all(consumer, 1)
+        await consumer.ack(new)
+        await consumer.close()
+        assert old[0].id == new[0].id == "1"
+        assert keys(old) != keys(new)
+    finally:
+        await k.cleanup()
