@@ -419,3 +419,20 @@ async def test_a_jetstream_stream_made_again_does_not_reuse_the_keys_of_the_old_
         assert keys(old) != keys(new)
     finally:
         await k.cleanup()
+
+
+@pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
+async def test_a_member_never_claims_back_the_entries_it_holds():
+    k = RedisKit()
+    try:
+        await k.put([message("c", i) for i in range(4)])
+        consumer = redis_member(k, "slow", claim_idle=0.1)
+        await consumer.connect()
+        held = await fetch_all(consumer, 2)
+        await asyncio.sleep(0.3)  # idle past claim_idle while it publishes them, slowly
+        more = await fetch_all(consumer, 2)
+        assert datas(held + more) == [0, 1, 2, 3]
+        await consumer.ack(held + more)
+        await consumer.close()
+    finally:
+        await k.cleanup()
