@@ -25,6 +25,7 @@ import nats
 from redis.asyncio import Redis
 
 from tests.redis_server import REDIS_SERVER, free_port, wait_for
+from tidings.consumers.amqp import AmqpConsumer
 
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -187,8 +188,8 @@ class AmqpKit(Kit):
         try:
             # Without publisher confirms (one round trip each): the frames go out in order, and
             # the declare after them returns once the broker has taken them all.
+            await AmqpConsumer._ensure(connection, self.queue)  # as it is, if it exists
             channel = await connection.channel(publisher_confirms=False)
-            await channel.declare_queue(self.queue, durable=True)
             for i, body in enumerate(bodies):
                 await channel.default_exchange.publish(
                     aio_pika.Message(
@@ -198,7 +199,7 @@ class AmqpKit(Kit):
                     ),
                     routing_key=self.queue,
                 )
-            await channel.declare_queue(self.queue, durable=True)
+            await channel.declare_queue(self.queue, passive=True)
         finally:
             await connection.close()
 

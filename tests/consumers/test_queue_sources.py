@@ -311,7 +311,10 @@ async def test_redis_entries_deleted_or_a_stream_deleted_under_the_consumer_are_
             await redis.xdel(k.stream, taken[0].id, (await redis.xrange(k.stream))[-1][0])
             assert await consumer.lag() is None  # a deletion inside the unread range: unknown
         await consumer.release(taken)
-        again = await fetch_all(consumer, 2)  # the deleted pending entry is dropped (and acked)
+        # the deleted pending entry is dropped (and acknowledged), and the re-read goes past it
+        again = list(await consumer.fetch(1, 0.1))
+        assert datas(again) == [1]
+        again += await fetch_all(consumer, 1)
         assert datas(again) == [1, 2]
         await consumer.ack(again)
         async with Redis.from_url(k.url) as redis:
@@ -364,3 +367,72 @@ async def test_consumers_init_and_status_for_a_queue_kind(queue: Kit, tmp_path: 
     assert status.returncode == 0, status.stderr
     row = json.loads(status.stdout)
     assert (row["name"], row["kind"], row["connected"], row["lag"]) == ("q", queue.kind, True, 3)
+
+
+@pytest.mark.skipif(not available("amqp"), reason="no RabbitMQ on 5672")
+async def test_an_amqp_queue_with_a_single_active_consumer_keeps_its_order_across_two_nodes():
+    import aio_pika
+
+    k = AmqpKit()
+    try:
+        connection = await aio_pika.connect(k.url)
+        channel = await connection.channel()
+        # the application's queue, with its own arguments: the consumers use it as it is
+        await channel.declare_queue(k.queue, durable=True, arguments={"x-single-active-consumer": True})
+        await connection.close()
+        await k.put([message("c", i) for i in range(4)])
+        first, second = consumer_for(k), consumer_for(k)
+        await first.connect()
+        await second.connect()
+        taken = await fetch_all(first, 2)
+        assert await second.fetch(10, 0.3) == []  # standing by
+        await first.ack(taken)
+        await first.close()  # gone: the broker hands the queue to the other
+        rest = await fetch_all(second, 2)
+        assert datas(taken + rest) == [0, 1, 2, 3]
+        await second.ack(rest)
+        await second.close()
+    finally:
+        await k.cleanup()
+
+
+@pytest.mark.skipif(not available("nats_jetstream"), reason="no NATS on 4222")
+async def test_a_jetstream_stream_made_again_does_not_reuse_the_keys_of_the_old_one():
+    k = NatsKit()
+    try:
+        await k.put([message("c", "old")])
+        consumer = consumer_for(k)
+        await consumer.connect()
+        old = await fetch_all(consumer, 1)
+        await consumer.ack(old)
+        await consumer.close()
+        await k.cleanup()  # the stream deleted …
+        await asyncio.sleep(0.01)
+        k._created = False
+        await k.put([message("c", "new")])  # … and made again: its first message is 1 again
+        consumer = consumer_for(k)
+        await consumer.connect()
+        new = await fetch_all(consumer, 1)
+        await consumer.ack(new)
+        await consumer.close()
+        assert old[0].id == new[0].id == "1"
+        assert keys(old) != keys(new)
+    finally:
+        await k.cleanup()
+
+
+@pytest.mark.skipif(not available("redis_stream"), reason="no Redis on 6379")
+async def test_a_member_never_claims_back_the_entries_it_holds():
+    k = RedisKit()
+    try:
+        await k.put([message("c", i) for i in range(4)])
+        consumer = redis_member(k, "slow", claim_idle=0.1)
+        await consumer.connect()
+        held = await fetch_all(consumer, 2)
+        await asyncio.sleep(0.3)  # idle past claim_idle while it publishes them, slowly
+        more = await fetch_all(consumer, 2)
+        assert datas(held + more) == [0, 1, 2, 3]
+        await consumer.ack(held + more)
+        await consumer.close()
+    finally:
+        await k.cleanup()

@@ -3,7 +3,8 @@
 The consumer binds to the durable consumer ``durable`` of the stream ``stream``, creating it when
 missing: pull, explicit acknowledgement, ``ack_wait`` = ``claim_idle`` seconds, filtered on
 ``subject`` ('' = the whole stream). A message's data is the JSON message; the idempotency key of
-one that gives none is ``NAME:SEQUENCE`` (its stream sequence: the same on every redelivery).
+one that gives none is ``NAME:SEQUENCE@CREATED`` (its stream sequence, the same on every
+redelivery, and the stream's creation time in ms, since a stream made again numbers from 1).
 
 A message that cannot be published goes to the subject ``dead_letter`` (default
 ``tidings.dead.STREAM``), with its headers plus ``Tidings-Error`` and ``Tidings-Sequence``, and a
@@ -70,6 +71,9 @@ class NatsJetStreamConsumer(Consumer):
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        # The stream's creation time, in the keys: a stream deleted and made again numbers its
+        # messages from 1 again, and its new message 1 must not pass for the old one.
+        self._created = ""
 
     def describe(self) -> str:
         return f"nats stream {self.stream} (durable {self.durable})"
@@ -110,12 +114,13 @@ class NatsJetStreamConsumer(Consumer):
         js = self._js
         lines = []
         try:
-            await js.stream_info(self.stream)
+            stream = await js.stream_info(self.stream)
         except NotFoundError:
             raise SourceUnavailable(
                 f"no JetStream stream {self.stream}: the application creates it "
                 f"(nats stream add {self.stream} --subjects '…')"
             ) from None
+        self._created = f"@{int(stream.created.timestamp() * 1000)}" if stream.created else ""
         try:
             await js.consumer_info(self.stream, self.durable)
             lines.append(f"durable consumer {self.durable} on stream {self.stream}: exists")
@@ -159,7 +164,7 @@ class NatsJetStreamConsumer(Consumer):
             sequence = str(msg.metadata.sequence.stream)
             request = parse_message(
                 msg.data,
-                default_key=self.default_key(sequence),
+                default_key=self.default_key(sequence + self._created),
                 allow=self.settings.channels,
                 max_bytes=self.settings.max_message_bytes,
             )

@@ -13,9 +13,9 @@ entries a dead member read but never acknowledged stay in its pending list, olde
 unread. So the consumer, in this order:
 
 1. re-reads its own pending entries (``XREADGROUP … 0``: after a lost connection or a release);
-2. at start, notes the newest entry other members hold pending, and reads nothing new until
-   every entry up to it was acknowledged (a live peer) or claimed (``XAUTOCLAIM`` once idle
-   ``claim_idle`` seconds: a dead one) and published;
+2. at start, notes the newest entry pending in the group, and reads nothing new until every
+   entry up to it was acknowledged (its own, re-read; a live peer's) or claimed (``XAUTOCLAIM``
+   once idle ``claim_idle`` seconds: a dead member's) and published;
 3. then reads new entries, and claims idle ones again every ``claim_idle / 2`` seconds.
 
 The member name is ``HOST-PID``: a restarted node is a new member that claims what its previous
@@ -74,10 +74,13 @@ class RedisStreamConsumer(Consumer):
         self._redis: Redis | None = None
         # Where the re-read of this member's own pending entries stands; None once done.
         self._own_pending: str | None = "0"
-        # The newest entry another member held pending at start (see the module docstring).
+        # The newest entry pending in the group at start (see the module docstring).
         self._barrier: tuple[int, int] | None = None
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        # Entries handed out and not acknowledged or released yet: XAUTOCLAIM may return this
+        # member's own idle entries, which must not be handed out twice.
+        self._held: set[str] = set()
 
     def describe(self) -> str:
         return f"redis stream {self.stream} (group {self.group})"
@@ -90,12 +93,19 @@ class RedisStreamConsumer(Consumer):
 
     async def connect(self) -> None:
         await self.close()
-        self._redis = Redis.from_url(self.settings.url, socket_connect_timeout=5)
+        # A read blocks at most poll_interval: a socket silent for much longer is a dead peer.
+        self._redis = Redis.from_url(
+            self.settings.url,
+            socket_connect_timeout=5,
+            socket_timeout=self.settings.poll_interval + 10,
+            socket_keepalive=True,
+        )
         await self._create_group()
         self._own_pending = "0"
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
-        self._barrier = await self._newest_pending_of_others()
+        self._held = set()
+        self._barrier = await self._newest_pending()
 
     async def _create_group(self) -> bool:
         try:
@@ -119,12 +129,16 @@ class RedisStreamConsumer(Consumer):
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Message]:
         """Own pending entries first, then claimed ones, then new ones (waiting ``wait``)."""
-        if self._own_pending is not None:
-            messages = await self._read(self._own_pending, max_messages, block=None)
+        messages = await self._fetch(max_messages, wait)
+        self._held.update(m.id for m in messages)
+        return messages
+
+    async def _fetch(self, max_messages: int, wait: float) -> list[Message]:
+        while self._own_pending is not None:
+            messages, last = await self._read(self._own_pending, max_messages, block=None)
+            self._own_pending = last  # None once the list is read through
             if messages:
-                self._own_pending = messages[-1].id
                 return messages
-            self._own_pending = None
         now = time.monotonic()
         if self._barrier is not None or now >= self._next_claim:
             claimed = await self._claim(max_messages)
@@ -136,16 +150,19 @@ class RedisStreamConsumer(Consumer):
                     await asyncio.sleep(min(wait, self.claim_every, 0.2))
                     return []
                 self._barrier = None
-        return await self._read(">", max_messages, block=wait)
+        messages, _ = await self._read(">", max_messages, block=wait)
+        return messages
 
     async def ack(self, messages: Sequence[Message]) -> None:
         if messages:
             await self.redis.xack(self.stream, self.group, *[m.id for m in messages])
+            self._held.difference_update(m.id for m in messages)
 
     async def release(self, messages: Sequence[Message]) -> None:
         """They stay in this member's pending list: the next fetch re-reads it from the start."""
         if messages:
             self._own_pending = "0"
+            self._held.clear()
 
     async def dead_letter(self, message: Message, reason: DeadLetter) -> None:
         """Copy the entry to the dead-letter stream with the error, and acknowledge it, atomically."""
@@ -155,6 +172,7 @@ class RedisStreamConsumer(Consumer):
             pipe.xadd(self.dead_letter_stream, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
             pipe.xack(self.stream, self.group, message.id)
             await pipe.execute()
+        self._held.discard(message.id)
 
     async def lag(self) -> int | None:
         """Entries the group has not read yet plus those read and not acknowledged."""
@@ -184,7 +202,9 @@ class RedisStreamConsumer(Consumer):
             )
         return Message(id=entry, partition=self.stream, request=request, raw=named)
 
-    async def _read(self, start: str, count: int, block: float | None) -> list[Message]:
+    async def _read(self, start: str, count: int, block: float | None) -> tuple[list[Message], str | None]:
+        """The entries after ``start`` (``>``: new ones), and the id of the last one read (None
+        when there was none); entries deleted while pending are acknowledged and skipped."""
         try:
             response: Any = await self.redis.xreadgroup(
                 self.group,
@@ -196,10 +216,10 @@ class RedisStreamConsumer(Consumer):
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted (or Redis came back empty)
                 await self.connect()
-                return []
+                return [], None
             raise
-        if not response:
-            return []
+        if not response or not response[0][1]:
+            return [], None
         _, entries = response[0]
         messages, gone = [], []
         for entry_id, fields in entries:
@@ -209,7 +229,7 @@ class RedisStreamConsumer(Consumer):
                 messages.append(self._message(entry_id, fields))
         if gone:
             await self.redis.xack(self.stream, self.group, *gone)
-        return messages
+        return messages, _text(entries[-1][0])
 
     async def _claim(self, count: int) -> list[Message]:
         """Claim entries idle ``claim_idle`` in other members' pending lists, oldest first."""
@@ -222,34 +242,34 @@ class RedisStreamConsumer(Consumer):
             count=count,
         )
         self._claim_cursor = _text(response[0])
-        claimed = [self._message(entry_id, fields) for entry_id, fields in response[1] if fields]
+        claimed = [
+            self._message(entry_id, fields)
+            for entry_id, fields in response[1]
+            if fields and _text(entry_id) not in self._held
+        ]
         if not claimed and self._claim_cursor == "0-0":
             await self._forget_dead_members()
         return claimed
 
-    async def _newest_pending_of_others(self) -> tuple[int, int] | None:
-        newest: tuple[int, int] | None = None
-        members: Any = await self.redis.xinfo_consumers(self.stream, self.group)
-        for member in members:
-            name = _text(member.get("name"))
-            if name == self.member or not int(member.get("pending") or 0):
-                continue
-            rows: Any = await self.redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=1_000_000, consumername=name
-            )
-            if rows:
-                last = _id_key(_text(rows[-1]["message_id"]))
-                newest = last if newest is None or last > newest else newest
-        return newest
+    async def _newest_pending(self) -> tuple[int, int] | None:
+        """The newest entry pending in the group (``XPENDING`` summary), or None.
+
+        Its own entries count too: they are re-read first, so they never hold the barrier long.
+        """
+        summary: Any = await self.redis.xpending(self.stream, self.group)
+        if not summary or not summary.get("pending"):
+            return None
+        return _id_key(_text(summary["max"]))
 
     async def _barrier_holds(self) -> bool:
-        """Whether an entry up to the barrier is still pending with another member."""
+        """Whether an entry up to the barrier is still pending, other than those this member
+        holds (handed out, to be acknowledged before its next fetch)."""
         assert self._barrier is not None
         ms, seq = self._barrier
         rows: Any = await self.redis.xpending_range(
-            self.stream, self.group, min="-", max=f"{ms}-{seq}", count=1
+            self.stream, self.group, min="-", max=f"{ms}-{seq}", count=len(self._held) + 1
         )
-        return bool(rows)
+        return any(_text(row["message_id"]) not in self._held for row in rows)
 
     async def _forget_dead_members(self) -> None:
         idle_ms = self.claim_idle * 10_000
