@@ -138,6 +138,7 @@ class Server:
             env["TIDINGS_BROKER"] = args.redis
         else:
             webhooks["store"] = str(tmp / "hooks.db")
+            webhooks["synchronous"] = args.synchronous
         env["TIDINGS_WEBHOOKS"] = json.dumps(webhooks)
         profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
         self.process = subprocess.Popen(
@@ -418,6 +419,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--synchronous", choices=["normal", "full"], default="normal", help="SQLite queue")
     parser.add_argument("--publications", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8, help="publisher connections")

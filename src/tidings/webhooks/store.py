@@ -51,6 +51,7 @@ __all__ = [
 
 T = TypeVar("T")
 CHECKPOINT_ROWS = 4000  # rows written between two checkpoints (about SQLite's 1,000 pages)
+INLINE_GAP = 0.002  # seconds between two commits made on the event loop
 LATER_ROWS = 256  # rows of queued background writes (attempt records, fan-out) per group commit
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
@@ -476,7 +477,10 @@ class SQLiteWebhookStore:
                 else:
                     future.set_exception(value)
             if self.inline:
-                await asyncio.sleep(0)  # let the loop run (and more writes queue) between commits
+                # Let the loop run, and the writes of that while queue, between two commits: a
+                # commit per loop turn would carry a few rows each and write every page they
+                # dirty each time (measured: deliveries stalled behind commits).
+                await asyncio.sleep(INLINE_GAP)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
