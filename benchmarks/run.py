@@ -675,7 +675,8 @@ STEPS = {
         "1 min",
     ),
     "webhooks": (
-        "webhooks.py: webhook delivery rate, latency, drain after an outage -> results/webhooks.json",
+        "webhooks.py: webhook delivery rate, publish cost, latency, isolation, rate limit, outage, "
+        "fan-out (needs node) -> results/webhooks.json",
         "5-7 min",
     ),
     "redis": (

@@ -7,6 +7,7 @@
 //   stats                  {taken, requests, last_first, per_port: [taken...]}
 //   latencies              ... plus "latencies": publish -> first arrival in ms (body's "time")
 //   arrivals I             ... plus "arrivals": the first-arrival times (s) at port index I
+//   path P                 ... plus "path": the first-arrival times (s) at path P (any port)
 //   reset                  forget everything (and every mode below)
 //   fail / ok              every port answers 503 / 200
 //   slow I MS              port index I answers after MS milliseconds
@@ -28,6 +29,7 @@ function reset() {
     latencies: [],
     perPort: new Array(n).fill(0),
     arrivals: Array.from({ length: n }, () => []),
+    byPath: new Map(),
     slow: new Array(n).fill(0),
     status: new Array(n).fill(0),
   };
@@ -53,6 +55,8 @@ function handler(index) {
         state.taken += 1;
         state.perPort[index] += 1;
         state.arrivals[index].push(now);
+        if (!state.byPath.has(req.url)) state.byPath.set(req.url, []);
+        state.byPath.get(req.url).push(now);
         state.lastFirst = Math.max(state.lastFirst, now);
         try {
           state.latencies.push(now * 1000 - JSON.parse(Buffer.concat(chunks)).time);
@@ -86,6 +90,7 @@ async function main() {
     else if (cmd === "status") state.status[parseInt(a, 10)] = parseInt(b, 10);
     else if (cmd === "latencies") extra.latencies = state.latencies;
     else if (cmd === "arrivals") extra.arrivals = state.arrivals[parseInt(a, 10)];
+    else if (cmd === "path") extra.path = state.byPath.get(a) || [];
     const out = {
       taken: state.taken,
       requests: state.requests,

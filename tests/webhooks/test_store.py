@@ -307,3 +307,24 @@ async def test_sqlite_groups_concurrent_enqueues_and_attempt_records_into_few_co
         assert len(await store.deliveries("ep_1", "succeeded", 500)) == 200
     finally:
         await store.close()
+
+
+async def test_a_burst_of_concurrent_enqueues_and_attempt_records_all_land(reopen: StoreFactory) -> None:
+    """Concurrent calls are grouped (one SQLite commit, one Redis pipeline): each still gets its
+    own answer, and a failing one fails alone."""
+    store = await reopen()
+    await store.put_endpoint(endpoint("ep_1"))
+    await store.put_endpoint(endpoint("ep_2"))
+    dues = await asyncio.gather(*(store.enqueue(message(f"msg_{n}"), ["ep_1", "ep_2"]) for n in range(100)))
+    assert all(len(d) == 2 for d in dues)
+    seqs = [d.seq for pair in dues for d in pair]
+    assert len(set(seqs)) == 200
+    await asyncio.gather(
+        *(
+            store.record_attempt(d.delivery_id, attempt("succeeded", 200), "succeeded", None, None)
+            for pair in dues
+            for d in pair
+        )
+    )
+    assert await store.pending() == []
+    assert len(await store.deliveries("ep_2", "succeeded", 500)) == 100

@@ -233,6 +233,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.refresh = refresh
         self.poller: asyncio.Task[None] | None = None
+        self.recording: set[asyncio.Task[None]] = set()  # records of final outcomes, in flight
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -282,6 +283,8 @@ class Dispatcher:
         for lane in self.lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
+        if self.recording:  # let the records of finished attempts land before the store closes
+            await asyncio.wait(list(self.recording), timeout=10)
         for task in list(self.tasks):
             task.cancel()
         tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
@@ -325,7 +328,7 @@ class Dispatcher:
     async def wait_idle(self, timeout: float) -> None:
         """Return once no attempt is in flight, or after ``timeout`` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(lane.inflight for lane in self.lanes.values()):
+        while self.recording or any(lane.inflight for lane in self.lanes.values()):
             if asyncio.get_running_loop().time() >= deadline:
                 return
             await asyncio.sleep(0.05)
@@ -382,13 +385,27 @@ class Dispatcher:
             result.response,
             status,
         )
-        await self.store.record_attempt(
+        record = self.store.record_attempt(
             job.delivery_id, attempt, status, next_at, None if changed is endpoint else changed
         )
         if self.on_attempt is not None:
             self.on_attempt("success" if status == "succeeded" else "failure")
-        if next_at is not None:
+        if next_at is None:
+            # A final outcome frees the endpoint's slot now and is recorded behind it (grouped
+            # with the others): a crash before the record lands makes the delivery again, with
+            # the same webhook-id (at least once, as after any crash mid-attempt).
+            task = asyncio.get_running_loop().create_task(record)
+            self.recording.add(task)
+            task.add_done_callback(self._recorded)
+        else:
+            # A retry waits for its record: the next attempt's record must not overtake it.
+            await record
             lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1, message=job.message))
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self.recording.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook attempt not recorded (it will be made again): %s", task.exception())
 
     def _headers(self, job: Job) -> dict[str, str]:
         timestamp = int(time.time())

@@ -1,8 +1,8 @@
 """The outbound HTTP/1.1 client of webhooks: keep-alive connections per endpoint, pinned to
 addresses the SSRF guard checked, responses parsed by llhttp (``httptools``).
 
-Why not httpx: one webhook attempt through httpx costs about 10 times the CPU of this client
-(measured: docs/topics/webhooks.md, "Throughput"), and a webhook sender does one thing: POST a
+Why not httpx: one webhook attempt through httpx costs about 30 times the CPU of this client
+(measured: docs/topics/webhooks.md, "Choosing the HTTP client"), and a webhook sender does one thing: POST a
 small body and read the status, a few headers and the start of the response. What it owes:
 
 - a new connection goes only to an address :func:`tidings.webhooks.ssrf.resolve` checked, with

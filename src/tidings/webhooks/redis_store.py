@@ -30,18 +30,20 @@ small fraction of the lease. Failures raise :class:`tidings.exceptions.Unavailab
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from tidings.brokers.redis_client import CommandGate, redis_client
+from tidings.exceptions import Unavailable
 from tidings.webhooks.store import (
     Attempt,
     Delivery,
@@ -110,6 +112,8 @@ class RedisWebhookStore:
         self._k_next = f"{prefix}:next"
         scripts = ("enqueue", "claim", "renew", "release", "record", "replay", "delete_endpoint", "inbound")
         self._scripts = {n: self._redis.register_script(_load(f"{n}.lua")) for n in scripts}
+        self._pipelined: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def _msg(self, message_id: str) -> str:
@@ -130,6 +134,46 @@ class RedisWebhookStore:
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         async with self._gate(f"webhook {name}"):
             return await self._scripts[name](keys=keys, args=args)
+
+    async def _batched(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """:meth:`_script`, sent in one pipeline with the other calls made in the same turn of
+        the event loop (each script still runs atomically on its own): a burst of publishes or
+        of finished attempts costs one round trip, not one each. A cluster client sends each
+        on its own."""
+        if isinstance(self._redis, RedisCluster):
+            return await self._script(name, keys, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pipelined.append((name, keys, args, future))
+        if len(self._pipelined) == 1:
+            asyncio.get_running_loop().call_soon(self._send_pipelined)
+        return await asyncio.shield(future)
+
+    def _send_pipelined(self) -> None:
+        calls, self._pipelined = self._pipelined, []
+        task = asyncio.get_running_loop().create_task(self._pipeline(calls))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _pipeline(self, calls: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self._gate("webhook queue write"):
+                pipe = self._redis.pipeline(transaction=False)
+                for name, keys, args, _ in calls:
+                    # a pipeline is a client for a script: this queues the EVALSHA in it
+                    await self._scripts[name](keys=keys, args=args, client=cast(Any, pipe))
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for *_, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(calls, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(Unavailable(f"webhook queue write: {result}"))
+            else:
+                future.set_result(result)
 
     async def open(self) -> None:
         async with self._gate("webhook store ping"):
@@ -204,7 +248,7 @@ class RedisWebhookStore:
         for delivery_id, endpoint_id in zip(ids, endpoint_ids, strict=True):
             keys += [self._dlv(delivery_id), self._ep(endpoint_id)]
             args += [delivery_id, endpoint_id]
-        seqs = await self._script("enqueue", keys, args)
+        seqs = await self._batched("enqueue", keys, args)
         return [
             Due(delivery_id, endpoint_id, int(seq), message.created_at, 0, message)
             for delivery_id, endpoint_id, seq in zip(ids, endpoint_ids, seqs, strict=False)
@@ -307,7 +351,7 @@ class RedisWebhookStore:
             "" if endpoint is None else endpoint.id,
             "" if endpoint is None else _endpoint_doc(endpoint),
         ]
-        await self._script("record", keys, args)
+        await self._batched("record", keys, args)
 
     # the log -----------------------------------------------------------------------------------
 

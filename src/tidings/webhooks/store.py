@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+CHECKPOINT_ROWS = 4000  # rows written between two checkpoints (about SQLite's 1,000 pages)
+INLINE_GAP = 0.002  # seconds between two commits made on the event loop
 LATER_ROWS = 256  # rows of queued background writes (attempt records, fan-out) per group commit
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
@@ -388,6 +391,14 @@ class SQLiteWebhookStore:
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
         self._seq = 0  # the seq the next delivery will get (see enqueue)
+        # synchronous=normal commits write the WAL without fsync: done on the event loop itself,
+        # they cost less than a hand-off to the worker thread, whose every step waits for the
+        # GIL behind a busy loop (measured: docs/topics/webhooks.md). Checkpoints (fsync) run
+        # in the worker. synchronous=full fsyncs every commit: that stays in the worker.
+        self.inline = self.synchronous == "NORMAL"
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._unchecked = 0
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction, grouped with the writes queued meanwhile (one
@@ -445,6 +456,13 @@ class SQLiteWebhookStore:
 
             try:
                 results = await self._run(lambda db: self._transaction(db, run))
+                self._unchecked += len(batch) + rows
+                if (
+                    self._checkpointer is not None
+                    and self._unchecked >= CHECKPOINT_ROWS
+                    and (self._checkpointing is None or self._checkpointing.done())
+                ):
+                    self._checkpoint_now()
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
@@ -461,6 +479,11 @@ class SQLiteWebhookStore:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            if self.inline:
+                # Let the loop run, and the writes of that while queue, between two commits: a
+                # commit per loop turn would carry a few rows each and write every page they
+                # dirty each time (measured: deliveries stalled behind commits).
+                await asyncio.sleep(INLINE_GAP)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -471,7 +494,21 @@ class SQLiteWebhookStore:
             except sqlite3.Error as exc:  # translated once, here
                 raise Unavailable(f"webhook store: {exc}") from exc
 
+        if self.inline:
+            return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _checkpoint_now(self) -> None:
+        """Copy the WAL into the database file in the worker thread, on a connection of its own
+        (a PASSIVE checkpoint never blocks the writer; its fsync is that thread's wait)."""
+
+        def checkpoint() -> None:
+            if self._checkpointer is not None:
+                with contextlib.suppress(sqlite3.Error):  # busy or closing: the next one catches up
+                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        self._unchecked = 0
+        self._checkpointing = asyncio.get_running_loop().run_in_executor(self._executor, checkpoint)
 
     def _transaction(self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         db.execute("BEGIN IMMEDIATE")
@@ -500,6 +537,12 @@ class SQLiteWebhookStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
+                if self.inline and self.path is not None:
+                    db.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints
+                    self._checkpointer = sqlite3.connect(
+                        self.path, isolation_level=None, check_same_thread=False
+                    )
+                    self._checkpointer.execute("PRAGMA busy_timeout=5000")
                 db.executescript(_SCHEMA)
                 if "targets" not in [row[1] for row in db.execute("PRAGMA table_info(messages)")]:
                     db.execute("ALTER TABLE messages ADD COLUMN targets TEXT")  # a store from before
@@ -516,6 +559,9 @@ class SQLiteWebhookStore:
             except BaseException as exc:
                 if db is not None:
                     db.close()
+                if self._checkpointer is not None:
+                    self._checkpointer.close()
+                    self._checkpointer = None
                 self._unlock()
                 if isinstance(exc, sqlite3.Error):
                     raise Unavailable(f"webhook store {self.path}: {exc}") from exc
@@ -537,7 +583,14 @@ class SQLiteWebhookStore:
         if self._flusher is not None and not self._flusher.done():
             await self._flusher
 
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+
         def close() -> None:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             if self._db is not None:
                 self._db.close()
                 self._db = None
