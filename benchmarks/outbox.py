@@ -37,8 +37,9 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.redis_server import free_port  # noqa: E402
-from tidings import outbox  # noqa: E402
+from tests.redis_server import free_port
+
+from tidings import outbox
 
 CHANNELS = 8
 
@@ -121,7 +122,11 @@ async def drain(args: argparse.Namespace, table: str, sub: Subscriber) -> dict[s
         await conn.close()
     await sub.wait_for(args.messages, timeout=600)
     seconds = max(sub.arrivals.values()) - committed
-    return {"messages": args.messages, "seconds": round(seconds, 3), "per_second": round(args.messages / seconds)}
+    return {
+        "messages": args.messages,
+        "seconds": round(seconds, 3),
+        "per_second": round(args.messages / seconds),
+    }
 
 
 async def latency(args: argparse.Namespace, table: str, sub: Subscriber, first: int) -> dict[str, Any]:
@@ -141,7 +146,11 @@ async def latency(args: argparse.Namespace, table: str, sub: Subscriber, first: 
                 seq = first + n
                 async with conn.transaction():
                     await outbox.write_asyncpg(
-                        conn, f"bench:{seq % CHANNELS}", {"seq": seq}, table=table, partition=str(seq % CHANNELS)
+                        conn,
+                        f"bench:{seq % CHANNELS}",
+                        {"seq": seq},
+                        table=table,
+                        partition=str(seq % CHANNELS),
                     )
                 commits[seq] = time.time()
         finally:
@@ -182,14 +191,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             proc.terminate()
             proc.wait(30)
             conn = await asyncpg.connect(args.pg)
-            await conn.execute(
-                f"DROP TABLE IF EXISTS {table}, {table}_dead; DROP FUNCTION IF EXISTS {table}_notify() CASCADE"
-            )
+            await conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_dead")
+            await conn.execute(f"DROP FUNCTION IF EXISTS {table}_notify() CASCADE")
             await conn.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--broker", default="memory")
     parser.add_argument("--messages", type=int, default=20000)

@@ -242,6 +242,7 @@ class EncodedPublication:
                     body = b"".join((head, b',"delta":true,"data":', as_json, b"}"))
                     self._delta = EncodedPublication(self.publication, body)
         return self._delta
+
     def deflated(self, data: bytes, level: int, after: bytes | None = None) -> bytes | None:
         """The compressed segment (:func:`~tidings.core.wire.content_coding.deflate_segment`)
         of ``data`` if ``data`` is this publication's shared :attr:`sse` event or :attr:`ndjson`
