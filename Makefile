@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws soak autobahn conformance clean
+.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws bench-compression bench-proxy bench-outbox bench-consumers-queues soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,9 +91,9 @@ lint: $(STAMP)
 bench-ws: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py ws-fanout
 
-## bench: the peer suite side by side (~40 min), then http-transports, publish-api, webhooks and
-## redis; BENCH_ONLY picks the steps, e.g. make bench BENCH_ONLY=publish-api,redis
-BENCH_ONLY ?= suite,http-transports,publish-api,webhooks,redis
+## bench: the peer suite side by side (~40 min), then http-transports, publish-api, webhooks,
+## redis and compression; BENCH_ONLY picks the steps, e.g. make bench BENCH_ONLY=publish-api,redis
+BENCH_ONLY ?= suite,http-transports,publish-api,webhooks,redis,compression
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py all --only $(BENCH_ONLY) $(BENCH_ARGS)
 
@@ -112,7 +112,28 @@ bench-compare: $(BENCH_STAMP)
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --duration 600
 
-## autobahn: the Autobahn testsuite's fast set against both WebSocket stacks (full: ARGS=full)
+## bench-compression: 1,000 WebSocket subscribers of a 1 KB ticker: tidings with and without
+## permessage-deflate and delta updates, Node ws with and without perMessageDeflate, SSE plain
+## and gzip (needs `make bench-setup` for Node ws)
+bench-compression: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py compression $(BENCH_ARGS)
+
+## bench-proxy: the connect proxy's cost and a 1,000-client connect storm
+bench-proxy: $(STAMP)
+	$(PY) benchmarks/proxy_connect.py --samples 500 --storm 1000 --concurrency 16 --json benchmarks/results/proxy-connect.json
+
+## bench-outbox: PostgreSQL outbox -> WebSocket drain rate and commit -> delivery latency
+bench-outbox: $(STAMP)
+	PYTHONPATH=src $(PY) benchmarks/outbox.py $(BENCH_ARGS)
+
+## bench-consumers-queues: messages/s from Redis Streams, NATS JetStream, RabbitMQ to a WebSocket
+## subscriber, and their latency at 1,000 messages/s
+bench-consumers-queues: $(STAMP)
+	PYTHONPATH=src:. $(PY) benchmarks/consumers_queues.py --json benchmarks/results/consumers_queues.json
+	PYTHONPATH=src:. $(PY) benchmarks/consumers_queues.py --messages 5000 --rate 1000
+
+## autobahn: the Autobahn testsuite's fast set against both WebSocket stacks (full: ARGS=full;
+## permessage-deflate, cases 12 and 13: ARGS=compression)
 autobahn: $(STAMP)
 	bash scripts/autobahn.sh $(ARGS)
 
