@@ -516,3 +516,18 @@ async def test_the_python_server_api_drives_apps_event_types_messages_and_portal
                 api.send("nobody", "x", 1)
 
     await asyncio.to_thread(sync)
+
+
+async def test_what_cannot_be_stored_as_json_is_refused_not_a_server_error(hub: Hub) -> None:
+    # found by the OpenAPI fuzz: an integer past 64 bits in metadata was a 500 from the store
+    huge = 2**70
+    answer = await call(hub, "POST", "/api/webhooks/apps", 400, json={"name": "x", "metadata": {"n": huge}})
+    assert "metadata" in answer["message"] and answer["code"] == "bad_request"
+    await new_app(hub, "Acme", "acme")
+    await call(hub, "PATCH", "/api/webhooks/apps/acme", 400, json={"metadata": {"n": [huge]}})
+    await call(
+        hub, "POST", "/api/webhooks/event-types", 400, json={"name": "x.big", "schema": {"maximum": huge}}
+    )
+    await call(hub, "POST", "/api/webhooks/event-types", 201, json={"name": "x.any"})
+    sent = {"event_type": "x.any", "payload": {"n": huge}}
+    await call(hub, "POST", "/api/webhooks/apps/acme/messages", 400, json=sent)

@@ -10,10 +10,11 @@ admin API key or a portal token (``Bearer tdp_…``), then asks ``need_admin()``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
 from tidings.auth.apikeys import bearer_token
 from tidings.exceptions import BadRequest, Forbidden
@@ -33,15 +34,28 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def _storable(value: Any) -> Any:
+    """What the stores keep is written with orjson: refuse what it cannot write (integers past
+    64 bits, nesting past its depth) here, as a validation error, not at the store as a 500."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    return value
+
+
+Storable = Annotated[Any, AfterValidator(_storable)]
+
+
 class AppIn(_In):
     id: str | None = Field(None, description="Your own id for it (letters, digits, _ . -); else one is made.")
     name: str = Field(min_length=1, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
 
 
 class AppPatch(_In):
     name: str | None = Field(None, min_length=1, max_length=200)
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = None
 
 
 class AppOut(BaseModel):
@@ -124,12 +138,14 @@ class AppEndpointList(BaseModel):
 class EventTypeIn(_In):
     name: str
     description: str = Field("", max_length=1000)
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema of the payload.")
+    schema_: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = Field(
+        None, alias="schema", description="JSON Schema of the payload."
+    )
 
 
 class EventTypePatch(_In):
     description: str | None = Field(None, max_length=1000)
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = Field(None, alias="schema")
     archived: bool | None = None
 
 
@@ -161,7 +177,7 @@ class EventTypeList(BaseModel):
 
 class MessageIn(_In):
     event_type: str
-    payload: Any
+    payload: Storable
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 
