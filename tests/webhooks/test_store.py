@@ -328,3 +328,37 @@ async def test_a_burst_of_concurrent_enqueues_and_attempt_records_all_land(reope
     )
     assert await store.pending() == []
     assert len(await store.deliveries("ep_2", "succeeded", 500)) == 100
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_sqlite_checkpoints_in_the_worker_and_full_commits_there(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """normal: commits on the event loop, a PASSIVE checkpoint in the worker every
+    CHECKPOINT_ROWS rows; full: every write in the worker (an fsync per commit)."""
+    from tidings.webhooks.store import CHECKPOINT_ROWS
+
+    store = SQLiteWebhookStore(tmp_path / "store.db", synchronous=synchronous)
+    await store.open()
+    assert store.inline is (synchronous == "normal")
+    await store.put_endpoint(endpoint("ep_1"))
+    await store.put_endpoint(endpoint("ep_2"))
+    count = CHECKPOINT_ROWS // 2 + 10 if store.inline else 50
+    for start in range(0, count, 500):
+        await asyncio.gather(
+            *(
+                store.enqueue(message(f"msg_{n}"), ["ep_1", "ep_2"])
+                for n in range(start, min(count, start + 500))
+            )
+        )
+    assert len(await store.pending()) == 2 * count
+    if store.inline:
+        assert store._checkpointing is not None
+        await store._checkpointing
+    await store.close()
+    again = SQLiteWebhookStore(tmp_path / "store.db", synchronous=synchronous)
+    await again.open()
+    try:
+        assert len(await again.pending()) == 2 * count
+    finally:
+        await again.close()
