@@ -69,3 +69,42 @@ def test_the_websocket_section_and_its_boolean_form(tmp_path: Path, monkeypatch)
     assert load_settings().websocket.compression_threshold == 0
     with pytest.raises(SettingsError, match="compression_threshold"):
         load_settings(websocket={"compression_threshold": -1})
+
+
+def test_proxies_load_from_toml_and_environment(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        '[proxy]\nmax_concurrency = 8\n[proxy.connect]\nurl = "http://127.0.0.1:8000/c"\n'
+        '[proxy.subscribe]\nurl = "http://127.0.0.1:8000/s"\ntimeout = 1.5\n'
+        "[namespaces.room]\nsubscribe_proxy = true\n"
+    )
+    monkeypatch.setenv("TIDINGS_PROXY__RPC__URL", "https://app.example.com/rpc")
+    s = load_settings(cfg)
+    assert s.proxy.max_concurrency == 8 and s.proxy.publish is None
+    assert s.proxy.connect is not None and s.proxy.connect.timeout == 3.0 and s.proxy.connect.skip_with_token
+    assert s.proxy.connect.forward_headers == ["Cookie", "Authorization", "X-Request-ID"]
+    assert s.proxy.subscribe is not None and s.proxy.subscribe.timeout == 1.5
+    assert s.proxy.rpc is not None and s.proxy.rpc.url == "https://app.example.com/rpc"
+    assert s.namespace_rules().for_channel("room:a").subscribe_proxy
+
+
+def test_bad_proxy_settings_are_named(tmp_path: Path):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        '[proxy.connect]\nurl = "ftp://x"\ntimeout = 0\nforward_headers = ["bad header"]\n'
+        "[proxy.refresh]\ntimeout = 2\n"
+    )
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg)
+    keys = {key for key, _ in exc.value.problems}
+    assert {
+        "proxy.connect.url",
+        "proxy.connect.timeout",
+        "proxy.connect.forward_headers",
+        "proxy.refresh.url",
+    } <= keys
+
+
+def test_a_proxied_namespace_needs_its_proxy():
+    with pytest.raises(SettingsError, match=r"namespaces.room.publish_proxy needs \[proxy.publish\]"):
+        load_settings(namespaces={"room": {"publish_proxy": True}})
