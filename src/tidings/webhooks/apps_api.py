@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
 from tidings.auth.apikeys import bearer_token
 from tidings.exceptions import BadRequest, Forbidden
-from tidings.webhooks.api import DeliveryDetail, DeliveryOut, ReplayIn, ReplayOut, RotateIn
+from tidings.webhooks.api import DeliveryDetail, DeliveryList, DeliveryOut, ReplayIn, ReplayOut, RotateIn
 from tidings.webhooks.app_store import App, AppMessage, EventType
 from tidings.webhooks.apps import apps_of
 from tidings.webhooks.portal import DEFAULT_TTL, MAX_TTL, PREFIX, Caller
@@ -373,7 +373,7 @@ def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") 
         message = await apps.send_test(app_id, endpoint_id, body.event_type if body else None)
         return TestOut(message_id=message.id, delivery_id=message.deliveries[0] if message.deliveries else "")
 
-    @router.get(base + "/{endpoint_id}/deliveries", response_model=dict[str, list[DeliveryOut]])
+    @router.get(base + "/{endpoint_id}/deliveries", response_model=DeliveryList)
     async def list_deliveries(
         app_id: str,
         endpoint_id: str,
@@ -381,10 +381,10 @@ def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") 
         limit: int = Query(100, ge=1, le=1000),
         since: float | None = Query(None),
         who: Caller = Who,
-    ) -> dict[str, list[DeliveryOut]]:
+    ) -> DeliveryList:
         who.need_app(app_id)
         found = await apps.deliveries(app_id, endpoint_id, status, limit, since)
-        return {"deliveries": [DeliveryOut.of(d) for d in found]}
+        return DeliveryList(deliveries=[DeliveryOut.of(d) for d in found])
 
     @router.get(base + "/{endpoint_id}/deliveries/{delivery_id}", response_model=AppDeliveryDetail)
     async def get_delivery(
