@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws bench-compression bench-proxy bench-outbox bench-consumers-queues soak autobahn conformance clean
+.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws bench-compression bench-deflate-memory bench-proxy bench-outbox bench-consumers-queues soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,10 @@ soak: $(STAMP)
 ## and gzip (needs `make bench-setup` for Node ws)
 bench-compression: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py compression $(BENCH_ARGS)
+
+## bench-deflate-memory: idle WebSocket RSS with and without permessage-deflate (10,000 connections)
+bench-deflate-memory: $(STAMP)
+	$(PY) benchmarks/ws_deflate_memory.py --conns 10000 --out benchmarks/results/ws-deflate-memory.json
 
 ## bench-proxy: the connect proxy's cost and a 1,000-client connect storm
 bench-proxy: $(STAMP)
