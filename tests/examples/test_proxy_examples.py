@@ -5,21 +5,19 @@ Chromium with tidings.js."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
+import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.proxy_backend import closed_port
-from tests.serving import wait_started
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -34,13 +32,18 @@ TIMEOUT_MS = 15_000
 HAS_CHROMIUM = os.path.exists(CHROMIUM)
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "examples" / name / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Django finds its URLconf by module name
-    spec.loader.exec_module(module)
-    return module
+# Each example runs in a process of its own, as it would be deployed: Django's settings are
+# per process, and tests/consumers configures Django for the outbox helpers in this one.
+RUNNER = """
+import importlib.util, sys
+import uvicorn
+path, url, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spec = importlib.util.spec_from_file_location("example_app", path)
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # Django finds its URLconf by module name
+spec.loader.exec_module(module)
+uvicorn.run(module.build_app(url), host="127.0.0.1", port=port, log_level="warning")
+"""
 
 
 @pytest.fixture(scope="module", params=["proxy_fastapi", "proxy_django"])
@@ -49,14 +52,22 @@ def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
         pytest.importorskip("django")
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
-    app = load_example(request.param).build_app(url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    wait_started(server, thread)
-    yield url
-    server.should_exit = True
-    thread.join(15)
+    path = ROOT / "examples" / request.param / "app.py"
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(path), url, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"{request.param} exited with {process.returncode}"
+            try:
+                httpx.get(url + "/realtime/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"{request.param} never answered"
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(15)
 
 
 async def test_without_a_session_the_websocket_is_refused(app_url: str) -> None:
