@@ -7,6 +7,7 @@ from typing import Any
 from tidings.core.events import Page
 from tidings.core.position import Position
 from tidings.core.recovery import Recovery
+from tidings.core.wire.deflate import negotiate
 from tidings.core.wire.frames import EncodedPublication
 from tidings.hub import Hub
 
@@ -217,3 +218,27 @@ def test_a_notice_before_a_generation_skips_subscribers_whose_read_began_in_it()
     hub.control(CH, notice, before_generation=hub.generation)
     assert before.controls == [(CH, notice)]
     assert after.controls == []
+
+
+class Compressing(Recorder):
+    """A subscriber whose client negotiated permessage-deflate (it asks for the shared frame)."""
+
+    def deliver(self, publication: EncodedPublication) -> None:
+        super().deliver(publication)
+        deflate = negotiate("permessage-deflate", 0)
+        assert deflate is not None
+        publication.ws_deflated(deflate, chained=publication.previous is not None)
+
+
+def test_the_last_publication_is_kept_for_chaining_only_where_a_subscriber_compressed_it():
+    hub = Hub()
+    hub.chain_compression = True
+    plain, compressing = Recorder(), Compressing()
+    for channel, sub in (("plain:a", plain), ("zip:a", compressing)):
+        hub.add_recovering(channel, sub, Recovery(channel, None))
+        hub.promote(channel, sub)
+    hub.fan_out(pub(1, channel="plain:a"))
+    first = hub.fan_out(pub(1, channel="zip:a"))
+    assert "plain:a" not in hub._last  # 10,000 idle channels keep nothing
+    second = hub.fan_out(pub(2, channel="zip:a"))
+    assert second is not None and second.previous is first and hub._last["zip:a"] is second

@@ -178,6 +178,11 @@ class EncodedPublication:
             self._ws_frame = ws_text_frame(self._ws_payload())
         return self._ws_frame
 
+    @property
+    def ws_compressed(self) -> bool:
+        """Whether a compressed WebSocket frame of it was asked for (:meth:`ws_deflated`)."""
+        return self._deflated is not None
+
     def ws_deflated(self, deflate: Deflate, chained: bool = False) -> bytes:
         """:attr:`ws_frame` for a connection that negotiated ``deflate``: compressed (RSV1 set)
         or not, as ``deflate`` decides, built once per publication and outcome, shared by every
