@@ -199,7 +199,7 @@ class Hub:
         channel's last."""
         last = self._last.get(channel)
         if last is not None:
-            last.previous = None  # its fan-out is over: nothing reads its delta any more
+            last.forget_previous()  # its fan-out is over: nothing reads its delta any more
             pub, before = encoded.publication, last.publication
             if before.offset == pub.offset - 1 and before.epoch == pub.epoch:
                 encoded.previous = last

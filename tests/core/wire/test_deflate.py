@@ -439,3 +439,19 @@ def test_a_publication_too_short_to_compress_leaves_the_chain_as_it_was() -> Non
     assert sent[1] is tiny.ws_frame  # plain: the client's window still ends with a
     assert sent[2] == b.ws_deflated(deflate, chained=True)
     assert [client.read(f) for f in sent] == [e.ws_text.encode() for e in (a, tiny, b)]
+
+
+def test_consecutive_deltas_go_chained_and_the_hub_link_leaves_no_chain_behind() -> None:
+    deflate = negotiate("permessage-deflate", 64)
+    assert deflate is not None
+    sender, client = DeflateSender(deflate), ContextClient()
+    feed_ = fanned_out([ticker(i) for i in range(1, 5)])
+    deltas = [feed_[0]] + [e.delta for e in feed_[1:]]
+    assert all(d is not None for d in deltas)
+    assert deltas[2] is not None and deltas[2].previous is deltas[1]  # delta after delta: linked
+    frames = [sender.publication(d) for d in deltas if d is not None]
+    assert [client.read(f) for f in frames] == [d.ws_text.encode() for d in deltas if d is not None]
+    alone = deltas[3].ws_deflated(deflate) if deltas[3] is not None else b""
+    assert len(frames[3]) < len(alone)  # the envelope it shares with the delta before it
+    feed_[2].forget_previous()
+    assert feed_[2].previous is None and deltas[2].previous is None

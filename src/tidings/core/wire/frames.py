@@ -246,7 +246,20 @@ class EncodedPublication:
                     head = self.body[: self.body.index(b',"data":')]
                     body = b"".join((head, b',"delta":true,"data":', as_json, b"}"))
                     self._delta = EncodedPublication(self.publication, body)
+                    # consecutive deltas share their envelope: a compressed delta frame may be
+                    # chained to the previous one, as a full publication's is (DeflateSender)
+                    prior = previous._delta
+                    if prior is not None and prior is not _UNSET:
+                        self._delta.previous = prior
         return self._delta
+
+    def forget_previous(self) -> None:
+        """Drop the link to the previous publication, and its delta's (the hub, once the fan-out
+        of the next one begins): no chain of publications stays alive."""
+        self.previous = None
+        delta = self._delta
+        if delta is not None and delta is not _UNSET:
+            delta.previous = None
 
     def deflated(self, data: bytes, level: int, after: bytes | None = None) -> bytes | None:
         """The compressed segment (:func:`~tidings.core.wire.content_coding.deflate_segment`)
