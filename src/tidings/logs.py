@@ -203,6 +203,11 @@ def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # httpx writes an INFO line per request: one per proxied connect, subscribe or publish, which
+    # is an access log tidings does not keep at INFO either (see access_level); debug shows them.
+    quiet = logging.DEBUG if settings.log_level == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 

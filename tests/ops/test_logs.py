@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ import pytest
 
 from tests.ops.process import free_port, running
 from tests.wsclient import WS
-from tidings.logs import redact
+from tidings.logs import configure_logging, redact
+from tidings.settings import Settings
 
 API_KEY = "apikey-" + "k" * 24
 TOKEN_SECRET = "tokensecret-" + "s" * 24
@@ -109,3 +112,19 @@ def test_redact_masks_tokens_keys_and_authorization_headers():
     for leaked in (jwt_like, "abc.def", "zzz", "sekrit", "abcdef", "my-secret-value"):
         assert leaked not in out
     assert "channel=a" in out and "x=1" in out and "token=***" in out
+
+
+@pytest.mark.parametrize(("level", "httpx_level"), [("info", "WARNING"), ("debug", "DEBUG")])
+def test_httpx_request_lines_stay_below_info_unless_debugging(level: str, httpx_level: str):
+    """httpx logs every request at INFO; a node that proxies each connect to the application
+    would write a line per connection at the default level."""
+    out = io.StringIO()
+    handler = configure_logging(Settings(log_level=level), stream=out)
+    try:
+        assert logging.getLevelName(logging.getLogger("httpx").getEffectiveLevel()) == httpx_level
+        logging.getLogger("httpx").info('HTTP Request: POST http://app/connect "HTTP/1.1 200 OK"')
+        assert ("HTTP Request" in out.getvalue()) is (level == "debug")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
