@@ -453,6 +453,26 @@ async def test_a_read_only_or_expired_portal_token_is_refused(hub: Hub) -> None:
     }
 
 
+async def test_revoking_an_apps_portal_links_refuses_them_at_once_and_only_them(hub: Hub) -> None:
+    await new_app(hub, "Acme", "acme")
+    await new_app(hub, "Globex", "globex")
+    old = await portal_token(hub, "acme")
+    theirs = await portal_token(hub, "globex")
+    await call(hub, "GET", "/api/webhooks/apps/acme/endpoints", 200, old)
+    refused = await call(hub, "DELETE", "/api/webhooks/apps/acme/portal", 403, old)
+    assert "admin API key" in refused["message"]  # a customer cannot revoke (or lock out) the links
+    await call(hub, "DELETE", "/api/webhooks/apps/nobody/portal", 404)
+    await call(hub, "DELETE", "/api/webhooks/apps/acme/portal", 204)
+    for path in ("/api/webhooks/apps/acme", "/api/webhooks/apps/acme/endpoints"):
+        revoked = await call(hub, "GET", path, 401, old)
+        assert (
+            revoked["message"] == "this portal link was revoked: ask the service that sent it for a new one"
+        )
+    fresh = await portal_token(hub, "acme")  # minted right after: works
+    await call(hub, "GET", "/api/webhooks/apps/acme/endpoints", 200, fresh)
+    await call(hub, "GET", "/api/webhooks/apps/globex/endpoints", 200, theirs)  # another app's: untouched
+
+
 async def test_channel_endpoints_keep_working_beside_apps(hub: Hub, receiver: Receiver) -> None:
     await new_app(hub, "Acme", "acme")
     plain = await hub.create(receiver.on("/plain", status(200)), ["orders:*"])
@@ -501,6 +521,9 @@ async def test_the_python_server_api_drives_apps_event_types_messages_and_portal
         assert again["id"] == sent["id"] and again["duplicate"] is True
         link = await api.portal("acme", expiry=60, read_only=True)
         assert link["url"].startswith(f"{hub.base_url}/portal#token=")
+        await call(hub, "GET", "/api/webhooks/apps/acme", 200, link["token"])
+        assert await api.revoke_portal("acme") is None
+        await call(hub, "GET", "/api/webhooks/apps/acme", 401, link["token"])
     await wait_for(lambda: len(receiver.at("/py")) == 1)
 
     def sync() -> None:
@@ -511,6 +534,9 @@ async def test_the_python_server_api_drives_apps_event_types_messages_and_portal
             assert len(api.event_types(include_archived=True)) == 2
             assert api.send("globex", "order.shipped", [1, 2])["deliveries"]
             assert api.portal("globex")["app_id"] == "globex"
+            api.revoke_portal("globex")
+            with pytest.raises(NotFound):
+                api.revoke_portal("nobody")
             assert {a["id"] for a in api.apps()} == {"acme", "globex"}
             with pytest.raises(NotFound):
                 api.send("nobody", "x", 1)

@@ -75,6 +75,15 @@ async def test_apps_event_types_send_and_portal_from_the_command_line(hub: Hub, 
     assert code == 0 and out.startswith(f"{hub.base_url}/portal#token=tdp_")
     code, out = await cli(hub, "webhooks", "portal", "acme", "--read-only", "--json")
     assert set(json.loads(out)) == {"url", "token", "expires_at", "app_id"}
+    token = json.loads(out)["token"]
+    assert (
+        await hub.client.get("/api/webhooks/apps/acme", headers={"Authorization": f"Bearer {token}"})
+    ).status_code == 200
+    code, out = await cli(hub, "webhooks", "portal", "acme", "--revoke")
+    assert code == 0 and "revoked" in out
+    assert (
+        await hub.client.get("/api/webhooks/apps/acme", headers={"Authorization": f"Bearer {token}"})
+    ).status_code == 401
     code, out = await cli(hub, "webhooks", "apps", "show", "acme")
     assert [e["id"] for e in json.loads(out)["endpoints"]] == [endpoint["id"]]
     code, out = await cli(hub, "webhooks", "apps", "delete", "acme")

@@ -79,7 +79,7 @@ class History:
 def _check(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise error_from_response(response)
-    return response.json()
+    return None if response.status_code == 204 else response.json()
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -180,6 +180,10 @@ def _send(app_id: str, event_type: str, payload: Any, idempotency_key: str | Non
 def _portal(app_id: str, expiry: float, read_only: bool) -> _Op:
     body = {"expiry": expiry, "read_only": read_only}
     return _Op("POST", f"/api/webhooks/apps/{app_id}/portal", dict, json=body)
+
+
+def _revoke_portal(app_id: str) -> _Op:
+    return _Op("DELETE", f"/api/webhooks/apps/{app_id}/portal", lambda _: None)
 
 
 _LIST_APPS = _Op("GET", "/api/webhooks/apps", lambda b: list(b["apps"]))
@@ -301,6 +305,10 @@ class AsyncServerAPI:
         result: dict[str, Any] = await self._run(_portal(app_id, expiry, read_only))
         return result
 
+    async def revoke_portal(self, app_id: str) -> None:
+        """Make every portal link of the app issued so far stop working (new ones work)."""
+        await self._run(_revoke_portal(app_id))
+
 
 class ServerAPI:
     """The synchronous twin of :class:`AsyncServerAPI`, for scripts."""
@@ -404,3 +412,6 @@ class ServerAPI:
     def portal(self, app_id: str, *, expiry: float = 3600, read_only: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._run(_portal(app_id, expiry, read_only))
         return result
+
+    def revoke_portal(self, app_id: str) -> None:
+        self._run(_revoke_portal(app_id))

@@ -40,6 +40,8 @@ class App:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    # portal tokens issued before this time are refused (DELETE …/apps/{app}/portal)
+    portal_not_before: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

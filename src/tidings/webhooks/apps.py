@@ -277,6 +277,14 @@ class AppService:
         await self.get_app(app_id)
         return await (await self.portal_tokens()).issue(app_id, ttl=ttl, read_only=read_only)
 
+    async def revoke_portal(self, app_id: str) -> App:
+        """Refuse every portal token of the app issued until now; new ones work."""
+        app = await self.get_app(app_id)
+        now = time.time()
+        app = replace(app, portal_not_before=now, updated_at=now)
+        await (await self.store()).put_app(app)
+        return app
+
 
 _SERVICES: weakref.WeakKeyDictionary[WebhookService, AppService] = weakref.WeakKeyDictionary()
 

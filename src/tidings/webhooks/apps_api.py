@@ -299,6 +299,12 @@ def make_apps_router(service: WebhookService, *, prefix: str = "/api/webhooks") 
             url=f"{origin}/portal#token={token}", token=token, expires_at=expires_at, app_id=app_id
         )
 
+    @router.delete("/apps/{app_id}/portal", status_code=204)
+    async def revoke_portal(app_id: str, who: Caller = Who) -> Response:
+        who.need_admin()
+        await apps.revoke_portal(app_id)
+        return Response(status_code=204)
+
     # endpoints ---------------------------------------------------------------------------------
 
     base = "/apps/{app_id}/endpoints"

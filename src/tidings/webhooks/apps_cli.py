@@ -247,11 +247,18 @@ def portal(
     app_id: Annotated[str, typer.Argument(help="The application.")],
     expiry: Annotated[float, typer.Option("--expiry", help="Seconds the link works.")] = 3600,
     read_only: Annotated[bool, typer.Option("--read-only", help="The customer may only look.")] = False,
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="Instead: make every link made so far stop working.")
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a portal link for an application's customer (prints the URL)."""
+    """Make a portal link for an application's customer (prints the URL), or revoke them all."""
+    if revoke:
+        _call(url, api_key, "DELETE", f"/api/webhooks/apps/{app_id}/portal")
+        sys.stdout.write(f"every portal link of {app_id} made so far is revoked\n")
+        return
     body = {"expiry": expiry, "read_only": read_only}
     answer = _call(url, api_key, "POST", f"/api/webhooks/apps/{app_id}/portal", body)
     if as_json:

@@ -10,7 +10,9 @@ with a secret that the webhook store makes once and every node shares (see
 What a token may do is decided by :class:`Caller`, one place for every route: an admin key does
 everything; a portal token reads and manages its own app's endpoints, attempts and messages (not
 when ``read_only``), reads the event-type catalog, and nothing else: another app's routes answer
-403, an expired or tampered token 401.
+403, an expired or tampered token 401. ``DELETE …/apps/{app}/portal`` revokes every token of the
+app issued until then (the app records the time; a token's ``iat`` must not be before it), so a
+link sent to the wrong person, or a customer who left, stops working at once on every node.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class PortalTokens:
         claims = {
             "sub": app_id,
             "aud": AUDIENCE,
-            "iat": int(now),
+            "iat": now,  # not rounded: a token minted just after a revocation must pass
             "exp": expires_at,
             "jti": uuid.uuid4().hex,
             "ro": read_only,
@@ -99,4 +101,7 @@ class PortalTokens:
             ) from None
         except jwt.InvalidTokenError:
             raise Unauthorized("this portal token is not valid") from None
+        app = await self.store.get_app(str(claims["sub"]))
+        if app is not None and float(claims.get("iat", 0.0)) < app.portal_not_before:
+            raise Unauthorized("this portal link was revoked: ask the service that sent it for a new one")
         return Caller(str(claims["sub"]), bool(claims.get("ro", False)), float(claims["exp"]))
