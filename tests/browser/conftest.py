@@ -122,6 +122,15 @@ class Watched:
         if request.failure not in ("net::ERR_ABORTED",):
             self.failed.append(f"{request.failure} {request.url}")
 
+    def expect_refusal(self, status: int, url_part: str) -> None:
+        """Take back what a refusal the test provoked left: the failed response and Chromium's
+        console line for it (a page cannot silence that line). Fails if there was none."""
+        mine = [f for f in self.failed if f.startswith(f"{status} ") and url_part in f]
+        assert mine, f"no {status} for {url_part} in {self.failed}"
+        self.failed = [f for f in self.failed if f not in mine]
+        line = f"the server responded with a status of {status}"
+        self.errors = [e for e in self.errors if line not in e]
+
     def check(self) -> None:
         assert self.errors == [], f"console errors: {self.errors}"
         assert self.failed == [], f"failed requests: {self.failed}"
@@ -142,6 +151,7 @@ def page_for(browser: Any, server: RunningServer) -> Iterator[Callable[..., Any]
         page.goto(path)
         return page
 
+    open_page.watched = watched  # type: ignore[attr-defined]
     yield open_page
     try:
         watched.check()

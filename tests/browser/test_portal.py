@@ -217,3 +217,9 @@ def test_the_console_creates_apps_and_event_types_and_hands_out_portal_links(
     assert link is not None and link.startswith(server.url + "/portal#token=tdp_")
     portal = page_for(link.removeprefix(server.url))
     portal.wait_for_selector("#title:text-is('Webhooks of Initech')")
+
+    row.get_by_role("button", name="Revoke the portal links of Initech").click()
+    console.wait_for_selector("#portal-result:has-text('revoked')")
+    portal.reload()
+    portal.wait_for_selector("#gate:has-text('this portal link was revoked')")
+    page_for.watched.expect_refusal(401, f"/api/webhooks/apps/{app_id}")  # type: ignore[attr-defined]

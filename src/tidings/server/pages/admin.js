@@ -243,7 +243,10 @@ async function refreshApps() {
       const tr = document.createElement("tr");
       tr.dataset.app = a.id;
       const actions = document.createElement("td");
-      actions.append(button("Portal link", () => portalLink(a.id), `Portal link for ${a.name}`));
+      actions.append(
+        button("Portal link", () => portalLink(a.id), `Portal link for ${a.name}`),
+        button("Revoke links", () => revokePortal(a.id), `Revoke the portal links of ${a.name}`),
+      );
       tr.append(cell(a.id, "mono"), cell(a.name), cell(webhooks.filter((w) => w.app_id === a.id).length, "num"), actions);
       return tr;
     }));
@@ -265,6 +268,13 @@ async function portalLink(appId) {
     const link = await api(`api/webhooks/apps/${encodeURIComponent(appId)}/portal`, { ...JSON_POST, body: "{}" });
     const a = Object.assign(document.createElement("a"), { href: link.url, target: "_blank", rel: "noopener", textContent: "open the portal" });
     $("portal-result").replaceChildren(`${appId}: `, a, ` (until ${new Date(link.expires_at * 1000).toLocaleTimeString()})`);
+  } catch (err) { showError(`portal: ${err.message}`); }
+}
+
+async function revokePortal(appId) {
+  try {
+    await api(`api/webhooks/apps/${encodeURIComponent(appId)}/portal`, { method: "DELETE" });
+    $("portal-result").replaceChildren(`${appId}: every portal link made so far is revoked`);
   } catch (err) { showError(`portal: ${err.message}`); }
 }
 
