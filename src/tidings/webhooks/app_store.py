@@ -248,23 +248,36 @@ class RedisAppStore:
     async def open(self) -> None:
         return None
 
+    # apps and event types: one JSON document per field of one hash each
+    async def _create(self, key: str, field: str, record: Any, what: str) -> bool:
+        async with self._gate(f"{what} create"):
+            return bool(await self._redis.hsetnx(key, field, _dump(record)))
+
+    async def _put(self, key: str, field: str, record: Any, what: str) -> None:
+        async with self._gate(f"{what} put"):
+            await self._redis.hset(key, field, _dump(record))
+
+    async def _get(self, key: str, field: str, what: str) -> dict[str, Any] | None:
+        async with self._gate(f"{what} get"):
+            doc = await self._redis.hget(key, field)
+        return None if doc is None else dict(orjson.loads(doc))
+
+    async def _every(self, key: str, what: str) -> list[dict[str, Any]]:
+        async with self._gate(f"{what} list"):
+            return [dict(orjson.loads(d)) for d in await self._redis.hvals(key)]
+
     async def create_app(self, app: App) -> bool:
-        async with self._gate("app create"):
-            return bool(await self._redis.hsetnx(self._k_apps, app.id, _dump(app)))
+        return await self._create(self._k_apps, app.id, app, "app")
 
     async def put_app(self, app: App) -> None:
-        async with self._gate("app put"):
-            await self._redis.hset(self._k_apps, app.id, _dump(app))
+        await self._put(self._k_apps, app.id, app, "app")
 
     async def get_app(self, app_id: str) -> App | None:
-        async with self._gate("app get"):
-            doc = await self._redis.hget(self._k_apps, app_id)
-        return None if doc is None else App(**orjson.loads(doc))
+        doc = await self._get(self._k_apps, app_id, "app")
+        return None if doc is None else App(**doc)
 
     async def list_apps(self) -> list[App]:
-        async with self._gate("app list"):
-            docs = await self._redis.hvals(self._k_apps)
-        return sorted((App(**orjson.loads(d)) for d in docs), key=lambda a: a.created_at)
+        return sorted((App(**d) for d in await self._every(self._k_apps, "app")), key=lambda a: a.created_at)
 
     async def delete_app(self, app_id: str) -> bool:
         async with self._gate("app delete"):
@@ -272,23 +285,18 @@ class RedisAppStore:
             return bool(await self._redis.hdel(self._k_apps, app_id))
 
     async def create_event_type(self, event_type: EventType) -> bool:
-        async with self._gate("event type create"):
-            done = await self._redis.hsetnx(self._k_types, event_type.name, _dump(event_type))
-        return bool(done)
+        return await self._create(self._k_types, event_type.name, event_type, "event type")
 
     async def put_event_type(self, event_type: EventType) -> None:
-        async with self._gate("event type put"):
-            await self._redis.hset(self._k_types, event_type.name, _dump(event_type))
+        await self._put(self._k_types, event_type.name, event_type, "event type")
 
     async def get_event_type(self, name: str) -> EventType | None:
-        async with self._gate("event type get"):
-            doc = await self._redis.hget(self._k_types, name)
-        return None if doc is None else EventType(**orjson.loads(doc))
+        doc = await self._get(self._k_types, name, "event type")
+        return None if doc is None else EventType(**doc)
 
     async def list_event_types(self) -> list[EventType]:
-        async with self._gate("event type list"):
-            docs = await self._redis.hvals(self._k_types)
-        return sorted((EventType(**orjson.loads(d)) for d in docs), key=lambda t: t.name)
+        found = (EventType(**d) for d in await self._every(self._k_types, "event type"))
+        return sorted(found, key=lambda t: t.name)
 
     async def add_message(self, message: AppMessage) -> AppMessage:
         records, index = self._msgs(message.app_id)
