@@ -1,8 +1,9 @@
 """PostgreSQL outbox → WebSocket benchmark (issue 21, item 6).
 
-    PYTHONPATH=src python benchmarks/outbox.py [--pg postgresql://postgres@127.0.0.1:5432/test]
-        [--messages 20000] [--rate 1000] [--seconds 10] [--broker memory] [--batch-size 500]
-        [--json out.json]
+    make bench-outbox [BENCH_ARGS="..."]     (or: PYTHONPATH=src python benchmarks/outbox.py ...)
+        [--pg postgresql://postgres@127.0.0.1:5432/test] [--broker memory] [--batch-size 500]
+        [--messages 20000] [--sustained-rate 5000 --rows 10] [--rate 1000] [--seconds 10]
+        [--writers 16] [--json out.json]      (0 for --messages/--sustained-rate/--rate: skip it)
 
 A ``tidings serve`` subprocess consumes a fresh outbox table (created with
 ``tidings.outbox.ddl``, dropped at the end) with a ``postgres`` consumer woken by NOTIFY; one
@@ -10,9 +11,16 @@ WebSocket subscriber (``websockets``) on 8 channels records when each message ar
 
 - **drain**: ``--messages`` rows committed at once (one ``INSERT … SELECT generate_series``), then
   the time from that commit to the last arrival: messages/s from the outbox to a subscriber;
-- **latency**: ``--rate`` transactions/s of one row each for ``--seconds`` (8 writer connections,
-  paced), commit → delivery per message (the writer's clock after COMMIT returned, the
-  subscriber's at arrival; one machine, one clock): p50, p99, max.
+- **sustained**: ``--sustained-rate`` messages/s for ``--seconds``, ``--rows`` per transaction:
+  does the consumer keep up (messages/s delivered, commit → delivery p50/p99/max)?
+- **latency**: ``--rate`` transactions/s of one row each (``outbox.write_asyncpg``) for
+  ``--seconds``, commit → delivery per message: p50, p99, max.
+
+The paced writers run in a process of their own (``--writers`` connections, each transaction
+started at its due time) so that the subscriber stamps arrivals without waiting for them; commit
+time is the writer's clock after COMMIT returned, arrival the subscriber's (one machine, one
+clock). The load average before and after is in the output: on a shared machine the figures are
+floors.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,41 +139,82 @@ async def drain(args: argparse.Namespace, table: str, sub: Subscriber) -> dict[s
     }
 
 
-async def latency(args: argparse.Namespace, table: str, sub: Subscriber, first: int) -> dict[str, Any]:
+def write_paced(
+    pg: str, table: str, first: int, total: int, rows: int, rate: float, writers: int
+) -> tuple[dict[int, float], float]:
+    """In a process of its own (the subscriber's clock must not wait for the writers' Python):
+    ``total`` messages, ``rows`` per transaction, ``rate`` messages/s, each transaction started
+    at its due time on one of ``writers`` connections (a late one queues for a connection: the
+    rate holds as long as PostgreSQL commits as fast on average). Returns each message's commit
+    time (``time.time()`` after COMMIT returned) and the rate reached."""
+    return asyncio.run(_write_paced(pg, table, first, total, rows, rate, writers))
+
+
+async def _write_paced(
+    pg: str, table: str, first: int, total: int, rows: int, rate: float, writers: int
+) -> tuple[dict[int, float], float]:
     commits: dict[int, float] = {}
-    total = int(args.rate * args.seconds)
-    writers = 8
-    start = time.monotonic()
+    pool = await asyncpg.create_pool(pg, min_size=writers, max_size=writers)
+    insert = f"INSERT INTO {table} (partition, channel, data) VALUES ($1, $2, $3::jsonb)"
 
-    async def writer(w: int) -> None:
-        conn = await asyncpg.connect(args.pg)
-        try:
-            for n in range(w, total, writers):
-                due = start + n / args.rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                seq = first + n
-                async with conn.transaction():
-                    await outbox.write_asyncpg(
-                        conn,
-                        f"bench:{seq % CHANNELS}",
-                        {"seq": seq},
-                        table=table,
-                        partition=str(seq % CHANNELS),
-                    )
-                commits[seq] = time.time()
-        finally:
-            await conn.close()
+    async def transaction(seqs: range) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            if len(seqs) == 1:  # what an application does
+                seq = seqs[0]
+                await outbox.write_asyncpg(
+                    conn, f"bench:{seq % CHANNELS}", {"seq": seq}, table=table, partition=str(seq % CHANNELS)
+                )
+            else:  # several messages of one transaction, in one round trip
+                await conn.executemany(
+                    insert,
+                    [(str(seq % CHANNELS), f"bench:{seq % CHANNELS}", f'{{"seq": {seq}}}') for seq in seqs],
+                )
+        now = time.time()
+        for seq in seqs:
+            commits[seq] = now
 
-    await asyncio.gather(*(writer(w) for w in range(writers)))
-    achieved = total / (time.monotonic() - start)
+    try:
+        start = time.monotonic()
+        pending = []
+        for n in range(0, total, rows):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(transaction(range(first + n, first + min(n + rows, total)))))
+        await asyncio.gather(*pending)
+        achieved = total / (time.monotonic() - start)
+    finally:
+        await pool.close()
+    return commits, achieved
+
+
+async def paced(
+    args: argparse.Namespace,
+    table: str,
+    sub: Subscriber,
+    first: int,
+    *,
+    rate: float,
+    seconds: float,
+    rows: int,
+) -> dict[str, Any]:
+    """Commit → delivery at a paced rate: p50/p99/max, and the rate the subscriber got."""
+    total = int(rate * seconds)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        commits, achieved = await loop.run_in_executor(
+            pool, write_paced, args.pg, table, first, total, rows, rate, args.writers
+        )
     await sub.wait_for(first - 1 + total, timeout=120)
     lat = sorted((sub.arrivals[seq] - t) * 1000 for seq, t in commits.items())
+    arrivals = [sub.arrivals[seq] for seq in commits]
+    delivered = total / (max(arrivals) - min(commits.values()))
     return {
-        "rate_target": args.rate,
+        "rate_target": rate,
         "rate_achieved": round(achieved),
+        "rows_per_transaction": rows,
         "messages": total,
+        "delivered_per_second": round(delivered),
         "p50_ms": round(statistics.median(lat), 2),
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
         "max_ms": round(lat[-1], 2),
@@ -182,8 +233,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ready = asyncio.Event()
             task = asyncio.create_task(sub.run(port, ready))
             await asyncio.wait_for(ready.wait(), 30)
-            results = {"drain": await drain(args, table, sub)}
-            results["latency"] = await latency(args, table, sub, args.messages + 1)
+            results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
+            first = 1
+            if args.messages:
+                results["drain"] = await drain(args, table, sub)
+                first += args.messages
+            if args.sustained_rate:
+                results["sustained"] = await paced(
+                    args, table, sub, first, rate=args.sustained_rate, seconds=args.seconds, rows=args.rows
+                )
+                first += int(args.sustained_rate * args.seconds)
+            if args.rate:
+                results["latency"] = await paced(
+                    args, table, sub, first, rate=args.rate, seconds=args.seconds, rows=1
+                )
+            results["load_after"] = os.getloadavg()[0]
             task.cancel()  # closes the WebSocket before the node is told to stop
             await asyncio.gather(task, return_exceptions=True)
             return results
@@ -205,6 +269,9 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sustained-rate", type=float, default=5000.0)
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
