@@ -3,7 +3,8 @@
     make bench-outbox [BENCH_ARGS="..."]     (or: PYTHONPATH=src python benchmarks/outbox.py ...)
         [--pg postgresql://postgres@127.0.0.1:5432/test] [--broker memory] [--batch-size 500]
         [--messages 20000] [--sustained-rate 5000 --rows 10] [--rate 1000] [--seconds 10]
-        [--writers 16] [--json out.json]      (0 for --messages/--sustained-rate/--rate: skip it)
+        [--writers 16] [--no-deflate] [--profile node.prof] [--json out.json]
+        (0 for --messages, --sustained-rate or --rate skips that scenario)
 
 A ``tidings serve`` subprocess consumes a fresh outbox table (created with
 ``tidings.outbox.ddl``, dropped at the end) with a ``postgres`` consumer woken by NOTIFY; one
@@ -19,8 +20,11 @@ WebSocket subscriber (``websockets``) on 8 channels records when each message ar
 The paced writers run in a process of their own (``--writers`` connections, each transaction
 started at its due time) so that the subscriber stamps arrivals without waiting for them; commit
 time is the writer's clock after COMMIT returned, arrival the subscriber's (one machine, one
-clock). The load average before and after is in the output: on a shared machine the figures are
-floors.
+clock). Each scenario also gives the CPU time per message of the node and of its consumer's
+PostgreSQL backend (``/proc``), which the machine's other load moves far less than the rates, and
+the output has the load average before and after: on a shared machine the rates are floors.
+The subscriber offers permessage-deflate (the ``websockets`` default, as browsers do) unless
+``--no-deflate``; ``--profile`` runs the node under cProfile (``python -m pstats node.prof``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -73,9 +78,11 @@ batch_size = {args.batch_size}
 poll_interval = 1.0
 """
     )
+    # --profile: the node under cProfile, its stats written when it stops
+    profiler = [sys.executable, *(["-m", "cProfile", "-o", str(args.profile)] if args.profile else [])]
     env = {**os.environ, "TIDINGS_LOG_LEVEL": "warning", "TIDINGS_CONFIG": str(config)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidings", "serve", "--port", str(port), "--broker", args.broker], env=env
+        [*profiler, "-m", "tidings", "serve", "--port", str(port), "--broker", args.broker], env=env
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -89,14 +96,57 @@ poll_interval = 1.0
     raise RuntimeError("tidings did not start")
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by the node and by its consumer's PostgreSQL backend:
+    per message, a measure the machine's other load moves far less than messages/s."""
+
+    def __init__(self, node_pid: int, backend_pid: int | None) -> None:
+        self.pids = {"node": node_pid, "pg_backend": backend_pid}
+
+    @staticmethod
+    def _cpu(pid: int | None) -> float:
+        if pid is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        return {name: self._cpu(pid) for name, pid in self.pids.items()}
+
+    def per_message(self, before: dict[str, float], messages: int) -> dict[str, float]:
+        after = self.read()
+        return {
+            f"{name}_cpu_us_per_message": round((after[name] - before[name]) * 1e6 / messages, 1)
+            for name in before
+            if self.pids[name] is not None
+        }
+
+
+async def consumer_backend(pg: str) -> int | None:
+    conn = await asyncpg.connect(pg)
+    try:
+        pid: int | None = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'tidings consumer bench'"
+        )
+        return pid
+    finally:
+        await conn.close()
+
+
 class Subscriber:
-    def __init__(self) -> None:
+    def __init__(self, no_deflate: bool = False) -> None:
+        self.no_deflate = no_deflate
         self.arrivals: dict[int, float] = {}
         self.event = asyncio.Event()
         self.want = 0
 
     async def run(self, port: int, ready: asyncio.Event) -> None:
-        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+        # websockets offers permessage-deflate, as browsers do: --no-deflate to leave it out
+        compression = None if self.no_deflate else "deflate"
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, compression=compression) as ws:
             for k in range(CHANNELS):
                 await ws.send(orjson.dumps({"op": "subscribe", "ref": k, "channel": f"bench:{k}"}).decode())
             subscribed = 0
@@ -119,8 +169,9 @@ class Subscriber:
             await asyncio.wait_for(self.event.wait(), timeout)
 
 
-async def drain(args: argparse.Namespace, table: str, sub: Subscriber) -> dict[str, Any]:
+async def drain(args: argparse.Namespace, table: str, sub: Subscriber, meter: CpuMeter) -> dict[str, Any]:
     conn = await asyncpg.connect(args.pg)
+    cpu = meter.read()
     try:
         await conn.execute(
             f"INSERT INTO {table} (partition, channel, data) SELECT (s % {CHANNELS})::text, "
@@ -136,6 +187,7 @@ async def drain(args: argparse.Namespace, table: str, sub: Subscriber) -> dict[s
         "messages": args.messages,
         "seconds": round(seconds, 3),
         "per_second": round(args.messages / seconds),
+        **meter.per_message(cpu, args.messages),
     }
 
 
@@ -197,10 +249,12 @@ async def paced(
     rate: float,
     seconds: float,
     rows: int,
+    meter: CpuMeter,
 ) -> dict[str, Any]:
     """Commit → delivery at a paced rate: p50/p99/max, and the rate the subscriber got."""
     total = int(rate * seconds)
     loop = asyncio.get_running_loop()
+    cpu = meter.read()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         commits, achieved = await loop.run_in_executor(
             pool, write_paced, args.pg, table, first, total, rows, rate, args.writers
@@ -218,6 +272,7 @@ async def paced(
         "p50_ms": round(statistics.median(lat), 2),
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
         "max_ms": round(lat[-1], 2),
+        **meter.per_message(cpu, total),
     }
 
 
@@ -229,30 +284,40 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         proc, port = start_node(args, table, Path(directory))
         try:
-            sub = Subscriber()
+            sub = Subscriber(args.no_deflate)
             ready = asyncio.Event()
             task = asyncio.create_task(sub.run(port, ready))
             await asyncio.wait_for(ready.wait(), 30)
+            meter = CpuMeter(proc.pid, await consumer_backend(args.pg))
             results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
             first = 1
             if args.messages:
-                results["drain"] = await drain(args, table, sub)
+                results["drain"] = await drain(args, table, sub, meter)
                 first += args.messages
             if args.sustained_rate:
                 results["sustained"] = await paced(
-                    args, table, sub, first, rate=args.sustained_rate, seconds=args.seconds, rows=args.rows
+                    args,
+                    table,
+                    sub,
+                    first,
+                    rate=args.sustained_rate,
+                    seconds=args.seconds,
+                    rows=args.rows,
+                    meter=meter,
                 )
                 first += int(args.sustained_rate * args.seconds)
             if args.rate:
                 results["latency"] = await paced(
-                    args, table, sub, first, rate=args.rate, seconds=args.seconds, rows=1
+                    args, table, sub, first, rate=args.rate, seconds=args.seconds, rows=1, meter=meter
                 )
             results["load_after"] = os.getloadavg()[0]
             task.cancel()  # closes the WebSocket before the node is told to stop
             await asyncio.gather(task, return_exceptions=True)
             return results
         finally:
-            proc.terminate()
+            # SIGINT under cProfile: uvicorn raises it again once stopped, and KeyboardInterrupt
+            # unwinds through cProfile's finally, which writes the stats (SIGTERM would not)
+            proc.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
             proc.wait(30)
             conn = await asyncpg.connect(args.pg)
             await conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_dead")
@@ -274,6 +339,8 @@ if __name__ == "__main__":
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-deflate", action="store_true", help="the subscriber without permessage-deflate")
+    parser.add_argument("--profile", type=Path, help="run the node under cProfile, its stats written there")
     arguments = parser.parse_args()
     outcome = asyncio.run(main(arguments))
     print(json.dumps(outcome, indent=2))
