@@ -8,6 +8,7 @@ removes them in ``cleanup``. ``settings()`` is the ``[consumers.NAME]`` table th
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -31,6 +32,22 @@ REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NATS_SERVER = shutil.which("nats-server")
+
+
+def _rabbitmq_server() -> str | None:
+    """The ``rabbitmq-server`` script that starts a node as the calling user. Debian's
+    /usr/sbin/rabbitmq-server is a wrapper that switches to the rabbitmq user and the system's
+    directories: the script behind it, in /usr/lib/rabbitmq/bin, is the one a private node needs."""
+    candidates = [
+        os.environ.get("TIDINGS_TEST_RABBITMQ_SERVER", ""),
+        "/usr/lib/rabbitmq/bin/rabbitmq-server",
+        *sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server"), reverse=True),
+        shutil.which("rabbitmq-server") or "",
+    ]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+RABBITMQ_SERVER = _rabbitmq_server()
 KINDS = ("redis_stream", "nats_jetstream", "amqp")
 
 
@@ -305,6 +322,107 @@ class OwnNats:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OwnRabbit:
+    """A RabbitMQ node of its own, never the machine's (a shared service on 5672): its own node
+    name, AMQP and distribution ports, and its database, logs, config, plugin list and Erlang
+    cookie in a temporary directory (no plugin: no management listener). It registers with the
+    machine's epmd, as any Erlang node does (one is started if none runs).
+
+    ``restart`` is a clean stop (SIGTERM: the node flushes its message store) and a start with the
+    same node name and directory: a durable queue keeps its persistent messages, and what was
+    delivered but not acknowledged is ready again, at its place. Erlang boots in 5-15 s."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="tidings-consumer-rabbitmq-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        (self.dir / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's: its node name and port
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "loopback_users.guest = true\n"  # guest/guest, from loopback only (the default)
+            "log.console = false\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 90) -> OwnRabbit:
+        assert RABBITMQ_SERVER is not None
+        d = self.dir
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(d),  # the Erlang cookie is written there
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_NODENAME": f"tidings-test-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        with open(d / "server.out", "ab") as out:
+            # A session of its own: ``stop`` can end the script, the VM and its helpers together.
+            self.process = subprocess.Popen(
+                [RABBITMQ_SERVER],
+                env=env,
+                cwd=d,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_for(self._ready, timeout, f"rabbitmq-server on {self.port} (log in {d}/log)")
+        except BaseException:
+            self._end(force=True)
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"rabbitmq-server exited with {self.process.returncode}: see {self.dir}/log")
+        return _amqp_answers(self.port)
+
+    def _end(self, *, force: bool) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        if not force:
+            process.terminate()  # the script asks the VM to stop cleanly, and waits for it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(60)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def restart(self) -> None:
+        """Stop cleanly and start again: same node, same port, same data."""
+        self._end(force=False)
+        self.start()
+
+    def stop(self) -> None:
+        self._end(force=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _amqp_answers(port: int) -> bool:
+    """The broker answers the AMQP 0-9-1 protocol header with connection.start (a method frame)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            sock.settimeout(5)
+            return sock.recv(1) == b"\x01"
+    except OSError:
+        return False
 
 
 def _answers(port: int) -> bool:

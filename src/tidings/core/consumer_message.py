@@ -99,8 +99,8 @@ def check_message(
     """A decoded message as a publish, or why it cannot be one (see :func:`parse_message`)."""
     if not isinstance(value, dict):
         return DeadLetter("bad_request", "a message must be a JSON object with channel and data")
-    unknown = sorted(set(value) - _FIELDS)
-    if unknown:
+    if not _FIELDS.issuperset(value):
+        unknown = sorted(set(value) - _FIELDS)
         return DeadLetter("bad_request", f"unknown field(s): {', '.join(unknown)}")
     if "data" not in value:
         return DeadLetter("bad_request", "data is missing")
@@ -126,7 +126,8 @@ def check_message(
         key = default_key
     elif not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH:
         return DeadLetter("bad_request", f"idempotency_key must be a string of 1-{MAX_KEY_LENGTH} characters")
-    for name in names:
+    # "*" allows every valid name (they were checked above): no pattern to match, per message
+    for name in () if "*" in allow else names:
         if not any(pattern_matches(pattern, name) for pattern in allow):
             return DeadLetter("forbidden", f"this consumer may not publish to {name!r}")
     return PublishRequest(tuple(dict.fromkeys(names)), value["data"], event, key, broadcast)
