@@ -1,15 +1,17 @@
 """Webhook delivery benchmark (issue 22): throughput, latency, fan-out, rate limits, isolation.
 
-    PYTHONPATH=src python benchmarks/webhooks.py [--store sqlite|redis] [--publications 10000]
-        [--endpoints 10] [--repeat 2] [--latency-rate 1000] [--fanout 1000] [--outage 10]
-        [--json out.json]
+    PYTHONPATH=src python benchmarks/webhooks.py [--store sqlite|redis] [--dispatcher process|inline]
+        [--publications 10000] [--endpoints 10] [--repeat 2] [--latency-rate 1000] [--fanout 1000]
+        [--outage 10] [--json out.json]
 
 One ``tidings serve`` node (a subprocess; memory broker, the webhook queue in a SQLite file in a
 temporary directory with ``synchronous = normal``, as deployed, or in Redis with ``--store
 redis``) delivers to a Node receiver (benchmarks/webhook_receiver.js: 200 with an empty body,
 counting first arrivals per path and webhook-id; ``--endpoints`` ports). Endpoints are created and
 messages published through the HTTP API (publishes on ``--connections`` keep-alive connections,
-each sending the next request when the previous one is answered). Scenarios, in this order:
+each sending the next request when the previous one is answered). ``--dispatcher``: where the
+node delivers (``webhooks.dispatcher``; the server's CPU counts its dispatcher process's too).
+Scenarios, in this order:
 
 1. **publish**: the publish API's rate on a channel no endpoint takes, then on one that
    ``--endpoints`` endpoints take (``--publications`` each, interleaved ``--repeat`` times, same
@@ -61,9 +63,24 @@ def free_port() -> int:
         return port
 
 
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def server_cpu(pid: int) -> float:
+    """The node's CPU seconds with its dispatcher process's (``webhooks.dispatcher = process``)."""
+    return process_cpu(pid) + sum(process_cpu(c) for c in children(pid))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,6 +143,7 @@ class Server:
             "throttle_floor": 0.0,
             "concurrency_per_endpoint": args.concurrency,
             "timeout": 10.0,
+            "dispatcher": args.dispatcher,
         }
         env = {
             **os.environ,
@@ -378,6 +396,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rec = await Receiver.start(max(args.endpoints, args.iso_endpoints, args.latency_endpoints))
     result: dict[str, Any] = {
         "store": args.store,
+        "dispatcher": args.dispatcher,
         "load_average_before": load_average(),
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -420,6 +439,9 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--synchronous", choices=["normal", "full"], default="normal", help="SQLite queue")
+    parser.add_argument(
+        "--dispatcher", choices=["process", "inline"], default="process", help="webhooks.dispatcher"
+    )
     parser.add_argument("--publications", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8, help="publisher connections")

@@ -190,6 +190,10 @@ class WebhookStore(Protocol):
         """Durable before it returns (see the module docstring)."""
 
     async def pending(self) -> list[Due]: ...
+    async def caught_up(self) -> None:
+        """Return once what ``enqueue`` returned so far is visible to another connection (a
+        dispatcher process reading the same queue)."""
+
     async def job(self, delivery_id: str) -> Job | None:
         """The pending delivery's job, or None if it is no longer pending."""
 
@@ -282,8 +286,26 @@ def _record(db: sqlite3.Connection, records: Sequence[_Record]) -> None:
         "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
         [(r[2], r[3], r[1].at, r[1].status, r[1].error, r[0]) for r in records],
     )
+    # Only the fields an attempt changes: the endpoint's other fields may have changed meanwhile
+    # in another process (the node's, when the dispatcher runs in a process of its own).
+    changes = []
+    for r in records:
+        if r[4] is not None:
+            doc = json.loads(r[4][1])
+            changes.append(
+                (
+                    json.dumps(doc["enabled"]),
+                    json.dumps(doc["disabled_reason"]),
+                    json.dumps(doc["failing_since"]),
+                    doc["updated_at"],
+                    r[4][0],
+                )
+            )
     db.executemany(
-        "UPDATE endpoints SET doc = ? WHERE id = ?", [(r[4][1], r[4][0]) for r in records if r[4] is not None]
+        "UPDATE endpoints SET doc = json_set(doc, '$.enabled', json(?), '$.disabled_reason', json(?), "
+        "'$.failing_since', json(?), '$.updated_at', max(json_extract(doc, '$.updated_at'), ?)) "
+        "WHERE id = ?",
+        changes,
     )
 
 
@@ -375,10 +397,18 @@ class SQLiteWebhookStore:
     One node at a time: :meth:`open` takes an exclusive lock on ``<path>.lock`` (released by
     :meth:`close`, or by the system when the process dies) and raises StartupError if another
     node holds it. Each node keeps the endpoints and the due deliveries in memory, so two nodes
-    on one file would each miss what the other creates."""
+    on one file would each miss what the other creates.
 
-    def __init__(self, path: str | Path | None, *, synchronous: str = "normal") -> None:
+    ``companion=True``: the store of the node's dispatcher process
+    (:mod:`tidings.webhooks.worker`), opened after the node's on the same file. It takes no lock
+    (the node holds it), creates nothing and writes no delivery rows (the node's store fans out
+    and owns ``seq``): it reads jobs and records attempts, in WAL beside the node's writes."""
+
+    def __init__(
+        self, path: str | Path | None, *, synchronous: str = "normal", companion: bool = False
+    ) -> None:
         self.path = None if path is None else Path(path)
+        self.companion = companion
         self.synchronous = synchronous.upper()
         self._lock: int | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
@@ -522,7 +552,7 @@ class SQLiteWebhookStore:
 
     async def open(self) -> None:
         def connect() -> None:
-            if self.path is not None:
+            if self.path is not None and not self.companion:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
                 if self._lock is None:
@@ -543,6 +573,9 @@ class SQLiteWebhookStore:
                         self.path, isolation_level=None, check_same_thread=False
                     )
                     self._checkpointer.execute("PRAGMA busy_timeout=5000")
+                if self.companion:
+                    self._db = db
+                    return
                 db.executescript(_SCHEMA)
                 if "targets" not in [row[1] for row in db.execute("PRAGMA table_info(messages)")]:
                     db.execute("ALTER TABLE messages ADD COLUMN targets TEXT")  # a store from before
@@ -676,6 +709,16 @@ class SQLiteWebhookStore:
         fanned = self._fanned
         if fanned is not None and not fanned.done():
             await asyncio.shield(fanned)
+
+    async def caught_up(self) -> None:
+        await self._caught_up()
+
+    async def max_seq(self) -> int:
+        """The highest ``seq`` a delivery row has (0: none): every row written later has a
+        higher one (only the node's store inserts rows)."""
+        await self._caught_up()
+        row = await self._run(lambda db: db.execute("SELECT max(seq) FROM deliveries").fetchone())
+        return int(row[0] or 0)
 
     async def pending(self) -> list[Due]:
         await self._caught_up()

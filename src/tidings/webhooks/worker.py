@@ -1,0 +1,379 @@
+"""The dispatcher process: outbound deliveries off the publishers' core.
+
+With ``webhooks.dispatcher = "process"`` (the default under ``tidings serve``) the node only
+commits each message with the endpoints that take it (its group commit) and returns; a child
+process, ``python -m tidings.webhooks.worker``, owns the :class:`~.dispatcher.Dispatcher`: the
+HTTP pools, the lanes, retries, rate limits, and the attempt records. Both open the same queue —
+the SQLite file (WAL: the node writes messages and delivery rows, the child reads jobs and
+records attempts; :class:`~.store.SQLiteWebhookStore` ``companion=True``) or the Redis queue
+(the child shares its node's lease token, so what the node's ``enqueue`` holds is the child's).
+
+The queue is the truth; the pipes only say where to look:
+
+- node → child (the child's stdin, JSON lines): ``{"d": [[delivery_id, endpoint_id, seq,
+  due_at, attempts], …], "r": replayed}`` new deliveries, sent once their rows are visible to
+  the child's connection; ``{"e": 1}`` the endpoints changed (the child reloads them from the
+  store before it reads the next line, so a delivery sent after a rotation is signed with the new
+  secret); ``{"stop": seconds}`` finish the attempts in flight and exit.
+- child → node (its stdout, JSON lines): ``{"c": {outcome: count}, "q": queued, "e": changed}``
+  every ``REPORT_INTERVAL`` while something changed: the attempt counts since the last report
+  (the node adds them to its metrics), the queue depth (``tidings_webhook_queue_depth``), and
+  whether an attempt changed an endpoint (failing, disabled: the node reloads its endpoints).
+
+At start the child loads every pending delivery from the store (the SQLite queue: and ignores
+the notices of deliveries already in that snapshot; Redis: it claims what is free, and a dead
+child's leases end as a dead node's do), so nothing a dead child held is lost.
+
+Lifetime: the child dies with its node — ``PR_SET_PDEATHSIG`` (Linux) kills it when the node
+dies, SIGKILL included, and end-of-file on its stdin stops it otherwise; it ignores SIGINT and
+SIGTERM (a terminal's Ctrl-C or a service manager signals the whole group: the node drains and
+then stops it). The node restarts a child that died alone (:class:`DispatcherProcess`). The
+child lowers its CPU priority by ``webhooks.dispatcher_nice`` so that publishing keeps its rate
+when the cores are short; deliveries then catch up between bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from tidings.settings import Settings
+from tidings.webhooks.dispatcher import Dispatcher, Sender
+from tidings.webhooks.redis_store import RedisWebhookStore
+from tidings.webhooks.retry import RetryPolicy
+from tidings.webhooks.ssrf import parse_networks
+from tidings.webhooks.store import Due, Endpoint, SQLiteWebhookStore
+
+__all__ = ["DispatcherProcess", "main"]
+
+log = logging.getLogger("tidings.webhooks")
+
+REPORT_INTERVAL = 0.1  # seconds between two reports of the child (while something changed)
+RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before restarting a child that died alone
+PR_SET_PDEATHSIG = 1
+
+
+# the node's side ---------------------------------------------------------------------------------
+
+
+class DispatcherProcess:
+    """The node's handle on its dispatcher process (see the module docstring).
+
+    ``config`` is what the child needs (see :func:`child_config`); ``on_counts(outcome, n)`` and
+    ``on_endpoints()`` receive the child's reports; ``caught_up`` waits until the deliveries
+    enqueued so far are visible to another connection of the store."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        caught_up: Callable[[], Any],
+        on_counts: Callable[[str, int], None],
+        on_endpoints: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.caught_up = caught_up
+        self.on_counts = on_counts
+        self.on_endpoints = on_endpoints
+        self.proc: asyncio.subprocess.Process | None = None
+        self.depth = 0
+        self.restarts = 0
+        self.stopping = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._outbox: list[list[Any]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):  # its first load; the node serves meanwhile anyway
+                await self._ready.wait()
+
+    async def _spawn(self) -> None:
+        self._ready.clear()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tidings.webhooks.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        self._write({**self.config, "ppid": os.getpid()})
+
+    async def _watch(self) -> None:
+        """Read the child's reports; when it dies alone, start another (its pending deliveries
+        are in the store: the new child loads them)."""
+        failures = 0
+        while True:
+            proc = self.proc
+            assert proc is not None and proc.stdout is not None
+            started = time.monotonic()
+            while line := await proc.stdout.readline():
+                self._report(orjson.loads(line))
+            code = await proc.wait()
+            if self.stopping:
+                return
+            failures = 0 if time.monotonic() - started > 60 else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            log.error("the webhook dispatcher process exited (%s); restarting it in %.1f s", code, delay)
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
+                await self._spawn()
+            except OSError as exc:
+                log.error("could not start the webhook dispatcher process: %s", exc)
+                continue
+            self.restarts += 1
+
+    def _report(self, report: dict[str, Any]) -> None:
+        if report.get("ready"):
+            self._ready.set()
+        for outcome, count in report.get("c", {}).items():
+            self.on_counts(outcome, count)
+        self.depth = report.get("q", self.depth)
+        if report.get("e"):
+            self.on_endpoints()
+
+    def _write(self, message: dict[str, Any]) -> None:
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return  # a dead child's successor loads the queue from the store
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.write(orjson.dumps(message) + b"\n")
+
+    def deliveries(self, dues: Sequence[Due], *, replayed: bool = False) -> None:
+        """Tell the child of new deliveries (sent once their rows are visible to it)."""
+        if replayed:  # written by their own commit (store.replay returned): visible now
+            self._write({"d": [_due_row(d) for d in dues], "r": True})
+            return
+        self._outbox.extend(_due_row(d) for d in dues)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                await self.caught_up()  # the delivery rows of every due in batch are written
+            except Exception:
+                log.warning("webhook queue not caught up; the dispatcher process polls it")
+            self._write({"d": batch})
+
+    def endpoints_changed(self) -> None:
+        self._write({"e": 1})
+
+    def queued(self) -> int:
+        return self.depth
+
+    async def drain(self, seconds: float) -> None:
+        """Let the child finish its attempts in flight (within ``seconds``) and exit."""
+        self.stopping = True
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if self._sender is not None and not self._sender.done():
+            with contextlib.suppress(Exception):
+                await self._sender
+        self._write({"stop": seconds})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds + 1):
+                await proc.wait()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            await self.drain(10.0)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+        if self._watcher is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                async with asyncio.timeout(5):
+                    await self._watcher
+            self._watcher.cancel()
+
+
+def _due_row(due: Due) -> list[Any]:
+    return [due.delivery_id, due.endpoint_id, due.seq, due.due_at, due.attempts]
+
+
+def child_config(settings: Settings, *, path: str | None, token: str | None) -> dict[str, Any]:
+    """What the child is told at start: the node's settings and where its queue is (``path``:
+    the SQLite file; ``token``: the Redis store's lease token)."""
+    return {"settings": settings.model_dump(mode="json"), "path": path, "token": token}
+
+
+# the child -----------------------------------------------------------------------------------------
+
+
+def _die_with_parent(ppid: int) -> None:
+    """Be killed when the node dies (SIGKILL included): Linux's parent-death signal."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != ppid:  # the node died before the signal was asked for
+        os._exit(0)
+
+
+class _Child:
+    def __init__(self, config: dict[str, Any], out: asyncio.WriteTransport) -> None:
+        settings = Settings.model_validate(config["settings"])
+        self.settings = settings.webhooks
+        self.out = out
+        if config["path"] is not None:
+            self.store: SQLiteWebhookStore | RedisWebhookStore = SQLiteWebhookStore(
+                config["path"], synchronous=self.settings.synchronous, companion=True
+            )
+        else:
+            self.store = RedisWebhookStore(settings.broker, lease=self.settings.lease, token=config["token"])
+        self.endpoints: dict[str, Endpoint] = {}
+        self.counts: dict[str, int] = {}
+        self.endpoint_changed = False
+        self.reported_depth = -1
+        self.watermark = 0  # SQLite: deliveries up to this seq were in the snapshot loaded at start
+        sender = Sender(
+            timeout=self.settings.timeout,
+            allowed=parse_networks(self.settings.allow_private),
+            response_cap=self.settings.response_cap,
+            ca_file=self.settings.ca_file,
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.endpoints,
+            policy=RetryPolicy(
+                schedule=tuple(self.settings.retry_schedule),
+                jitter=self.settings.jitter,
+                throttle_floor=self.settings.throttle_floor,
+                retry_after_max=self.settings.retry_after_max,
+                disable_after=self.settings.disable_after,
+            ),
+            sender=sender,
+            concurrency=self.settings.concurrency_per_endpoint,
+            on_attempt=self._count,
+            poll_interval=min(self.settings.poll_interval, self.settings.lease / 3),
+            refresh=self.refresh,
+            on_endpoint=self._endpoint,
+        )
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    def _endpoint(self, endpoint: Endpoint) -> None:
+        self.endpoint_changed = True
+
+    async def refresh(self) -> None:
+        stored = {e.id: e for e in await self.store.list_endpoints()}
+        for endpoint_id in [i for i in self.endpoints if i not in stored]:
+            del self.endpoints[endpoint_id]
+            self.dispatcher.endpoint_changed(endpoint_id)
+        for endpoint_id, endpoint in stored.items():
+            if self.endpoints.get(endpoint_id) != endpoint:
+                self.endpoints[endpoint_id] = endpoint
+                self.dispatcher.endpoint_changed(endpoint_id)
+
+    def report(self, **extra: Any) -> None:
+        depth = self.dispatcher.queued()
+        if not (self.counts or self.endpoint_changed or extra or depth != self.reported_depth):
+            return
+        message: dict[str, Any] = {"c": self.counts, "q": depth, "e": self.endpoint_changed, **extra}
+        self.counts, self.endpoint_changed, self.reported_depth = {}, False, depth
+        self.out.write(orjson.dumps(message) + b"\n")
+
+    async def reporting(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            self.report()
+
+    async def run(self, commands: asyncio.StreamReader) -> None:
+        await self.store.open()
+        try:
+            await self.refresh()
+            if isinstance(self.store, SQLiteWebhookStore):
+                self.watermark = await self.store.max_seq()  # before the snapshot: see add()
+            await self.dispatcher.start()
+            self.report(ready=1)
+            reporter = asyncio.get_running_loop().create_task(self.reporting())
+            try:
+                await self.serve(commands)
+            finally:
+                reporter.cancel()
+        finally:
+            await self.dispatcher.stop()
+            await self.store.close()
+            self.report()
+
+    async def serve(self, commands: asyncio.StreamReader) -> None:
+        while line := await commands.readline():
+            command = orjson.loads(line)
+            if "d" in command:
+                replayed = bool(command.get("r"))
+                for delivery_id, endpoint_id, seq, due_at, attempts in command["d"]:
+                    if replayed or seq > self.watermark:  # else: loaded at start already
+                        self.dispatcher.add(Due(delivery_id, endpoint_id, seq, due_at, attempts))
+            elif "e" in command:
+                await self.refresh()  # before the next line: what follows uses the new endpoints
+            elif "stop" in command:
+                await self.dispatcher.wait_idle(float(command["stop"]))
+                return
+
+
+async def _child_main() -> None:
+    loop = asyncio.get_running_loop()
+    commands = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    config = orjson.loads(await commands.readline())
+    _die_with_parent(int(config["ppid"]))
+    settings = Settings.model_validate(config["settings"])
+    from tidings.logs import configure_logging  # here: the node's logging, in this process
+
+    configure_logging(settings)
+    with contextlib.suppress(OSError):
+        os.nice(settings.webhooks.dispatcher_nice)
+    transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(_REPORTS, "wb"))
+    child = _Child(config, transport)
+    try:
+        await child.run(commands)
+    finally:
+        transport.close()
+
+
+_REPORTS = -1
+
+
+def main() -> None:
+    """The child's entry point (``python -m tidings.webhooks.worker``)."""
+    global _REPORTS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when this process stops
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The reports go to the node through the stdout this process was started with; anything
+    # else that writes to stdout (a library, a stray print) goes to stderr instead.
+    _REPORTS = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        import uvloop
+
+        uvloop.run(_child_main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(_child_main())
+
+
+if __name__ == "__main__":
+    main()
