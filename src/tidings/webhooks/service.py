@@ -109,6 +109,7 @@ class WebhookService:
         # With webhooks.dispatcher = "process": the child process that delivers (tidings.webhooks.worker).
         self.process: DispatcherProcess | None = None
         self._reloading: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self.started = False
 
     def _in_process(self) -> bool:
@@ -159,8 +160,18 @@ class WebhookService:
             caught_up=store.caught_up,
             on_counts=self._count,
             on_endpoints=self._reload_soon,
+            on_records=store.record_later if isinstance(store, SQLiteWebhookStore) else None,
         )
         await self.process.start()
+        if isinstance(store, RedisWebhookStore):  # other nodes change the endpoints too
+            self._poller = asyncio.get_running_loop().create_task(self._poll_endpoints())
+
+    async def _poll_endpoints(self) -> None:
+        """The shared queue: reload the endpoints as often as an inline dispatcher would (its
+        poll calls :meth:`refresh_endpoints`), for the publish hook and the API."""
+        while True:
+            await asyncio.sleep(min(self.settings.poll_interval, self.settings.lease / 3))
+            await self._reload()
 
     def _reload_soon(self) -> None:
         """The dispatcher process changed an endpoint (failing, disabled): read them again."""
@@ -242,8 +253,9 @@ class WebhookService:
             await self.process.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
-        if self._reloading is not None:
-            self._reloading.cancel()
+        for task in (self._reloading, self._poller):
+            if task is not None:
+                task.cancel()
         await self.store.close()
 
     def mount(

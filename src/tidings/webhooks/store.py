@@ -39,6 +39,7 @@ from tidings.webhooks.signing import SigningKey
 
 __all__ = [
     "Attempt",
+    "AttemptRecord",
     "Delivery",
     "DeliveryStatus",
     "Due",
@@ -263,13 +264,15 @@ class _Later:
     future: asyncio.Future[Any]
     rows: int
     ids: list[str] = field(default_factory=list)
-    items: list[_Record] = field(default_factory=list)
+    items: list[AttemptRecord] = field(default_factory=list)
 
 
-_Record = tuple[str, "Attempt", str, float | None, tuple[str, str] | None]
+# delivery id, the attempt, the delivery's new status, its next attempt time, and the endpoint's
+# (id, document) when the attempt changed it
+AttemptRecord = tuple[str, "Attempt", str, float | None, tuple[str, str] | None]
 
 
-def _record(db: sqlite3.Connection, records: Sequence[_Record]) -> None:
+def _record(db: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     """Log each attempt and move its delivery (and its endpoint, when that changed): one
     statement per kind for the whole batch."""
     db.executemany(
@@ -401,8 +404,11 @@ class SQLiteWebhookStore:
 
     ``companion=True``: the store of the node's dispatcher process
     (:mod:`tidings.webhooks.worker`), opened after the node's on the same file. It takes no lock
-    (the node holds it), creates nothing and writes no delivery rows (the node's store fans out
-    and owns ``seq``): it reads jobs and records attempts, in WAL beside the node's writes."""
+    (the node holds it), creates nothing and writes nothing: it reads (WAL readers never wait for
+    the writer); the node writes the attempt records the dispatcher process sends it
+    (:meth:`record_later`). One writer: a publisher's commit never waits for another process's
+    transaction (SQLite's busy handler sleeps, on the event loop here, and a niced process
+    holding the lock while descheduled would stall every publisher)."""
 
     def __init__(
         self, path: str | Path | None, *, synchronous: str = "normal", companion: bool = False
@@ -567,7 +573,7 @@ class SQLiteWebhookStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
-                if self.inline and self.path is not None:
+                if self.inline and self.path is not None and not self.companion:
                     db.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints
                     self._checkpointer = sqlite3.connect(
                         self.path, isolation_level=None, check_same_thread=False
@@ -763,14 +769,20 @@ class SQLiteWebhookStore:
             next_attempt_at,
             None if endpoint is None else (endpoint.id, _endpoint_doc(endpoint)),
         )
+        await asyncio.shield(self.record_later([record]))  # one cancelled waiter must not cancel the rest
+
+    def record_later(self, records: Sequence[AttemptRecord]) -> asyncio.Future[Any]:
+        """Queue attempt records (``(delivery_id, attempt, status, next_attempt_at, (endpoint_id,
+        endpoint_doc) or None)``) into the next group commit of records; the future is that
+        commit's. The dispatcher process's records come in this way (see the class docstring)."""
         if self._records is None:
-            records: list[_Record] = []
-            self._write_later(lambda db: _record(db, records), 0)
+            items: list[AttemptRecord] = []
+            self._write_later(lambda db: _record(db, items), 0)
             self._records = self._later[-1]
-            self._records.items = records
-        self._records.items.append(record)
-        self._records.rows += 1
-        await asyncio.shield(self._records.future)  # one cancelled waiter must not cancel the rest
+            self._records.items = items
+        self._records.items.extend(records)
+        self._records.rows += len(records)
+        return self._records.future
 
     # the log -----------------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 With ``webhooks.dispatcher = "process"`` (the default under ``tidings serve``) the node only
 commits each message with the endpoints that take it (its group commit) and returns; a child
 process, ``python -m tidings.webhooks.worker``, owns the :class:`~.dispatcher.Dispatcher`: the
-HTTP pools, the lanes, retries, rate limits, and the attempt records. Both open the same queue —
-the SQLite file (WAL: the node writes messages and delivery rows, the child reads jobs and
-records attempts; :class:`~.store.SQLiteWebhookStore` ``companion=True``) or the Redis queue
-(the child shares its node's lease token, so what the node's ``enqueue`` holds is the child's).
+HTTP pools, the lanes, retries and rate limits. Both open the same queue — the SQLite file (WAL:
+the child only reads, :class:`~.store.SQLiteWebhookStore` ``companion=True``; the node stays the
+file's one writer and commits the attempt records the child sends it, so that a publisher's
+commit never waits for the child's) or the Redis queue (the child writes its records itself and
+shares its node's lease token, so what the node's ``enqueue`` holds is the child's).
 
 The queue is the truth; the pipes only say where to look:
 
@@ -15,7 +16,8 @@ The queue is the truth; the pipes only say where to look:
   the child's connection; ``{"e": 1}`` the endpoints changed (the child reloads them from the
   store before it reads the next line, so a delivery sent after a rotation is signed with the new
   secret); ``{"stop": seconds}`` finish the attempts in flight and exit.
-- child → node (its stdout, JSON lines): ``{"c": {outcome: count}, "q": queued, "e": changed}``
+- child → node (its stdout, JSON lines): ``{"a": [record, …]}`` attempt records (SQLite queue;
+  gathered for ``RECORD_INTERVAL``), and ``{"c": {outcome: count}, "q": queued, "e": changed}``
   every ``REPORT_INTERVAL`` while something changed: the attempt counts since the last report
   (the node adds them to its metrics), the queue depth (``tidings_webhook_queue_depth``), and
   whether an attempt changed an endpoint (failing, disabled: the node reloads its endpoints).
@@ -52,7 +54,15 @@ from tidings.webhooks.dispatcher import Dispatcher, Sender
 from tidings.webhooks.redis_store import RedisWebhookStore
 from tidings.webhooks.retry import RetryPolicy
 from tidings.webhooks.ssrf import parse_networks
-from tidings.webhooks.store import Due, Endpoint, SQLiteWebhookStore
+from tidings.webhooks.store import (
+    Attempt,
+    AttemptRecord,
+    DeliveryStatus,
+    Due,
+    Endpoint,
+    SQLiteWebhookStore,
+    _endpoint_doc,
+)
 
 __all__ = ["DispatcherProcess", "main"]
 
@@ -61,6 +71,11 @@ log = logging.getLogger("tidings.webhooks")
 REPORT_INTERVAL = 0.1  # seconds between two reports of the child (while something changed)
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before restarting a child that died alone
 PR_SET_PDEATHSIG = 1
+# Seconds the child gathers attempt records before it sends them to the node: the node commits
+# them together (a commit carrying few rows costs about as much as one carrying hundreds: it
+# writes every page it dirtied; measured 1.3 ms of node CPU per publication to 10 endpoints when
+# each loop turn's records were sent alone). Nothing waits for a record in the child.
+RECORD_INTERVAL = 0.05
 
 
 # the node's side ---------------------------------------------------------------------------------
@@ -80,8 +95,10 @@ class DispatcherProcess:
         caught_up: Callable[[], Any],
         on_counts: Callable[[str, int], None],
         on_endpoints: Callable[[], None],
+        on_records: Callable[[list[AttemptRecord]], Any] | None = None,
     ) -> None:
         self.config = config
+        self.on_records = on_records
         self.caught_up = caught_up
         self.on_counts = on_counts
         self.on_endpoints = on_endpoints
@@ -95,11 +112,14 @@ class DispatcherProcess:
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
+        """Start the child; not waiting for it to load: the node serves meanwhile, and what it
+        enqueues waits in the pipe (and the store)."""
         await self._spawn()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(30):  # its first load; the node serves meanwhile anyway
-                await self._ready.wait()
+
+    async def ready(self) -> None:
+        """Return once the current child has loaded the queue (tests)."""
+        await self._ready.wait()
 
     async def _spawn(self) -> None:
         self._ready.clear()
@@ -140,6 +160,8 @@ class DispatcherProcess:
             self.restarts += 1
 
     def _report(self, report: dict[str, Any]) -> None:
+        if "a" in report and self.on_records is not None:
+            self._record([_record_from(row) for row in report["a"]])
         if report.get("ready"):
             self._ready.set()
         for outcome, count in report.get("c", {}).items():
@@ -147,6 +169,11 @@ class DispatcherProcess:
         self.depth = report.get("q", self.depth)
         if report.get("e"):
             self.on_endpoints()
+
+    def _record(self, records: list[AttemptRecord]) -> None:
+        assert self.on_records is not None
+        future = self.on_records(records)
+        future.add_done_callback(_log_unrecorded)
 
     def _write(self, message: dict[str, Any]) -> None:
         proc = self.proc
@@ -210,6 +237,22 @@ class DispatcherProcess:
             self._watcher.cancel()
 
 
+def _log_unrecorded(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("webhook attempts not recorded (they will be made again): %s", future.exception())
+
+
+def _record_row(record: AttemptRecord) -> list[Any]:
+    delivery_id, a, status, next_at, endpoint = record
+    attempt = [a.at, a.status, a.duration_ms, a.error, a.response, a.outcome]
+    return [delivery_id, attempt, status, next_at, None if endpoint is None else list(endpoint)]
+
+
+def _record_from(row: list[Any]) -> AttemptRecord:
+    delivery_id, attempt, status, next_at, endpoint = row
+    return (delivery_id, Attempt(*attempt), status, next_at, None if endpoint is None else tuple(endpoint))
+
+
 def _due_row(due: Due) -> list[Any]:
     return [due.delivery_id, due.endpoint_id, due.seq, due.due_at, due.attempts]
 
@@ -232,18 +275,41 @@ def _die_with_parent(ppid: int) -> None:
         os._exit(0)
 
 
+class _Companion(SQLiteWebhookStore):
+    """The child's SQLite store: it reads the queue, and sends its attempt records to the node,
+    the file's one writer (see :class:`~.store.SQLiteWebhookStore`). A record is sent in order
+    with the others (a retry's next record cannot overtake it); one the node had not committed
+    when it died is an attempt made again, as after any crash."""
+
+    def __init__(self, path: str, send: Callable[[AttemptRecord], None], *, synchronous: str) -> None:
+        super().__init__(path, synchronous=synchronous, companion=True)
+        self.send = send
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        endpoint: Endpoint | None,
+    ) -> None:
+        changed = None if endpoint is None else (endpoint.id, _endpoint_doc(endpoint))
+        self.send((delivery_id, attempt, status, next_attempt_at, changed))
+
+
 class _Child:
     def __init__(self, config: dict[str, Any], out: asyncio.WriteTransport) -> None:
         settings = Settings.model_validate(config["settings"])
         self.settings = settings.webhooks
         self.out = out
         if config["path"] is not None:
-            self.store: SQLiteWebhookStore | RedisWebhookStore = SQLiteWebhookStore(
-                config["path"], synchronous=self.settings.synchronous, companion=True
+            self.store: SQLiteWebhookStore | RedisWebhookStore = _Companion(
+                config["path"], self._send_record, synchronous=self.settings.synchronous
             )
         else:
             self.store = RedisWebhookStore(settings.broker, lease=self.settings.lease, token=config["token"])
         self.endpoints: dict[str, Endpoint] = {}
+        self.records: list[list[Any]] = []  # to send to the node at the end of this loop turn
         self.counts: dict[str, int] = {}
         self.endpoint_changed = False
         self.reported_depth = -1
@@ -271,6 +337,16 @@ class _Child:
             refresh=self.refresh,
             on_endpoint=self._endpoint,
         )
+
+    def _send_record(self, record: AttemptRecord) -> None:
+        if not self.records:
+            asyncio.get_running_loop().call_later(RECORD_INTERVAL, self._flush_records)
+        self.records.append(_record_row(record))
+
+    def _flush_records(self) -> None:
+        records, self.records = self.records, []
+        if records:
+            self.out.write(orjson.dumps({"a": records}) + b"\n")
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -317,6 +393,8 @@ class _Child:
         finally:
             await self.dispatcher.stop()
             await self.store.close()
+            if self.records:
+                self._flush_records()
             self.report()
 
     async def serve(self, commands: asyncio.StreamReader) -> None:
