@@ -664,9 +664,11 @@ def served(settings: Settings) -> Settings:
     """``settings`` as ``tidings serve`` runs them: ``webhooks.dispatcher = "auto"`` becomes
     ``"process"`` (deliveries in a child process, off the publishers' core); an app that mounts
     tidings itself keeps ``"auto"``, which delivers inline."""
-    if settings.webhooks.dispatcher != "auto":
+    hooks = settings.webhooks
+    in_memory = hooks.store == "memory" or (not hooks.store and settings.broker == "memory")
+    if hooks.dispatcher != "auto" or in_memory:  # a queue in memory is one process's
         return settings
-    webhooks = settings.webhooks.model_copy(update={"dispatcher": "process"})
+    webhooks = hooks.model_copy(update={"dispatcher": "process"})
     return settings.model_copy(update={"webhooks": webhooks})
 
 
