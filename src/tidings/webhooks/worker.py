@@ -12,8 +12,10 @@ shares its node's lease token, so what the node's ``enqueue`` holds is the child
 The queue is the truth; the pipes only say where to look:
 
 - node → child (the child's stdin, JSON lines): ``{"d": [[delivery_id, endpoint_id, seq,
-  due_at, attempts], …], "r": replayed}`` new deliveries, sent once their rows are visible to
-  the child's connection; ``{"e": 1}`` the endpoints changed (the child reloads them from the
+  due_at, attempts, message], …], "m": [[id, channel, event, body, created_at], …], "r":
+  replayed}`` new deliveries (``message``: an index into ``m``, which carries each message
+  once, so that the child's first attempt need not read it; or null), sent once their rows are
+  visible to the child's connection; ``{"e": 1}`` the endpoints changed (the child reloads them from the
   store before it reads the next line, so a delivery sent after a rotation is signed with the new
   secret); ``{"stop": seconds}`` finish the attempts in flight and exit.
 - child → node (its stdout, JSON lines): ``{"a": [record, …]}`` attempt records (SQLite queue;
@@ -62,6 +64,7 @@ from tidings.webhooks.store import (
     DeliveryStatus,
     Due,
     Endpoint,
+    Message,
     SQLiteWebhookStore,
     _endpoint_doc,
 )
@@ -108,7 +111,7 @@ class DispatcherProcess:
         self.restarts = 0
         self.stopping = False
         self._watcher: asyncio.Task[None] | None = None
-        self._outbox: list[list[Any]] = []
+        self._outbox: list[Due] = []
         self._sender: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -186,9 +189,9 @@ class DispatcherProcess:
     def deliveries(self, dues: Sequence[Due], *, replayed: bool = False) -> None:
         """Tell the child of new deliveries (sent once their rows are visible to it)."""
         if replayed:  # written by their own commit (store.replay returned): visible now
-            self._write({"d": [_due_row(d) for d in dues], "r": True})
+            self._write({**_due_rows(dues), "r": True})
             return
-        self._outbox.extend(_due_row(d) for d in dues)
+        self._outbox.extend(dues)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
@@ -199,7 +202,7 @@ class DispatcherProcess:
                 await self.caught_up()  # the delivery rows of every due in batch are written
             except Exception:
                 log.warning("webhook queue not caught up; the dispatcher process polls it")
-            self._write({"d": batch})
+            self._write(_due_rows(batch))
 
     def endpoints_changed(self) -> None:
         self._write({"e": 1})
@@ -254,8 +257,21 @@ def _record_from(row: list[Any]) -> AttemptRecord:
     return (delivery_id, Attempt(*attempt), status, next_at, None if endpoint is None else tuple(endpoint))
 
 
-def _due_row(due: Due) -> list[Any]:
-    return [due.delivery_id, due.endpoint_id, due.seq, due.due_at, due.attempts]
+def _due_rows(dues: Sequence[Due]) -> dict[str, Any]:
+    messages: dict[str, int] = {}
+    rows: list[list[Any]] = []
+    for due in dues:
+        index = None
+        if due.message is not None:
+            index = messages.setdefault(due.message.id, len(messages))
+        rows.append([due.delivery_id, due.endpoint_id, due.seq, due.due_at, due.attempts, index])
+    bodies: list[Any] = [None] * len(messages)
+    for due in dues:
+        m = due.message
+        if m is not None and bodies[messages[m.id]] is None:
+            # a body is JSON the node encoded (orjson): UTF-8
+            bodies[messages[m.id]] = [m.id, m.channel, m.event, m.body.decode(), m.created_at]
+    return {"d": rows, "m": bodies}
 
 
 def child_config(settings: Settings, *, path: str | None, token: str | None) -> dict[str, Any]:
@@ -403,9 +419,11 @@ class _Child:
             command = orjson.loads(line)
             if "d" in command:
                 replayed = bool(command.get("r"))
-                for delivery_id, endpoint_id, seq, due_at, attempts in command["d"]:
+                messages = [Message(m[0], m[1], m[2], m[3].encode(), m[4]) for m in command.get("m", ())]
+                for delivery_id, endpoint_id, seq, due_at, attempts, index in command["d"]:
                     if replayed or seq > self.watermark:  # else: loaded at start already
-                        self.dispatcher.add(Due(delivery_id, endpoint_id, seq, due_at, attempts))
+                        message = None if index is None else messages[index]
+                        self.dispatcher.add(Due(delivery_id, endpoint_id, seq, due_at, attempts, message))
             elif "e" in command:
                 await self.refresh()  # before the next line: what follows uses the new endpoints
             elif "stop" in command:
