@@ -110,6 +110,10 @@ class WebhookService:
         self.process: DispatcherProcess | None = None
         self._reloading: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        # Endpoints this node changed, by the count of changes when it did: a reload that began
+        # before a change read the store without it and must not undo it in memory.
+        self._changes = 0
+        self._touched: dict[str, int] = {}
         self.started = False
 
     def _in_process(self) -> bool:
@@ -214,14 +218,21 @@ class WebhookService:
 
     async def refresh_endpoints(self) -> None:
         """Reload the endpoints from the store (a shared store: other nodes change them)."""
+        began = self._changes
         stored = {e.id: e for e in await self.store.list_endpoints()}
-        for endpoint_id in [i for i in self.endpoints if i not in stored]:
+        recent = {i for i, n in self._touched.items() if n > began}
+        for endpoint_id in [i for i in self.endpoints if i not in stored and i not in recent]:
             del self.endpoints[endpoint_id]
             self._changed(endpoint_id)
         for endpoint_id, endpoint in stored.items():
-            if self.endpoints.get(endpoint_id) != endpoint:
+            if endpoint_id not in recent and self.endpoints.get(endpoint_id) != endpoint:
                 self.endpoints[endpoint_id] = endpoint
                 self._changed(endpoint_id)
+        self._touched = {i: n for i, n in self._touched.items() if n > began}
+
+    def _touch(self, endpoint_id: str) -> None:
+        self._changes += 1
+        self._touched[endpoint_id] = self._changes
 
     def _changed(self, endpoint_id: str) -> None:
         """An endpoint changed in the store (the dispatcher process reloads them all; it tells
@@ -376,6 +387,7 @@ class WebhookService:
         )
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
+        self._touch(endpoint.id)
         if self.process is not None:
             self.process.endpoints_changed()
         return endpoint
@@ -405,15 +417,18 @@ class WebhookService:
         endpoint = replace(self.get(endpoint_id), **changes, updated_at=time.time())
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
+        self._touch(endpoint.id)
         self._notify(endpoint.id)
         return endpoint
 
     async def delete(self, endpoint_id: str) -> None:
         self.get(endpoint_id)
         del self.endpoints[endpoint_id]
+        self._touch(endpoint_id)
         if self.process is None:
             self._dispatcher().endpoint_changed(endpoint_id)
         await self.store.delete_endpoint(endpoint_id)
+        self._touch(endpoint_id)  # again: a reload may have begun while the store deleted
         if self.process is not None:
             self.process.endpoints_changed()
 
@@ -429,6 +444,7 @@ class WebhookService:
         endpoint = replace(self.get(endpoint_id), keys=[*keys, SigningKey(generate_secret())], updated_at=now)
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
+        self._touch(endpoint.id)
         if self.process is not None:
             self.process.endpoints_changed()
         return endpoint
