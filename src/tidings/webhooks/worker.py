@@ -74,6 +74,9 @@ __all__ = ["DispatcherProcess", "main"]
 log = logging.getLogger("tidings.webhooks")
 
 REPORT_INTERVAL = 0.1  # seconds between two reports of the child (while something changed)
+LINE_LIMIT = 1 << 28  # bytes of one line either way (a notice or a report is one line)
+INLINE_BODY = 65536  # bytes of a message body sent in a notice at most (else: read from the store)
+RECORDS_PER_LINE = 256  # attempt records sent at once at most
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before restarting a child that died alone
 PR_SET_PDEATHSIG = 1
 # Seconds the child gathers attempt records before it sends them to the node: fewer lines for
@@ -133,7 +136,7 @@ class DispatcherProcess:
             "tidings.webhooks.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=1 << 20,
+            limit=LINE_LIMIT,
         )
         self._write({**self.config, "ppid": os.getpid()})
 
@@ -201,7 +204,7 @@ class DispatcherProcess:
             try:
                 await self.caught_up()  # the delivery rows of every due in batch are written
             except Exception:
-                log.warning("webhook queue not caught up; the dispatcher process polls it")
+                log.warning("webhook queue not caught up; telling the dispatcher process anyway")
             self._write(_due_rows(batch))
 
     def endpoints_changed(self) -> None:
@@ -262,13 +265,13 @@ def _due_rows(dues: Sequence[Due]) -> dict[str, Any]:
     rows: list[list[Any]] = []
     for due in dues:
         index = None
-        if due.message is not None:
+        if due.message is not None and len(due.message.body) <= INLINE_BODY:
             index = messages.setdefault(due.message.id, len(messages))
         rows.append([due.delivery_id, due.endpoint_id, due.seq, due.due_at, due.attempts, index])
     bodies: list[Any] = [None] * len(messages)
     for due in dues:
         m = due.message
-        if m is not None and bodies[messages[m.id]] is None:
+        if m is not None and m.id in messages and bodies[messages[m.id]] is None:
             # a body is JSON the node encoded (orjson): UTF-8
             bodies[messages[m.id]] = [m.id, m.channel, m.event, m.body.decode(), m.created_at]
     return {"d": rows, "m": bodies}
@@ -359,6 +362,8 @@ class _Child:
         if not self.records:
             asyncio.get_running_loop().call_later(RECORD_INTERVAL, self._flush_records)
         self.records.append(_record_row(record))
+        if len(self.records) >= RECORDS_PER_LINE:
+            self._flush_records()  # the timer set for these finds none, or the next ones
 
     def _flush_records(self) -> None:
         records, self.records = self.records, []
@@ -433,7 +438,7 @@ class _Child:
 
 async def _child_main() -> None:
     loop = asyncio.get_running_loop()
-    commands = asyncio.StreamReader(limit=1 << 24)
+    commands = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
     config = orjson.loads(await commands.readline())
     _die_with_parent(int(config["ppid"]))
