@@ -464,7 +464,7 @@ def main() -> None:
     parser.add_argument(
         "--dispatcher", choices=["process", "inline"], default="process", help="webhooks.dispatcher"
     )
-    parser.add_argument("--dispatcher-nice", type=int, default=5, help="webhooks.dispatcher_nice")
+    parser.add_argument("--dispatcher-nice", type=int, default=2, help="webhooks.dispatcher_nice")
     parser.add_argument("--publications", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8, help="publisher connections")

@@ -349,7 +349,7 @@ class WebhookSettings(_Section):
         "tidings serve, inline in an app that mounts tidings). A queue in memory is always inline.",
     )
     dispatcher_nice: int = Field(
-        5, ge=0, le=19, description="CPU priority the dispatcher process lowers itself by (os.nice)."
+        2, ge=0, le=19, description="CPU priority the dispatcher process lowers itself by (os.nice)."
     )
 
     @field_validator("allow_private")
