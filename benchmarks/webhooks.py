@@ -1,15 +1,17 @@
 """Webhook delivery benchmark (issue 22): throughput, latency, fan-out, rate limits, isolation.
 
-    PYTHONPATH=src python benchmarks/webhooks.py [--store sqlite|redis] [--publications 10000]
-        [--endpoints 10] [--repeat 2] [--latency-rate 1000] [--fanout 1000] [--outage 10]
-        [--json out.json]
+    PYTHONPATH=src python benchmarks/webhooks.py [--store sqlite|redis] [--dispatcher process|inline]
+        [--publications 10000] [--endpoints 10] [--repeat 2] [--latency-rate 1000] [--fanout 1000]
+        [--outage 10] [--json out.json]
 
 One ``tidings serve`` node (a subprocess; memory broker, the webhook queue in a SQLite file in a
 temporary directory with ``synchronous = normal``, as deployed, or in Redis with ``--store
 redis``) delivers to a Node receiver (benchmarks/webhook_receiver.js: 200 with an empty body,
 counting first arrivals per path and webhook-id; ``--endpoints`` ports). Endpoints are created and
 messages published through the HTTP API (publishes on ``--connections`` keep-alive connections,
-each sending the next request when the previous one is answered). Scenarios, in this order:
+each sending the next request when the previous one is answered). ``--dispatcher``: where the
+node delivers (``webhooks.dispatcher``; the server's CPU counts its dispatcher process's too).
+Scenarios, in this order:
 
 1. **publish**: the publish API's rate on a channel no endpoint takes, then on one that
    ``--endpoints`` endpoints take (``--publications`` each, interleaved ``--repeat`` times, same
@@ -61,9 +63,24 @@ def free_port() -> int:
         return port
 
 
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def server_cpu(pid: int) -> float:
+    """The node's CPU seconds with its dispatcher process's (``webhooks.dispatcher = process``)."""
+    return process_cpu(pid) + sum(process_cpu(c) for c in children(pid))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,6 +143,8 @@ class Server:
             "throttle_floor": 0.0,
             "concurrency_per_endpoint": args.concurrency,
             "timeout": 10.0,
+            "dispatcher": args.dispatcher,
+            "dispatcher_nice": args.dispatcher_nice,
         }
         env = {
             **os.environ,
@@ -160,6 +179,10 @@ class Server:
 
     def cpu(self) -> float:
         return server_cpu(self.process.pid)
+
+    def node_cpu(self) -> float:
+        """The node's own CPU seconds (without its dispatcher process's): the publishers' core."""
+        return process_cpu(self.process.pid)
 
     async def endpoint(self, url: str, channel: str, **extra: Any) -> str:
         response = await self.http.post("/api/webhooks", json={"url": url, "channels": [channel], **extra})
@@ -226,16 +249,22 @@ async def scenario_publish(args: argparse.Namespace, server: Server, rec: Receiv
     for i in range(e):
         await server.endpoint(f"http://127.0.0.1:{rec.ports[i]}/bench", "bench:*")
     free_rates, hooked_rates, runs = [], [], []
+    free_cpu, hooked_cpu = [], []
     for r in range(args.repeat):
         await server.publish("free:warm", 500, args.connections)
+        node0 = server.node_cpu()
         seconds = await server.publish(f"free:{r}", n, args.connections)
         free_rates.append(n / seconds)
+        free_cpu.append((server.node_cpu() - node0) / n)
         await rec.ask("reset")
-        cpu0, wall = server.cpu(), time.time()
+        cpu0, node0, wall = server.cpu(), server.node_cpu(), time.time()
         seconds = await server.publish(f"bench:{r}", n, args.connections)
         hooked_rates.append(n / seconds)
         stats = await rec.wait_taken(n * e)
         cpu = server.cpu() - cpu0
+        # The node's CPU per publication until every delivery was made: what a CPU-bound
+        # publisher pays for webhooks on the node's core, whatever the load did to the rates.
+        hooked_cpu.append((server.node_cpu() - node0) / n)
         lat = (await rec.ask("latencies"))["latencies"]
         runs.append(
             {
@@ -246,7 +275,15 @@ async def scenario_publish(args: argparse.Namespace, server: Server, rec: Receiv
                 "requests": stats["requests"],
             }
         )
-        print("publish", r, round(free_rates[-1]), round(hooked_rates[-1]), runs[-1], flush=True)
+        print(
+            "publish",
+            r,
+            round(free_rates[-1]),
+            round(hooked_rates[-1]),
+            f"node cpu/publish {free_cpu[-1] * 1e6:.0f} -> {hooked_cpu[-1] * 1e6:.0f} us",
+            runs[-1],
+            flush=True,
+        )
     best = max(runs, key=lambda x: x["deliveries_per_s"])
     return {
         "publications": n,
@@ -255,6 +292,9 @@ async def scenario_publish(args: argparse.Namespace, server: Server, rec: Receiv
         "publish_per_s_without_endpoints": [round(x) for x in free_rates],
         "publish_per_s_with_endpoints": [round(x) for x in hooked_rates],
         "publish_ratio": round(sum(hooked_rates) / sum(free_rates), 3),
+        "node_cpu_us_per_publish_without_endpoints": [round(x * 1e6, 1) for x in free_cpu],
+        "node_cpu_us_per_publish_with_endpoints": [round(x * 1e6, 1) for x in hooked_cpu],
+        "node_cpu_ratio": round(sum(free_cpu) / sum(hooked_cpu), 3),
         "runs": runs,
         **best,
     }
@@ -378,6 +418,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rec = await Receiver.start(max(args.endpoints, args.iso_endpoints, args.latency_endpoints))
     result: dict[str, Any] = {
         "store": args.store,
+        "dispatcher": args.dispatcher,
         "load_average_before": load_average(),
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -420,6 +461,10 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--synchronous", choices=["normal", "full"], default="normal", help="SQLite queue")
+    parser.add_argument(
+        "--dispatcher", choices=["process", "inline"], default="process", help="webhooks.dispatcher"
+    )
+    parser.add_argument("--dispatcher-nice", type=int, default=2, help="webhooks.dispatcher_nice")
     parser.add_argument("--publications", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8, help="publisher connections")

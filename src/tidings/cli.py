@@ -22,7 +22,7 @@ from tidings.auth import cli as auth_cli
 from tidings.config_cli import app as config_app
 from tidings.consumers import cli as consumers_cli
 from tidings.exceptions import TidingsError
-from tidings.settings import SettingsError, load_settings
+from tidings.settings import SettingsError, load_settings, served
 from tidings.webhooks import apps_cli as webhooks_apps_cli
 from tidings.webhooks import cli as webhooks_cli
 
@@ -131,6 +131,7 @@ def serve(
         )
     except SettingsError as exc:
         raise fail(str(exc), "Fix the keys named above (see docs/reference/settings.md).") from None
+    settings = served(settings)
     if http2:
         from tidings.server.http2 import run_http2  # here: Hypercorn, only for --http2
 

@@ -46,6 +46,7 @@ __all__ = [
     "WebhookSettings",
     "is_loopback",
     "load_settings",
+    "served",
 ]
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("tidings_config_file", default=None)
@@ -339,6 +340,16 @@ class WebhookSettings(_Section):
         gt=0,
         description="Redis queue: seconds between polls for due deliveries and lease "
         "renewals (at most a third of the lease is used).",
+    )
+
+    dispatcher: Literal["auto", "process", "inline"] = Field(
+        "auto",
+        description="Where outbound deliveries run: 'process' (a child process of the node, "
+        "off the publishers' core), 'inline' (on the node's event loop), 'auto' (process under "
+        "tidings serve, inline in an app that mounts tidings). A queue in memory is always inline.",
+    )
+    dispatcher_nice: int = Field(
+        2, ge=0, le=19, description="CPU priority the dispatcher process lowers itself by (os.nice)."
     )
 
     @field_validator("allow_private")
@@ -647,6 +658,18 @@ class SettingsError(Exception):
         self.problems = problems
         lines = "\n".join(f"  {key}: {message}" for key, message in problems)
         super().__init__(f"invalid settings ({len(problems)} problems):\n{lines}")
+
+
+def served(settings: Settings) -> Settings:
+    """``settings`` as ``tidings serve`` runs them: ``webhooks.dispatcher = "auto"`` becomes
+    ``"process"`` (deliveries in a child process, off the publishers' core); an app that mounts
+    tidings itself keeps ``"auto"``, which delivers inline."""
+    hooks = settings.webhooks
+    in_memory = hooks.store == "memory" or (not hooks.store and settings.broker == "memory")
+    if hooks.dispatcher != "auto" or in_memory:  # a queue in memory is one process's
+        return settings
+    webhooks = hooks.model_copy(update={"dispatcher": "process"})
+    return settings.model_copy(update={"webhooks": webhooks})
 
 
 def is_loopback(host: str) -> bool:

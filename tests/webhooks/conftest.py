@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 import time
@@ -166,6 +167,9 @@ FAST_WEBHOOKS: dict[str, Any] = {
     "timeout": 1.0,
     "throttle_floor": 0.05,
     "retry_after_max": 1.0,
+    # "auto": inline in an app that mounts tidings, as these tests do;
+    # TIDINGS_TEST_WEBHOOK_DISPATCHER=process runs them all on the dispatcher process.
+    "dispatcher": os.environ.get("TIDINGS_TEST_WEBHOOK_DISPATCHER", "auto"),
 }
 
 

@@ -47,9 +47,15 @@ async def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
             await asyncio.sleep(0.05)
 
 
+# Both ways of delivering: on the node's loop, and in its dispatcher process (which dies with the
+# node: PR_SET_PDEATHSIG; the restarted node's new one loads the queue).
+DISPATCHERS = pytest.mark.parametrize("dispatcher", ["inline", "process"])
+
+
 @pytest.mark.slow
+@DISPATCHERS
 async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, dispatcher: str
 ) -> None:
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(
@@ -59,6 +65,7 @@ async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
                     **FAST_WEBHOOKS,
                     "store": str(tmp_path / "queue.db"),
                     "retry_schedule": [0.2, 0.5, 1, 1, 1, 1, 1],
+                    "dispatcher": dispatcher,
                 }
             }
         )
@@ -111,14 +118,29 @@ async def test_kill_9_with_100_deliveries_pending_then_restart_delivers_all_100(
 
 
 async def burst_then_kill(
-    tmp_path: Path, receiver: Receiver, *, endpoints: int, publications: int, kill_after: int
+    tmp_path: Path,
+    receiver: Receiver,
+    *,
+    endpoints: int,
+    publications: int,
+    kill_after: int,
+    dispatcher: str = "inline",
 ) -> None:
     """Publish on 8 connections; SIGKILL the node once ``kill_after`` publishes were accepted
     (others still in flight), restart it, and check that every accepted publication reaches
     every endpoint (each once by webhook-id; at-least-once: a repeat keeps its id and body)."""
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(
-        json.dumps({"webhooks": {**FAST_WEBHOOKS, "store": str(tmp_path / "queue.db"), "timeout": 5.0}})
+        json.dumps(
+            {
+                "webhooks": {
+                    **FAST_WEBHOOKS,
+                    "store": str(tmp_path / "queue.db"),
+                    "timeout": 5.0,
+                    "dispatcher": dispatcher,
+                }
+            }
+        )
     )
     seen: dict[str, set[tuple[str, str]]] = {}
 
@@ -184,10 +206,13 @@ async def burst_then_kill(
 
 
 @pytest.mark.slow
+@DISPATCHERS
 async def test_kill_9_during_a_publish_burst_loses_no_accepted_delivery(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, dispatcher: str
 ) -> None:
-    await burst_then_kill(tmp_path, receiver, endpoints=3, publications=400, kill_after=150)
+    await burst_then_kill(
+        tmp_path, receiver, endpoints=3, publications=400, kill_after=150, dispatcher=dispatcher
+    )
 
 
 @pytest.mark.long
@@ -195,4 +220,6 @@ async def test_kill_9_during_a_publish_burst_loses_no_accepted_delivery(
 async def test_kill_9_during_a_long_publish_burst_loses_no_accepted_delivery(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    await burst_then_kill(tmp_path, receiver, endpoints=5, publications=6000, kill_after=2500)
+    await burst_then_kill(
+        tmp_path, receiver, endpoints=5, publications=6000, kill_after=2500, dispatcher="process"
+    )

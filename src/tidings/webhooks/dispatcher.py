@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import random
@@ -218,6 +219,7 @@ class Dispatcher:
         on_attempt: Callable[[str], None] | None = None,
         poll_interval: float = 1.0,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        on_endpoint: Callable[[Endpoint], None] | None = None,
     ) -> None:
         self.store = store
         self.endpoints = endpoints
@@ -234,6 +236,10 @@ class Dispatcher:
         self.refresh = refresh
         self.poller: asyncio.Task[None] | None = None
         self.recording: set[asyncio.Task[None]] = set()  # records of final outcomes, in flight
+        # Deliveries whose final record is in flight: the store still says pending, so a reader
+        # of the store (a dispatcher process catching up) must not queue them again.
+        self.finishing: set[str] = set()
+        self.on_endpoint = on_endpoint  # an attempt changed an endpoint (failing, disabled)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -308,7 +314,7 @@ class Dispatcher:
         return lane
 
     def add(self, due: Due) -> None:
-        if due.endpoint_id in self.endpoints:
+        if due.endpoint_id in self.endpoints and due.delivery_id not in self.finishing:
             self.lane(due.endpoint_id).push(due)
 
     def endpoint_changed(self, endpoint_id: str) -> None:
@@ -369,6 +375,8 @@ class Dispatcher:
             log.warning("webhook endpoint %s disabled: %s", endpoint.id, decision.disable_reason)
         if changed is not endpoint:
             self.endpoints[endpoint.id] = changed
+            if self.on_endpoint is not None:
+                self.on_endpoint(changed)
         status: DeliveryStatus = (
             "succeeded"
             if decision.outcome is Outcome.SUCCEEDED
@@ -396,14 +404,16 @@ class Dispatcher:
             # the same webhook-id (at least once, as after any crash mid-attempt).
             task = asyncio.get_running_loop().create_task(record)
             self.recording.add(task)
-            task.add_done_callback(self._recorded)
+            self.finishing.add(job.delivery_id)
+            task.add_done_callback(functools.partial(self._recorded, delivery_id=job.delivery_id))
         else:
             # A retry waits for its record: the next attempt's record must not overtake it.
             await record
             lane.retry(replace(due, due_at=next_at, attempts=job.attempts + 1, message=job.message))
 
-    def _recorded(self, task: asyncio.Task[None]) -> None:
+    def _recorded(self, task: asyncio.Task[None], delivery_id: str) -> None:
         self.recording.discard(task)
+        self.finishing.discard(delivery_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook attempt not recorded (it will be made again): %s", task.exception())
 

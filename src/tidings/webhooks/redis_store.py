@@ -91,10 +91,12 @@ class RedisWebhookStore:
         command_timeout: float = 10.0,
         max_connections: int = 50,
         client: aioredis.Redis | RedisCluster | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.lease = lease
-        self.token = uuid.uuid4().hex
+        # Who holds a leased delivery; the node's dispatcher process shares its node's token.
+        self.token = token or uuid.uuid4().hex
         self._own = client is None
         self._redis = (
             client
@@ -270,6 +272,9 @@ class RedisWebhookStore:
                 continue
             found.append(Due(delivery_id, _s(row[0]), int(row[1]), _opt_float(row[2]) or 0.0, int(row[3])))
         return found
+
+    async def caught_up(self) -> None:
+        """Nothing to wait for: ``enqueue`` writes the deliveries in its script."""
 
     async def pending(self) -> list[Due]:
         async with self._gate("webhook queue read"):

@@ -12,6 +12,7 @@ or, inside the lifespan, ``service = await attach_webhooks(node, app)`` does all
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -45,6 +46,7 @@ from tidings.webhooks.store import (
     SQLiteWebhookStore,
     WebhookStore,
 )
+from tidings.webhooks.worker import DispatcherProcess, child_config
 
 __all__ = ["WebhookService", "attach_webhooks", "make_store", "store_location", "store_path"]
 
@@ -104,7 +106,27 @@ class WebhookService:
         self.attempt_listeners: list[Callable[[str], None]] = []
         self._rng = rng
         self.dispatcher: Dispatcher | None = None
+        # With webhooks.dispatcher = "process": the child process that delivers (tidings.webhooks.worker).
+        self.process: DispatcherProcess | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        # Endpoints this node changed, by the count of changes when it did: a reload that began
+        # before a change read the store without it and must not undo it in memory.
+        self._changes = 0
+        self._touched: dict[str, int] = {}
         self.started = False
+
+    def _in_process(self) -> bool:
+        """Whether deliveries run in a dispatcher process: asked for, and the queue is one
+        another process can open (a file or Redis, not memory)."""
+        if self.settings.dispatcher != "process":
+            return False
+        if isinstance(self.store, RedisWebhookStore):
+            return True
+        if isinstance(self.store, SQLiteWebhookStore) and self.store.path is not None:
+            return True
+        log.warning("webhooks.dispatcher = process needs a queue in a file or Redis; delivering inline")
+        return False
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -123,6 +145,50 @@ class WebhookService:
                 f"{exc.message}; {shared}or use a Redis broker to share webhooks between nodes"
             ) from None
         self.endpoints.update({e.id: e for e in await self.store.list_endpoints()})
+        if self._in_process():
+            await self._start_process()
+        else:
+            await self._start_inline()
+        self.node.publish_hooks.append(self.on_publication)
+        self.node.drain_hooks.append(self.drain)
+        self.attempt_listeners.append(self.node.metrics.webhook_attempt)
+        self.node.metrics.watch_webhook_queue(self.queued)
+        self.started = True
+
+    async def _start_process(self) -> None:
+        store = self.store
+        path = str(store.path) if isinstance(store, SQLiteWebhookStore) and store.path else None
+        token = store.token if isinstance(store, RedisWebhookStore) else None
+        self.process = DispatcherProcess(
+            child_config(self.node.settings, path=path, token=token),
+            caught_up=store.caught_up,
+            on_counts=self._count,
+            on_endpoints=self._reload_soon,
+            on_records=store.record_later if isinstance(store, SQLiteWebhookStore) else None,
+        )
+        await self.process.start()
+        if isinstance(store, RedisWebhookStore):  # other nodes change the endpoints too
+            self._poller = asyncio.get_running_loop().create_task(self._poll_endpoints())
+
+    async def _poll_endpoints(self) -> None:
+        """The shared queue: reload the endpoints as often as an inline dispatcher would (its
+        poll calls :meth:`refresh_endpoints`), for the publish hook and the API."""
+        while True:
+            await asyncio.sleep(min(self.settings.poll_interval, self.settings.lease / 3))
+            await self._reload()
+
+    def _reload_soon(self) -> None:
+        """The dispatcher process changed an endpoint (failing, disabled): read them again."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            await self.refresh_endpoints()
+        except Exception as exc:
+            log.warning("could not reload the webhook endpoints: %s", exc)
+
+    async def _start_inline(self) -> None:
         sender = Sender(
             timeout=self.settings.timeout,
             allowed=self.allowed,
@@ -142,26 +208,49 @@ class WebhookService:
             **kwargs,
         )
         await self.dispatcher.start()
-        self.node.publish_hooks.append(self.on_publication)
-        self.node.drain_hooks.append(self.drain)
-        self.attempt_listeners.append(self.node.metrics.webhook_attempt)
-        self.node.metrics.watch_webhook_queue(self.dispatcher.queued)
-        self.started = True
+
+    def queued(self) -> int:
+        """Deliveries queued or in flight (``tidings_webhook_queue_depth``): the dispatcher
+        process's as it last reported (every 0.1 s while it changes)."""
+        if self.process is not None:
+            return self.process.queued()
+        return self._dispatcher().queued()
 
     async def refresh_endpoints(self) -> None:
         """Reload the endpoints from the store (a shared store: other nodes change them)."""
+        began = self._changes
         stored = {e.id: e for e in await self.store.list_endpoints()}
-        dispatcher = self._dispatcher()
-        for endpoint_id in [i for i in self.endpoints if i not in stored]:
+        recent = {i for i, n in self._touched.items() if n > began}
+        for endpoint_id in [i for i in self.endpoints if i not in stored and i not in recent]:
             del self.endpoints[endpoint_id]
-            dispatcher.endpoint_changed(endpoint_id)
+            self._changed(endpoint_id)
         for endpoint_id, endpoint in stored.items():
-            if self.endpoints.get(endpoint_id) != endpoint:
+            if endpoint_id not in recent and self.endpoints.get(endpoint_id) != endpoint:
                 self.endpoints[endpoint_id] = endpoint
-                dispatcher.endpoint_changed(endpoint_id)
+                self._changed(endpoint_id)
+        self._touched = {i: n for i, n in self._touched.items() if n > began}
+
+    def _touch(self, endpoint_id: str) -> None:
+        self._changes += 1
+        self._touched[endpoint_id] = self._changes
+
+    def _changed(self, endpoint_id: str) -> None:
+        """An endpoint changed in the store (the dispatcher process reloads them all; it tells
+        of its own changes, so none goes back to it)."""
+        if self.dispatcher is not None:
+            self.dispatcher.endpoint_changed(endpoint_id)
+
+    def _notify(self, endpoint_id: str) -> None:
+        """This node changed an endpoint: its dispatcher learns before any later delivery."""
+        if self.process is not None:
+            self.process.endpoints_changed()
+        else:
+            self._dispatcher().endpoint_changed(endpoint_id)
 
     async def drain(self, seconds: float) -> None:
         """On SIGTERM: let attempts in flight finish (within ``seconds``); the rest stay queued."""
+        if self.process is not None:
+            await self.process.drain(seconds)
         if self.dispatcher is not None:
             await self.dispatcher.wait_idle(seconds)
 
@@ -171,8 +260,13 @@ class WebhookService:
         self.started = False
         if self.on_publication in self.node.publish_hooks:
             self.node.publish_hooks.remove(self.on_publication)
+        if self.process is not None:
+            await self.process.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        for task in (self._reloading, self._poller):
+            if task is not None:
+                task.cancel()
         await self.store.close()
 
     def mount(
@@ -191,10 +285,11 @@ class WebhookService:
         """The ASGI endpoint of ``POST /hooks/{name}``."""
         return ReceiverEndpoint(self.node, self.store, dedup_ttl=self.settings.inbound_dedup_ttl)
 
-    def _count(self, outcome: str) -> None:
-        self.attempt_counts[outcome] = self.attempt_counts.get(outcome, 0) + 1
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self.attempt_counts[outcome] = self.attempt_counts.get(outcome, 0) + n
         for listener in self.attempt_listeners:
-            listener(outcome)
+            for _ in range(n):
+                listener(outcome)
 
     def _dispatcher(self) -> Dispatcher:
         if self.dispatcher is None:
@@ -228,10 +323,16 @@ class WebhookService:
 
     async def _enqueue(self, message: Message, endpoint_ids: list[str]) -> list[Due]:
         due = await self.store.enqueue(message, endpoint_ids)
+        self._hand_over(due)
+        return due
+
+    def _hand_over(self, due: list[Due], *, replayed: bool = False) -> None:
+        if self.process is not None:
+            self.process.deliveries(due, replayed=replayed)
+            return
         dispatcher = self._dispatcher()
         for item in due:
             dispatcher.add(item)
-        return due
 
     # endpoints ---------------------------------------------------------------------------------
 
@@ -286,6 +387,9 @@ class WebhookService:
         )
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
+        self._touch(endpoint.id)
+        if self.process is not None:
+            self.process.endpoints_changed()
         return endpoint
 
     def get(self, endpoint_id: str) -> Endpoint:
@@ -313,14 +417,20 @@ class WebhookService:
         endpoint = replace(self.get(endpoint_id), **changes, updated_at=time.time())
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
-        self._dispatcher().endpoint_changed(endpoint.id)
+        self._touch(endpoint.id)
+        self._notify(endpoint.id)
         return endpoint
 
     async def delete(self, endpoint_id: str) -> None:
         self.get(endpoint_id)
         del self.endpoints[endpoint_id]
-        self._dispatcher().endpoint_changed(endpoint_id)
+        self._touch(endpoint_id)
+        if self.process is None:
+            self._dispatcher().endpoint_changed(endpoint_id)
         await self.store.delete_endpoint(endpoint_id)
+        self._touch(endpoint_id)  # again: a reload may have begun while the store deleted
+        if self.process is not None:
+            self.process.endpoints_changed()
 
     async def rotate(self, endpoint_id: str, *, grace: float | None = None) -> Endpoint:
         """A new secret signs from now on; the old ones keep signing for ``grace`` seconds
@@ -334,6 +444,9 @@ class WebhookService:
         endpoint = replace(self.get(endpoint_id), keys=[*keys, SigningKey(generate_secret())], updated_at=now)
         await self.store.put_endpoint(endpoint)
         self.endpoints[endpoint.id] = endpoint
+        self._touch(endpoint.id)
+        if self.process is not None:
+            self.process.endpoints_changed()
         return endpoint
 
     async def send_test(self, endpoint_id: str) -> Due:
@@ -383,16 +496,13 @@ class WebhookService:
         due = await self.store.replay(endpoint_id, delivery_id, since, time.time())
         if delivery_id is not None and not due:
             raise NotFound(f"no delivery {delivery_id!r} for this endpoint")
-        dispatcher = self._dispatcher()
-        for item in due:
-            dispatcher.add(item)
+        self._hand_over(due, replayed=True)
         return len(due)
 
     def statistics(self) -> dict[str, Any]:
-        dispatcher = self._dispatcher()
         return {
             "endpoints": len(self.endpoints),
-            "queued": dispatcher.queued(),
+            "queued": self.queued(),
             "attempts": dict(self.attempt_counts),
         }
 

@@ -39,6 +39,7 @@ from tidings.webhooks.signing import SigningKey
 
 __all__ = [
     "Attempt",
+    "AttemptRecord",
     "Delivery",
     "DeliveryStatus",
     "Due",
@@ -190,6 +191,10 @@ class WebhookStore(Protocol):
         """Durable before it returns (see the module docstring)."""
 
     async def pending(self) -> list[Due]: ...
+    async def caught_up(self) -> None:
+        """Return once what ``enqueue`` returned so far is visible to another connection (a
+        dispatcher process reading the same queue)."""
+
     async def job(self, delivery_id: str) -> Job | None:
         """The pending delivery's job, or None if it is no longer pending."""
 
@@ -259,13 +264,15 @@ class _Later:
     future: asyncio.Future[Any]
     rows: int
     ids: list[str] = field(default_factory=list)
-    items: list[_Record] = field(default_factory=list)
+    items: list[AttemptRecord] = field(default_factory=list)
 
 
-_Record = tuple[str, "Attempt", str, float | None, tuple[str, str] | None]
+# delivery id, the attempt, the delivery's new status, its next attempt time, and the endpoint's
+# (id, document) when the attempt changed it
+AttemptRecord = tuple[str, "Attempt", str, float | None, tuple[str, str] | None]
 
 
-def _record(db: sqlite3.Connection, records: Sequence[_Record]) -> None:
+def _record(db: sqlite3.Connection, records: Sequence[AttemptRecord]) -> None:
     """Log each attempt and move its delivery (and its endpoint, when that changed): one
     statement per kind for the whole batch."""
     db.executemany(
@@ -282,8 +289,26 @@ def _record(db: sqlite3.Connection, records: Sequence[_Record]) -> None:
         "updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
         [(r[2], r[3], r[1].at, r[1].status, r[1].error, r[0]) for r in records],
     )
+    # Only the fields an attempt changes: the endpoint's other fields may have changed meanwhile
+    # in another process (the node's, when the dispatcher runs in a process of its own).
+    changes = []
+    for r in records:
+        if r[4] is not None:
+            doc = json.loads(r[4][1])
+            changes.append(
+                (
+                    json.dumps(doc["enabled"]),
+                    json.dumps(doc["disabled_reason"]),
+                    json.dumps(doc["failing_since"]),
+                    doc["updated_at"],
+                    r[4][0],
+                )
+            )
     db.executemany(
-        "UPDATE endpoints SET doc = ? WHERE id = ?", [(r[4][1], r[4][0]) for r in records if r[4] is not None]
+        "UPDATE endpoints SET doc = json_set(doc, '$.enabled', json(?), '$.disabled_reason', json(?), "
+        "'$.failing_since', json(?), '$.updated_at', max(json_extract(doc, '$.updated_at'), ?)) "
+        "WHERE id = ?",
+        changes,
     )
 
 
@@ -375,10 +400,21 @@ class SQLiteWebhookStore:
     One node at a time: :meth:`open` takes an exclusive lock on ``<path>.lock`` (released by
     :meth:`close`, or by the system when the process dies) and raises StartupError if another
     node holds it. Each node keeps the endpoints and the due deliveries in memory, so two nodes
-    on one file would each miss what the other creates."""
+    on one file would each miss what the other creates.
 
-    def __init__(self, path: str | Path | None, *, synchronous: str = "normal") -> None:
+    ``companion=True``: the store of the node's dispatcher process
+    (:mod:`tidings.webhooks.worker`), opened after the node's on the same file. It takes no lock
+    (the node holds it), creates nothing and writes nothing: it reads (WAL readers never wait for
+    the writer); the node writes the attempt records the dispatcher process sends it
+    (:meth:`record_later`). One writer: a publisher's commit never waits for another process's
+    transaction (SQLite's busy handler sleeps, on the event loop here, and a niced process
+    holding the lock while descheduled would stall every publisher)."""
+
+    def __init__(
+        self, path: str | Path | None, *, synchronous: str = "normal", companion: bool = False
+    ) -> None:
         self.path = None if path is None else Path(path)
+        self.companion = companion
         self.synchronous = synchronous.upper()
         self._lock: int | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-webhook-store")
@@ -522,7 +558,7 @@ class SQLiteWebhookStore:
 
     async def open(self) -> None:
         def connect() -> None:
-            if self.path is not None:
+            if self.path is not None and not self.companion:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
                 if self._lock is None:
@@ -537,12 +573,15 @@ class SQLiteWebhookStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
-                if self.inline and self.path is not None:
+                if self.inline and self.path is not None and not self.companion:
                     db.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints
                     self._checkpointer = sqlite3.connect(
                         self.path, isolation_level=None, check_same_thread=False
                     )
                     self._checkpointer.execute("PRAGMA busy_timeout=5000")
+                if self.companion:
+                    self._db = db
+                    return
                 db.executescript(_SCHEMA)
                 if "targets" not in [row[1] for row in db.execute("PRAGMA table_info(messages)")]:
                     db.execute("ALTER TABLE messages ADD COLUMN targets TEXT")  # a store from before
@@ -677,6 +716,16 @@ class SQLiteWebhookStore:
         if fanned is not None and not fanned.done():
             await asyncio.shield(fanned)
 
+    async def caught_up(self) -> None:
+        await self._caught_up()
+
+    async def max_seq(self) -> int:
+        """The highest ``seq`` a delivery row has (0: none): every row written later has a
+        higher one (only the node's store inserts rows)."""
+        await self._caught_up()
+        row = await self._run(lambda db: db.execute("SELECT max(seq) FROM deliveries").fetchone())
+        return int(row[0] or 0)
+
     async def pending(self) -> list[Due]:
         await self._caught_up()
         rows = await self._run(
@@ -720,14 +769,20 @@ class SQLiteWebhookStore:
             next_attempt_at,
             None if endpoint is None else (endpoint.id, _endpoint_doc(endpoint)),
         )
+        await asyncio.shield(self.record_later([record]))  # one cancelled waiter must not cancel the rest
+
+    def record_later(self, records: Sequence[AttemptRecord]) -> asyncio.Future[Any]:
+        """Queue attempt records (``(delivery_id, attempt, status, next_attempt_at, (endpoint_id,
+        endpoint_doc) or None)``) into the next group commit of records; the future is that
+        commit's. The dispatcher process's records come in this way (see the class docstring)."""
         if self._records is None:
-            records: list[_Record] = []
-            self._write_later(lambda db: _record(db, records), 0)
+            items: list[AttemptRecord] = []
+            self._write_later(lambda db: _record(db, items), 0)
             self._records = self._later[-1]
-            self._records.items = records
-        self._records.items.append(record)
-        self._records.rows += 1
-        await asyncio.shield(self._records.future)  # one cancelled waiter must not cancel the rest
+            self._records.items = items
+        self._records.items.extend(records)
+        self._records.rows += len(records)
+        return self._records.future
 
     # the log -----------------------------------------------------------------------------------
 
