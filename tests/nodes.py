@@ -39,6 +39,10 @@ class NodeProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 20) -> NodeProcess:
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> NodeProcess:
+        """Start the process without waiting for it (:func:`start_all` starts several at once)."""
         env = {**os.environ, "TIDINGS_LOG_LEVEL": "warning", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tidings", "serve", "--port", str(self.port), "--broker", self.broker],
@@ -47,6 +51,10 @@ class NodeProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> NodeProcess:
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -87,3 +95,14 @@ class NodeProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def start_all(nodes: list[NodeProcess], timeout: float = 60) -> list[NodeProcess]:
+    """Start the nodes side by side, then wait until each answers: a node's start is mostly its
+    interpreter importing, which several do at once (a multi-node test waited for each in turn).
+    The deadline is for all of them, so it is longer than one node's."""
+    for node in nodes:
+        node.spawn()
+    for node in nodes:
+        node.wait_ready(timeout)
+    return nodes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -80,13 +81,11 @@ def test_sync_client_and_server_api(server: RunningServer):
             api.publish("bad name", 1)
 
 
-# Once per transport, not once per engine: the node is a ``tidings serve`` process on its default
+# Every transport resumes across the same restart, all at once (a node process started twice, not
+# ten times). Once, not once per engine: the node is a ``tidings serve`` process on its default
 # engine, which the engine fixture (tests/e2e/conftest.py) does not reach.
 @pytest.mark.parametrize("engine", ["fast"])
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_every_transport_resumes_across_a_server_restart_exactly_once(
-    transport: str, engine: str, tmp_path
-):
+async def test_every_transport_resumes_across_a_server_restart_exactly_once(engine: str, tmp_path):
     from tests.nodes import NodeProcess
 
     node = NodeProcess(
@@ -95,32 +94,41 @@ async def test_every_transport_resumes_across_a_server_restart_exactly_once(
         env={"TIDINGS_NAMESPACES__SMALL__HISTORY_SIZE": "5"},
     ).start()
     try:
-        async with (
-            tidings.Client(
-                node.url, transport=transport, backoff=(0.05, 0.5), poll_interval=0.05, long_poll_timeout=2
-            ) as client,
-            tidings.AsyncServerAPI(node.url) as api,
-        ):
-            sub = client.subscribe("restart")
-            await wait_live([sub], lambda marker: api.publish("restart", marker))
+        async with contextlib.AsyncExitStack() as stack:
+            api = await stack.enter_async_context(tidings.AsyncServerAPI(node.url))
+            subs = {}
+            for transport in TRANSPORTS:
+                client = await stack.enter_async_context(
+                    tidings.Client(
+                        node.url,
+                        transport=transport,
+                        backoff=(0.05, 0.5),
+                        poll_interval=0.05,
+                        long_poll_timeout=2,
+                    )
+                )
+                subs[transport] = client.subscribe("restart")
+            await wait_live(list(subs.values()), lambda marker: api.publish("restart", marker))
             for i in range(1, 4):
                 await api.publish("restart", i)
-            before = [p.data for p in await take(sub, 3)]  # type: ignore[attr-defined]
+            seen = {t: [p.data for p in await take(sub, 3)] for t, sub in subs.items()}  # type: ignore[attr-defined]
             node.stop()
             node.start()  # same port, same SQLite file: same epoch, history intact
             for i in range(4, 7):
                 await api.publish("restart", i)
-            after = [p.data for p in await take(sub, 3)]  # type: ignore[attr-defined]
-        assert before + after == [1, 2, 3, 4, 5, 6]
+            for t, sub in subs.items():
+                seen[t] += [p.data for p in await take(sub, 3)]  # type: ignore[attr-defined]
+        assert seen == {t: [1, 2, 3, 4, 5, 6] for t in TRANSPORTS}
         # A resume from further back than the history keeps is surfaced as a Gap.
         async with tidings.AsyncServerAPI(node.url) as api:
             first = await api.publish("small:g", 0)
             for i in range(1, 10):
                 await api.publish("small:g", i)
-        async with tidings.Client(node.url, transport=transport, poll_interval=0.05) as client:
-            sub = client.subscribe("small:g", since=tidings.Position(first["epoch"], 1))
-            gap = (await take(sub, 1))[0]
-            assert isinstance(gap, tidings.Gap) and gap.requested == 2
+        for transport in TRANSPORTS:
+            async with tidings.Client(node.url, transport=transport, poll_interval=0.05) as client:
+                sub = client.subscribe("small:g", since=tidings.Position(first["epoch"], 1))
+                gap = (await take(sub, 1))[0]
+                assert isinstance(gap, tidings.Gap) and gap.requested == 2, (transport, gap)
     finally:
         node.stop()
 

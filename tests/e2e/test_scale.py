@@ -13,7 +13,7 @@ import pytest
 
 import tidings
 from tests.e2e.live import wait_live
-from tests.nodes import NodeProcess
+from tests.nodes import NodeProcess, start_all
 from tests.redis_server import RedisCluster, RedisServer, redis_available
 from tests.wsclient import WS
 
@@ -30,11 +30,9 @@ def engine() -> str:
 
 @contextlib.contextmanager
 def nodes(broker: str, count: int) -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
+    started = [NodeProcess(broker=broker) for _ in range(count)]
     try:
-        for _ in range(count):
-            started.append(NodeProcess(broker=broker).start())
-        yield started
+        yield start_all(started)
     finally:
         for node in started:
             node.stop()

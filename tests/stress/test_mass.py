@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.stress.chaos_proxy import ChaosProxy
@@ -59,7 +60,16 @@ async def start_consumers(
     return consumers
 
 
-async def test_1000_clients_cut_at_once_resume_from_their_cursors_without_loss(tmp_path: Path):
+# make test cuts 300 clients at once (every served connection-holding transport, 10 channels);
+# make test-long the full thousand (two minutes on the loaded CI machine, past the suite's timeout).
+@pytest.mark.parametrize(
+    "clients",
+    [
+        pytest.param(300, id="300"),
+        pytest.param(1000, id="1000", marks=[pytest.mark.long, pytest.mark.timeout(600)]),
+    ],
+)
+async def test_clients_cut_at_once_resume_from_their_cursors_without_loss(tmp_path: Path, clients: int):
     with node_process(tmp_path, settings=SETTINGS) as node:
         served, _ = await served_transports(node.url)
         transports = [t for t in served if t != "poll"]  # polls hold no connection to cut
@@ -70,15 +80,15 @@ async def test_1000_clients_cut_at_once_resume_from_their_cursors_without_loss(t
             try:
                 for name in names:
                     assert await publisher.publish(name, "start")
-                consumers = await start_consumers(proxy.url, transports, 1000, names, publisher)
+                consumers = await start_consumers(proxy.url, transports, clients, names, publisher)
                 for name in names:
                     assert await publisher.publish(name, "warm-up")
                 await wait_for(
                     lambda: all(c.ledger.last_offset() >= 2 for c in consumers),
                     90,
-                    "1000 consumers to be live",
+                    f"{clients} consumers to be live",
                 )
-                await wait_for(lambda: proxy.live >= 1000, 30, "1000 connections through the proxy")
+                await wait_for(lambda: proxy.live >= clients, 30, f"{clients} connections through the proxy")
                 started = time.monotonic()
                 cut = proxy.cut_all()
                 await publisher.steady(names, 10, rate=20)  # while they reconnect
@@ -92,7 +102,7 @@ async def test_1000_clients_cut_at_once_resume_from_their_cursors_without_loss(t
             finally:
                 await close_all(consumers)
                 await publisher.close()
-    assert cut >= 1000
+    assert cut >= clients
     problems = [
         p
         for c in consumers

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
-from tests.nodes import NodeProcess
+from tests.nodes import NodeProcess, start_all
 from tests.redis_server import RedisServer, redis_available
 
 from conftest import Receiver, wait_for
@@ -41,8 +41,7 @@ async def two_nodes() -> AsyncIterator[tuple[NodeProcess, NodeProcess]]:
     await asyncio.to_thread(redis_server.start)
     nodes = [NodeProcess(broker=redis_server.url, env=NODE_ENV) for _ in range(2)]
     try:
-        for node in nodes:
-            await asyncio.to_thread(node.start)
+        await asyncio.to_thread(start_all, nodes)
         yield nodes[0], nodes[1]
     finally:
         for node in nodes:
