@@ -314,7 +314,7 @@ def test_any_sequence_of_events_keeps_the_stream_rules(
             written.append(last)
             farewells += 1
             ended_at = len(written)
-            m.written(buffered)
+            assert m.written(buffered) is True  # a write after the farewell: the stream is over
 
     for kind, value in steps:
         if kind == "pub":
@@ -332,7 +332,8 @@ def test_any_sequence_of_events_keeps_the_stream_rules(
                 written.append(data)
                 buffered = value
                 was_ending = m.ending
-                m.written(value)
+                # what written() says is what a driver would read next: ending or ended
+                assert m.written(value) is (m.ending or m.ended)
                 if m.ending and not was_ending:
                     assert m.overflowed and value > LIMIT
         elif kind == "tick":

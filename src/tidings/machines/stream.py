@@ -243,10 +243,12 @@ class StreamMachine:
                 data, self._head_handed, self._head = self._head + data, self._head, b""
         return data
 
-    def written(self, backlog: int) -> None:
+    def written(self, backlog: int) -> bool:
         """After a write: ``backlog`` bytes the driver holds that the peer has not taken (the
         sockets engine's transport write buffer; 0 on ASGI once ``send`` returned). After the
-        farewell, 0 means it was taken: nothing is left to cut.
+        farewell, 0 means it was taken: nothing is left to cut. True: the stream is
+        :attr:`ending` or :attr:`ended` (what a driver reads after each write, in one call on
+        the hot path).
 
         The driver owes this report after each write of :meth:`data_to_send`'s bytes, and only
         then: a write the end of the stream interrupted (ASGI: a ``send`` cancelled while it
@@ -262,9 +264,12 @@ class StreamMachine:
             if backlog == 0:
                 self._state = _DONE
                 self.deadline = None
-            return
-        if state == _LIVE and self._backlog.overflows(self._unsent):
+            return True
+        if state == _LIVE:
+            if not self._backlog.overflows(self._unsent):
+                return False
             self._overflow()
+        return True  # ending (the overflow's farewell, or an end before this write) or ended
 
     def _check(self) -> bool:
         if self._backlog.overflows(self._unsent):

@@ -367,6 +367,8 @@ class WebSocketMachine(Backlog, Generic[T]):
                 self.reading = True
             return message
         self.running = False
+        # none left (or closing: never carried out): an idle connection keeps no list of its own
+        self.commands = _NONE
         return None
 
     def failed(self) -> None:

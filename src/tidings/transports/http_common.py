@@ -441,10 +441,11 @@ class StreamSubscriber:
         if self._held is not None:
             self._held.append(publication)
             return
-        assert self._tracker is not None
+        tracker = self._tracker
+        assert tracker is not None
         if self.deltas is not None:
             publication = self.deltas.outgoing(publication)
-        self.sink.publication(publication, self._tracker.advance(publication), self._tracker.single)
+        self.sink.publication(publication, tracker.advance(publication), tracker.single)
 
     def control(self, channel: str, message: dict[str, Any]) -> None:
         """A gap notice from the broker link (its store lost history under a live subscription)

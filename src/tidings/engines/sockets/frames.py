@@ -100,7 +100,13 @@ class FrameConnection(asyncio.Protocol, Timed):
     def flush(self) -> None:
         """Write the pending frames in one call (the context calls it once per iteration)."""
         machine = self.machine
-        frames = machine.take()
+        frames = machine.pending
+        if frames:
+            # the hot path, once per loop iteration and connection written to: take() inlined
+            # for an open connection (this engine measures its backlog itself: no count_queue)
+            machine.pending = []
+        else:
+            frames = machine.take()  # closing: what was pending then
         if frames:
             transport = self._t
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))

@@ -114,8 +114,13 @@ class FastStream(PushExchange):
             self._wake()
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> None:
-        if self._m.publication(encoded, cursor, single):
-            self._wake()
+        # the hot path, once per publication and stream: _wake inlined
+        if self._m.publication(encoded, cursor, single) and self._live:
+            ctx = self._ctx
+            if ctx.coalesce:
+                ctx.mark_dirty(self)
+            else:
+                self.flush()
 
     # writing -----------------------------------------------------------------------------------
 
@@ -135,9 +140,12 @@ class FastStream(PushExchange):
         machine = self._m
         data = machine.data_to_send()
         if data and not self._lost:
-            self._t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-            machine.written(self._t.get_write_buffer_size())
-        if machine.ending or machine.ended:
+            transport = self._t
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            over = machine.written(transport.get_write_buffer_size())  # ending or ended
+        else:
+            over = machine.ending or machine.ended
+        if over:
             self._finish()
 
     def _finish(self) -> None:

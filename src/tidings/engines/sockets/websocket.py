@@ -53,12 +53,16 @@ class FastWebSocket(FrameConnection, CommandHandler):
     def deliver(self, publication: EncodedPublication) -> None:
         # the hot path, once per publication and subscriber: one append, and the first one of a
         # loop iteration schedules the write (_soon, inlined)
-        pending = self.machine.pending
         if self.deltas is not None:
             publication = self.deltas.outgoing(publication)
         deflate = self._deflate
-        pending.append(publication.ws_frame if deflate is None else deflate.publication(publication))
-        if len(pending) == 1:
+        frame = publication.ws_frame if deflate is None else deflate.publication(publication)
+        pending = self.machine.pending
+        if pending:  # a write is scheduled already (a truth test, cheaper than len() == 1)
+            pending.append(frame)
+            return
+        pending.append(frame)
+        if pending:  # (once closed, the list takes nothing)
             ctx = self._ctx
             if ctx.coalesce:
                 ctx.mark_dirty(self)
