@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 # every install is pinned by this file (regenerate with `make lock`); `make test-latest` tries the newest
 CONSTRAINTS := constraints.txt
 
-.PHONY: serve test coverage-machines test-long test-latest test-bounds lock lint bench bench-ws bench-compression bench-deflate-memory bench-proxy bench-outbox bench-consumers-queues soak autobahn conformance clean
+.PHONY: serve test coverage-machines test-long test-webhooks-process test-latest test-bounds lock lint bench bench-ws bench-compression bench-deflate-memory bench-proxy bench-outbox bench-consumers-queues soak autobahn conformance clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ coverage-machines: $(STAMP)
 ## test-long: the long runs of the races and bounds that make test checks in short (minutes)
 test-long: $(STAMP)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)
+
+## test-webhooks-process: the whole webhooks suite with deliveries in the dispatcher process
+## (make test runs it inline, plus tests/webhooks/test_process.py and the crash tests on the child)
+test-webhooks-process: $(STAMP)
+	TIDINGS_TEST_WEBHOOK_DISPATCHER=process $(PY) -m pytest tests/webhooks $(PYTEST_ARGS)
 
 ## test-latest: the suite against the newest releases allowed by pyproject.toml, in .venv-latest
 ## (drift shows here first, not as a red main); a failure here means: fix, then `make lock`
