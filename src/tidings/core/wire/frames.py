@@ -123,6 +123,7 @@ class EncodedPublication:
     """
 
     __slots__ = (
+        "__weakref__",  # connections hold the last one their client inflated weakly (deflate.py)
         "_deflated",
         "_delta",
         "_ndjson",
