@@ -190,7 +190,7 @@ class CommandHandler:
     deltas: DeltaSubscriptions | None
     #: What was written for each publication since the last ``wire_stats`` (None until the
     #: first asks: the hot path's one check, no cost to the connections that never ask).
-    wire_log: collections.deque[dict[str, Any]] | None
+    wire_log: collections.deque[WireRecord] | None
     #: Whether this engine knows the bytes it writes (the sockets engine compresses its frames
     #: itself; under an ASGI server the server does, out of tidings' sight).
     counts_wire = False
@@ -369,7 +369,7 @@ class CommandHandler:
                 log = self.wire_log
                 if log is None:
                     self.wire_log = collections.deque(maxlen=WIRE_LOG_SIZE)
-                messages = list(log or ())
+                messages = [dict(zip(WIRE_FIELDS, record, strict=True)) for record in log or ()]
                 if log:
                     log.clear()
                 self.queue(reply("wire_stats", ref, counted=self.counts_wire, messages=messages))
@@ -624,8 +624,13 @@ class CommandHandler:
         self.node.unregister(self)
 
 
-#: Publications a ``wire_stats`` log keeps between two asks (the oldest are dropped).
-WIRE_LOG_SIZE = 1000
+#: Publications a ``wire_stats`` log keeps between two asks (the oldest are dropped): a client
+#: that asks once and never again holds at most this many records (~200 B each).
+WIRE_LOG_SIZE = 200
+#: A ``wire_stats`` record: channel, offset, bytes written, uncompressed, in full, compressed,
+#: delta (a tuple: a dict would cost twice as much for each publication waiting to be asked for).
+WireRecord = tuple[str, int, int, int, int, bool, bool]
+WIRE_FIELDS = ("channel", "offset", "wire", "uncompressed", "full", "compressed", "delta")
 
 HANDLER_SLOTS = (
     "_bucket",

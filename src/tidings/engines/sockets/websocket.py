@@ -82,15 +82,15 @@ class FastWebSocket(FrameConnection, CommandHandler):
         assert self.wire_log is not None
         pub = publication.publication
         self.wire_log.append(
-            {
-                "channel": pub.channel,
-                "offset": pub.offset,
-                "wire": len(frame),
-                "uncompressed": len(sent.ws_frame),
-                "full": len(publication.ws_frame),
-                "compressed": bool(frame[0] & 0x40),
-                "delta": sent is not publication,
-            }
+            (
+                pub.channel,
+                pub.offset,
+                len(frame),
+                len(sent.ws_frame),
+                len(publication.ws_frame),
+                bool(frame[0] & 0x40),
+                sent is not publication,
+            )
         )
 
     grants_ended = CommandHandler.grants_ended  # not FrameConnection's
