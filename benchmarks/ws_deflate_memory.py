@@ -7,6 +7,11 @@ each subscribe to a channel and then stay idle: once offering nothing, once offe
 ``permessage-deflate; client_max_window_bits`` (what browsers offer) and sending their subscribe
 compressed, as browsers do. It reports the server's RSS growth per connection for each, their
 ratio, and writes the figures as JSON (``--out``).
+
+``--publish N`` then publishes N ticker-like publications (~1 KB, consecutive ones alike, so the
+compressed ones go chained) on each of the ``--channels`` channels, lets every connection read
+them, and measures again once idle: what a connection keeps after traffic (its last chained
+publication, a compressor...) shows there, not in the idle figure.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -53,7 +59,9 @@ def client_frame(payload: bytes, compressed: bool) -> bytes:
     return bytes((0xC1 if compressed else 0x81, 0x80 | n)) + key + masked
 
 
-async def open_one(port: int, offer: bool, i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_one(
+    port: int, offer: bool, i: int, channels: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
     ext = f"Sec-WebSocket-Extensions: {OFFER}\r\n" if offer else ""
@@ -66,39 +74,76 @@ async def open_one(port: int, offer: bool, i: int) -> tuple[asyncio.StreamReader
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
     assert (b"permessage-deflate" in head) == offer, head
-    command = json.dumps({"op": "subscribe", "ref": 1, "channel": f"idle:{i % 100}"}).encode()
+    command = json.dumps({"op": "subscribe", "ref": 1, "channel": f"idle:{i % channels}"}).encode()
     writer.write(client_frame(command, offer))
     first = await reader.readexactly(2)
     await reader.readexactly(first[1] & 0x7F)  # "subscribed" (short: never compressed)
     return reader, writer
 
 
-async def hold(port: int, pid: int, conns: int, offer: bool) -> dict[str, float]:
+def ticker(n: int) -> dict[str, object]:
+    """~1 KB of JSON, most of it the same from one publication to the next."""
+    return {
+        "rows": [{"id": i, "symbol": f"SYM{i}", "price": round(100 + i + n * 0.25, 2)} for i in range(24)]
+    }
+
+
+async def drain(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while await reader.read(65536):
+            pass
+
+
+async def traffic(port: int, channels: int, rounds: int) -> float:
+    """``rounds`` publications on each channel (``POST /api/broadcast``, 1,000 channels a
+    request); the seconds it took."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        for n in range(rounds):
+            for first in range(0, channels, 1000):
+                names = [f"idle:{c}" for c in range(first, min(channels, first + 1000))]
+                answer = await client.post("/api/broadcast", json={"channels": names, "data": ticker(n)})
+                answer.raise_for_status()
+    return time.monotonic() - started
+
+
+async def hold(port: int, pid: int, conns: int, offer: bool, channels: int, rounds: int) -> dict[str, float]:
     # a few connections first: what the first one allocates (imports, caches) is not per
     # connection
-    warm = [await open_one(port, offer, i) for i in range(50)]
+    warm = [await open_one(port, offer, i, channels) for i in range(50)]
     await asyncio.sleep(1)
     before = rss_kb(pid)
     held = []
     started = time.monotonic()
     for batch in range(0, conns, 500):
         end = min(conns, batch + 500)
-        held += await asyncio.gather(*(open_one(port, offer, i) for i in range(batch, end)))
+        held += await asyncio.gather(*(open_one(port, offer, i, channels) for i in range(batch, end)))
     opened_s = time.monotonic() - started
     await asyncio.sleep(3)
     after = rss_kb(pid)
-    for _, writer in warm + held:
-        writer.close()
-    return {
+    result: dict[str, float] = {
         "connections": len(held),
         "rss_before_kb": before,
         "rss_after_kb": after,
         "kb_per_connection": round((after - before) / len(held), 3),
         "open_s": round(opened_s, 1),
     }
+    if rounds:
+        readers = [asyncio.create_task(drain(reader)) for reader, _ in warm + held]
+        result["publish_s"] = round(await traffic(port, channels, rounds), 1)
+        await asyncio.sleep(5)  # every connection has read everything: idle again
+        idle = rss_kb(pid)
+        result["rss_after_traffic_kb"] = idle
+        result["kb_per_connection_after_traffic"] = round((idle - before) / len(held), 3)
+    for _, writer in warm + held:
+        writer.close()
+    if rounds:
+        for task in readers:
+            task.cancel()
+    return result
 
 
-def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
+def measure(conns: int, engine: str, offer: bool, channels: int = 100, rounds: int = 0) -> dict[str, float]:
     """A fresh ``tidings serve``, ``conns`` idle connections, its RSS growth."""
     port = free_port()
     env = {
@@ -124,7 +169,7 @@ def measure(conns: int, engine: str, offer: bool) -> dict[str, float]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        return asyncio.run(hold(port, proc.pid, conns, offer))
+        return asyncio.run(hold(port, proc.pid, conns, offer, channels, rounds))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -134,16 +179,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conns", type=int, default=10_000)
     parser.add_argument("--engine", default="fast", choices=["fast", "uvicorn"])
+    parser.add_argument("--channels", type=int, default=100, help="connection i: idle:{i %% channels}")
+    parser.add_argument("--publish", type=int, default=0, help="per channel, then measured again")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    plain = measure(args.conns, args.engine, False)
-    deflate = measure(args.conns, args.engine, True)
-    result = {
+    plain = measure(args.conns, args.engine, False, args.channels, args.publish)
+    deflate = measure(args.conns, args.engine, True, args.channels, args.publish)
+    result: dict[str, object] = {
         "engine": args.engine,
+        "channels": args.channels,
+        "publications_per_channel": args.publish,
         "plain": plain,
         "deflate": deflate,
         "ratio": round(deflate["kb_per_connection"] / plain["kb_per_connection"], 3),
+        "load_average": os.getloadavg(),
     }
+    if args.publish:
+        result["ratio_after_traffic"] = round(
+            deflate["kb_per_connection_after_traffic"] / plain["kb_per_connection_after_traffic"], 3
+        )
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

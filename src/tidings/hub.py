@@ -177,15 +177,13 @@ class Hub:
             delivered[transport] = delivered.get(transport, 0) + count
         for subscriber in targets:
             subscriber.deliver(encoded)
-        if (
-            not deltas
-            and self.chain_compression
-            and not encoded.ws_compressed
-            and self._last.get(channel) is encoded
-        ):
-            # no subscriber here compressed it: what the next one could refer to is not worth
-            # a publication kept per channel (10,000 idle channels, 0.3 KiB of each connection)
-            del self._last[channel]
+        if self._last.get(channel) is encoded:
+            if not deltas and not encoded.ws_compressed:
+                # no subscriber here compressed it: what the next one could refer to is not
+                # worth a publication kept per channel (10,000 idle channels, 0.3 KiB of each)
+                del self._last[channel]
+            else:
+                encoded.fanned_out()  # kept while the channel is idle: only what is referred to
         self.deliveries += len(targets)  # not len(live): it shrinks when one unsubscribes
         self._countdown -= 1
         if self._countdown <= 0 and self.on_latency is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
+
+import orjson
 
 from tidings.core.events import Page
 from tidings.core.position import Position
@@ -223,8 +226,13 @@ def test_a_notice_before_a_generation_skips_subscribers_whose_read_began_in_it()
 class Compressing(Recorder):
     """A subscriber whose client negotiated permessage-deflate (it asks for the shared frame)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous: list[EncodedPublication | None] = []  # each one's link, during its fan-out
+
     def deliver(self, publication: EncodedPublication) -> None:
         super().deliver(publication)
+        self.previous.append(publication.previous)
         deflate = negotiate("permessage-deflate", 0)
         assert deflate is not None
         publication.ws_deflated(deflate, chained=publication.previous is not None)
@@ -241,4 +249,33 @@ def test_the_last_publication_is_kept_for_chaining_only_where_a_subscriber_compr
     first = hub.fan_out(pub(1, channel="zip:a"))
     assert "plain:a" not in hub._last  # 10,000 idle channels keep nothing
     second = hub.fan_out(pub(2, channel="zip:a"))
-    assert second is not None and second.previous is first and hub._last["zip:a"] is second
+    assert second is not None and compressing.previous == [None, first] and hub._last["zip:a"] is second
+    assert second.previous is None  # once fanned out: no chain of publications stays alive
+
+
+def test_the_publication_kept_for_chaining_keeps_only_what_the_next_one_refers_to():
+    """An idle channel's last publication, kept for the next one's chained frame and delta,
+    drops its data (Python objects, 11 KB for a 1 KB ticker) and the WebSocket frames its
+    fan-out built; the next publication's chained frame still reads as the client expects."""
+    hub = Hub()
+    hub.chain_compression = True
+    compressing = Compressing()
+    hub.add_recovering("zip:a", compressing, Recovery("zip:a", None))
+    hub.promote("zip:a", compressing)
+    data = {"rows": [{"id": i, "price": 100.5 + i} for i in range(30)]}
+    first = hub.fan_out(pub(1, channel="zip:a", data=data))
+    assert first is not None and hub._last["zip:a"] is first
+    assert first.publication.data is None and not first.ws_compressed
+    assert first.publication.offset == 1 and b'"price":129.5' in first.body
+    data2 = {"rows": [{"id": i, "price": 100.75 + i} for i in range(30)]}
+    second = hub.fan_out(pub(2, channel="zip:a", data=data2))
+    assert second is not None and compressing.previous == [None, first]
+    deflate = negotiate("permessage-deflate", 0)
+    assert deflate is not None
+    window = zlib.decompressobj(-15)
+    window.decompress(deflate.compress(first._ws_payload()) + b"\x00\x00\xff\xff")
+    second.previous = first  # as during its fan-out
+    chained = second.ws_deflated(deflate, chained=True)
+    body = chained[2:] if chained[1] < 126 else chained[4:]
+    assert len(chained) * 3 < len(second.ws_frame)
+    assert orjson.loads(window.decompress(body + b"\x00\x00\xff\xff"))["data"] == data2

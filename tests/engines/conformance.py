@@ -1154,6 +1154,68 @@ class EngineConformance(StreamCompression):
         ws.send(frames)
         assert await ws.close_code() == 1002
 
+    async def test_wire_stats_are_the_bytes_written_for_each_publication(
+        self, server: RunningServer, http: httpx.AsyncClient
+    ) -> None:
+        """``wire_stats`` (what the transport lab shows): each publication's frame as the client
+        read it off the socket, compressed (chained ones included) or not, byte for byte; a
+        first ask starts counting, each ask takes what came since. Under an ASGI server the
+        server compresses out of tidings' sight: not counted, said so."""
+        channel = channel_name()
+        ws = await RawWS.open(server.port, extensions="permessage-deflate")
+        window = zlib.decompressobj(-15)  # the server keeps its context: so does the client
+
+        def frame_size(payload: bytes) -> int:
+            return (2 if len(payload) < 126 else 4 if len(payload) < 65536 else 10) + len(payload)
+
+        async def message() -> tuple[int, int, bool, dict[str, Any]]:
+            """The next text message: its frame's size (header included), that of the same
+            message uncompressed, RSV1, its JSON."""
+            while True:
+                opcode, payload = await ws.frame()
+                if opcode == OP_TEXT:
+                    break
+            compressed = ws.rsv1
+            text = window.decompress(payload + b"\x00\x00\xff\xff") if compressed else payload
+            return frame_size(payload), frame_size(text), compressed, orjson.loads(text)
+
+        async def ask(ref: int) -> dict[str, Any]:
+            ws.send(client_frame(OP_TEXT, orjson.dumps({"op": "wire_stats", "ref": ref})))
+            *_, answer = await message()
+            assert (answer["op"], answer["ref"]) == ("wire_stats", ref)
+            return answer
+
+        counted = self.engine == "sockets"
+        assert await ask(1) == {"op": "wire_stats", "ref": 1, "counted": counted, "messages": []}
+        ws.send(client_frame(OP_TEXT, orjson.dumps({"op": "subscribe", "ref": 2, "channel": channel})))
+        assert (await message())[3]["op"] == "subscribed"
+        feed = [{"rows": [{"id": i, "price": 100.25 + i + n} for i in range(40)]} for n in range(4)]
+        feed.append({"n": 1})  # too short to compress
+        offsets = await publish(http, channel, *feed)
+        seen = [await message() for _ in feed]
+        assert [m[3]["offset"] for m in seen] == offsets
+        assert [m[2] for m in seen] == [True] * 4 + [False]
+        answer = await ask(3)
+        if not counted:
+            assert answer["messages"] == []
+            ws.close()
+            return
+        assert answer["messages"] == [
+            {
+                "channel": channel,
+                "offset": offset,
+                "wire": size,
+                "uncompressed": plain,
+                "full": plain,
+                "compressed": compressed,
+                "delta": False,
+            }
+            for offset, (size, plain, compressed, _) in zip(offsets, seen, strict=True)
+        ]
+        assert all(m["wire"] < m["full"] for m in answer["messages"][:4])
+        assert (await ask(4))["messages"] == []  # taken by the last ask
+        ws.close()
+
     async def test_libraries_read_compressed_publications(
         self, server: RunningServer, http: httpx.AsyncClient
     ) -> None:

@@ -127,6 +127,42 @@ async def test_websocket_subscriber_gets_the_first_in_full_then_deltas(
             assert a[key] == b[key]
 
 
+async def test_wire_stats_tell_deltas_from_full_publications(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """``wire_stats`` (the transport lab's bytes on the wire) on a delta subscription: each
+    delta's message against the publication in full, as both subscribers read them."""
+    channel = channel_name("live")
+    values = [ticker(i) for i in range(4)]
+    async with (
+        connect(server.ws_url, open_timeout=DEADLINE) as ws,
+        connect(server.ws_url, open_timeout=DEADLINE) as plain_ws,
+    ):
+        await ws.send('{"op":"wire_stats","ref":9}')
+        counted = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["counted"]
+        assert (await subscribe(ws, channel, delta="fossil"))["op"] == "subscribed"
+        assert (await subscribe(plain_ws, channel))["op"] == "subscribed"
+        await publish(http, channel, *values)
+        raws, plain = await frames(ws, 4), await frames(plain_ws, 4)
+        await ws.send('{"op":"wire_stats","ref":10}')
+        answer = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+    assert counted == (server.settings.server.engine == "fast")
+    if not counted:
+        assert answer["messages"] == []
+        return
+
+    def size(text: bytes) -> int:  # its frame's, uncompressed
+        return (2 if len(text) < 126 else 4) + len(text)
+
+    got = [(m["offset"], m["delta"], m["uncompressed"], m["full"]) for m in answer["messages"]]
+    expected = [
+        (orjson.loads(r)["offset"], d, size(r), size(p))
+        for r, p, d in zip(raws, plain, [False, True, True, True], strict=True)
+    ]
+    assert got == expected
+    assert all(m["wire"] <= m["uncompressed"] and m["full"] > 3 * m["wire"] for m in answer["messages"][1:])
+
+
 async def test_a_delta_is_not_sent_when_it_is_not_smaller(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:

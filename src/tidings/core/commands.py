@@ -34,6 +34,7 @@ __all__ = [
     "Rpc",
     "Subscribe",
     "Unsubscribe",
+    "WireStats",
     "parse_command",
     "parse_position",
 ]
@@ -93,6 +94,14 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class WireStats:
+    """What the server wrote for each publication sent on this connection since the last
+    ``wire_stats`` (the first one starts counting): bytes on the wire against uncompressed."""
+
+    ref: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rpc:
     """A call of the application's backend through the rpc proxy (``[proxy.rpc]``)."""
 
@@ -101,7 +110,7 @@ class Rpc:
     data: Any
 
 
-Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | HistoryCmd | Ping | Rpc
+Command = Connect | Subscribe | Unsubscribe | PublishCmd | PresenceCmd | HistoryCmd | Ping | Rpc | WireStats
 
 
 class CommandError(Exception):
@@ -223,6 +232,8 @@ def parse_command(text: str | bytes, history_limit: int = 1000) -> Command:
             return Unsubscribe(ref, _channel(obj))
         if op == "ping":
             return Ping(ref)
+        if op == "wire_stats":
+            return WireStats(ref)
         if op == "presence":
             return PresenceCmd(ref, _channel(obj))
         if op == "history":

@@ -36,6 +36,7 @@ from tidings.core.commands import (
     Rpc,
     Subscribe,
     Unsubscribe,
+    WireStats,
 )
 from tidings.core.delta import check_delta
 from tidings.core.permissions import ANONYMOUS, Capability, Credentials, Namespaces, allowed
@@ -71,7 +72,7 @@ _TRANSITIONS: dict[tuple[SessionState, type], SessionState] = {
     **{
         (state, cmd): SessionState.CONNECTED
         for state in (SessionState.NEW, SessionState.CONNECTED)
-        for cmd in (Subscribe, Unsubscribe, PublishCmd, PresenceCmd, HistoryCmd, Ping, Rpc)
+        for cmd in (Subscribe, Unsubscribe, PublishCmd, PresenceCmd, HistoryCmd, Ping, Rpc, WireStats)
     },
 }
 
@@ -138,7 +139,7 @@ class Session:
             if self.subscriptions.pop(command.channel, None) is None:
                 raise NotFound(f"not subscribed to {command.channel}")
             return command
-        if isinstance(command, Ping | Rpc):
+        if isinstance(command, Ping | Rpc | WireStats):
             return command
         channel = command.channel
         options = self.namespaces.for_channel(channel)

@@ -25,6 +25,7 @@ Ops: the node writes one log line when a connection opens and one when it closes
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -48,6 +49,7 @@ from tidings.core.commands import (
     Rpc,
     Subscribe,
     Unsubscribe,
+    WireStats,
     parse_command,
 )
 from tidings.core.delta import DeltaSubscriptions
@@ -186,6 +188,12 @@ class CommandHandler:
     machine: WebSocketMachine[Any]
     #: The delta subscriptions (None until the first: the hot path's one check).
     deltas: DeltaSubscriptions | None
+    #: What was written for each publication since the last ``wire_stats`` (None until the
+    #: first asks: the hot path's one check, no cost to the connections that never ask).
+    wire_log: collections.deque[WireRecord] | None
+    #: Whether this engine knows the bytes it writes (the sockets engine compresses its frames
+    #: itself; under an ASGI server the server does, out of tidings' sight).
+    counts_wire = False
 
     def __init__(
         self,
@@ -210,6 +218,7 @@ class CommandHandler:
         )
         self._refresher = None
         self.deltas = None
+        self.wire_log = None
         self._watch_expiry()
 
     @property
@@ -356,6 +365,14 @@ class CommandHandler:
                 self.queue(reply("unsubscribed", ref, channel=command.channel))
             elif isinstance(command, Ping):
                 self.queue(reply("pong", ref))
+            elif isinstance(command, WireStats):
+                log = self.wire_log
+                if log is None:
+                    self.wire_log = collections.deque(maxlen=WIRE_LOG_SIZE)
+                messages = [dict(zip(WIRE_FIELDS, record, strict=True)) for record in log or ()]
+                if log:
+                    log.clear()
+                self.queue(reply("wire_stats", ref, counted=self.counts_wire, messages=messages))
             elif isinstance(command, HistoryCmd):
                 pubs, position, gap = await node.history(command.channel, command.since, command.limit)
                 extra: dict[str, Any] = {"gap": gap.to_dict()} if gap is not None else {}
@@ -607,6 +624,14 @@ class CommandHandler:
         self.node.unregister(self)
 
 
+#: Publications a ``wire_stats`` log keeps between two asks (the oldest are dropped): a client
+#: that asks once and never again holds at most this many records (~200 B each).
+WIRE_LOG_SIZE = 200
+#: A ``wire_stats`` record: channel, offset, bytes written, uncompressed, in full, compressed,
+#: delta (a tuple: a dict would cost twice as much for each publication waiting to be asked for).
+WireRecord = tuple[str, int, int, int, int, bool, bool]
+WIRE_FIELDS = ("channel", "offset", "wire", "uncompressed", "full", "compressed", "delta")
+
 HANDLER_SLOTS = (
     "_bucket",
     "_caller",
@@ -618,6 +643,7 @@ HANDLER_SLOTS = (
     "lease",
     "node",
     "session",
+    "wire_log",
 )
 
 

@@ -12,7 +12,9 @@ headers.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 import zlib
 
 import pytest
@@ -425,6 +427,26 @@ def test_any_sequence_of_publications_replies_and_replays_is_read_exactly(
             encoded.previous = last.get(what)
             last[what] = encoded
         assert client.read(sender.publication(encoded)) == encoded.ws_text.encode()
+
+
+def test_an_idle_connection_keeps_no_publication_alive() -> None:
+    """After traffic, what a connection sent is the hub's to keep or drop: once the hub lets the
+    channel's last publication go (the channel's last subscriber left), nothing of it (body,
+    frames) stays alive for the connections that inflated it; while the hub keeps it, the next
+    publication still goes chained."""
+    deflate = negotiate("permessage-deflate", 256)
+    assert deflate is not None
+    senders = [DeflateSender(deflate) for _ in range(3)]
+    a, b = fanned_out([ticker(1), ticker(2)])
+    for sender in senders:
+        assert sender.publication(a)[0] & 0x40
+    assert all(s.publication(b) == b.ws_deflated(deflate, chained=True) for s in senders)
+    gone = weakref.ref(b)
+    del a, b  # the hub's last links to them
+    gc.collect()
+    assert gone() is None
+    c = ticker(3)
+    assert all(s.publication(c) == c.ws_deflated(deflate) for s in senders)  # alone: b is gone
 
 
 def test_a_publication_too_short_to_compress_leaves_the_chain_as_it_was() -> None:

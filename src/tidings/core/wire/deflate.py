@@ -35,6 +35,7 @@ uncompressed too.
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -135,24 +136,33 @@ class DeflateSender:
     """What one connection that negotiated ``deflate`` sends: publications' shared frames,
     chained when its client's window allows it, and its own messages compressed each alone.
 
-    It keeps which publication the client inflated last (a reference, no compressor): the next
-    publication of that channel may refer to it. A message sent uncompressed leaves the
-    client's window as it was; any other compressed message ends the chain.
+    It keeps which publication the client inflated last, no compressor: the next publication of
+    that channel may refer to it. A message sent uncompressed leaves the client's window as it
+    was; any other compressed message ends the chain.
+
+    That publication is held by a weak reference, the one CPython shares between every holder
+    of a weak reference to it: a strong one would keep, for as long as the connection stays
+    idle, a publication the hub has let go (with its frames, one per window) after an
+    unsubscribe, per connection. A publication that died can be no live publication's
+    ``previous``, so losing it loses no chained frame.
     """
 
     __slots__ = ("_inflated", "deflate")
 
     def __init__(self, deflate: Deflate) -> None:
         self.deflate = deflate
-        self._inflated: EncodedPublication | None = None
+        self._inflated: weakref.ref[EncodedPublication] | None = None
 
     def publication(self, encoded: EncodedPublication) -> bytes:
         """``encoded``'s frame for this client (the caller sends it next, in order)."""
         inflated = self._inflated
-        chained = self.deflate.chained and inflated is not None and inflated is encoded.previous
+        previous = encoded.previous
+        chained = (
+            self.deflate.chained and inflated is not None and previous is not None and inflated() is previous
+        )
         frame = encoded.ws_deflated(self.deflate, chained)
         if frame[0] & _RSV1:
-            self._inflated = encoded
+            self._inflated = weakref.ref(encoded)  # the shared one: no allocation per connection
         return frame
 
     def message(self, payload: bytes, opcode: int = 0x1) -> bytes:

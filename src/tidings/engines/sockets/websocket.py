@@ -28,6 +28,7 @@ class FastWebSocket(FrameConnection, CommandHandler):
     """A tidings client on the fast path: commands from text frames, pre-built frames out."""
 
     __slots__ = HANDLER_SLOTS
+    counts_wire = True
 
     def __init__(
         self,
@@ -53,10 +54,11 @@ class FastWebSocket(FrameConnection, CommandHandler):
     def deliver(self, publication: EncodedPublication) -> None:
         # the hot path, once per publication and subscriber: one append, and the first one of a
         # loop iteration schedules the write (_soon, inlined)
-        if self.deltas is not None:
-            publication = self.deltas.outgoing(publication)
+        sent = publication if self.deltas is None else self.deltas.outgoing(publication)
         deflate = self._deflate
-        frame = publication.ws_frame if deflate is None else deflate.publication(publication)
+        frame = sent.ws_frame if deflate is None else deflate.publication(sent)
+        if self.wire_log is not None:
+            self._log_wire(publication, sent, frame)
         pending = self.machine.pending
         if pending:  # a write is scheduled already (a truth test, cheaper than len() == 1)
             pending.append(frame)
@@ -71,8 +73,28 @@ class FastWebSocket(FrameConnection, CommandHandler):
 
     def replay(self, publication: EncodedPublication) -> None:
         deflate = self._deflate
-        if self.machine.replay(publication.ws_frame if deflate is None else deflate.publication(publication)):
+        frame = publication.ws_frame if deflate is None else deflate.publication(publication)
+        if self.wire_log is not None:
+            self._log_wire(publication, publication, frame)
+        if self.machine.replay(frame):
             self._soon()
+
+    def _log_wire(self, publication: EncodedPublication, sent: EncodedPublication, frame: bytes) -> None:
+        """For ``wire_stats``: the bytes of the frame written for ``publication`` (``sent``: it,
+        or its delta), against the same message uncompressed and the publication in full."""
+        assert self.wire_log is not None
+        pub = publication.publication
+        self.wire_log.append(
+            (
+                pub.channel,
+                pub.offset,
+                len(frame),
+                len(sent.ws_frame),
+                len(publication.ws_frame),
+                bool(frame[0] & 0x40),
+                sent is not publication,
+            )
+        )
 
     grants_ended = CommandHandler.grants_ended  # not FrameConnection's
 

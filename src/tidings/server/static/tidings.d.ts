@@ -99,6 +99,26 @@ export interface ClientEvents {
   error: unknown;
 }
 
+/** One publication as written on the WebSocket: frame bytes, header included. */
+export interface WireMessage {
+  channel: string;
+  offset: number;
+  /** On the wire: compressed if `compressed`, a delta if `delta`. */
+  wire: number;
+  /** The same message uncompressed. */
+  uncompressed: number;
+  /** The publication in full, uncompressed (differs from `uncompressed` for a delta). */
+  full: number;
+  compressed: boolean;
+  delta: boolean;
+}
+
+export interface WireStats {
+  /** False where the server does not see the bytes it writes (under an ASGI server). */
+  counted: boolean;
+  messages: WireMessage[];
+}
+
 export declare class Tidings {
   constructor(url?: string, options?: TidingsOptions);
   readonly url: string;
@@ -115,6 +135,9 @@ export declare class Tidings {
   rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   /** Publications from history, oldest first (WebSocket only). */
   history<T = unknown>(channel: string, options?: { since?: Position; limit?: number }): Promise<Publication<T>[]>;
+  /** What the server wrote for each publication sent on this WebSocket connection since the
+   *  last call (the first call starts counting). */
+  wireStats(): Promise<WireStats>;
   /** The cursor over every subscribed channel. */
   cursor(): string;
   close(): void;

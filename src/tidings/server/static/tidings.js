@@ -182,6 +182,15 @@ export class Tidings extends Emitter {
     return (await this._request(command)).publications;
   }
 
+  /** What the server wrote for each publication sent on this WebSocket connection since the
+   *  last call (the first call starts counting and returns none): resolves with
+   *  {counted, messages: [{channel, offset, wire, uncompressed, full, compressed, delta}]}, in
+   *  frame bytes (header included). A page cannot see compressed sizes (the browser inflates
+   *  before onmessage); `counted` is false where the server cannot either (under an ASGI server). */
+  wireStats() {
+    return this._request({ op: "wire_stats" });
+  }
+
   /** The current cursor over every subscribed channel (for the HTTP transports). */
   cursor() {
     const tokens = [];
