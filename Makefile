@@ -125,7 +125,9 @@ bench-compression: $(BENCH_STAMP)
 
 ## bench-deflate-memory: idle WebSocket RSS with and without permessage-deflate (10,000 connections)
 bench-deflate-memory: $(STAMP)
-	$(PY) benchmarks/ws_deflate_memory.py --conns 10000 --out benchmarks/results/ws-deflate-memory.json
+	$(PY) benchmarks/ws_deflate_memory.py --conns 10000 --publish 10 --out benchmarks/results/ws-deflate-memory.json
+	$(PY) benchmarks/ws_deflate_memory.py --conns 10000 --channels 10000 --publish 2 \
+	    --out benchmarks/results/ws-deflate-memory-traffic.json
 
 ## bench-proxy: the connect proxy's cost and a 1,000-client connect storm
 bench-proxy: $(STAMP)
