@@ -17,6 +17,7 @@ from tidings.core.commands import (
     PublishCmd,
     Subscribe,
     Unsubscribe,
+    WireStats,
     parse_command,
     parse_position,
     validate_event_name,
@@ -275,3 +276,7 @@ def test_rpc_and_connect_data() -> None:
     refused({"op": "rpc", "ref": 2}, "missing field 'method'")
     refused({"op": "rpc", "method": ""}, "must not be empty")
     assert parse({"op": "connect", "data": {"a": 1}}) == Connect(None, None, {"a": 1})
+
+
+def test_wire_stats_is_a_command_of_its_own() -> None:
+    assert parse({"op": "wire_stats", "ref": 9}) == WireStats(9)

@@ -477,3 +477,17 @@ def test_consecutive_deltas_go_chained_and_the_hub_link_leaves_no_chain_behind()
     assert len(frames[3]) < len(alone)  # the envelope it shares with the delta before it
     feed_[2].forget_previous()
     assert feed_[2].previous is None and deltas[2].previous is None
+
+
+def test_a_publication_kept_after_its_fan_out_drops_what_only_the_fan_out_needed_and_still_answers() -> None:
+    a, b = fanned_out([ticker(1), ticker(2)])
+    frame, text, sse = b.ws_frame, b.ws_text, b.sse
+    assert b.previous is a
+    b.fanned_out()
+    assert b.previous is None
+    assert b.publication.data is None and b.publication.data_json is None
+    # a late reader (a stream, a replay) still gets the same bytes, rebuilt from the body
+    assert (b.ws_frame, b.ws_text, b.sse) == (frame, text, sse)
+    trimmed = b.publication
+    b.fanned_out()  # again (a channel's last publication kept twice): nothing more to drop
+    assert b.publication is trimmed
