@@ -96,6 +96,11 @@ class StreamConfig:
     close_timeout: float
     #: Seconds before the server ends the stream (``sse.max_duration``; 0: never).
     max_duration: float = 0.0
+    #: Once live, the backlog counts each publication as it waits here (True), or only what
+    #: :meth:`StreamMachine.written` reports (False): for a driver that takes what waits within
+    #: the loop iteration that produced it (the sockets engine: what waits is bounded by one
+    #: iteration, as for its WebSockets), which spares every publication a count.
+    count_pending: bool = True
 
 
 class StreamMachine:
@@ -110,6 +115,7 @@ class StreamMachine:
         "_buffered",
         "_coding",
         "_config",
+        "_counting",
         "_cut_at",
         "_end_at",
         "_end_reason",
@@ -142,6 +148,9 @@ class StreamMachine:
         self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
+        #: Publications are counted as they wait: always before the stream is live (what it
+        #: holds then is its allowance), then as ``count_pending`` says.
+        self._counting = True
         self._pending: list[bytes] = []
         #: Bytes the peer has not taken: pending here plus what the driver last reported.
         self._unsent = 0
@@ -190,9 +199,10 @@ class StreamMachine:
         pending = self._pending
         first = not pending
         pending.append(data)
-        unsent = self._unsent = self._unsent + len(data)
-        if unsent > self._limit:
-            return self._check() or first
+        if self._counting:
+            unsent = self._unsent = self._unsent + len(data)
+            if unsent > self._limit:
+                return self._check() or first
         return first
 
     def _push(self, data: bytes) -> bool:
@@ -220,6 +230,7 @@ class StreamMachine:
         self._state = _LIVE
         self._backlog.allow(self._unsent)
         self._limit = self._config.outbox_bytes
+        self._counting = self._config.count_pending
         self._next_beat = now + self._half
         if self._config.max_duration > 0:
             self._end_at = now + self._config.max_duration
@@ -231,9 +242,9 @@ class StreamMachine:
     def data_to_send(self) -> bytes:
         """The bytes pending (b"" if none), handed to the driver to write now."""
         pending = self._pending
-        if not pending or self._state > _LIVE:
+        if not pending or self._state > 1:  # past _LIVE
             return b""
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        data = b"".join(pending)  # one item: that item itself (bytes.join's own shortcut)
         pending.clear()
         self._unsent = self._buffered
         self._wrote = True
@@ -265,8 +276,14 @@ class StreamMachine:
                 self._state = _DONE
                 self.deadline = None
             return True
-        if state == _LIVE:
-            if not self._backlog.overflows(self._unsent):
+        if state == 1:  # _LIVE (a literal: this is the hot path of every write)
+            unsent = self._unsent
+            backlog_rule = self._backlog
+            # within the limit with no replay allowance left to end: Backlog.overflows would
+            # say False and change nothing, so the common case spares the call
+            if unsent <= self._limit and not backlog_rule.allowance:
+                return False
+            if not backlog_rule.overflows(unsent):
                 return False
             self._overflow()
         return True  # ending (the overflow's farewell, or an end before this write) or ended
