@@ -146,6 +146,16 @@ def test_without_count_pending_only_what_the_driver_reports_counts_once_live() -
     m.data_to_send()
     assert m.written(LIMIT + 1) is True
     assert m.ending and m.overflowed
+    assert pub(m, 10) is False and m.data_to_send() == b""  # ended: nothing more is taken
+
+
+def test_without_count_pending_a_stream_the_client_left_takes_nothing_more() -> None:
+    config = StreamConfig(heartbeat=2.0, outbox_bytes=LIMIT, close_timeout=CLOSE, count_pending=False)
+    m = StreamMachine(config, Bytes())
+    m.open(0.0)
+    assert pub(m, 10) is True
+    m.peer_gone()
+    assert pub(m, 10) is False and m.data_to_send() == b""
 
 
 def test_a_write_report_past_the_limit_ends_the_stream() -> None:

@@ -127,6 +127,7 @@ class StreamMachine:
         "_limit",
         "_next_beat",
         "_pending",
+        "_plain",
         "_state",
         "_unsent",
         "_wrote",
@@ -151,6 +152,9 @@ class StreamMachine:
         #: Publications are counted as they wait: always before the stream is live (what it
         #: holds then is its allowance), then as ``count_pending`` says.
         self._counting = True
+        #: Live, no content coding, publications not counted as they wait: a publication is
+        #: an append (set by open, cleared when the stream ends).
+        self._plain = False
         self._pending: list[bytes] = []
         #: Bytes the peer has not taken: pending here plus what the driver last reported.
         self._unsent = 0
@@ -182,9 +186,12 @@ class StreamMachine:
         return self._push(self._framing.gap(gap, cursor))
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bool:
-        # the hot path: one framing call (usually the shared pre-encoded bytes), an append and
-        # one comparison (1: _LIVE, a literal rather than a global lookup)
-        if self._state > 1:
+        # the hot path: one framing call (usually the shared pre-encoded bytes) and an append
+        if self._plain:
+            pending = self._pending
+            pending.append(self._framing.publication(encoded, cursor, single))
+            return len(pending) == 1
+        if self._state > 1:  # past _LIVE (a literal rather than a global lookup)
             return False
         data = self._framing.publication(encoded, cursor, single)
         coding = self._coding
@@ -231,6 +238,7 @@ class StreamMachine:
         self._backlog.allow(self._unsent)
         self._limit = self._config.outbox_bytes
         self._counting = self._config.count_pending
+        self._plain = self._coding is None and not self._counting
         self._next_beat = now + self._half
         if self._config.max_duration > 0:
             self._end_at = now + self._config.max_duration
@@ -335,6 +343,7 @@ class StreamMachine:
     def peer_gone(self) -> None:
         """The client went away: nothing more is written. (After the farewell the server's
         end stands: the client has closed as told.)"""
+        self._plain = False
         if self._state < _CLOSED:
             self.gone = True
         self._state = _DONE
@@ -344,6 +353,7 @@ class StreamMachine:
     def _end(self, reason: Disconnect) -> None:
         self.closing = reason
         self._state = _ENDING
+        self._plain = False
         self.deadline = None
         if reason.code == CloseCode.SLOW_CONSUMER:
             # what the client could not take is dropped; the farewell goes behind what the
