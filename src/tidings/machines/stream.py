@@ -16,7 +16,9 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
   allowance: what is produced before the stream goes live (its ``ready``, gaps and a resume's
   replay) does not count. The backlog is the bytes the peer has not taken: those produced and
   not yet handed to the driver, plus what the driver last reported as not yet sent
-  (:meth:`~StreamMachine.written`);
+  (:meth:`~StreamMachine.written`); with ``StreamConfig.count_pending`` False (a driver that
+  takes what waits within the loop iteration that produced it: the sockets engine) live
+  publications count once reported, not as they wait;
 - the end: ``sse.max_duration``, the token's expiry, a drain (1012), the node's disconnect, an
   overflow (4008, the pending data dropped); the farewell notice last, after which the
   connection is cut if its peer has not taken everything within ``close_timeout``;
