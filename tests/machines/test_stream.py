@@ -125,6 +125,39 @@ def test_a_publication_under_the_limit_with_bytes_pending_is_not_a_second_wake()
     assert not m.ending
 
 
+def test_without_count_pending_only_what_the_driver_reports_counts_once_live() -> None:
+    """``count_pending=False`` (a driver that takes what waits within the loop iteration, the
+    sockets engine): live publications are not counted as they wait, only the backlog reported
+    after their write; what waits before the stream is live is still its allowance."""
+    config = StreamConfig(heartbeat=2.0, outbox_bytes=LIMIT, close_timeout=CLOSE, count_pending=False)
+    m = StreamMachine(config, Bytes())
+    for _ in range(3):
+        pub(m, 60)  # a replay before the stream is live: counted, then allowed
+    m.open(0.0)
+    m.data_to_send()
+    m.written(180)  # within the allowance
+    assert pub(m, 60) is True
+    assert pub(m, 60) is False  # 300 bytes held: not counted until written
+    assert not m.ending
+    assert len(m.data_to_send()) == 120
+    m.written(LIMIT)  # back within the limit: the allowance is spent
+    assert not m.ending
+    pub(m, 10)
+    m.data_to_send()
+    assert m.written(LIMIT + 1) is True
+    assert m.ending and m.overflowed
+    assert pub(m, 10) is False and m.data_to_send() == b""  # ended: nothing more is taken
+
+
+def test_without_count_pending_a_stream_the_client_left_takes_nothing_more() -> None:
+    config = StreamConfig(heartbeat=2.0, outbox_bytes=LIMIT, close_timeout=CLOSE, count_pending=False)
+    m = StreamMachine(config, Bytes())
+    m.open(0.0)
+    assert pub(m, 10) is True
+    m.peer_gone()
+    assert pub(m, 10) is False and m.data_to_send() == b""
+
+
 def test_a_write_report_past_the_limit_ends_the_stream() -> None:
     m = live()
     pub(m, 10)

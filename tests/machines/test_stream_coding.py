@@ -257,3 +257,19 @@ def test_a_stream_of_several_channels_chains_its_own_publications() -> None:
         assert inflater.decompress(wire) == encoded.with_cursor("c,d") + b"\n"
         sizes.append(len(wire))
     assert sizes[1] < sizes[0] / 2  # the second refers to the first
+
+
+def test_a_compressed_stream_without_count_pending_counts_only_what_is_reported() -> None:
+    """``count_pending=False`` (the sockets engine): a compressed publication is not counted as
+    it waits either; the backlog reported after its write is."""
+    config = StreamConfig(heartbeat=1.0, outbox_bytes=LIMIT, close_timeout=3.0, count_pending=False)
+    m = StreamMachine(config, Lines(), StreamCoding("gzip", level=6))
+    m.open(0.0)
+    for seq in range(1, 40):
+        m.publication(EncodedPublication(publication(seq)), "x", True)
+    assert not m.ending
+    data = m.data_to_send()
+    assert len(data) > LIMIT  # held past the limit, not counted
+    assert zlib.decompressobj(31).decompress(data).count(b"\n") == 39
+    assert m.written(LIMIT + 1) is True
+    assert m.ending and m.overflowed

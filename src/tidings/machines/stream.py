@@ -16,7 +16,9 @@ the driver's measurements (:meth:`~StreamMachine.written`) and events (:meth:`~S
   allowance: what is produced before the stream goes live (its ``ready``, gaps and a resume's
   replay) does not count. The backlog is the bytes the peer has not taken: those produced and
   not yet handed to the driver, plus what the driver last reported as not yet sent
-  (:meth:`~StreamMachine.written`);
+  (:meth:`~StreamMachine.written`); with ``StreamConfig.count_pending`` False (a driver that
+  takes what waits within the loop iteration that produced it: the sockets engine) live
+  publications count once reported, not as they wait;
 - the end: ``sse.max_duration``, the token's expiry, a drain (1012), the node's disconnect, an
   overflow (4008, the pending data dropped); the farewell notice last, after which the
   connection is cut if its peer has not taken everything within ``close_timeout``;
@@ -96,6 +98,11 @@ class StreamConfig:
     close_timeout: float
     #: Seconds before the server ends the stream (``sse.max_duration``; 0: never).
     max_duration: float = 0.0
+    #: Once live, the backlog counts each publication as it waits here (True), or only what
+    #: :meth:`StreamMachine.written` reports (False): for a driver that takes what waits within
+    #: the loop iteration that produced it (the sockets engine: what waits is bounded by one
+    #: iteration, as for its WebSockets), which spares every publication a count.
+    count_pending: bool = True
 
 
 class StreamMachine:
@@ -110,6 +117,7 @@ class StreamMachine:
         "_buffered",
         "_coding",
         "_config",
+        "_counting",
         "_cut_at",
         "_end_at",
         "_end_reason",
@@ -121,6 +129,7 @@ class StreamMachine:
         "_limit",
         "_next_beat",
         "_pending",
+        "_plain",
         "_state",
         "_unsent",
         "_wrote",
@@ -142,6 +151,12 @@ class StreamMachine:
         self._last: bytes | None = None
         self._backlog = Backlog(config.outbox_bytes)
         self._limit = _UNBOUNDED
+        #: Publications are counted as they wait: always before the stream is live (what it
+        #: holds then is its allowance), then as ``count_pending`` says.
+        self._counting = True
+        #: Live, no content coding, publications not counted as they wait: a publication is
+        #: an append (set by open, cleared when the stream ends).
+        self._plain = False
         self._pending: list[bytes] = []
         #: Bytes the peer has not taken: pending here plus what the driver last reported.
         self._unsent = 0
@@ -173,9 +188,12 @@ class StreamMachine:
         return self._push(self._framing.gap(gap, cursor))
 
     def publication(self, encoded: EncodedPublication, cursor: str, single: bool) -> bool:
-        # the hot path: one framing call (usually the shared pre-encoded bytes), an append and
-        # one comparison (1: _LIVE, a literal rather than a global lookup)
-        if self._state > 1:
+        # the hot path: one framing call (usually the shared pre-encoded bytes) and an append
+        if self._plain:
+            pending = self._pending
+            pending.append(self._framing.publication(encoded, cursor, single))
+            return len(pending) == 1
+        if self._state > 1:  # past _LIVE (a literal rather than a global lookup)
             return False
         data = self._framing.publication(encoded, cursor, single)
         coding = self._coding
@@ -190,9 +208,10 @@ class StreamMachine:
         pending = self._pending
         first = not pending
         pending.append(data)
-        unsent = self._unsent = self._unsent + len(data)
-        if unsent > self._limit:
-            return self._check() or first
+        if self._counting:
+            unsent = self._unsent = self._unsent + len(data)
+            if unsent > self._limit:
+                return self._check() or first
         return first
 
     def _push(self, data: bytes) -> bool:
@@ -220,6 +239,8 @@ class StreamMachine:
         self._state = _LIVE
         self._backlog.allow(self._unsent)
         self._limit = self._config.outbox_bytes
+        self._counting = self._config.count_pending
+        self._plain = self._coding is None and not self._counting
         self._next_beat = now + self._half
         if self._config.max_duration > 0:
             self._end_at = now + self._config.max_duration
@@ -231,9 +252,9 @@ class StreamMachine:
     def data_to_send(self) -> bytes:
         """The bytes pending (b"" if none), handed to the driver to write now."""
         pending = self._pending
-        if not pending or self._state > _LIVE:
+        if not pending or self._state > 1:  # past _LIVE
             return b""
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        data = b"".join(pending)  # one item: that item itself (bytes.join's own shortcut)
         pending.clear()
         self._unsent = self._buffered
         self._wrote = True
@@ -265,8 +286,14 @@ class StreamMachine:
                 self._state = _DONE
                 self.deadline = None
             return True
-        if state == _LIVE:
-            if not self._backlog.overflows(self._unsent):
+        if state == 1:  # _LIVE (a literal: this is the hot path of every write)
+            unsent = self._unsent
+            backlog_rule = self._backlog
+            # within the limit with no replay allowance left to end: Backlog.overflows would
+            # say False and change nothing, so the common case spares the call
+            if unsent <= self._limit and not backlog_rule.allowance:
+                return False
+            if not backlog_rule.overflows(unsent):
                 return False
             self._overflow()
         return True  # ending (the overflow's farewell, or an end before this write) or ended
@@ -318,6 +345,7 @@ class StreamMachine:
     def peer_gone(self) -> None:
         """The client went away: nothing more is written. (After the farewell the server's
         end stands: the client has closed as told.)"""
+        self._plain = False
         if self._state < _CLOSED:
             self.gone = True
         self._state = _DONE
@@ -327,6 +355,7 @@ class StreamMachine:
     def _end(self, reason: Disconnect) -> None:
         self.closing = reason
         self._state = _ENDING
+        self._plain = False
         self.deadline = None
         if reason.code == CloseCode.SLOW_CONSUMER:
             # what the client could not take is dropped; the farewell goes behind what the

@@ -167,16 +167,14 @@ class WebSocketMachine(Backlog, Generic[T]):
 
     __slots__ = (
         "_config",
-        "_count",
-        "_cut_at",
-        "_expire_at",
+        "_due",
         "_farewell",
         "_frames",
         "_held",
         "_keep_at",
         "_last_heard",
         "_server_close",
-        "_slow_told",
+        "_slow",
         "commands",
         "deadline",
         "peer_code",
@@ -185,7 +183,6 @@ class WebSocketMachine(Backlog, Generic[T]):
         "reading",
         "running",
         "session",
-        "slow",
         "state",
     )
 
@@ -199,7 +196,6 @@ class WebSocketMachine(Backlog, Generic[T]):
         self._config = config
         self._frames: ControlFrames[T] | None = frames
         self.session = session
-        self._count = config.count_queue
         # the slow-consumer rule is this machine's base, not a member object: one object less
         # per idle connection
         Backlog.__init__(self, config.outbox_bytes)
@@ -216,9 +212,9 @@ class WebSocketMachine(Backlog, Generic[T]):
         self._server_close: tuple[int, str] | None = None
         #: The client's close code, if the client closed first.
         self.peer_code: int | None = None
-        #: The connection was closed by the slow-consumer rule.
-        self.slow = False
-        self._slow_told = False
+        # 0; 1: closed by the slow-consumer rule; 2: and the driver was told (take_overflow).
+        # One slot for both: an idle connection's memory counts.
+        self._slow = 0
         #: Messages waiting to be carried out (:meth:`next_command`): a list, not a deque, as
         #: an empty deque costs every idle connection 600 bytes; at most MAX_BACKLOG wait.
         self.commands: list[str | bytes] = _NONE
@@ -227,8 +223,9 @@ class WebSocketMachine(Backlog, Generic[T]):
         self.reading = True
         self._last_heard = now
         self._keep_at = _NEVER if config.ping_interval is None else now + config.ping_interval
-        self._expire_at = _NEVER
-        self._cut_at = _NEVER
+        # open: when the session's next expiry falls; closing: when the connection is cut (one
+        # slot for both, as an idle connection's memory counts)
+        self._due = _NEVER
         #: When to call :meth:`tick` next (the driver's clock); None: no timer.
         self.deadline: float | None = None
         self._schedule()
@@ -242,7 +239,7 @@ class WebSocketMachine(Backlog, Generic[T]):
             return False
         pending = self.pending
         pending.append(frame)
-        if self._count:
+        if self._config.count_queue:
             self.queued += len(frame)
             if self.overflows(self.queued):
                 self._overflow()
@@ -256,7 +253,7 @@ class WebSocketMachine(Backlog, Generic[T]):
         self.allow(len(frame))
         pending = self.pending
         pending.append(frame)
-        if self._count:
+        if self._config.count_queue:
             self.queued += len(frame)
         return len(pending) == 1
 
@@ -285,8 +282,8 @@ class WebSocketMachine(Backlog, Generic[T]):
 
     def take_overflow(self) -> bool:
         """True once after the slow-consumer rule closed the connection (for the metric)."""
-        if self.slow and not self._slow_told:
-            self._slow_told = True
+        if self._slow == 1:
+            self._slow = 2
             return True
         return False
 
@@ -298,8 +295,13 @@ class WebSocketMachine(Backlog, Generic[T]):
             return True
         return False
 
+    @property
+    def slow(self) -> bool:
+        """The connection was closed by the slow-consumer rule."""
+        return self._slow > 0
+
     def _overflow(self) -> None:
-        self.slow = True
+        self._slow = 1
         self.pending = []  # what the client could not take is dropped; the close goes last
         self.queued = 0
         self._close(int(_SLOW.code), _SLOW.reason)
@@ -396,7 +398,7 @@ class WebSocketMachine(Backlog, Generic[T]):
         self.state = CLOSING
         self.commands.clear()
         self.reading = True  # the client's answer is to be read
-        self._cut_at = _NEVER if now is None else now + self._config.close_timeout
+        self._due = _NEVER if now is None else now + self._config.close_timeout
         self._schedule()
 
     def _stop(self) -> None:
@@ -418,8 +420,10 @@ class WebSocketMachine(Backlog, Generic[T]):
 
     def watch_expiry(self, now: float, wall_now: float) -> None:
         """The session's token or grants changed: wake at the next expiry."""
+        if self.state:
+            return  # closing (a command that ended after the close began): only the cut is timed
         expires = self.session.next_expiry() if self.session is not None else None
-        self._expire_at = _NEVER if expires is None else now + max(0.0, expires - wall_now)
+        self._due = _NEVER if expires is None else now + max(0.0, expires - wall_now)
         self._schedule()
 
     def tick(self, now: float, wall_now: float) -> list[str]:
@@ -429,15 +433,15 @@ class WebSocketMachine(Backlog, Generic[T]):
         if state >= ABORTED:
             return []
         if state:
-            if self._cut_at == _NEVER:
-                self._cut_at = now + self._config.close_timeout
-            elif now >= self._cut_at:
+            if self._due == _NEVER:
+                self._due = now + self._config.close_timeout
+            elif now >= self._due:
                 self._abort()
                 return []
             self._schedule()
             return []
         ended: list[str] = []
-        if now >= self._expire_at:
+        if now >= self._due:
             session = self.session
             assert session is not None  # an expiry is watched only with a session
             if session.expired(wall_now):
@@ -469,11 +473,9 @@ class WebSocketMachine(Backlog, Generic[T]):
     def _schedule(self) -> None:
         state = self.state
         if state == OPEN:
-            when = min(self._keep_at, self._expire_at)
-        elif state < ABORTED:
-            when = AT_ONCE if self._cut_at == _NEVER else self._cut_at
-        else:
-            when = _NEVER
+            when = min(self._keep_at, self._due)
+        else:  # closing or closed: nothing schedules a connection aborted or gone
+            when = AT_ONCE if self._due == _NEVER else self._due
         self.deadline = None if when == _NEVER else when
 
     def _abort(self) -> None:

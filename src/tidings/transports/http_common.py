@@ -587,13 +587,15 @@ def stream_coding(settings: Settings, request: StreamRequest) -> tuple[StreamCod
     return coding, [(b"content-encoding", name.encode()), (b"vary", b"accept-encoding")]
 
 
-def stream_config(settings: Settings) -> StreamConfig:
-    """The numbers of :class:`~tidings.machines.stream.StreamMachine` from ``settings``."""
+def stream_config(settings: Settings, count_pending: bool = True) -> StreamConfig:
+    """The numbers of :class:`~tidings.machines.stream.StreamMachine` from ``settings``
+    (``count_pending``: see :class:`~tidings.machines.stream.StreamConfig`)."""
     return StreamConfig(
         heartbeat=settings.sse.heartbeat,
         outbox_bytes=settings.limits.outbox_bytes,
         close_timeout=close_timeout(settings),
         max_duration=settings.sse.max_duration,
+        count_pending=count_pending,
     )
 
 

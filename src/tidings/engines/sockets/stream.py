@@ -72,7 +72,10 @@ class FastStream(PushExchange):
         settings = self.node.settings
         framing = self.framing(settings)
         coding, coding_headers = stream_coding(settings, request)
-        machine = self._m = StreamMachine(stream_config(settings), framing, coding)
+        # what the machine holds is written by the end of the loop iteration that produced it:
+        # the backlog is the transport's buffer, as for this engine's WebSockets
+        config = stream_config(settings, count_pending=False)
+        machine = self._m = StreamMachine(config, framing, coding)
         stream = self._stream = StreamSubscriber(self.node, request, self.transport_name, self)
         stream.info = machine.close_info
         stream.on_end.append(self._ended_by_server)
