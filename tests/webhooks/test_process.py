@@ -184,7 +184,7 @@ async def test_a_node_killed_with_sigkill_takes_its_dispatcher_process_with_it(
         os.kill(node.pid, signal.SIGKILL)
         node.wait(10)
         await wait_for(lambda: not alive(child), within=5, what="the child to die with its node")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # let attempts already on the wire land before counting
         attempts = len(receiver.at("/down"))
         await asyncio.sleep(1.0)  # ten retry periods: an orphan would have tried again
         assert len(receiver.at("/down")) == attempts
